@@ -1,0 +1,175 @@
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What happened. The dotted names are what SIEM rules match on; keep them stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    #[serde(rename = "owner.created")]
+    OwnerCreated,
+    #[serde(rename = "agent.created")]
+    AgentCreated,
+    #[serde(rename = "agent.revoked")]
+    AgentRevoked,
+    #[serde(rename = "agent.binding_added")]
+    AgentBindingAdded,
+    #[serde(rename = "agent.join_token_issued")]
+    JoinTokenIssued,
+    #[serde(rename = "agent.key_enrolled")]
+    AgentKeyEnrolled,
+    #[serde(rename = "tool.created")]
+    ToolCreated,
+    #[serde(rename = "login.succeeded")]
+    LoginSucceeded,
+    #[serde(rename = "login.failed")]
+    LoginFailed,
+    #[serde(rename = "task.created")]
+    TaskCreated,
+    #[serde(rename = "task.denied")]
+    TaskDenied,
+    #[serde(rename = "task.completed")]
+    TaskCompleted,
+    #[serde(rename = "task.revoked")]
+    TaskRevoked,
+    #[serde(rename = "task.expired")]
+    TaskExpired,
+    #[serde(rename = "grant.minted")]
+    GrantMinted,
+    #[serde(rename = "grant.refused")]
+    GrantRefused,
+    #[serde(rename = "token.revoked")]
+    TokenRevoked,
+    #[serde(rename = "decision")]
+    Decision,
+    #[serde(rename = "admin_token.created")]
+    AdminTokenCreated,
+    #[serde(rename = "policy.reloaded")]
+    PolicyReloaded,
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        use EventKind::*;
+        match self {
+            OwnerCreated => "owner.created",
+            AgentCreated => "agent.created",
+            AgentRevoked => "agent.revoked",
+            AgentBindingAdded => "agent.binding_added",
+            JoinTokenIssued => "agent.join_token_issued",
+            AgentKeyEnrolled => "agent.key_enrolled",
+            ToolCreated => "tool.created",
+            LoginSucceeded => "login.succeeded",
+            LoginFailed => "login.failed",
+            TaskCreated => "task.created",
+            TaskDenied => "task.denied",
+            TaskCompleted => "task.completed",
+            TaskRevoked => "task.revoked",
+            TaskExpired => "task.expired",
+            GrantMinted => "grant.minted",
+            GrantRefused => "grant.refused",
+            TokenRevoked => "token.revoked",
+            Decision => "decision",
+            AdminTokenCreated => "admin_token.created",
+            PolicyReloaded => "policy.reloaded",
+            KeyRotated => "key.rotated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event before it is chained: the caller says what happened, the store
+/// assigns `seq`, time and hashes inside the same transaction as the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    /// Who acted: `agent:<name>`, `admin:<token id>`, `system`.
+    pub actor: String,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    pub jti: Option<String>,
+    pub decision: Option<String>,
+    pub reasons: Vec<String>,
+    pub request_id: Option<String>,
+    /// Extra structured facts as a JSON object text. Never a secret or token.
+    pub detail: String,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, actor: impl Into<String>) -> Self {
+        NewEvent {
+            kind,
+            actor: actor.into(),
+            agent: None,
+            task: None,
+            tool: None,
+            jti: None,
+            decision: None,
+            reasons: Vec::new(),
+            request_id: None,
+            detail: "{}".into(),
+        }
+    }
+    pub fn agent(mut self, v: impl ToString) -> Self {
+        self.agent = Some(v.to_string());
+        self
+    }
+    pub fn task(mut self, v: impl ToString) -> Self {
+        self.task = Some(v.to_string());
+        self
+    }
+    pub fn tool(mut self, v: impl ToString) -> Self {
+        self.tool = Some(v.to_string());
+        self
+    }
+    pub fn jti(mut self, v: impl ToString) -> Self {
+        self.jti = Some(v.to_string());
+        self
+    }
+    pub fn decision(mut self, v: impl ToString) -> Self {
+        self.decision = Some(v.to_string());
+        self
+    }
+    pub fn reasons(mut self, v: Vec<String>) -> Self {
+        self.reasons = v;
+        self
+    }
+    pub fn request_id(mut self, v: Option<String>) -> Self {
+        self.request_id = v;
+        self
+    }
+    pub fn detail(mut self, v: serde_json::Value) -> Self {
+        self.detail = v.to_string();
+        self
+    }
+}
+
+/// A chained audit record, as stored and exported (one JSON line each).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Unix time in milliseconds.
+    pub time_ms: i64,
+    pub kind: EventKind,
+    pub actor: String,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    pub jti: Option<String>,
+    pub decision: Option<String>,
+    pub reasons: Vec<String>,
+    pub request_id: Option<String>,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}

@@ -1,0 +1,21 @@
+//! Mandate's domain: the nouns of DESIGN.md (Owner, Agent, Tool, Task, Grant)
+//! and the rules between them (scope narrowing, TTL capping, task state
+//! machine). Pure values and functions: no I/O, no async, no clocks — callers
+//! pass `now` in, so every rule is testable in isolation.
+
+mod agent;
+mod error;
+mod ids;
+mod scope;
+mod task;
+mod tool;
+
+pub use agent::{Agent, AgentState, NewAgent};
+pub use error::{Invalid, RuleViolation};
+pub use ids::{AgentName, Jti, OwnerName, RandomId, SpiffeId, TaskId, ToolName, TrustDomain};
+pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
+pub use task::{Task, TaskState, cap_grant_ttl};
+pub use tool::{Environment, NewTool, Sensitivity, Tool};
+
+/// Seconds since the Unix epoch. All domain times use this unit.
+pub type UnixTime = i64;

@@ -1,0 +1,58 @@
+//! Claim sets Mandate issues.
+
+use serde::{Deserialize, Serialize};
+
+/// `type` of Mandate's RFC 9396 authorization details entry.
+pub const DETAIL_TYPE: &str = "mandate";
+
+/// One RFC 9396 `authorization_details` entry: what the grant allows on one tool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationDetail {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub tool: String,
+    pub actions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<String>,
+}
+
+/// RFC 9068 access token claims, plus `txn` (the task) and the granted scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// The agent's SPIFFE ID.
+    pub sub: String,
+    /// The tool's audience URI (exactly one).
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    /// The task id: every grant belongs to one task.
+    pub txn: String,
+    /// Space-separated actions: a coarse mirror of `authorization_details`.
+    pub scope: String,
+    pub authorization_details: Vec<AuthorizationDetail>,
+}
+
+/// An identity session: proves which agent this is, grants no tool access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    pub iss: String,
+    pub sub: String,
+    /// Always the broker's own issuer: a session is only good at the broker.
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    /// How the agent proved itself: `jwt_bearer` or `private_key_jwt`.
+    pub amr: Vec<String>,
+}

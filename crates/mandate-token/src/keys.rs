@@ -1,0 +1,457 @@
+//! The broker's signing keys.
+
+use crate::{Jwk, JwkSet, TokenError, VerifyingKey, b64};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use zeroize::Zeroizing;
+
+/// Algorithms Mandate signs and verifies with. No HMAC, never `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlg {
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    Rs256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::EdDsa => "EdDSA",
+            SigningAlg::Es256 => "ES256",
+            SigningAlg::Rs256 => "RS256",
+        }
+    }
+}
+
+impl FromStr for SigningAlg {
+    type Err = TokenError;
+    fn from_str(s: &str) -> Result<Self, TokenError> {
+        match s {
+            "EdDSA" => Ok(SigningAlg::EdDsa),
+            "ES256" => Ok(SigningAlg::Es256),
+            "RS256" => Ok(SigningAlg::Rs256),
+            other => Err(TokenError::AlgorithmNotAllowed(
+                other.chars().take(20).collect(),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for SigningAlg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+    Rsa(rsa::KeyPair),
+}
+
+/// A parsed private key, kept parsed so signing does not re-read PKCS#8.
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: SigningAlg,
+    pair: Pair,
+    public: Jwk,
+    verifier: VerifyingKey,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({} {}, [redacted])", self.alg, self.kid)
+    }
+}
+
+impl SigningKey {
+    /// Generate a fresh key; returns it with its PKCS#8 encoding for storage.
+    pub fn generate(alg: SigningAlg) -> Result<(Self, Zeroizing<Vec<u8>>), TokenError> {
+        let failed = |_| TokenError::BadKey("key generation failed".into());
+        let pkcs8 = match alg {
+            SigningAlg::EdDsa => Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            SigningAlg::Es256 => EcdsaKeyPair::generate_pkcs8(
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .map_err(failed)?
+            .as_ref()
+            .to_vec(),
+            SigningAlg::Rs256 => rsa::KeyPair::generate(rsa::KeySize::Rsa2048)
+                .map_err(failed)?
+                .as_der()
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+        };
+        let pkcs8 = Zeroizing::new(pkcs8);
+        Ok((Self::from_pkcs8(alg, &pkcs8)?, pkcs8))
+    }
+
+    pub fn from_pkcs8(alg: SigningAlg, pkcs8: &[u8]) -> Result<Self, TokenError> {
+        let rejected = |e: aws_lc_rs::error::KeyRejected| TokenError::BadKey(e.to_string());
+        let (pair, mut public) = match alg {
+            SigningAlg::EdDsa => {
+                let p = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let mut j = Jwk::new("OKP");
+                j.crv = Some("Ed25519".into());
+                j.x = Some(b64(p.public_key().as_ref()));
+                (Pair::Ed(p), j)
+            }
+            SigningAlg::Es256 => {
+                let p =
+                    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                        .map_err(rejected)?;
+                let point = p.public_key().as_ref();
+                let mut j = Jwk::new("EC");
+                j.crv = Some("P-256".into());
+                j.x = Some(b64(&point[1..33]));
+                j.y = Some(b64(&point[33..65]));
+                (Pair::Ec(p), j)
+            }
+            SigningAlg::Rs256 => {
+                let p = rsa::KeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let mut j = Jwk::new("RSA");
+                j.n = Some(b64(p
+                    .public_key()
+                    .modulus()
+                    .big_endian_without_leading_zero()));
+                j.e = Some(b64(p
+                    .public_key()
+                    .exponent()
+                    .big_endian_without_leading_zero()));
+                (Pair::Rsa(p), j)
+            }
+        };
+        let kid = public.thumbprint()?;
+        public.kid = Some(kid.clone());
+        public.alg = Some(alg.as_str().into());
+        public.use_ = Some("sig".into());
+        let verifier = VerifyingKey::from_jwk(&public)?;
+        Ok(SigningKey {
+            kid,
+            alg,
+            pair,
+            public,
+            verifier,
+        })
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TokenError> {
+        let failed = |_| TokenError::BadKey("signing failed".into());
+        match &self.pair {
+            Pair::Ed(p) => Ok(p.sign(message).as_ref().to_vec()),
+            Pair::Ec(p) => Ok(p
+                .sign(&SystemRandom::new(), message)
+                .map_err(failed)?
+                .as_ref()
+                .to_vec()),
+            Pair::Rsa(p) => {
+                let mut sig = vec![0; p.public_modulus_len()];
+                p.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut sig,
+                )
+                .map_err(failed)?;
+                Ok(sig)
+            }
+        }
+    }
+
+    pub fn public_jwk(&self) -> &Jwk {
+        &self.public
+    }
+
+    pub fn verifier(&self) -> &VerifyingKey {
+        &self.verifier
+    }
+}
+
+/// What `ring.json` records about each key. Private bytes live in `<kid>.pk8`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyRecord {
+    kid: String,
+    alg: SigningAlg,
+    created_at: i64,
+    /// Set when a newer key took over; the key stays published until
+    /// `publish_until` (retirement + the longest token lifetime).
+    publish_until: Option<i64>,
+}
+
+struct Ring {
+    records: Vec<KeyRecord>,
+    keys: HashMap<String, Arc<SigningKey>>,
+    current: Arc<SigningKey>,
+}
+
+/// The broker's key set: one current signing key plus retired keys still
+/// published for verification. Persisted under a directory, one file per
+/// private key with mode 0600.
+pub struct KeyRing {
+    dir: PathBuf,
+    ring: RwLock<Arc<Ring>>,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyRing({})", self.dir.display())
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> TokenError {
+    TokenError::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+impl KeyRing {
+    /// Open the ring in `dir`, creating a first key of `alg` if there is none,
+    /// or rotating to `alg` if the current key uses another algorithm.
+    pub fn open(
+        dir: &Path,
+        alg: SigningAlg,
+        max_token_ttl: i64,
+        now: i64,
+    ) -> Result<Self, TokenError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
+        restrict_dir(dir)?;
+        let index = dir.join("ring.json");
+        let records: Vec<KeyRecord> = match std::fs::read(&index) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| TokenError::Storage(format!("{}: {e}", index.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err("reading", &index, e)),
+        };
+        let mut keys = HashMap::new();
+        for r in &records {
+            let path = dir.join(format!("{}.pk8", r.kid));
+            let pkcs8 =
+                Zeroizing::new(std::fs::read(&path).map_err(|e| io_err("reading", &path, e))?);
+            let key = SigningKey::from_pkcs8(r.alg, &pkcs8)?;
+            if key.kid != r.kid {
+                return Err(TokenError::Storage(format!(
+                    "{} does not hold key {}",
+                    path.display(),
+                    r.kid
+                )));
+            }
+            keys.insert(r.kid.clone(), Arc::new(key));
+        }
+        let current = records
+            .iter()
+            .find(|r| r.publish_until.is_none())
+            .and_then(|r| keys.get(&r.kid).cloned());
+        let mut records = records;
+        let current = match current {
+            Some(c) => c,
+            None => {
+                let key = Arc::new(Self::create_key(dir, alg)?);
+                records.push(KeyRecord {
+                    kid: key.kid.clone(),
+                    alg,
+                    created_at: now,
+                    publish_until: None,
+                });
+                write_index(dir, &records)?;
+                keys.insert(key.kid.clone(), key.clone());
+                key
+            }
+        };
+        let ring = KeyRing {
+            dir: dir.to_owned(),
+            ring: RwLock::new(Arc::new(Ring {
+                records,
+                keys,
+                current,
+            })),
+        };
+        if ring.current().alg != alg {
+            ring.rotate(alg, max_token_ttl, now)?;
+        }
+        Ok(ring)
+    }
+
+    fn create_key(dir: &Path, alg: SigningAlg) -> Result<SigningKey, TokenError> {
+        let (key, pkcs8) = SigningKey::generate(alg)?;
+        write_private(&dir.join(format!("{}.pk8", key.kid)), &pkcs8)?;
+        Ok(key)
+    }
+
+    fn snapshot(&self) -> Arc<Ring> {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn current(&self) -> Arc<SigningKey> {
+        self.snapshot().current.clone()
+    }
+
+    /// A key by `kid`, if it is still published.
+    pub fn get(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.snapshot().keys.get(kid).cloned()
+    }
+
+    /// Add a new current key; the old one stays published for `max_token_ttl`
+    /// seconds so tokens it signed keep verifying until they expire.
+    pub fn rotate(
+        &self,
+        alg: SigningAlg,
+        max_token_ttl: i64,
+        now: i64,
+    ) -> Result<Arc<SigningKey>, TokenError> {
+        let key = Arc::new(Self::create_key(&self.dir, alg)?);
+        let mut guard = self.ring.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.clone();
+        let mut records: Vec<KeyRecord> = old
+            .records
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                r.publish_until.get_or_insert(now + max_token_ttl);
+                r
+            })
+            .filter(|r| r.publish_until.is_some_and(|t| t > now))
+            .collect();
+        records.push(KeyRecord {
+            kid: key.kid.clone(),
+            alg,
+            created_at: now,
+            publish_until: None,
+        });
+        let mut keys: HashMap<_, _> = records
+            .iter()
+            .filter_map(|r| old.keys.get(&r.kid).map(|k| (r.kid.clone(), k.clone())))
+            .collect();
+        keys.insert(key.kid.clone(), key.clone());
+        write_index(&self.dir, &records)?;
+        for gone in old.records.iter().filter(|r| !keys.contains_key(&r.kid)) {
+            let _ = std::fs::remove_file(self.dir.join(format!("{}.pk8", gone.kid)));
+        }
+        *guard = Arc::new(Ring {
+            records,
+            keys,
+            current: key.clone(),
+        });
+        tracing::info!(kid = %key.kid, alg = %alg, "signing key rotated");
+        Ok(key)
+    }
+
+    /// The published JWK Set: current key and retired keys still in use.
+    pub fn jwks(&self, now: i64) -> JwkSet {
+        let ring = self.snapshot();
+        JwkSet {
+            keys: ring
+                .records
+                .iter()
+                .rev()
+                .filter(|r| r.publish_until.is_none_or(|t| t > now))
+                .filter_map(|r| ring.keys.get(&r.kid).map(|k| k.public_jwk().clone()))
+                .collect(),
+        }
+    }
+}
+
+fn write_index(dir: &Path, records: &[KeyRecord]) -> Result<(), TokenError> {
+    let tmp = dir.join("ring.json.tmp");
+    let bytes =
+        serde_json::to_vec_pretty(records).map_err(|e| TokenError::Storage(e.to_string()))?;
+    std::fs::write(&tmp, bytes).map_err(|e| io_err("writing", &tmp, e))?;
+    sync_file(&tmp)?;
+    let dst = dir.join("ring.json");
+    std::fs::rename(&tmp, &dst).map_err(|e| io_err("renaming", &dst, e))?;
+    Ok(())
+}
+
+fn sync_file(path: &Path) -> Result<(), TokenError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err("syncing", path, e))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TokenError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io_err("creating", path, e))?;
+    f.write_all(bytes).map_err(|e| io_err("writing", path, e))?;
+    f.sync_all().map_err(|e| io_err("syncing", path, e))
+}
+
+#[cfg(unix)]
+fn restrict_dir(dir: &Path) -> Result<(), TokenError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| io_err("chmod", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_signs_and_verifies() {
+        for alg in [SigningAlg::EdDsa, SigningAlg::Es256, SigningAlg::Rs256] {
+            let (k, _) = SigningKey::generate(alg).unwrap();
+            let sig = k.sign(b"msg").unwrap();
+            k.verifier().verify(b"msg", &sig).unwrap();
+            assert!(k.verifier().verify(b"msh", &sig).is_err());
+        }
+    }
+
+    #[test]
+    fn ring_persists_and_private_files_are_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let a = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
+        let kid = a.current().kid.clone();
+        let mode = std::fs::metadata(dir.path().join(format!("{kid}.pk8")))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 10).unwrap();
+        assert_eq!(b.current().kid, kid);
+    }
+
+    #[test]
+    fn rotated_key_stays_published_until_its_tokens_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
+        let old = ring.current().kid.clone();
+        ring.rotate(SigningAlg::EdDsa, 900, 100).unwrap();
+        assert_ne!(ring.current().kid, old);
+        assert!(ring.get(&old).is_some());
+        assert_eq!(ring.jwks(100).keys.len(), 2);
+        // A later rotation after the window drops the oldest key entirely.
+        ring.rotate(SigningAlg::EdDsa, 900, 100 + 901).unwrap();
+        assert!(ring.get(&old).is_none());
+        assert!(!dir.path().join(format!("{old}.pk8")).exists());
+    }
+
+    #[test]
+    fn changing_configured_algorithm_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
+        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 900, 5).unwrap();
+        assert_eq!(ring.current().alg, SigningAlg::Es256);
+        assert_eq!(ring.jwks(100).keys.len(), 2);
+    }
+}
