@@ -3,15 +3,19 @@
 //! machine). Pure values and functions: no I/O, no async, no clocks — callers
 //! pass `now` in, so every rule is testable in isolation.
 
+mod admin;
 mod agent;
 mod error;
+mod grant;
 mod ids;
 mod scope;
 mod task;
 mod tool;
 
+pub use admin::{AdminRight, AdminToken, Owner};
 pub use agent::{Agent, AgentState, NewAgent};
 pub use error::{Invalid, RuleViolation};
+pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{AgentName, Jti, OwnerName, RandomId, SpiffeId, TaskId, ToolName, TrustDomain};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
 pub use task::{Task, TaskState, cap_grant_ttl};

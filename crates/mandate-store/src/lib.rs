@@ -1,1 +1,134 @@
-//! placeholder
+//! Storage for Mandate behind one [`Store`] trait.
+//!
+//! Every write method takes the audit event that describes it and commits
+//! both in one transaction, so no change is visible without its record and
+//! no record exists for a change that did not happen. The SQLite backend
+//! ([`SqliteStore`]) funnels writes through one thread that commits them in
+//! groups (one fsync for many requests); reads use a small connection pool.
+//! The trait speaks domain types only so a PostgreSQL backend can slot in
+//! without changing callers.
+
+mod error;
+mod sqlite;
+
+pub use error::StoreError;
+pub use sqlite::{SqliteStore, read_events};
+
+use async_trait::async_trait;
+use mandate_audit::{Event, NewEvent};
+use mandate_core::{
+    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, Task, TaskId, TaskState, Tool,
+    ToolName, UnixTime,
+};
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub agent: Option<AgentName>,
+    pub state: Option<TaskState>,
+    pub limit: usize,
+}
+
+/// What revoking an agent took down with it.
+#[derive(Debug, Clone)]
+pub struct AgentRevoked {
+    pub agent: Agent,
+    pub tasks: Vec<Task>,
+    pub revocations: Vec<Revocation>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_owner(&self, owner: Owner, ev: NewEvent) -> Result<(), StoreError>;
+    async fn list_owners(&self) -> Result<Vec<Owner>, StoreError>;
+
+    async fn create_agent(&self, agent: Agent, ev: NewEvent) -> Result<(), StoreError>;
+    async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
+    async fn list_agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// Revoke the agent and every task of it that is not yet terminal; one
+    /// feed entry for the agent (expiring at `feed_expires_at`) and one per task.
+    async fn revoke_agent(
+        &self,
+        name: &AgentName,
+        now: UnixTime,
+        feed_expires_at: UnixTime,
+        ev: NewEvent,
+    ) -> Result<AgentRevoked, StoreError>;
+
+    async fn add_binding(&self, binding: Binding, ev: NewEvent) -> Result<(), StoreError>;
+    async fn bindings_for(&self, issuer: &str, subject: &str) -> Result<Vec<Binding>, StoreError>;
+    async fn list_bindings(&self, agent: &AgentName) -> Result<Vec<Binding>, StoreError>;
+
+    /// Store a join token by its hash.
+    async fn create_join_token(
+        &self,
+        hash: String,
+        agent: &AgentName,
+        expires_at: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    /// Use up a join token (once, before expiry) and set the agent's public key.
+    async fn enroll_agent_key(
+        &self,
+        join_token_hash: String,
+        key: serde_json::Value,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<Agent, StoreError>;
+    /// Record a login. With a client assertion `(jti, exp)`, the jti is
+    /// remembered until `exp`; a second use fails with [`StoreError::Replay`].
+    async fn record_login(
+        &self,
+        assertion: Option<(String, UnixTime)>,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+
+    async fn create_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError>;
+    async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>, StoreError>;
+    async fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
+
+    async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;
+    async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
+    async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
+    /// Apply a state-machine edge. Completion and revocation add a feed
+    /// entry for the task, expiring at its deadline.
+    async fn transition_task(
+        &self,
+        id: &TaskId,
+        to: TaskState,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(Task, Option<Revocation>), StoreError>;
+    /// Move every live task past its deadline to `expired`.
+    async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError>;
+
+    async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;
+    async fn get_grant(&self, jti: &str) -> Result<Option<Grant>, StoreError>;
+    /// Put one token on the revocation feed until `expires_at`.
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: UnixTime,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<Revocation, StoreError>;
+    /// Feed entries after `seq` that still matter at `now`.
+    async fn revocations_since(
+        &self,
+        seq: u64,
+        now: UnixTime,
+    ) -> Result<Vec<Revocation>, StoreError>;
+
+    async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError>;
+    async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminToken>, StoreError>;
+    async fn count_admin_tokens(&self) -> Result<u64, StoreError>;
+
+    /// Audit events with no other change (decisions, refusals).
+    async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
+    /// Events with `seq > after`, oldest first, at most `limit`.
+    async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+
+    /// Forget what no longer matters: used join tokens, old assertion ids,
+    /// feed entries whose tokens have all expired.
+    async fn prune(&self, now: UnixTime) -> Result<(), StoreError>;
+}

@@ -1,0 +1,78 @@
+use crate::{Invalid, OwnerName, UnixTime};
+use serde::{Deserialize, Serialize};
+
+/// The accountable team or service behind agents, tools and secrets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub name: OwnerName,
+    pub description: String,
+    pub created_at: UnixTime,
+}
+
+/// What an admin token may change. The root token holds every right and is
+/// the only one that can mint further admin tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRight {
+    Root,
+    Agents,
+    Tools,
+    Tasks,
+    Audit,
+    Policy,
+}
+
+impl AdminRight {
+    pub const ALL: &'static [AdminRight] = &[
+        AdminRight::Root,
+        AdminRight::Agents,
+        AdminRight::Tools,
+        AdminRight::Tasks,
+        AdminRight::Audit,
+        AdminRight::Policy,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminRight::Root => "root",
+            AdminRight::Agents => "agents",
+            AdminRight::Tools => "tools",
+            AdminRight::Tasks => "tasks",
+            AdminRight::Audit => "audit",
+            AdminRight::Policy => "policy",
+        }
+    }
+    pub fn parse(s: &str) -> Result<Self, Invalid> {
+        AdminRight::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                Invalid::new(
+                    "rights",
+                    format!(
+                        "`{}` is not one of: agents, tools, tasks, audit, policy",
+                        s.chars().take(40).collect::<String>()
+                    ),
+                )
+            })
+    }
+}
+
+/// An admin credential as stored: only the SHA-256 of the bearer value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub id: String,
+    #[serde(skip_serializing)]
+    pub hash: String,
+    pub rights: Vec<AdminRight>,
+    pub description: String,
+    pub created_at: UnixTime,
+    pub expires_at: Option<UnixTime>,
+}
+
+impl AdminToken {
+    pub fn allows(&self, right: AdminRight, now: UnixTime) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+            && (self.rights.contains(&AdminRight::Root) || self.rights.contains(&right))
+    }
+}

@@ -1,0 +1,241 @@
+//! The SQLite store against a real file.
+
+use mandate_audit::{EventKind, NewEvent, verify_chain};
+use mandate_core::*;
+use mandate_store::{SqliteStore, Store, StoreError};
+use std::sync::Arc;
+
+fn ev(kind: EventKind) -> NewEvent {
+    NewEvent::new(kind, "test")
+}
+
+async fn seeded(dir: &std::path::Path) -> SqliteStore {
+    let s = SqliteStore::open(&dir.join("mandate.db")).unwrap();
+    s.create_owner(
+        Owner {
+            name: OwnerName::parse("platform").unwrap(),
+            description: String::new(),
+            created_at: 0,
+        },
+        ev(EventKind::OwnerCreated),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+fn agent(name: &str, owner: &str) -> Agent {
+    NewAgent {
+        name: AgentName::parse(name).unwrap(),
+        owner: OwnerName::parse(owner).unwrap(),
+        environment: Environment::Staging,
+        allowed_tools: vec![],
+        description: String::new(),
+    }
+    .into_agent(&TrustDomain::parse("example.org").unwrap(), 0)
+    .unwrap()
+}
+
+#[tokio::test]
+async fn refused_write_leaves_no_row_and_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let err = s
+        .create_agent(agent("a", "nobody"), ev(EventKind::AgentCreated))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "owner", .. }),
+        "{err}"
+    );
+    assert!(s.list_agents().await.unwrap().is_empty());
+    assert_eq!(
+        s.events_since(0, 100).await.unwrap().len(),
+        1,
+        "only the owner event"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_agent_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    s.create_agent(agent("a", "platform"), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
+    let err = s
+        .create_agent(agent("a", "platform"), ev(EventKind::AgentCreated))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { what: "agent", .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_group_commit_into_one_valid_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(seeded(dir.path()).await);
+    let mut handles = Vec::new();
+    for i in 0..300 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            if i % 7 == 0 {
+                // A failing write in the middle of a group must not poison the others.
+                s.create_agent(
+                    agent(&format!("x{i}"), "nobody"),
+                    ev(EventKind::AgentCreated),
+                )
+                .await
+                .unwrap_err();
+            } else {
+                s.append_events(vec![ev(EventKind::Decision).agent(i)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let events = s.events_since(0, 10_000).await.unwrap();
+    let expected = 1 + (0..300).filter(|i| i % 7 != 0).count();
+    assert_eq!(events.len(), expected);
+    assert_eq!(verify_chain(events).unwrap() as usize, expected);
+}
+
+#[tokio::test]
+async fn reopening_the_file_keeps_state_and_continues_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = seeded(dir.path()).await;
+        s.create_agent(agent("a", "platform"), ev(EventKind::AgentCreated))
+            .await
+            .unwrap();
+        s.close();
+    }
+    let s = SqliteStore::open(&dir.path().join("mandate.db")).unwrap();
+    assert_eq!(s.list_agents().await.unwrap().len(), 1);
+    s.append_events(vec![ev(EventKind::Decision)])
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_chain(s.events_since(0, 100).await.unwrap()).unwrap(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn join_token_is_single_use_and_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let a = agent("a", "platform");
+    s.create_agent(a.clone(), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
+    s.create_join_token("h1".into(), &a.name, 100, ev(EventKind::JoinTokenIssued))
+        .await
+        .unwrap();
+    s.create_join_token("h2".into(), &a.name, 100, ev(EventKind::JoinTokenIssued))
+        .await
+        .unwrap();
+    let key = serde_json::json!({"kty": "OKP"});
+    let enrolled = s
+        .enroll_agent_key(
+            "h1".into(),
+            key.clone(),
+            50,
+            ev(EventKind::AgentKeyEnrolled),
+        )
+        .await
+        .unwrap();
+    assert_eq!(enrolled.enrolled_key, Some(key.clone()));
+    let again = s
+        .enroll_agent_key(
+            "h1".into(),
+            key.clone(),
+            51,
+            ev(EventKind::AgentKeyEnrolled),
+        )
+        .await;
+    assert!(matches!(again, Err(StoreError::JoinTokenInvalid)));
+    let late = s
+        .enroll_agent_key("h2".into(), key, 100, ev(EventKind::AgentKeyEnrolled))
+        .await;
+    assert!(matches!(late, Err(StoreError::JoinTokenInvalid)));
+}
+
+#[tokio::test]
+async fn client_assertion_jti_is_single_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    s.record_login(Some(("j1".into(), 100)), ev(EventKind::LoginSucceeded))
+        .await
+        .unwrap();
+    let err = s
+        .record_login(Some(("j1".into(), 100)), ev(EventKind::LoginSucceeded))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Replay));
+}
+
+#[tokio::test]
+async fn tasks_expire_and_revocations_are_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let a = agent("a", "platform");
+    s.create_agent(a.clone(), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
+    let mk = |seed: u8, deadline| Task {
+        id: TaskId::from_random([seed; 16]),
+        agent: a.name.clone(),
+        intent: "x".into(),
+        scope: serde_json::from_value(serde_json::json!([{"tool": "t", "actions": ["a"]}]))
+            .unwrap(),
+        environment: Environment::Staging,
+        state: TaskState::Active,
+        requested_by: None,
+        reasons: vec![],
+        created_at: 0,
+        deadline,
+        ended_at: None,
+    };
+    s.create_task(mk(1, 10), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    s.create_task(mk(2, 1000), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    let expired = s.expire_due_tasks(20).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(
+        s.get_task(&mk(1, 0).id).await.unwrap().unwrap().state,
+        TaskState::Expired
+    );
+    let (t, rev) = s
+        .transition_task(
+            &mk(2, 0).id,
+            TaskState::Revoked,
+            30,
+            ev(EventKind::TaskRevoked),
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.state, TaskState::Revoked);
+    let rev = rev.unwrap();
+    assert_eq!(rev.expires_at, 1000);
+    assert_eq!(s.revocations_since(0, 30).await.unwrap(), vec![rev.clone()]);
+    // Entries are dropped from the feed once the tokens they cover are dead anyway.
+    assert!(s.revocations_since(0, 1000).await.unwrap().is_empty());
+    let illegal = s
+        .transition_task(
+            &mk(2, 0).id,
+            TaskState::Active,
+            31,
+            ev(EventKind::TaskCreated),
+        )
+        .await;
+    assert!(matches!(
+        illegal,
+        Err(StoreError::Rule(RuleViolation::IllegalTransition { .. }))
+    ));
+}
