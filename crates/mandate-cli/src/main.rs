@@ -1,1 +1,130 @@
-fn main() {}
+//! `mandate`: the broker (server, dev) and every admin and agent verb
+//! against a running broker. Noun then verb, `--json` for scripts.
+
+mod admin;
+mod agent_side;
+mod audit;
+mod client;
+mod output;
+mod serve;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "mandate",
+    version,
+    about = "Mandate: a credential broker for AI agents",
+    long_about = "Mandate gives each AI agent its own workload identity, task-scoped mandates and \
+short-lived, audience-bound tokens, authorised by Cedar policy on every request and recorded in a \
+hash-chained audit log.\n\nStart a throwaway broker with `mandate dev`, then paste the printed \
+export lines into another shell.",
+    after_help = "Environment: MANDATE_ADDR (server URL), MANDATE_TOKEN (admin token), MANDATE_SESSION (agent session)."
+)]
+pub struct Cli {
+    /// Server URL.
+    #[arg(
+        long,
+        global = true,
+        env = "MANDATE_ADDR",
+        default_value = "http://127.0.0.1:8200"
+    )]
+    addr: String,
+    /// Admin token (`mdt_…`).
+    #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker from a config file (SQLite in its data dir).
+    Server {
+        /// TOML config; every key can be overridden by MANDATE_* env vars.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run a throwaway broker on loopback with example data, like `vault server -dev`.
+    Dev {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8200")]
+        listen: String,
+        /// Keep state here instead of a fresh temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Teams and services accountable for agents and tools.
+    #[command(subcommand)]
+    Owner(admin::OwnerCmd),
+    /// Agents (workload identities): register, bind, enrol, revoke.
+    #[command(subcommand)]
+    Agent(admin::AgentCmd),
+    /// Tools agents act on.
+    #[command(subcommand)]
+    Tool(admin::ToolCmd),
+    /// Log an agent in: private_key_jwt with an enrolled key, or a workload JWT.
+    Login(agent_side::LoginArgs),
+    /// Tasks (mandates): create, list, show, complete, revoke.
+    #[command(subcommand)]
+    Task(agent_side::TaskCmd),
+    /// Access tokens: exchange, authorize, introspect, revoke.
+    #[command(subcommand)]
+    Token(agent_side::TokenCmd),
+    /// Cedar policies: check files offline, show or reload the server's set.
+    #[command(subcommand)]
+    Policy(admin::PolicyCmd),
+    /// The audit log: verify the hash chain, export, tail.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
+    /// Signing keys: list the published set, rotate.
+    #[command(subcommand)]
+    Keys(admin::KeysCmd),
+    /// Admin tokens with a subset of rights.
+    #[command(subcommand, name = "admin-token")]
+    AdminToken(admin::AdminTokenCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let client = || client::Client::new(&cli.addr, cli.token.clone());
+    match cli.command {
+        Command::Server { config } => serve::server(config).await,
+        Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
+        Command::Owner(c) => admin::owner(&client()?, c, cli.json).await,
+        Command::Agent(c) => admin::agent(&client()?, c, cli.json).await,
+        Command::Tool(c) => admin::tool(&client()?, c, cli.json).await,
+        Command::Login(a) => agent_side::login(&client()?, a, cli.json).await,
+        Command::Task(c) => agent_side::task(&client()?, c, cli.json).await,
+        Command::Token(c) => agent_side::token(&client()?, c, cli.json).await,
+        Command::Policy(c) => admin::policy(&client()?, c, cli.json).await,
+        Command::Audit(c) => audit::run(&client()?, c, cli.json).await,
+        Command::Keys(c) => admin::keys(&client()?, c, cli.json).await,
+        Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
+    }
+}

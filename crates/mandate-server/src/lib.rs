@@ -1,1 +1,16 @@
-//! placeholder
+//! Mandate's control plane: the HTTP/JSON API and OAuth endpoints over the
+//! store, token and policy crates. Handlers are thin; domain rules live in
+//! `mandate-core`, persistence in `mandate-store`, decisions in
+//! `mandate-policy`. `start` runs the server and its background sweeper.
+
+mod app;
+pub mod config;
+mod directory;
+mod error;
+mod extract;
+mod federation;
+mod routes;
+mod tokens;
+
+pub use app::{App, Started, dev_admin_token, now, start};
+pub use config::{Config, ConfigError, Settings};

@@ -131,4 +131,7 @@ pub trait Store: Send + Sync + 'static {
     /// Forget what no longer matters: used join tokens, old assertion ids,
     /// feed entries whose tokens have all expired.
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError>;
+
+    /// Finish queued writes and release the database. Blocks; later calls fail with `Closed`.
+    fn close(&self);
 }

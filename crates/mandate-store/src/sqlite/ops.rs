@@ -691,6 +691,10 @@ impl Store for SqliteStore {
         self.read(move |c| read_events(c, after, limit)).await
     }
 
+    fn close(&self) {
+        SqliteStore::close(self)
+    }
+
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError> {
         self.write(move |t| {
             t.conn

@@ -1,0 +1,344 @@
+//! Admin verbs: owners, agents, tools, policy, keys, admin tokens.
+
+use crate::client::Client;
+use crate::output;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum OwnerCmd {
+    /// Register an owning team or service.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List owners.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum AgentCmd {
+    /// Register an agent: spiffe://<trust-domain>/agent/<NAME>.
+    Create {
+        name: String,
+        #[arg(long)]
+        owner: String,
+        /// sandbox, staging or production.
+        #[arg(long = "env")]
+        environment: String,
+        /// A tool the agent may ever ask for (repeatable).
+        #[arg(long = "tool")]
+        tools: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List agents.
+    List,
+    /// Show one agent.
+    Show { name: String },
+    /// Revoke an agent: its sessions and every task it has die now.
+    Revoke { name: String },
+    /// Issue a one-time join token (≤ 1 h) with which the agent enrols its key.
+    JoinToken {
+        name: String,
+        #[arg(long, default_value_t = 600)]
+        ttl: u32,
+    },
+    /// Map a federated identity (issuer + subject [+ claims]) to the agent.
+    Bind {
+        name: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        subject: String,
+        /// Extra claim that must match exactly, as NAME=VALUE (repeatable).
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+    },
+    /// (Agent side) generate a key pair, enrol its public half with a join token,
+    /// and save the private half to --key-file (mode 0600).
+    Enroll {
+        #[arg(long, env = "MANDATE_JOIN_TOKEN", hide_env_values = true)]
+        join_token: String,
+        #[arg(long)]
+        key_file: PathBuf,
+        /// EdDSA, ES256 or RS256.
+        #[arg(long, default_value = "EdDSA")]
+        alg: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ToolCmd {
+    /// Register a tool.
+    Create {
+        name: String,
+        /// Audience URI (RFC 8707 resource), e.g. https://api.github.com.
+        #[arg(long)]
+        audience: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long = "env")]
+        environment: String,
+        /// public, internal, confidential or restricted.
+        #[arg(long)]
+        sensitivity: String,
+        /// Longest credential lifetime for this tool, seconds.
+        #[arg(long, default_value_t = 900)]
+        max_ttl: u32,
+        /// An action the tool has, e.g. issues:read (repeatable).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tools.
+    List,
+    /// Show one tool.
+    Show { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Validate Cedar policy files against the schema (offline).
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Schema file; defaults to the built-in Mandate schema.
+        #[arg(long)]
+        schema: Option<PathBuf>,
+    },
+    /// Show the server's loaded policy ids.
+    Show,
+    /// Reload the server's policy directory now.
+    Reload,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// List the published signing keys (JWKS).
+    List,
+    /// Add a new signing key; the old one stays published until its tokens expire.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+pub enum AdminTokenCmd {
+    /// Create an admin token with some rights (needs the root token).
+    Create {
+        /// agents, tools, tasks, audit or policy (repeatable).
+        #[arg(long = "right", required = true)]
+        rights: Vec<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Expire after this many seconds.
+        #[arg(long)]
+        ttl: Option<u32>,
+    },
+}
+
+fn show(v: &Value, as_json: bool) {
+    if as_json {
+        output::json(v)
+    } else {
+        output::record(v)
+    }
+}
+
+pub async fn owner(c: &Client, cmd: OwnerCmd, as_json: bool) -> Result<()> {
+    c.require_token("owner")?;
+    match cmd {
+        OwnerCmd::Create { name, description } => show(
+            &c.post(
+                "/v1/owners",
+                &json!({"name": name, "description": description}),
+            )
+            .await?,
+            as_json,
+        ),
+        OwnerCmd::List => {
+            let v = c.get("/v1/owners").await?;
+            if as_json {
+                output::json(&v)
+            } else {
+                output::table(
+                    v["owners"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    &[("name", "/name"), ("description", "/description")],
+                )
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn agent(c: &Client, cmd: AgentCmd, as_json: bool) -> Result<()> {
+    if let AgentCmd::Enroll {
+        join_token,
+        key_file,
+        alg,
+    } = cmd
+    {
+        return crate::agent_side::enroll(c, &join_token, &key_file, &alg, as_json).await;
+    }
+    c.require_token("agent")?;
+    let v = match cmd {
+        AgentCmd::Create { name, owner, environment, tools, description } => {
+            c.post(
+                "/v1/agents",
+                &json!({"name": name, "owner": owner, "environment": environment, "allowed_tools": tools, "description": description}),
+            )
+            .await?
+        }
+        AgentCmd::List => {
+            let v = c.get("/v1/agents").await?;
+            if !as_json {
+                output::table(
+                    v["agents"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    &[("name", "/name"), ("environment", "/environment"), ("owner", "/owner"), ("state", "/state"), ("tools", "/allowed_tools"), ("spiffe id", "/spiffe_id")],
+                );
+                return Ok(());
+            }
+            v
+        }
+        AgentCmd::Show { name } => c.get(&format!("/v1/agents/{name}")).await?,
+        AgentCmd::Revoke { name } => c.post(&format!("/v1/agents/{name}/revoke"), &json!({})).await?,
+        AgentCmd::JoinToken { name, ttl } => {
+            let v = c.post(&format!("/v1/agents/{name}/join-tokens"), &json!({"ttl_secs": ttl})).await?;
+            if !as_json {
+                println!("{}", v["join_token"].as_str().unwrap_or_default());
+                eprintln!("single use, expires at {} (unix); give it to the agent's first boot only", v["expires_at"]);
+                return Ok(());
+            }
+            v
+        }
+        AgentCmd::Bind { name, issuer, subject, claims } => {
+            let mut map = serde_json::Map::new();
+            for c in claims {
+                let (k, v) = c.split_once('=').with_context(|| format!("--claim `{c}` must be NAME=VALUE"))?;
+                map.insert(k.to_owned(), json!(v));
+            }
+            c.post(&format!("/v1/agents/{name}/bindings"), &json!({"issuer": issuer, "subject": subject, "claims": map}))
+                .await?
+        }
+        AgentCmd::Enroll { .. } => unreachable!("handled above"),
+    };
+    show(&v, as_json);
+    Ok(())
+}
+
+pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
+    c.require_token("tool")?;
+    let v = match cmd {
+        ToolCmd::Create { name, audience, owner, environment, sensitivity, max_ttl, actions, description } => {
+            c.post(
+                "/v1/tools",
+                &json!({"name": name, "audience": audience, "owner": owner, "environment": environment,
+                        "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description}),
+            )
+            .await?
+        }
+        ToolCmd::List => {
+            let v = c.get("/v1/tools").await?;
+            if !as_json {
+                output::table(
+                    v["tools"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    &[("name", "/name"), ("audience", "/audience"), ("environment", "/environment"), ("sensitivity", "/sensitivity"), ("max ttl", "/max_ttl_secs"), ("actions", "/actions")],
+                );
+                return Ok(());
+            }
+            v
+        }
+        ToolCmd::Show { name } => c.get(&format!("/v1/tools/{name}")).await?,
+    };
+    show(&v, as_json);
+    Ok(())
+}
+
+pub async fn policy(c: &Client, cmd: PolicyCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        PolicyCmd::Check { files, schema } => {
+            let schema = match schema {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("reading {}", p.display()))?,
+                None => mandate_policy::DEFAULT_SCHEMA.to_owned(),
+            };
+            let mut sources = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                sources.push((f.display().to_string(), text));
+            }
+            let set = mandate_policy::PolicySet::from_sources(&schema, &sources)?;
+            if as_json {
+                output::json(&json!({"valid": true, "policies": set.policy_ids()}));
+            } else {
+                println!(
+                    "ok: {} policies valid against the schema: {}",
+                    set.policy_count(),
+                    set.policy_ids().join(", ")
+                );
+            }
+        }
+        PolicyCmd::Show => {
+            c.require_token("policy show")?;
+            show(&c.get("/v1/policy").await?, as_json)
+        }
+        PolicyCmd::Reload => {
+            c.require_token("policy reload")?;
+            show(&c.post("/v1/policy/reload", &json!({})).await?, as_json)
+        }
+    }
+    Ok(())
+}
+
+pub async fn keys(c: &Client, cmd: KeysCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        KeysCmd::List => {
+            let v = c.get("/.well-known/jwks.json").await?;
+            if as_json {
+                output::json(&v)
+            } else {
+                output::table(
+                    v["keys"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    &[("kid", "/kid"), ("alg", "/alg"), ("kty", "/kty")],
+                )
+            }
+        }
+        KeysCmd::Rotate => {
+            c.require_token("keys rotate")?;
+            show(&c.post("/v1/keys/rotate", &json!({})).await?, as_json)
+        }
+    }
+    Ok(())
+}
+
+pub async fn admin_token(c: &Client, cmd: AdminTokenCmd, as_json: bool) -> Result<()> {
+    c.require_token("admin-token")?;
+    let AdminTokenCmd::Create {
+        rights,
+        description,
+        ttl,
+    } = cmd;
+    if rights.is_empty() {
+        bail!("--right is required");
+    }
+    let v = c
+        .post(
+            "/v1/admin/tokens",
+            &json!({"rights": rights, "description": description, "ttl_secs": ttl}),
+        )
+        .await?;
+    if as_json {
+        output::json(&v);
+    } else {
+        println!("{}", v["token"].as_str().unwrap_or_default());
+        eprintln!(
+            "id {} with rights {}; shown once, stored only as a hash",
+            v["id"], v["rights"]
+        );
+    }
+    Ok(())
+}

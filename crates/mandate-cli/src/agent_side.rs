@@ -1,0 +1,512 @@
+//! What an agent (or an admin on its behalf) does: enrol a key, log in,
+//! open tasks, exchange a session for tool tokens, check and revoke them.
+
+use crate::client::Client;
+use crate::output;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use mandate_token::{SigningAlg, SigningKey, b64, b64_decode, jwt};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+/// The agent's private key file: its client id and PKCS#8 key (mode 0600).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct KeyFile {
+    client_id: String,
+    alg: SigningAlg,
+    pkcs8: String,
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+pub async fn enroll(
+    c: &Client,
+    join_token: &str,
+    key_file: &Path,
+    alg: &str,
+    as_json: bool,
+) -> Result<()> {
+    if key_file.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite a key",
+            key_file.display()
+        );
+    }
+    let alg: SigningAlg = alg
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--alg must be EdDSA, ES256 or RS256"))?;
+    let (key, pkcs8) = SigningKey::generate(alg)?;
+    let v = c
+        .with_token(None)
+        .post(
+            "/v1/enroll",
+            &json!({"join_token": join_token, "jwk": key.public_jwk()}),
+        )
+        .await?;
+    let client_id = v["client_id"]
+        .as_str()
+        .context("server response lacks client_id")?;
+    let file = KeyFile {
+        client_id: client_id.to_owned(),
+        alg,
+        pkcs8: b64(&pkcs8),
+    };
+    write_private(key_file, &serde_json::to_vec_pretty(&file)?)?;
+    if as_json {
+        output::json(&v);
+    } else {
+        println!(
+            "enrolled {client_id}; private key saved to {} (0600)",
+            key_file.display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// Key file written by `mandate agent enroll` (private_key_jwt login).
+    #[arg(long, conflicts_with_all = ["jwt", "jwt_file"])]
+    key_file: Option<PathBuf>,
+    /// A workload JWT from a trusted issuer (Kubernetes, CI, SPIRE).
+    #[arg(long, conflicts_with = "jwt_file")]
+    jwt: Option<String>,
+    /// File holding the workload JWT (e.g. a projected service-account token).
+    #[arg(long)]
+    jwt_file: Option<PathBuf>,
+    /// Print `export MANDATE_SESSION=…` instead of the bare token.
+    #[arg(long)]
+    export: bool,
+}
+
+async fn token_endpoint(c: &Client) -> Result<String> {
+    let meta = c
+        .with_token(None)
+        .get("/.well-known/oauth-authorization-server")
+        .await?;
+    Ok(meta["token_endpoint"]
+        .as_str()
+        .context("metadata lacks token_endpoint")?
+        .to_owned())
+}
+
+pub async fn login(c: &Client, a: LoginArgs, as_json: bool) -> Result<()> {
+    let anon = c.with_token(None);
+    let v = if let Some(path) = a.key_file {
+        let file: KeyFile = serde_json::from_slice(
+            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| format!("{} is not a Mandate key file", path.display()))?;
+        let pkcs8 = zeroize::Zeroizing::new(
+            b64_decode(&file.pkcs8).context("key file: pkcs8 is not base64url")?,
+        );
+        let key = SigningKey::from_pkcs8(file.alg, &pkcs8)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        let assertion = jwt::encode(
+            &key,
+            "client-authentication+jwt",
+            &json!({
+                "iss": file.client_id, "sub": file.client_id, "aud": token_endpoint(c).await?,
+                "iat": now, "exp": now + 60, "jti": hex::encode(mandate_token::random_bytes::<16>()),
+            }),
+        )?;
+        anon.post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &file.client_id),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ],
+        )
+        .await?
+    } else {
+        let jwt = match (a.jwt, a.jwt_file) {
+            (Some(j), _) => j,
+            (None, Some(p)) => std::fs::read_to_string(&p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                bail!("pass --key-file (enrolled key) or --jwt/--jwt-file (workload token)")
+            }
+        };
+        anon.post_form(
+            "/oauth/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", &jwt),
+            ],
+        )
+        .await?
+    };
+    let token = v["access_token"]
+        .as_str()
+        .context("no access_token in response")?;
+    if as_json {
+        output::json(&v);
+    } else if a.export {
+        println!("export MANDATE_SESSION={token}");
+    } else {
+        println!("{token}");
+        eprintln!(
+            "identity session, expires in {}s; it grants no tool access by itself",
+            v["expires_in"]
+        );
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Ask for a mandate. With --session the agent asks for itself; with an
+    /// admin token, name the agent with --agent.
+    Create {
+        /// What the work is for, in words a reviewer understands.
+        #[arg(long)]
+        intent: String,
+        /// TOOL=ACTION[,ACTION…] (repeatable), e.g. github=issues:read.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// TOOL=RESOURCE[,RESOURCE…] narrowing a tool to resources (default `*`).
+        #[arg(long = "resources")]
+        resources: Vec<String>,
+        /// Lifetime in seconds (server default 900).
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long)]
+        agent: Option<String>,
+        /// Who asked for this work (a person or system, for the audit trail).
+        #[arg(long)]
+        requested_by: Option<String>,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// List tasks (an agent sees its own).
+    List {
+        #[arg(long)]
+        agent: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Show a task.
+    Show {
+        id: String,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Mark a task done: every grant under it dies.
+    Complete {
+        id: String,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Revoke a task: every grant under it dies now.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        session: Session,
+    },
+}
+
+#[derive(Args)]
+pub struct Session {
+    /// Agent session (from `mandate login`); used instead of the admin token.
+    #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
+    session: Option<String>,
+}
+
+impl Session {
+    fn client(&self, c: &Client) -> Client {
+        match &self.session {
+            Some(s) => c.with_token(Some(s.clone())),
+            // No session: act with the admin token, if any.
+            None => c.with_token(c.token_clone()),
+        }
+    }
+}
+
+fn parse_pairs(list: &[String], flag: &str) -> Result<Vec<(String, Vec<String>)>> {
+    list.iter()
+        .map(|s| {
+            let (tool, rest) = s
+                .split_once('=')
+                .with_context(|| format!("{flag} `{s}` must be TOOL=ITEM[,ITEM…]"))?;
+            Ok((
+                tool.to_owned(),
+                rest.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
+pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
+    let v = match cmd {
+        TaskCmd::Create {
+            intent,
+            scopes,
+            resources,
+            ttl,
+            agent,
+            requested_by,
+            session,
+        } => {
+            let resources = parse_pairs(&resources, "--resources")?;
+            let scope: Vec<Value> = parse_pairs(&scopes, "--scope")?
+                .into_iter()
+                .map(|(tool, actions)| {
+                    let mut item = json!({"tool": tool, "actions": actions});
+                    if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
+                        item["resources"] = json!(r);
+                    }
+                    item
+                })
+                .collect();
+            let mut body = json!({"intent": intent, "scope": scope});
+            if let Some(t) = ttl {
+                body["ttl_secs"] = json!(t);
+            }
+            if let Some(a) = agent {
+                body["agent"] = json!(a);
+            }
+            if let Some(r) = requested_by {
+                body["requested_by"] = json!(r);
+            }
+            let v = session.client(c).post("/v1/tasks", &body).await?;
+            if !as_json {
+                println!("{}", v["id"].as_str().unwrap_or_default());
+                eprintln!(
+                    "task {} until {} (unix)",
+                    v["state"].as_str().unwrap_or_default(),
+                    v["deadline"]
+                );
+                return Ok(());
+            }
+            v
+        }
+        TaskCmd::List {
+            agent,
+            state,
+            session,
+        } => {
+            let mut q = vec![];
+            if let Some(a) = agent {
+                q.push(format!("agent={a}"));
+            }
+            if let Some(s) = state {
+                q.push(format!("state={s}"));
+            }
+            let v = session
+                .client(c)
+                .get(&format!("/v1/tasks?{}", q.join("&")))
+                .await?;
+            if !as_json {
+                output::table(
+                    v["tasks"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
+                    &[
+                        ("id", "/id"),
+                        ("agent", "/agent"),
+                        ("state", "/state"),
+                        ("deadline", "/deadline"),
+                        ("intent", "/intent"),
+                    ],
+                );
+                return Ok(());
+            }
+            v
+        }
+        TaskCmd::Show { id, session } => session.client(c).get(&format!("/v1/tasks/{id}")).await?,
+        TaskCmd::Complete { id, session } => {
+            session
+                .client(c)
+                .post(&format!("/v1/tasks/{id}/complete"), &json!({}))
+                .await?
+        }
+        TaskCmd::Revoke { id, session } => {
+            session
+                .client(c)
+                .post(&format!("/v1/tasks/{id}/revoke"), &json!({}))
+                .await?
+        }
+    };
+    if as_json {
+        output::json(&v)
+    } else {
+        output::record(&v)
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Exchange the agent's session for one tool's access token (RFC 8693).
+    Exchange {
+        #[arg(long)]
+        task: String,
+        /// The tool's audience URI (RFC 8707).
+        #[arg(long)]
+        resource: String,
+        /// Space-separated actions (default: all the task allows on this tool).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Ask for a shorter lifetime, seconds.
+        #[arg(long)]
+        ttl: Option<u32>,
+        #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
+        session: String,
+    },
+    /// Ask the broker whether this token may do ACTION on RESOURCE now.
+    Authorize {
+        #[arg(
+            long = "access-token",
+            env = "MANDATE_ACCESS_TOKEN",
+            hide_env_values = true
+        )]
+        access_token: String,
+        #[arg(long)]
+        action: String,
+        #[arg(long)]
+        resource: String,
+        #[arg(long = "env")]
+        environment: Option<String>,
+        #[arg(long)]
+        data_sensitivity: Option<String>,
+    },
+    /// RFC 7662 introspection (admin token or the agent's session).
+    Introspect {
+        #[arg(
+            long = "access-token",
+            env = "MANDATE_ACCESS_TOKEN",
+            hide_env_values = true
+        )]
+        access_token: String,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// RFC 7009 revocation of one token (admin token or the agent's session).
+    Revoke {
+        #[arg(
+            long = "access-token",
+            env = "MANDATE_ACCESS_TOKEN",
+            hide_env_values = true
+        )]
+        access_token: String,
+        #[command(flatten)]
+        session: Session,
+    },
+}
+
+pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
+    let v = match cmd {
+        TokenCmd::Exchange {
+            task,
+            resource,
+            scope,
+            ttl,
+            session,
+        } => {
+            let ttl = ttl.map(|t| t.to_string());
+            let mut form = vec![
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", session.as_str()),
+                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                ("task_id", task.as_str()),
+                ("resource", resource.as_str()),
+            ];
+            if let Some(s) = &scope {
+                form.push(("scope", s));
+            }
+            if let Some(t) = &ttl {
+                form.push(("requested_ttl", t));
+            }
+            let v = c.with_token(None).post_form("/oauth/token", &form).await?;
+            if !as_json {
+                println!("{}", v["access_token"].as_str().unwrap_or_default());
+                eprintln!(
+                    "scope `{}`, expires in {}s",
+                    v["scope"].as_str().unwrap_or_default(),
+                    v["expires_in"]
+                );
+                return Ok(());
+            }
+            v
+        }
+        TokenCmd::Authorize {
+            access_token,
+            action,
+            resource,
+            environment,
+            data_sensitivity,
+        } => {
+            let mut body = json!({"token": access_token, "action": action, "resource": resource});
+            if let Some(e) = environment {
+                body["environment"] = json!(e);
+            }
+            if let Some(d) = data_sensitivity {
+                body["data_sensitivity"] = json!(d);
+            }
+            let v = c.with_token(None).post("/v1/authorize", &body).await?;
+            if !as_json {
+                println!("{}", v["decision"].as_str().unwrap_or_default());
+                for r in v["reasons"].as_array().into_iter().flatten() {
+                    println!("  {}", r.as_str().unwrap_or_default());
+                }
+                return Ok(());
+            }
+            v
+        }
+        TokenCmd::Introspect {
+            access_token,
+            session,
+        } => {
+            session
+                .client(c)
+                .post_form("/oauth/introspect", &[("token", &access_token)])
+                .await?
+        }
+        TokenCmd::Revoke {
+            access_token,
+            session,
+        } => {
+            session
+                .client(c)
+                .post_form("/oauth/revoke", &[("token", &access_token)])
+                .await?;
+            if !as_json {
+                println!("revoked (if the token was valid and yours to revoke)");
+                return Ok(());
+            }
+            json!({})
+        }
+    };
+    if as_json {
+        output::json(&v)
+    } else {
+        output::record(&v)
+    }
+    Ok(())
+}

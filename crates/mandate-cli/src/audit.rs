@@ -1,0 +1,203 @@
+//! Audit verbs. `verify` works offline on the SQLite file or an export, so
+//! an auditor needs no access to a running broker.
+
+use crate::client::Client;
+use crate::output;
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use mandate_audit::{Event, verify_chain};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the hash chain; names the first broken record.
+    Verify {
+        /// Read the database in this data dir directly (offline).
+        #[arg(long, conflicts_with = "file")]
+        data_dir: Option<PathBuf>,
+        /// Verify a JSON-lines export instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Write events as JSON lines to stdout.
+    Export {
+        /// Only `jsonl` is supported.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Read the database in this data dir directly (offline).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Follow new events as they are written.
+    Tail {
+        /// Start after this sequence number (default: the last 10 events).
+        #[arg(long)]
+        since: Option<u64>,
+    },
+}
+
+const PAGE: usize = 5000;
+
+fn db_path(dir: &Path) -> PathBuf {
+    dir.join("mandate.db")
+}
+
+/// Every event, page by page, from the file or the server.
+async fn all_events(
+    c: &Client,
+    data_dir: Option<&Path>,
+    since: u64,
+    mut sink: impl FnMut(Event) -> Result<()>,
+) -> Result<()> {
+    let mut after = since;
+    match data_dir {
+        Some(dir) => {
+            let conn = mandate_store::SqliteStore::open_read_only(&db_path(dir))?;
+            loop {
+                let page = mandate_store::read_events(&conn, after, PAGE)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for e in page {
+                    sink(e)?;
+                }
+            }
+        }
+        None => {
+            c.require_token("audit")?;
+            loop {
+                let v = c
+                    .get(&format!("/v1/audit/events?since={after}&limit={PAGE}"))
+                    .await?;
+                let page: Vec<Event> = serde_json::from_value(v["events"].clone())
+                    .context("server sent malformed events")?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for e in page {
+                    sink(e)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
+    match cmd {
+        AuditCmd::Verify { data_dir, file } => {
+            let mut events = Vec::new();
+            match file {
+                Some(f) => {
+                    let r = std::io::BufReader::new(
+                        std::fs::File::open(&f)
+                            .with_context(|| format!("opening {}", f.display()))?,
+                    );
+                    for (i, line) in r.lines().enumerate() {
+                        let line = line?;
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        events.push(
+                            serde_json::from_str::<Event>(&line)
+                                .with_context(|| format!("{} line {}", f.display(), i + 1))?,
+                        );
+                    }
+                }
+                None => {
+                    all_events(c, data_dir.as_deref(), 0, |e| {
+                        events.push(e);
+                        Ok(())
+                    })
+                    .await?
+                }
+            }
+            let head = events.last().map(|e| e.hash.clone());
+            match verify_chain(events) {
+                Ok(n) => {
+                    if as_json {
+                        output::json(
+                            &serde_json::json!({"valid": true, "records": n, "head": head}),
+                        );
+                    } else {
+                        println!(
+                            "ok: {n} records, chain intact; head {}",
+                            head.unwrap_or_else(|| "-".into())
+                        );
+                    }
+                    Ok(())
+                }
+                Err(b) => {
+                    if as_json {
+                        output::json(
+                            &serde_json::json!({"valid": false, "broken_at": b.seq, "reason": b.reason}),
+                        );
+                    }
+                    bail!("{b}")
+                }
+            }
+        }
+        AuditCmd::Export {
+            format,
+            since,
+            data_dir,
+        } => {
+            if format != "jsonl" {
+                bail!("--format: only `jsonl` is supported");
+            }
+            let mut out = std::io::stdout().lock();
+            all_events(c, data_dir.as_deref(), since, |e| {
+                use std::io::Write;
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                Ok(())
+            })
+            .await
+        }
+        AuditCmd::Tail { since } => {
+            c.require_token("audit tail")?;
+            let mut after = match since {
+                Some(s) => s,
+                None => {
+                    // Find the head, then show the last few.
+                    let mut last = 0;
+                    all_events(c, None, 0, |e| {
+                        last = e.seq;
+                        Ok(())
+                    })
+                    .await?;
+                    last.saturating_sub(10)
+                }
+            };
+            loop {
+                let v = c
+                    .get(&format!("/v1/audit/events?since={after}&limit=1000"))
+                    .await?;
+                let page: Vec<Event> = serde_json::from_value(v["events"].clone())?;
+                for e in &page {
+                    if as_json {
+                        println!("{}", serde_json::to_string(e)?);
+                    } else {
+                        println!(
+                            "{:>6} {} {:<22} {:<8} agent={} task={} tool={} {}",
+                            e.seq,
+                            e.time_ms,
+                            e.kind.as_str(),
+                            e.decision.as_deref().unwrap_or("-"),
+                            e.agent.as_deref().unwrap_or("-"),
+                            e.task.as_deref().unwrap_or("-"),
+                            e.tool.as_deref().unwrap_or("-"),
+                            e.reasons.join("; ")
+                        );
+                    }
+                    after = e.seq;
+                }
+                if page.is_empty() {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}

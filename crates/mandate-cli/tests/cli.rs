@@ -1,0 +1,219 @@
+//! The `mandate` binary against a real server: the README walkthrough's
+//! verbs, clear errors with non-zero exit, offline audit verification.
+
+use mandate_testkit::TestServer;
+use std::process::{Command, Output};
+
+fn mandate(s: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_mandate"));
+    c.args(args)
+        .env("MANDATE_ADDR", &s.base)
+        .env("MANDATE_TOKEN", &s.root)
+        .env_remove("MANDATE_SESSION");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn run(s: &TestServer, args: &[&str], env: &[(&str, &str)]) -> String {
+    ok(&mandate(s, args, env)).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walkthrough_from_enrolment_to_revocation_and_audit_verify() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bot.key").to_str().unwrap().to_owned();
+    let s = tokio::task::spawn_blocking(move || {
+        let key = key.as_str();
+        run(&s, &["owner", "create", "platform"], &[]);
+        run(
+            &s,
+            &[
+                "tool",
+                "create",
+                "github",
+                "--audience",
+                "https://api.github.com",
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--sensitivity",
+                "internal",
+                "--max-ttl",
+                "600",
+                "--action",
+                "issues:read",
+                "--action",
+                "issues:write",
+            ],
+            &[],
+        );
+        run(
+            &s,
+            &[
+                "agent", "create", "bot", "--owner", "platform", "--env", "staging", "--tool",
+                "github",
+            ],
+            &[],
+        );
+        assert!(run(&s, &["agent", "list"], &[]).contains("spiffe://test.local/agent/bot"));
+        let jt = run(&s, &["agent", "join-token", "bot"], &[]);
+        run(
+            &s,
+            &["agent", "enroll", "--join-token", &jt, "--key-file", key],
+            &[],
+        );
+        let session = run(&s, &["login", "--key-file", key], &[]);
+        let env = [("MANDATE_SESSION", session.as_str())];
+        let task = run(
+            &s,
+            &[
+                "task",
+                "create",
+                "--intent",
+                "triage",
+                "--scope",
+                "github=issues:read",
+                "--resources",
+                "github=repo:acme/*",
+            ],
+            &env,
+        );
+        assert!(task.starts_with("task_"), "{task}");
+        let token = run(
+            &s,
+            &[
+                "token",
+                "exchange",
+                "--task",
+                &task,
+                "--resource",
+                "https://api.github.com",
+            ],
+            &env,
+        );
+        let authz = |action: &str| {
+            run(
+                &s,
+                &[
+                    "token",
+                    "authorize",
+                    "--access-token",
+                    &token,
+                    "--action",
+                    action,
+                    "--resource",
+                    "repo:acme/w",
+                ],
+                &[],
+            )
+        };
+        assert!(authz("issues:read").starts_with("allow"));
+        assert!(authz("issues:write").starts_with("deny"));
+        run(&s, &["task", "revoke", &task], &[]);
+        assert!(authz("issues:read").starts_with("deny"));
+        assert!(run(&s, &["audit", "verify"], &[]).starts_with("ok:"));
+        let export = run(&s, &["audit", "export", "--format", "jsonl"], &[]);
+        assert!(export.lines().count() > 10);
+        assert!(!export.contains(&token), "tokens never reach the audit log");
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_audit_row_is_named_by_offline_verify() {
+    let mut s = TestServer::start().await;
+    s.seed().await;
+    s.stop().await;
+    let db = s.data_dir.join("mandate.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute(
+        "UPDATE events SET actor = 'admin:someone-else' WHERE seq = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args([
+            "audit",
+            "verify",
+            "--data-dir",
+            s.data_dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("record 3"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_errors_are_clear_and_exit_non_zero() {
+    let s = TestServer::start().await;
+    let s = tokio::task::spawn_blocking(move || {
+        let o = mandate(
+            &s,
+            &["agent", "create", "x", "--owner", "nobody", "--env", "prod"],
+            &[],
+        );
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("environment") && err.contains("HTTP 400"),
+            "{err}"
+        );
+        let o = mandate(&s, &["agent", "list"], &[("MANDATE_TOKEN", "mdt_nope")]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("admin token is not valid"));
+        let o = mandate(
+            &s,
+            &["agent", "list"],
+            &[("MANDATE_ADDR", "http://127.0.0.1:1")],
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach"));
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
+#[test]
+fn policy_check_validates_files_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.cedar");
+    std::fs::write(&good, mandate_policy::DEFAULT_POLICIES).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["policy", "check", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = dir.path().join("bad.cedar");
+    std::fs::write(
+        &bad,
+        "@id(\"oops\")\npermit(principal, action, resource) when { principal.colour == \"red\" };",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["policy", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("oops") || err.contains("bad.cedar"), "{err}");
+}

@@ -1,0 +1,321 @@
+//! The running broker: shared state, start-up, background work.
+
+use crate::config::Settings;
+use crate::directory::Directory;
+use crate::federation::Federation;
+use crate::tokens::VerifiedTokens;
+use anyhow::Context;
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{AdminRight, AdminToken, Revocation};
+use mandate_policy::PolicySet;
+use mandate_store::{SqliteStore, Store};
+use mandate_token::KeyRing;
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::broadcast;
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct App {
+    pub settings: Settings,
+    /// The OAuth issuer and base URL (RFC 8414).
+    pub issuer: String,
+    pub store: Arc<dyn Store>,
+    pub keys: KeyRing,
+    policy: RwLock<Arc<PolicySet>>,
+    pub policy_dir: PathBuf,
+    pub directory: Directory,
+    pub verified: VerifiedTokens,
+    pub federation: Federation,
+    pub feed: broadcast::Sender<Revocation>,
+}
+
+/// What `start` hands back: where it listens and, on the very first start,
+/// the root admin token (shown once, stored only as a hash).
+pub struct Started {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub root_token: Option<SecretString>,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub shutdown: axum_server::Handle,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Stop serving, stop background work, and close the store so the data
+    /// dir can be reopened (by a restart in tests, or the next process).
+    pub async fn stop(self) {
+        self.shutdown
+            .graceful_shutdown(Some(Duration::from_secs(5)));
+        for b in &self.background {
+            b.abort();
+        }
+        let _ = self.server.await;
+        for b in self.background {
+            let _ = b.await;
+        }
+        let store = self.app.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.close()).await;
+    }
+}
+
+impl App {
+    pub fn policy(&self) -> Arc<PolicySet> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-read `policies/` and swap it in if it validates; keep the old set otherwise.
+    pub async fn reload_policy(&self, actor: &str) -> Result<usize, String> {
+        let set = PolicySet::load_dir(&self.policy_dir).map_err(|e| e.to_string())?;
+        let count = set.policy_count();
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let ev = NewEvent::new(EventKind::PolicyReloaded, actor)
+            .detail(serde_json::json!({"policies": count}));
+        self.store
+            .append_events(vec![ev])
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(policies = count, "policy reloaded");
+        Ok(count)
+    }
+
+    /// Tell in-process subscribers (SSE clients) about new feed entries.
+    pub fn publish(&self, revs: impl IntoIterator<Item = Revocation>) {
+        for r in revs {
+            let _ = self.feed.send(r);
+        }
+    }
+
+    /// The longest any token can live: bounds how long a retired key stays published.
+    pub fn max_token_ttl(&self) -> i64 {
+        (self
+            .settings
+            .raw
+            .task_max_ttl_secs
+            .max(self.settings.raw.session_ttl_secs)) as i64
+    }
+}
+
+fn write_if_missing(path: &Path, contents: &str) -> anyhow::Result<()> {
+    if !path.exists() {
+        std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Open the data dir (creating keys, database and default policies on first
+/// use), bind, and serve until `shutdown` is triggered.
+pub async fn start(settings: Settings) -> anyhow::Result<Started> {
+    let raw = &settings.raw;
+    let data = raw.data_dir.clone();
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("creating data dir {}", data.display()))?;
+    let policy_dir = data.join("policies");
+    std::fs::create_dir_all(&policy_dir)?;
+    write_if_missing(
+        &policy_dir.join("schema.cedarschema"),
+        mandate_policy::DEFAULT_SCHEMA,
+    )?;
+    if std::fs::read_dir(&policy_dir)?
+        .flatten()
+        .all(|e| e.path().extension().is_none_or(|x| x != "cedar"))
+    {
+        write_if_missing(
+            &policy_dir.join("default.cedar"),
+            mandate_policy::DEFAULT_POLICIES,
+        )?;
+    }
+    let policy = PolicySet::load_dir(&policy_dir).context("loading policies")?;
+
+    let listener = std::net::TcpListener::bind(raw.listen)
+        .with_context(|| format!("binding {}", raw.listen))?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if raw.tls.is_some() { "https" } else { "http" };
+    let issuer = raw
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+
+    let max_ttl = (raw.task_max_ttl_secs.max(raw.session_ttl_secs)) as i64;
+    let keys = KeyRing::open(&data.join("keys"), settings.signing_alg, max_ttl, now())
+        .context("opening signing keys")?;
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?);
+    let directory = Directory::load(store.as_ref(), now()).await?;
+    let federation = Federation::new(&raw.issuers, &issuer);
+    federation.warm().await;
+
+    let root_token = if store.count_admin_tokens().await? == 0 {
+        let (secret, token) = new_admin_token(
+            vec![AdminRight::Root],
+            "root token created at first start".into(),
+            None,
+        );
+        let ev = NewEvent::new(EventKind::AdminTokenCreated, "system")
+            .detail(serde_json::json!({"id": token.id, "rights": ["root"]}));
+        store.create_admin_token(token, ev).await?;
+        Some(secret)
+    } else {
+        None
+    };
+
+    let app = Arc::new(App {
+        issuer,
+        store,
+        keys,
+        policy: RwLock::new(Arc::new(policy)),
+        policy_dir,
+        directory,
+        verified: VerifiedTokens::default(),
+        federation,
+        feed: broadcast::channel(4096).0,
+        settings,
+    });
+    let background = spawn_background(app.clone());
+
+    let router = crate::routes::router(app.clone());
+    let shutdown = axum_server::Handle::new();
+    let handle = shutdown.clone();
+    let tls = app.settings.raw.tls.clone();
+    let server = tokio::spawn(async move {
+        let svc = router.into_make_service();
+        match tls {
+            Some(t) => {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let cfg =
+                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
+                        .await
+                        .with_context(|| {
+                            format!("loading TLS certificate {}", t.cert_file.display())
+                        })?;
+                axum_server::from_tcp_rustls(listener, cfg)
+                    .handle(handle)
+                    .serve(svc)
+                    .await?
+            }
+            None => {
+                axum_server::from_tcp(listener)
+                    .handle(handle)
+                    .serve(svc)
+                    .await?
+            }
+        }
+        Ok(())
+    });
+    tracing::info!(%addr, issuer = %app.issuer, "mandate listening");
+    Ok(Started {
+        app,
+        addr,
+        root_token,
+        server,
+        shutdown,
+        background,
+    })
+}
+
+/// `mandate dev` on an existing data dir: mint a fresh root token in-process
+/// (dev only; a real server never prints a root token twice).
+pub async fn dev_admin_token(app: &App) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let (secret, token) =
+        new_admin_token(vec![AdminRight::Root], "dev mode root token".into(), None);
+    let ev = NewEvent::new(EventKind::AdminTokenCreated, "system")
+        .detail(serde_json::json!({"id": token.id, "rights": ["root"], "dev": true}));
+    app.store.create_admin_token(token, ev).await?;
+    Ok(secret.expose_secret().to_owned())
+}
+
+/// A fresh admin token: the bearer secret (returned once) and its stored form.
+pub fn new_admin_token(
+    rights: Vec<AdminRight>,
+    description: String,
+    expires_at: Option<i64>,
+) -> (SecretString, AdminToken) {
+    let secret = format!(
+        "mdt_{}",
+        mandate_token::b64(&mandate_token::random_bytes::<32>())
+    );
+    let token = AdminToken {
+        id: format!("adm_{}", hex::encode(mandate_token::random_bytes::<8>())),
+        hash: mandate_token::sha256_hex(secret.as_bytes()),
+        rights,
+        description,
+        created_at: now(),
+        expires_at,
+    };
+    (SecretString::from(secret), token)
+}
+
+fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
+    // Sweeper: expire overdue tasks every second, prune once a minute.
+    let a = app.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            let t = now();
+            match a.store.expire_due_tasks(t).await {
+                Ok(expired) => {
+                    for task in expired {
+                        tracing::info!(task = %task.id, agent = %task.agent, "task expired");
+                        a.directory.put_task(task);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "task sweeper failed"),
+            }
+            if n.is_multiple_of(60) {
+                a.directory.forget_expired(t);
+                a.verified.forget_expired(t);
+                if let Err(e) = a.store.prune(t).await {
+                    tracing::error!(error = %e, "prune failed");
+                }
+            }
+        }
+    });
+    // Policy hot reload: poll the policy files' mtimes.
+    let reloader = tokio::spawn(async move {
+        let mut last = policy_stamp(&app.policy_dir);
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let stamp = policy_stamp(&app.policy_dir);
+            if stamp != last {
+                last = stamp;
+                if let Err(e) = app.reload_policy("system").await {
+                    tracing::error!(error = %e, "policy change rejected; keeping the previous policy set");
+                }
+            }
+        }
+    });
+    vec![sweeper, reloader]
+}
+
+fn policy_stamp(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((e.path(), m.modified().ok()?, m.len()))
+        })
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,279 @@
+//! Server configuration: one TOML file, every key overridable by a
+//! `MANDATE_*` environment variable, validated at start with errors that
+//! name the key.
+
+use mandate_core::TrustDomain;
+use mandate_token::SigningAlg;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+/// A trusted workload-identity issuer (Kubernetes, CI OIDC, SPIRE JWT-SVID).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// Exact `iss` value.
+    pub issuer: String,
+    /// JWKS on disk (re-read on an unknown `kid`)…
+    pub jwks_file: Option<PathBuf>,
+    /// …or fetched over HTTP(S) (cached, refetched on an unknown `kid`).
+    pub jwks_url: Option<String>,
+    /// Accepted `aud` values; defaults to the broker's public URL.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8200`; port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Base URL clients use; the OAuth issuer. Defaults to `http(s)://<listen>`.
+    pub public_url: Option<String>,
+    /// Holds `mandate.db`, `keys/` and `policies/`.
+    pub data_dir: PathBuf,
+    pub trust_domain: String,
+    /// `EdDSA` (default), `ES256` or `RS256`.
+    pub signing_alg: String,
+    /// Lifetime of identity sessions, seconds (≤ 3600).
+    pub session_ttl_secs: u32,
+    /// Task lifetime when the request names none, seconds.
+    pub task_default_ttl_secs: u32,
+    /// Longest task lifetime allowed, seconds.
+    pub task_max_ttl_secs: u32,
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8200".parse().expect("static address"),
+            public_url: None,
+            data_dir: PathBuf::from("mandate-data"),
+            trust_domain: "mandate.local".into(),
+            signing_alg: "EdDSA".into(),
+            session_ttl_secs: 900,
+            task_default_ttl_secs: 900,
+            task_max_ttl_secs: 8 * 3600,
+            max_body_bytes: 64 * 1024,
+            log_format: "text".into(),
+            tls: None,
+            issuers: Vec::new(),
+        }
+    }
+}
+
+/// Validated, typed view of [`Config`] that the server runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub raw: Config,
+    pub trust_domain: TrustDomain,
+    pub signing_alg: SigningAlg,
+}
+
+impl Config {
+    /// Read `path` (if given), apply `MANDATE_*` overrides from `env`, validate.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+            v.parse()
+                .map_err(|_| invalid(key, format!("`{v}` is not a valid number")))
+        }
+        if let Some(v) = env("MANDATE_LISTEN") {
+            self.listen = v
+                .parse()
+                .map_err(|_| invalid("MANDATE_LISTEN", format!("`{v}` is not host:port")))?;
+        }
+        if let Some(v) = env("MANDATE_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = env("MANDATE_DATA_DIR") {
+            self.data_dir = v.into();
+        }
+        if let Some(v) = env("MANDATE_TRUST_DOMAIN") {
+            self.trust_domain = v;
+        }
+        if let Some(v) = env("MANDATE_SIGNING_ALG") {
+            self.signing_alg = v;
+        }
+        if let Some(v) = env("MANDATE_SESSION_TTL_SECS") {
+            self.session_ttl_secs = num("MANDATE_SESSION_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_TASK_DEFAULT_TTL_SECS") {
+            self.task_default_ttl_secs = num("MANDATE_TASK_DEFAULT_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_TASK_MAX_TTL_SECS") {
+            self.task_max_ttl_secs = num("MANDATE_TASK_MAX_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_MAX_BODY_BYTES") {
+            self.max_body_bytes = num("MANDATE_MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = env("MANDATE_LOG_FORMAT") {
+            self.log_format = v;
+        }
+        match (env("MANDATE_TLS_CERT_FILE"), env("MANDATE_TLS_KEY_FILE")) {
+            (Some(cert_file), Some(key_file)) => {
+                self.tls = Some(TlsConfig {
+                    cert_file: cert_file.into(),
+                    key_file: key_file.into(),
+                })
+            }
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "MANDATE_TLS_CERT_FILE",
+                    "set both MANDATE_TLS_CERT_FILE and MANDATE_TLS_KEY_FILE, or neither",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let trust_domain = TrustDomain::parse(&self.trust_domain)
+            .map_err(|e| invalid("trust_domain", e.message))?;
+        let signing_alg: SigningAlg = self.signing_alg.parse().map_err(|_| {
+            invalid(
+                "signing_alg",
+                format!("`{}` is not one of EdDSA, ES256, RS256", self.signing_alg),
+            )
+        })?;
+        if !(60..=3600).contains(&self.session_ttl_secs) {
+            return Err(invalid("session_ttl_secs", "must be between 60 and 3600"));
+        }
+        if self.task_max_ttl_secs == 0 || self.task_max_ttl_secs > 7 * 86_400 {
+            return Err(invalid(
+                "task_max_ttl_secs",
+                "must be between 1 and 604800 (7 days)",
+            ));
+        }
+        if self.task_default_ttl_secs == 0 || self.task_default_ttl_secs > self.task_max_ttl_secs {
+            return Err(invalid(
+                "task_default_ttl_secs",
+                "must be between 1 and task_max_ttl_secs",
+            ));
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(invalid(
+                "max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid("log_format", "must be `text` or `json`"));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid("public_url", "must start with http:// or https://"));
+        }
+        for (i, iss) in self.issuers.iter().enumerate() {
+            if iss.issuer.is_empty() {
+                return Err(invalid(
+                    &format!("issuers[{i}].issuer"),
+                    "must not be empty",
+                ));
+            }
+            if iss.jwks_file.is_some() == iss.jwks_url.is_some() {
+                return Err(invalid(
+                    &format!("issuers[{i}]"),
+                    "set exactly one of jwks_file and jwks_url",
+                ));
+            }
+        }
+        Ok(Settings {
+            raw: self,
+            trust_domain,
+            signing_alg,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_errors_name_the_key() {
+        let cfg = Config::load(None, |k| {
+            (k == "MANDATE_SESSION_TTL_SECS").then(|| "300".into())
+        })
+        .unwrap();
+        assert_eq!(cfg.session_ttl_secs, 300);
+        let err =
+            Config::load(None, |k| (k == "MANDATE_LISTEN").then(|| "nope".into())).unwrap_err();
+        assert!(err.to_string().starts_with("MANDATE_LISTEN"), "{err}");
+        let cfg = Config {
+            signing_alg: "HS256".into(),
+            ..Config::default()
+        };
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("signing_alg")
+        );
+    }
+
+    #[test]
+    fn unknown_config_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "listn = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Some(&p), |_| None).unwrap_err();
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+}

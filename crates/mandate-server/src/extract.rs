@@ -1,0 +1,179 @@
+//! Request parsing at the edge: JSON with field-precise errors, OAuth forms
+//! that refuse repeated parameters, request ids.
+
+use crate::error::{ApiError, OAuthError};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+/// A JSON body. Errors name the field path (`scope[0].actions[1]`) and the
+/// problem; oversize bodies get 413; nothing is applied on any error.
+pub struct ApiJson<T>(pub T);
+
+fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "request body exceeds the size limit",
+        )
+    } else {
+        ApiError::bad_request(format!("cannot read request body: {e}"))
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        // serde_json appends " at line L column C"; the path is more useful.
+        let message = message.split(" at line ").next().unwrap_or(&message);
+        let message = if inner.is_syntax() || inner.is_eof() {
+            format!("body is not valid JSON: {message}")
+        } else if path == "." || path.is_empty() {
+            message.to_owned()
+        } else if message.starts_with(&format!("{}:", path.rsplit('.').next().unwrap_or(""))) {
+            // Our own `Invalid` errors already start with the field name.
+            format!(
+                "{path}: {}",
+                message.split_once(": ").map(|x| x.1).unwrap_or(message)
+            )
+        } else {
+            format!("{path}: {message}")
+        };
+        ApiError::bad_request(message)
+    })
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "request body is empty; expected a JSON object",
+            ));
+        }
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// An `application/x-www-form-urlencoded` OAuth request. RFC 6749 §3.2:
+/// parameters sent more than once make the request invalid.
+pub struct OAuthForm(pub HashMap<String, String>);
+
+impl OAuthForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+    }
+    pub fn require(&self, name: &str) -> Result<&str, OAuthError> {
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("`{name}` is required")))
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for OAuthForm {
+    type Rejection = OAuthError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, OAuthError> {
+        let ct = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/x-www-form-urlencoded") {
+            return Err(OAuthError::invalid_request(
+                "content-type must be application/x-www-form-urlencoded",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| OAuthError::invalid_request(format!("cannot read request body: {e}")))?;
+        let mut map = HashMap::new();
+        for (k, v) in form_urlencoded::parse(&bytes) {
+            if map.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(OAuthError::invalid_request(format!("`{k}` is repeated")));
+            }
+        }
+        Ok(OAuthForm(map))
+    }
+}
+
+/// The request id: the caller's `x-request-id` if it is sane, else a fresh one.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId("unknown".into())))
+    }
+}
+
+pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{}", hex::encode(mandate_token::random_bytes::<8>())));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = tracing::Instrument::instrument(next.run(req), span).await;
+    if let Ok(v) = http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        scope: Vec<Item>,
+    }
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        tool: mandate_core::ToolName,
+    }
+
+    #[test]
+    fn json_errors_name_the_field_path() {
+        let e = parse_json::<Body>(br#"{"scope":[{"tool":"ok"},{"tool":"Bad"}]}"#).unwrap_err();
+        assert!(e.message.starts_with("scope[1].tool:"), "{}", e.message);
+        let e = parse_json::<Body>(br#"{"scope":[],"extra":1}"#).unwrap_err();
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        let e = parse_json::<Body>(b"{not json").unwrap_err();
+        assert!(
+            e.message.starts_with("body is not valid JSON"),
+            "{}",
+            e.message
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! The revocation feed: poll (`GET /v1/revocations?since=SEQ`) or push
+//! (server-sent events). Public like a CRL: entries carry only ids.
+
+use super::AppState;
+use crate::app::now;
+use crate::error::ApiError;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::{Stream, StreamExt, stream};
+use mandate_core::Revocation;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio_stream::wrappers::BroadcastStream;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    #[serde(default)]
+    since: u64,
+}
+
+fn since(
+    q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Result<u64, ApiError> {
+    q.map(|Query(s)| s.since)
+        .map_err(|e| ApiError::bad_request(format!("since: {}", e.body_text())))
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let since = since(q)?;
+    let entries = app.store.revocations_since(since, now()).await?;
+    let next = entries.last().map(|r| r.seq).unwrap_or(since);
+    Ok(Json(json!({"entries": entries, "next": next})))
+}
+
+fn sse(r: &Revocation) -> Event {
+    Event::default()
+        .id(r.seq.to_string())
+        .event("revocation")
+        .data(serde_json::to_string(r).unwrap_or_default())
+}
+
+/// Backlog after `since`, then live entries. If a slow client falls behind
+/// the broadcast buffer the stream ends; it reconnects with its last id.
+pub async fn stream(
+    State(app): State<AppState>,
+    q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let since = since(q)?;
+    // Subscribe before reading the backlog so nothing falls in between.
+    let live = BroadcastStream::new(app.feed.subscribe());
+    let backlog = app.store.revocations_since(since, now()).await?;
+    let last = backlog.last().map(|r| r.seq).unwrap_or(since);
+    let backlog = stream::iter(backlog.into_iter().map(|r| Ok(sse(&r))));
+    let live = live
+        .take_while(|r| std::future::ready(r.is_ok()))
+        .filter_map(move |r| {
+            std::future::ready(r.ok().filter(|r| r.seq > last).map(|r| Ok(sse(&r))))
+        });
+    Ok(
+        Sse::new(backlog.chain(live))
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+}

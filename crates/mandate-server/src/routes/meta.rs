@@ -1,0 +1,133 @@
+//! Discovery, keys, health, audit reads and operator actions.
+
+use super::{AppState, Caller};
+use crate::app::now;
+use crate::error::ApiError;
+use crate::extract::RequestId;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::AdminRight;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the database answers.
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    app.store.count_admin_tokens().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// RFC 8414 authorization server metadata.
+pub async fn metadata(State(app): State<AppState>) -> Json<Value> {
+    let i = &app.issuer;
+    Json(json!({
+        "issuer": i,
+        "token_endpoint": format!("{i}/oauth/token"),
+        "jwks_uri": format!("{i}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{i}/oauth/introspect"),
+        "revocation_endpoint": format!("{i}/oauth/revoke"),
+        "grant_types_supported": [
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+            "client_credentials"
+        ],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
+        "introspection_endpoint_auth_methods_supported": ["bearer"],
+        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        "authorization_details_types_supported": [mandate_token::claims::DETAIL_TYPE],
+        "response_types_supported": [],
+        "scopes_supported": [],
+        "mandate_authorize_endpoint": format!("{i}/v1/authorize"),
+        "mandate_revocation_feed": format!("{i}/v1/revocations"),
+    }))
+}
+
+pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(http::header::CACHE_CONTROL, "public, max-age=60")],
+        Json(json!(app.keys.jwks(now()))),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../openapi.json"),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    limit: Option<usize>,
+}
+
+pub async fn audit_events(
+    State(app): State<AppState>,
+    caller: Caller,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Audit)?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > 10_000 {
+        return Err(ApiError::bad_request("limit: must be between 1 and 10000"));
+    }
+    let events = app.store.events_since(q.since, limit).await?;
+    let next = events.last().map(|e| e.seq).unwrap_or(q.since);
+    Ok(Json(json!({"events": events, "next": next})))
+}
+
+pub async fn rotate_keys(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Root)?;
+    let old = app.keys.current().kid.clone();
+    let key = app
+        .keys
+        .rotate(app.settings.signing_alg, app.max_token_ttl(), now())
+        .map_err(ApiError::internal)?;
+    let ev = NewEvent::new(EventKind::KeyRotated, caller.actor())
+        .request_id(Some(rid.0))
+        .detail(json!({"new_kid": key.kid, "old_kid": old, "alg": key.alg.as_str()}));
+    app.store.append_events(vec![ev]).await?;
+    Ok(Json(
+        json!({"kid": key.kid, "alg": key.alg.as_str(), "previous_kid": old}),
+    ))
+}
+
+pub async fn policy_info(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Policy)?;
+    let p = app.policy();
+    Ok(Json(
+        json!({"policy_dir": app.policy_dir, "policies": p.policy_count(), "policy_ids": p.policy_ids()}),
+    ))
+}
+
+pub async fn reload_policy(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Policy)?;
+    let n = app.reload_policy(&caller.actor()).await.map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_policy",
+            e,
+        )
+    })?;
+    Ok(Json(json!({"policies": n})))
+}

@@ -1,0 +1,145 @@
+//! HTTP routes. Handlers stay thin: parse at the edge, apply domain rules,
+//! write through the store (with the audit event), update the views.
+
+mod authorize;
+mod feed;
+mod meta;
+mod oauth;
+mod registry;
+mod tasks;
+
+use crate::app::{App, now};
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use mandate_core::{AdminRight, AdminToken, Agent};
+use std::sync::Arc;
+
+pub type AppState = Arc<App>;
+
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.settings.raw.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(meta::healthz))
+        .route("/readyz", get(meta::readyz))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(meta::metadata),
+        )
+        .route("/.well-known/jwks.json", get(meta::jwks))
+        .route("/v1/openapi.json", get(meta::openapi))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/introspect", post(authorize::introspect))
+        .route("/oauth/revoke", post(authorize::revoke))
+        .route("/v1/authorize", post(authorize::authorize))
+        .route("/v1/enroll", post(registry::enroll))
+        .route(
+            "/v1/owners",
+            post(registry::create_owner).get(registry::list_owners),
+        )
+        .route(
+            "/v1/agents",
+            post(registry::create_agent).get(registry::list_agents),
+        )
+        .route("/v1/agents/{name}", get(registry::get_agent))
+        .route("/v1/agents/{name}/revoke", post(registry::revoke_agent))
+        .route(
+            "/v1/agents/{name}/join-tokens",
+            post(registry::create_join_token),
+        )
+        .route(
+            "/v1/agents/{name}/bindings",
+            post(registry::add_binding).get(registry::list_bindings),
+        )
+        .route(
+            "/v1/tools",
+            post(registry::create_tool).get(registry::list_tools),
+        )
+        .route("/v1/tools/{name}", get(registry::get_tool))
+        .route("/v1/tasks", post(tasks::create).get(tasks::list))
+        .route("/v1/tasks/{id}", get(tasks::show))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/v1/tasks/{id}/revoke", post(tasks::revoke))
+        .route("/v1/revocations", get(feed::list))
+        .route("/v1/revocations/stream", get(feed::stream))
+        .route("/v1/audit/events", get(meta::audit_events))
+        .route("/v1/admin/tokens", post(registry::create_admin_token))
+        .route("/v1/keys/rotate", post(meta::rotate_keys))
+        .route("/v1/policy", get(meta::policy_info))
+        .route("/v1/policy/reload", post(meta::reload_policy))
+        .fallback(|| async { ApiError::not_found("route", "this path") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::extract::request_id_layer))
+        .with_state(app)
+}
+
+/// Who is calling: an admin token or an agent's identity session.
+pub enum Caller {
+    Admin(AdminToken),
+    Agent { agent: Arc<Agent> },
+}
+
+impl Caller {
+    /// The audit `actor` string.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Admin(t) => format!("admin:{}", t.id),
+            Caller::Agent { agent, .. } => format!("agent:{}", agent.name),
+        }
+    }
+
+    pub fn require(&self, right: AdminRight) -> Result<&AdminToken, ApiError> {
+        match self {
+            Caller::Admin(t) if t.allows(right, now()) => Ok(t),
+            Caller::Admin(_) => Err(ApiError::forbidden(format!(
+                "this admin token lacks the `{}` right",
+                right.as_str()
+            ))),
+            Caller::Agent { .. } => Err(ApiError::forbidden("this endpoint needs an admin token")),
+        }
+    }
+}
+
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing `Authorization: Bearer` with an admin token or agent session",
+            )
+        })?;
+        Caller::from_bearer(app, token).await
+    }
+}
+
+impl Caller {
+    pub async fn from_bearer(app: &App, token: &str) -> Result<Self, ApiError> {
+        if token.starts_with("mdt_") {
+            let hash = mandate_token::sha256_hex(token.as_bytes());
+            let t = app
+                .store
+                .admin_token_by_hash(&hash)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("admin token is not valid"))?;
+            if t.expires_at.is_some_and(|e| e <= now()) {
+                return Err(ApiError::unauthorized("admin token has expired"));
+            }
+            return Ok(Caller::Admin(t));
+        }
+        let (_, agent) = app
+            .verify_session(token, now())
+            .map_err(|e| ApiError::unauthorized(format!("session is not valid: {e}")))?;
+        Ok(Caller::Agent { agent })
+    }
+}

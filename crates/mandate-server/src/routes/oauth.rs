@@ -1,0 +1,488 @@
+//! `POST /oauth/token`: workload login (RFC 7523 JWT bearer from a trusted
+//! issuer, or `private_key_jwt` client credentials) and just-in-time grants
+//! by token exchange (RFC 8693 + RFC 8707 `resource` + RFC 9396 details).
+
+use super::AppState;
+use crate::app::{App, now};
+use crate::error::OAuthError;
+use crate::extract::{OAuthForm, RequestId};
+use crate::tokens::new_jti;
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{
+    Action, Agent, Grant, ResourcePattern, RuleViolation, SpiffeId, TaskId, ToolName, cap_grant_ttl,
+};
+use mandate_token::claims::{AccessClaims, AuthorizationDetail, DETAIL_TYPE};
+use mandate_token::{Jwk, VerifyingKey, jwt};
+use serde_json::json;
+use std::sync::Arc;
+
+pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const GT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// A client assertion may live at most this long (RFC 7523 asks for short).
+const MAX_ASSERTION_LIFETIME: i64 = 300;
+
+fn no_store(body: serde_json::Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+pub async fn token(
+    State(app): State<AppState>,
+    rid: RequestId,
+    form: OAuthForm,
+) -> Result<Response, OAuthError> {
+    match form.require("grant_type")? {
+        GT_TOKEN_EXCHANGE => exchange(&app, &rid.0, &form).await,
+        GT_JWT_BEARER => federated_login(&app, &rid.0, &form).await,
+        "client_credentials" => key_login(&app, &rid.0, &form).await,
+        other => Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!(
+                "grant_type `{}` is not supported",
+                other.chars().take(80).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// Record a refused login durably, then answer with `err`.
+async fn refuse_login(
+    app: &App,
+    rid: &str,
+    method: &str,
+    agent: Option<&str>,
+    err: OAuthError,
+) -> OAuthError {
+    let mut ev = NewEvent::new(EventKind::LoginFailed, "anonymous")
+        .request_id(Some(rid.to_owned()))
+        .decision("deny")
+        .reasons(vec![err.description.clone()])
+        .detail(json!({"method": method}));
+    ev.agent = agent.map(str::to_owned);
+    if let Err(e) = app.store.append_events(vec![ev]).await {
+        return OAuthError::server(e);
+    }
+    err
+}
+
+async fn issue_session(
+    app: &App,
+    rid: &str,
+    agent: &Agent,
+    method: &str,
+    assertion: Option<(String, i64)>,
+) -> Result<Response, OAuthError> {
+    let t = now();
+    let (token, claims) = app
+        .mint_session(agent, method, t)
+        .map_err(OAuthError::server)?;
+    let ev = NewEvent::new(EventKind::LoginSucceeded, format!("agent:{}", agent.name))
+        .agent(&agent.name)
+        .jti(&claims.jti)
+        .request_id(Some(rid.to_owned()))
+        .decision("allow")
+        .detail(json!({"method": method, "exp": claims.exp}));
+    match app.store.record_login(assertion, ev).await {
+        Ok(()) => {}
+        Err(mandate_store::StoreError::Replay) => {
+            let err = OAuthError::invalid_grant("client assertion `jti` was already used (replay)");
+            return Err(refuse_login(app, rid, method, Some(agent.name.as_str()), err).await);
+        }
+        Err(e) => return Err(OAuthError::server(e)),
+    }
+    Ok(no_store(json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": claims.exp - t,
+        "issued_token_type": TT_JWT,
+    })))
+}
+
+/// RFC 7523 §2.1: a workload JWT from a trusted issuer, mapped to an agent by binding.
+async fn federated_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OAuthError> {
+    const METHOD: &str = "jwt_bearer";
+    let assertion = form.require("assertion")?;
+    let id = match app.federation.verify(assertion, now()).await {
+        Ok(id) => id,
+        Err(e) => {
+            let err = OAuthError::invalid_grant(format!("workload token rejected: {e}"));
+            return Err(refuse_login(app, rid, METHOD, None, err).await);
+        }
+    };
+    let bindings = app.store.bindings_for(&id.issuer, &id.subject).await?;
+    let matching: Vec<_> = bindings
+        .into_iter()
+        .filter(|b| {
+            b.claims
+                .iter()
+                .all(|(k, v)| id.claims.get(k).and_then(|c| c.as_str()) == Some(v.as_str()))
+        })
+        .collect();
+    let agent_name = match matching.as_slice() {
+        [one] => one.agent.clone(),
+        [] => {
+            let err = OAuthError::invalid_grant("no agent is bound to this workload identity");
+            return Err(refuse_login(app, rid, METHOD, None, err).await);
+        }
+        _ => {
+            let err = OAuthError::invalid_grant(
+                "workload identity matches several agents; make the bindings specific",
+            );
+            return Err(refuse_login(app, rid, METHOD, None, err).await);
+        }
+    };
+    let agent = app
+        .directory
+        .agent(&agent_name)
+        .filter(|a| a.is_active())
+        .ok_or_else(|| OAuthError::invalid_grant("the bound agent is revoked"));
+    match agent {
+        Ok(agent) => issue_session(app, rid, &agent, METHOD, None).await,
+        Err(err) => Err(refuse_login(app, rid, METHOD, Some(agent_name.as_str()), err).await),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    aud: serde_json::Value,
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    jti: String,
+}
+
+/// RFC 7523 §2.2 `private_key_jwt` with the key enrolled by join token.
+async fn key_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OAuthError> {
+    const METHOD: &str = "private_key_jwt";
+    if form.require("client_assertion_type")? != CLIENT_ASSERTION_JWT {
+        return Err(OAuthError::invalid_request(format!(
+            "client_assertion_type must be {CLIENT_ASSERTION_JWT}"
+        )));
+    }
+    let assertion = form.require("client_assertion")?;
+    let client = |d: String| OAuthError::new("invalid_client", d);
+    let parsed = match jwt::parse(assertion) {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(refuse_login(
+                app,
+                rid,
+                METHOD,
+                None,
+                client(format!("client assertion: {e}")),
+            )
+            .await);
+        }
+    };
+    let claims: AssertionClaims = match parsed.peek_claims() {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(refuse_login(
+                app,
+                rid,
+                METHOD,
+                None,
+                client(format!("client assertion: {e}")),
+            )
+            .await);
+        }
+    };
+    let Ok(id) = SpiffeId::parse("iss", &claims.iss) else {
+        let err = client("client assertion: `iss` must be the agent's SPIFFE ID".into());
+        return Err(refuse_login(app, rid, METHOD, None, err).await);
+    };
+    let agent_name = id.agent.to_string();
+    let fail = |d: &str| client(format!("client assertion: {d}"));
+    let check = || -> Result<(Arc<Agent>, i64), OAuthError> {
+        if claims.sub != claims.iss {
+            return Err(fail("`sub` must equal `iss`"));
+        }
+        if form.get("client_id").is_some_and(|c| c != claims.iss) {
+            return Err(fail("`client_id` does not match the assertion"));
+        }
+        if id.trust_domain != app.settings.trust_domain {
+            return Err(fail("agent is in another trust domain"));
+        }
+        let agent = app
+            .directory
+            .agent(&id.agent)
+            .ok_or_else(|| fail("unknown agent"))?;
+        if !agent.is_active() {
+            return Err(fail("agent is revoked"));
+        }
+        let jwk: Jwk = agent
+            .enrolled_key
+            .clone()
+            .and_then(|k| serde_json::from_value(k).ok())
+            .ok_or_else(|| fail("agent has not enrolled a key"))?;
+        let key = VerifyingKey::from_jwk(&jwk).map_err(|e| fail(&e.to_string()))?;
+        parsed.verify(&key).map_err(|e| fail(&e.to_string()))?;
+        let endpoint = format!("{}/oauth/token", app.issuer);
+        let aud_ok = |a: &str| a == endpoint || a == app.issuer;
+        let aud_ok = match &claims.aud {
+            serde_json::Value::String(a) => aud_ok(a),
+            serde_json::Value::Array(v) => v.iter().any(|a| a.as_str().is_some_and(aud_ok)),
+            _ => false,
+        };
+        if !aud_ok {
+            return Err(fail("`aud` must be the token endpoint or the issuer"));
+        }
+        let t = now();
+        jwt::check_times(claims.exp, claims.nbf, t, 30).map_err(|e| fail(&e.to_string()))?;
+        if claims.exp - claims.iat.unwrap_or(t).min(t) > MAX_ASSERTION_LIFETIME {
+            return Err(fail(&format!(
+                "lifetime must be at most {MAX_ASSERTION_LIFETIME}s"
+            )));
+        }
+        if claims.jti.is_empty() || claims.jti.len() > 256 {
+            return Err(fail("`jti` is required (1 to 256 characters)"));
+        }
+        Ok((agent, claims.exp))
+    };
+    match check() {
+        Ok((agent, exp)) => {
+            issue_session(
+                app,
+                rid,
+                &agent,
+                METHOD,
+                Some((claims.jti.clone(), exp + 30)),
+            )
+            .await
+        }
+        Err(err) => Err(refuse_login(app, rid, METHOD, Some(&agent_name), err).await),
+    }
+}
+
+/// A refused exchange: audited, then the RFC error.
+async fn refuse_grant(
+    app: &App,
+    rid: &str,
+    agent: &Agent,
+    task: Option<&str>,
+    err: OAuthError,
+) -> OAuthError {
+    let mut ev = NewEvent::new(EventKind::GrantRefused, format!("agent:{}", agent.name))
+        .agent(&agent.name)
+        .request_id(Some(rid.to_owned()))
+        .decision("deny")
+        .reasons(vec![format!("{}: {}", err.error, err.description)]);
+    ev.task = task.map(str::to_owned);
+    if let Err(e) = app.store.append_events(vec![ev]).await {
+        return OAuthError::server(e);
+    }
+    err
+}
+
+fn rule_error(e: RuleViolation) -> OAuthError {
+    match &e {
+        RuleViolation::TaskNotActive { .. } => OAuthError::invalid_grant(e.to_string()),
+        RuleViolation::OutsideScope { field, .. } if field == "resource" => {
+            OAuthError::new("invalid_target", e.to_string())
+        }
+        _ => OAuthError::new("invalid_scope", e.to_string()),
+    }
+}
+
+/// What the client asked for, from `scope` or `authorization_details`.
+struct Requested {
+    actions: Option<Vec<Action>>,
+    resources: Option<Vec<ResourcePattern>>,
+}
+
+fn requested(form: &OAuthForm, tool: &ToolName) -> Result<Requested, OAuthError> {
+    match (form.get("scope"), form.get("authorization_details")) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
+            "send `scope` or `authorization_details`, not both",
+        )),
+        (Some(scope), None) => {
+            let actions = scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    Action::parse(s).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Requested {
+                actions: Some(actions),
+                resources: None,
+            })
+        }
+        (None, Some(details)) => {
+            let bad = |m: String| OAuthError::new("invalid_authorization_details", m);
+            let list: Vec<AuthorizationDetail> = serde_json::from_str(details)
+                .map_err(|e| bad(format!("authorization_details: {e}")))?;
+            let [d] = list.as_slice() else {
+                return Err(bad(
+                    "authorization_details: send exactly one entry (one tool per token)".into(),
+                ));
+            };
+            if d.type_ != DETAIL_TYPE {
+                return Err(bad(format!(
+                    "authorization_details[0].type: must be `{DETAIL_TYPE}`"
+                )));
+            }
+            if d.tool != tool.as_str() {
+                return Err(bad(
+                    "authorization_details[0].tool: does not match `resource`".into(),
+                ));
+            }
+            let actions = d
+                .actions
+                .iter()
+                .map(|a| {
+                    Action::parse(a).map_err(|e| {
+                        bad(format!("authorization_details[0].actions: {}", e.message))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let resources = d
+                .resources
+                .iter()
+                .map(|r| {
+                    ResourcePattern::parse(r).map_err(|e| {
+                        bad(format!("authorization_details[0].resources: {}", e.message))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Requested {
+                actions: Some(actions),
+                resources: (!resources.is_empty()).then_some(resources),
+            })
+        }
+        (None, None) => Ok(Requested {
+            actions: None,
+            resources: None,
+        }),
+    }
+}
+
+/// RFC 8693 exchange: session + task + resource → one tool's access token.
+async fn exchange(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OAuthError> {
+    let subject = form.require("subject_token")?;
+    let stt = form.require("subject_token_type")?;
+    if stt != TT_JWT && stt != TT_ACCESS {
+        return Err(OAuthError::invalid_request(format!(
+            "subject_token_type must be {TT_JWT}"
+        )));
+    }
+    if let Some(rtt) = form.get("requested_token_type")
+        && rtt != TT_ACCESS
+        && rtt != TT_JWT
+    {
+        return Err(OAuthError::invalid_request(format!(
+            "requested_token_type must be {TT_ACCESS}"
+        )));
+    }
+    if form.get("actor_token").is_some() {
+        return Err(OAuthError::invalid_request(
+            "actor_token is not supported yet (delegation comes with sub-tasks)",
+        ));
+    }
+    let t = now();
+    let (session, agent) = app
+        .verify_session(subject, t)
+        .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+    let task_id = TaskId::parse(form.require("task_id")?)
+        .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
+    let requested_ttl = form
+        .get("requested_ttl")
+        .map(|s| {
+            s.parse::<u32>().map_err(|_| {
+                OAuthError::invalid_request("requested_ttl: must be a positive number of seconds")
+            })
+        })
+        .transpose()?;
+
+    let task = app.directory.task(app.store.as_ref(), &task_id).await?;
+    let Some(task) = task.filter(|t| t.agent == agent.name) else {
+        let err = OAuthError::invalid_grant("task_id: no such task for this agent");
+        return Err(refuse_grant(app, rid, &agent, None, err).await);
+    };
+    let resource = form.require("resource")?;
+    let Some(tool) = app.directory.tool_by_audience(resource) else {
+        let err = OAuthError::new("invalid_target", "resource: no tool has this audience");
+        return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await);
+    };
+    let outcome = (|| {
+        let req = requested(form, &tool.name)?;
+        let item = task
+            .scope
+            .narrow(&tool.name, req.actions.as_deref(), req.resources.as_deref())
+            .map_err(rule_error)?;
+        let ttl = cap_grant_ttl(requested_ttl, tool.max_ttl_secs, &task, t).map_err(rule_error)?;
+        Ok::<_, OAuthError>((item, ttl))
+    })();
+    let (item, ttl) = match outcome {
+        Ok(x) => x,
+        Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
+    };
+
+    let jti = new_jti();
+    let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
+    let claims = AccessClaims {
+        iss: app.issuer.clone(),
+        sub: agent.spiffe_id.clone(),
+        aud: tool.audience.clone(),
+        exp: t + ttl as i64,
+        iat: t,
+        nbf: t,
+        jti: jti.to_string(),
+        client_id: agent.spiffe_id.clone(),
+        txn: task.id.to_string(),
+        scope: actions.join(" "),
+        authorization_details: vec![AuthorizationDetail {
+            type_: DETAIL_TYPE.into(),
+            tool: tool.name.to_string(),
+            actions,
+            resources: item
+                .resources
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            environment: Some(tool.environment.to_string()),
+            sensitivity: Some(tool.sensitivity.to_string()),
+        }],
+    };
+    let token =
+        jwt::encode(&app.keys.current(), jwt::TYP_ACCESS, &claims).map_err(OAuthError::server)?;
+    let grant = Grant {
+        jti: jti.clone(),
+        task: task.id.clone(),
+        agent: agent.name.clone(),
+        scope: item,
+        audience: tool.audience.clone(),
+        issued_at: t,
+        expires_at: claims.exp,
+    };
+    let ev = NewEvent::new(EventKind::GrantMinted, format!("agent:{}", agent.name))
+        .agent(&agent.name)
+        .task(&task.id)
+        .tool(&tool.name)
+        .jti(&jti)
+        .request_id(Some(rid.to_owned()))
+        .decision("allow")
+        .detail(json!({"scope": claims.scope, "exp": claims.exp, "session": session.jti}));
+    // Durable before the token leaves: the grant and its event commit first.
+    app.store.insert_grant(grant, ev).await?;
+    Ok(no_store(json!({
+        "access_token": token,
+        "issued_token_type": TT_ACCESS,
+        "token_type": "Bearer",
+        "expires_in": ttl,
+        "scope": claims.scope,
+        "authorization_details": claims.authorization_details,
+    })))
+}

@@ -1,0 +1,351 @@
+//! Tasks (mandates): create under policy, list, show, complete, revoke.
+
+use super::{AppState, Caller};
+use crate::app::now;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestId};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{AdminRight, AgentName, RandomId, Scope, Task, TaskId, TaskState};
+use mandate_policy::{AgentFacts, TaskDecision, TaskFacts, TaskStartRequest, ToolFacts};
+use mandate_store::TaskFilter;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    /// Required when an admin creates a task on an agent's behalf.
+    agent: Option<AgentName>,
+    intent: String,
+    scope: Scope,
+    ttl_secs: Option<u32>,
+    requested_by: Option<String>,
+}
+
+/// Run the start policy for every tool in the scope: any deny wins, then
+/// any approval requirement, else allow.
+fn decide(
+    app: &AppState,
+    agent: &mandate_core::Agent,
+    task: &Task,
+) -> Result<TaskDecision, ApiError> {
+    let policy = app.policy();
+    let mut pending: Option<(Vec<String>, Vec<String>)> = None;
+    let mut allow_ids = Vec::new();
+    for item in task.scope.items() {
+        let tool = app
+            .directory
+            .tool(&item.tool)
+            .ok_or_else(|| ApiError::internal(format!("tool {} vanished", item.tool)))?;
+        let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
+        let req = TaskStartRequest {
+            agent: AgentFacts {
+                name: agent.name.as_str(),
+                environment: agent.environment,
+                owner: agent.owner.as_str(),
+            },
+            tool: ToolFacts {
+                name: tool.name.as_str(),
+                environment: tool.environment,
+                sensitivity: tool.sensitivity,
+            },
+            task: TaskFacts {
+                id: task.id.as_str(),
+                state: task.state,
+                intent: &task.intent,
+                environment: task.environment,
+                approved: false,
+                delegation_depth: 0,
+            },
+            requested_actions: &actions,
+            anomaly_score: 0,
+            now: task.created_at,
+        };
+        match policy.decide_task_start(&req) {
+            deny @ TaskDecision::Deny { .. } => return Ok(deny),
+            TaskDecision::PendingApproval {
+                reasons,
+                policy_ids,
+            } => {
+                let p = pending.get_or_insert_with(Default::default);
+                p.0.extend(reasons);
+                p.1.extend(policy_ids);
+            }
+            TaskDecision::Allow { policy_ids } => allow_ids.extend(policy_ids),
+        }
+    }
+    Ok(match pending {
+        Some((reasons, policy_ids)) => TaskDecision::PendingApproval {
+            reasons,
+            policy_ids,
+        },
+        None => {
+            allow_ids.sort();
+            allow_ids.dedup();
+            TaskDecision::Allow {
+                policy_ids: allow_ids,
+            }
+        }
+    })
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    ApiJson(body): ApiJson<NewTask>,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let agent = match (&caller, &body.agent) {
+        (Caller::Agent { agent, .. }, None) => agent.clone(),
+        (Caller::Agent { agent, .. }, Some(name)) if &agent.name == name => agent.clone(),
+        (Caller::Agent { .. }, Some(_)) => {
+            return Err(ApiError::forbidden(
+                "agent: an agent can only create tasks for itself",
+            ));
+        }
+        (Caller::Admin(_), None) => {
+            return Err(ApiError::bad_request(
+                "agent: required when an admin creates a task",
+            ));
+        }
+        (Caller::Admin(_), Some(name)) => {
+            caller.require(AdminRight::Tasks)?;
+            app.directory.agent(name).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_reference",
+                    format!("agent: agent `{name}` does not exist"),
+                )
+            })?
+        }
+    };
+    if !agent.is_active() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_state",
+            format!("agent `{}` is revoked", agent.name),
+        ));
+    }
+    let intent = body.intent.trim();
+    if intent.is_empty() || intent.len() > 2048 {
+        return Err(ApiError::bad_request(
+            "intent: must be 1 to 2048 characters",
+        ));
+    }
+    if body
+        .requested_by
+        .as_ref()
+        .is_some_and(|r| r.is_empty() || r.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "requested_by: must be 1 to 256 characters",
+        ));
+    }
+    let raw = &app.settings.raw;
+    let ttl = body.ttl_secs.unwrap_or(raw.task_default_ttl_secs);
+    if ttl == 0 || ttl > raw.task_max_ttl_secs {
+        return Err(ApiError::bad_request(format!(
+            "ttl_secs: must be between 1 and {} (the server's task_max_ttl_secs)",
+            raw.task_max_ttl_secs
+        )));
+    }
+    let tools: Vec<_> = body
+        .scope
+        .items()
+        .iter()
+        .filter_map(|i| app.directory.tool(&i.tool))
+        .collect();
+    body.scope.check_against(&agent, |name| {
+        tools.iter().find(|t| &t.name == name).map(Arc::as_ref)
+    })?;
+
+    let t = now();
+    let mut task = Task {
+        id: TaskId::from_random(mandate_token::random_bytes()),
+        agent: agent.name.clone(),
+        intent: intent.to_owned(),
+        scope: body.scope,
+        environment: agent.environment,
+        state: TaskState::Active,
+        requested_by: body.requested_by,
+        reasons: Vec::new(),
+        created_at: t,
+        deadline: t + ttl as i64,
+        ended_at: None,
+    };
+    let ev = NewEvent::new(EventKind::TaskCreated, caller.actor())
+        .agent(&agent.name)
+        .task(&task.id)
+        .request_id(Some(rid.0.clone()));
+    let scope_json = json!({"scope": task.scope, "intent": task.intent, "deadline": task.deadline});
+    match decide(&app, &agent, &task)? {
+        TaskDecision::Deny {
+            reasons,
+            policy_ids,
+        } => {
+            let ev = NewEvent::new(EventKind::TaskDenied, caller.actor())
+                .agent(&agent.name)
+                .request_id(Some(rid.0))
+                .decision("deny")
+                .reasons(reasons.clone())
+                .detail(json!({"policy_ids": policy_ids, "intent": task.intent}));
+            app.store.append_events(vec![ev]).await?;
+            let mut err = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "policy_denied",
+                "policy denied this task",
+            );
+            err.reasons = reasons;
+            Err(err)
+        }
+        TaskDecision::PendingApproval {
+            reasons,
+            policy_ids,
+        } => {
+            task.state = TaskState::PendingApproval;
+            task.reasons = reasons.clone();
+            let ev = ev
+                .decision("pending_approval")
+                .reasons(reasons)
+                .detail(json!({"policy_ids": policy_ids, "task": scope_json}));
+            app.store.create_task(task.clone(), ev).await?;
+            app.directory.put_task(task.clone());
+            Ok((StatusCode::ACCEPTED, Json(task)))
+        }
+        TaskDecision::Allow { policy_ids } => {
+            task.reasons = policy_ids.clone();
+            let ev = ev
+                .decision("allow")
+                .detail(json!({"policy_ids": policy_ids, "task": scope_json}));
+            app.store.create_task(task.clone(), ev).await?;
+            app.directory.put_task(task.clone());
+            Ok((StatusCode::CREATED, Json(task)))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    agent: Option<String>,
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let agent = q.agent.as_deref().map(AgentName::parse).transpose()?;
+    let agent = match &caller {
+        Caller::Agent { agent: me, .. } => {
+            if agent.as_ref().is_some_and(|a| a != &me.name) {
+                return Err(ApiError::forbidden(
+                    "agent: an agent can only list its own tasks",
+                ));
+            }
+            Some(me.name.clone())
+        }
+        Caller::Admin(_) => {
+            caller.require(AdminRight::Tasks)?;
+            agent
+        }
+    };
+    let filter = TaskFilter {
+        agent,
+        state: q.state.as_deref().map(TaskState::parse).transpose()?,
+        limit: q.limit.unwrap_or(100),
+    };
+    if filter.limit == 0 || filter.limit > 1000 {
+        return Err(ApiError::bad_request("limit: must be between 1 and 1000"));
+    }
+    Ok(Json(json!({"tasks": app.store.list_tasks(filter).await?})))
+}
+
+/// Load a task the caller may see: its own agent, or an admin with `tasks`.
+async fn visible_task(app: &AppState, caller: &Caller, id: &str) -> Result<Arc<Task>, ApiError> {
+    let id = TaskId::parse(id)?;
+    let task = app
+        .directory
+        .task(app.store.as_ref(), &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("task", &id))?;
+    match caller {
+        Caller::Agent { agent, .. } if agent.name != task.agent => {
+            Err(ApiError::not_found("task", &id))
+        }
+        Caller::Agent { .. } => Ok(task),
+        Caller::Admin(_) => {
+            caller.require(AdminRight::Tasks)?;
+            Ok(task)
+        }
+    }
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let task = visible_task(&app, &caller, &id).await?;
+    Ok(Json(json!(task.as_ref())))
+}
+
+async fn end(
+    app: AppState,
+    caller: Caller,
+    rid: RequestId,
+    id: String,
+    to: TaskState,
+    kind: EventKind,
+) -> Result<Json<Value>, ApiError> {
+    let task = visible_task(&app, &caller, &id).await?;
+    let ev = NewEvent::new(kind, caller.actor())
+        .agent(&task.agent)
+        .task(&task.id)
+        .request_id(Some(rid.0));
+    let (task, rev) = app.store.transition_task(&task.id, to, now(), ev).await?;
+    app.directory.put_task(task.clone());
+    app.publish(rev);
+    Ok(Json(json!(task)))
+}
+
+pub async fn complete(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    end(
+        app,
+        caller,
+        rid,
+        id,
+        TaskState::Completed,
+        EventKind::TaskCompleted,
+    )
+    .await
+}
+
+pub async fn revoke(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    end(
+        app,
+        caller,
+        rid,
+        id,
+        TaskState::Revoked,
+        EventKind::TaskRevoked,
+    )
+    .await
+}

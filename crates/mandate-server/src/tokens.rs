@@ -1,0 +1,154 @@
+//! Minting and checking the broker's own tokens: identity sessions and
+//! RFC 9068 access tokens. Access tokens that verified once are cached by
+//! `jti` (with the exact token bytes, compared in constant time) so the
+//! signature is checked once per token, not once per request; expiry and
+//! revocation are still checked on every use.
+
+use crate::app::App;
+use mandate_core::{Agent, Jti, RandomId};
+use mandate_token::claims::{AccessClaims, SessionClaims};
+use mandate_token::{TokenError, jwt};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Our own tokens: issuer and verifier share a clock, little skew to allow.
+const LEEWAY_SECS: i64 = 5;
+const CACHE_MAX: usize = 200_000;
+
+/// The exact token bytes (to compare on lookup) and the claims they carry.
+type Verified = (Box<str>, Arc<AccessClaims>);
+
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: RwLock<HashMap<String, Verified>>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, jti: &str, token: &str) -> Option<Arc<AccessClaims>> {
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let (cached, claims) = map.get(jti)?;
+        aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes())
+            .ok()
+            .map(|_| claims.clone())
+    }
+    fn put(&self, token: &str, claims: Arc<AccessClaims>) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CACHE_MAX {
+            // Full: start over rather than track recency; a miss only costs a verify.
+            map.clear();
+        }
+        map.insert(claims.jti.clone(), (token.into(), claims));
+    }
+    pub fn forget_expired(&self, now: i64) {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, c)| c.exp > now);
+    }
+}
+
+pub fn new_jti() -> Jti {
+    Jti::from_random(mandate_token::random_bytes())
+}
+
+impl App {
+    pub fn mint_session(
+        &self,
+        agent: &Agent,
+        amr: &str,
+        now: i64,
+    ) -> Result<(String, SessionClaims), TokenError> {
+        let claims = SessionClaims {
+            iss: self.issuer.clone(),
+            sub: agent.spiffe_id.clone(),
+            aud: self.issuer.clone(),
+            exp: now + self.settings.raw.session_ttl_secs as i64,
+            iat: now,
+            nbf: now,
+            jti: new_jti().to_string(),
+            client_id: agent.spiffe_id.clone(),
+            amr: vec![amr.to_owned()],
+        };
+        let token = jwt::encode(&self.keys.current(), jwt::TYP_SESSION, &claims)?;
+        Ok((token, claims))
+    }
+
+    fn verify_own<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+    ) -> Result<T, TokenError> {
+        let parsed = jwt::parse(token)?;
+        parsed.expect_typ(typ)?;
+        let kid = parsed
+            .header
+            .kid
+            .as_deref()
+            .ok_or(TokenError::UnknownKey("-".into()))?;
+        let key = self
+            .keys
+            .get(kid)
+            .ok_or_else(|| TokenError::UnknownKey(kid.chars().take(64).collect()))?;
+        parsed.into_claims(key.verifier())
+    }
+
+    /// A live session: signature, type, issuer, audience, expiry, not
+    /// revoked, agent still active.
+    pub fn verify_session(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<(SessionClaims, Arc<Agent>), String> {
+        let c: SessionClaims = self
+            .verify_own(token, jwt::TYP_SESSION)
+            .map_err(|e| e.to_string())?;
+        if c.iss != self.issuer {
+            return Err(TokenError::WrongIssuer.to_string());
+        }
+        if c.aud != self.issuer {
+            return Err(TokenError::WrongAudience.to_string());
+        }
+        jwt::check_times(c.exp, Some(c.nbf), now, LEEWAY_SECS).map_err(|e| e.to_string())?;
+        if self.directory.is_token_revoked(&c.jti) {
+            return Err("session has been revoked".into());
+        }
+        let agent = mandate_core::SpiffeId::parse("sub", &c.sub)
+            .ok()
+            .and_then(|id| self.directory.agent(&id.agent))
+            .ok_or("session's agent is unknown")?;
+        if !agent.is_active() {
+            return Err("agent has been revoked".into());
+        }
+        Ok((c, agent))
+    }
+
+    /// An access token's claims after signature, type, issuer and expiry
+    /// checks. Revocation and task state are the caller's next step.
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
+        let claims = match peek_jti(token).and_then(|jti| self.verified.get(&jti, token)) {
+            Some(c) => c,
+            None => {
+                let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS)?;
+                if c.iss != self.issuer {
+                    return Err(TokenError::WrongIssuer);
+                }
+                let c = Arc::new(c);
+                self.verified.put(token, c.clone());
+                c
+            }
+        };
+        jwt::check_times(claims.exp, Some(claims.nbf), now, LEEWAY_SECS)?;
+        Ok(claims)
+    }
+}
+
+/// The `jti` of a token without verifying it: only a cache key.
+fn peek_jti(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct J {
+        jti: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = mandate_token::b64_decode(payload)?;
+    serde_json::from_slice::<J>(&bytes).ok().map(|j| j.jti)
+}

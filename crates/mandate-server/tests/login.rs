@@ -1,0 +1,308 @@
+//! Workload login over real HTTP: federated JWTs, join-token enrolment and
+//! private_key_jwt, with the attacks each must refuse.
+
+use mandate_server::config::IssuerConfig;
+use mandate_testkit::serde_json::{Value, json};
+use mandate_testkit::*;
+use mandate_token::{SigningAlg, SigningKey, b64};
+use reqwest::StatusCode;
+
+const ISS: &str = "https://k8s.example/cluster-1";
+
+async fn federated() -> (TestServer, TestIssuer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TestIssuer::new(dir.path(), ISS, SigningAlg::Es256);
+    let jwks = issuer.jwks_file.clone();
+    let s = TestServer::start_with(move |c| {
+        c.issuers = vec![IssuerConfig {
+            issuer: ISS.into(),
+            jwks_file: Some(jwks.clone()),
+            jwks_url: None,
+            audiences: vec!["mandate".into()],
+        }]
+    })
+    .await;
+    s.seed().await;
+    s.admin_post(
+        "/v1/agents/bot/bindings",
+        json!({"issuer": ISS, "subject": "system:serviceaccount:ci:bot", "claims": {"namespace": "ci"}}),
+    )
+    .await;
+    (s, issuer, dir)
+}
+
+fn workload_claims() -> Value {
+    let t = now();
+    json!({"iss": ISS, "sub": "system:serviceaccount:ci:bot", "aud": "mandate", "exp": t + 300, "iat": t, "namespace": "ci"})
+}
+
+async fn jwt_login(s: &TestServer, token: &str) -> (StatusCode, Value) {
+    s.form(
+        "/oauth/token",
+        None,
+        &[("grant_type", JWT_BEARER), ("assertion", token)],
+    )
+    .await
+}
+
+fn with(mut v: Value, k: &str, x: Value) -> Value {
+    v[k] = x;
+    v
+}
+
+#[tokio::test]
+async fn federated_workload_jwt_logs_in_as_the_bound_agent() {
+    let (s, issuer, _d) = federated().await;
+    let (st, v) = jwt_login(&s, &issuer.token(workload_claims())).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["token_type"], "Bearer");
+    assert!(v["expires_in"].as_i64().unwrap() <= 900);
+    // The session identifies the agent but grants no tool access.
+    let session = v["access_token"].as_str().unwrap();
+    let d = s.authorize(session, "issues:read", "repo:x").await;
+    assert_eq!(d["decision"], "deny");
+}
+
+#[tokio::test]
+async fn federated_login_refuses_expired_wrong_aud_wrong_issuer_and_unbound() {
+    let (s, issuer, d) = federated().await;
+    let t = now();
+    let cases = [
+        (
+            "expired",
+            issuer.token(with(workload_claims(), "exp", json!(t - 120))),
+        ),
+        (
+            "wrong aud",
+            issuer.token(with(workload_claims(), "aud", json!("someone-else"))),
+        ),
+        (
+            "not yet valid",
+            issuer.token(with(workload_claims(), "nbf", json!(t + 600))),
+        ),
+        (
+            "claim mismatch",
+            issuer.token(with(workload_claims(), "namespace", json!("prod"))),
+        ),
+        (
+            "unbound subject",
+            issuer.token(with(
+                workload_claims(),
+                "sub",
+                json!("system:serviceaccount:ci:other"),
+            )),
+        ),
+        (
+            "untrusted issuer",
+            issuer.token(with(
+                workload_claims(),
+                "iss",
+                json!("https://evil.example"),
+            )),
+        ),
+        (
+            "right iss, other key",
+            TestIssuer::new(d.path(), ISS, SigningAlg::Es256).token(workload_claims()),
+        ),
+    ];
+    for (name, token) in cases {
+        let (st, v) = jwt_login(&s, &token).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{name}: {v}");
+        assert_eq!(v["error"], "invalid_grant", "{name}: {v}");
+        assert!(v["error_description"].as_str().unwrap().len() > 5, "{name}");
+    }
+    let failed = s
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "login.failed")
+        .count();
+    assert_eq!(failed, 7, "every refused login is audited");
+}
+
+#[tokio::test]
+async fn alg_none_and_hs256_key_confusion_are_refused() {
+    let (s, issuer, _d) = federated().await;
+    let header = |alg: &str| {
+        b64(json!({"alg": alg, "typ": "JWT", "kid": issuer.key.kid})
+            .to_string()
+            .as_bytes())
+    };
+    let payload = b64(workload_claims().to_string().as_bytes());
+    let none = format!("{}.{payload}.", header("none"));
+    let (st, v) = jwt_login(&s, &none).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{v}"
+    );
+    // HS256 keyed with the issuer's public JWK bytes: the classic confusion.
+    let signing_input = format!("{}.{payload}", header("HS256"));
+    let secret = serde_json::to_vec(issuer.key.public_jwk()).unwrap();
+    let mac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+        signing_input.as_bytes(),
+    );
+    let forged = format!("{signing_input}.{}", b64(mac.as_ref()));
+    let (st, v) = jwt_login(&s, &forged).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error_description"].as_str().unwrap().contains("HS256"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_kid_triggers_a_jwks_refresh() {
+    let (s, _issuer, d) = federated().await;
+    // The issuer rotates: a new key appears in its JWKS file after the broker cached the old set.
+    let rotated = TestIssuer::new(d.path(), ISS, SigningAlg::EdDsa);
+    let old_file = s.app().settings.raw.issuers[0].jwks_file.clone().unwrap();
+    std::fs::copy(&rotated.jwks_file, &old_file).unwrap();
+    let (st, v) = jwt_login(&s, &rotated.token(workload_claims())).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn join_token_enrols_once_then_private_key_jwt_logs_in() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let jt = s
+        .admin_post("/v1/agents/bot/join-tokens", json!({"ttl_secs": 60}))
+        .await;
+    let (key, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+    let body = json!({"join_token": jt["join_token"], "jwk": key.public_jwk()});
+    let (st, v) = s.post("/v1/enroll", None, &body).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["client_id"], "spiffe://test.local/agent/bot");
+    // Reusing the join token fails.
+    let (st, v) = s.post("/v1/enroll", None, &body).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_join_token");
+    let agent = AgentKey {
+        client_id: "spiffe://test.local/agent/bot".into(),
+        key,
+    };
+    let (st, v) = s
+        .login_with_assertion(&s.assertion(&agent, json!({})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn join_token_ttl_is_capped_at_one_hour_and_never_stored_in_clear() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let (st, v) = s
+        .post(
+            "/v1/agents/bot/join-tokens",
+            Some(&s.root),
+            &json!({"ttl_secs": 3601}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ttl_secs")
+    );
+    let jt = s.admin_post("/v1/agents/bot/join-tokens", json!({})).await;
+    let secret = jt["join_token"].as_str().unwrap();
+    let db = std::fs::read(s.data_dir.join("mandate.db")).unwrap();
+    let wal = std::fs::read(s.data_dir.join("mandate.db-wal")).unwrap_or_default();
+    for bytes in [db, wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "join token stored in clear"
+        );
+    }
+}
+
+#[tokio::test]
+async fn client_assertion_replay_and_bad_claims_are_refused() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let k = s.enroll("bot").await;
+    let a = s.assertion(&k, json!({}));
+    assert_eq!(s.login_with_assertion(&a).await.0, StatusCode::OK);
+    let (st, v) = s.login_with_assertion(&a).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "replay: {v}");
+    assert!(
+        v["error_description"].as_str().unwrap().contains("replay"),
+        "{v}"
+    );
+    let t = now();
+    let (other, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+    let impostor = AgentKey {
+        client_id: k.client_id.clone(),
+        key: other,
+    };
+    let cases = [
+        (
+            "wrong aud",
+            s.assertion(&k, json!({"aud": "https://elsewhere.example/token"})),
+        ),
+        (
+            "expired",
+            s.assertion(&k, json!({"exp": t - 60, "iat": t - 120})),
+        ),
+        ("too long-lived", s.assertion(&k, json!({"exp": t + 3600}))),
+        ("no jti", s.assertion(&k, json!({"jti": null}))),
+        (
+            "sub differs",
+            s.assertion(&k, json!({"sub": "spiffe://test.local/agent/other"})),
+        ),
+        ("other key", s.assertion(&impostor, json!({}))),
+    ];
+    for (name, a) in cases {
+        let (st, v) = s.login_with_assertion(&a).await;
+        assert!(st.is_client_error(), "{name}: {st} {v}");
+        assert!(
+            matches!(
+                v["error"].as_str(),
+                Some("invalid_client" | "invalid_grant")
+            ),
+            "{name}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn session_is_not_an_access_token_and_vice_versa() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let session = s.session("bot").await;
+    let (_, task) = s
+        .create_task(
+            &session,
+            json!([{"tool": "github", "actions": ["issues:read"]}]),
+            None,
+        )
+        .await;
+    let (st, v) = s
+        .exchange(
+            &session,
+            task["id"].as_str().unwrap(),
+            "https://api.github.com",
+            &[],
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let access = v["access_token"].as_str().unwrap();
+    // An access token cannot act as a session (typ differs).
+    let (st, _) = s.get("/v1/tasks", Some(access)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v) = s
+        .exchange(
+            access,
+            task["id"].as_str().unwrap(),
+            "https://api.github.com",
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+}
