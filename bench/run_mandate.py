@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Mandate under load, tagged to line up with ../shared/bench OpenBao rows.
+
+    python3 bench/run_mandate.py --out bench/results/mandate.jsonl [--conc 16 64] [--reps 3]
+
+Starts `target/release/mandate server` on 127.0.0.1:8300 with a throwaway
+data dir (SQLite, audit on: every grant and decision is committed before its
+response), trusts the ES256 issuer made by ../shared/bench/openbao/gen_jwts.py,
+seeds 100 agents bound to the JWT subjects, then drives peer-loadgen:
+
+  jwt-login       POST /oauth/token  grant_type=jwt-bearer   (OpenBao: auth/jwt/login)
+  create-service  POST /oauth/token  token exchange -> grant  (OpenBao: durable token create)
+  lookup-service  POST /v1/authorize Cedar decision, audited  (OpenBao: token lookup-self)
+
+Each record carries peer=mandate, config=sqlite-audit, workload, rep.
+`--grants N` afterwards mints N more grants at c64 and records RSS.
+"""
+
+import argparse
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+
+import requests
+from cryptography.hazmat.primitives import serialization
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "bench"
+ADDR = "http://127.0.0.1:8300"
+ISS = "https://issuer.bench.local"
+FORM = "content-type: application/x-www-form-urlencoded"
+
+
+def b64u(n: int) -> str:
+    return base64.urlsafe_b64encode(n.to_bytes(32, "big")).rstrip(b"=").decode()
+
+
+def jwks_from_pem(pem: bytes) -> dict:
+    pub = serialization.load_pem_public_key(pem).public_numbers()
+    return {"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench-1", "alg": "ES256",
+                      "x": b64u(pub.x), "y": b64u(pub.y)}]}
+
+
+def start(work: Path, jwt_dir: Path):
+    (work / "jwks.json").write_text(json.dumps(jwks_from_pem((jwt_dir / "jwt_pub.pem").read_bytes())))
+    (work / "mandate.toml").write_text(f"""
+listen = "127.0.0.1:8300"
+data_dir = "{work / 'data'}"
+trust_domain = "bench.local"
+session_ttl_secs = 3600
+task_max_ttl_secs = 28800
+log_format = "json"
+
+[[issuers]]
+issuer = "{ISS}"
+jwks_file = "{work / 'jwks.json'}"
+audiences = ["mandate-bench"]
+""")
+    out = open(work / "server.out", "w")
+    env = dict(os.environ, RUST_LOG="warn")
+    p = subprocess.Popen([str(ROOT / "target/release/mandate"), "server", "--config", str(work / "mandate.toml")],
+                         stdout=subprocess.PIPE, stderr=out, env=env, text=True)
+    root = None
+    for line in p.stdout:
+        if line.strip().startswith("mdt_"):
+            root = line.strip()
+            break
+    if not root:
+        raise SystemExit("server printed no root token; see " + str(work / "server.out"))
+    for _ in range(100):
+        try:
+            if requests.get(ADDR + "/readyz", timeout=1).ok:
+                return p, root
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise SystemExit("server did not become ready")
+
+
+def seed(root: str, work: Path, jwts: list[str], pool: int):
+    h = {"Authorization": f"Bearer {root}"}
+    def post(path, body):
+        r = requests.post(ADDR + path, json=body, headers=h, timeout=10)
+        r.raise_for_status()
+        return r.json()
+    post("/v1/owners", {"name": "bench"})
+    post("/v1/tools", {"name": "github", "audience": "https://api.github.com", "owner": "bench",
+                       "environment": "staging", "sensitivity": "internal", "max_ttl_secs": 900,
+                       "actions": ["issues:read", "issues:write"]})
+    for i in range(100):
+        post("/v1/agents", {"name": f"agent-{i}", "owner": "bench", "environment": "staging",
+                            "allowed_tools": ["github"]})
+        post(f"/v1/agents/agent-{i}/bindings", {"issuer": ISS, "subject": f"spiffe://bench.local/agent/{i}"})
+    (work / "login_bodies.txt").write_text("".join(
+        urllib.parse.urlencode({"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": t}) + "\n"
+        for t in jwts))
+    session = requests.post(ADDR + "/oauth/token", data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                                                         "assertion": jwts[0]}, timeout=10).json()["access_token"]
+    task = requests.post(ADDR + "/v1/tasks", headers={"Authorization": f"Bearer {session}"}, timeout=10, json={
+        "intent": "benchmark", "ttl_secs": 28800,
+        "scope": [{"tool": "github", "actions": ["issues:read", "issues:write"], "resources": ["repo:acme/*"]}]}).json()
+    exchange = urllib.parse.urlencode({
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": session,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "task_id": task["id"],
+        "resource": "https://api.github.com", "scope": "issues:read"})
+    (work / "exchange_body.txt").write_text(exchange + "\n")
+    bodies = []
+    for _ in range(pool):
+        r = requests.post(ADDR + "/oauth/token", data=exchange, timeout=10,
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+        r.raise_for_status()
+        bodies.append(json.dumps({"token": r.json()["access_token"], "action": "issues:read",
+                                  "resource": "repo:acme/widgets"}, separators=(",", ":")))
+    (work / "authorize_bodies.txt").write_text("\n".join(bodies) + "\n")
+
+
+def loadgen(lg: str, args: list[str], meta: dict, out: Path):
+    cmd = [lg] + args + ["--json-out", str(out)]
+    for k, v in meta.items():
+        cmd += ["--meta", f"{k}={v}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "bench/results/mandate.jsonl"))
+    ap.add_argument("--jwt-dir", default="/tmp/peer/jwt")
+    ap.add_argument("--loadgen", default="/tmp/peer/loadgen-target/release/peer-loadgen")
+    ap.add_argument("--conc", nargs="*", type=int, default=[16, 64])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=15)
+    ap.add_argument("--workloads", nargs="*", default=["jwt-login", "create-service", "lookup-service"])
+    ap.add_argument("--grants", type=int, default=0, help="then mint this many grants and report RSS")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jwts = (Path(a.jwt_dir) / "jwts.txt").read_text().split()
+    work = Path(tempfile.mkdtemp(prefix="mandate-bench-"))
+    p, root = start(work, Path(a.jwt_dir))
+    try:
+        seed(root, work, jwts, pool=1000)
+        rss_idle = round(rss_mb(p.pid), 1)
+        targets = {
+            "jwt-login": ["--url", ADDR + "/oauth/token", "-X", "POST", "-H", FORM,
+                          "--bodies-file", str(work / "login_bodies.txt")],
+            "create-service": ["--url", ADDR + "/oauth/token", "-X", "POST", "-H", FORM,
+                               "--bodies-file", str(work / "exchange_body.txt")],
+            "lookup-service": ["--url", ADDR + "/v1/authorize", "-X", "POST",
+                               "--bodies-file", str(work / "authorize_bodies.txt")],
+        }
+        for rep in range(1, a.reps + 1):
+            for wl in a.workloads:
+                for c in a.conc:
+                    meta = {"peer": "mandate", "version": "0.1.0", "config": "sqlite-audit", "workload": wl,
+                            "rep": rep, "rss_idle_mb": rss_idle}
+                    loadgen(a.loadgen, targets[wl] + ["-c", str(c), "-d", str(a.duration), "--warmup", "2",
+                                                      "--pid", str(p.pid), "--label", f"mandate/{wl}/c{c}/r{rep}"],
+                            meta, out)
+                    time.sleep(1)
+        if a.grants:
+            t0 = time.time()
+            loadgen(a.loadgen, targets["create-service"] + ["-c", "64", "-d", "900", "--warmup", "0",
+                                                            "-n", str(a.grants), "--pid", str(p.pid),
+                                                            "--label", f"mandate/grants-{a.grants}"],
+                    {"peer": "mandate", "config": "sqlite-audit", "workload": "bulk-grants", "rep": 1}, out)
+            db = sum(f.stat().st_size for f in (work / "data").glob("mandate.db*"))
+            print(json.dumps({"grants": a.grants, "seconds": round(time.time() - t0, 1),
+                              "rss_after_mb": round(rss_mb(p.pid), 1), "db_mb": round(db / 2**20, 1)}))
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
