@@ -141,6 +141,7 @@ def main():
     ap.add_argument("--loadgen", default="/tmp/peer/loadgen-target/release/peer-loadgen")
     ap.add_argument("--conc", nargs="*", type=int, default=[16, 64])
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--first-rep", type=int, default=1)
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--workloads", nargs="*", default=["jwt-login", "create-service", "lookup-service"])
     ap.add_argument("--grants", type=int, default=0, help="then mint this many grants and report RSS")
@@ -161,7 +162,7 @@ def main():
             "lookup-service": ["--url", ADDR + "/v1/authorize", "-X", "POST",
                                "--bodies-file", str(work / "authorize_bodies.txt")],
         }
-        for rep in range(1, a.reps + 1):
+        for rep in range(a.first_rep, a.first_rep + a.reps):
             for wl in a.workloads:
                 for c in a.conc:
                     meta = {"peer": "mandate", "version": "0.1.0", "config": "sqlite-audit", "workload": wl,

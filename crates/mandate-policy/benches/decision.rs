@@ -1,28 +1,50 @@
-//! Cedar decision cost on the hot path (`/v1/authorize`).
+//! Cedar decision cost on the hot path (`/v1/authorize`) and at task start.
+//!
+//! Padded sets add 50 harmless forbids over other tools, to show what
+//! slicing buys:
+//! - `defaults+50-invoke`: `resource == Mandate::Tool::"other-N"` in the
+//!   head, so the per-tool index skips them for `github`: same as `defaults`.
+//! - `defaults+50-invoke-unindexed`: the tool named only in the `when`
+//!   condition, so every request evaluates all 50 (the cost of not slicing).
+//! - `defaults+50-start`: scoped to `start_task`, so the invoke slice never
+//!   holds them: same as `defaults`.
 use criterion::{Criterion, criterion_group, criterion_main};
 use mandate_core::{Environment, Sensitivity, TaskState};
 use mandate_policy::*;
+use std::hint::black_box;
 
-fn request<'a>(grant: &'a [String], action: &'a str) -> InvokeRequest<'a> {
+fn agent() -> AgentFacts<'static> {
+    AgentFacts {
+        name: "bot",
+        environment: Environment::Staging,
+        owner: "platform",
+    }
+}
+
+fn tool(sensitivity: Sensitivity) -> ToolFacts<'static> {
+    ToolFacts {
+        name: "github",
+        environment: Environment::Staging,
+        sensitivity,
+    }
+}
+
+fn task() -> TaskFacts<'static> {
+    TaskFacts {
+        id: "task_0123",
+        state: TaskState::Active,
+        intent: "triage issues",
+        environment: Environment::Staging,
+        approved: false,
+        delegation_depth: 0,
+    }
+}
+
+fn invoke<'a>(grant: &'a [String], action: &'a str) -> InvokeRequest<'a> {
     InvokeRequest {
-        agent: AgentFacts {
-            name: "bot",
-            environment: Environment::Staging,
-            owner: "platform",
-        },
-        tool: ToolFacts {
-            name: "github",
-            environment: Environment::Staging,
-            sensitivity: Sensitivity::Internal,
-        },
-        task: TaskFacts {
-            id: "task_0123",
-            state: TaskState::Active,
-            intent: "triage issues",
-            environment: Environment::Staging,
-            approved: false,
-            delegation_depth: 0,
-        },
+        agent: agent(),
+        tool: tool(Sensitivity::Internal),
+        task: task(),
         action,
         resource: "repo:acme/widgets",
         grant_actions: grant,
@@ -30,17 +52,29 @@ fn request<'a>(grant: &'a [String], action: &'a str) -> InvokeRequest<'a> {
         request_environment: None,
         data_sensitivity: None,
         anomaly_score: 0,
-        now: 0,
+        now: 1_700_000_000,
     }
 }
 
-fn padded() -> PolicySet {
-    let mut extra = String::new();
-    for i in 0..50 {
-        extra.push_str(&format!(
-            "@id(\"pad-{i}\") forbid(principal, action == Mandate::Action::\"invoke\", resource == Mandate::Tool::\"other-{i}\") when {{ context.anomaly_score > 1000 }};\n"
-        ));
-    }
+/// The defaults plus 50 forbids over other tools, scoped to `action`, with
+/// the tool named in the policy head (indexed at load) or only in the
+/// condition (evaluated on every request).
+fn padded(action: &str, tool_in_head: bool) -> PolicySet {
+    let extra: String = (0..50)
+        .map(|i| {
+            let tool = format!("Mandate::Tool::\"other-{i}\"");
+            let (head, cond) = if tool_in_head {
+                (format!("resource == {tool}"), String::new())
+            } else {
+                ("resource".to_owned(), format!("resource == {tool} && "))
+            };
+            format!(
+                "@id(\"pad-{i}\") @reason(\"padding\")\n\
+                 forbid(principal, action == Mandate::Action::\"{action}\", {head})\n\
+                 when {{ {cond}context.anomaly_score > 1000 }};\n"
+            )
+        })
+        .collect();
     PolicySet::from_sources(
         DEFAULT_SCHEMA,
         &[
@@ -48,23 +82,48 @@ fn padded() -> PolicySet {
             ("pad.cedar".into(), extra),
         ],
     )
-    .unwrap()
+    .expect("padded set validates")
 }
 
-fn bench(c: &mut Criterion) {
+fn bench_invoke(c: &mut Criterion) {
     let grant = vec!["issues:read".to_owned()];
-    let defaults = PolicySet::defaults();
-    c.bench_function("decide_invoke/defaults/allow", |b| {
-        b.iter(|| defaults.decide_invoke(&request(&grant, "issues:read")))
-    });
-    c.bench_function("decide_invoke/defaults/deny", |b| {
-        b.iter(|| defaults.decide_invoke(&request(&grant, "issues:write")))
-    });
-    let padded = padded();
-    c.bench_function("decide_invoke/defaults+50/allow", |b| {
-        b.iter(|| padded.decide_invoke(&request(&grant, "issues:read")))
-    });
+    let sets = [
+        ("defaults", PolicySet::defaults()),
+        ("defaults+50-invoke", padded("invoke", true)),
+        ("defaults+50-invoke-unindexed", padded("invoke", false)),
+        ("defaults+50-start", padded("start_task", true)),
+    ];
+    for (name, set) in &sets {
+        let allow = invoke(&grant, "issues:read");
+        assert!(set.decide_invoke(&allow).allowed);
+        c.bench_function(&format!("decide_invoke/{name}/allow"), |b| {
+            b.iter(|| set.decide_invoke(black_box(&allow)))
+        });
+        let deny = invoke(&grant, "issues:write");
+        assert!(!set.decide_invoke(&deny).allowed);
+        c.bench_function(&format!("decide_invoke/{name}/deny"), |b| {
+            b.iter(|| set.decide_invoke(black_box(&deny)))
+        });
+    }
 }
 
-criterion_group!(benches, bench);
+fn bench_task_start(c: &mut Criterion) {
+    let set = PolicySet::defaults();
+    let actions = vec!["issues:read".to_owned()];
+    for sensitivity in [Sensitivity::Internal, Sensitivity::Restricted] {
+        let req = TaskStartRequest {
+            agent: agent(),
+            tool: tool(sensitivity),
+            task: task(),
+            requested_actions: &actions,
+            anomaly_score: 0,
+            now: 1_700_000_000,
+        };
+        c.bench_function(&format!("decide_task_start/defaults/{sensitivity}"), |b| {
+            b.iter(|| set.decide_task_start(black_box(&req)))
+        });
+    }
+}
+
+criterion_group!(benches, bench_invoke, bench_task_start);
 criterion_main!(benches);

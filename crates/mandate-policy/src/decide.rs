@@ -1,86 +1,20 @@
-//! Building Cedar requests from Mandate facts, and reading the answer back
-//! as reasons a person can act on. Any evaluation error denies (fail closed).
+//! Building Cedar requests from Mandate facts, and reading the answer back as
+//! reasons a person can act on. Fails closed: a request Cedar cannot build or
+//! a policy it cannot evaluate denies.
 
-use crate::{MandateAction, PolicySet};
+use crate::facts::{AgentFacts, Decision, InvokeRequest, TaskFacts, TaskStartRequest, ToolFacts};
+use crate::{MandateAction, PolicySet, TaskDecision};
 use cedar_policy::{
-    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request,
+    AuthorizationError, Context, Entities, Entity, EntityId, EntityUid, PolicyId, Request,
     RestrictedExpression,
 };
-use mandate_core::{Environment, Sensitivity, TaskState};
+use mandate_core::Sensitivity;
 use std::collections::{HashMap, HashSet};
-use std::str::FromStr;
-use std::sync::OnceLock;
 
-pub struct AgentFacts<'a> {
-    pub name: &'a str,
-    pub environment: Environment,
-    pub owner: &'a str,
-}
+const NO_PERMIT: &str = "no-permit: no policy permits this request";
 
-pub struct ToolFacts<'a> {
-    pub name: &'a str,
-    pub environment: Environment,
-    pub sensitivity: Sensitivity,
-}
-
-pub struct TaskFacts<'a> {
-    pub id: &'a str,
-    pub state: TaskState,
-    pub intent: &'a str,
-    pub environment: Environment,
-    pub approved: bool,
-    pub delegation_depth: i64,
-}
-
-/// One request an agent makes with a grant.
-pub struct InvokeRequest<'a> {
-    pub agent: AgentFacts<'a>,
-    pub tool: ToolFacts<'a>,
-    pub task: TaskFacts<'a>,
-    pub action: &'a str,
-    pub resource: &'a str,
-    pub grant_actions: &'a [String],
-    pub resource_in_scope: bool,
-    /// Defaults to the task's environment.
-    pub request_environment: Option<Environment>,
-    /// Defaults to `public`.
-    pub data_sensitivity: Option<Sensitivity>,
-    pub anomaly_score: i64,
-    pub now: i64,
-}
-
-/// An agent asking for a task that touches one tool.
-pub struct TaskStartRequest<'a> {
-    pub agent: AgentFacts<'a>,
-    pub tool: ToolFacts<'a>,
-    pub task: TaskFacts<'a>,
-    pub requested_actions: &'a [String],
-    pub anomaly_score: i64,
-    pub now: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Decision {
-    pub allowed: bool,
-    pub reasons: Vec<String>,
-    pub policy_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskDecision {
-    Allow {
-        policy_ids: Vec<String>,
-    },
-    Deny {
-        reasons: Vec<String>,
-        policy_ids: Vec<String>,
-    },
-    PendingApproval {
-        reasons: Vec<String>,
-        policy_ids: Vec<String>,
-    },
-}
-
+/// `sensitivity_rank` as the schema documents it; Cedar compares Longs, not
+/// the words.
 fn rank(s: Sensitivity) -> i64 {
     match s {
         Sensitivity::Public => 0,
@@ -90,57 +24,20 @@ fn rank(s: Sensitivity) -> i64 {
     }
 }
 
-fn type_name(name: &'static str, cell: &'static OnceLock<EntityTypeName>) -> EntityTypeName {
-    cell.get_or_init(|| EntityTypeName::from_str(name).expect("static type name parses"))
-        .clone()
-}
-
-fn agent_uid(name: &str) -> EntityUid {
-    static T: OnceLock<EntityTypeName> = OnceLock::new();
-    EntityUid::from_type_name_and_id(type_name("Mandate::Agent", &T), EntityId::new(name))
-}
-
-fn tool_uid(name: &str) -> EntityUid {
-    static T: OnceLock<EntityTypeName> = OnceLock::new();
-    EntityUid::from_type_name_and_id(type_name("Mandate::Tool", &T), EntityId::new(name))
-}
-
-fn s(v: &str) -> RestrictedExpression {
+fn string(v: &str) -> RestrictedExpression {
     RestrictedExpression::new_string(v.to_owned())
 }
 
-fn entities(agent: &AgentFacts<'_>, tool: &ToolFacts<'_>) -> Result<Entities, String> {
-    let a = Entity::new(
-        agent_uid(agent.name),
-        HashMap::from([
-            ("environment".into(), s(agent.environment.as_str())),
-            ("owner".into(), s(agent.owner)),
-        ]),
-        HashSet::new(),
-    )
-    .map_err(|e| e.to_string())?;
-    let t = Entity::new(
-        tool_uid(tool.name),
-        HashMap::from([
-            ("environment".into(), s(tool.environment.as_str())),
-            ("sensitivity".into(), s(tool.sensitivity.as_str())),
-            (
-                "sensitivity_rank".into(),
-                RestrictedExpression::new_long(rank(tool.sensitivity)),
-            ),
-        ]),
-        HashSet::new(),
-    )
-    .map_err(|e| e.to_string())?;
-    Entities::from_entities([a, t], None).map_err(|e| e.to_string())
+fn string_set(items: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(items.iter().map(|i| string(i)))
 }
 
 fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
     RestrictedExpression::new_record([
-        ("id".into(), s(t.id)),
-        ("state".into(), s(t.state.as_str())),
-        ("intent".into(), s(t.intent)),
-        ("environment".into(), s(t.environment.as_str())),
+        ("id".into(), string(t.id)),
+        ("state".into(), string(t.state.as_str())),
+        ("intent".into(), string(t.intent)),
+        ("environment".into(), string(t.environment.as_str())),
         (
             "approved".into(),
             RestrictedExpression::new_bool(t.approved),
@@ -150,109 +47,173 @@ fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
             RestrictedExpression::new_long(t.delegation_depth),
         ),
     ])
-    .map_err(|e| e.to_string())
+    .map_err(|e| format!("task record: {e}"))
 }
 
-fn string_set(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(items.iter().map(|i| s(i)))
+/// Principal, resource, and the two entities Cedar needs to read their
+/// attributes. Built from code, so no schema conformance check here.
+struct Parties {
+    agent: EntityUid,
+    tool: EntityUid,
+    entities: Entities,
 }
 
-fn authorizer() -> &'static Authorizer {
-    static A: OnceLock<Authorizer> = OnceLock::new();
-    A.get_or_init(Authorizer::new)
+/// A decision plus whether it was forced by an error (fail closed), which
+/// callers chaining decisions must not mistake for an ordinary deny.
+struct Outcome {
+    decision: Decision,
+    failed: bool,
 }
 
-fn policy_error(e: String) -> Decision {
-    Decision {
-        allowed: false,
-        reasons: vec![format!("policy-error: {e}")],
-        policy_ids: Vec::new(),
+fn failure(message: String) -> Outcome {
+    Outcome {
+        decision: Decision {
+            allowed: false,
+            reasons: vec![format!("policy-error: request: {message}")],
+            policy_ids: Vec::new(),
+        },
+        failed: true,
     }
 }
 
 impl PolicySet {
+    fn parties(&self, agent: &AgentFacts<'_>, tool: &ToolFacts<'_>) -> Result<Parties, String> {
+        let agent_uid =
+            EntityUid::from_type_name_and_id(self.0.agent_type.clone(), EntityId::new(agent.name));
+        let tool_uid =
+            EntityUid::from_type_name_and_id(self.0.tool_type.clone(), EntityId::new(tool.name));
+        let a = Entity::new(
+            agent_uid.clone(),
+            HashMap::from([
+                ("environment".into(), string(agent.environment.as_str())),
+                ("owner".into(), string(agent.owner)),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("agent `{}`: {e}", agent.name))?;
+        let t = Entity::new(
+            tool_uid.clone(),
+            HashMap::from([
+                ("environment".into(), string(tool.environment.as_str())),
+                ("sensitivity".into(), string(tool.sensitivity.as_str())),
+                (
+                    "sensitivity_rank".into(),
+                    RestrictedExpression::new_long(rank(tool.sensitivity)),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|e| format!("tool `{}`: {e}", tool.name))?;
+        let entities = Entities::from_entities([a, t], None).map_err(|e| e.to_string())?;
+        Ok(Parties {
+            agent: agent_uid,
+            tool: tool_uid,
+            entities,
+        })
+    }
+
     fn evaluate(
         &self,
         action: MandateAction,
-        principal: EntityUid,
-        resource: EntityUid,
-        context: Result<Context, String>,
-        entities: Result<Entities, String>,
-    ) -> Decision {
-        let (context, entities) = match (context, entities) {
-            (Ok(c), Ok(e)) => (c, e),
-            (Err(e), _) | (_, Err(e)) => return policy_error(e),
-        };
-        let request = match Request::new(principal, action.uid(), resource, context, None) {
+        tool: &str,
+        parties: &Parties,
+        context: Context,
+    ) -> Outcome {
+        let slice = self.slice(action);
+        let request = match Request::new(
+            parties.agent.clone(),
+            slice.action.clone(),
+            parties.tool.clone(),
+            context,
+            None,
+        ) {
             Ok(r) => r,
-            Err(e) => return policy_error(e.to_string()),
+            Err(e) => return failure(e.to_string()),
         };
-        let Some(slice) = self.0.slices.get(&action) else {
-            return policy_error(format!("no policy slice for {action:?}"));
-        };
-        let response = authorizer().is_authorized(&request, slice, &entities);
-        let diag = response.diagnostics();
-        let errors: Vec<String> = diag
-            .errors()
-            .map(|e| format!("policy-error: {e}"))
-            .collect();
-        let ids: Vec<String> = diag.reason().map(|id| id.to_string()).collect();
-        let described = |ids: &[String]| -> Vec<String> {
-            ids.iter()
-                .map(|id| {
-                    let text = self
-                        .0
-                        .reasons
-                        .get(&cedar_policy::PolicyId::new(id))
-                        .map(String::as_str)
-                        .unwrap_or("");
-                    format!("{id}: {text}")
-                })
-                .collect()
-        };
-        if !errors.is_empty() {
-            // A policy that cannot be evaluated might have been a forbid: deny.
-            return Decision {
-                allowed: false,
-                reasons: errors,
-                policy_ids: ids,
+        let response =
+            self.0
+                .authorizer
+                .is_authorized(&request, slice.for_tool(tool), &parties.entities);
+        let diagnostics = response.diagnostics();
+        let determining: Vec<&PolicyId> = diagnostics.reason().collect();
+        let mut errors = diagnostics.errors().peekable();
+        let allowed = response.decision() == cedar_policy::Decision::Allow;
+        if errors.peek().is_none() {
+            let decision = if !allowed && determining.is_empty() {
+                Decision {
+                    allowed,
+                    reasons: vec![NO_PERMIT.to_owned()],
+                    policy_ids: Vec::new(),
+                }
+            } else {
+                Decision {
+                    allowed,
+                    reasons: determining.iter().map(|id| self.reason(id)).collect(),
+                    policy_ids: determining.iter().map(|id| id.to_string()).collect(),
+                }
+            };
+            return Outcome {
+                decision,
+                failed: false,
             };
         }
-        match response.decision() {
-            cedar_policy::Decision::Allow => Decision {
-                allowed: true,
-                reasons: described(&ids),
-                policy_ids: ids,
-            },
-            cedar_policy::Decision::Deny if ids.is_empty() => Decision {
+        // Cedar skips a policy it cannot evaluate; it might have been a
+        // forbid, so deny, keeping any forbids that did match.
+        let (mut reasons, mut policy_ids) = if allowed {
+            (Vec::new(), Vec::new())
+        } else {
+            (
+                determining.iter().map(|id| self.reason(id)).collect(),
+                determining
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        for error in errors {
+            let AuthorizationError::PolicyEvaluationError(e) = error;
+            let id = e.policy_id().to_string();
+            tracing::warn!(policy = %id, action = action.name(), "policy evaluation error: {}", e.inner());
+            reasons.push(format!("policy-error: {id}: {}", e.inner()));
+            if !policy_ids.contains(&id) {
+                policy_ids.push(id);
+            }
+        }
+        Outcome {
+            decision: Decision {
                 allowed: false,
-                reasons: vec!["no-permit: no policy permits this request".into()],
-                policy_ids: Vec::new(),
+                reasons,
+                policy_ids,
             },
-            cedar_policy::Decision::Deny => Decision {
-                allowed: false,
-                reasons: described(&ids),
-                policy_ids: ids,
-            },
+            failed: true,
+        }
+    }
+
+    fn reason(&self, id: &PolicyId) -> String {
+        match self.0.reasons.get(id) {
+            Some(r) => r.clone(),
+            None => id.to_string(),
         }
     }
 
     /// May this agent do this action on this resource with this grant, now?
     pub fn decide_invoke(&self, r: &InvokeRequest<'_>) -> Decision {
+        let parties = match self.parties(&r.agent, &r.tool) {
+            Ok(p) => p,
+            Err(e) => return failure(e).decision,
+        };
         let context = (|| {
+            let environment = r.request_environment.unwrap_or(r.task.environment);
             let request = RestrictedExpression::new_record([
-                ("action".into(), s(r.action)),
-                ("resource".into(), s(r.resource)),
-                (
-                    "environment".into(),
-                    s(r.request_environment.unwrap_or(r.task.environment).as_str()),
-                ),
+                ("action".into(), string(r.action)),
+                ("resource".into(), string(r.resource)),
+                ("environment".into(), string(environment.as_str())),
                 (
                     "data_sensitivity_rank".into(),
-                    RestrictedExpression::new_long(r.data_sensitivity.map(rank).unwrap_or(0)),
+                    RestrictedExpression::new_long(r.data_sensitivity.map_or(0, rank)),
                 ),
             ])
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("request record: {e}"))?;
             Context::from_pairs([
                 ("task".into(), task_record(&r.task)?),
                 ("request".into(), request),
@@ -267,21 +228,27 @@ impl PolicySet {
                 ),
                 ("now".into(), RestrictedExpression::new_long(r.now)),
             ])
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("context: {e}"))
         })();
-        self.evaluate(
-            MandateAction::Invoke,
-            agent_uid(r.agent.name),
-            tool_uid(r.tool.name),
-            context,
-            entities(&r.agent, &r.tool),
-        )
+        match context {
+            Ok(c) => {
+                self.evaluate(MandateAction::Invoke, r.tool.name, &parties, c)
+                    .decision
+            }
+            Err(e) => failure(e).decision,
+        }
     }
 
-    /// May this agent start a task touching this tool, and does it need approval?
+    /// May this agent start a task touching this tool, and must it wait for
+    /// a person? `start_task` decides allow or deny; if allowed, any permit
+    /// for `require_approval` makes it pending.
     pub fn decide_task_start(&self, r: &TaskStartRequest<'_>) -> TaskDecision {
-        let context = || {
-            Context::from_pairs([
+        let deny = |d: Decision| TaskDecision::Deny {
+            reasons: d.reasons,
+            policy_ids: d.policy_ids,
+        };
+        let built = self.parties(&r.agent, &r.tool).and_then(|parties| {
+            let context = Context::from_pairs([
                 ("task".into(), task_record(&r.task)?),
                 ("requested_actions".into(), string_set(r.requested_actions)),
                 (
@@ -290,47 +257,39 @@ impl PolicySet {
                 ),
                 ("now".into(), RestrictedExpression::new_long(r.now)),
             ])
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("context: {e}"))?;
+            Ok((parties, context))
+        });
+        let (parties, context) = match built {
+            Ok(b) => b,
+            Err(e) => return deny(failure(e).decision),
         };
-        let ents = || entities(&r.agent, &r.tool);
         let start = self.evaluate(
             MandateAction::StartTask,
-            agent_uid(r.agent.name),
-            tool_uid(r.tool.name),
-            context(),
-            ents(),
+            r.tool.name,
+            &parties,
+            context.clone(),
         );
-        if !start.allowed {
-            return TaskDecision::Deny {
-                reasons: start.reasons,
-                policy_ids: start.policy_ids,
-            };
+        if !start.decision.allowed {
+            return deny(start.decision);
         }
         let approval = self.evaluate(
             MandateAction::RequireApproval,
-            agent_uid(r.agent.name),
-            tool_uid(r.tool.name),
-            context(),
-            ents(),
+            r.tool.name,
+            &parties,
+            context,
         );
-        if approval.allowed {
+        if approval.failed {
+            // Cannot tell whether a person must approve: do not start it unapproved.
+            deny(approval.decision)
+        } else if approval.decision.allowed {
             TaskDecision::PendingApproval {
-                reasons: approval.reasons,
-                policy_ids: approval.policy_ids,
-            }
-        } else if approval
-            .reasons
-            .iter()
-            .any(|r| r.starts_with("policy-error"))
-        {
-            // Could not tell whether approval is needed: do not start it unapproved.
-            TaskDecision::Deny {
-                reasons: approval.reasons,
-                policy_ids: approval.policy_ids,
+                reasons: approval.decision.reasons,
+                policy_ids: approval.decision.policy_ids,
             }
         } else {
             TaskDecision::Allow {
-                policy_ids: start.policy_ids,
+                policy_ids: start.decision.policy_ids,
             }
         }
     }

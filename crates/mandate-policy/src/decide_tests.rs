@@ -1,34 +1,40 @@
-use super::*;
-use crate::{DEFAULT_SCHEMA, PolicyError};
-use mandate_core::{Environment::*, Sensitivity::*, TaskState};
+//! One test per default policy rule, plus the fail-closed rules.
 
-fn agent(env: Environment) -> AgentFacts<'static> {
+use super::*;
+use crate::DEFAULT_SCHEMA;
+use mandate_core::{Environment, Environment::*, Sensitivity::*, TaskState};
+
+fn agent(environment: Environment) -> AgentFacts<'static> {
     AgentFacts {
         name: "bot",
-        environment: env,
+        environment,
         owner: "platform",
     }
 }
-fn tool(env: Environment, sensitivity: Sensitivity) -> ToolFacts<'static> {
+
+fn tool(environment: Environment, sensitivity: Sensitivity) -> ToolFacts<'static> {
     ToolFacts {
         name: "github",
-        environment: env,
+        environment,
         sensitivity,
     }
 }
-fn task(state: TaskState, approved: bool) -> TaskFacts<'static> {
+
+fn task(state: TaskState, environment: Environment, approved: bool) -> TaskFacts<'static> {
     TaskFacts {
         id: "task_1",
         state,
         intent: "triage",
-        environment: Staging,
+        environment,
         approved,
         delegation_depth: 0,
     }
 }
 
+/// An invoke request the defaults allow; each test changes one fact.
 struct Case {
     agent_env: Environment,
+    task_env: Environment,
     tool_sens: Sensitivity,
     state: TaskState,
     approved: bool,
@@ -42,6 +48,7 @@ impl Default for Case {
     fn default() -> Self {
         Case {
             agent_env: Staging,
+            task_env: Staging,
             tool_sens: Internal,
             state: TaskState::Active,
             approved: false,
@@ -53,12 +60,12 @@ impl Default for Case {
     }
 }
 
-fn run(c: Case) -> Decision {
+fn invoke_with(set: &PolicySet, c: Case) -> Decision {
     let grant = vec!["issues:read".to_owned()];
-    PolicySet::defaults().decide_invoke(&InvokeRequest {
+    set.decide_invoke(&InvokeRequest {
         agent: agent(c.agent_env),
         tool: tool(Staging, c.tool_sens),
-        task: task(c.state, c.approved),
+        task: task(c.state, c.task_env, c.approved),
         action: c.action,
         resource: "repo:acme/widgets",
         grant_actions: &grant,
@@ -66,133 +73,301 @@ fn run(c: Case) -> Decision {
         request_environment: c.req_env,
         data_sensitivity: c.data,
         anomaly_score: 0,
-        now: 0,
+        now: 1_700_000_000,
     })
 }
 
-fn denied_by(d: &Decision, id: &str) {
+fn invoke(c: Case) -> Decision {
+    invoke_with(&PolicySet::defaults(), c)
+}
+
+/// Denied by exactly this one forbid, whose reason is shown.
+fn denied_only_by(d: &Decision, id: &str) {
     assert!(!d.allowed, "{d:?}");
-    assert!(d.policy_ids.iter().any(|p| p == id), "expected {id}: {d:?}");
-    assert!(
-        d.reasons.iter().any(|r| r.starts_with(id)),
-        "reason should name {id}: {d:?}"
-    );
+    assert_eq!(d.policy_ids, vec![id], "{d:?}");
+    assert_eq!(d.reasons.len(), 1, "{d:?}");
+    assert!(d.reasons[0].starts_with(&format!("{id}: ")), "{d:?}");
+}
+
+fn custom(policies: &str) -> PolicySet {
+    PolicySet::from_sources(DEFAULT_SCHEMA, &[("custom.cedar".into(), policies.into())])
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn allow_in_scope() {
-    let d = run(Case::default());
+    let d = invoke(Case::default());
     assert!(d.allowed, "{d:?}");
     assert_eq!(d.policy_ids, vec!["allow-in-scope"]);
-}
-
-#[test]
-fn deny_cross_environment_by_agent() {
-    denied_by(
-        &run(Case {
-            agent_env: Production,
-            ..Case::default()
-        }),
-        "deny-cross-environment",
+    assert_eq!(
+        d.reasons,
+        vec!["allow-in-scope: the action and resource are inside the active task's grant"]
     );
 }
 
 #[test]
-fn deny_cross_environment_by_request() {
-    denied_by(
-        &run(Case {
-            req_env: Some(Production),
-            ..Case::default()
-        }),
-        "deny-cross-environment",
-    );
+fn deny_cross_environment_via_agent_environment() {
+    let d = invoke(Case {
+        agent_env: Production,
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-cross-environment");
+}
+
+#[test]
+fn deny_cross_environment_via_request_environment() {
+    let d = invoke(Case {
+        req_env: Some(Production),
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-cross-environment");
+}
+
+#[test]
+fn deny_cross_environment_via_task_environment() {
+    let d = invoke(Case {
+        task_env: Sandbox,
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-cross-environment");
 }
 
 #[test]
 fn deny_inactive_task_for_every_non_active_state() {
     for &state in TaskState::ALL.iter().filter(|s| **s != TaskState::Active) {
-        denied_by(
-            &run(Case {
-                state,
-                ..Case::default()
-            }),
-            "deny-inactive-task",
-        );
+        let d = invoke(Case {
+            state,
+            ..Case::default()
+        });
+        denied_only_by(&d, "deny-inactive-task");
     }
 }
 
 #[test]
-fn deny_action_outside_grant() {
-    denied_by(
-        &run(Case {
-            action: "issues:write",
-            ..Case::default()
-        }),
-        "deny-out-of-scope",
-    );
+fn deny_out_of_scope_when_action_outside_grant() {
+    let d = invoke(Case {
+        action: "issues:write",
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-out-of-scope");
 }
 
 #[test]
-fn deny_resource_outside_grant() {
-    denied_by(
-        &run(Case {
-            in_scope: false,
-            ..Case::default()
-        }),
-        "deny-out-of-scope",
-    );
+fn deny_out_of_scope_when_resource_not_in_scope() {
+    let d = invoke(Case {
+        in_scope: false,
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-out-of-scope");
 }
 
 #[test]
-fn restricted_tool_needs_approval() {
-    denied_by(
-        &run(Case {
-            tool_sens: Restricted,
-            ..Case::default()
-        }),
-        "deny-restricted-without-approval",
-    );
-    assert!(
-        run(Case {
-            tool_sens: Restricted,
-            approved: true,
-            ..Case::default()
-        })
-        .allowed
-    );
+fn deny_restricted_without_approval() {
+    let d = invoke(Case {
+        tool_sens: Restricted,
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-restricted-without-approval");
+}
+
+#[test]
+fn restricted_tool_with_approved_task_is_allowed() {
+    let d = invoke(Case {
+        tool_sens: Restricted,
+        approved: true,
+        ..Case::default()
+    });
+    assert!(d.allowed, "{d:?}");
 }
 
 #[test]
 fn deny_data_above_tool_sensitivity() {
-    denied_by(
-        &run(Case {
-            data: Some(Confidential),
+    let d = invoke(Case {
+        data: Some(Confidential),
+        ..Case::default()
+    });
+    denied_only_by(&d, "deny-data-above-tool-sensitivity");
+}
+
+#[test]
+fn data_at_or_below_tool_sensitivity_is_allowed() {
+    for data in [Public, Internal] {
+        let d = invoke(Case {
+            data: Some(data),
             ..Case::default()
-        }),
-        "deny-data-above-tool-sensitivity",
-    );
-    assert!(
-        run(Case {
-            data: Some(Internal),
-            ..Case::default()
-        })
-        .allowed
-    );
+        });
+        assert!(d.allowed, "{data}: {d:?}");
+    }
+}
+
+#[test]
+fn missing_data_sensitivity_counts_as_public() {
+    let d = invoke(Case {
+        tool_sens: Public,
+        data: None,
+        ..Case::default()
+    });
+    assert!(d.allowed, "{d:?}");
 }
 
 #[test]
 fn no_permit_means_deny() {
     let only_forbid =
         r#"@id("f") forbid(principal, action, resource) when { context.anomaly_score > 100 };"#;
-    let set =
-        PolicySet::from_sources(DEFAULT_SCHEMA, &[("f.cedar".into(), only_forbid.into())]).unwrap();
+    let d = invoke_with(&custom(only_forbid), Case::default());
+    assert!(!d.allowed);
+    assert_eq!(d.reasons, vec!["no-permit: no policy permits this request"]);
+    assert!(d.policy_ids.is_empty());
+}
+
+// `context.now + big` overflows at evaluation; Cedar would skip that forbid
+// and allow, so Mandate must deny instead.
+const OVERFLOWING_FORBID: &str = r#"
+@id("permit-all") @reason("everything") permit(principal, action, resource);
+@id("overflowing-forbid") @reason("broken")
+forbid(principal, action, resource) when { context.now + 9223372036854775807 > 0 };
+"#;
+
+#[test]
+fn evaluation_error_fails_closed() {
+    let d = invoke_with(&custom(OVERFLOWING_FORBID), Case::default());
+    assert!(!d.allowed, "{d:?}");
+    assert_eq!(d.policy_ids, vec!["overflowing-forbid"]);
+    assert_eq!(d.reasons.len(), 1, "{d:?}");
+    assert!(
+        d.reasons[0].starts_with("policy-error: overflowing-forbid: "),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn evaluation_error_keeps_the_forbids_that_matched() {
+    let set = custom(&format!(
+        "{OVERFLOWING_FORBID}\n@id(\"deny-all\") @reason(\"no\") forbid(principal, action, resource);"
+    ));
+    let d = invoke_with(&set, Case::default());
+    assert!(!d.allowed);
+    assert_eq!(d.policy_ids, vec!["deny-all", "overflowing-forbid"]);
+    assert_eq!(d.reasons[0], "deny-all: no");
+    assert!(d.reasons[1].starts_with("policy-error: overflowing-forbid: "));
+}
+
+#[test]
+fn names_cedar_would_not_parse_still_decide() {
+    for name in ["", "a\"b", "line\nbreak", "Mandate::Agent::\"x\"", "é\u{0}"] {
+        let grant = vec!["issues:read".to_owned()];
+        let d = PolicySet::defaults().decide_invoke(&InvokeRequest {
+            agent: AgentFacts {
+                name,
+                ..agent(Staging)
+            },
+            tool: ToolFacts {
+                name,
+                ..tool(Staging, Internal)
+            },
+            task: task(TaskState::Active, Staging, false),
+            action: name,
+            resource: name,
+            grant_actions: &grant,
+            resource_in_scope: true,
+            request_environment: None,
+            data_sensitivity: None,
+            anomaly_score: i64::MAX,
+            now: i64::MIN,
+        });
+        denied_only_by(&d, "deny-out-of-scope");
+    }
+}
+
+fn start_with(set: &PolicySet, agent_env: Environment, sens: Sensitivity) -> TaskDecision {
+    let actions = vec!["issues:read".to_owned()];
+    set.decide_task_start(&TaskStartRequest {
+        agent: agent(agent_env),
+        tool: tool(Staging, sens),
+        task: task(TaskState::PendingApproval, agent_env, false),
+        requested_actions: &actions,
+        anomaly_score: 0,
+        now: 1_700_000_000,
+    })
+}
+
+fn start(agent_env: Environment, sens: Sensitivity) -> TaskDecision {
+    start_with(&PolicySet::defaults(), agent_env, sens)
+}
+
+#[test]
+fn allow_task_start_on_unrestricted_tool() {
+    assert_eq!(
+        start(Staging, Internal),
+        TaskDecision::Allow {
+            policy_ids: vec!["allow-task-start".into()]
+        }
+    );
+}
+
+#[test]
+fn restricted_needs_approval_at_task_start() {
+    match start(Staging, Restricted) {
+        TaskDecision::PendingApproval {
+            reasons,
+            policy_ids,
+        } => {
+            assert_eq!(policy_ids, vec!["restricted-needs-approval"]);
+            assert!(reasons[0].starts_with("restricted-needs-approval: "));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn deny_cross_environment_at_task_start() {
+    match start(Production, Internal) {
+        TaskDecision::Deny {
+            reasons,
+            policy_ids,
+        } => {
+            assert_eq!(policy_ids, vec!["deny-cross-environment"]);
+            assert!(reasons[0].starts_with("deny-cross-environment: "));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn task_start_is_denied_when_approval_rule_cannot_be_evaluated() {
+    let set = custom(
+        r#"@id("allow-task-start") permit(principal, action == Mandate::Action::"start_task", resource);
+@id("broken-approval")
+permit(principal, action == Mandate::Action::"require_approval", resource)
+when { context.now + 9223372036854775807 > 0 };"#,
+    );
+    match start_with(&set, Staging, Internal) {
+        TaskDecision::Deny { policy_ids, .. } => assert_eq!(policy_ids, vec!["broken-approval"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+const GITHUB_FREEZE: &str = r#"
+@id("allow-all") permit(principal, action, resource);
+@id("github-freeze") @reason("github is frozen")
+forbid(principal, action == Mandate::Action::"invoke", resource == Mandate::Tool::"github");
+"#;
+
+#[test]
+fn policy_naming_a_tool_decides_for_that_tool_only() {
+    let set = custom(GITHUB_FREEZE);
+    let d = invoke_with(&set, Case::default());
+    denied_only_by(&d, "github-freeze");
     let grant = vec!["issues:read".to_owned()];
-    let d = set.decide_invoke(&InvokeRequest {
+    let other = set.decide_invoke(&InvokeRequest {
         agent: agent(Staging),
-        tool: tool(Staging, Internal),
-        task: task(TaskState::Active, false),
+        tool: ToolFacts {
+            name: "gitlab",
+            ..tool(Staging, Internal)
+        },
+        task: task(TaskState::Active, Staging, false),
         action: "issues:read",
-        resource: "r",
+        resource: "repo:x",
         grant_actions: &grant,
         resource_in_scope: true,
         request_environment: None,
@@ -200,97 +375,5 @@ fn no_permit_means_deny() {
         anomaly_score: 0,
         now: 0,
     });
-    assert!(!d.allowed);
-    assert_eq!(d.reasons, vec!["no-permit: no policy permits this request"]);
-}
-
-fn start(agent_env: Environment, sens: Sensitivity) -> TaskDecision {
-    let actions = vec!["issues:read".to_owned()];
-    PolicySet::defaults().decide_task_start(&TaskStartRequest {
-        agent: agent(agent_env),
-        tool: tool(Staging, sens),
-        task: TaskFacts {
-            environment: agent_env,
-            ..task(TaskState::Active, false)
-        },
-        requested_actions: &actions,
-        anomaly_score: 0,
-        now: 0,
-    })
-}
-
-#[test]
-fn task_start_allowed_pending_or_denied() {
-    assert!(matches!(
-        start(Staging, Internal),
-        TaskDecision::Allow { .. }
-    ));
-    match start(Staging, Restricted) {
-        TaskDecision::PendingApproval { policy_ids, .. } => {
-            assert_eq!(policy_ids, vec!["restricted-needs-approval"])
-        }
-        other => panic!("{other:?}"),
-    }
-    match start(Production, Internal) {
-        TaskDecision::Deny { policy_ids, .. } => {
-            assert_eq!(policy_ids, vec!["deny-cross-environment-task-start"])
-        }
-        other => panic!("{other:?}"),
-    }
-}
-
-#[test]
-fn syntax_error_names_the_file() {
-    let err = PolicySet::from_sources(
-        DEFAULT_SCHEMA,
-        &[("broken.cedar".into(), "permit(principal".into())],
-    )
-    .unwrap_err();
-    assert!(
-        matches!(&err, PolicyError::Parse { file, .. } if file == "broken.cedar"),
-        "{err}"
-    );
-}
-
-#[test]
-fn undeclared_attribute_fails_validation_naming_the_policy() {
-    let src = r#"@id("colourful") permit(principal, action == Mandate::Action::"invoke", resource) when { principal.colour == "red" };"#;
-    let err =
-        PolicySet::from_sources(DEFAULT_SCHEMA, &[("c.cedar".into(), src.into())]).unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("colourful") && msg.contains("c.cedar"),
-        "{msg}"
-    );
-}
-
-#[test]
-fn duplicate_ids_across_files_are_refused() {
-    let p = r#"@id("same") permit(principal, action, resource);"#;
-    let err = PolicySet::from_sources(
-        DEFAULT_SCHEMA,
-        &[("a.cedar".into(), p.into()), ("b.cedar".into(), p.into())],
-    )
-    .unwrap_err();
-    assert!(matches!(err, PolicyError::DuplicateId { .. }), "{err}");
-}
-
-#[test]
-fn load_dir_reads_schema_and_policies() {
-    let dir = std::env::temp_dir().join(format!("mandate-policy-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("schema.cedarschema"), DEFAULT_SCHEMA).unwrap();
-    std::fs::write(dir.join("default.cedar"), crate::DEFAULT_POLICIES).unwrap();
-    let set = PolicySet::load_dir(&dir).unwrap();
-    assert_eq!(set.policy_count(), PolicySet::defaults().policy_count());
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn slices_hold_only_policies_for_their_action() {
-    let set = PolicySet::defaults();
-    let invoke = set.0.slices[&MandateAction::Invoke].policies().count();
-    let start = set.0.slices[&MandateAction::StartTask].policies().count();
-    assert_eq!(invoke, 6);
-    assert_eq!(start, 2);
+    assert!(other.allowed, "{other:?}");
 }

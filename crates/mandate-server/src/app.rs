@@ -3,13 +3,14 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::federation::Federation;
-use crate::tokens::VerifiedTokens;
+use crate::tokens::TokenCache;
 use anyhow::Context;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, AdminToken, Revocation};
 use mandate_policy::PolicySet;
 use mandate_store::{SqliteStore, Store};
 use mandate_token::KeyRing;
+use mandate_token::claims::{AccessClaims, SessionClaims};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ pub struct App {
     policy: RwLock<Arc<PolicySet>>,
     pub policy_dir: PathBuf,
     pub directory: Directory,
-    pub verified: VerifiedTokens,
+    pub verified: TokenCache<AccessClaims>,
+    pub sessions: TokenCache<SessionClaims>,
     pub federation: Federation,
     pub feed: broadcast::Sender<Revocation>,
 }
@@ -180,7 +182,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         policy: RwLock::new(Arc::new(policy)),
         policy_dir,
         directory,
-        verified: VerifiedTokens::default(),
+        verified: TokenCache::default(),
+        sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,
         settings,
@@ -282,6 +285,7 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             if n.is_multiple_of(60) {
                 a.directory.forget_expired(t);
                 a.verified.forget_expired(t);
+                a.sessions.forget_expired(t);
                 if let Err(e) = a.store.prune(t).await {
                     tracing::error!(error = %e, "prune failed");
                 }

@@ -1,8 +1,8 @@
 //! Minting and checking the broker's own tokens: identity sessions and
-//! RFC 9068 access tokens. Access tokens that verified once are cached by
-//! `jti` (with the exact token bytes, compared in constant time) so the
-//! signature is checked once per token, not once per request; expiry and
-//! revocation are still checked on every use.
+//! RFC 9068 access tokens. Tokens that verified once are cached by `jti`
+//! (with the exact token bytes, compared in constant time) so a signature
+//! is checked once per token, not once per request; expiry, revocation and
+//! the agent's state are still checked on every use.
 
 use crate::app::App;
 use mandate_core::{Agent, Jti, RandomId};
@@ -15,35 +15,69 @@ use std::sync::{Arc, RwLock};
 const LEEWAY_SECS: i64 = 5;
 const CACHE_MAX: usize = 200_000;
 
-/// The exact token bytes (to compare on lookup) and the claims they carry.
-type Verified = (Box<str>, Arc<AccessClaims>);
-
-#[derive(Default)]
-pub struct VerifiedTokens {
-    entries: RwLock<HashMap<String, Verified>>,
+/// Tokens whose signature already verified, by `jti`, with the exact token
+/// bytes to compare on lookup (so a forged token reusing a `jti` misses).
+pub struct TokenCache<C> {
+    entries: RwLock<HashMap<String, Cached<C>>>,
 }
 
-impl VerifiedTokens {
-    fn get(&self, jti: &str, token: &str) -> Option<Arc<AccessClaims>> {
+/// The exact token text and its verified claims.
+type Cached<C> = (Box<str>, Arc<C>);
+
+impl<C> Default for TokenCache<C> {
+    fn default() -> Self {
+        TokenCache {
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+/// Claims with an expiry, so the cache can drop them.
+pub trait Expiring {
+    fn jti(&self) -> &str;
+    fn exp(&self) -> i64;
+}
+
+impl Expiring for AccessClaims {
+    fn jti(&self) -> &str {
+        &self.jti
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl Expiring for SessionClaims {
+    fn jti(&self) -> &str {
+        &self.jti
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl<C: Expiring> TokenCache<C> {
+    fn get(&self, token: &str) -> Option<Arc<C>> {
+        let jti = peek_jti(token)?;
         let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let (cached, claims) = map.get(jti)?;
+        let (cached, claims) = map.get(&jti)?;
         aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes())
             .ok()
             .map(|_| claims.clone())
     }
-    fn put(&self, token: &str, claims: Arc<AccessClaims>) {
+    fn put(&self, token: &str, claims: Arc<C>) {
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= CACHE_MAX {
             // Full: start over rather than track recency; a miss only costs a verify.
             map.clear();
         }
-        map.insert(claims.jti.clone(), (token.into(), claims));
+        map.insert(claims.jti().to_owned(), (token.into(), claims));
     }
     pub fn forget_expired(&self, now: i64) {
         self.entries
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, c)| c.exp > now);
+            .retain(|_, (_, c)| c.exp() > now);
     }
 }
 
@@ -125,7 +159,7 @@ impl App {
     /// An access token's claims after signature, type, issuer and expiry
     /// checks. Revocation and task state are the caller's next step.
     pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
-        let claims = match peek_jti(token).and_then(|jti| self.verified.get(&jti, token)) {
+        let claims = match self.verified.get(token) {
             Some(c) => c,
             None => {
                 let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS)?;

@@ -9,18 +9,7 @@ async fn restart_keeps_agents_tools_tasks_grants_revocations_keys_and_chain() {
     let s = TestServer::start().await;
     s.seed().await;
     let session = s.session("bot").await;
-    let (_, task) = s
-        .create_task(
-            &session,
-            json!([{"tool": "github", "actions": ["issues:read"]}]),
-            None,
-        )
-        .await;
-    let id = task["id"].as_str().unwrap().to_owned();
-    let (_, v) = s
-        .exchange(&session, &id, "https://api.github.com", &[])
-        .await;
-    let token = v["access_token"].as_str().unwrap().to_owned();
+    let (id, token) = s.read_grant(&session).await;
     let (_, v) = s
         .exchange(&session, &id, "https://api.github.com", &[])
         .await;

@@ -273,33 +273,13 @@ async fn session_is_not_an_access_token_and_vice_versa() {
     let s = TestServer::start().await;
     s.seed().await;
     let session = s.session("bot").await;
-    let (_, task) = s
-        .create_task(
-            &session,
-            json!([{"tool": "github", "actions": ["issues:read"]}]),
-            None,
-        )
-        .await;
-    let (st, v) = s
-        .exchange(
-            &session,
-            task["id"].as_str().unwrap(),
-            "https://api.github.com",
-            &[],
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let access = v["access_token"].as_str().unwrap();
+    let (task, access) = s.read_grant(&session).await;
+    let access = access.as_str();
     // An access token cannot act as a session (typ differs).
     let (st, _) = s.get("/v1/tasks", Some(access)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let (st, v) = s
-        .exchange(
-            access,
-            task["id"].as_str().unwrap(),
-            "https://api.github.com",
-            &[],
-        )
+        .exchange(access, &task, "https://api.github.com", &[])
         .await;
     assert_eq!(
         (st, v["error"].as_str()),

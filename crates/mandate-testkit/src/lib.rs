@@ -297,6 +297,25 @@ impl TestServer {
         self.form("/oauth/token", None, &form).await
     }
 
+    /// The common case: a task reading GitHub issues and one grant for it.
+    /// Returns the task id and the access token.
+    pub async fn read_grant(&self, session: &str) -> (String, String) {
+        let (s, task) = self
+            .create_task(
+                session,
+                json!([{"tool": "github", "actions": ["issues:read"]}]),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        let (s, v) = self
+            .exchange(session, &id, "https://api.github.com", &[])
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        (id, v["access_token"].as_str().unwrap().to_owned())
+    }
+
     pub async fn authorize(&self, token: &str, action: &str, resource: &str) -> Value {
         let (s, v) = self
             .post(

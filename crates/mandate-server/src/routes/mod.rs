@@ -143,3 +143,29 @@ impl Caller {
         Ok(Caller::Agent { agent })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route the router serves is described in the OpenAPI document, and nothing else.
+    #[test]
+    fn openapi_documents_every_route() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let src = include_str!("mod.rs");
+        let mut served: Vec<&str> = src
+            .split(".route(")
+            .skip(1)
+            .filter_map(|s| s.trim_start().strip_prefix('"')?.split('"').next())
+            .filter(|p| p.starts_with('/'))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,99 @@
+//! What a caller tells the policy engine, and what it answers. Facts are
+//! borrowed: the caller already holds the agent, tool and task rows.
+
+use mandate_core::{Environment, Sensitivity, TaskState};
+
+/// The principal: `Mandate::Agent::"<name>"`.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentFacts<'a> {
+    pub name: &'a str,
+    pub environment: Environment,
+    pub owner: &'a str,
+}
+
+/// The resource: `Mandate::Tool::"<name>"`.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolFacts<'a> {
+    pub name: &'a str,
+    pub environment: Environment,
+    pub sensitivity: Sensitivity,
+}
+
+/// `context.task`.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskFacts<'a> {
+    pub id: &'a str,
+    pub state: TaskState,
+    pub intent: &'a str,
+    pub environment: Environment,
+    pub approved: bool,
+    pub delegation_depth: i64,
+}
+
+/// One request an agent makes with a grant (Cedar action `invoke`).
+#[derive(Debug, Clone, Copy)]
+pub struct InvokeRequest<'a> {
+    pub agent: AgentFacts<'a>,
+    pub tool: ToolFacts<'a>,
+    pub task: TaskFacts<'a>,
+    /// The tool action asked for, e.g. `issues:read`.
+    pub action: &'a str,
+    /// The tool resource asked for, e.g. `repo:acme/widgets`.
+    pub resource: &'a str,
+    /// The actions the grant allows on this tool.
+    pub grant_actions: &'a [String],
+    /// Whether `resource` matches the grant's resource patterns.
+    pub resource_in_scope: bool,
+    /// Where the request is going; `None` means the task's environment.
+    pub request_environment: Option<Environment>,
+    /// How sensitive the data in the request is; `None` means public.
+    pub data_sensitivity: Option<Sensitivity>,
+    pub anomaly_score: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// An agent asking for a task that touches one tool (Cedar actions
+/// `start_task`, then `require_approval`).
+#[derive(Debug, Clone, Copy)]
+pub struct TaskStartRequest<'a> {
+    pub agent: AgentFacts<'a>,
+    pub tool: ToolFacts<'a>,
+    pub task: TaskFacts<'a>,
+    pub requested_actions: &'a [String],
+    pub anomaly_score: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// The answer to an [`InvokeRequest`].
+///
+/// `reasons` are sentences for people: `"<policy id>: <@reason>"` for each
+/// determining policy, `"no-permit: …"` when nothing permitted, and
+/// `"policy-error: <policy id>: <message>"` when a policy could not be
+/// evaluated (which always denies). `policy_ids` are the determining
+/// policies: the permits for an allow, the forbids (and failing policies)
+/// for a deny.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reasons: Vec<String>,
+    pub policy_ids: Vec<String>,
+}
+
+/// The answer to a [`TaskStartRequest`]: start it, refuse it, or start it
+/// in `pending_approval` until a person approves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskDecision {
+    Allow {
+        policy_ids: Vec<String>,
+    },
+    Deny {
+        reasons: Vec<String>,
+        policy_ids: Vec<String>,
+    },
+    PendingApproval {
+        reasons: Vec<String>,
+        policy_ids: Vec<String>,
+    },
+}
