@@ -46,6 +46,21 @@ pub enum EventKind {
     PolicyReloaded,
     #[serde(rename = "key.rotated")]
     KeyRotated,
+    #[serde(rename = "secret.stored")]
+    SecretStored,
+    #[serde(rename = "secret.rotated")]
+    SecretRotated,
+    /// A proxy fetched a value to inject (never shown to an agent).
+    #[serde(rename = "secret.delivered")]
+    SecretDelivered,
+    /// A task fetched a value itself: the flagged `reveal` exception.
+    #[serde(rename = "secret.retrieved")]
+    SecretRetrieved,
+    #[serde(rename = "secret.refused")]
+    SecretRefused,
+    /// One call through a proxy, allowed or denied.
+    #[serde(rename = "tool.invoked")]
+    ToolInvoked,
 }
 
 impl EventKind {
@@ -73,6 +88,12 @@ impl EventKind {
             AdminTokenCreated => "admin_token.created",
             PolicyReloaded => "policy.reloaded",
             KeyRotated => "key.rotated",
+            SecretStored => "secret.stored",
+            SecretRotated => "secret.rotated",
+            SecretDelivered => "secret.delivered",
+            SecretRetrieved => "secret.retrieved",
+            SecretRefused => "secret.refused",
+            ToolInvoked => "tool.invoked",
         }
     }
 

@@ -20,6 +20,11 @@ pub enum AdminRight {
     Tasks,
     Audit,
     Policy,
+    /// Store, rotate and list secrets (never read values).
+    Secrets,
+    /// What a credential-injection proxy needs: the catalog, secret values
+    /// for injection, tasks and agents by id, and posting tool-call records.
+    Proxy,
 }
 
 impl AdminRight {
@@ -30,6 +35,8 @@ impl AdminRight {
         AdminRight::Tasks,
         AdminRight::Audit,
         AdminRight::Policy,
+        AdminRight::Secrets,
+        AdminRight::Proxy,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -39,6 +46,8 @@ impl AdminRight {
             AdminRight::Tasks => "tasks",
             AdminRight::Audit => "audit",
             AdminRight::Policy => "policy",
+            AdminRight::Secrets => "secrets",
+            AdminRight::Proxy => "proxy",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -50,7 +59,7 @@ impl AdminRight {
                 Invalid::new(
                     "rights",
                     format!(
-                        "`{}` is not one of: agents, tools, tasks, audit, policy",
+                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy",
                         s.chars().take(40).collect::<String>()
                     ),
                 )

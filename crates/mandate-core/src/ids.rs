@@ -72,6 +72,10 @@ name_type!(
     /// Name of an owning team or service.
     OwnerName, "owner"
 );
+name_type!(
+    /// Name of an upstream credential the broker keeps.
+    SecretName, "secret"
+);
 
 /// A SPIFFE trust domain (`example.org`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

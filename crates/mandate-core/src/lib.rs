@@ -3,21 +3,32 @@
 //! machine). Pure values and functions: no I/O, no async, no clocks — callers
 //! pass `now` in, so every rule is testable in isolation.
 
+#[macro_use]
+mod macros;
+
 mod admin;
 mod agent;
+mod delivery;
 mod error;
 mod grant;
 mod ids;
+mod route;
 mod scope;
+mod secret;
 mod task;
 mod tool;
 
 pub use admin::{AdminRight, AdminToken, Owner};
 pub use agent::{Agent, AgentState, NewAgent};
+pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
-pub use ids::{AgentName, Jti, OwnerName, RandomId, SpiffeId, TaskId, ToolName, TrustDomain};
+pub use ids::{
+    AgentName, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName, TrustDomain,
+};
+pub use route::{RouteRule, RoutedRequest, route};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
+pub use secret::{NewSecret, Secret, SecretClass};
 pub use task::{Task, TaskState, cap_grant_ttl};
 pub use tool::{Environment, NewTool, Sensitivity, Tool};
 

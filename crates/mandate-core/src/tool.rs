@@ -1,46 +1,8 @@
-use crate::{Action, Invalid, OwnerName, ToolName, UnixTime};
+use crate::{
+    Action, Delivery, Invalid, OwnerName, RouteRule, RoutedRequest, ToolName, UnixTime,
+    check_upstream,
+};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-use std::str::FromStr;
-
-macro_rules! closed_enum {
-    ($(#[$doc:meta])* $name:ident, $field:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "&'static str")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-        impl FromStr for $name {
-            type Err = Invalid;
-            fn from_str(s: &str) -> Result<Self, Invalid> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(Invalid::new($field, format!(
-                        "`{}` is not one of: {}",
-                        s.chars().take(40).collect::<String>(),
-                        [$($text),+].join(", ")
-                    ))),
-                }
-            }
-        }
-        impl TryFrom<String> for $name {
-            type Error = Invalid;
-            fn try_from(s: String) -> Result<Self, Invalid> { s.parse() }
-        }
-        impl From<$name> for &'static str {
-            fn from(v: $name) -> &'static str { v.as_str() }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
-        }
-    };
-}
 
 closed_enum!(
     /// Where a workload runs. Tokens never cross environments.
@@ -76,11 +38,24 @@ pub struct Tool {
     pub actions: Vec<Action>,
     pub description: String,
     pub created_at: UnixTime,
+    /// Base URL the proxy forwards to; absent for tools reached directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// How the proxy maps a request to an action; unmatched is denied.
+    #[serde(default)]
+    pub routes: Vec<RouteRule>,
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 impl Tool {
     pub fn has_action(&self, action: &Action) -> bool {
         self.actions.contains(action)
+    }
+
+    /// The action and resource a proxied request stands for, if a rule matches.
+    pub fn route(&self, method: &str, path: &str) -> Option<RoutedRequest> {
+        crate::route(&self.routes, method, path)
     }
 }
 
@@ -97,6 +72,12 @@ pub struct NewTool {
     pub actions: Vec<Action>,
     #[serde(default)]
     pub description: String,
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub routes: Vec<RouteRule>,
+    #[serde(default)]
+    pub delivery: Delivery,
 }
 
 impl NewTool {
@@ -122,6 +103,22 @@ impl NewTool {
         if self.description.len() > 1024 {
             return Err(Invalid::new("description", "must be at most 1024 bytes"));
         }
+        if let Some(u) = &self.upstream {
+            check_upstream(u)?;
+        }
+        if self.routes.len() > 256 {
+            return Err(Invalid::new("routes", "at most 256 rules"));
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            r.validate(&format!("routes[{i}]"), &self.actions)?;
+        }
+        if !self.routes.is_empty() && self.upstream.is_none() {
+            return Err(Invalid::new(
+                "upstream",
+                "routes are for the proxy, which needs an upstream base URL",
+            ));
+        }
+        self.delivery.validate()?;
         Ok(Tool {
             name: self.name,
             audience: self.audience,
@@ -132,6 +129,9 @@ impl NewTool {
             actions: self.actions,
             description: self.description,
             created_at: now,
+            upstream: self.upstream,
+            routes: self.routes,
+            delivery: self.delivery,
         })
     }
 }

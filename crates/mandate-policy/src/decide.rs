@@ -2,7 +2,9 @@
 //! reasons a person can act on. Fails closed: a request Cedar cannot build or
 //! a policy it cannot evaluate denies.
 
-use crate::facts::{AgentFacts, Decision, InvokeRequest, TaskFacts, TaskStartRequest, ToolFacts};
+use crate::facts::{
+    AgentFacts, Decision, InvokeRequest, RevealRequest, TaskFacts, TaskStartRequest, ToolFacts,
+};
 use crate::{MandateAction, PolicySet, TaskDecision};
 use cedar_policy::{
     AuthorizationError, Context, Entities, Entity, EntityId, EntityUid, PolicyId, Request,
@@ -233,6 +235,44 @@ impl PolicySet {
         match context {
             Ok(c) => {
                 self.evaluate(MandateAction::Invoke, r.tool.name, &parties, c)
+                    .decision
+            }
+            Err(e) => failure(e).decision,
+        }
+    }
+
+    /// May this task have the tool's secret value handed to it?
+    pub fn decide_reveal(&self, r: &RevealRequest<'_>) -> Decision {
+        let parties = match self.parties(&r.agent, &r.tool) {
+            Ok(p) => p,
+            Err(e) => return failure(e).decision,
+        };
+        let context = (|| {
+            let secret = RestrictedExpression::new_record([
+                ("name".into(), string(r.secret_name)),
+                ("class".into(), string(r.secret_class)),
+                (
+                    "human_credential".into(),
+                    RestrictedExpression::new_bool(r.human_credential),
+                ),
+                ("shared".into(), RestrictedExpression::new_bool(r.shared)),
+            ])
+            .map_err(|e| format!("secret record: {e}"))?;
+            Context::from_pairs([
+                ("task".into(), task_record(&r.task)?),
+                ("delivery".into(), string(r.delivery)),
+                ("secret".into(), secret),
+                (
+                    "anomaly_score".into(),
+                    RestrictedExpression::new_long(r.anomaly_score),
+                ),
+                ("now".into(), RestrictedExpression::new_long(r.now)),
+            ])
+            .map_err(|e| format!("context: {e}"))
+        })();
+        match context {
+            Ok(c) => {
+                self.evaluate(MandateAction::RevealSecret, r.tool.name, &parties, c)
                     .decision
             }
             Err(e) => failure(e).decision,

@@ -377,3 +377,44 @@ fn policy_naming_a_tool_decides_for_that_tool_only() {
     });
     assert!(other.allowed, "{other:?}");
 }
+
+fn reveal(
+    delivery: &'static str,
+    state: TaskState,
+    human: bool,
+    tool_env: Environment,
+) -> Decision {
+    PolicySet::defaults().decide_reveal(&RevealRequest {
+        agent: agent(Staging),
+        tool: tool(tool_env, Internal),
+        task: task(state, Staging, false),
+        delivery,
+        secret_name: "gh",
+        secret_class: "tool",
+        human_credential: human,
+        shared: false,
+        anomaly_score: 0,
+        now: 0,
+    })
+}
+
+#[test]
+fn reveal_only_for_reveal_tools_active_tasks_and_never_human_credentials() {
+    let ok = reveal("reveal", TaskState::Active, false, Staging);
+    assert!(ok.allowed, "{ok:?}");
+    assert_eq!(ok.policy_ids, vec!["allow-reveal-for-reveal-tools"]);
+    let inject = reveal("inject", TaskState::Active, false, Staging);
+    assert!(
+        !inject.allowed && inject.reasons[0].starts_with("no-permit"),
+        "{inject:?}"
+    );
+    assert!(!reveal("reveal", TaskState::Completed, false, Staging).allowed);
+    denied_only_by(
+        &reveal("reveal", TaskState::Active, true, Staging),
+        "deny-reveal-human-credential",
+    );
+    denied_only_by(
+        &reveal("reveal", TaskState::Active, false, Production),
+        "deny-cross-environment",
+    );
+}

@@ -66,6 +66,24 @@ pub struct TaskStartRequest<'a> {
     pub now: i64,
 }
 
+/// A task asking for a tool's secret value itself (Cedar action
+/// `reveal_secret`): the flagged exception to injection by the proxy.
+#[derive(Debug, Clone, Copy)]
+pub struct RevealRequest<'a> {
+    pub agent: AgentFacts<'a>,
+    pub tool: ToolFacts<'a>,
+    pub task: TaskFacts<'a>,
+    /// The tool's delivery mode: `inject` or `reveal`.
+    pub delivery: &'a str,
+    pub secret_name: &'a str,
+    pub secret_class: &'a str,
+    pub human_credential: bool,
+    pub shared: bool,
+    pub anomaly_score: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
 /// The answer to an [`InvokeRequest`].
 ///
 /// `reasons` are sentences for people: `"<policy id>: <@reason>"` for each

@@ -17,7 +17,8 @@ mod load;
 
 pub use error::{PolicyError, Problem};
 pub use facts::{
-    AgentFacts, Decision, InvokeRequest, TaskDecision, TaskFacts, TaskStartRequest, ToolFacts,
+    AgentFacts, Decision, InvokeRequest, RevealRequest, TaskDecision, TaskFacts, TaskStartRequest,
+    ToolFacts,
 };
 
 use cedar_policy::{Authorizer, EntityTypeName, EntityUid, PolicyId};
@@ -36,6 +37,7 @@ pub(crate) enum MandateAction {
     Invoke = 0,
     StartTask = 1,
     RequireApproval = 2,
+    RevealSecret = 3,
 }
 
 impl MandateAction {
@@ -44,6 +46,7 @@ impl MandateAction {
             MandateAction::Invoke => "invoke",
             MandateAction::StartTask => "start_task",
             MandateAction::RequireApproval => "require_approval",
+            MandateAction::RevealSecret => "reveal_secret",
         }
     }
 }
@@ -68,7 +71,7 @@ impl Slice {
 
 pub(crate) struct Loaded {
     /// Indexed by `MandateAction as usize`.
-    pub slices: [Slice; 3],
+    pub slices: [Slice; 4],
     /// `"<id>: <@reason>"` by policy id, ready to copy into a decision.
     pub reasons: HashMap<PolicyId, String>,
     /// Policy ids in load order (file name, then position in the file).
@@ -76,6 +79,16 @@ pub(crate) struct Loaded {
     pub agent_type: EntityTypeName,
     pub tool_type: EntityTypeName,
     pub authorizer: Authorizer,
+    pub sources: PolicySources,
+}
+
+/// The text the set was built from, so others (a proxy) can build the
+/// very same set.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicySources {
+    pub schema: String,
+    /// `(file name, text)` in load order.
+    pub files: Vec<(String, String)>,
 }
 
 /// A validated, immutable policy set.
@@ -108,6 +121,11 @@ impl PolicySet {
     /// Policy ids (their `@id`) in load order.
     pub fn policy_ids(&self) -> Vec<String> {
         self.0.ids.clone()
+    }
+
+    /// What the set was built from.
+    pub fn sources(&self) -> &PolicySources {
+        &self.0.sources
     }
 
     pub(crate) fn slice(&self, action: MandateAction) -> &Slice {

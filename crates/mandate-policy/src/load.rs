@@ -108,6 +108,7 @@ fn build(
         slice(&all, MandateAction::Invoke, &tool_type)?,
         slice(&all, MandateAction::StartTask, &tool_type)?,
         slice(&all, MandateAction::RequireApproval, &tool_type)?,
+        slice(&all, MandateAction::RevealSecret, &tool_type)?,
     ];
     Ok(Loaded {
         slices,
@@ -116,6 +117,10 @@ fn build(
         agent_type: static_type_name("Mandate::Agent")?,
         tool_type,
         authorizer: Authorizer::new(),
+        sources: crate::PolicySources {
+            schema: schema_text.to_owned(),
+            files: sources.to_vec(),
+        },
     })
 }
 

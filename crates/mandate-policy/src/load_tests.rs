@@ -21,7 +21,7 @@ fn custom(policies: &str) -> PolicySet {
 
 #[test]
 fn default_policies_validate_against_default_schema() {
-    assert_eq!(PolicySet::defaults().policy_count(), 8);
+    assert_eq!(PolicySet::defaults().policy_count(), 10);
 }
 
 #[test]
@@ -162,6 +162,8 @@ fn default_policy_ids_are_the_documented_set() {
             "deny-restricted-without-approval",
             "deny-data-above-tool-sensitivity",
             "restricted-needs-approval",
+            "allow-reveal-for-reveal-tools",
+            "deny-reveal-human-credential",
         ]
     );
 }
@@ -242,7 +244,7 @@ fn load_dir_reads_schema_and_policies_in_name_order() {
     std::fs::write(p.join(".#a-freeze.cedar"), "garbage").unwrap();
     std::fs::write(p.join("notes.txt"), "garbage").unwrap();
     let set = PolicySet::load_dir(p).unwrap();
-    assert_eq!(set.policy_count(), 9);
+    assert_eq!(set.policy_count(), PolicySet::defaults().policy_count() + 1);
     assert_eq!(set.policy_ids()[0], "freeze");
 }
 

@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::federation::Federation;
+use crate::keeper::Keeper;
 use crate::tokens::TokenCache;
 use anyhow::Context;
 use mandate_audit::{EventKind, NewEvent};
@@ -38,6 +39,8 @@ pub struct App {
     pub sessions: TokenCache<SessionClaims>,
     pub federation: Federation,
     pub feed: broadcast::Sender<Revocation>,
+    /// Seals and opens stored secrets; `None` when no master key is configured.
+    pub keeper: Option<Keeper>,
 }
 
 /// What `start` hands back: where it listens and, on the very first start,
@@ -158,6 +161,13 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?);
     let directory = Directory::load(store.as_ref(), now()).await?;
+    let keeper = match crate::keeper::master_key(raw)? {
+        Some(master) => Some(Keeper::open(store.as_ref(), &master, now()).await?),
+        None => {
+            tracing::warn!("no master key configured: secrets and the proxy are unavailable");
+            None
+        }
+    };
     let federation = Federation::new(&raw.issuers, &issuer);
     federation.warm().await;
 
@@ -186,6 +196,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,
+        keeper,
         settings,
     });
     let background = spawn_background(app.clone());

@@ -4,6 +4,7 @@
 
 use mandate_core::TrustDomain;
 use mandate_token::SigningAlg;
+use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -75,6 +76,17 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// File holding the base64 master key that wraps the secrets' data key.
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself, from `MANDATE_MASTER_KEY` only (never a file key).
+    #[serde(skip)]
+    pub master_key: Option<SecretString>,
+    /// `mandate dev` only: generate a master key in the data dir if none is set.
+    #[serde(skip)]
+    pub generate_master_key: bool,
+    /// Seconds between keep-alives on the revocation stream; verifiers treat
+    /// silence longer than their staleness bound as "broker unreachable".
+    pub feed_keepalive_secs: u64,
 }
 
 impl Default for Config {
@@ -92,6 +104,10 @@ impl Default for Config {
             log_format: "text".into(),
             tls: None,
             issuers: Vec::new(),
+            master_key_file: None,
+            master_key: None,
+            generate_master_key: false,
+            feed_keepalive_secs: 10,
         }
     }
 }
@@ -164,6 +180,15 @@ impl Config {
         if let Some(v) = env("MANDATE_LOG_FORMAT") {
             self.log_format = v;
         }
+        if let Some(v) = env("MANDATE_MASTER_KEY_FILE") {
+            self.master_key_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_MASTER_KEY") {
+            self.master_key = Some(SecretString::from(v));
+        }
+        if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
+            self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
+        }
         match (env("MANDATE_TLS_CERT_FILE"), env("MANDATE_TLS_KEY_FILE")) {
             (Some(cert_file), Some(key_file)) => {
                 self.tls = Some(TlsConfig {
@@ -219,6 +244,15 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err(invalid("public_url", "must start with http:// or https://"));
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return Err(invalid(
+                "master_key_file",
+                "set either master_key_file or MANDATE_MASTER_KEY, not both",
+            ));
+        }
+        if !(1..=300).contains(&self.feed_keepalive_secs) {
+            return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));
         }
         for (i, iss) in self.issuers.iter().enumerate() {
             if iss.issuer.is_empty() {

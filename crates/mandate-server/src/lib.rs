@@ -9,6 +9,7 @@ mod directory;
 mod error;
 mod extract;
 mod federation;
+mod keeper;
 mod routes;
 mod tokens;
 

@@ -17,8 +17,8 @@ pub use sqlite::{SqliteStore, read_events};
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_core::{
-    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, Task, TaskId, TaskState, Tool,
-    ToolName, UnixTime,
+    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, Secret, SecretName, Task,
+    TaskId, TaskState, Tool, ToolName, UnixTime,
 };
 
 /// Which tasks to list.
@@ -27,6 +27,32 @@ pub struct TaskFilter {
     pub agent: Option<AgentName>,
     pub state: Option<TaskState>,
     pub limit: usize,
+}
+
+/// A secret's value as stored: sealed under the data key `data_key`.
+/// Opaque to the store; only the server holds the keys to open it.
+#[derive(Clone)]
+pub struct SealedValue {
+    pub data_key: i64,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for SealedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SealedValue(data_key={}, {} bytes)",
+            self.data_key,
+            self.bytes.len()
+        )
+    }
+}
+
+/// A tool call a proxy reports: its id (for de-duplication) and the event.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub id: String,
+    pub event: NewEvent,
 }
 
 /// What revoking an agent took down with it.
@@ -122,6 +148,45 @@ pub trait Store: Send + Sync + 'static {
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError>;
     async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminToken>, StoreError>;
     async fn count_admin_tokens(&self) -> Result<u64, StoreError>;
+
+    /// The data key secrets are sealed under: the stored one if there is
+    /// one, else `wrapped` (a fresh key sealed by the master key) is stored.
+    /// Returns its id and wrapped bytes.
+    async fn data_key(&self, wrapped: Vec<u8>, now: UnixTime)
+    -> Result<(i64, Vec<u8>), StoreError>;
+    /// Store a new secret for a tool that has none (`Conflict` otherwise).
+    async fn put_secret(
+        &self,
+        secret: Secret,
+        value: SealedValue,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    /// Replace the value of a secret at `expected_version` (sealed for
+    /// `expected_version + 1`); `Conflict` if someone rotated it meanwhile.
+    async fn rotate_secret(
+        &self,
+        name: &SecretName,
+        expected_version: u32,
+        value: SealedValue,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<Secret, StoreError>;
+    async fn get_secret(
+        &self,
+        name: &SecretName,
+    ) -> Result<Option<(Secret, SealedValue)>, StoreError>;
+    async fn secret_for_tool(
+        &self,
+        tool: &ToolName,
+    ) -> Result<Option<(Secret, SealedValue)>, StoreError>;
+    async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError>;
+    /// Chain proxy tool-call records, skipping ids already chained, and mark
+    /// the tools' secrets used. Returns (accepted, duplicates).
+    async fn ingest_invocations(
+        &self,
+        batch: Vec<Invocation>,
+        now: UnixTime,
+    ) -> Result<(usize, usize), StoreError>;
 
     /// Audit events with no other change (decisions, refusals).
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;

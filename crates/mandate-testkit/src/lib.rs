@@ -39,8 +39,16 @@ impl TestServer {
     }
 
     /// Start with a config tweak (e.g. trusted issuers, shorter TTLs).
+    /// Every test server has its own master key (kept across restarts),
+    /// held in memory as `MANDATE_MASTER_KEY` would be, not in the data dir.
     pub async fn start_with(configure: impl Fn(&mut Config) + Send + Sync + 'static) -> Self {
-        let configure: Configure = std::sync::Arc::new(configure);
+        let master = mandate_token::seal::SealKey::generate()
+            .to_base64()
+            .to_string();
+        let configure: Configure = std::sync::Arc::new(move |cfg: &mut Config| {
+            cfg.master_key = Some(secrecy::SecretString::from(master.clone()));
+            configure(cfg)
+        });
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().to_owned();
         let mut s = Self::boot(&dir, configure, None, "127.0.0.1:0").await;

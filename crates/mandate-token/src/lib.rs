@@ -8,6 +8,8 @@
 //! - [`Jwk`]/[`VerifyingKey`]: public keys from JWK sets (issuers, agents).
 //! - [`claims`]: RFC 9068 access-token claims and identity-session claims.
 //!
+//! - [`seal`]: envelope encryption (AES-256-GCM) for stored secrets.
+//!
 //! No network and no clocks: callers pass `now`.
 
 pub mod claims;
@@ -15,6 +17,7 @@ mod error;
 mod jwk;
 pub mod jwt;
 mod keys;
+pub mod seal;
 
 pub use error::TokenError;
 pub use jwk::{Jwk, JwkSet, VerifyingKey};

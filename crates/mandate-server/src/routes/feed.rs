@@ -63,8 +63,7 @@ pub async fn stream(
         .filter_map(move |r| {
             std::future::ready(r.ok().filter(|r| r.seq > last).map(|r| Ok(sse(&r))))
         });
-    Ok(
-        Sse::new(backlog.chain(live))
-            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
-    )
+    Ok(Sse::new(backlog.chain(live)).keep_alive(
+        KeepAlive::new().interval(Duration::from_secs(app.settings.raw.feed_keepalive_secs)),
+    ))
 }

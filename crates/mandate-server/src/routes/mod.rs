@@ -5,7 +5,9 @@ mod authorize;
 mod feed;
 mod meta;
 mod oauth;
+mod proxy;
 mod registry;
+mod secrets;
 mod tasks;
 
 use crate::app::{App, now};
@@ -62,6 +64,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke))
+        .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))
+        .route("/v1/secrets", post(secrets::put).get(secrets::list))
+        .route("/v1/secrets/{name}", get(secrets::show))
+        .route("/v1/secrets/{name}/rotate", post(secrets::rotate))
+        .route("/v1/proxy/catalog", get(proxy::catalog))
+        .route("/v1/proxy/secrets/{tool}", get(proxy::secret))
+        .route(
+            "/v1/audit/tool-invocations",
+            // Batches of records are larger than any other request.
+            post(proxy::ingest).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))
@@ -96,6 +109,22 @@ impl Caller {
             Caller::Admin(_) => Err(ApiError::forbidden(format!(
                 "this admin token lacks the `{}` right",
                 right.as_str()
+            ))),
+            Caller::Agent { .. } => Err(ApiError::forbidden("this endpoint needs an admin token")),
+        }
+    }
+
+    /// Like [`Caller::require`], satisfied by any one of `rights`.
+    pub fn require_any(&self, rights: &[AdminRight]) -> Result<&AdminToken, ApiError> {
+        match self {
+            Caller::Admin(t) if rights.iter().any(|r| t.allows(*r, now())) => Ok(t),
+            Caller::Admin(_) => Err(ApiError::forbidden(format!(
+                "this admin token lacks the right for this: one of {}",
+                rights
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
             Caller::Agent { .. } => Err(ApiError::forbidden("this endpoint needs an admin token")),
         }

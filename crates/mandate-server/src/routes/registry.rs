@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// A missing referenced record in a body is the client's mistake (422), not a missing route.
-fn reference(e: StoreError, field: &str) -> ApiError {
+pub(super) fn reference(e: StoreError, field: &str) -> ApiError {
     match e {
         StoreError::NotFound { what, id } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -115,7 +115,8 @@ pub async fn get_agent(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(AdminRight::Agents)?;
+    // A proxy reads agents to give policy the principal's facts.
+    caller.require_any(&[AdminRight::Agents, AdminRight::Proxy])?;
     let name = parse_agent(&name)?;
     let agent = app
         .store
@@ -396,7 +397,7 @@ pub async fn create_admin_token(
     caller.require(AdminRight::Root)?;
     if body.rights.is_empty() {
         return Err(ApiError::bad_request(
-            "rights: list at least one of agents, tools, tasks, audit, policy",
+            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy",
         ));
     }
     let mut rights = Vec::new();

@@ -269,7 +269,13 @@ pub async fn list(
 }
 
 /// Load a task the caller may see: its own agent, or an admin with `tasks`.
-async fn visible_task(app: &AppState, caller: &Caller, id: &str) -> Result<Arc<Task>, ApiError> {
+/// The task if the caller may see it: its own agent, or an admin holding one of `rights`.
+async fn visible_task(
+    app: &AppState,
+    caller: &Caller,
+    id: &str,
+    rights: &[AdminRight],
+) -> Result<Arc<Task>, ApiError> {
     let id = TaskId::parse(id)?;
     let task = app
         .directory
@@ -282,7 +288,7 @@ async fn visible_task(app: &AppState, caller: &Caller, id: &str) -> Result<Arc<T
         }
         Caller::Agent { .. } => Ok(task),
         Caller::Admin(_) => {
-            caller.require(AdminRight::Tasks)?;
+            caller.require_any(rights)?;
             Ok(task)
         }
     }
@@ -293,7 +299,8 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let task = visible_task(&app, &caller, &id).await?;
+    // A proxy reads tasks to give policy the task's context.
+    let task = visible_task(&app, &caller, &id, &[AdminRight::Tasks, AdminRight::Proxy]).await?;
     Ok(Json(json!(task.as_ref())))
 }
 
@@ -305,7 +312,7 @@ async fn end(
     to: TaskState,
     kind: EventKind,
 ) -> Result<Json<Value>, ApiError> {
-    let task = visible_task(&app, &caller, &id).await?;
+    let task = visible_task(&app, &caller, &id, &[AdminRight::Tasks]).await?;
     let ev = NewEvent::new(kind, caller.actor())
         .agent(&task.agent)
         .task(&task.id)

@@ -2,6 +2,7 @@
 //! before anyone is told it happened), versioned migrations.
 
 mod ops;
+mod secrets;
 pub use ops::read_events;
 mod writer;
 
@@ -13,7 +14,10 @@ use std::sync::{Mutex, mpsc};
 use writer::{Job, Tx};
 
 /// Migrations in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_secrets.sql"),
+];
 
 const READERS: usize = 8;
 

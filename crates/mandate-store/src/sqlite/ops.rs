@@ -3,12 +3,12 @@
 
 use super::SqliteStore;
 use super::writer::Tx;
-use crate::{AgentRevoked, Store, StoreError, TaskFilter};
+use crate::{AgentRevoked, Invocation, SealedValue, Store, StoreError, TaskFilter};
 use async_trait::async_trait;
 use mandate_audit::{Event, EventKind, NewEvent};
 use mandate_core::{
     AdminRight, AdminToken, Agent, AgentName, AgentState, Binding, Grant, Owner, Revocation,
-    RevocationKind, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
+    RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
@@ -18,7 +18,7 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// Run an INSERT, turning a uniqueness failure into `Conflict`.
-fn insert(
+pub(super) fn insert(
     conn: &Connection,
     sql: &str,
     p: impl rusqlite::Params,
@@ -40,7 +40,7 @@ fn body<T: DeserializeOwned>(row: &Row<'_>, idx: usize) -> rusqlite::Result<Resu
     Ok(serde_json::from_str(&text).map_err(StoreError::from))
 }
 
-fn query_bodies<T: DeserializeOwned>(
+pub(super) fn query_bodies<T: DeserializeOwned>(
     conn: &Connection,
     sql: &str,
     p: impl rusqlite::Params,
@@ -675,6 +675,61 @@ impl Store for SqliteStore {
             })? as u64)
         })
         .await
+    }
+
+    async fn data_key(
+        &self,
+        wrapped: Vec<u8>,
+        now: UnixTime,
+    ) -> Result<(i64, Vec<u8>), StoreError> {
+        self.data_key_impl(wrapped, now).await
+    }
+
+    async fn put_secret(
+        &self,
+        secret: Secret,
+        value: SealedValue,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.put_secret_impl(secret, value, ev).await
+    }
+
+    async fn rotate_secret(
+        &self,
+        name: &SecretName,
+        expected_version: u32,
+        value: SealedValue,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<Secret, StoreError> {
+        self.rotate_secret_impl(name, expected_version, value, now, ev)
+            .await
+    }
+
+    async fn get_secret(
+        &self,
+        name: &SecretName,
+    ) -> Result<Option<(Secret, SealedValue)>, StoreError> {
+        self.get_secret_impl(name).await
+    }
+
+    async fn secret_for_tool(
+        &self,
+        tool: &ToolName,
+    ) -> Result<Option<(Secret, SealedValue)>, StoreError> {
+        self.secret_for_tool_impl(tool).await
+    }
+
+    async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError> {
+        self.list_secrets_impl().await
+    }
+
+    async fn ingest_invocations(
+        &self,
+        batch: Vec<Invocation>,
+        now: UnixTime,
+    ) -> Result<(usize, usize), StoreError> {
+        self.ingest_invocations_impl(batch, now).await
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {

@@ -1,0 +1,224 @@
+//! What a credential-injection proxy needs from the broker (admin right
+//! `proxy`): the catalog (tools, secret versions, the exact policy
+//! sources), a tool's secret value to inject, and somewhere to send its
+//! tool-call records, which are chained exactly once even if resent.
+
+use super::secrets::keeper;
+use super::{AppState, Caller};
+use crate::app::now;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestId};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{AdminRight, ToolName};
+use mandate_store::Invocation;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Most records one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+pub async fn catalog(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Proxy)?;
+    let tools = app.store.list_tools().await?;
+    let secrets: Vec<Value> = app
+        .store
+        .list_secrets()
+        .await?
+        .into_iter()
+        .map(|s| json!({"name": s.name, "tool": s.tool, "version": s.version, "expires_at": s.expires_at}))
+        .collect();
+    let policy = app.policy();
+    let sources = policy.sources();
+    let files: Vec<Value> = sources
+        .files
+        .iter()
+        .map(|(file, text)| json!({"file": file, "text": text}))
+        .collect();
+    let hash = mandate_token::sha256_hex(
+        serde_json::to_string(sources)
+            .map_err(ApiError::internal)?
+            .as_bytes(),
+    );
+    Ok(Json(json!({
+        "issuer": app.issuer,
+        "tools": tools,
+        "secrets": secrets,
+        "policy": {"hash": hash, "schema": sources.schema, "policies": files},
+    })))
+}
+
+/// The current value of a tool's secret, for injection. Audited as
+/// `secret.delivered` (to which proxy, which version) before it leaves.
+pub async fn secret(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(tool): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let token = caller.require(AdminRight::Proxy)?;
+    let tool = ToolName::parse(&tool)?;
+    let keeper = keeper(&app)?;
+    let (secret, sealed) = app
+        .store
+        .secret_for_tool(&tool)
+        .await?
+        .ok_or_else(|| ApiError::not_found("secret for tool", &tool))?;
+    if secret.is_expired(now()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "secret_expired",
+            format!(
+                "secret `{}` expired; rotate it or store a new one",
+                secret.name
+            ),
+        ));
+    }
+    let value = keeper
+        .open_value(&secret.name, secret.version, &sealed)
+        .map_err(ApiError::internal)?;
+    let value =
+        String::from_utf8(value.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
+    let ev = NewEvent::new(EventKind::SecretDelivered, format!("proxy:{}", token.id))
+        .tool(&tool)
+        .request_id(Some(rid.0))
+        .detail(json!({"secret": secret.name, "version": secret.version}));
+    app.store.append_events(vec![ev]).await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(
+            json!({"name": secret.name, "tool": secret.tool, "version": secret.version, "value": value}),
+        ),
+    ))
+}
+
+/// One call through a proxy, as the proxy reports it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolCall {
+    /// Unique per call (the proxy's id), so a resent record is recognised.
+    id: String,
+    /// Unix milliseconds.
+    at: i64,
+    agent: Option<String>,
+    task: Option<String>,
+    tool: Option<String>,
+    action: Option<String>,
+    jti: Option<String>,
+    method: String,
+    path: String,
+    status: u16,
+    latency_ms: u64,
+    bytes: u64,
+    decision: String,
+    #[serde(default)]
+    reasons: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    events: Vec<ToolCall>,
+}
+
+fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
+    if v.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].{field}: must be at most {max} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn check(i: usize, c: &ToolCall) -> Result<(), ApiError> {
+    if c.id.is_empty()
+        || c.id.len() > 64
+        || !c
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].id: must be 1-64 letters, digits, `-` or `_`"
+        )));
+    }
+    if !matches!(c.decision.as_str(), "allow" | "deny") {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].decision: must be `allow` or `deny`"
+        )));
+    }
+    if !(100..=599).contains(&c.status) {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].status: must be an HTTP status (100-599)"
+        )));
+    }
+    if c.reasons.len() > 16 {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].reasons: at most 16"
+        )));
+    }
+    for r in &c.reasons {
+        short("reasons", i, r, 512)?;
+    }
+    short("method", i, &c.method, 16)?;
+    short("path", i, &c.path, 2048)?;
+    for (f, v) in [
+        ("agent", &c.agent),
+        ("task", &c.task),
+        ("tool", &c.tool),
+        ("action", &c.action),
+        ("jti", &c.jti),
+    ] {
+        if let Some(v) = v {
+            short(f, i, v, 256)?;
+        }
+    }
+    Ok(())
+}
+
+pub async fn ingest(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(batch): ApiJson<Batch>,
+) -> Result<Json<Value>, ApiError> {
+    let token = caller.require(AdminRight::Proxy)?;
+    if batch.events.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "events: at most {MAX_BATCH} per batch"
+        )));
+    }
+    // Validate all before writing any: a bad record refuses the whole batch.
+    for (i, c) in batch.events.iter().enumerate() {
+        check(i, c)?;
+    }
+    let actor = format!("proxy:{}", token.id);
+    let invocations: Vec<Invocation> = batch
+        .events
+        .into_iter()
+        .map(|c| {
+            // A proxy strips the query; never chain one even if it did not.
+            let path = c.path.split('?').next().unwrap_or_default().to_owned();
+            let mut event = NewEvent::new(EventKind::ToolInvoked, actor.clone())
+                .decision(&c.decision)
+                .reasons(c.reasons)
+                .request_id(Some(c.id.clone()))
+                .detail(
+                    json!({"at_ms": c.at, "action": c.action, "method": c.method,
+                    "path": path, "status": c.status, "latency_ms": c.latency_ms,
+                    "bytes": c.bytes}),
+                );
+            event.agent = c.agent;
+            event.task = c.task;
+            event.tool = c.tool;
+            event.jti = c.jti;
+            Invocation { id: c.id, event }
+        })
+        .collect();
+    let (accepted, duplicates) = app.store.ingest_invocations(invocations, now()).await?;
+    Ok(Json(
+        json!({"accepted": accepted, "duplicates": duplicates}),
+    ))
+}

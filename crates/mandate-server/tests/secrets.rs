@@ -1,0 +1,446 @@
+//! Secrets over HTTP: stored sealed (the value is nowhere on disk in
+//! clear), listed as metadata only, rotated, revealed only to active tasks
+//! of `reveal` tools, delivered to proxies, and tool-call records from
+//! proxies chained once.
+
+use mandate_testkit::serde_json::{Value, json};
+use mandate_testkit::*;
+use reqwest::StatusCode;
+
+const VALUE: &str = "ghp_SuperSecretUpstreamKey_0123456789";
+
+async fn with_secret() -> TestServer {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let (st, v) = s
+        .post(
+            "/v1/secrets",
+            Some(&s.root),
+            &json!({"name": "gh-token", "tool": "github", "class": "tool", "owner": "platform",
+                    "shared": true, "value": VALUE}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    s
+}
+
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn value_is_never_on_disk_in_clear_nor_in_listings_or_audit() {
+    let mut s = with_secret().await;
+    let (st, v) = s
+        .post(
+            "/v1/secrets/gh-token/rotate",
+            Some(&s.root),
+            &json!({"value": "ghp_RotatedValue_abcdef"}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["version"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    let (_, list) = s.get("/v1/secrets", Some(&s.root)).await;
+    let (_, one) = s.get("/v1/secrets/gh-token", Some(&s.root)).await;
+    assert_eq!(one["used_by"]["agents"], json!(["bot"]));
+    assert_eq!(
+        (one["shared"].as_bool(), one["delivery"].as_str()),
+        (Some(true), Some("inject"))
+    );
+    let events = s.events().await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(kinds.contains(&"secret.stored") && kinds.contains(&"secret.rotated"));
+    for text in [list.to_string(), one.to_string(), json!(events).to_string()] {
+        assert!(
+            !text.contains(VALUE) && !text.contains("ghp_RotatedValue"),
+            "{text}"
+        );
+        assert!(!text.contains("\"value\""), "{text}");
+    }
+    s.stop().await; // flush the WAL into the file, close everything
+    let files = files_under(&s.data_dir);
+    assert!(files.iter().any(|p| p.ends_with("mandate.db")));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [VALUE, "ghp_RotatedValue_abcdef", "SuperSecretUpstreamKey"] {
+            assert!(
+                !contains(&bytes, needle),
+                "{} holds a secret in clear",
+                f.display()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_secret_input_names_the_field_and_writes_nothing() {
+    let s = with_secret().await;
+    let before = s.events().await.len();
+    let base = json!({"name": "jira", "tool": "payroll", "class": "tool", "owner": "platform",
+                      "value": "v"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = base.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    for (body, status, field) in [
+        (without("value"), StatusCode::BAD_REQUEST, "value"),
+        (with("value", json!("")), StatusCode::BAD_REQUEST, "value"),
+        (
+            with("value", json!("a\r\nX-Evil: 1")),
+            StatusCode::BAD_REQUEST,
+            "value",
+        ),
+        (with("value", json!(42)), StatusCode::BAD_REQUEST, "value"),
+        (
+            with("class", json!("password")),
+            StatusCode::BAD_REQUEST,
+            "class",
+        ),
+        (
+            with("colour", json!("red")),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            with("name", json!("Bad Name")),
+            StatusCode::BAD_REQUEST,
+            "secret",
+        ),
+        (
+            with("human_credential", json!(true)),
+            StatusCode::BAD_REQUEST,
+            "expires_at",
+        ),
+        (
+            with("expires_at", json!(1)),
+            StatusCode::BAD_REQUEST,
+            "expires_at",
+        ),
+        (
+            with("tool", json!("nope")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tool",
+        ),
+        (
+            with("owner", json!("nobody")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "owner",
+        ),
+        (
+            with("tool", json!("github")),
+            StatusCode::CONFLICT,
+            "gh-token",
+        ),
+    ] {
+        let (st, v) = s.post("/v1/secrets", Some(&s.root), &body).await;
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(st, status, "{body}: {v}");
+        assert!(msg.contains(field), "{field}: {msg}");
+        assert!(!msg.contains("X-Evil"), "value echoed: {msg}");
+    }
+    let (st, v) = s
+        .post(
+            "/v1/secrets/gh-token/rotate",
+            Some(&s.root),
+            &json!({"value": "x", "extra": 1}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    let (st, _) = s
+        .post(
+            "/v1/secrets/missing/rotate",
+            Some(&s.root),
+            &json!({"value": "x"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(s.events().await.len(), before, "nothing written");
+    assert_eq!(
+        s.get("/v1/secrets/gh-token", Some(&s.root)).await.1["version"],
+        1
+    );
+}
+
+#[tokio::test]
+async fn secret_rights_are_enforced() {
+    let s = with_secret().await;
+    let limited = s
+        .admin_post("/v1/admin/tokens", json!({"rights": ["tools"]}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = s.get("/v1/secrets", Some(&limited)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.get("/v1/proxy/secrets/github", Some(&limited)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let secrets_admin = s
+        .admin_post("/v1/admin/tokens", json!({"rights": ["secrets"]}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = s.get("/v1/secrets", Some(&secrets_admin)).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .get("/v1/proxy/secrets/github", Some(&secrets_admin))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::FORBIDDEN,
+        "managing secrets is not reading them"
+    );
+    let session = s.session("bot").await;
+    let (st, _) = s.get("/v1/secrets", Some(&session)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
+    let s = with_secret().await;
+    let proxy = s
+        .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, cat) = s.get("/v1/proxy/catalog", Some(&proxy)).await;
+    assert_eq!(st, StatusCode::OK, "{cat}");
+    assert_eq!(cat["issuer"], s.base.as_str());
+    assert_eq!(cat["tools"].as_array().unwrap().len(), 3);
+    assert_eq!(cat["secrets"][0]["version"], 1);
+    assert!(!cat.to_string().contains(VALUE));
+    let files = cat["policy"]["policies"].as_array().unwrap();
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap().into(),
+                f["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let rebuilt = mandate_policy::PolicySet::from_sources(
+        cat["policy"]["schema"].as_str().unwrap(),
+        &sources,
+    )
+    .expect("the catalog's policy builds the same set");
+    assert_eq!(rebuilt.policy_ids(), s.app().policy().policy_ids());
+
+    let (st, v) = s.get("/v1/proxy/secrets/github", Some(&proxy)).await;
+    assert_eq!((st, v["value"].as_str()), (StatusCode::OK, Some(VALUE)));
+    let (st, _) = s.get("/v1/proxy/secrets/payroll", Some(&proxy)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let delivered: Vec<Value> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "secret.delivered")
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    assert!(
+        delivered[0]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("proxy:adm_")
+    );
+    assert!(!delivered[0].to_string().contains(VALUE));
+
+    let call = |id: &str| {
+        json!({"id": id, "at": now() * 1000, "agent": "bot", "task": null, "tool": "github",
+               "action": "issues:read", "jti": null, "method": "GET",
+               "path": "/repos/acme/x/issues?token=leak", "status": 200, "latency_ms": 3,
+               "bytes": 10, "decision": "allow", "reasons": ["allow-in-scope: ok"]})
+    };
+    let (st, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &json!({"events": [call("c1"), call("c2")]}),
+        )
+        .await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::OK, json!({"accepted": 2, "duplicates": 0}))
+    );
+    let (_, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &json!({"events": [call("c2"), call("c3")]}),
+        )
+        .await;
+    assert_eq!(v, json!({"accepted": 1, "duplicates": 1}));
+    let mut bad = call("c4");
+    bad["decision"] = json!("maybe");
+    let (st, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &json!({"events": [call("c5"), bad]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[1].decision")
+    );
+    let invoked: Vec<Value> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "tool.invoked")
+        .collect();
+    assert_eq!(
+        invoked.len(),
+        3,
+        "c1, c2, c3 once each; c5 refused with its batch"
+    );
+    let detail: Value = serde_json::from_str(invoked[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        detail["path"], "/repos/acme/x/issues",
+        "query never chained"
+    );
+    let (_, one) = s.get("/v1/secrets/gh-token", Some(&s.root)).await;
+    assert!(one["last_used_at"].is_i64(), "{one}");
+}
+
+#[tokio::test]
+async fn reveal_is_for_reveal_tools_active_tasks_and_is_audited() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    s.admin_post(
+        "/v1/tools",
+        json!({"name": "models", "audience": "https://llm.example", "owner": "platform",
+               "environment": "staging", "sensitivity": "internal", "max_ttl_secs": 600,
+               "actions": ["complete"], "delivery": {"mode": "reveal"}}),
+    )
+    .await;
+    s.admin_post(
+        "/v1/agents",
+        json!({"name": "writer", "owner": "platform", "environment": "staging",
+               "allowed_tools": ["models", "github"]}),
+    )
+    .await;
+    for (name, tool, value) in [
+        ("llm-key", "models", "sk-model-key\nline2"),
+        ("gh", "github", "ghp_x"),
+    ] {
+        let (st, v) = s
+            .post(
+                "/v1/secrets",
+                Some(&s.root),
+                &json!({"name": name, "tool": tool, "class": "model", "owner": "platform", "value": value}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+    }
+    let session = s.session("writer").await;
+    let (_, task) = s
+        .create_task(
+            &session,
+            json!([{"tool": "models", "actions": ["complete"]}, {"tool": "github", "actions": ["issues:read"]}]),
+            None,
+        )
+        .await;
+    let id = task["id"].as_str().unwrap();
+    let (st, v) = s
+        .get(&format!("/v1/tasks/{id}/secrets/llm-key"), Some(&session))
+        .await;
+    assert_eq!(
+        (st, v["value"].as_str()),
+        (StatusCode::OK, Some("sk-model-key\nline2")),
+        "{v}"
+    );
+    let (st, v) = s
+        .get(&format!("/v1/tasks/{id}/secrets/gh"), Some(&session))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "inject tools never reveal: {v}");
+    assert!(
+        v["error"]["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("no-permit"),
+        "{v}"
+    );
+    let (st, _) = s
+        .get(&format!("/v1/tasks/{id}/secrets/llm-key"), Some(&s.root))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "only the task's agent");
+    let other = s.session("bot").await;
+    let (st, _) = s
+        .get(&format!("/v1/tasks/{id}/secrets/llm-key"), Some(&other))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "another agent's task");
+    s.post(
+        &format!("/v1/tasks/{id}/complete"),
+        Some(&session),
+        &json!({}),
+    )
+    .await;
+    let (st, v) = s
+        .get(&format!("/v1/tasks/{id}/secrets/llm-key"), Some(&session))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "completed task: {v}");
+    let events = s.events().await;
+    let count = |k: &str| events.iter().filter(|e| e["kind"] == k).count();
+    assert_eq!((count("secret.retrieved"), count("secret.refused")), (1, 2));
+    assert!(!json!(events).to_string().contains("sk-model-key"));
+}
+
+#[tokio::test]
+async fn secrets_survive_restart_and_a_wrong_master_key_refuses_to_start() {
+    let s = with_secret().await;
+    let proxy = s
+        .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let s = s.restart().await;
+    let (st, v) = s.get("/v1/proxy/secrets/github", Some(&proxy)).await;
+    assert_eq!((st, v["value"].as_str()), (StatusCode::OK, Some(VALUE)));
+    let data = s.data_dir.clone();
+    let mut s = s;
+    s.stop().await;
+    let mut cfg = mandate_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data,
+        ..Default::default()
+    };
+    cfg.master_key = Some(
+        mandate_token::seal::SealKey::generate()
+            .to_base64()
+            .to_string()
+            .into(),
+    );
+    let err = match mandate_server::start(cfg.validate().unwrap()).await {
+        Ok(_) => panic!("started with the wrong master key"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("wrong master key"), "{err}");
+}

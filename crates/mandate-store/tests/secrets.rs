@@ -1,0 +1,173 @@
+//! Secrets and proxy audit ingestion in the SQLite store, against a real file.
+
+use mandate_audit::{EventKind, NewEvent, verify_chain};
+use mandate_core::*;
+use mandate_store::{Invocation, SealedValue, SqliteStore, Store, StoreError};
+
+fn ev(kind: EventKind) -> NewEvent {
+    NewEvent::new(kind, "test")
+}
+
+async fn with_tool(dir: &std::path::Path) -> SqliteStore {
+    let s = SqliteStore::open(&dir.join("mandate.db")).unwrap();
+    s.create_owner(
+        Owner {
+            name: OwnerName::parse("platform").unwrap(),
+            description: String::new(),
+            created_at: 0,
+        },
+        ev(EventKind::OwnerCreated),
+    )
+    .await
+    .unwrap();
+    for (name, aud) in [("github", "https://api.github.com"), ("jira", "urn:jira")] {
+        let tool: NewTool = serde_json::from_value(serde_json::json!({
+            "name": name, "audience": aud, "owner": "platform", "environment": "staging",
+            "sensitivity": "internal", "max_ttl_secs": 600, "actions": ["issues:read"]
+        }))
+        .unwrap();
+        s.create_tool(tool.into_tool(0).unwrap(), ev(EventKind::ToolCreated))
+            .await
+            .unwrap();
+    }
+    s
+}
+
+fn secret(name: &str, tool: &str) -> Secret {
+    serde_json::from_value::<NewSecret>(serde_json::json!({
+        "name": name, "tool": tool, "class": "tool", "owner": "platform"
+    }))
+    .unwrap()
+    .into_secret(10)
+    .unwrap()
+}
+
+fn sealed(key: i64, b: &[u8]) -> SealedValue {
+    SealedValue {
+        data_key: key,
+        bytes: b.to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn data_key_is_created_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_tool(dir.path()).await;
+    let (id, w) = s.data_key(b"first".to_vec(), 1).await.unwrap();
+    let (id2, w2) = s.data_key(b"second".to_vec(), 2).await.unwrap();
+    assert_eq!((id, w.as_slice()), (id2, w2.as_slice()));
+    assert_eq!(w2, b"first");
+}
+
+#[tokio::test]
+async fn one_secret_per_tool_and_rotation_checks_the_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_tool(dir.path()).await;
+    let (k, _) = s.data_key(b"wrapped".to_vec(), 1).await.unwrap();
+    s.put_secret(
+        secret("gh", "github"),
+        sealed(k, b"v1"),
+        ev(EventKind::SecretStored),
+    )
+    .await
+    .unwrap();
+    let err = s
+        .put_secret(
+            secret("gh2", "github"),
+            sealed(k, b"x"),
+            ev(EventKind::SecretStored),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let err = s
+        .put_secret(
+            secret("gh", "jira"),
+            sealed(k, b"x"),
+            ev(EventKind::SecretStored),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { what: "secret", .. }),
+        "{err}"
+    );
+    let err = s
+        .put_secret(
+            secret("nope", "nope"),
+            sealed(k, b"x"),
+            ev(EventKind::SecretStored),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotFound { what: "tool", .. }),
+        "{err}"
+    );
+
+    let name = SecretName::parse("gh").unwrap();
+    let rotated = s
+        .rotate_secret(&name, 1, sealed(k, b"v2"), 20, ev(EventKind::SecretRotated))
+        .await
+        .unwrap();
+    assert_eq!((rotated.version, rotated.rotated_at), (2, Some(20)));
+    let err = s
+        .rotate_secret(&name, 1, sealed(k, b"v3"), 30, ev(EventKind::SecretRotated))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { .. }),
+        "stale version: {err}"
+    );
+    let (meta, value) = s
+        .secret_for_tool(&ToolName::parse("github").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (meta.version, value.bytes.as_slice()),
+        (2, b"v2".as_slice())
+    );
+    assert_eq!(s.list_secrets().await.unwrap().len(), 1);
+    // Refused writes left no events: owner, 2 tools, stored, rotated.
+    let events = s.events_since(0, 100).await.unwrap();
+    assert_eq!(events.len(), 5);
+    verify_chain(events).unwrap();
+}
+
+#[tokio::test]
+async fn resent_invocations_are_chained_once_and_mark_the_secret_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_tool(dir.path()).await;
+    let (k, _) = s.data_key(b"w".to_vec(), 1).await.unwrap();
+    s.put_secret(
+        secret("gh", "github"),
+        sealed(k, b"v"),
+        ev(EventKind::SecretStored),
+    )
+    .await
+    .unwrap();
+    let inv = |id: &str, decision: &str| Invocation {
+        id: id.into(),
+        event: ev(EventKind::ToolInvoked).tool("github").decision(decision),
+    };
+    let before = s.events_since(0, 100).await.unwrap().len();
+    let r = s
+        .ingest_invocations(vec![inv("a", "deny"), inv("b", "allow")], 50)
+        .await
+        .unwrap();
+    assert_eq!(r, (2, 0));
+    let r = s
+        .ingest_invocations(vec![inv("b", "allow"), inv("c", "allow")], 60)
+        .await
+        .unwrap();
+    assert_eq!(r, (1, 1));
+    let events = s.events_since(0, 100).await.unwrap();
+    assert_eq!(events.len(), before + 3);
+    let (meta, _) = s
+        .get_secret(&SecretName::parse("gh").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(meta.last_used_at, Some(60));
+}
