@@ -172,11 +172,16 @@ def main():
                             meta, out)
                     time.sleep(1)
         if a.grants:
-            t0 = time.time()
-            loadgen(a.loadgen, targets["create-service"] + ["-c", "64", "-d", "900", "--warmup", "0",
-                                                            "-n", str(a.grants), "--pid", str(p.pid),
-                                                            "--label", f"mandate/grants-{a.grants}"],
-                    {"peer": "mandate", "config": "sqlite-audit", "workload": "bulk-grants", "rep": 1}, out)
+            # The load generator runs at most 120 s per call: mint in chunks.
+            t0, done, chunk = time.time(), 0, 250_000
+            while done < a.grants:
+                n = min(chunk, a.grants - done)
+                loadgen(a.loadgen, targets["create-service"] + ["-c", "64", "-d", "120", "--warmup", "0",
+                                                                "-n", str(n), "--pid", str(p.pid),
+                                                                "--label", f"mandate/grants-{done + n}"],
+                        {"peer": "mandate", "config": "sqlite-audit", "workload": "bulk-grants", "rep": 1},
+                        work / "grants.jsonl")
+                done += n
             db = sum(f.stat().st_size for f in (work / "data").glob("mandate.db*"))
             print(json.dumps({"grants": a.grants, "seconds": round(time.time() - t0, 1),
                               "rss_after_mb": round(rss_mb(p.pid), 1), "db_mb": round(db / 2**20, 1)}))

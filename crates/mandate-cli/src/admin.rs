@@ -71,6 +71,8 @@ pub enum AgentCmd {
     },
 }
 
+// Parsed once per process: the size difference between variants is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ToolCmd {
     /// Register a tool.
@@ -94,6 +96,19 @@ pub enum ToolCmd {
         actions: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Base URL the proxy forwards to, e.g. https://api.github.com.
+        #[arg(long)]
+        upstream: Option<String>,
+        /// A proxy route: "METHOD PATH ACTION [RESOURCE]", e.g.
+        /// "GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}" (repeatable; first match wins).
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// How the proxy injects the secret: bearer, header:NAME[:PREFIX], basic:USERNAME or query:PARAM.
+        #[arg(long, default_value = "bearer", conflicts_with = "reveal")]
+        inject: String,
+        /// Flagged exception: hand the secret to active tasks instead of injecting it.
+        #[arg(long)]
+        reveal: bool,
     },
     /// List tools.
     List,
@@ -138,6 +153,35 @@ pub enum AdminTokenCmd {
         #[arg(long)]
         ttl: Option<u32>,
     },
+}
+
+/// `"GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}"`.
+fn parse_route(text: &str) -> Result<Value> {
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    match parts.as_slice() {
+        [method, path, action] => Ok(json!({"method": method, "path": path, "action": action})),
+        [method, path, action, resource] => {
+            Ok(json!({"method": method, "path": path, "action": action, "resource": resource}))
+        }
+        _ => bail!("--route `{text}`: expected \"METHOD PATH ACTION [RESOURCE]\""),
+    }
+}
+
+/// `bearer`, `header:NAME[:PREFIX]`, `basic:USERNAME`, `query:PARAM`.
+fn parse_inject(text: &str) -> Result<Value> {
+    let (kind, rest) = text.split_once(':').unwrap_or((text, ""));
+    Ok(match (kind, rest) {
+        ("bearer", "") => json!({"kind": "bearer"}),
+        ("header", r) if !r.is_empty() => {
+            let (name, prefix) = r.split_once(':').unwrap_or((r, ""));
+            json!({"kind": "header", "name": name, "prefix": prefix})
+        }
+        ("basic", u) if !u.is_empty() => json!({"kind": "basic", "username": u}),
+        ("query", p) if !p.is_empty() => json!({"kind": "query", "param": p}),
+        _ => bail!(
+            "--inject `{text}`: expected bearer, header:NAME[:PREFIX], basic:USERNAME or query:PARAM"
+        ),
+    })
 }
 
 fn show(v: &Value, as_json: bool) {
@@ -232,11 +276,34 @@ pub async fn agent(c: &Client, cmd: AgentCmd, as_json: bool) -> Result<()> {
 pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
     c.require_token("tool")?;
     let v = match cmd {
-        ToolCmd::Create { name, audience, owner, environment, sensitivity, max_ttl, actions, description } => {
+        ToolCmd::Create {
+            name,
+            audience,
+            owner,
+            environment,
+            sensitivity,
+            max_ttl,
+            actions,
+            description,
+            upstream,
+            routes,
+            inject,
+            reveal,
+        } => {
+            let routes = routes
+                .iter()
+                .map(|r| parse_route(r))
+                .collect::<Result<Vec<_>>>()?;
+            let delivery = if reveal {
+                json!({"mode": "reveal"})
+            } else {
+                json!({"mode": "inject", "inject": parse_inject(&inject)?})
+            };
             c.post(
                 "/v1/tools",
                 &json!({"name": name, "audience": audience, "owner": owner, "environment": environment,
-                        "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description}),
+                        "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description,
+                        "upstream": upstream, "routes": routes, "delivery": delivery}),
             )
             .await?
         }
@@ -245,7 +312,14 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             if !as_json {
                 output::table(
                     v["tools"].as_array().map(|a| a.as_slice()).unwrap_or(&[]),
-                    &[("name", "/name"), ("audience", "/audience"), ("environment", "/environment"), ("sensitivity", "/sensitivity"), ("max ttl", "/max_ttl_secs"), ("actions", "/actions")],
+                    &[
+                        ("name", "/name"),
+                        ("audience", "/audience"),
+                        ("environment", "/environment"),
+                        ("sensitivity", "/sensitivity"),
+                        ("max ttl", "/max_ttl_secs"),
+                        ("actions", "/actions"),
+                    ],
                 );
                 return Ok(());
             }

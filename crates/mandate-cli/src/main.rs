@@ -6,6 +6,7 @@ mod agent_side;
 mod audit;
 mod client;
 mod output;
+mod secrets;
 mod serve;
 
 use anyhow::Result;
@@ -85,6 +86,9 @@ enum Command {
     /// Signing keys: list the published set, rotate.
     #[command(subcommand)]
     Keys(admin::KeysCmd),
+    /// Upstream credentials the proxy injects: put, list, show, rotate (never printed).
+    #[command(subcommand)]
+    Secret(secrets::SecretCmd),
     /// Admin tokens with a subset of rights.
     #[command(subcommand, name = "admin-token")]
     AdminToken(admin::AdminTokenCmd),
@@ -125,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(c) => admin::policy(&client()?, c, cli.json).await,
         Command::Audit(c) => audit::run(&client()?, c, cli.json).await,
         Command::Keys(c) => admin::keys(&client()?, c, cli.json).await,
+        Command::Secret(c) => secrets::run(&client()?, c, cli.json).await,
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
     }
 }

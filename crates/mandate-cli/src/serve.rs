@@ -65,6 +65,10 @@ pub async fn dev(listen: &str, data_dir: Option<PathBuf>) -> Result<()> {
         listen: addr,
         data_dir: data_dir.clone(),
         trust_domain: "mandate.local".into(),
+        // Dev only: a master key in the data dir (warned about loudly),
+        // unless MANDATE_MASTER_KEY is set.
+        master_key: std::env::var("MANDATE_MASTER_KEY").ok().map(Into::into),
+        generate_master_key: true,
         ..Config::default()
     };
     init_logging("text");

@@ -217,3 +217,107 @@ fn policy_check_validates_files_offline() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("oops") || err.contains("bad.cedar"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxied_tool_and_secret_from_env_never_printed() {
+    let s = TestServer::start().await;
+    tokio::task::spawn_blocking(move || {
+        run(&s, &["owner", "create", "platform"], &[]);
+        let tool = run(
+            &s,
+            &[
+                "--json",
+                "tool",
+                "create",
+                "github",
+                "--audience",
+                "https://api.github.com",
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--sensitivity",
+                "internal",
+                "--action",
+                "issues:read",
+                "--upstream",
+                "http://127.0.0.1:9",
+                "--route",
+                "GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}",
+                "--inject",
+                "header:X-Api-Key",
+            ],
+            &[],
+        );
+        let tool: serde_json::Value = serde_json::from_str(&tool).unwrap();
+        assert_eq!(tool["routes"][0]["resource"], "repo:{owner}/{repo}");
+        assert_eq!(tool["delivery"]["inject"]["name"], "X-Api-Key");
+        let out = run(
+            &s,
+            &[
+                "secret",
+                "put",
+                "gh-token",
+                "--tool",
+                "github",
+                "--class",
+                "tool",
+                "--owner",
+                "platform",
+                "--from-env",
+                "GH_KEY",
+            ],
+            &[("GH_KEY", "ghp_cli_secret_value")],
+        );
+        let list = run(&s, &["secret", "list"], &[]);
+        assert!(list.contains("gh-token"), "{list}");
+        for text in [&out, &list] {
+            assert!(!text.contains("ghp_cli_secret_value"), "{text}");
+        }
+        // Errors name the flag and exit non-zero.
+        let o = mandate(
+            &s,
+            &[
+                "tool",
+                "create",
+                "x",
+                "--audience",
+                "urn:x",
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--sensitivity",
+                "internal",
+                "--action",
+                "a:b",
+                "--route",
+                "GET",
+            ],
+            &[],
+        );
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--route"));
+        let o = mandate(
+            &s,
+            &[
+                "secret",
+                "put",
+                "x",
+                "--tool",
+                "github",
+                "--class",
+                "tool",
+                "--owner",
+                "platform",
+                "--from-env",
+                "NOT_SET_ANYWHERE",
+            ],
+            &[],
+        );
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--from-env"));
+    })
+    .await
+    .unwrap();
+}

@@ -132,16 +132,24 @@ impl App {
         &self,
         token: &str,
         now: i64,
-    ) -> Result<(SessionClaims, Arc<Agent>), String> {
-        let c: SessionClaims = self
-            .verify_own(token, jwt::TYP_SESSION)
-            .map_err(|e| e.to_string())?;
-        if c.iss != self.issuer {
-            return Err(TokenError::WrongIssuer.to_string());
-        }
-        if c.aud != self.issuer {
-            return Err(TokenError::WrongAudience.to_string());
-        }
+    ) -> Result<(Arc<SessionClaims>, Arc<Agent>), String> {
+        let c = match self.sessions.get(token) {
+            Some(c) => c,
+            None => {
+                let c: SessionClaims = self
+                    .verify_own(token, jwt::TYP_SESSION)
+                    .map_err(|e| e.to_string())?;
+                if c.iss != self.issuer {
+                    return Err(TokenError::WrongIssuer.to_string());
+                }
+                if c.aud != self.issuer {
+                    return Err(TokenError::WrongAudience.to_string());
+                }
+                let c = Arc::new(c);
+                self.sessions.put(token, c.clone());
+                c
+            }
+        };
         jwt::check_times(c.exp, Some(c.nbf), now, LEEWAY_SECS).map_err(|e| e.to_string())?;
         if self.directory.is_token_revoked(&c.jti) {
             return Err("session has been revoked".into());

@@ -242,7 +242,7 @@ pub async fn revoke(
         Err(_) => app
             .verify_session(token, t)
             .ok()
-            .map(|(s, _)| (s.jti, s.sub, s.exp, None)),
+            .map(|(s, _)| (s.jti.clone(), s.sub.clone(), s.exp, None)),
     };
     let Some((jti, sub, exp, task)) = target else {
         return Ok(Json(json!({})));
