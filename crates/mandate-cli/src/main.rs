@@ -60,6 +60,15 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run a credential-injection proxy beside a broker: checks each agent
+    /// request's token and Cedar policy, injects the tool's upstream secret,
+    /// forwards, redacts echoes, audits every call.
+    Proxy {
+        /// TOML config (listen, broker, token_file, spool_dir, …); every key
+        /// can be overridden by MANDATE_PROXY_* env vars.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Teams and services accountable for agents and tools.
     #[command(subcommand)]
     Owner(admin::OwnerCmd),
@@ -120,6 +129,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
+        Command::Proxy { config } => serve::proxy(config).await,
         Command::Owner(c) => admin::owner(&client()?, c, cli.json).await,
         Command::Agent(c) => admin::agent(&client()?, c, cli.json).await,
         Command::Tool(c) => admin::tool(&client()?, c, cli.json).await,

@@ -47,6 +47,21 @@ pub async fn server(config: Option<PathBuf>) -> Result<()> {
     wait_for_shutdown(started).await
 }
 
+pub async fn proxy(config: Option<PathBuf>) -> Result<()> {
+    let cfg = mandate_proxy::ProxyConfig::load(config.as_deref())?;
+    init_logging("text");
+    let running = mandate_proxy::Proxy::start(cfg).await?;
+    tracing::info!(addr = %running.addr(), "mandate proxy listening");
+    let stopper = running.stopper();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            stopper.stop();
+        }
+    });
+    running.wait().await?;
+    Ok(())
+}
+
 pub async fn dev(listen: &str, data_dir: Option<PathBuf>) -> Result<()> {
     let addr: std::net::SocketAddr = listen
         .parse()

@@ -6,80 +6,13 @@
 
 use crate::app::App;
 use mandate_core::{Agent, Jti, RandomId};
+pub use mandate_token::cache::{Expiring, TokenCache};
 use mandate_token::claims::{AccessClaims, SessionClaims};
 use mandate_token::{TokenError, jwt};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// Our own tokens: issuer and verifier share a clock, little skew to allow.
 const LEEWAY_SECS: i64 = 5;
-const CACHE_MAX: usize = 200_000;
-
-/// Tokens whose signature already verified, by `jti`, with the exact token
-/// bytes to compare on lookup (so a forged token reusing a `jti` misses).
-pub struct TokenCache<C> {
-    entries: RwLock<HashMap<String, Cached<C>>>,
-}
-
-/// The exact token text and its verified claims.
-type Cached<C> = (Box<str>, Arc<C>);
-
-impl<C> Default for TokenCache<C> {
-    fn default() -> Self {
-        TokenCache {
-            entries: RwLock::new(HashMap::new()),
-        }
-    }
-}
-
-/// Claims with an expiry, so the cache can drop them.
-pub trait Expiring {
-    fn jti(&self) -> &str;
-    fn exp(&self) -> i64;
-}
-
-impl Expiring for AccessClaims {
-    fn jti(&self) -> &str {
-        &self.jti
-    }
-    fn exp(&self) -> i64 {
-        self.exp
-    }
-}
-
-impl Expiring for SessionClaims {
-    fn jti(&self) -> &str {
-        &self.jti
-    }
-    fn exp(&self) -> i64 {
-        self.exp
-    }
-}
-
-impl<C: Expiring> TokenCache<C> {
-    fn get(&self, token: &str) -> Option<Arc<C>> {
-        let jti = peek_jti(token)?;
-        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let (cached, claims) = map.get(&jti)?;
-        aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes())
-            .ok()
-            .map(|_| claims.clone())
-    }
-    fn put(&self, token: &str, claims: Arc<C>) {
-        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CACHE_MAX {
-            // Full: start over rather than track recency; a miss only costs a verify.
-            map.clear();
-        }
-        map.insert(claims.jti().to_owned(), (token.into(), claims));
-    }
-    pub fn forget_expired(&self, now: i64) {
-        self.entries
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, (_, c)| c.exp() > now);
-    }
-}
 
 pub fn new_jti() -> Jti {
     Jti::from_random(mandate_token::random_bytes())
@@ -182,15 +115,4 @@ impl App {
         jwt::check_times(claims.exp, Some(claims.nbf), now, LEEWAY_SECS)?;
         Ok(claims)
     }
-}
-
-/// The `jti` of a token without verifying it: only a cache key.
-fn peek_jti(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct J {
-        jti: String,
-    }
-    let payload = token.split('.').nth(1)?;
-    let bytes = mandate_token::b64_decode(payload)?;
-    serde_json::from_slice::<J>(&bytes).ok().map(|j| j.jti)
 }

@@ -83,12 +83,22 @@ impl TestServer {
         }
     }
 
-    /// Stop the server and start a new one on the same data dir and address
-    /// (a restart: the issuer URL, and so existing tokens, stay valid).
+    /// Stop the server (if running) and start a new one on the same data
+    /// dir and address (a restart: the issuer URL, and so existing tokens,
+    /// stay valid).
     pub async fn restart(mut self) -> Self {
-        let started = self.started.take().expect("running");
-        let addr = started.addr.to_string();
-        started.stop().await;
+        let addr = match self.started.take() {
+            Some(started) => {
+                let addr = started.addr.to_string();
+                started.stop().await;
+                addr
+            }
+            None => self
+                .base
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .to_owned(),
+        };
         let mut next = Self::boot(
             &self.data_dir.clone(),
             self.configure.clone(),

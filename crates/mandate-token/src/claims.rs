@@ -1,5 +1,6 @@
 //! Claim sets Mandate issues.
 
+use mandate_core::ResourcePattern;
 use serde::{Deserialize, Serialize};
 
 /// `type` of Mandate's RFC 9396 authorization details entry.
@@ -19,6 +20,24 @@ pub struct AuthorizationDetail {
     pub environment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sensitivity: Option<String>,
+}
+
+impl AuthorizationDetail {
+    /// Is `resource` inside this grant? No listed resources means any; a
+    /// pattern that does not parse matches nothing (fail closed).
+    pub fn covers_resource(&self, resource: &str) -> bool {
+        self.resources.is_empty()
+            || self
+                .resources
+                .iter()
+                .filter_map(|r| ResourcePattern::parse(r).ok())
+                .any(|p| p.matches(resource))
+    }
+
+    /// Does this grant list `action`?
+    pub fn allows_action(&self, action: &str) -> bool {
+        self.actions.iter().any(|a| a == action)
+    }
 }
 
 /// RFC 9068 access token claims, plus `txn` (the task) and the granted scope.
@@ -55,4 +74,42 @@ pub struct SessionClaims {
     pub client_id: String,
     /// How the agent proved itself: `jwt_bearer` or `private_key_jwt`.
     pub amr: Vec<String>,
+}
+
+impl AccessClaims {
+    /// The `authorization_details` entry for `tool`, if the grant has one.
+    pub fn detail_for(&self, tool: &str) -> Option<&AuthorizationDetail> {
+        self.authorization_details.iter().find(|d| d.tool == tool)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(resources: &[&str]) -> AuthorizationDetail {
+        AuthorizationDetail {
+            type_: DETAIL_TYPE.into(),
+            tool: "github".into(),
+            actions: vec!["issues:read".into()],
+            resources: resources.iter().map(|r| r.to_string()).collect(),
+            environment: Some("staging".into()),
+            sensitivity: None,
+        }
+    }
+
+    #[test]
+    fn no_resources_cover_everything() {
+        assert!(detail(&[]).covers_resource("repo:acme/widgets"));
+    }
+
+    #[test]
+    fn patterns_cover_by_prefix_and_bad_patterns_cover_nothing() {
+        let d = detail(&["repo:acme/*", "repo:other/x"]);
+        assert!(d.covers_resource("repo:acme/widgets"));
+        assert!(d.covers_resource("repo:other/x"));
+        assert!(!d.covers_resource("repo:other/y"));
+        assert!(!detail(&["a*b"]).covers_resource("a*b"));
+        assert!(d.allows_action("issues:read") && !d.allows_action("issues:write"));
+    }
 }

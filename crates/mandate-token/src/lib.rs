@@ -9,9 +9,11 @@
 //! - [`claims`]: RFC 9068 access-token claims and identity-session claims.
 //!
 //! - [`seal`]: envelope encryption (AES-256-GCM) for stored secrets.
+//! - [`cache`]: verified tokens by `jti`, so a signature is checked once.
 //!
 //! No network and no clocks: callers pass `now`.
 
+pub mod cache;
 pub mod claims;
 mod error;
 mod jwk;

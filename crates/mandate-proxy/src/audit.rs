@@ -1,0 +1,430 @@
+//! Tool-call records: built per request, written ahead to the spool by a
+//! writer thread (batched, one sync per batch), then shipped to the broker
+//! (`POST /v1/audit/tool-invocations`) by a task that advances the
+//! committed offset only after a 2xx. The broker de-duplicates by `id`, so
+//! a batch resent after a crash is chained once.
+
+use crate::broker::{Broker, BrokerError};
+use crate::metrics::Metrics;
+use crate::spool::{Position, Spool, SpoolWriter};
+use serde::Serialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+const QUEUE: usize = 65_536;
+/// Field limits the broker enforces; records are cut to fit so that one
+/// odd request can never make a batch unacceptable.
+const MAX_PATH: usize = 2048;
+const MAX_FIELD: usize = 256;
+const MAX_REASON: usize = 512;
+const MAX_REASONS: usize = 16;
+
+/// One call through the proxy, allowed or denied.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCall {
+    pub id: String,
+    /// Unix milliseconds when the request arrived.
+    pub at: i64,
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    pub action: Option<String>,
+    pub jti: Option<String>,
+    pub method: String,
+    /// Without the query (which may carry data, or an injected secret).
+    pub path: String,
+    pub status: u16,
+    pub latency_ms: u64,
+    pub bytes: u64,
+    pub decision: &'static str,
+    pub reasons: Vec<String>,
+}
+
+fn cut(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+impl ToolCall {
+    fn fit(&mut self) {
+        cut(&mut self.path, MAX_PATH);
+        cut(&mut self.method, 16);
+        for f in [
+            &mut self.agent,
+            &mut self.task,
+            &mut self.tool,
+            &mut self.action,
+            &mut self.jti,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut(f, MAX_FIELD);
+        }
+        self.reasons.truncate(MAX_REASONS);
+        for r in &mut self.reasons {
+            cut(r, MAX_REASON);
+        }
+    }
+}
+
+enum Msg {
+    Record(Box<ToolCall>),
+    Rotate,
+    Close,
+}
+
+/// The front of the audit pipeline: hand a record over and move on.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditLog {
+    pub fn record(&self, mut call: ToolCall) {
+        call.fit();
+        match self.tx.try_send(Msg::Record(Box::new(call))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(m)) => {
+                // The writer is behind (slow disk): wait for room rather than drop.
+                let tx = self.tx.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = tx.send(m).await;
+                    });
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("audit writer has stopped; a tool-call record was not spooled");
+            }
+        }
+    }
+}
+
+/// The running pipeline's handles.
+pub struct Pipeline {
+    pub log: AuditLog,
+    writer: Option<std::thread::JoinHandle<()>>,
+    shipper: tokio::task::JoinHandle<()>,
+    killed: Arc<AtomicBool>,
+    stop_shipping: watch::Sender<bool>,
+}
+
+pub struct ShipSettings {
+    pub batch_max: usize,
+    pub flush_every: Duration,
+}
+
+/// Open the spool and start the writer thread and the shipper task.
+pub fn start(
+    dir: &std::path::Path,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+    settings: ShipSettings,
+) -> std::io::Result<Pipeline> {
+    let (spool, writer, committed) = Spool::open(dir)?;
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (written_tx, written_rx) = watch::channel(writer.position());
+    let killed = Arc::new(AtomicBool::new(false));
+    let batch_max = settings.batch_max;
+    let writer = {
+        let killed = killed.clone();
+        std::thread::Builder::new()
+            .name("mandate-audit-spool".into())
+            .spawn(move || write_loop(writer, rx, written_tx, killed, batch_max))?
+    };
+    let (stop_shipping, stop_rx) = watch::channel(false);
+    let shipper = tokio::spawn(ship_loop(ShipLoop {
+        spool,
+        committed,
+        written: written_rx,
+        broker,
+        metrics,
+        settings,
+        rotate: tx.clone(),
+        stop: stop_rx,
+        caught_up_at: None,
+    }));
+    Ok(Pipeline {
+        log: AuditLog { tx },
+        writer: Some(writer),
+        shipper,
+        killed,
+        stop_shipping,
+    })
+}
+
+impl Pipeline {
+    /// Write everything queued, make one last attempt to ship (bounded by
+    /// `grace`), stop. What is not shipped stays in the spool for next time.
+    pub async fn stop(mut self, grace: Duration) {
+        let _ = self.log.tx.send(Msg::Close).await;
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        let _ = self.stop_shipping.send(true);
+        if tokio::time::timeout(grace, &mut self.shipper)
+            .await
+            .is_err()
+        {
+            self.shipper.abort();
+        }
+    }
+
+    /// Stop as a crash would: nothing more is written or shipped.
+    pub async fn kill(mut self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.shipper.abort();
+        let _ = self.log.tx.try_send(Msg::Close);
+        if let Some(w) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        let _ = (&mut self.shipper).await;
+    }
+}
+
+fn write_loop(
+    mut w: SpoolWriter,
+    mut rx: mpsc::Receiver<Msg>,
+    written: watch::Sender<Position>,
+    killed: Arc<AtomicBool>,
+    batch_max: usize,
+) {
+    let mut closing = false;
+    while !closing {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut lines = Vec::new();
+        let mut rotate = false;
+        let mut msg = Some(first);
+        while let Some(m) = msg.take() {
+            match m {
+                Msg::Record(c) => match serde_json::to_vec(&c) {
+                    Ok(line) => lines.push(line),
+                    Err(e) => tracing::error!(error = %e, "tool-call record does not serialise"),
+                },
+                Msg::Rotate => rotate = true,
+                Msg::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+            if lines.len() < batch_max.max(64) {
+                msg = rx.try_recv().ok();
+            }
+        }
+        if killed.load(Ordering::SeqCst) {
+            return;
+        }
+        if !lines.is_empty() {
+            match w.append(&lines) {
+                Ok(pos) => {
+                    let _ = written.send(pos);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = lines.len(), "audit spool write failed; records lost")
+                }
+            }
+        }
+        if rotate {
+            match w.rotate() {
+                Ok(pos) => {
+                    let _ = written.send(pos);
+                }
+                Err(e) => tracing::warn!(error = %e, "audit spool rotation failed"),
+            }
+        }
+    }
+}
+
+struct ShipLoop {
+    spool: Spool,
+    committed: Position,
+    written: watch::Receiver<Position>,
+    broker: Arc<Broker>,
+    metrics: Arc<Metrics>,
+    settings: ShipSettings,
+    rotate: mpsc::Sender<Msg>,
+    stop: watch::Receiver<bool>,
+    /// Where the shipper last found itself caught up (to spot an idle spool).
+    caught_up_at: Option<Position>,
+}
+
+/// A busy spool starts a new segment once the current one is this large.
+const SEGMENT_BYTES: u64 = 1 << 20;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+async fn ship_loop(mut s: ShipLoop) {
+    let mut backoff = BACKOFF_MIN;
+    let mut wait = Duration::ZERO; // ship what a previous run left, at once
+    loop {
+        let stopping = *s.stop.borrow();
+        if !stopping {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = s.stop.changed() => {}
+            }
+        }
+        let stopping = *s.stop.borrow();
+        match drain(&mut s).await {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                wait = s.settings.flush_every;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "audit shipping failed; records stay spooled");
+                wait = backoff;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// Ship everything written so far, batch by batch.
+async fn drain(s: &mut ShipLoop) -> Result<(), String> {
+    loop {
+        let upto = *s.written.borrow();
+        let backlog = s.spool.backlog(s.committed, upto);
+        s.metrics.spool_backlog.set(backlog as i64);
+        if s.committed >= upto {
+            // Caught up. Compact: start a fresh segment (so this one can be
+            // deleted) when it is large, or when nothing new came in since
+            // the last round.
+            let idle = s.caught_up_at == Some(upto);
+            if s.committed.offset > 0 && (idle || s.committed.offset >= SEGMENT_BYTES) {
+                let _ = s.rotate.try_send(Msg::Rotate);
+            }
+            s.caught_up_at = Some(upto);
+            return Ok(());
+        }
+        let (spool, from, max) = (s.spool.clone(), s.committed, s.settings.batch_max);
+        let batch = tokio::task::spawn_blocking(move || spool.read(from, upto, max))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading the spool: {e}"))?;
+        if batch.end == s.committed {
+            return Ok(()); // nothing readable yet
+        }
+        let lines: Vec<Vec<u8>> = batch
+            .lines
+            .into_iter()
+            .filter(|l| match serde_json::from_slice::<serde_json::Value>(l) {
+                Ok(v) if v.is_object() => true,
+                _ => {
+                    tracing::error!("unreadable line in the audit spool; skipped");
+                    false
+                }
+            })
+            .collect();
+        if !lines.is_empty() {
+            ship(s, &lines).await?;
+        }
+        let (spool, end) = (s.spool.clone(), batch.end);
+        tokio::task::spawn_blocking(move || spool.commit(end))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("committing the spool offset: {e}"))?;
+        s.committed = batch.end;
+    }
+}
+
+fn body(lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 16);
+    out.extend_from_slice(b"{\"events\":[");
+    for (i, l) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(l);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
+    match s.broker.post_audit(body(lines)).await {
+        Ok(a) => {
+            tracing::debug!(
+                accepted = a.accepted,
+                duplicates = a.duplicates,
+                "audit batch shipped"
+            );
+            Ok(())
+        }
+        Err(BrokerError::Status {
+            status: 400 | 422,
+            message,
+            ..
+        }) if lines.len() > 1 => {
+            // One bad record refuses the whole batch: find it, one by one.
+            tracing::warn!(%message, "audit batch refused; sending records one at a time");
+            for l in lines {
+                Box::pin(ship(s, std::slice::from_ref(l))).await?;
+            }
+            Ok(())
+        }
+        Err(BrokerError::Status {
+            status: 400 | 422,
+            message,
+            ..
+        }) => {
+            tracing::error!(%message, "broker refuses an audit record; kept in rejected.jsonl");
+            let (spool, line) = (s.spool.clone(), lines[0].clone());
+            tokio::task::spawn_blocking(move || spool.set_aside(&line))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("keeping a refused record: {e}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_cut_to_the_brokers_limits() {
+        let mut c = ToolCall {
+            id: "x".into(),
+            at: 0,
+            agent: Some("a".repeat(300)),
+            task: None,
+            tool: None,
+            action: None,
+            jti: None,
+            method: "GET".into(),
+            path: "/é".repeat(2000),
+            status: 200,
+            latency_ms: 0,
+            bytes: 0,
+            decision: "allow",
+            reasons: vec!["r".repeat(600); 20],
+        };
+        c.fit();
+        assert!(c.path.len() <= MAX_PATH && c.path.is_char_boundary(c.path.len()));
+        assert_eq!(c.agent.unwrap().len(), MAX_FIELD);
+        assert_eq!(c.reasons.len(), MAX_REASONS);
+        assert!(c.reasons.iter().all(|r| r.len() == MAX_REASON));
+    }
+
+    #[test]
+    fn batch_body_is_json() {
+        let b = body(&[br#"{"id":"a"}"#.to_vec(), br#"{"id":"b"}"#.to_vec()]);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["events"][1]["id"], "b");
+    }
+}

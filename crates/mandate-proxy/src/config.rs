@@ -1,0 +1,333 @@
+//! Proxy configuration: one TOML file (`deny_unknown_fields`), every key
+//! overridable by a `MANDATE_PROXY_*` variable, validated at load with
+//! errors that name the key.
+
+use crate::error::ProxyError;
+use mandate_core::Environment;
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Largest audit batch the broker takes (`/v1/audit/tool-invocations`).
+pub const BROKER_MAX_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The broker's base URL (`https://mandate.example`).
+    pub broker: String,
+    /// File holding the proxy's admin token (right `proxy`).
+    pub token_file: Option<PathBuf>,
+    /// The token itself: read from `token_file` or `MANDATE_PROXY_TOKEN`,
+    /// never from the TOML file.
+    #[serde(skip)]
+    pub token: Option<SecretString>,
+    /// Serve only tools of this environment (and tokens minted for it).
+    pub environment: Option<Environment>,
+    /// Where audit records wait until the broker has them.
+    pub spool_dir: PathBuf,
+    /// Refuse requests when the revocation feed has been silent this long.
+    pub staleness_secs: u64,
+    pub catalog_refresh_secs: u64,
+    /// Most records per audit batch.
+    pub audit_batch_max: usize,
+    /// How often queued audit records are shipped, milliseconds.
+    pub audit_flush_ms: u64,
+    /// Longest wait for an upstream's response headers, and between body chunks.
+    pub upstream_timeout_secs: u64,
+    /// Largest request body forwarded, bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
+            broker: "http://127.0.0.1:8200".into(),
+            token_file: None,
+            token: None,
+            environment: None,
+            spool_dir: PathBuf::from("mandate-proxy-spool"),
+            staleness_secs: 30,
+            catalog_refresh_secs: 5,
+            audit_batch_max: 500,
+            audit_flush_ms: 200,
+            upstream_timeout_secs: 30,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Read `path` (if any), apply `MANDATE_PROXY_*` overrides, read the
+    /// token, validate.
+    pub fn load(path: Option<&Path>) -> Result<ProxyConfig, ProxyError> {
+        Self::load_with_env(path, |k| std::env::var(k).ok())
+    }
+
+    /// [`ProxyConfig::load`] with the environment passed in (for tests).
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ProxyConfig, ProxyError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ProxyError::ReadConfig {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ProxyError::ParseConfig {
+                    path: p.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => ProxyConfig::default(),
+        };
+        cfg.apply_env(&env)?;
+        if cfg.token.is_none() {
+            cfg.token = match (&cfg.token_file, env("MANDATE_PROXY_TOKEN")) {
+                (_, Some(t)) => Some(SecretString::from(t.trim().to_owned())),
+                (Some(f), None) => Some(read_token(f)?),
+                (None, None) => None,
+            };
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ProxyError> {
+        fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ProxyError> {
+            v.trim()
+                .parse()
+                .map_err(|_| ProxyError::config(key, format!("`{v}` is not a valid number")))
+        }
+        if let Some(v) = env("MANDATE_PROXY_LISTEN") {
+            self.listen = v.parse().map_err(|_| {
+                ProxyError::config("MANDATE_PROXY_LISTEN", format!("`{v}` is not host:port"))
+            })?;
+        }
+        if let Some(v) = env("MANDATE_PROXY_BROKER") {
+            self.broker = v;
+        }
+        if let Some(v) = env("MANDATE_PROXY_TOKEN_FILE") {
+            self.token_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_PROXY_ENVIRONMENT") {
+            self.environment = Some(v.parse().map_err(|e: mandate_core::Invalid| {
+                ProxyError::config("MANDATE_PROXY_ENVIRONMENT", e.message)
+            })?);
+        }
+        if let Some(v) = env("MANDATE_PROXY_SPOOL_DIR") {
+            self.spool_dir = v.into();
+        }
+        let nums: [(&str, &mut u64); 4] = [
+            ("MANDATE_PROXY_STALENESS_SECS", &mut self.staleness_secs),
+            (
+                "MANDATE_PROXY_CATALOG_REFRESH_SECS",
+                &mut self.catalog_refresh_secs,
+            ),
+            ("MANDATE_PROXY_AUDIT_FLUSH_MS", &mut self.audit_flush_ms),
+            (
+                "MANDATE_PROXY_UPSTREAM_TIMEOUT_SECS",
+                &mut self.upstream_timeout_secs,
+            ),
+        ];
+        for (key, slot) in nums {
+            if let Some(v) = env(key) {
+                *slot = num(key, &v)?;
+            }
+        }
+        if let Some(v) = env("MANDATE_PROXY_AUDIT_BATCH_MAX") {
+            self.audit_batch_max = num("MANDATE_PROXY_AUDIT_BATCH_MAX", &v)?;
+        }
+        if let Some(v) = env("MANDATE_PROXY_MAX_BODY_BYTES") {
+            self.max_body_bytes = num("MANDATE_PROXY_MAX_BODY_BYTES", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Check every key; the error names the first one that is wrong.
+    pub fn validate(&self) -> Result<(), ProxyError> {
+        let b = self.broker.trim_end_matches('/');
+        let host = b
+            .strip_prefix("https://")
+            .or_else(|| b.strip_prefix("http://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+            || b.contains(['?', '#'])
+            || b.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(ProxyError::config(
+                "broker",
+                "must be an http:// or https:// base URL with a host and no query",
+            ));
+        }
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            ("staleness_secs", self.staleness_secs, 1, 3600),
+            ("catalog_refresh_secs", self.catalog_refresh_secs, 1, 3600),
+            ("audit_flush_ms", self.audit_flush_ms, 10, 3_600_000),
+            ("upstream_timeout_secs", self.upstream_timeout_secs, 1, 3600),
+        ];
+        for (key, v, lo, hi) in ranges {
+            if !(lo..=hi).contains(&v) {
+                return Err(ProxyError::config(
+                    key,
+                    format!("must be between {lo} and {hi}"),
+                ));
+            }
+        }
+        if !(1..=BROKER_MAX_BATCH).contains(&self.audit_batch_max) {
+            return Err(ProxyError::config(
+                "audit_batch_max",
+                format!("must be between 1 and {BROKER_MAX_BATCH}"),
+            ));
+        }
+        if !(1..=1 << 30).contains(&self.max_body_bytes) {
+            return Err(ProxyError::config(
+                "max_body_bytes",
+                "must be between 1 and 1073741824",
+            ));
+        }
+        if self.spool_dir.as_os_str().is_empty() {
+            return Err(ProxyError::config("spool_dir", "must not be empty"));
+        }
+        if self.token.is_none() {
+            return Err(ProxyError::config(
+                "token_file",
+                "no proxy token: set token_file or MANDATE_PROXY_TOKEN (an admin token with the `proxy` right)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The broker base URL without a trailing slash.
+    pub(crate) fn broker_base(&self) -> &str {
+        self.broker.trim_end_matches('/')
+    }
+}
+
+fn read_token(path: &Path) -> Result<SecretString, ProxyError> {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        ProxyError::config("token_file", format!("cannot read {}: {e}", path.display()))
+    })?);
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(ProxyError::config(
+            "token_file",
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(SecretString::from(t.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<ProxyConfig, ProxyError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("proxy.toml");
+        std::fs::write(&p, toml).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ProxyConfig::load_with_env(Some(&p), |k| env.get(k).cloned())
+    }
+
+    fn key_of(e: ProxyError) -> String {
+        match e {
+            ProxyError::Config { key, .. } => key,
+            other => panic!("expected a config error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn defaults_with_a_token_from_the_environment() {
+        let c = load("", &[("MANDATE_PROXY_TOKEN", "mdt_x\n")]).unwrap();
+        assert_eq!(c.listen.port(), 8400);
+        assert_eq!(c.staleness_secs, 30);
+        assert_eq!(c.audit_batch_max, 500);
+        assert_eq!(c.max_body_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.token.unwrap().expose_secret(), "mdt_x");
+    }
+
+    #[test]
+    fn token_comes_from_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "mdt_file\n").unwrap();
+        let c = load(&format!("token_file = {:?}", f.display().to_string()), &[]).unwrap();
+        assert_eq!(c.token.unwrap().expose_secret(), "mdt_file");
+        let e = load(r#"token_file = "/nonexistent/tok""#, &[]).unwrap_err();
+        assert_eq!(key_of(e), "token_file");
+    }
+
+    #[test]
+    fn missing_token_names_token_file() {
+        assert_eq!(key_of(load("", &[]).unwrap_err()), "token_file");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_type_are_named() {
+        let tok = [("MANDATE_PROXY_TOKEN", "t")];
+        let e = load("colour = \"red\"", &tok).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        let e = load("staleness_secs = \"soon\"", &tok)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("staleness_secs"), "{e}");
+        let e = load("environment = \"prod\"", &tok)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sandbox, staging, production"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        let tok = ("MANDATE_PROXY_TOKEN", "t");
+        for (toml, key) in [
+            ("staleness_secs = 0", "staleness_secs"),
+            ("catalog_refresh_secs = 0", "catalog_refresh_secs"),
+            ("audit_batch_max = 5000", "audit_batch_max"),
+            ("audit_flush_ms = 1", "audit_flush_ms"),
+            ("upstream_timeout_secs = 0", "upstream_timeout_secs"),
+            ("max_body_bytes = 0", "max_body_bytes"),
+            ("broker = \"ftp://x\"", "broker"),
+            ("broker = \"https://\"", "broker"),
+        ] {
+            assert_eq!(key_of(load(toml, &[tok]).unwrap_err()), key, "{toml}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_names_the_variable() {
+        let c = load(
+            "staleness_secs = 10\nenvironment = \"staging\"",
+            &[
+                ("MANDATE_PROXY_TOKEN", "t"),
+                ("MANDATE_PROXY_STALENESS_SECS", "20"),
+                ("MANDATE_PROXY_LISTEN", "127.0.0.1:0"),
+                ("MANDATE_PROXY_BROKER", "https://broker.example/"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.staleness_secs, 20);
+        assert_eq!(c.environment, Some(Environment::Staging));
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.broker_base(), "https://broker.example");
+        for (var, val) in [
+            ("MANDATE_PROXY_STALENESS_SECS", "soon"),
+            ("MANDATE_PROXY_LISTEN", "nowhere"),
+            ("MANDATE_PROXY_ENVIRONMENT", "prod"),
+            ("MANDATE_PROXY_AUDIT_BATCH_MAX", "-1"),
+        ] {
+            let e = load("", &[("MANDATE_PROXY_TOKEN", "t"), (var, val)]).unwrap_err();
+            assert_eq!(key_of(e), var);
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! From an HTTP request to allow or deny, the way the broker's
+//! `/v1/authorize` decides: token (signature, issuer, times, audience,
+//! scope entry, environment, revocation), route → action and resource,
+//! agent and task facts, then the broker's own Cedar policy set.
+
+use crate::error::Deny;
+use crate::state::State;
+use http::HeaderMap;
+use mandate_core::{DeliveryMode, RevocationKind, SpiffeId, Task, TaskId, TaskState, Tool};
+use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
+use mandate_token::claims::AccessClaims;
+use std::sync::Arc;
+
+/// What is known about a call so far, for its audit record.
+#[derive(Debug, Default, Clone)]
+pub struct Known {
+    pub agent: Option<String>,
+    pub task: Option<String>,
+    pub tool: Option<String>,
+    pub action: Option<String>,
+    pub jti: Option<String>,
+}
+
+/// An allowed call: the tool and why it was allowed.
+pub struct Allowed {
+    pub tool: Arc<Tool>,
+    pub reasons: Vec<String>,
+}
+
+/// `/{tool}/{rest}` → (`tool`, `/{rest}`). The rest keeps its raw
+/// (percent-encoded) form: it is matched and forwarded byte for byte.
+pub fn split_target(path: &str) -> Option<(&str, &str)> {
+    let p = path.strip_prefix('/')?;
+    let (tool, rest) = match p.find('/') {
+        Some(i) => (&p[..i], &p[i..]),
+        None => (p, "/"),
+    };
+    (!tool.is_empty()).then_some((tool, rest))
+}
+
+/// Refuse paths an upstream could read differently from the route rules:
+/// dot segments (`..`, `%2e%2e`), encoded slashes or backslashes, empty
+/// segments, NUL. What policy approved must be what the upstream serves.
+pub fn check_path(rest: &str) -> Result<(), Deny> {
+    let lower = rest.to_ascii_lowercase();
+    let bad_encoding = ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e));
+    let segments: Vec<&str> = rest.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let bad_segment = segments.iter().enumerate().any(|(i, seg)| {
+        let s = seg.to_ascii_lowercase().replace("%2e", ".");
+        // Only the last segment may be empty (a trailing slash).
+        s == "." || s == ".." || (seg.is_empty() && i != last)
+    });
+    if bad_encoding || bad_segment || rest.contains('\\') {
+        return Err(Deny::new(
+            http::StatusCode::BAD_REQUEST,
+            "bad_path",
+            "path has dot segments, empty segments or encoded separators, which the proxy does not forward",
+        ));
+    }
+    Ok(())
+}
+
+/// The bearer token, or why there is none we accept.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, Deny> {
+    let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+        return Err(Deny::token(
+            "missing_token",
+            "send the task's access token as `Authorization: Bearer <token>`",
+        ));
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| Deny::token("invalid_request", "Authorization header is not ASCII"))?;
+    let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
+    if scheme.eq_ignore_ascii_case("dpop") {
+        return Err(Deny::token(
+            "dpop_unsupported",
+            "DPoP-bound tokens are not supported by this proxy yet; use a Bearer token",
+        ));
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Deny::token(
+            "invalid_request",
+            "Authorization must use the Bearer scheme",
+        ));
+    }
+    Ok(token.trim())
+}
+
+/// The task state policy sees: an active task past its deadline is expired.
+fn effective_state(task: &Task, now: i64) -> TaskState {
+    if task.state == TaskState::Active && now >= task.deadline {
+        TaskState::Expired
+    } else {
+        task.state
+    }
+}
+
+fn env_mismatch(what: &str, env: &str, tool: &Tool) -> Deny {
+    Deny::forbidden(
+        "wrong_environment",
+        format!(
+            "{what} is for `{env}` but tool `{}` is in `{}`",
+            tool.name, tool.environment
+        ),
+    )
+}
+
+/// The whole decision for one request. Fills `known` as facts are learnt.
+pub async fn decide(
+    st: &State,
+    headers: &HeaderMap,
+    method: &str,
+    tool_name: &str,
+    rest: &str,
+    known: &mut Known,
+) -> Result<Allowed, Deny> {
+    let now = crate::now_secs();
+    let ready = st.readiness(crate::now_ms());
+    if let Err(why) = ready {
+        return Err(Deny::unavailable("not_ready", why));
+    }
+    let snap = st
+        .catalog
+        .snapshot()
+        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's catalog is not loaded"))?;
+    let token = bearer(headers)?;
+    let issuer = st
+        .issuer()
+        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's issuer is not known yet"))?;
+    let claims: Arc<AccessClaims> = st.verifier.verify(&st.broker, &issuer, token, now).await?;
+    known.jti = Some(claims.jti.clone());
+    let sub = SpiffeId::parse("sub", &claims.sub)
+        .map_err(|_| Deny::token("invalid_token", "token `sub` is not an agent SPIFFE ID"))?;
+    let agent_name = sub.agent.to_string();
+    known.agent = Some(agent_name.clone());
+    let task_id = TaskId::parse(&claims.txn)
+        .map_err(|_| Deny::token("invalid_token", "token `txn` is not a task id"))?;
+    known.task = Some(task_id.to_string());
+
+    // Revocation before anything else about the token matters.
+    if let Some(kind) = st
+        .revocations
+        .check(&claims.jti, task_id.as_str(), &agent_name)
+    {
+        let what = match kind {
+            RevocationKind::Token => "the token",
+            RevocationKind::Task => "the token's task",
+            RevocationKind::Agent => "the token's agent",
+        };
+        return Err(Deny::token("revoked", format!("{what} has been revoked")));
+    }
+
+    let tool = snap.tools.get(tool_name).cloned().ok_or_else(|| {
+        Deny::new(
+            http::StatusCode::NOT_FOUND,
+            "unknown_tool",
+            format!(
+                "no tool named `{}` is registered",
+                tool_name.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
+    known.tool = Some(tool.name.to_string());
+    if let Some(env) = st.config.environment
+        && env != tool.environment
+    {
+        return Err(env_mismatch("this proxy", env.as_str(), &tool));
+    }
+    if tool.delivery.mode == DeliveryMode::Reveal {
+        return Err(Deny::forbidden(
+            "not_proxied",
+            format!(
+                "tool `{}` hands its secret to tasks (delivery: reveal) and is not proxied",
+                tool.name
+            ),
+        ));
+    }
+    if tool.upstream.is_none() {
+        return Err(Deny::forbidden(
+            "not_proxied",
+            format!("tool `{}` has no upstream to proxy to", tool.name),
+        ));
+    }
+    if claims.aud != tool.audience {
+        return Err(Deny::forbidden(
+            "wrong_audience",
+            format!("token is not for tool `{}` (audience mismatch)", tool.name),
+        ));
+    }
+    let detail = claims.detail_for(tool.name.as_str()).ok_or_else(|| {
+        Deny::forbidden(
+            "out_of_scope",
+            format!("token grants nothing on tool `{}`", tool.name),
+        )
+    })?;
+    match detail.environment.as_deref() {
+        Some(e) if e == tool.environment.as_str() => {}
+        other => {
+            return Err(env_mismatch(
+                "token",
+                other.unwrap_or("no environment"),
+                &tool,
+            ));
+        }
+    }
+    if let Some(env) = st.config.environment
+        && detail.environment.as_deref() != Some(env.as_str())
+    {
+        return Err(env_mismatch(
+            "token",
+            detail.environment.as_deref().unwrap_or("-"),
+            &tool,
+        ));
+    }
+
+    let routed = tool.route(method, rest).ok_or_else(|| {
+        Deny::forbidden(
+            "no_route",
+            format!("no route of tool `{}` matches {method} {rest}", tool.name),
+        )
+    })?;
+    known.action = Some(routed.action.to_string());
+
+    let agent = st.facts.agent(&st.broker, &agent_name).await?;
+    let task = st.facts.task(&st.broker, task_id.as_str()).await?;
+    if task.agent != sub.agent {
+        return Err(Deny::token(
+            "invalid_token",
+            "token's task belongs to another agent",
+        ));
+    }
+    if !agent.is_active() {
+        return Err(Deny::token("revoked", "the token's agent has been revoked"));
+    }
+    let grant_actions = detail.actions.clone();
+    let resource_in_scope = detail.covers_resource(&routed.resource);
+    let decision = snap.policy.decide_invoke(&InvokeRequest {
+        agent: AgentFacts {
+            name: agent.name.as_str(),
+            environment: agent.environment,
+            owner: agent.owner.as_str(),
+        },
+        tool: ToolFacts {
+            name: tool.name.as_str(),
+            environment: tool.environment,
+            sensitivity: tool.sensitivity,
+        },
+        task: TaskFacts {
+            id: task.id.as_str(),
+            state: effective_state(&task, now),
+            intent: &task.intent,
+            environment: task.environment,
+            approved: false,
+            delegation_depth: 0,
+        },
+        action: routed.action.as_str(),
+        resource: &routed.resource,
+        grant_actions: &grant_actions,
+        resource_in_scope,
+        request_environment: Some(tool.environment),
+        data_sensitivity: None,
+        anomaly_score: 0,
+        now,
+    });
+    if !decision.allowed {
+        return Err(Deny::forbidden(
+            "policy_denied",
+            if decision.reasons.is_empty() {
+                "no policy permits this request".to_owned()
+            } else {
+                decision.reasons.join("; ")
+            },
+        )
+        .with_reasons(decision.reasons));
+    }
+    tracing::debug!(action = %routed.action, resource = %routed.resource, "allowed");
+    Ok(Allowed {
+        tool,
+        reasons: decision.reasons,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_splits_tool_and_rest() {
+        assert_eq!(
+            split_target("/github/repos/a"),
+            Some(("github", "/repos/a"))
+        );
+        assert_eq!(split_target("/github"), Some(("github", "/")));
+        assert_eq!(split_target("/github/"), Some(("github", "/")));
+        assert_eq!(split_target("/"), None);
+        assert_eq!(split_target("//x"), None);
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for bad in [
+            "/repos/../admin",
+            "/repos/%2e%2E/admin",
+            "/repos/./x",
+            "/repos/a%2Fb",
+            "/repos/a%5cb",
+            "/repos/a\\b",
+            "/repos//x",
+            "/x%00",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for ok in ["/", "/repos/a/b", "/repos/a/", "/files/a.b/..c", "/q%20x"] {
+            assert!(check_path(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn bearer_scheme_rules() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::AUTHORIZATION, v.parse().unwrap());
+            m
+        };
+        assert_eq!(bearer(&h("Bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer(&h("bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer(&h("DPoP abc")).unwrap_err().code, "dpop_unsupported");
+        assert_eq!(bearer(&h("Basic abc")).unwrap_err().code, "invalid_request");
+        assert_eq!(bearer(&h("Bearer ")).unwrap_err().code, "invalid_request");
+        assert_eq!(bearer(&HeaderMap::new()).unwrap_err().code, "missing_token");
+    }
+
+    fn tool() -> Tool {
+        serde_json::from_value(serde_json::json!({
+            "name": "github", "audience": "https://api.github.com", "owner": "platform",
+            "environment": "staging", "sensitivity": "internal", "max_ttl_secs": 600,
+            "actions": ["issues:read", "issues:write"], "description": "", "created_at": 0,
+            "upstream": "http://127.0.0.1:1",
+            "routes": [
+                {"method": "GET", "path": "/repos/{owner}/{repo}/issues", "action": "issues:read",
+                 "resource": "repo:{owner}/{repo}"},
+                {"method": "POST", "path": "/repos/{owner}/{repo}/issues", "action": "issues:write",
+                 "resource": "repo:{owner}/{repo}"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn route_gives_action_and_resource_and_unmatched_is_none() {
+        let t = tool();
+        let (name, rest) = split_target("/github/repos/acme/widgets/issues").unwrap();
+        assert_eq!(name, "github");
+        let r = t.route("GET", rest).unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("issues:read", "repo:acme/widgets")
+        );
+        assert_eq!(
+            t.route("POST", rest).unwrap().action.as_str(),
+            "issues:write"
+        );
+        assert!(t.route("DELETE", rest).is_none());
+        assert!(t.route("GET", "/repos/acme").is_none());
+    }
+}

@@ -1,0 +1,132 @@
+//! Two kinds of failure: the proxy cannot start or run ([`ProxyError`]),
+//! and a request is refused ([`Deny`], answered as
+//! `{"error":{"code","message"}}`). Neither ever carries a token or a
+//! secret value.
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use std::path::PathBuf;
+
+/// Why the proxy could not be configured or started.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseConfig { path: PathBuf, message: String },
+    /// A configuration key (or its `MANDATE_PROXY_*` variable) is wrong.
+    #[error("{key}: {message}")]
+    Config { key: String, message: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("audit spool in {path}: {source}")]
+    Spool {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("http client: {0}")]
+    Client(String),
+    #[error("proxy server stopped with an error: {0}")]
+    Serve(std::io::Error),
+}
+
+impl ProxyError {
+    pub(crate) fn config(key: &str, message: impl ToString) -> Self {
+        ProxyError::Config {
+            key: key.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// A refused request: status, a stable machine code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Policy reasons, when policy decided; the audit record lists these.
+    pub reasons: Vec<String>,
+}
+
+impl Deny {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Deny {
+            status,
+            code,
+            message: message.into(),
+            reasons: Vec::new(),
+        }
+    }
+
+    pub fn with_reasons(mut self, reasons: Vec<String>) -> Self {
+        self.reasons = reasons;
+        self
+    }
+    /// The token is missing, malformed, expired, revoked or not ours.
+    pub fn token(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+    /// Authenticated, but not allowed: policy, scope, route, environment, audience.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+    /// The proxy cannot decide right now (broker stale or unreachable, not loaded).
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+    /// The upstream is down or answered something we cannot pass on safely.
+    pub fn upstream(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, code, message)
+    }
+
+    /// How the refusal reads in an audit record: the policy's reasons, or
+    /// `code: message`.
+    pub fn audit_reasons(&self) -> Vec<String> {
+        if self.reasons.is_empty() {
+            vec![format!("{}: {}", self.code, self.message)]
+        } else {
+            self.reasons.clone()
+        }
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "error": {"code": self.code, "message": self.message}
+        }))
+        .unwrap_or_default()
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response {
+        let body = self.body();
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = self.status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: tell the client which scheme and why.
+            let challenge = format!(
+                r#"Bearer error="invalid_token", error_description="{}""#,
+                self.code
+            );
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        resp
+    }
+}

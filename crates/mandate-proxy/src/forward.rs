@@ -1,0 +1,361 @@
+//! Sending an allowed request upstream and the answer back: the agent's
+//! credential and hop-by-hop headers out, the upstream secret in, and the
+//! response streamed through the redactor so the secret never flows back.
+
+use crate::catalog::{Credential, Placement};
+use crate::error::{Deny, ProxyError};
+use crate::handle::CallRecord;
+use crate::redact::{Patterns, Redactor};
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::stream;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// The pooled upstream client (HTTP/1.1 and HTTP/2, TLS by rustls).
+pub type Upstream = Client<HttpsConnector<HttpConnector>, Body>;
+
+pub fn client() -> Result<Upstream, ProxyError> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ProxyError::Client(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(https))
+}
+
+/// Connection-level headers (RFC 9110 §7.6.1) never forwarded either way.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// The headers the upstream gets: the agent's, less its credential, the
+/// hop-by-hop ones and anything in the injection's place; identity encoding
+/// only (so the answer can be scanned).
+pub fn upstream_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
+    strip_hop_by_hop(&mut h);
+    for n in [
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::HOST,
+        header::ACCEPT_ENCODING,
+    ] {
+        h.remove(n);
+    }
+    h.remove("dpop");
+    h.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if let Placement::Header(name, value) = &cred.place {
+        h.remove(name);
+        h.insert(name.clone(), value.clone());
+    }
+    h
+}
+
+/// The agent's query with the injected parameter (any copy the agent sent
+/// of it removed, so the upstream cannot pick the agent's).
+fn query_with(query: Option<&str>, cred: &Credential) -> Option<Zeroizing<String>> {
+    match &cred.place {
+        Placement::Query(param, value) => {
+            let mut out = Zeroizing::new(String::new());
+            for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+                let name = pair.split('=').next().unwrap_or("");
+                let decoded: String = form_urlencoded::parse(name.as_bytes())
+                    .next()
+                    .map(|(k, _)| k.into_owned())
+                    .unwrap_or_default();
+                if decoded == *param {
+                    continue;
+                }
+                out.push_str(pair);
+                out.push('&');
+            }
+            let name: String = form_urlencoded::byte_serialize(param.as_bytes()).collect();
+            out.push_str(&name);
+            out.push('=');
+            out.push_str(value.expose_secret());
+            Some(out)
+        }
+        Placement::Header(..) => query.map(|q| Zeroizing::new(q.to_owned())),
+    }
+}
+
+fn upstream_uri(base: &str, rest: &str, query: Option<&str>, cred: &Credential) -> Option<Uri> {
+    let mut s = Zeroizing::new(String::with_capacity(base.len() + rest.len() + 64));
+    s.push_str(base.trim_end_matches('/'));
+    s.push_str(rest);
+    if let Some(q) = query_with(query, cred) {
+        s.push('?');
+        s.push_str(&q);
+    }
+    // The parse error says nothing about the input, so it cannot leak the query.
+    Uri::try_from(s.as_str()).ok()
+}
+
+/// Response headers the agent may see: no hop-by-hop, no length (the
+/// redactor may change it), every injected form redacted.
+fn agent_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
+    strip_hop_by_hop(&mut h);
+    h.remove(header::CONTENT_LENGTH);
+    let mut out = HeaderMap::with_capacity(h.len());
+    let mut last: Option<HeaderName> = None;
+    for (name, value) in h {
+        let name = match name {
+            Some(n) => {
+                last = Some(n.clone());
+                n
+            }
+            None => match &last {
+                Some(n) => n.clone(),
+                None => continue,
+            },
+        };
+        match cred.patterns.redact_whole(value.as_bytes()) {
+            None => {
+                out.append(name, value);
+            }
+            Some(clean) => {
+                if let Ok(v) = HeaderValue::from_bytes(&clean) {
+                    out.append(name, v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `Content-Encoding` other than identity cannot be scanned for the secret.
+fn encoded(h: &HeaderMap) -> Option<String> {
+    h.get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .find(|c| !c.is_empty() && c != "identity")
+}
+
+pub struct Forward<'a> {
+    pub upstream: &'a Upstream,
+    pub base: &'a str,
+    pub rest: &'a str,
+    pub cred: Arc<Credential>,
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
+/// Forward and stream the answer back. Every outcome ends in `call`'s record.
+pub async fn forward(
+    f: Forward<'_>,
+    parts: http::request::Parts,
+    body: Body,
+    mut call: CallRecord,
+) -> Response {
+    let Some(uri) = upstream_uri(f.base, f.rest, parts.uri.query(), &f.cred) else {
+        return call.deny(Deny::upstream(
+            "bad_upstream_url",
+            "the tool's upstream URL and this path do not form a valid URL",
+        ));
+    };
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > f.max_body as u64)
+    {
+        return call.deny(Deny::new(
+            http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {} bytes", f.max_body),
+        ));
+    }
+    let mut req = Request::new(Body::new(Limited::new(body, f.max_body)));
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = upstream_headers(parts.headers, &f.cred);
+    // The same id as the audit record, so upstream logs can be joined to it.
+    if let Ok(v) = HeaderValue::from_str(&call.id) {
+        req.headers_mut().insert("x-request-id", v);
+    }
+
+    let sent = Instant::now();
+    let resp = match tokio::time::timeout(f.timeout, f.upstream.request(req)).await {
+        Err(_) => {
+            return call.deny(Deny::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "the upstream did not answer within {}s",
+                    f.timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
+            let detail = error_chain(&e, &f.cred.patterns);
+            tracing::warn!(error = %detail, "upstream request failed");
+            let too_large = detail.contains("length limit exceeded");
+            return call.deny(if too_large {
+                Deny::new(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("request bodies are limited to {} bytes", f.max_body),
+                )
+            } else {
+                Deny::upstream("upstream_unreachable", "the upstream could not be reached")
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+    call.upstream_latency(sent.elapsed());
+    let (parts, incoming) = resp.into_parts();
+    if let Some(enc) = encoded(&parts.headers) {
+        return call.deny(Deny::upstream(
+            "upstream_encoded",
+            format!(
+                "the upstream sent a `{}`-encoded body, which the proxy cannot scan for the secret; refused",
+                enc.chars().take(32).collect::<String>()
+            ),
+        ));
+    }
+    call.status = parts.status.as_u16();
+    let mut out = Response::new(Body::empty());
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = agent_headers(parts.headers, &f.cred);
+    if let Ok(v) = HeaderValue::from_str(&call.id) {
+        out.headers_mut().insert("x-request-id", v);
+    }
+    *out.body_mut() = redacted_body(
+        incoming,
+        Redactor::new(f.cred.patterns.clone()),
+        f.timeout,
+        call,
+    );
+    out
+}
+
+/// An error and its causes on one line, with any form of the secret redacted.
+fn error_chain(e: &dyn std::error::Error, patterns: &Patterns) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    match patterns.redact_whole(msg.as_bytes()) {
+        Some(clean) => String::from_utf8_lossy(&clean).into_owned(),
+        None => msg,
+    }
+}
+
+struct Streaming {
+    body: hyper::body::Incoming,
+    redactor: Redactor,
+    idle: Duration,
+    call: CallRecord,
+}
+
+/// The upstream body through the redactor; the call's record is written
+/// when the stream ends, fails, or the agent goes away (drop).
+fn redacted_body(
+    body: hyper::body::Incoming,
+    redactor: Redactor,
+    idle: Duration,
+    call: CallRecord,
+) -> Body {
+    let state = Some(Streaming {
+        body,
+        redactor,
+        idle,
+        call,
+    });
+    Body::from_stream(stream::unfold(state, |state| async move {
+        let mut s = state?;
+        loop {
+            match tokio::time::timeout(s.idle, s.body.frame()).await {
+                Err(_) => {
+                    s.call.fail("upstream_timeout: the upstream body stalled");
+                    return Some((Err(std::io::Error::other("upstream body stalled")), None));
+                }
+                Ok(Some(Err(e))) => {
+                    let detail = error_chain(&e, s.redactor.patterns());
+                    tracing::warn!(error = %detail, "upstream body failed");
+                    s.call.fail("upstream_failed: the upstream body broke off");
+                    return Some((Err(std::io::Error::other("upstream body failed")), None));
+                }
+                Ok(None) => {
+                    let tail = s.redactor.finish();
+                    s.call.bytes += tail.len() as u64;
+                    s.call.complete();
+                    return if tail.is_empty() {
+                        None
+                    } else {
+                        Some((Ok::<Bytes, std::io::Error>(tail), None))
+                    };
+                }
+                Ok(Some(Ok(frame))) => {
+                    // Trailers are dropped: they are rare and could carry anything.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    let out = s.redactor.push(&data);
+                    if out.is_empty() {
+                        continue;
+                    }
+                    s.call.bytes += out.len() as u64;
+                    return Some((Ok(out), Some(s)));
+                }
+            }
+        }
+    }))
+}

@@ -1,0 +1,270 @@
+//! The HTTP surface: the proxy route (`/{tool}/…`) and the three reserved
+//! operational paths (`/healthz`, `/readyz`, `/metrics`). Every proxied
+//! call, allowed or denied, ends in exactly one audit record.
+
+use crate::audit::ToolCall;
+use crate::decide::{Known, check_path, decide, split_target};
+use crate::error::Deny;
+use crate::forward::{Forward, forward};
+use crate::state::State;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State as Shared;
+use axum::http::{Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+pub fn router(st: Arc<State>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(proxy)
+        .with_state(st)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(Shared(st): Shared<Arc<State>>) -> Response {
+    match st.readiness(crate::now_ms()) {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not_ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(Shared(st): Shared<Arc<State>>) -> Response {
+    let lag = st.revocations.lag_secs(crate::now_ms()).unwrap_or(-1.0);
+    st.metrics.feed_lag.set(lag);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+/// One call's audit record in the making. It is written exactly once:
+/// when the call is denied, when the response body ends or fails, or —
+/// if the agent goes away mid-body — when it is dropped.
+pub struct CallRecord {
+    st: Arc<State>,
+    pub id: String,
+    at: i64,
+    started: Instant,
+    pub known: Known,
+    method: String,
+    path: String,
+    pub status: u16,
+    pub bytes: u64,
+    allowed: bool,
+    reasons: Vec<String>,
+    written: bool,
+}
+
+impl CallRecord {
+    fn new(st: Arc<State>, method: &str, path: &str) -> Self {
+        CallRecord {
+            st,
+            id: hex::encode(mandate_token::random_bytes::<16>()),
+            at: crate::now_ms(),
+            started: Instant::now(),
+            known: Known::default(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+            status: 0,
+            bytes: 0,
+            allowed: false,
+            reasons: Vec::new(),
+            written: false,
+        }
+    }
+
+    /// Answer with `d`. After an allow (upstream failures) the decision
+    /// stays `allow` and the failure is added to the reasons.
+    pub fn deny(mut self, d: Deny) -> Response {
+        self.status = d.status.as_u16();
+        self.reasons.extend(d.audit_reasons());
+        let body = d.body();
+        self.bytes = body.len() as u64;
+        let id = self.id.clone();
+        self.complete();
+        d.into_response(&id)
+    }
+
+    pub fn upstream_latency(&self, d: Duration) {
+        self.st.metrics.upstream_latency.observe(d.as_secs_f64());
+    }
+
+    /// The response broke off: note why and write the record.
+    pub fn fail(&mut self, reason: &str) {
+        self.reasons.push(reason.to_owned());
+        self.complete();
+    }
+
+    pub fn complete(&mut self) {
+        if std::mem::replace(&mut self.written, true) {
+            return;
+        }
+        let k = std::mem::take(&mut self.known);
+        let latency_ms = self.started.elapsed().as_millis() as u64;
+        let decision = if self.allowed { "allow" } else { "deny" };
+        self.st.metrics.request(k.tool.as_deref(), self.status);
+        self.st
+            .metrics
+            .decision(self.allowed, self.reasons.first().map(String::as_str));
+        tracing::info!(
+            status = self.status,
+            decision,
+            latency_ms,
+            bytes = self.bytes,
+            reason = self.reasons.first().map(String::as_str).unwrap_or(""),
+            "call"
+        );
+        self.st.audit.record(ToolCall {
+            id: self.id.clone(),
+            at: self.at,
+            agent: k.agent,
+            task: k.task,
+            tool: k.tool,
+            action: k.action,
+            jti: k.jti,
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            latency_ms,
+            bytes: self.bytes,
+            decision,
+            reasons: std::mem::take(&mut self.reasons),
+        });
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        if !self.written {
+            self.reasons.push(
+                "client_closed: the agent closed the connection before the response ended".into(),
+            );
+            self.complete();
+        }
+    }
+}
+
+async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let call = CallRecord::new(st.clone(), parts.method.as_str(), &path);
+    let span = tracing::info_span!(
+        "proxy",
+        request_id = %call.id,
+        method = %parts.method,
+        tool = tracing::field::Empty,
+        agent = tracing::field::Empty,
+        task = tracing::field::Empty,
+    );
+    async move {
+        let mut call = call;
+        let Some((tool_name, rest)) = split_target(&path) else {
+            return call.deny(Deny::new(
+                StatusCode::NOT_FOUND,
+                "unknown_tool",
+                "requests go to /{tool}/{path}",
+            ));
+        };
+        if let Err(d) = check_path(rest) {
+            return call.deny(d);
+        }
+        let decided = decide(
+            &st,
+            &parts.headers,
+            parts.method.as_str(),
+            tool_name,
+            rest,
+            &mut call.known,
+        )
+        .await;
+        let span = tracing::Span::current();
+        for (field, v) in [
+            ("tool", &call.known.tool),
+            ("agent", &call.known.agent),
+            ("task", &call.known.task),
+        ] {
+            if let Some(v) = v {
+                span.record(field, v.as_str());
+            }
+        }
+        let allowed = match decided {
+            Ok(a) => a,
+            Err(d) => return call.deny(d),
+        };
+        let cred = match credential(&st, &allowed.tool) {
+            Ok(c) => c,
+            Err(d) => return call.deny(d),
+        };
+        call.allowed = true;
+        call.reasons = allowed.reasons;
+        let base = allowed.tool.upstream.clone().unwrap_or_default();
+        forward(
+            Forward {
+                upstream: &st.upstream,
+                base: &base,
+                rest,
+                cred,
+                timeout: Duration::from_secs(st.config.upstream_timeout_secs),
+                max_body: st.config.max_body_bytes,
+            },
+            parts,
+            body,
+            call,
+        )
+        .await
+    }
+    .instrument(span)
+    .await
+}
+
+/// The tool's current credential, or a clear 503 about why there is none.
+fn credential(
+    st: &State,
+    tool: &mandate_core::Tool,
+) -> Result<Arc<crate::catalog::Credential>, Deny> {
+    let snap = st
+        .catalog
+        .snapshot()
+        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's catalog is not loaded"))?;
+    let Some(meta) = snap.secrets.get(tool.name.as_str()) else {
+        return Err(Deny::unavailable(
+            "no_secret",
+            format!(
+                "tool `{}` injects a secret but none is stored at the broker",
+                tool.name
+            ),
+        ));
+    };
+    if meta.expires_at.is_some_and(|e| e <= crate::now_secs()) {
+        return Err(Deny::unavailable(
+            "secret_expired",
+            format!("the secret for tool `{}` has expired", tool.name),
+        ));
+    }
+    st.catalog.credential(tool.name.as_str()).ok_or_else(|| {
+        Deny::unavailable(
+            "secret_unavailable",
+            format!(
+                "the secret for tool `{}` has not been fetched from the broker yet",
+                tool.name
+            ),
+        )
+    })
+}

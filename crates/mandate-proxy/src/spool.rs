@@ -1,0 +1,439 @@
+//! The audit spool: a write-ahead log of tool-call records on local disk,
+//! so that a record exists before anyone ships it and survives a crash.
+//!
+//! Records are JSON lines in numbered segment files
+//! (`spool-0000000000000001.jsonl`). A small `committed` file (replaced
+//! atomically by rename) says how far the broker has acknowledged: a
+//! segment number and a byte offset. On open, everything after it is
+//! still to send; a half-written last line (a crash mid-write) is cut off.
+//! Once the shipper has caught up, the writer starts a new segment and the
+//! acknowledged ones are deleted, which is how the spool stays small.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const COMMITTED: &str = "committed";
+const REJECTED: &str = "rejected.jsonl";
+
+/// A place in the spool: segment number and byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub segment: u64,
+    pub offset: u64,
+}
+
+/// Complete records read from the spool, and where the next read starts.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub lines: Vec<Vec<u8>>,
+    pub end: Position,
+}
+
+/// The spool directory, for reading and committing.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// The one appender.
+#[derive(Debug)]
+pub struct SpoolWriter {
+    dir: PathBuf,
+    file: BufWriter<File>,
+    pos: Position,
+}
+
+fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("spool-{n:016}.jsonl"))
+}
+
+fn segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix("spool-")
+            .and_then(|r| r.strip_suffix(".jsonl"))
+            .and_then(|n| n.parse().ok())
+        {
+            out.push(n);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    // Makes renames and new files durable; not possible on every platform.
+    match File::open(dir) {
+        Ok(d) => d.sync_all().or(Ok(())),
+        Err(_) => Ok(()),
+    }
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl Spool {
+    /// Open (creating) the spool: recover from a crash and return the
+    /// reader, the writer (at the end of the last segment) and the
+    /// committed position.
+    pub fn open(dir: &Path) -> io::Result<(Spool, SpoolWriter, Position)> {
+        fs::create_dir_all(dir)?;
+        let spool = Spool {
+            dir: dir.to_owned(),
+        };
+        let mut committed = spool.read_committed()?;
+        for n in segments(dir)? {
+            if n < committed.segment {
+                fs::remove_file(segment_path(dir, n))?;
+            }
+        }
+        let last = segments(dir)?
+            .last()
+            .copied()
+            .unwrap_or(committed.segment)
+            .max(committed.segment);
+        let path = segment_path(dir, last);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        let len = complete_len(&mut file)?;
+        if len != file.metadata()?.len() {
+            tracing::warn!(
+                segment = last,
+                "audit spool: dropping a half-written record left by a crash"
+            );
+            file.set_len(len)?;
+            file.sync_all()?;
+        }
+        if committed.segment == last && committed.offset > len {
+            // Cannot happen unless the files were edited; resend what is there.
+            tracing::warn!("audit spool: committed offset is past the end; resending the segment");
+            committed.offset = 0;
+        }
+        sync_dir(dir)?;
+        let writer = SpoolWriter {
+            dir: dir.to_owned(),
+            file: BufWriter::new(file),
+            pos: Position {
+                segment: last,
+                offset: len,
+            },
+        };
+        Ok((spool, writer, committed))
+    }
+
+    fn read_committed(&self) -> io::Result<Position> {
+        let path = self.dir.join(COMMITTED);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Fresh spool, or the commit file was never written: start
+                // at the oldest segment present.
+                let first = segments(&self.dir)?.first().copied().unwrap_or(1);
+                return Ok(Position {
+                    segment: first,
+                    offset: 0,
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let mut parts = text.split_whitespace().map(str::parse::<u64>);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(Ok(segment)), Some(Ok(offset)), None) => Ok(Position { segment, offset }),
+            _ => Err(bad(format!(
+                "{} is not `<segment> <offset>`",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Up to `max` complete records after `from`, not past `upto` (what the
+    /// writer has made durable). Moves on to the next segment at the end of
+    /// one the writer has left.
+    pub fn read(&self, from: Position, upto: Position, max: usize) -> io::Result<Batch> {
+        let mut pos = from;
+        let mut lines = Vec::new();
+        while pos < upto && lines.len() < max {
+            let before = pos;
+            let limit = if pos.segment == upto.segment {
+                upto.offset
+            } else {
+                u64::MAX
+            };
+            let mut file = match File::open(segment_path(&self.dir, pos.segment)) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && pos.segment < upto.segment => {
+                    pos = Position {
+                        segment: pos.segment + 1,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            file.seek(SeekFrom::Start(pos.offset))?;
+            let mut r = BufReader::new(file.take(limit.saturating_sub(pos.offset)));
+            loop {
+                if lines.len() >= max {
+                    break;
+                }
+                let mut line = Vec::new();
+                let n = r.read_until(b'\n', &mut line)?;
+                if n == 0 || line.last() != Some(&b'\n') {
+                    // End of what may be read here (a partial line is only
+                    // possible past `upto`, which `take` already excludes).
+                    if pos.segment < upto.segment {
+                        pos = Position {
+                            segment: pos.segment + 1,
+                            offset: 0,
+                        };
+                    }
+                    break;
+                }
+                pos.offset += n as u64;
+                line.pop();
+                if !line.is_empty() {
+                    lines.push(line);
+                }
+            }
+            if pos == before || (pos.segment == upto.segment && pos.offset >= upto.offset) {
+                // Done, or the file is shorter than the writer said: stop
+                // rather than spin; the next read tries again.
+                break;
+            }
+        }
+        Ok(Batch { lines, end: pos })
+    }
+
+    /// Record that everything before `pos` is acknowledged, durably, then
+    /// delete the segments that are wholly behind it.
+    pub fn commit(&self, pos: Position) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{COMMITTED}.tmp"));
+        {
+            let mut f = File::create(&tmp)?;
+            writeln!(f, "{} {}", pos.segment, pos.offset)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.dir.join(COMMITTED))?;
+        sync_dir(&self.dir)?;
+        for n in segments(&self.dir)? {
+            if n < pos.segment {
+                fs::remove_file(segment_path(&self.dir, n))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes written but not yet acknowledged.
+    pub fn backlog(&self, committed: Position, upto: Position) -> u64 {
+        if committed >= upto {
+            return 0;
+        }
+        if committed.segment == upto.segment {
+            return upto.offset - committed.offset;
+        }
+        let mut total = upto.offset;
+        for n in committed.segment..upto.segment {
+            let len = fs::metadata(segment_path(&self.dir, n))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            let start = if n == committed.segment {
+                committed.offset
+            } else {
+                0
+            };
+            total += len.saturating_sub(start);
+        }
+        total
+    }
+
+    /// Keep a record the broker refuses outright, so it is not lost and
+    /// does not block the records behind it.
+    pub fn set_aside(&self, line: &[u8]) -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(REJECTED))?;
+        f.write_all(line)?;
+        f.write_all(b"\n")?;
+        f.sync_data()
+    }
+}
+
+/// Length of the file up to and including its last newline.
+fn complete_len(file: &mut File) -> io::Result<u64> {
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+impl SpoolWriter {
+    /// Append records (one JSON document each, no newline), flushed and
+    /// synced before returning: the end position is durable.
+    pub fn append(&mut self, records: &[Vec<u8>]) -> io::Result<Position> {
+        for r in records {
+            debug_assert!(!r.contains(&b'\n'));
+            self.file.write_all(r)?;
+            self.file.write_all(b"\n")?;
+            self.pos.offset += r.len() as u64 + 1;
+        }
+        self.file.flush()?;
+        self.file.get_ref().sync_data()?;
+        Ok(self.pos)
+    }
+
+    /// Start a new segment (if the current one has anything in it), so the
+    /// old one can be deleted once acknowledged.
+    pub fn rotate(&mut self) -> io::Result<Position> {
+        if self.pos.offset == 0 {
+            return Ok(self.pos);
+        }
+        self.file.flush()?;
+        let next = self.pos.segment + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, next))?;
+        sync_dir(&self.dir)?;
+        self.file = BufWriter::new(file);
+        self.pos = Position {
+            segment: next,
+            offset: 0,
+        };
+        Ok(self.pos)
+    }
+
+    pub fn position(&self) -> Position {
+        self.pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: usize) -> Vec<u8> {
+        format!(r#"{{"id":"r{i}"}}"#).into_bytes()
+    }
+
+    fn ids(b: &Batch) -> Vec<String> {
+        b.lines
+            .iter()
+            .map(|l| String::from_utf8(l.clone()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn records_survive_a_kill_before_commit_and_are_resent_once_after() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (spool, mut w, committed) = Spool::open(dir.path()).unwrap();
+            let upto = w.append(&[rec(0), rec(1), rec(2)]).unwrap();
+            let b = spool.read(committed, upto, 2).unwrap();
+            assert_eq!(ids(&b), [r#"{"id":"r0"}"#, r#"{"id":"r1"}"#]);
+            spool.commit(b.end).unwrap();
+            w.append(&[rec(3)]).unwrap();
+            // Killed: dropped with r2 and r3 shipped-or-not but uncommitted.
+        }
+        let (spool, w, committed) = Spool::open(dir.path()).unwrap();
+        let b = spool.read(committed, w.position(), 100).unwrap();
+        assert_eq!(ids(&b), [r#"{"id":"r2"}"#, r#"{"id":"r3"}"#]);
+        spool.commit(b.end).unwrap();
+        let (spool, w, committed) = Spool::open(dir.path()).unwrap();
+        assert!(
+            spool
+                .read(committed, w.position(), 100)
+                .unwrap()
+                .lines
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn half_written_record_is_cut_off_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_, mut w, _) = Spool::open(dir.path()).unwrap();
+            w.append(&[rec(0)]).unwrap();
+            let seg = segment_path(dir.path(), w.position().segment);
+            let mut f = OpenOptions::new().append(true).open(seg).unwrap();
+            f.write_all(br#"{"id":"r1","#).unwrap();
+        }
+        let (spool, mut w, committed) = Spool::open(dir.path()).unwrap();
+        let upto = w.append(&[rec(2)]).unwrap();
+        let b = spool.read(committed, upto, 100).unwrap();
+        assert_eq!(ids(&b), [r#"{"id":"r0"}"#, r#"{"id":"r2"}"#]);
+    }
+
+    #[test]
+    fn compaction_deletes_acknowledged_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut w, committed) = Spool::open(dir.path()).unwrap();
+        let upto = w.append(&[rec(0), rec(1)]).unwrap();
+        let b = spool.read(committed, upto, 100).unwrap();
+        spool.commit(b.end).unwrap();
+        assert_eq!(spool.backlog(b.end, upto), 0);
+        // Caught up: rotate, then a record lands in the new segment.
+        w.rotate().unwrap();
+        let upto = w.append(&[rec(2)]).unwrap();
+        assert!(spool.backlog(b.end, upto) > 0);
+        let b2 = spool.read(b.end, upto, 100).unwrap();
+        assert_eq!(ids(&b2), [r#"{"id":"r2"}"#]);
+        assert_eq!(b2.end, upto);
+        spool.commit(b2.end).unwrap();
+        assert_eq!(segments(dir.path()).unwrap(), vec![upto.segment]);
+        // The old segment's records are not resent after a restart.
+        drop(w);
+        let (spool, w, committed) = Spool::open(dir.path()).unwrap();
+        assert!(
+            spool
+                .read(committed, w.position(), 100)
+                .unwrap()
+                .lines
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_crash_between_rotation_and_commit_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (spool, mut w, committed) = Spool::open(dir.path()).unwrap();
+            let upto = w.append(&[rec(0)]).unwrap();
+            w.rotate().unwrap();
+            w.append(&[rec(1)]).unwrap();
+            // r0 acknowledged, but the move to the new segment is not committed.
+            spool
+                .commit(spool.read(committed, upto, 100).unwrap().end)
+                .unwrap();
+        }
+        let (spool, w, committed) = Spool::open(dir.path()).unwrap();
+        let b = spool.read(committed, w.position(), 100).unwrap();
+        assert_eq!(ids(&b), [r#"{"id":"r1"}"#]);
+    }
+
+    #[test]
+    fn garbage_commit_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(COMMITTED), "seven").unwrap();
+        assert!(Spool::open(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,492 @@
+//! The proxy end to end: a real broker, a real upstream, the real proxy.
+
+mod support;
+
+use base64::Engine;
+use mandate_testkit::serde_json::{Value, json};
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+use support::{SECRET, World, code, request_id};
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn assert_no_secret(what: &str, text: &str) {
+    let forms = [
+        SECRET.to_owned(),
+        b64(&format!("ci:{SECRET}")),
+        form_urlencoded::byte_serialize(SECRET.as_bytes()).collect::<String>(),
+        SECRET.replace('/', "\\/"),
+    ];
+    for f in forms {
+        assert!(!text.contains(&f), "{what} leaks the secret: {text}");
+    }
+}
+
+fn headers_text(h: &http::HeaderMap) -> String {
+    h.iter()
+        .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+        .collect()
+}
+
+#[tokio::test]
+async fn upstream_gets_the_secret_and_the_agent_never_sees_it() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, h, body) = w.call("GET", "/echo/items/42?x=1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let seen = w.up.last();
+    assert_eq!(seen.uri, "/items/42?x=1");
+    assert_eq!(
+        seen.headers["authorization"].to_str().unwrap(),
+        format!("Bearer {SECRET}")
+    );
+    // The agent's own token never reaches the upstream.
+    assert!(!format!("{:?}", seen.headers).contains(&token));
+    assert_eq!(seen.headers["accept-encoding"], "identity");
+    assert_eq!(seen.headers["x-request-id"], h["x-request-id"]);
+    // Echoed back in a header and a chunked body: redacted in both.
+    assert_eq!(h["x-echo-auth"], "Bearer [REDACTED]");
+    assert!(h.get("content-length").is_none());
+    let v: Value = mandate_testkit::serde_json::from_str(&body).unwrap();
+    assert_eq!(v["authorization"], "Bearer [REDACTED]");
+    assert_no_secret("body", &body);
+    assert_no_secret("headers", &headers_text(&h));
+}
+
+#[tokio::test]
+async fn basic_query_and_header_forms_are_injected_and_redacted() {
+    let w = World::new().await;
+    for (tool, check) in [
+        ("echo-basic", "authorization"),
+        ("echo-query", "uri"),
+        ("echo-header", "x-api-key"),
+    ] {
+        let (_, token) = w.grant(tool, &["items:read"]).await;
+        // An agent-supplied copy of the injected parameter must not survive.
+        let (st, h, body) = w
+            .call(
+                "GET",
+                &format!("/{tool}/items/7?api_key=mine&keep=1"),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{tool}: {body}");
+        let seen = w.up.last();
+        match check {
+            "authorization" => assert_eq!(
+                seen.headers["authorization"].to_str().unwrap(),
+                format!("Basic {}", b64(&format!("ci:{SECRET}")))
+            ),
+            "uri" => {
+                let enc: String = form_urlencoded::byte_serialize(SECRET.as_bytes()).collect();
+                assert_eq!(seen.uri, format!("/items/7?keep=1&api_key={enc}"));
+                assert!(seen.headers.get("authorization").is_none());
+            }
+            _ => assert_eq!(
+                seen.headers["x-api-key"].to_str().unwrap(),
+                format!("Key {SECRET}")
+            ),
+        }
+        assert_no_secret(tool, &body);
+        assert_no_secret(tool, &headers_text(&h));
+        assert!(
+            body.contains("[REDACTED]") || check == "x-api-key",
+            "{tool}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_tasks_token_is_refused_within_a_second() {
+    let w = World::new().await;
+    let (task, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let before = Instant::now();
+    let (st, v) =
+        w.s.post(
+            &format!("/v1/tasks/{task}/revoke"),
+            Some(&w.s.root),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let revoked = Instant::now();
+    loop {
+        let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+        if st == StatusCode::UNAUTHORIZED {
+            assert_eq!(code(&body), "revoked");
+            break;
+        }
+        assert_eq!(st, StatusCode::OK);
+        assert!(revoked.elapsed() < Duration::from_secs(5), "never refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let after_revoke = revoked.elapsed();
+    println!(
+        "revocation → refusal: {:.1} ms after the broker answered ({:.1} ms including the revoke call)",
+        after_revoke.as_secs_f64() * 1000.0,
+        before.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(after_revoke < Duration::from_millis(1500));
+}
+
+/// Name, method, path, token, expected status and error code.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    StatusCode,
+    &'a str,
+);
+
+/// A token signed with the broker's real key, claims edited.
+fn forged(w: &World, token: &str, edit: impl Fn(&mut Value)) -> String {
+    let payload = token.split('.').nth(1).unwrap();
+    let mut claims: Value =
+        mandate_testkit::serde_json::from_slice(&mandate_token::b64_decode(payload).unwrap())
+            .unwrap();
+    claims["jti"] = json!(hex::encode(mandate_token::random_bytes::<8>()));
+    edit(&mut claims);
+    let key = w.s.app().keys.current();
+    mandate_token::jwt::encode(&key, "at+jwt", &claims).unwrap()
+}
+
+#[tokio::test]
+async fn bad_tokens_and_requests_are_refused_with_a_reason() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (_, github) = w.grant("github", &["issues:read"]).await;
+    let now = mandate_testkit::now();
+    let expired = forged(&w, &token, |c| {
+        c["exp"] = json!(now - 120);
+        c["iat"] = json!(now - 300);
+        c["nbf"] = json!(now - 300);
+    });
+    let other_env = forged(&w, &token, |c| {
+        c["authorization_details"][0]["environment"] = json!("production");
+    });
+    let (other_key, _) =
+        mandate_token::SigningKey::generate(mandate_token::SigningAlg::EdDsa).unwrap();
+    let foreign = mandate_token::jwt::encode(&other_key, "at+jwt", &json!({"jti": "x"})).unwrap();
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            "GET",
+            "/echo/items/1",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+        ),
+        (
+            "expired",
+            "GET",
+            "/echo/items/1",
+            Some(&expired),
+            StatusCode::UNAUTHORIZED,
+            "token_expired",
+        ),
+        (
+            "unknown key",
+            "GET",
+            "/echo/items/1",
+            Some(&foreign),
+            StatusCode::UNAUTHORIZED,
+            "unknown_key",
+        ),
+        (
+            "garbage",
+            "GET",
+            "/echo/items/1",
+            Some("abc.def"),
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+        ),
+        (
+            "wrong audience",
+            "GET",
+            "/echo/items/1",
+            Some(&github),
+            StatusCode::FORBIDDEN,
+            "wrong_audience",
+        ),
+        (
+            "other environment",
+            "GET",
+            "/echo/items/1",
+            Some(&other_env),
+            StatusCode::FORBIDDEN,
+            "wrong_environment",
+        ),
+        (
+            "action outside scope",
+            "POST",
+            "/echo/items",
+            Some(&token),
+            StatusCode::FORBIDDEN,
+            "policy_denied",
+        ),
+        (
+            "unmatched route",
+            "GET",
+            "/echo/admin",
+            Some(&token),
+            StatusCode::FORBIDDEN,
+            "no_route",
+        ),
+        (
+            "encoded slash",
+            "GET",
+            "/echo/items/a%2Fb",
+            Some(&token),
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+        ),
+        (
+            "unknown tool",
+            "GET",
+            "/nope/items/1",
+            Some(&token),
+            StatusCode::NOT_FOUND,
+            "unknown_tool",
+        ),
+    ];
+    let upstream_before = w.up.count();
+    for (name, method, path, tok, status, want) in cases {
+        let (st, h, body) = w.call(method, path, tok).await;
+        assert_eq!((st, code(&body).as_str()), (status, want), "{name}: {body}");
+        assert!(!request_id(&h).is_empty());
+        if st == StatusCode::UNAUTHORIZED {
+            assert!(h.contains_key("www-authenticate"), "{name}");
+        }
+    }
+    let (st, _, body) = w.call("POST", "/echo/items", Some(&token)).await;
+    assert!(body.contains("deny-out-of-scope"), "{st} {body}");
+    // DPoP is answered plainly until the broker mints bound tokens.
+    let r = w
+        .http
+        .get(w.url("/echo/items/1"))
+        .header("authorization", format!("DPoP {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&r.text().await.unwrap()), "dpop_unsupported");
+    // Dot segments, sent raw (HTTP clients normalise them away).
+    let raw = raw_get(&w, "/echo/items/../admin", &token).await;
+    assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
+    assert!(raw.contains("bad_path"), "{raw}");
+    assert_eq!(
+        w.up.count(),
+        upstream_before,
+        "nothing refused reached the upstream"
+    );
+}
+
+async fn raw_get(w: &World, path: &str, token: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = w.proxy_addr.trim_start_matches("http://");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn upstream_trouble_is_a_502_never_a_crash() {
+    let w = World::new().await;
+    let (_, down) = w.grant("echo-down", &["items:read"]).await;
+    let (st, h, body) = w.call("GET", "/echo-down/items/1", Some(&down)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+        "{body}"
+    );
+    assert_eq!(h["content-type"], "application/json");
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo/gzip", Some(&token)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::BAD_GATEWAY, "upstream_encoded"),
+        "{body}"
+    );
+    assert!(body.contains("gzip"));
+}
+
+#[tokio::test]
+async fn reveal_tools_are_not_proxied_and_a_missing_secret_is_a_503() {
+    let w = World::new().await;
+    let (_, reveal) = w.grant("echo-reveal", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo-reveal/items/1", Some(&reveal)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "not_proxied"),
+        "{body}"
+    );
+    let (_, none) = w.grant("echo-nosecret", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo-nosecret/items/1", Some(&none)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "no_secret"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn every_call_lands_once_in_the_audit_chain_without_the_secret() {
+    let w = World::new().await;
+    let (task, token) = w.grant("echo", &["items:read"]).await;
+    let mut ids = Vec::new();
+    for (method, path, tok) in [
+        ("GET", "/echo/items/1?q=secretquery", Some(token.as_str())),
+        ("GET", "/echo/items/2", Some(token.as_str())),
+        ("POST", "/echo/items", Some(token.as_str())),
+        ("GET", "/echo/items/3", None),
+    ] {
+        let (_, h, _) = w.call(method, path, tok).await;
+        ids.push(request_id(&h));
+    }
+    let evs = w.wait_for_records(&ids).await;
+    for id in &ids {
+        let mine: Vec<&Value> = evs
+            .iter()
+            .filter(|e| e["request_id"] == id.as_str())
+            .collect();
+        assert_eq!(mine.len(), 1, "{id} chained {} times", mine.len());
+    }
+    let first = evs
+        .iter()
+        .find(|e| e["request_id"] == ids[0].as_str())
+        .unwrap();
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(first["agent"], "ci");
+    assert_eq!(first["task"], task.as_str());
+    assert_eq!(first["tool"], "echo");
+    let detail: Value =
+        mandate_testkit::serde_json::from_str(first["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["path"], "/echo/items/1");
+    assert_eq!(detail["action"], "items:read");
+    assert_eq!(detail["status"], 200);
+    assert!(detail["bytes"].as_u64().unwrap() > 0);
+    let denied = evs
+        .iter()
+        .find(|e| e["request_id"] == ids[2].as_str())
+        .unwrap();
+    assert_eq!(denied["decision"], "deny");
+    assert!(
+        denied["reasons"].to_string().contains("deny-out-of-scope"),
+        "{denied}"
+    );
+    let anon = evs
+        .iter()
+        .find(|e| e["request_id"] == ids[3].as_str())
+        .unwrap();
+    assert_eq!(
+        (anon["decision"].as_str(), anon["agent"].is_null()),
+        (Some("deny"), true)
+    );
+    let all = Value::Array(evs).to_string();
+    assert_no_secret("audit chain", &all);
+    assert!(!all.contains(&token), "audit chain holds the agent's token");
+    assert!(!all.contains("secretquery"), "audit chain holds the query");
+}
+
+#[tokio::test]
+async fn ops_endpoints_report_health_readiness_and_metrics() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    w.call("GET", "/echo/items/1", Some(&token)).await;
+    w.call("GET", "/echo/items/1", None).await;
+    let r = w.http.get(w.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = w.http.get(w.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = w
+        .http
+        .get(w.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        r#"mandate_proxy_requests_total{tool="echo",class="2xx"} 1"#,
+        r#"mandate_proxy_decisions_total{decision="deny",reason="missing_token"} 1"#,
+        r#"decision="allow",reason="allow-in-scope""#,
+        "mandate_proxy_upstream_latency_seconds_count 1",
+        "mandate_proxy_revocation_feed_lag_seconds",
+        "mandate_proxy_audit_spool_backlog_bytes",
+    ] {
+        assert!(text.contains(want), "missing {want} in\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_stale_broker_makes_the_proxy_refuse_and_not_ready() {
+    let mut w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    // A proxy whose staleness bound is 1 s, then the broker goes away.
+    w.proxy.take().unwrap().stop().await;
+    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
+    cfg.staleness_secs = 1;
+    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    w.proxy_addr = format!("http://{}", p.addr());
+    w.proxy = Some(p);
+    w.wait_ready().await;
+    let (st, _, _) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK);
+    w.s.stop().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        "{body}"
+    );
+    assert!(body.contains("stale"), "{body}");
+    let r = w.http.get(w.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    w.proxy.take().unwrap().kill().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_is_injected_without_downtime() {
+    const NEW: &str = "sk_test_rotated_value_0042";
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, _) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK);
+    w.s.admin_post("/v1/secrets/echo-key/rotate", json!({"value": NEW}))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Every call during the switch succeeds, with one value or the other.
+        let (st, h, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let auth = w.up.last().headers["authorization"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(auth == format!("Bearer {SECRET}") || auth == format!("Bearer {NEW}"));
+        if auth == format!("Bearer {NEW}") {
+            assert!(
+                !body.contains(NEW) && !headers_text(&h).contains(NEW),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rotation never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,318 @@
+//! Shared setup for the proxy's integration tests: a real broker
+//! (`mandate-testkit`), a real upstream HTTP server that records what it
+//! received and echoes the credential back, and a real proxy in between.
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::response::Response;
+use mandate_proxy::{Proxy, ProxyConfig, RunningProxy};
+use mandate_testkit::TestServer;
+use mandate_testkit::serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "sk_test_51HqLyjWDarjtT1zdp7dc/UPSTREAM+key";
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+}
+
+pub struct Upstream {
+    pub url: String,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Echoes the `Authorization` header and the request URI back, in a
+/// header and in a body sent in 7-byte chunks (so a secret is split).
+async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> Response {
+    let uri = req.uri().to_string();
+    seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        uri: uri.clone(),
+        headers: req.headers().clone(),
+    });
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    if req.uri().path() == "/gzip" {
+        return Response::builder()
+            .header("content-encoding", "gzip")
+            .body(Body::from("not really gzip"))
+            .unwrap();
+    }
+    let body = json!({"authorization": auth, "uri": uri}).to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.as_bytes().chunks(7).map(|c| Ok(c.to_vec())).collect();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .header("x-echo-auth", auth)
+        .header("x-echo-uri", uri)
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap()
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let app = axum::Router::new().fallback(echo).with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream { url, seen, task }
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+pub struct World {
+    pub s: TestServer,
+    pub up: Upstream,
+    pub proxy: Option<RunningProxy>,
+    pub proxy_addr: String,
+    pub proxy_token: String,
+    pub session: String,
+    pub spool: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+/// The tools every test gets: `echo` (bearer), `echo-basic`, `echo-query`,
+/// `echo-header`, `echo-down` (upstream closed), `echo-reveal` (not
+/// proxied) and `echo-nosecret` (no secret stored).
+pub const TOOLS: &[&str] = &[
+    "echo",
+    "echo-basic",
+    "echo-query",
+    "echo-header",
+    "echo-down",
+    "echo-reveal",
+    "echo-nosecret",
+];
+
+fn tool_json(name: &str, upstream: &str) -> Value {
+    let delivery = match name {
+        "echo-basic" => json!({"mode": "inject", "inject": {"kind": "basic", "username": "ci"}}),
+        "echo-query" => json!({"mode": "inject", "inject": {"kind": "query", "param": "api_key"}}),
+        "echo-header" => {
+            json!({"mode": "inject", "inject": {"kind": "header", "name": "X-Api-Key", "prefix": "Key "}})
+        }
+        "echo-reveal" => json!({"mode": "reveal"}),
+        _ => json!({"mode": "inject", "inject": {"kind": "bearer"}}),
+    };
+    let upstream = if name == "echo-down" {
+        "http://127.0.0.1:1".to_owned()
+    } else {
+        upstream.to_owned()
+    };
+    json!({
+        "name": name, "audience": format!("https://{name}.test"), "owner": "platform",
+        "environment": "staging", "sensitivity": "internal", "max_ttl_secs": 600,
+        "actions": ["items:read", "items:write"],
+        "upstream": upstream,
+        "routes": [
+            {"method": "GET", "path": "/items/{id}", "action": "items:read", "resource": "item:{id}"},
+            {"method": "POST", "path": "/items", "action": "items:write", "resource": "item:new"},
+            {"method": "GET", "path": "/gzip", "action": "items:read", "resource": "item:gzip"}
+        ],
+        "delivery": delivery,
+    })
+}
+
+pub fn config(broker: &str, token: &str, spool: &std::path::Path, flush_ms: u64) -> ProxyConfig {
+    ProxyConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        broker: broker.to_owned(),
+        token: Some(secrecy::SecretString::from(token.to_owned())),
+        spool_dir: spool.to_owned(),
+        catalog_refresh_secs: 1,
+        audit_flush_ms: flush_ms,
+        ..ProxyConfig::default()
+    }
+}
+
+impl World {
+    pub async fn new() -> World {
+        Self::with_flush(50).await
+    }
+
+    /// A world whose proxy ships audit records every `flush_ms`.
+    pub async fn with_flush(flush_ms: u64) -> World {
+        let s = TestServer::start().await;
+        s.seed().await;
+        let up = Upstream::start().await;
+        for name in TOOLS {
+            s.admin_post("/v1/tools", tool_json(name, &up.url)).await;
+        }
+        for name in TOOLS.iter().filter(|n| !matches!(**n, "echo-nosecret")) {
+            s.admin_post(
+                "/v1/secrets",
+                json!({"name": format!("{name}-key"), "tool": name, "class": "tool",
+                       "owner": "platform", "value": SECRET}),
+            )
+            .await;
+        }
+        let mut allowed: Vec<&str> = TOOLS.to_vec();
+        allowed.push("github");
+        s.admin_post(
+            "/v1/agents",
+            json!({"name": "ci", "owner": "platform", "environment": "staging",
+                   "allowed_tools": allowed}),
+        )
+        .await;
+        let session = s.session("ci").await;
+        let proxy_token = s
+            .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut w = World {
+            s,
+            up,
+            proxy: None,
+            proxy_addr: String::new(),
+            proxy_token,
+            session,
+            spool: tempfile::tempdir().unwrap(),
+            http: reqwest::Client::new(),
+        };
+        w.start_proxy(flush_ms).await;
+        w
+    }
+
+    pub async fn start_proxy(&mut self, flush_ms: u64) {
+        let cfg = config(&self.s.base, &self.proxy_token, self.spool.path(), flush_ms);
+        let p = Proxy::start(cfg).await.expect("proxy starts");
+        self.proxy_addr = format!("http://{}", p.addr());
+        self.proxy = Some(p);
+        self.wait_ready().await;
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.http.get(self.url("/readyz")).send().await.unwrap();
+            if r.status() == StatusCode::OK {
+                return;
+            }
+            let why = r.text().await.unwrap_or_default();
+            assert!(Instant::now() < deadline, "proxy never became ready: {why}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.proxy_addr, path)
+    }
+
+    /// A task on `tool` with `actions` and a token for it.
+    pub async fn grant(&self, tool: &str, actions: &[&str]) -> (String, String) {
+        let (st, task) = self
+            .s
+            .create_task(
+                &self.session,
+                json!([{"tool": tool, "actions": actions}]),
+                None,
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{task}");
+        let id = task["id"].as_str().unwrap().to_owned();
+        // `github` is the testkit's seeded tool; ours are `https://<name>.test`.
+        let audience = match tool {
+            "github" => "https://api.github.com".to_owned(),
+            t => format!("https://{t}.test"),
+        };
+        let (st, v) = self.s.exchange(&self.session, &id, &audience, &[]).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        (id, v["access_token"].as_str().unwrap().to_owned())
+    }
+
+    /// Call the proxy; returns status, headers and body text.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, HeaderMap, String) {
+        let mut r = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if method == "POST" {
+            r = r.body("{}");
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        (status, headers, resp.text().await.unwrap())
+    }
+
+    /// Every `tool.invoked` event at the broker.
+    pub async fn invocations(&self) -> Vec<Value> {
+        self.s
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e["kind"] == "tool.invoked")
+            .collect()
+    }
+
+    /// Wait until every id in `ids` is in the broker's chain; returns the events.
+    pub async fn wait_for_records(&self, ids: &[String]) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let evs = self.invocations().await;
+            let all = ids
+                .iter()
+                .all(|id| evs.iter().any(|e| e["request_id"] == id.as_str()));
+            if all {
+                return evs;
+            }
+            assert!(Instant::now() < deadline, "records never arrived");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The request id the proxy answered with.
+pub fn request_id(h: &HeaderMap) -> String {
+    h.get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("every answer carries x-request-id")
+        .to_owned()
+}
+
+/// `{"error":{"code"}}` of a refusal.
+pub fn code(body: &str) -> String {
+    let v: Value = mandate_testkit::serde_json::from_str(body).unwrap_or(Value::Null);
+    v["error"]["code"].as_str().unwrap_or("").to_owned()
+}

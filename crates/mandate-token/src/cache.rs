@@ -1,0 +1,169 @@
+//! Tokens whose signature already verified, by `jti`, so a signature is
+//! checked once per token rather than once per request. The exact token
+//! bytes are kept and compared in constant time on lookup, so a forged
+//! token that reuses a cached `jti` misses and goes through full
+//! verification. Expiry, revocation and the rest stay the caller's job on
+//! every use: a hit only means "this exact text verified before".
+
+use crate::claims::{AccessClaims, SessionClaims};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Entries kept before the cache starts over (a miss only costs a verify).
+pub const DEFAULT_CAPACITY: usize = 200_000;
+
+/// Claims with an identity and an expiry, so the cache can key and drop them.
+pub trait Expiring {
+    fn jti(&self) -> &str;
+    fn exp(&self) -> i64;
+}
+
+impl Expiring for AccessClaims {
+    fn jti(&self) -> &str {
+        &self.jti
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+impl Expiring for SessionClaims {
+    fn jti(&self) -> &str {
+        &self.jti
+    }
+    fn exp(&self) -> i64 {
+        self.exp
+    }
+}
+
+/// The exact token text and its verified claims.
+type Cached<C> = (Box<str>, Arc<C>);
+
+/// Verified claims by `jti`, with the token text they came from.
+pub struct TokenCache<C> {
+    entries: RwLock<HashMap<String, Cached<C>>>,
+    capacity: usize,
+}
+
+impl<C> Default for TokenCache<C> {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl<C> TokenCache<C> {
+    pub fn with_capacity(capacity: usize) -> Self {
+        TokenCache {
+            entries: RwLock::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+}
+
+impl<C: Expiring> TokenCache<C> {
+    /// The claims `token` verified to earlier, if this exact text did.
+    pub fn get(&self, token: &str) -> Option<Arc<C>> {
+        let jti = peek_jti(token)?;
+        let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        let (cached, claims) = map.get(&jti)?;
+        aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes())
+            .ok()
+            .map(|_| claims.clone())
+    }
+
+    /// Remember that `token` verified to `claims`. Call only after the
+    /// signature (and whatever else the caller treats as fixed) checked out.
+    pub fn put(&self, token: &str, claims: Arc<C>) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= self.capacity {
+            // Full: start over rather than track recency; a miss only costs a verify.
+            map.clear();
+        }
+        map.insert(claims.jti().to_owned(), (token.into(), claims));
+    }
+
+    /// Drop entries whose token has expired by `now`.
+    pub fn forget_expired(&self, now: i64) {
+        self.entries
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, (_, c)| c.exp() > now);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The `jti` of a token without verifying it: only a cache key.
+fn peek_jti(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct J {
+        jti: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = crate::b64_decode(payload)?;
+    serde_json::from_slice::<J>(&bytes).ok().map(|j| j.jti)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SigningAlg, SigningKey, jwt};
+
+    struct C {
+        jti: String,
+        exp: i64,
+    }
+    impl Expiring for C {
+        fn jti(&self) -> &str {
+            &self.jti
+        }
+        fn exp(&self) -> i64 {
+            self.exp
+        }
+    }
+
+    fn token(key: &SigningKey, jti: &str) -> String {
+        jwt::encode(key, jwt::TYP_ACCESS, &serde_json::json!({"jti": jti})).unwrap()
+    }
+
+    #[test]
+    fn forged_token_reusing_a_cached_jti_misses() {
+        let (a, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let (b, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let cache = TokenCache::default();
+        let good = token(&a, "j1");
+        cache.put(
+            &good,
+            Arc::new(C {
+                jti: "j1".into(),
+                exp: 10,
+            }),
+        );
+        assert!(cache.get(&good).is_some());
+        assert!(cache.get(&token(&b, "j1")).is_none());
+        assert!(cache.get("not a token").is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_forgotten_and_capacity_is_bounded() {
+        let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let cache = TokenCache::with_capacity(2);
+        for (i, exp) in [5, 50].iter().enumerate() {
+            let jti = format!("j{i}");
+            cache.put(&token(&k, &jti), Arc::new(C { jti, exp: *exp }));
+        }
+        cache.forget_expired(10);
+        assert_eq!(cache.len(), 1);
+        for i in 2..5 {
+            let jti = format!("j{i}");
+            cache.put(&token(&k, &jti), Arc::new(C { jti, exp: 99 }));
+        }
+        assert!(cache.len() <= 2);
+    }
+}
