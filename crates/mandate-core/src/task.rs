@@ -123,6 +123,16 @@ impl Task {
         self.state == TaskState::Active && now < self.deadline
     }
 
+    /// The state as of `now`: an active task past its deadline is expired
+    /// even before the sweeper has recorded it.
+    pub fn state_at(&self, now: UnixTime) -> TaskState {
+        if self.state == TaskState::Active && now >= self.deadline {
+            TaskState::Expired
+        } else {
+            self.state
+        }
+    }
+
     pub fn remaining_secs(&self, now: UnixTime) -> i64 {
         self.deadline - now
     }
@@ -174,6 +184,17 @@ mod tests {
             deadline,
             ended_at: None,
         }
+    }
+
+    #[test]
+    fn state_at_expires_an_active_task_at_its_deadline_only() {
+        let t = task(TaskState::Active, 1000);
+        assert_eq!(t.state_at(999), TaskState::Active);
+        assert_eq!(t.state_at(1000), TaskState::Expired);
+        assert_eq!(
+            task(TaskState::Completed, 1000).state_at(2000),
+            TaskState::Completed
+        );
     }
 
     #[test]

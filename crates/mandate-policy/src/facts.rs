@@ -1,7 +1,7 @@
 //! What a caller tells the policy engine, and what it answers. Facts are
 //! borrowed: the caller already holds the agent, tool and task rows.
 
-use mandate_core::{Environment, Sensitivity, TaskState};
+use mandate_core::{Agent, Environment, Sensitivity, Task, TaskState, Tool};
 
 /// The principal: `Mandate::Agent::"<name>"`.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,41 @@ pub struct TaskFacts<'a> {
     pub environment: Environment,
     pub approved: bool,
     pub delegation_depth: i64,
+}
+
+impl<'a> AgentFacts<'a> {
+    pub fn of(agent: &'a Agent) -> Self {
+        AgentFacts {
+            name: agent.name.as_str(),
+            environment: agent.environment,
+            owner: agent.owner.as_str(),
+        }
+    }
+}
+
+impl<'a> ToolFacts<'a> {
+    pub fn of(tool: &'a Tool) -> Self {
+        ToolFacts {
+            name: tool.name.as_str(),
+            environment: tool.environment,
+            sensitivity: tool.sensitivity,
+        }
+    }
+}
+
+impl<'a> TaskFacts<'a> {
+    /// The task as policy sees it at `now`. Approvals and delegation are
+    /// not built yet: `approved` is false and the depth 0.
+    pub fn of(task: &'a Task, now: i64) -> Self {
+        TaskFacts {
+            id: task.id.as_str(),
+            state: task.state_at(now),
+            intent: &task.intent,
+            environment: task.environment,
+            approved: false,
+            delegation_depth: 0,
+        }
+    }
 }
 
 /// One request an agent makes with a grant (Cedar action `invoke`).

@@ -6,7 +6,7 @@
 use crate::error::Deny;
 use crate::state::State;
 use http::HeaderMap;
-use mandate_core::{DeliveryMode, RevocationKind, SpiffeId, Task, TaskId, TaskState, Tool};
+use mandate_core::{DeliveryMode, RevocationKind, SpiffeId, TaskId, Tool};
 use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
 use mandate_token::claims::AccessClaims;
 use std::sync::Arc;
@@ -89,14 +89,6 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, Deny> {
 }
 
 /// The task state policy sees: an active task past its deadline is expired.
-fn effective_state(task: &Task, now: i64) -> TaskState {
-    if task.state == TaskState::Active && now >= task.deadline {
-        TaskState::Expired
-    } else {
-        task.state
-    }
-}
-
 fn env_mismatch(what: &str, env: &str, tool: &Tool) -> Deny {
     Deny::forbidden(
         "wrong_environment",
@@ -237,24 +229,9 @@ pub async fn decide(
     let grant_actions = detail.actions.clone();
     let resource_in_scope = detail.covers_resource(&routed.resource);
     let decision = snap.policy.decide_invoke(&InvokeRequest {
-        agent: AgentFacts {
-            name: agent.name.as_str(),
-            environment: agent.environment,
-            owner: agent.owner.as_str(),
-        },
-        tool: ToolFacts {
-            name: tool.name.as_str(),
-            environment: tool.environment,
-            sensitivity: tool.sensitivity,
-        },
-        task: TaskFacts {
-            id: task.id.as_str(),
-            state: effective_state(&task, now),
-            intent: &task.intent,
-            environment: task.environment,
-            approved: false,
-            delegation_depth: 0,
-        },
+        agent: AgentFacts::of(&agent),
+        tool: ToolFacts::of(&tool),
+        task: TaskFacts::of(&task, now),
         action: routed.action.as_str(),
         resource: &routed.resource,
         grant_actions: &grant_actions,

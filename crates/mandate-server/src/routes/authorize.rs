@@ -9,9 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    AdminRight, Agent, Environment, ResourcePattern, Sensitivity, SpiffeId, Task, TaskState, Tool,
-};
+use mandate_core::{AdminRight, Agent, Environment, Sensitivity, SpiffeId, Task, Tool};
 use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
 use mandate_token::claims::AccessClaims;
 use serde::Deserialize;
@@ -64,15 +62,6 @@ async fn resolve(app: &App, token: &str, t: i64) -> Result<Live, String> {
     })
 }
 
-/// The task state policy should see: an active task past its deadline is expired.
-fn effective_state(task: &Task, t: i64) -> TaskState {
-    if task.state == TaskState::Active && t >= task.deadline {
-        TaskState::Expired
-    } else {
-        task.state
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
@@ -107,38 +96,13 @@ pub async fn authorize(
             ev.task = Some(live.task.id.to_string());
             ev.tool = Some(live.tool.name.to_string());
             ev.jti = Some(live.claims.jti.clone());
-            let detail = live
-                .claims
-                .authorization_details
-                .iter()
-                .find(|d| d.tool == live.tool.name.as_str());
+            let detail = live.claims.detail_for(live.tool.name.as_str());
             let grant_actions: Vec<String> = detail.map(|d| d.actions.clone()).unwrap_or_default();
-            let resource_in_scope = detail.is_some_and(|d| {
-                d.resources.is_empty()
-                    || d.resources
-                        .iter()
-                        .filter_map(|r| ResourcePattern::parse(r).ok())
-                        .any(|p| p.matches(&req.resource))
-            });
+            let resource_in_scope = detail.is_some_and(|d| d.covers_resource(&req.resource));
             let d = app.policy().decide_invoke(&InvokeRequest {
-                agent: AgentFacts {
-                    name: live.agent.name.as_str(),
-                    environment: live.agent.environment,
-                    owner: live.agent.owner.as_str(),
-                },
-                tool: ToolFacts {
-                    name: live.tool.name.as_str(),
-                    environment: live.tool.environment,
-                    sensitivity: live.tool.sensitivity,
-                },
-                task: TaskFacts {
-                    id: live.task.id.as_str(),
-                    state: effective_state(&live.task, t),
-                    intent: &live.task.intent,
-                    environment: live.task.environment,
-                    approved: false,
-                    delegation_depth: 0,
-                },
+                agent: AgentFacts::of(&live.agent),
+                tool: ToolFacts::of(&live.tool),
+                task: TaskFacts::of(&live.task, t),
                 action: &req.action,
                 resource: &req.resource,
                 grant_actions: &grant_actions,

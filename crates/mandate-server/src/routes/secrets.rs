@@ -14,9 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    AdminRight, DeliveryMode, NewSecret, Secret, SecretName, TaskId, TaskState, Tool,
-};
+use mandate_core::{AdminRight, DeliveryMode, NewSecret, Secret, SecretName, TaskId, Tool};
 use mandate_policy::{AgentFacts, RevealRequest, TaskFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -229,30 +227,10 @@ pub async fn reveal(
         .ok_or_else(|| ApiError::not_found("secret in this task's scope", &name))?;
     let tool = tool_of(&app, &secret)?;
     let t = now();
-    let state = if task.state == TaskState::Active && t >= task.deadline {
-        TaskState::Expired
-    } else {
-        task.state
-    };
     let mut decision = app.policy().decide_reveal(&RevealRequest {
-        agent: AgentFacts {
-            name: agent.name.as_str(),
-            environment: agent.environment,
-            owner: agent.owner.as_str(),
-        },
-        tool: ToolFacts {
-            name: tool.name.as_str(),
-            environment: tool.environment,
-            sensitivity: tool.sensitivity,
-        },
-        task: TaskFacts {
-            id: task.id.as_str(),
-            state,
-            intent: &task.intent,
-            environment: task.environment,
-            approved: false,
-            delegation_depth: 0,
-        },
+        agent: AgentFacts::of(agent),
+        tool: ToolFacts::of(&tool),
+        task: TaskFacts::of(&task, t),
         delivery: tool.delivery.mode.as_str(),
         secret_name: secret.name.as_str(),
         secret_class: secret.class.as_str(),

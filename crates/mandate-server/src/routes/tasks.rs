@@ -43,24 +43,9 @@ fn decide(
             .ok_or_else(|| ApiError::internal(format!("tool {} vanished", item.tool)))?;
         let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
         let req = TaskStartRequest {
-            agent: AgentFacts {
-                name: agent.name.as_str(),
-                environment: agent.environment,
-                owner: agent.owner.as_str(),
-            },
-            tool: ToolFacts {
-                name: tool.name.as_str(),
-                environment: tool.environment,
-                sensitivity: tool.sensitivity,
-            },
-            task: TaskFacts {
-                id: task.id.as_str(),
-                state: task.state,
-                intent: &task.intent,
-                environment: task.environment,
-                approved: false,
-                delegation_depth: 0,
-            },
+            agent: AgentFacts::of(agent),
+            tool: ToolFacts::of(&tool),
+            task: TaskFacts::of(task, task.created_at),
             requested_actions: &actions,
             anomaly_score: 0,
             now: task.created_at,
