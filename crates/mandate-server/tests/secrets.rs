@@ -186,22 +186,12 @@ async fn bad_secret_input_names_the_field_and_writes_nothing() {
 #[tokio::test]
 async fn secret_rights_are_enforced() {
     let s = with_secret().await;
-    let limited = s
-        .admin_post("/v1/admin/tokens", json!({"rights": ["tools"]}))
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let limited = s.admin_token(&["tools"]).await;
     let (st, _) = s.get("/v1/secrets", Some(&limited)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = s.get("/v1/proxy/secrets/github", Some(&limited)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
-    let secrets_admin = s
-        .admin_post("/v1/admin/tokens", json!({"rights": ["secrets"]}))
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secrets_admin = s.admin_token(&["secrets"]).await;
     let (st, _) = s.get("/v1/secrets", Some(&secrets_admin)).await;
     assert_eq!(st, StatusCode::OK);
     let (st, _) = s
@@ -220,12 +210,7 @@ async fn secret_rights_are_enforced() {
 #[tokio::test]
 async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     let s = with_secret().await;
-    let proxy = s
-        .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let proxy = s.admin_token(&["proxy"]).await;
     let (st, cat) = s.get("/v1/proxy/catalog", Some(&proxy)).await;
     assert_eq!(st, StatusCode::OK, "{cat}");
     assert_eq!(cat["issuer"], s.base.as_str());
@@ -415,12 +400,7 @@ async fn reveal_is_for_reveal_tools_active_tasks_and_is_audited() {
 #[tokio::test]
 async fn secrets_survive_restart_and_a_wrong_master_key_refuses_to_start() {
     let s = with_secret().await;
-    let proxy = s
-        .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let proxy = s.admin_token(&["proxy"]).await;
     let s = s.restart().await;
     let (st, v) = s.get("/v1/proxy/secrets/github", Some(&proxy)).await;
     assert_eq!((st, v["value"].as_str()), (StatusCode::OK, Some(VALUE)));

@@ -315,6 +315,15 @@ impl TestServer {
         self.form("/oauth/token", None, &form).await
     }
 
+    /// A new admin token holding only `rights`.
+    pub async fn admin_token(&self, rights: &[&str]) -> String {
+        self.admin_post("/v1/admin/tokens", json!({ "rights": rights }))
+            .await["token"]
+            .as_str()
+            .expect("admin token in response")
+            .to_owned()
+    }
+
     /// The common case: a task reading GitHub issues and one grant for it.
     /// Returns the task id and the access token.
     pub async fn read_grant(&self, session: &str) -> (String, String) {

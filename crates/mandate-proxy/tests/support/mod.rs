@@ -189,12 +189,7 @@ impl World {
         )
         .await;
         let session = s.session("ci").await;
-        let proxy_token = s
-            .admin_post("/v1/admin/tokens", json!({"rights": ["proxy"]}))
-            .await["token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let proxy_token = s.admin_token(&["proxy"]).await;
         let mut w = World {
             s,
             up,
