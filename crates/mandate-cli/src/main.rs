@@ -43,6 +43,24 @@ pub struct Cli {
     command: Command,
 }
 
+const PROXY_HELP: &str = "\
+Agents call /{tool}/{path} with `Authorization: Bearer <task access token>`.
+
+Config (TOML; each key also as MANDATE_PROXY_<KEY>):
+  listen = \"127.0.0.1:8400\"          where agents connect
+  broker = \"http://127.0.0.1:8200\"   the broker's base URL
+  token_file = \"proxy.token\"         admin token with the `proxy` right (or MANDATE_PROXY_TOKEN)
+  environment = \"production\"         serve only this environment's tools (optional)
+  spool_dir = \"mandate-proxy-spool\"  audit records wait here while the broker is away
+  staleness_secs = 30                refuse calls when the revocation feed is silent this long
+  catalog_refresh_secs = 5           how often tools and secrets are re-read
+  audit_batch_max = 500              records per audit batch (at most 1000)
+  audit_flush_ms = 200               how often queued records are shipped
+  upstream_timeout_secs = 30         wait for upstream headers, and between body chunks
+  max_body_bytes = 10485760          largest request body forwarded
+
+Operations: GET /healthz, /readyz, /metrics (Prometheus).";
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker from a config file (SQLite in its data dir).
@@ -63,6 +81,7 @@ enum Command {
     /// Run a credential-injection proxy beside a broker: checks each agent
     /// request's token and Cedar policy, injects the tool's upstream secret,
     /// forwards, redacts echoes, audits every call.
+    #[command(after_long_help = PROXY_HELP)]
     Proxy {
         /// TOML config (listen, broker, token_file, spool_dir, …); every key
         /// can be overridden by MANDATE_PROXY_* env vars.

@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use mandate_core::Sensitivity;
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
 
 const NO_PERMIT: &str = "no-permit: no policy permits this request";
 
@@ -54,10 +55,30 @@ fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
 
 /// Principal, resource, and the two entities Cedar needs to read their
 /// attributes. Built from code, so no schema conformance check here.
-struct Parties {
+pub(crate) struct Parties {
     agent: EntityUid,
     tool: EntityUid,
     entities: Entities,
+}
+
+/// Entries kept before the cache starts over (a miss only costs a build).
+const PARTIES_CAPACITY: usize = 10_000;
+
+/// Built [`Parties`] keyed by every attribute that goes into them, so an
+/// entry can never be stale: a changed owner or sensitivity is a new key.
+#[derive(Default)]
+pub(crate) struct PartiesCache(RwLock<HashMap<String, Arc<Parties>>>);
+
+fn parties_key(agent: &AgentFacts<'_>, tool: &ToolFacts<'_>) -> String {
+    [
+        agent.name,
+        agent.environment.as_str(),
+        agent.owner,
+        tool.name,
+        tool.environment.as_str(),
+        tool.sensitivity.as_str(),
+    ]
+    .join("\0")
 }
 
 /// A decision plus whether it was forced by an error (fail closed), which
@@ -79,7 +100,30 @@ fn failure(message: String) -> Outcome {
 }
 
 impl PolicySet {
-    fn parties(&self, agent: &AgentFacts<'_>, tool: &ToolFacts<'_>) -> Result<Parties, String> {
+    fn parties(
+        &self,
+        agent: &AgentFacts<'_>,
+        tool: &ToolFacts<'_>,
+    ) -> Result<Arc<Parties>, String> {
+        let key = parties_key(agent, tool);
+        let cache = &self.0.parties.0;
+        if let Some(p) = cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let built = Arc::new(self.build_parties(agent, tool)?);
+        let mut map = cache.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PARTIES_CAPACITY {
+            map.clear();
+        }
+        map.insert(key, built.clone());
+        Ok(built)
+    }
+
+    fn build_parties(
+        &self,
+        agent: &AgentFacts<'_>,
+        tool: &ToolFacts<'_>,
+    ) -> Result<Parties, String> {
         let agent_uid =
             EntityUid::from_type_name_and_id(self.0.agent_type.clone(), EntityId::new(agent.name));
         let tool_uid =

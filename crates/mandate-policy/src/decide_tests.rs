@@ -105,6 +105,32 @@ fn allow_in_scope() {
     );
 }
 
+/// One set, one agent and tool name: a changed attribute must not be
+/// answered from the cached entities of the earlier decision.
+#[test]
+fn cached_entities_follow_attribute_changes() {
+    let set = PolicySet::defaults();
+    assert!(invoke_with(&set, Case::default()).allowed);
+    let moved = invoke_with(
+        &set,
+        Case {
+            agent_env: Production,
+            ..Case::default()
+        },
+    );
+    denied_only_by(&moved, "deny-cross-environment");
+    let restricted = invoke_with(
+        &set,
+        Case {
+            tool_sens: Restricted,
+            ..Case::default()
+        },
+    );
+    assert!(!restricted.allowed, "{restricted:?}");
+    assert!(invoke_with(&set, Case::default()).allowed);
+    assert_eq!(set.0.parties.0.read().unwrap().len(), 3);
+}
+
 #[test]
 fn deny_cross_environment_via_agent_environment() {
     let d = invoke(Case {

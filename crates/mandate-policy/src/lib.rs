@@ -80,6 +80,9 @@ pub(crate) struct Loaded {
     pub tool_type: EntityTypeName,
     pub authorizer: Authorizer,
     pub sources: PolicySources,
+    /// Cedar entities for an agent and a tool, by their full attribute
+    /// content: built once, not on every decision.
+    pub parties: decide::PartiesCache,
 }
 
 /// The text the set was built from, so others (a proxy) can build the

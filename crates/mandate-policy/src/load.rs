@@ -117,6 +117,7 @@ fn build(
         agent_type: static_type_name("Mandate::Agent")?,
         tool_type,
         authorizer: Authorizer::new(),
+        parties: Default::default(),
         sources: crate::PolicySources {
             schema: schema_text.to_owned(),
             files: sources.to_vec(),

@@ -131,6 +131,10 @@ pub async fn decide(
         .map_err(|_| Deny::token("invalid_token", "token `txn` is not a task id"))?;
     known.task = Some(task_id.to_string());
 
+    // Name the tool in the audit record even when revocation denies first.
+    let tool = snap.tools.get(tool_name).cloned();
+    known.tool = tool.as_ref().map(|t| t.name.to_string());
+
     // Revocation before anything else about the token matters.
     if let Some(kind) = st
         .revocations
@@ -144,7 +148,7 @@ pub async fn decide(
         return Err(Deny::token("revoked", format!("{what} has been revoked")));
     }
 
-    let tool = snap.tools.get(tool_name).cloned().ok_or_else(|| {
+    let tool = tool.ok_or_else(|| {
         Deny::new(
             http::StatusCode::NOT_FOUND,
             "unknown_tool",
@@ -154,7 +158,6 @@ pub async fn decide(
             ),
         )
     })?;
-    known.tool = Some(tool.name.to_string());
     if let Some(env) = st.config.environment
         && env != tool.environment
     {

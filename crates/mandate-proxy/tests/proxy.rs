@@ -114,16 +114,16 @@ async fn a_revoked_tasks_token_is_refused_within_a_second() {
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let revoked = Instant::now();
-    loop {
-        let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    let refused_id = loop {
+        let (st, h, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
         if st == StatusCode::UNAUTHORIZED {
             assert_eq!(code(&body), "revoked");
-            break;
+            break request_id(&h);
         }
         assert_eq!(st, StatusCode::OK);
         assert!(revoked.elapsed() < Duration::from_secs(5), "never refused");
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    };
     let after_revoke = revoked.elapsed();
     println!(
         "revocation → refusal: {:.1} ms after the broker answered ({:.1} ms including the revoke call)",
@@ -131,6 +131,15 @@ async fn a_revoked_tasks_token_is_refused_within_a_second() {
         before.elapsed().as_secs_f64() * 1000.0
     );
     assert!(after_revoke < Duration::from_millis(1500));
+    // The refusal's audit record still says which tool and task it was for.
+    let evs = w.wait_for_records(std::slice::from_ref(&refused_id)).await;
+    let ev = evs
+        .iter()
+        .find(|e| e["request_id"] == refused_id.as_str())
+        .unwrap();
+    assert_eq!(ev["decision"], "deny");
+    assert_eq!(ev["tool"], "echo");
+    assert_eq!(ev["task"], task.as_str());
 }
 
 /// Name, method, path, token, expected status and error code.

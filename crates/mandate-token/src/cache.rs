@@ -1,9 +1,11 @@
-//! Tokens whose signature already verified, by `jti`, so a signature is
-//! checked once per token rather than once per request. The exact token
-//! bytes are kept and compared in constant time on lookup, so a forged
-//! token that reuses a cached `jti` misses and goes through full
-//! verification. Expiry, revocation and the rest stay the caller's job on
-//! every use: a hit only means "this exact text verified before".
+//! Tokens whose signature already verified, so a signature is checked once
+//! per token rather than once per request. Keyed by the token's signature
+//! segment (unique per token, and free to find: no decoding on a hit). The
+//! exact token bytes are kept and compared in constant time on lookup, so
+//! a forged token that reuses a cached signature or `jti` misses and goes
+//! through full verification. Expiry, revocation and the rest stay the
+//! caller's job on every use: a hit only means "this exact text verified
+//! before".
 
 use crate::claims::{AccessClaims, SessionClaims};
 use std::collections::HashMap;
@@ -12,25 +14,18 @@ use std::sync::{Arc, RwLock};
 /// Entries kept before the cache starts over (a miss only costs a verify).
 pub const DEFAULT_CAPACITY: usize = 200_000;
 
-/// Claims with an identity and an expiry, so the cache can key and drop them.
+/// Claims with an expiry, so the cache can drop them.
 pub trait Expiring {
-    fn jti(&self) -> &str;
     fn exp(&self) -> i64;
 }
 
 impl Expiring for AccessClaims {
-    fn jti(&self) -> &str {
-        &self.jti
-    }
     fn exp(&self) -> i64 {
         self.exp
     }
 }
 
 impl Expiring for SessionClaims {
-    fn jti(&self) -> &str {
-        &self.jti
-    }
     fn exp(&self) -> i64 {
         self.exp
     }
@@ -39,9 +34,9 @@ impl Expiring for SessionClaims {
 /// The exact token text and its verified claims.
 type Cached<C> = (Box<str>, Arc<C>);
 
-/// Verified claims by `jti`, with the token text they came from.
+/// Verified claims by signature segment, with the token text they came from.
 pub struct TokenCache<C> {
-    entries: RwLock<HashMap<String, Cached<C>>>,
+    entries: RwLock<HashMap<Box<str>, Cached<C>>>,
     capacity: usize,
 }
 
@@ -63,9 +58,8 @@ impl<C> TokenCache<C> {
 impl<C: Expiring> TokenCache<C> {
     /// The claims `token` verified to earlier, if this exact text did.
     pub fn get(&self, token: &str) -> Option<Arc<C>> {
-        let jti = peek_jti(token)?;
         let map = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        let (cached, claims) = map.get(&jti)?;
+        let (cached, claims) = map.get(signature_of(token)?)?;
         aws_lc_rs::constant_time::verify_slices_are_equal(cached.as_bytes(), token.as_bytes())
             .ok()
             .map(|_| claims.clone())
@@ -74,12 +68,15 @@ impl<C: Expiring> TokenCache<C> {
     /// Remember that `token` verified to `claims`. Call only after the
     /// signature (and whatever else the caller treats as fixed) checked out.
     pub fn put(&self, token: &str, claims: Arc<C>) {
+        let Some(sig) = signature_of(token) else {
+            return;
+        };
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if map.len() >= self.capacity {
             // Full: start over rather than track recency; a miss only costs a verify.
             map.clear();
         }
-        map.insert(claims.jti().to_owned(), (token.into(), claims));
+        map.insert(sig.into(), (token.into(), claims));
     }
 
     /// Drop entries whose token has expired by `now`.
@@ -99,15 +96,11 @@ impl<C: Expiring> TokenCache<C> {
     }
 }
 
-/// The `jti` of a token without verifying it: only a cache key.
-fn peek_jti(token: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct J {
-        jti: String,
-    }
-    let payload = token.split('.').nth(1)?;
-    let bytes = crate::b64_decode(payload)?;
-    serde_json::from_slice::<J>(&bytes).ok().map(|j| j.jti)
+/// The third segment of a compact JWS: only a cache key.
+fn signature_of(token: &str) -> Option<&str> {
+    let mut parts = token.splitn(3, '.');
+    let (_, _, sig) = (parts.next()?, parts.next()?, parts.next()?);
+    (!sig.is_empty()).then_some(sig)
 }
 
 #[cfg(test)]
@@ -116,13 +109,9 @@ mod tests {
     use crate::{SigningAlg, SigningKey, jwt};
 
     struct C {
-        jti: String,
         exp: i64,
     }
     impl Expiring for C {
-        fn jti(&self) -> &str {
-            &self.jti
-        }
         fn exp(&self) -> i64 {
             self.exp
         }
@@ -133,21 +122,23 @@ mod tests {
     }
 
     #[test]
-    fn forged_token_reusing_a_cached_jti_misses() {
+    fn forged_tokens_miss() {
         let (a, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let (b, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let cache = TokenCache::default();
         let good = token(&a, "j1");
-        cache.put(
-            &good,
-            Arc::new(C {
-                jti: "j1".into(),
-                exp: 10,
-            }),
-        );
+        cache.put(&good, Arc::new(C { exp: 10 }));
         assert!(cache.get(&good).is_some());
+        // Same jti, another key.
         assert!(cache.get(&token(&b, "j1")).is_none());
+        // The cached signature on an edited payload.
+        let parts: Vec<&str> = good.split('.').collect();
+        let other = token(&a, "j2");
+        let payload = other.split('.').nth(1).unwrap();
+        let spliced = format!("{}.{}.{}", parts[0], payload, parts[2]);
+        assert!(cache.get(&spliced).is_none());
         assert!(cache.get("not a token").is_none());
+        assert!(cache.get("a.b.").is_none());
     }
 
     #[test]
@@ -155,14 +146,12 @@ mod tests {
         let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let cache = TokenCache::with_capacity(2);
         for (i, exp) in [5, 50].iter().enumerate() {
-            let jti = format!("j{i}");
-            cache.put(&token(&k, &jti), Arc::new(C { jti, exp: *exp }));
+            cache.put(&token(&k, &format!("j{i}")), Arc::new(C { exp: *exp }));
         }
         cache.forget_expired(10);
         assert_eq!(cache.len(), 1);
         for i in 2..5 {
-            let jti = format!("j{i}");
-            cache.put(&token(&k, &jti), Arc::new(C { jti, exp: 99 }));
+            cache.put(&token(&k, &format!("j{i}")), Arc::new(C { exp: 99 }));
         }
         assert!(cache.len() <= 2);
     }
