@@ -499,3 +499,60 @@ async fn a_rotated_secret_is_injected_without_downtime() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn request_bodies_over_the_limit_are_refused_before_the_upstream() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:write"]).await;
+    // A second proxy beside the first with a small body limit (own spool).
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = support::config(&w.s.base, &w.proxy_token, spool.path(), 50);
+    cfg.max_body_bytes = 1024;
+    let small = mandate_proxy::Proxy::start(cfg)
+        .await
+        .expect("proxy starts");
+    let url = format!("http://{}/echo/items", small.addr());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while w
+        .http
+        .get(format!("http://{}/readyz", small.addr()))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(Instant::now() < deadline, "second proxy never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen_before = w.up.count();
+    let post = |body: reqwest::Body| w.http.post(&url).bearer_auth(&token).body(body).send();
+
+    // Declared too large: refused from the header alone.
+    let r = post(vec![b'a'; 2048].into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(&r.text().await.unwrap()), "body_too_large");
+    assert_eq!(
+        w.up.count(),
+        seen_before,
+        "the upstream saw an oversize request"
+    );
+
+    // Streamed without a length: cut off at the limit, never forwarded whole.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..8).map(|_| Ok(vec![b'b'; 512])).collect();
+    let r = post(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{:?}",
+        r.text().await
+    );
+
+    // Within the limit: forwarded.
+    let r = post(vec![b'c'; 512].into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    small.stop().await;
+}
