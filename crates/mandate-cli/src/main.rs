@@ -44,12 +44,14 @@ pub struct Cli {
 }
 
 const PROXY_HELP: &str = "\
-Agents call /{tool}/{path} with `Authorization: Bearer <task access token>`.
+Agents call /{tool}/{path} with `Authorization: Bearer <task access token>`, or
+`Authorization: DPoP <token>` plus a `DPoP` proof header for DPoP-bound tokens.
 
 Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   listen = \"127.0.0.1:8400\"          where agents connect
   broker = \"http://127.0.0.1:8200\"   the broker's base URL
   token_file = \"proxy.token\"         admin token with the `proxy` right (or MANDATE_PROXY_TOKEN)
+  public_url = \"https://proxy.example\" how agents address the proxy, for DPoP `htu` (default http://<Host>)
   environment = \"production\"         serve only this environment's tools (optional)
   spool_dir = \"mandate-proxy-spool\"  audit records wait here while the broker is away
   staleness_secs = 30                refuse calls when the revocation feed is silent this long

@@ -25,6 +25,9 @@ pub struct ProxyConfig {
     /// never from the TOML file.
     #[serde(skip)]
     pub token: Option<SecretString>,
+    /// The URL agents use to reach this proxy (`https://proxy.example`),
+    /// checked against DPoP proofs' `htu`; by default `http://<Host>`.
+    pub public_url: Option<String>,
     /// Serve only tools of this environment (and tokens minted for it).
     pub environment: Option<Environment>,
     /// Where audit records wait until the broker has them.
@@ -49,6 +52,7 @@ impl Default for ProxyConfig {
             broker: "http://127.0.0.1:8200".into(),
             token_file: None,
             token: None,
+            public_url: None,
             environment: None,
             spool_dir: PathBuf::from("mandate-proxy-spool"),
             staleness_secs: 30,
@@ -112,6 +116,9 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_BROKER") {
             self.broker = v;
         }
+        if let Some(v) = env("MANDATE_PROXY_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
         if let Some(v) = env("MANDATE_PROXY_TOKEN_FILE") {
             self.token_file = Some(v.into());
         }
@@ -151,6 +158,18 @@ impl ProxyConfig {
 
     /// Check every key; the error names the first one that is wrong.
     pub fn validate(&self) -> Result<(), ProxyError> {
+        if let Some(u) = &self.public_url {
+            let ok = ["https://", "http://"].iter().any(|p| {
+                u.strip_prefix(p)
+                    .is_some_and(|h| !h.is_empty() && !h.starts_with('/'))
+            });
+            if !ok || u.contains(['?', '#']) || u.chars().any(|c| c.is_whitespace()) {
+                return Err(ProxyError::config(
+                    "public_url",
+                    "must be an http:// or https:// URL with a host and no query",
+                ));
+            }
+        }
         let b = self.broker.trim_end_matches('/');
         let host = b
             .strip_prefix("https://")
@@ -297,6 +316,7 @@ mod tests {
             ("audit_flush_ms = 1", "audit_flush_ms"),
             ("upstream_timeout_secs = 0", "upstream_timeout_secs"),
             ("max_body_bytes = 0", "max_body_bytes"),
+            ("public_url = \"ftp://proxy\"", "public_url"),
             ("broker = \"ftp://x\"", "broker"),
             ("broker = \"https://\"", "broker"),
         ] {

@@ -9,6 +9,7 @@ use http::HeaderMap;
 use mandate_core::{DeliveryMode, RevocationKind, SpiffeId, TaskId, Tool};
 use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
 use mandate_token::claims::AccessClaims;
+use mandate_token::dpop;
 use std::sync::Arc;
 
 /// What is known about a call so far, for its audit record.
@@ -61,31 +62,109 @@ pub fn check_path(rest: &str) -> Result<(), Deny> {
     Ok(())
 }
 
-/// The bearer token, or why there is none we accept.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, Deny> {
+/// The access token as presented, and whether under the DPoP scheme.
+pub struct Presented<'a> {
+    pub token: &'a str,
+    pub dpop: bool,
+}
+
+/// The token from `Authorization: Bearer|DPoP`, or why there is none we accept.
+pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Deny> {
     let Some(v) = headers.get(http::header::AUTHORIZATION) else {
         return Err(Deny::token(
             "missing_token",
-            "send the task's access token as `Authorization: Bearer <token>`",
+            "send the task's access token as `Authorization: Bearer <token>` (or `DPoP <token>` with a DPoP proof)",
         ));
     };
     let v = v
         .to_str()
         .map_err(|_| Deny::token("invalid_request", "Authorization header is not ASCII"))?;
     let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
-    if scheme.eq_ignore_ascii_case("dpop") {
-        return Err(Deny::token(
-            "dpop_unsupported",
-            "DPoP-bound tokens are not supported by this proxy yet; use a Bearer token",
-        ));
-    }
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+    let dpop = scheme.eq_ignore_ascii_case("dpop");
+    if !(dpop || scheme.eq_ignore_ascii_case("bearer")) || token.trim().is_empty() {
         return Err(Deny::token(
             "invalid_request",
-            "Authorization must use the Bearer scheme",
+            "Authorization must use the Bearer or DPoP scheme",
         ));
     }
-    Ok(token.trim())
+    Ok(Presented {
+        token: token.trim(),
+        dpop,
+    })
+}
+
+/// The URL the agent addressed, for a DPoP proof's `htu`: the configured
+/// public URL, or this request's Host.
+fn request_url(st: &State, headers: &HeaderMap, path: &str) -> Result<String, Deny> {
+    if let Some(base) = &st.config.public_url {
+        return Ok(format!("{}{path}", base.trim_end_matches('/')));
+    }
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .ok_or_else(|| Deny::token("invalid_dpop_proof", "request has no Host header"))?;
+    Ok(format!("http://{host}{path}"))
+}
+
+/// RFC 9449 at a resource: a bound token needs a fresh proof by its key,
+/// for this very request and token; an unbound one must not pose as bound.
+fn check_binding(
+    st: &State,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    presented: &Presented<'_>,
+    claims: &AccessClaims,
+    now: i64,
+) -> Result<(), Deny> {
+    let Some(cnf) = &claims.cnf else {
+        return if presented.dpop {
+            Err(Deny::token(
+                "invalid_token",
+                "token is not DPoP-bound; send it with the Bearer scheme",
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    if !presented.dpop {
+        return Err(Deny::token(
+            "invalid_token",
+            "token is DPoP-bound: send it as `Authorization: DPoP <token>` with a DPoP proof",
+        ));
+    }
+    let mut proofs = headers.get_all("dpop").iter();
+    let proof = match (proofs.next(), proofs.next()) {
+        (Some(p), None) => p
+            .to_str()
+            .map_err(|_| Deny::token("invalid_dpop_proof", "DPoP header is not ASCII"))?,
+        (None, _) => return Err(Deny::token("invalid_dpop_proof", "DPoP header is missing")),
+        _ => {
+            return Err(Deny::token(
+                "invalid_dpop_proof",
+                "send exactly one DPoP header",
+            ));
+        }
+    };
+    let url = request_url(st, headers, path)?;
+    let expect = dpop::Expect {
+        method,
+        url: &url,
+        access_token: Some(presented.token),
+        now,
+    };
+    let p = dpop::verify_proof(proof, &expect)
+        .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))?;
+    // Both thumbprints are public (one is in the token): no timing concern.
+    if p.jkt != cnf.jkt {
+        return Err(Deny::token(
+            "invalid_dpop_proof",
+            "proof is signed by another key than the token is bound to",
+        ));
+    }
+    st.dpop_replay
+        .first_use(&p, now)
+        .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))
 }
 
 /// The task state policy sees: an active task past its deadline is expired.
@@ -117,12 +196,24 @@ pub async fn decide(
         .catalog
         .snapshot()
         .ok_or_else(|| Deny::unavailable("not_ready", "the broker's catalog is not loaded"))?;
-    let token = bearer(headers)?;
+    let presented = presented(headers)?;
     let issuer = st
         .issuer()
         .ok_or_else(|| Deny::unavailable("not_ready", "the broker's issuer is not known yet"))?;
-    let claims: Arc<AccessClaims> = st.verifier.verify(&st.broker, &issuer, token, now).await?;
+    let claims: Arc<AccessClaims> = st
+        .verifier
+        .verify(&st.broker, &issuer, presented.token, now)
+        .await?;
     known.jti = Some(claims.jti.clone());
+    check_binding(
+        st,
+        headers,
+        method,
+        &format!("/{tool_name}{rest}"),
+        &presented,
+        &claims,
+        now,
+    )?;
     let sub = SpiffeId::parse("sub", &claims.sub)
         .map_err(|_| Deny::token("invalid_token", "token `sub` is not an agent SPIFFE ID"))?;
     let agent_name = sub.agent.to_string();
@@ -304,12 +395,21 @@ mod tests {
             m.insert(http::header::AUTHORIZATION, v.parse().unwrap());
             m
         };
-        assert_eq!(bearer(&h("Bearer abc")).unwrap(), "abc");
-        assert_eq!(bearer(&h("bearer abc")).unwrap(), "abc");
-        assert_eq!(bearer(&h("DPoP abc")).unwrap_err().code, "dpop_unsupported");
-        assert_eq!(bearer(&h("Basic abc")).unwrap_err().code, "invalid_request");
-        assert_eq!(bearer(&h("Bearer ")).unwrap_err().code, "invalid_request");
-        assert_eq!(bearer(&HeaderMap::new()).unwrap_err().code, "missing_token");
+        let bearer = h("Bearer abc");
+        let p = presented(&bearer).unwrap();
+        assert_eq!((p.token, p.dpop), ("abc", false));
+        assert_eq!(presented(&h("bearer abc")).unwrap().token, "abc");
+        let dpop = h("DPoP abc");
+        let p = presented(&dpop).unwrap();
+        assert_eq!((p.token, p.dpop), ("abc", true));
+        let code = |v: &str| presented(&h(v)).err().unwrap().code;
+        assert_eq!(code("Basic abc"), "invalid_request");
+        assert_eq!(code("Bearer "), "invalid_request");
+        assert_eq!(code("DPoP"), "invalid_request");
+        assert_eq!(
+            presented(&HeaderMap::new()).err().unwrap().code,
+            "missing_token"
+        );
     }
 
     fn tool() -> Tool {

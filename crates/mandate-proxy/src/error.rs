@@ -46,6 +46,9 @@ impl ProxyError {
     }
 }
 
+/// Algorithms a DPoP proof may be signed with.
+pub const DPOP_ALGS: &str = "EdDSA ES256 RS256";
+
 /// A refused request: status, a stable machine code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
@@ -118,11 +121,15 @@ impl Deny {
             h.insert("x-request-id", v);
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            // RFC 6750 §3: tell the client which scheme and why.
-            let challenge = format!(
-                r#"Bearer error="invalid_token", error_description="{}""#,
-                self.code
-            );
+            // RFC 6750 §3 / RFC 9449 §7.1: tell the client which scheme and why.
+            let challenge = if self.code == "invalid_dpop_proof" {
+                format!(r#"DPoP error="invalid_dpop_proof", algs="{}""#, DPOP_ALGS)
+            } else {
+                format!(
+                    r#"Bearer error="invalid_token", error_description="{}", DPoP algs="{}""#,
+                    self.code, DPOP_ALGS
+                )
+            };
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }

@@ -21,6 +21,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
     pub upstream: Upstream,
+    /// DPoP proofs already presented here (RFC 9449 §11.1).
+    pub dpop_replay: mandate_token::dpop::ReplayGuard,
     issuer: RwLock<Option<String>>,
 }
 
@@ -42,6 +44,7 @@ impl State {
             metrics,
             audit,
             upstream,
+            dpop_replay: Default::default(),
             issuer: RwLock::new(None),
         }
     }

@@ -274,7 +274,7 @@ async fn bad_tokens_and_requests_are_refused_with_a_reason() {
     }
     let (st, _, body) = w.call("POST", "/echo/items", Some(&token)).await;
     assert!(body.contains("deny-out-of-scope"), "{st} {body}");
-    // DPoP is answered plainly until the broker mints bound tokens.
+    // An unbound token cannot pose as DPoP-bound (more in the DPoP test).
     let r = w
         .http
         .get(w.url("/echo/items/1"))
@@ -283,7 +283,7 @@ async fn bad_tokens_and_requests_are_refused_with_a_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(code(&r.text().await.unwrap()), "dpop_unsupported");
+    assert_eq!(code(&r.text().await.unwrap()), "invalid_token");
     // Dot segments, sent raw (HTTP clients normalise them away).
     let raw = raw_get(&w, "/echo/items/../admin", &token).await;
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
@@ -555,4 +555,93 @@ async fn request_bodies_over_the_limit_are_refused_before_the_upstream() {
     let r = post(vec![b'c'; 512].into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     small.stop().await;
+}
+
+#[tokio::test]
+async fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
+    use mandate_token::{SigningAlg, SigningKey, dpop};
+    let w = World::new().await;
+    let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let token = w.grant_dpop("echo", &["items:read"], &key).await;
+    let path = "/echo/items/7";
+    let url = w.url(path);
+    let now = mandate_testkit::now();
+    let send = |scheme: &str, proof: Option<String>| {
+        let mut r = w
+            .http
+            .get(&url)
+            .header("authorization", format!("{scheme} {token}"));
+        if let Some(p) = proof {
+            r = r.header("dpop", p);
+        }
+        r.send()
+    };
+    let proof = |k: &SigningKey, method: &str, u: &str, tok: &str| {
+        dpop::sign_proof(k, method, u, Some(tok), now).unwrap()
+    };
+
+    let good = proof(&key, "GET", &url, &token);
+    let r = send("DPoP", Some(good.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        w.up.last().headers.get("dpop").is_none(),
+        "the proof went upstream"
+    );
+    assert_eq!(
+        w.up.last().headers["authorization"],
+        format!("Bearer {SECRET}").as_str()
+    );
+
+    let other = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let cases = [
+        ("replayed proof", "DPoP", Some(good), "invalid_dpop_proof"),
+        ("as Bearer", "Bearer", None, "invalid_token"),
+        ("no proof", "DPoP", None, "invalid_dpop_proof"),
+        (
+            "other key",
+            "DPoP",
+            Some(proof(&other, "GET", &url, &token)),
+            "invalid_dpop_proof",
+        ),
+        (
+            "other method",
+            "DPoP",
+            Some(proof(&key, "POST", &url, &token)),
+            "invalid_dpop_proof",
+        ),
+        (
+            "other URL",
+            "DPoP",
+            Some(proof(&key, "GET", &w.url("/echo/items/8"), &token)),
+            "invalid_dpop_proof",
+        ),
+        (
+            "other token",
+            "DPoP",
+            Some(proof(&key, "GET", &url, "another")),
+            "invalid_dpop_proof",
+        ),
+    ];
+    let seen = w.up.count();
+    for (name, scheme, p, want) in cases {
+        let r = send(scheme, p).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{name}");
+        let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(challenge.contains("DPoP"), "{name}: {challenge}");
+        assert_eq!(code(&r.text().await.unwrap()), want, "{name}");
+    }
+    assert_eq!(w.up.count(), seen, "a refused call reached the upstream");
+
+    // An unbound token cannot be presented under the DPoP scheme.
+    let (_, plain) = w.grant("echo", &["items:read"]).await;
+    let r = w
+        .http
+        .get(&url)
+        .header("authorization", format!("DPoP {plain}"))
+        .header("dpop", proof(&key, "GET", &url, &plain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(code(&r.text().await.unwrap()), "invalid_token");
 }

@@ -41,6 +41,8 @@ pub struct App {
     pub feed: broadcast::Sender<Revocation>,
     /// Seals and opens stored secrets; `None` when no master key is configured.
     pub keeper: Option<Keeper>,
+    /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
+    pub dpop_replay: mandate_token::dpop::ReplayGuard,
 }
 
 /// What `start` hands back: where it listens and, on the very first start,
@@ -198,6 +200,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         feed: broadcast::channel(4096).0,
         keeper,
         settings,
+        dpop_replay: Default::default(),
     });
     let background = spawn_background(app.clone());
 

@@ -315,6 +315,29 @@ impl TestServer {
         self.form("/oauth/token", None, &form).await
     }
 
+    /// A token exchange carrying a `DPoP` proof header (RFC 9449).
+    pub async fn exchange_dpop(
+        &self,
+        session: &str,
+        task: &str,
+        resource: &str,
+        proof: &str,
+    ) -> (StatusCode, Value) {
+        let form = [
+            ("grant_type", TOKEN_EXCHANGE),
+            ("subject_token", session),
+            ("subject_token_type", TT_JWT),
+            ("task_id", task),
+            ("resource", resource),
+        ];
+        let r = self
+            .http
+            .post(self.url("/oauth/token"))
+            .header("DPoP", proof)
+            .form(&form);
+        Self::finish(r.send().await.unwrap()).await
+    }
+
     /// A new admin token holding only `rights`.
     pub async fn admin_token(&self, rights: &[&str]) -> String {
         self.admin_post("/v1/admin/tokens", json!({ "rights": rights }))

@@ -24,6 +24,7 @@ fn claims() -> AccessClaims {
             environment: Some("staging".into()),
             sensitivity: Some("internal".into()),
         }],
+        cnf: None,
     }
 }
 

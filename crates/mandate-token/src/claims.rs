@@ -58,6 +58,16 @@ pub struct AccessClaims {
     /// Space-separated actions: a coarse mirror of `authorization_details`.
     pub scope: String,
     pub authorization_details: Vec<AuthorizationDetail>,
+    /// Proof-of-possession binding (RFC 7800 `cnf`, RFC 9449 `jkt`): the
+    /// token is only good with a DPoP proof signed by this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` of a DPoP-bound token: the SHA-256 JWK thumbprint of the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    pub jkt: String,
 }
 
 /// An identity session: proves which agent this is, grants no tool access.

@@ -26,6 +26,8 @@ pub enum TokenError {
     WrongIssuer,
     #[error("key is invalid: {0}")]
     BadKey(String),
+    #[error("DPoP proof is invalid: {0}")]
+    BadProof(String),
     #[error("key storage: {0}")]
     Storage(String),
 }

@@ -20,6 +20,10 @@ pub struct Header {
     pub typ: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kid: Option<String>,
+    /// Only DPoP proofs carry their key; nothing else ever verifies with a
+    /// key taken from the token itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwk: Option<crate::Jwk>,
     /// Critical extensions we do not understand make the token invalid (RFC 7515 §4.1.11).
     #[serde(default, skip_serializing)]
     crit: Option<serde::de::IgnoredAny>,
@@ -31,6 +35,7 @@ pub fn encode<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<S
         alg: key.alg.as_str().into(),
         typ: Some(typ.into()),
         kid: Some(key.kid.clone()),
+        jwk: None,
         crit: None,
     };
     let h = serde_json::to_vec(&header).map_err(|e| TokenError::BadClaims(e.to_string()))?;

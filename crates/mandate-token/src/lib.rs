@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod dpop;
 mod error;
 mod jwk;
 pub mod jwt;

@@ -229,8 +229,8 @@ impl World {
         format!("{}{}", self.proxy_addr, path)
     }
 
-    /// A task on `tool` with `actions` and a token for it.
-    pub async fn grant(&self, tool: &str, actions: &[&str]) -> (String, String) {
+    /// A new task on `tool` with `actions`: its id and the tool's audience.
+    async fn task(&self, tool: &str, actions: &[&str]) -> (String, String) {
         let (st, task) = self
             .s
             .create_task(
@@ -240,15 +240,44 @@ impl World {
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{task}");
-        let id = task["id"].as_str().unwrap().to_owned();
         // `github` is the testkit's seeded tool; ours are `https://<name>.test`.
         let audience = match tool {
             "github" => "https://api.github.com".to_owned(),
             t => format!("https://{t}.test"),
         };
+        (task["id"].as_str().unwrap().to_owned(), audience)
+    }
+
+    /// A task on `tool` with `actions` and a token for it.
+    pub async fn grant(&self, tool: &str, actions: &[&str]) -> (String, String) {
+        let (id, audience) = self.task(tool, actions).await;
         let (st, v) = self.s.exchange(&self.session, &id, &audience, &[]).await;
         assert_eq!(st, StatusCode::OK, "{v}");
         (id, v["access_token"].as_str().unwrap().to_owned())
+    }
+
+    /// Like [`World::grant`], but the token is bound to `key` by a DPoP proof.
+    pub async fn grant_dpop(
+        &self,
+        tool: &str,
+        actions: &[&str],
+        key: &mandate_token::SigningKey,
+    ) -> String {
+        let (id, audience) = self.task(tool, actions).await;
+        let endpoint = format!("{}/oauth/token", self.s.app().issuer);
+        let proof =
+            mandate_token::dpop::sign_proof(key, "POST", &endpoint, None, mandate_testkit::now())
+                .unwrap();
+        let (st, v) = self
+            .s
+            .exchange_dpop(&self.session, &id, &audience, &proof)
+            .await;
+        assert_eq!(
+            (st, v["token_type"].as_str()),
+            (StatusCode::OK, Some("DPoP")),
+            "{v}"
+        );
+        v["access_token"].as_str().unwrap().to_owned()
     }
 
     /// Call the proxy; returns status, headers and body text.

@@ -175,11 +175,17 @@ pub async fn introspect(
         return Ok(inactive);
     }
     let c = &live.claims;
-    Ok(Json(json!({
+    let mut v = json!({
         "active": true, "token_type": "Bearer", "iss": c.iss, "sub": c.sub, "aud": c.aud,
         "exp": c.exp, "iat": c.iat, "nbf": c.nbf, "jti": c.jti, "client_id": c.client_id,
         "txn": c.txn, "scope": c.scope, "authorization_details": c.authorization_details,
-    })))
+    });
+    // RFC 9449 §6.2: a resource server must know the token needs a proof.
+    if let Some(cnf) = &c.cnf {
+        v["token_type"] = json!("DPoP");
+        v["cnf"] = json!(cnf);
+    }
+    Ok(Json(v))
 }
 
 pub async fn revoke(

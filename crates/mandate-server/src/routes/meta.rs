@@ -41,6 +41,7 @@ pub async fn metadata(State(app): State<AppState>) -> Json<Value> {
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "revocation_endpoint_auth_methods_supported": ["bearer"],
         "authorization_details_types_supported": [mandate_token::claims::DETAIL_TYPE],
+        "dpop_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
         "response_types_supported": [],
         "scopes_supported": [],
         "mandate_authorize_endpoint": format!("{i}/v1/authorize"),

@@ -14,8 +14,8 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{
     Action, Agent, Grant, ResourcePattern, RuleViolation, SpiffeId, TaskId, ToolName, cap_grant_ttl,
 };
-use mandate_token::claims::{AccessClaims, AuthorizationDetail, DETAIL_TYPE};
-use mandate_token::{Jwk, VerifyingKey, jwt};
+use mandate_token::claims::{AccessClaims, AuthorizationDetail, Confirmation, DETAIL_TYPE};
+use mandate_token::{Jwk, VerifyingKey, dpop, jwt};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -39,10 +39,11 @@ fn no_store(body: serde_json::Value) -> Response {
 pub async fn token(
     State(app): State<AppState>,
     rid: RequestId,
+    headers: http::HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, OAuthError> {
     match form.require("grant_type")? {
-        GT_TOKEN_EXCHANGE => exchange(&app, &rid.0, &form).await,
+        GT_TOKEN_EXCHANGE => exchange(&app, &rid.0, &form, &headers).await,
         GT_JWT_BEARER => federated_login(&app, &rid.0, &form).await,
         "client_credentials" => key_login(&app, &rid.0, &form).await,
         other => Err(OAuthError::new(
@@ -369,8 +370,44 @@ fn requested(form: &OAuthForm, tool: &ToolName) -> Result<Requested, OAuthError>
     }
 }
 
+/// The `DPoP` header, if any: at most one (RFC 9449 §4.3).
+fn dpop_header(headers: &http::HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut all = headers.get_all("dpop").iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| OAuthError::new("invalid_dpop_proof", "DPoP header is not ASCII")),
+        (Some(_), Some(_)) => Err(OAuthError::new(
+            "invalid_dpop_proof",
+            "send exactly one DPoP header",
+        )),
+    }
+}
+
+/// A DPoP proof at the token endpoint binds the new token to its key.
+fn bind_to_proof(app: &App, proof: &str, now: i64) -> Result<Confirmation, OAuthError> {
+    let expect = dpop::Expect {
+        method: "POST",
+        url: &format!("{}/oauth/token", app.issuer),
+        access_token: None,
+        now,
+    };
+    let p = dpop::verify_proof(proof, &expect)
+        .and_then(|p| app.dpop_replay.first_use(&p, now).map(|()| p))
+        .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?;
+    Ok(Confirmation { jkt: p.jkt })
+}
+
 /// RFC 8693 exchange: session + task + resource → one tool's access token.
-async fn exchange(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OAuthError> {
+/// With a `DPoP` proof the token is sender-constrained (RFC 9449).
+async fn exchange(
+    app: &App,
+    rid: &str,
+    form: &OAuthForm,
+    headers: &http::HeaderMap,
+) -> Result<Response, OAuthError> {
     let subject = form.require("subject_token")?;
     let stt = form.require("subject_token_type")?;
     if stt != TT_JWT && stt != TT_ACCESS {
@@ -429,6 +466,12 @@ async fn exchange(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OA
         Ok(x) => x,
         Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
     };
+    let cnf = match dpop_header(headers)
+        .and_then(|h| h.map(|p| bind_to_proof(app, p, t)).transpose())
+    {
+        Ok(c) => c,
+        Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
+    };
 
     let jti = new_jti();
     let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
@@ -455,6 +498,7 @@ async fn exchange(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OA
             environment: Some(tool.environment.to_string()),
             sensitivity: Some(tool.sensitivity.to_string()),
         }],
+        cnf,
     };
     let token =
         jwt::encode(&app.keys.current(), jwt::TYP_ACCESS, &claims).map_err(OAuthError::server)?;
@@ -474,13 +518,16 @@ async fn exchange(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OA
         .jti(&jti)
         .request_id(Some(rid.to_owned()))
         .decision("allow")
-        .detail(json!({"scope": claims.scope, "exp": claims.exp, "session": session.jti}));
+        .detail(
+            json!({"scope": claims.scope, "exp": claims.exp, "session": session.jti,
+            "dpop_jkt": claims.cnf.as_ref().map(|c| &c.jkt)}),
+        );
     // Durable before the token leaves: the grant and its event commit first.
     app.store.insert_grant(grant, ev).await?;
     Ok(no_store(json!({
         "access_token": token,
         "issued_token_type": TT_ACCESS,
-        "token_type": "Bearer",
+        "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": ttl,
         "scope": claims.scope,
         "authorization_details": claims.authorization_details,

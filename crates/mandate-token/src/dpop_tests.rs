@@ -1,0 +1,148 @@
+use super::*;
+use crate::{SigningAlg, SigningKey};
+
+const URL: &str = "https://proxy.example/github/repos/acme/widgets/issues";
+const NOW: i64 = 1_800_000_000;
+
+fn key(alg: SigningAlg) -> SigningKey {
+    SigningKey::generate(alg).unwrap().0
+}
+
+fn expect<'a>(token: Option<&'a str>) -> Expect<'a> {
+    Expect {
+        method: "GET",
+        url: URL,
+        access_token: token,
+        now: NOW,
+    }
+}
+
+/// A proof with its header and claims edited after the fact, re-signed by `k`.
+fn edited(k: &SigningKey, edit: impl Fn(&mut serde_json::Value, &mut serde_json::Value)) -> String {
+    let mut h = serde_json::json!({"typ": TYP_DPOP, "alg": k.alg.as_str(), "jwk": k.public_jwk()});
+    let mut c = serde_json::json!({"jti": "p1", "htm": "GET", "htu": URL, "iat": NOW,
+        "ath": token_hash("the-token")});
+    edit(&mut h, &mut c);
+    let mut out = b64(h.to_string().as_bytes());
+    out.push('.');
+    out.push_str(&b64(c.to_string().as_bytes()));
+    let sig = k.sign(out.as_bytes()).unwrap();
+    out.push('.');
+    out.push_str(&b64(&sig));
+    out
+}
+
+#[test]
+fn a_good_proof_yields_the_keys_thumbprint() {
+    for alg in [SigningAlg::EdDsa, SigningAlg::Es256] {
+        let k = key(alg);
+        let p = sign_proof(&k, "GET", URL, Some("the-token"), NOW).unwrap();
+        let got = verify_proof(&p, &expect(Some("the-token"))).unwrap();
+        assert_eq!(got.jkt, k.public_jwk().thumbprint().unwrap());
+        // The token endpoint has no token to hash yet.
+        let p = sign_proof(&k, "POST", "https://mandate.example/oauth/token", None, NOW).unwrap();
+        let at_token_endpoint = Expect {
+            method: "POST",
+            url: "https://mandate.example/oauth/token",
+            access_token: None,
+            now: NOW,
+        };
+        assert!(verify_proof(&p, &at_token_endpoint).is_ok());
+    }
+}
+
+#[test]
+fn htu_is_compared_without_query_default_port_or_case() {
+    let k = key(SigningAlg::EdDsa);
+    let p = sign_proof(
+        &k,
+        "GET",
+        "HTTPS://Proxy.Example:443/github/repos/acme/widgets/issues?page=2",
+        Some("the-token"),
+        NOW,
+    )
+    .unwrap();
+    assert!(verify_proof(&p, &expect(Some("the-token"))).is_ok());
+}
+
+#[test]
+fn proofs_for_another_request_token_or_time_are_refused() {
+    let k = key(SigningAlg::EdDsa);
+    let cases: Vec<(&str, String)> = vec![
+        ("method", edited(&k, |_, c| c["htm"] = "POST".into())),
+        (
+            "url",
+            edited(&k, |_, c| {
+                c["htu"] = "https://proxy.example/github/other".into()
+            }),
+        ),
+        (
+            "host",
+            edited(&k, |_, c| {
+                c["htu"] = URL.replace("proxy.example", "evil.example").into()
+            }),
+        ),
+        (
+            "ath",
+            edited(&k, |_, c| c["ath"] = token_hash("another-token").into()),
+        ),
+        (
+            "no ath",
+            edited(&k, |_, c| {
+                c.as_object_mut().unwrap().remove("ath");
+            }),
+        ),
+        ("old", edited(&k, |_, c| c["iat"] = (NOW - 61).into())),
+        ("future", edited(&k, |_, c| c["iat"] = (NOW + 61).into())),
+        ("typ", edited(&k, |h, _| h["typ"] = "JWT".into())),
+        (
+            "no jwk",
+            edited(&k, |h, _| {
+                h.as_object_mut().unwrap().remove("jwk");
+            }),
+        ),
+        ("alg none", edited(&k, |h, _| h["alg"] = "none".into())),
+        ("alg mismatch", edited(&k, |h, _| h["alg"] = "ES256".into())),
+        ("empty jti", edited(&k, |_, c| c["jti"] = "".into())),
+    ];
+    for (name, proof) in cases {
+        let e = verify_proof(&proof, &expect(Some("the-token"))).unwrap_err();
+        assert!(matches!(e, TokenError::BadProof(_)), "{name}: {e:?}");
+    }
+    // Signed by another key than the one in its header.
+    let other = key(SigningAlg::EdDsa);
+    let good = edited(&k, |_, _| {});
+    let forged_sig = sign_proof(&other, "GET", URL, Some("the-token"), NOW).unwrap();
+    let spliced = format!(
+        "{}.{}",
+        good.rsplit_once('.').unwrap().0,
+        forged_sig.rsplit_once('.').unwrap().1
+    );
+    assert!(verify_proof(&spliced, &expect(Some("the-token"))).is_err());
+    assert!(verify_proof(&good, &expect(Some("the-token"))).is_ok());
+}
+
+#[test]
+fn a_proof_carrying_a_private_key_is_refused() {
+    let k = key(SigningAlg::EdDsa);
+    let p = edited(&k, |h, _| h["jwk"]["d"] = "c2VjcmV0".into());
+    assert!(verify_proof(&p, &expect(Some("the-token"))).is_err());
+}
+
+#[test]
+fn replays_are_caught_and_the_guard_stays_bounded() {
+    let g = ReplayGuard::with_capacity(2);
+    let p = |jti: &str| Proof {
+        jkt: "k".into(),
+        jti: jti.into(),
+    };
+    g.first_use(&p("a"), NOW).unwrap();
+    assert!(g.first_use(&p("a"), NOW + 1).is_err(), "replay accepted");
+    g.first_use(&p("b"), NOW).unwrap();
+    // Full of live entries: refuse rather than forget.
+    assert!(g.first_use(&p("c"), NOW + 1).is_err());
+    // Once the old ones are past the window there is room again, and a
+    // replay of an expired proof is still refused by its iat check.
+    g.first_use(&p("c"), NOW + 2 * PROOF_WINDOW_SECS + 1)
+        .unwrap();
+}
