@@ -153,17 +153,7 @@ fn check_binding(
         access_token: Some(presented.token),
         now,
     };
-    let p = dpop::verify_proof(proof, &expect)
-        .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))?;
-    // Both thumbprints are public (one is in the token): no timing concern.
-    if p.jkt != cnf.jkt {
-        return Err(Deny::token(
-            "invalid_dpop_proof",
-            "proof is signed by another key than the token is bound to",
-        ));
-    }
-    st.dpop_replay
-        .first_use(&p, now)
+    dpop::verify_bound(&cnf.jkt, proof, &expect, &st.dpop_replay)
         .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))
 }
 

@@ -150,3 +150,69 @@ async fn bad_or_replayed_proofs_mint_nothing() {
         "only the one good proof minted a grant"
     );
 }
+
+async fn ask(s: &TestServer, token: &str, dpop: Value) -> (StatusCode, Value) {
+    let body = json!({"token": token, "action": "issues:read", "resource": "repo:acme/widgets",
+                      "dpop": dpop});
+    s.post("/v1/authorize", None, &body).await
+}
+
+#[tokio::test]
+async fn authorize_needs_the_proof_that_came_with_a_bound_token() {
+    let t = setup().await;
+    let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let proof = dpop::sign_proof(&key, "POST", &t.token_endpoint, None, now()).unwrap();
+    let (_, v) =
+        t.s.exchange_dpop(&t.session, &t.task, "https://api.github.com", &proof)
+            .await;
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    let url = "https://github-gateway.example/repos/acme/widgets/issues";
+    let evidence = |k: &SigningKey, tok: &str| {
+        json!({"proof": dpop::sign_proof(k, "GET", url, Some(tok), now()).unwrap(),
+               "method": "GET", "url": url})
+    };
+
+    let (st, d) = ask(&t.s, &token, Value::Null).await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    assert_eq!(d["decision"], "deny");
+    assert!(
+        d["reasons"][0].as_str().unwrap().starts_with("dpop:"),
+        "{d}"
+    );
+
+    let good = evidence(&key, &token);
+    let (_, d) = ask(&t.s, &token, good.clone()).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    let (_, d) = ask(&t.s, &token, good).await;
+    assert_eq!(d["decision"], "deny", "replayed proof: {d}");
+    let other = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let (_, d) = ask(&t.s, &token, evidence(&other, &token)).await;
+    assert_eq!(d["decision"], "deny", "other key: {d}");
+
+    // An unbound token with a proof is refused too.
+    let (_, plain) =
+        t.s.exchange(&t.session, &t.task, "https://api.github.com", &[])
+            .await;
+    let plain = plain["access_token"].as_str().unwrap();
+    let (_, d) = ask(&t.s, plain, evidence(&key, plain)).await;
+    assert_eq!(d["decision"], "deny", "{d}");
+
+    // Every one of those decisions is in the audit log with its agent and task.
+    let dpop_denials =
+        t.s.events()
+            .await
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == "decision"
+                    && e["reasons"][0]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("dpop:"))
+            })
+            .collect::<Vec<_>>();
+    assert_eq!(dpop_denials.len(), 4, "{dpop_denials:?}");
+    assert!(
+        dpop_denials
+            .iter()
+            .all(|e| e["agent"] == "bot" && e["task"] == t.task.as_str())
+    );
+}

@@ -104,6 +104,24 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>) -> Result<Proof, TokenErro
     })
 }
 
+/// A resource's whole check of a proof for a token bound to `jkt`: the
+/// proof itself, signed by the bound key, not seen before.
+pub fn verify_bound(
+    jkt: &str,
+    proof: &str,
+    expect: &Expect<'_>,
+    guard: &ReplayGuard,
+) -> Result<(), TokenError> {
+    let p = verify_proof(proof, expect)?;
+    // Both thumbprints are public (one is in the token): no timing concern.
+    if p.jkt != jkt {
+        return Err(bad(
+            "proof is signed by another key than the token is bound to",
+        ));
+    }
+    guard.first_use(&p, expect.now)
+}
+
 /// Make a proof (the client's side): signed by `key`, naming this request.
 pub fn sign_proof(
     key: &crate::SigningKey,

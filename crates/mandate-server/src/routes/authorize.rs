@@ -12,6 +12,7 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, Agent, Environment, Sensitivity, SpiffeId, Task, Tool};
 use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
 use mandate_token::claims::AccessClaims;
+use mandate_token::dpop;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -70,6 +71,45 @@ pub struct AuthorizeRequest {
     resource: String,
     environment: Option<Environment>,
     data_sensitivity: Option<Sensitivity>,
+    /// What the resource server received with a DPoP-bound token.
+    dpop: Option<DpopEvidence>,
+}
+
+/// The DPoP proof a resource server received, and the request it came with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopEvidence {
+    proof: String,
+    method: String,
+    url: String,
+}
+
+/// A DPoP-bound token counts only with a good proof for it; an unbound one
+/// must not come with one (RFC 9449 §7.1).
+fn check_binding(
+    app: &App,
+    claims: &AccessClaims,
+    token: &str,
+    evidence: Option<&DpopEvidence>,
+    now: i64,
+) -> Result<(), String> {
+    match (&claims.cnf, evidence) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err("dpop: token is not DPoP-bound, yet a proof came with it".into()),
+        (Some(_), None) => {
+            Err("dpop: token is DPoP-bound; pass the request's proof as `dpop`".into())
+        }
+        (Some(cnf), Some(e)) => {
+            let expect = dpop::Expect {
+                method: &e.method,
+                url: &e.url,
+                access_token: Some(token),
+                now,
+            };
+            dpop::verify_bound(&cnf.jkt, &e.proof, &expect, &app.dpop_replay)
+                .map_err(|e| format!("dpop: {e}"))
+        }
+    }
 }
 
 pub async fn authorize(
@@ -96,27 +136,10 @@ pub async fn authorize(
             ev.task = Some(live.task.id.to_string());
             ev.tool = Some(live.tool.name.to_string());
             ev.jti = Some(live.claims.jti.clone());
-            let detail = live.claims.detail_for(live.tool.name.as_str());
-            let grant_actions: Vec<String> = detail.map(|d| d.actions.clone()).unwrap_or_default();
-            let resource_in_scope = detail.is_some_and(|d| d.covers_resource(&req.resource));
-            let d = app.policy().decide_invoke(&InvokeRequest {
-                agent: AgentFacts::of(&live.agent),
-                tool: ToolFacts::of(&live.tool),
-                task: TaskFacts::of(&live.task, t),
-                action: &req.action,
-                resource: &req.resource,
-                grant_actions: &grant_actions,
-                resource_in_scope,
-                request_environment: req.environment,
-                data_sensitivity: req.data_sensitivity,
-                anomaly_score: 0,
-                now: t,
-            });
-            (
-                if d.allowed { "allow" } else { "deny" },
-                d.reasons,
-                d.policy_ids,
-            )
+            match check_binding(&app, &live.claims, &req.token, req.dpop.as_ref(), t) {
+                Err(reason) => ("deny", vec![reason], Vec::new()),
+                Ok(()) => decide(&app, &live, &req, t),
+            }
         }
     };
     let ev = ev.decision(decision).reasons(reasons.clone());
@@ -125,6 +148,36 @@ pub async fn authorize(
     Ok(Json(
         json!({"decision": decision, "reasons": reasons, "policy_ids": policy_ids}),
     ))
+}
+
+/// Cedar's answer for a live token and this request.
+fn decide(
+    app: &App,
+    live: &Live,
+    req: &AuthorizeRequest,
+    t: i64,
+) -> (&'static str, Vec<String>, Vec<String>) {
+    let detail = live.claims.detail_for(live.tool.name.as_str());
+    let grant_actions: Vec<String> = detail.map(|d| d.actions.clone()).unwrap_or_default();
+    let resource_in_scope = detail.is_some_and(|d| d.covers_resource(&req.resource));
+    let d = app.policy().decide_invoke(&InvokeRequest {
+        agent: AgentFacts::of(&live.agent),
+        tool: ToolFacts::of(&live.tool),
+        task: TaskFacts::of(&live.task, t),
+        action: &req.action,
+        resource: &req.resource,
+        grant_actions: &grant_actions,
+        resource_in_scope,
+        request_environment: req.environment,
+        data_sensitivity: req.data_sensitivity,
+        anomaly_score: 0,
+        now: t,
+    });
+    (
+        if d.allowed { "allow" } else { "deny" },
+        d.reasons,
+        d.policy_ids,
+    )
 }
 
 /// Introspection and revocation need a caller: an admin token, or the agent's own session.
