@@ -52,6 +52,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   broker = \"http://127.0.0.1:8200\"   the broker's base URL
   token_file = \"proxy.token\"         admin token with the `proxy` right (or MANDATE_PROXY_TOKEN)
   public_url = \"https://proxy.example\" how agents address the proxy, for DPoP `htu` (default http://<Host>)
+  ca_file = \"/etc/mandate/ca.pem\"     extra CAs trusted for the broker and upstreams (optional)
   environment = \"production\"         serve only this environment's tools (optional)
   spool_dir = \"mandate-proxy-spool\"  audit records wait here while the broker is away
   staleness_secs = 30                refuse calls when the revocation feed is silent this long

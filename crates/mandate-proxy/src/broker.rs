@@ -100,8 +100,16 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(base: &str, token: SecretString) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    pub fn new(
+        base: &str,
+        token: SecretString,
+        extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Result<Self, reqwest::Error> {
+        let mut http = reqwest::Client::builder();
+        for cert in extra_roots {
+            http = http.add_root_certificate(reqwest::Certificate::from_der(cert)?);
+        }
+        let http = http
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mandate-proxy/", env!("CARGO_PKG_VERSION")))

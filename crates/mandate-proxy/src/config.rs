@@ -4,6 +4,8 @@
 
 use crate::error::ProxyError;
 use mandate_core::Environment;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -28,6 +30,9 @@ pub struct ProxyConfig {
     /// The URL agents use to reach this proxy (`https://proxy.example`),
     /// checked against DPoP proofs' `htu`; by default `http://<Host>`.
     pub public_url: Option<String>,
+    /// PEM file of extra CA certificates trusted for the broker and the
+    /// upstreams (a private PKI), on top of the public web roots.
+    pub ca_file: Option<PathBuf>,
     /// Serve only tools of this environment (and tokens minted for it).
     pub environment: Option<Environment>,
     /// Where audit records wait until the broker has them.
@@ -53,6 +58,7 @@ impl Default for ProxyConfig {
             token_file: None,
             token: None,
             public_url: None,
+            ca_file: None,
             environment: None,
             spool_dir: PathBuf::from("mandate-proxy-spool"),
             staleness_secs: 30,
@@ -118,6 +124,9 @@ impl ProxyConfig {
         }
         if let Some(v) = env("MANDATE_PROXY_PUBLIC_URL") {
             self.public_url = Some(v);
+        }
+        if let Some(v) = env("MANDATE_PROXY_CA_FILE") {
+            self.ca_file = Some(v.into());
         }
         if let Some(v) = env("MANDATE_PROXY_TOKEN_FILE") {
             self.token_file = Some(v.into());
@@ -227,6 +236,28 @@ impl ProxyConfig {
     }
 }
 
+impl ProxyConfig {
+    /// The certificates of `ca_file` (none when unset); an unreadable file
+    /// or one without a certificate is a config error naming `ca_file`.
+    pub fn extra_roots(&self) -> Result<Vec<CertificateDer<'static>>, ProxyError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                ProxyError::config("ca_file", format!("cannot read {}: {e}", path.display()))
+            })?;
+        if certs.is_empty() {
+            return Err(ProxyError::config(
+                "ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        Ok(certs)
+    }
+}
+
 fn read_token(path: &Path) -> Result<SecretString, ProxyError> {
     let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ProxyError::config("token_file", format!("cannot read {}: {e}", path.display()))
@@ -304,6 +335,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sandbox, staging, production"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = [("MANDATE_PROXY_TOKEN", "t")];
+        let mut c = load("", &tok).unwrap();
+        assert!(c.extra_roots().unwrap().is_empty());
+        c.ca_file = Some(dir.path().join("missing.pem"));
+        let e = c.extra_roots().unwrap_err().to_string();
+        assert!(e.contains("ca_file") && e.contains("cannot read"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        c.ca_file = Some(empty);
+        let e = c.extra_roots().unwrap_err().to_string();
+        assert!(
+            e.contains("ca_file") && e.contains("no PEM certificate"),
+            "{e}"
+        );
     }
 
     #[test]

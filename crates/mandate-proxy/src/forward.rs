@@ -25,10 +25,18 @@ use zeroize::Zeroizing;
 /// The pooled upstream client (HTTP/1.1 and HTTP/2, TLS by rustls).
 pub type Upstream = Client<HttpsConnector<HttpConnector>, Body>;
 
-pub fn client() -> Result<Upstream, ProxyError> {
-    let roots = rustls::RootCertStore {
+/// `extra_roots` are trusted beside the public web roots (a private CA).
+pub fn client(
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Upstream, ProxyError> {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| ProxyError::config("ca_file", format!("unusable certificate: {e}")))?;
+    }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))

@@ -80,12 +80,13 @@ impl Proxy {
             .token
             .clone()
             .ok_or_else(|| ProxyError::config("token_file", "no proxy token"))?;
+        let roots = config.extra_roots()?;
         let broker = Arc::new(
-            broker::Broker::new(config.broker_base(), token)
+            broker::Broker::new(config.broker_base(), token, &roots)
                 .map_err(|e| ProxyError::Client(e.to_string()))?,
         );
         let metrics = Arc::new(metrics::Metrics::default());
-        let upstream = forward::client()?;
+        let upstream = forward::client(&roots)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ProxyError::Bind {

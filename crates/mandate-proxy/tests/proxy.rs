@@ -645,3 +645,32 @@ async fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(code(&r.text().await.unwrap()), "invalid_token");
 }
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_for_the_broker_and_https_upstreams() {
+    let cert = support::TestCert::new();
+    let w = World::with_tls(&cert).await;
+    assert!(w.s.base.starts_with("https://") && w.up.url.starts_with("https://"));
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        w.up.last().headers["authorization"],
+        format!("Bearer {SECRET}").as_str()
+    );
+    assert!(!body.contains(SECRET));
+
+    // Without the CA the proxy cannot even talk to the broker: never ready.
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = support::config(&w.s.base, &w.proxy_token, spool.path(), 50);
+    let blind = mandate_proxy::Proxy::start(cfg).await.expect("starts");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = w
+        .http
+        .get(format!("http://{}/readyz", blind.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    blind.stop().await;
+}

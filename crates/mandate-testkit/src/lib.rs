@@ -64,6 +64,7 @@ impl TestServer {
             ..Config::default()
         };
         configure(&mut cfg);
+        let tls_cert = cfg.tls.as_ref().map(|t| t.cert_file.clone());
         let started = mandate_server::start(cfg.validate().expect("valid test config"))
             .await
             .expect("server starts");
@@ -72,12 +73,23 @@ impl TestServer {
             (None, Some(r)) => r,
             (None, None) => panic!("no root token on a reopened data dir"),
         };
+        // A TLS server's own (self-signed) certificate is what the client trusts.
+        let http = match tls_cert {
+            None => reqwest::Client::new(),
+            Some(cert_file) => {
+                let pem = std::fs::read(cert_file).expect("test certificate");
+                reqwest::Client::builder()
+                    .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+                    .build()
+                    .unwrap()
+            }
+        };
         TestServer {
             base: started.app.issuer.clone(),
             root,
             data_dir: dir.to_owned(),
             started: Some(started),
-            http: reqwest::Client::new(),
+            http,
             _tmp: None,
             configure,
         }

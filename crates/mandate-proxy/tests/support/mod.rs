@@ -68,16 +68,71 @@ async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> 
         .unwrap()
 }
 
+/// A self-signed certificate for 127.0.0.1, as PEM files in a temp dir.
+pub struct TestCert {
+    pub dir: tempfile::TempDir,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCert {
+    pub fn new() -> TestCert {
+        let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_pem, key_pem) = (c.cert.pem(), c.signing_key.serialize_pem());
+        std::fs::write(dir.path().join("ca.pem"), &cert_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
+        TestCert {
+            dir,
+            cert_pem,
+            key_pem,
+        }
+    }
+
+    pub fn cert_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
 impl Upstream {
-    pub async fn start() -> Upstream {
+    /// The echo upstream over plain HTTP, or over HTTPS with `tls`.
+    pub async fn start(tls: Option<&TestCert>) -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let app = axum::Router::new().fallback(echo).with_state(seen.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let Some(cert) = tls else {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let task = tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            });
+            return Upstream {
+                url: format!("http://{addr}"),
+                seen,
+                task,
+            };
+        };
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = axum_server::tls_rustls::RustlsConfig::from_pem(
+            cert.cert_pem.clone().into_bytes(),
+            cert.key_pem.clone().into_bytes(),
+        )
+        .await
+        .unwrap();
+        let server = axum_server::from_tcp_rustls(listener, config);
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = server.serve(app.into_make_service()).await;
         });
-        Upstream { url, seen, task }
+        Upstream {
+            url: format!("https://{addr}"),
+            seen,
+            task,
+        }
     }
 
     pub fn last(&self) -> Seen {
@@ -103,6 +158,8 @@ pub struct World {
     pub session: String,
     pub spool: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// What the proxy is told to trust beyond the web roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The tools every test gets: `echo` (bearer), `echo-basic`, `echo-query`,
@@ -166,9 +223,28 @@ impl World {
 
     /// A world whose proxy ships audit records every `flush_ms`.
     pub async fn with_flush(flush_ms: u64) -> World {
-        let s = TestServer::start().await;
+        Self::build(flush_ms, None).await
+    }
+
+    /// Broker and upstream over HTTPS with a private CA the proxy is told
+    /// to trust (`ca_file`).
+    pub async fn with_tls(cert: &TestCert) -> World {
+        Self::build(50, Some(cert)).await
+    }
+
+    async fn build(flush_ms: u64, tls: Option<&TestCert>) -> World {
+        let s = match tls {
+            None => TestServer::start().await,
+            Some(c) => {
+                let tls = mandate_server::config::TlsConfig {
+                    cert_file: c.cert_file(),
+                    key_file: c.key_file(),
+                };
+                TestServer::start_with(move |cfg| cfg.tls = Some(tls.clone())).await
+            }
+        };
         s.seed().await;
-        let up = Upstream::start().await;
+        let up = Upstream::start(tls).await;
         for name in TOOLS {
             s.admin_post("/v1/tools", tool_json(name, &up.url)).await;
         }
@@ -199,13 +275,15 @@ impl World {
             session,
             spool: tempfile::tempdir().unwrap(),
             http: reqwest::Client::new(),
+            ca_file: tls.map(TestCert::cert_file),
         };
         w.start_proxy(flush_ms).await;
         w
     }
 
     pub async fn start_proxy(&mut self, flush_ms: u64) {
-        let cfg = config(&self.s.base, &self.proxy_token, self.spool.path(), flush_ms);
+        let mut cfg = config(&self.s.base, &self.proxy_token, self.spool.path(), flush_ms);
+        cfg.ca_file = self.ca_file.clone();
         let p = Proxy::start(cfg).await.expect("proxy starts");
         self.proxy_addr = format!("http://{}", p.addr());
         self.proxy = Some(p);
