@@ -42,6 +42,8 @@ pub enum EventKind {
     Decision,
     #[serde(rename = "admin_token.created")]
     AdminTokenCreated,
+    #[serde(rename = "admin_token.revoked")]
+    AdminTokenRevoked,
     #[serde(rename = "policy.reloaded")]
     PolicyReloaded,
     #[serde(rename = "key.rotated")]
@@ -86,6 +88,7 @@ impl EventKind {
             TokenRevoked => "token.revoked",
             Decision => "decision",
             AdminTokenCreated => "admin_token.created",
+            AdminTokenRevoked => "admin_token.revoked",
             PolicyReloaded => "policy.reloaded",
             KeyRotated => "key.rotated",
             SecretStored => "secret.stored",

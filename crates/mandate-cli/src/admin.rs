@@ -153,6 +153,11 @@ pub enum AdminTokenCmd {
         #[arg(long)]
         ttl: Option<u32>,
     },
+    /// List admin tokens: id, rights, description, expiry, revocation (never the token).
+    List,
+    /// Revoke an admin token by id (`adm_…`); it fails on its next use.
+    /// The last live root token cannot be revoked.
+    Revoke { id: String },
 }
 
 /// `"GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}"`.
@@ -391,11 +396,46 @@ pub async fn keys(c: &Client, cmd: KeysCmd, as_json: bool) -> Result<()> {
 
 pub async fn admin_token(c: &Client, cmd: AdminTokenCmd, as_json: bool) -> Result<()> {
     c.require_token("admin-token")?;
-    let AdminTokenCmd::Create {
-        rights,
-        description,
-        ttl,
-    } = cmd;
+    let (rights, description, ttl) = match cmd {
+        AdminTokenCmd::Create {
+            rights,
+            description,
+            ttl,
+        } => (rights, description, ttl),
+        AdminTokenCmd::List => {
+            let v = c.get("/v1/admin/tokens").await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                output::table(
+                    v["admin_tokens"]
+                        .as_array()
+                        .map(|a| a.as_slice())
+                        .unwrap_or(&[]),
+                    &[
+                        ("id", "/id"),
+                        ("rights", "/rights"),
+                        ("live", "/live"),
+                        ("description", "/description"),
+                        ("expires at", "/expires_at"),
+                        ("revoked at", "/revoked_at"),
+                    ],
+                );
+            }
+            return Ok(());
+        }
+        AdminTokenCmd::Revoke { id } => {
+            let v = c
+                .post(&format!("/v1/admin/tokens/{id}/revoke"), &json!({}))
+                .await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                println!("revoked {}", v["id"].as_str().unwrap_or_default());
+            }
+            return Ok(());
+        }
+    };
     if rights.is_empty() {
         bail!("--right is required");
     }

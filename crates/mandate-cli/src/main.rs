@@ -120,7 +120,7 @@ enum Command {
     /// Upstream credentials the proxy injects: put, list, show, rotate (never printed).
     #[command(subcommand)]
     Secret(secrets::SecretCmd),
-    /// Admin tokens with a subset of rights.
+    /// Admin tokens with a subset of rights: create, list, revoke.
     #[command(subcommand, name = "admin-token")]
     AdminToken(admin::AdminTokenCmd),
 }

@@ -321,3 +321,36 @@ async fn proxied_tool_and_secret_from_env_never_printed() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_tokens_are_created_listed_and_revoked() {
+    let s = TestServer::start().await;
+    let s = tokio::task::spawn_blocking(move || {
+        let token = run(&s, &["admin-token", "create", "--right", "audit"], &[]);
+        assert!(token.starts_with("mdt_"), "{token}");
+        let listed = run(&s, &["--json", "admin-token", "list"], &[]);
+        let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let id = v["admin_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["rights"] == serde_json::json!(["audit"]))
+            .expect("new token listed")["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!listed.contains(&token), "list printed a token");
+        run(&s, &["audit", "verify"], &[("MANDATE_TOKEN", &token)]);
+        assert_eq!(
+            run(&s, &["admin-token", "revoke", &id], &[]),
+            format!("revoked {id}")
+        );
+        let o = mandate(&s, &["audit", "verify"], &[("MANDATE_TOKEN", &token)]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("revoked"));
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}

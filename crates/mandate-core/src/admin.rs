@@ -77,11 +77,18 @@ pub struct AdminToken {
     pub description: String,
     pub created_at: UnixTime,
     pub expires_at: Option<UnixTime>,
+    #[serde(default)]
+    pub revoked_at: Option<UnixTime>,
 }
 
 impl AdminToken {
+    /// Usable at `now`: neither expired nor revoked.
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+
     pub fn allows(&self, right: AdminRight, now: UnixTime) -> bool {
-        self.expires_at.is_none_or(|e| now < e)
+        self.is_live(now)
             && (self.rights.contains(&AdminRight::Root) || self.rights.contains(&right))
     }
 }

@@ -273,6 +273,7 @@ pub fn new_admin_token(
         description,
         created_at: now(),
         expires_at,
+        revoked_at: None,
     };
     (SecretString::from(secret), token)
 }

@@ -83,6 +83,7 @@ impl From<StoreError> for ApiError {
                 format!("{what} `{id}` already exists"),
             ),
             StoreError::Rule(r) => r.into(),
+            StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             StoreError::JoinTokenInvalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid_join_token",

@@ -12,6 +12,9 @@ pub enum StoreError {
     JoinTokenInvalid,
     #[error("client assertion `jti` was already used")]
     Replay,
+    /// A change the store refuses on principle (the message says why).
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("store is shut down")]
     Closed,
     #[error("stored data is corrupt: {0}")]

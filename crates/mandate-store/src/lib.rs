@@ -147,6 +147,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError>;
     async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminToken>, StoreError>;
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError>;
+    /// Revoke one admin token at `at`. Refused if it is the last live root
+    /// token (nobody could administer the broker any more).
+    async fn revoke_admin_token(
+        &self,
+        id: &str,
+        at: UnixTime,
+        ev: NewEvent,
+    ) -> Result<AdminToken, StoreError>;
     async fn count_admin_tokens(&self) -> Result<u64, StoreError>;
 
     /// The data key secrets are sealed under: the stored one if there is

@@ -78,7 +78,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))
-        .route("/v1/admin/tokens", post(registry::create_admin_token))
+        .route(
+            "/v1/admin/tokens",
+            post(registry::create_admin_token).get(registry::list_admin_tokens),
+        )
+        .route(
+            "/v1/admin/tokens/{id}/revoke",
+            post(registry::revoke_admin_token),
+        )
         .route("/v1/keys/rotate", post(meta::rotate_keys))
         .route("/v1/policy", get(meta::policy_info))
         .route("/v1/policy/reload", post(meta::reload_policy))
@@ -161,6 +168,9 @@ impl Caller {
                 .admin_token_by_hash(&hash)
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("admin token is not valid"))?;
+            if t.revoked_at.is_some() {
+                return Err(ApiError::unauthorized("admin token has been revoked"));
+            }
             if t.expires_at.is_some_and(|e| e <= now()) {
                 return Err(ApiError::unauthorized("admin token has expired"));
             }

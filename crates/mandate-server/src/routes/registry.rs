@@ -435,3 +435,46 @@ pub async fn create_admin_token(
         ),
     ))
 }
+
+/// Every admin token's metadata (never the token or its hash).
+pub async fn list_admin_tokens(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Root)?;
+    let t = now();
+    let tokens: Vec<Value> = app
+        .store
+        .list_admin_tokens()
+        .await?
+        .into_iter()
+        .map(|k| {
+            let live = k.is_live(t);
+            let mut v = json!(k);
+            v["live"] = json!(live);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "admin_tokens": tokens })))
+}
+
+/// Revoke an admin token: it fails on its very next use.
+pub async fn revoke_admin_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Root)?;
+    if id.is_empty() || id.len() > 64 || !id.starts_with("adm_") {
+        return Err(ApiError::bad_request(
+            "id: must be an admin token id (`adm_…`)",
+        ));
+    }
+    let ev = NewEvent::new(EventKind::AdminTokenRevoked, caller.actor())
+        .request_id(Some(rid.0))
+        .detail(json!({ "id": id }));
+    let revoked = app.store.revoke_admin_token(&id, now(), ev).await?;
+    tracing::info!(admin_token = %revoked.id, "admin token revoked");
+    Ok(Json(json!(revoked)))
+}

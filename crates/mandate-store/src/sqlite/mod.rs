@@ -17,6 +17,7 @@ use writer::{Job, Tx};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_secrets.sql"),
+    include_str!("../../migrations/sqlite/0003_admin_token_revocation.sql"),
 ];
 
 const READERS: usize = 8;

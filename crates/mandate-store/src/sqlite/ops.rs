@@ -640,30 +640,62 @@ impl Store for SqliteStore {
     async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminToken>, StoreError> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            let row = c
-                .prepare_cached(
-                    "SELECT id, hash, rights, description, created_at, expires_at FROM admin_tokens WHERE hash = ?1",
-                )?
-                .query_row([hash], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                    ))
-                })
-                .optional()?;
-            let Some((id, hash, rights, description, created_at, expires_at)) = row else {
-                return Ok(None);
+            let sql = format!("SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens WHERE hash = ?1");
+            c.prepare_cached(&sql)?
+                .query_row([hash], admin_token_row)
+                .optional()?
+                .map(admin_token)
+                .transpose()
+        })
+        .await
+    }
+
+    async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError> {
+        self.read(|c| {
+            let sql =
+                format!("SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens ORDER BY created_at, id");
+            let rows = c
+                .prepare_cached(&sql)?
+                .query_map([], admin_token_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(admin_token).collect()
+        })
+        .await
+    }
+
+    async fn revoke_admin_token(
+        &self,
+        id: &str,
+        at: UnixTime,
+        ev: NewEvent,
+    ) -> Result<AdminToken, StoreError> {
+        let id = id.to_owned();
+        self.write(move |t| {
+            let sql = format!("SELECT {ADMIN_TOKEN_COLUMNS} FROM admin_tokens");
+            let all = t
+                .conn
+                .prepare_cached(&sql)?
+                .query_map([], admin_token_row)?
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .map(admin_token)
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(mut target) = all.iter().find(|k| k.id == id && k.revoked_at.is_none()).cloned()
+            else {
+                return Err(StoreError::NotFound { what: "live admin token", id });
             };
-            let names: Vec<String> = serde_json::from_str(&rights)?;
-            let rights = names
-                .iter()
-                .map(|n| AdminRight::parse(n).map_err(|e| StoreError::Corrupt(e.to_string())))
-                .collect::<Result<_, _>>()?;
-            Ok(Some(AdminToken { id, hash, rights, description, created_at, expires_at }))
+            let is_root = |k: &AdminToken| k.rights.contains(&AdminRight::Root) && k.is_live(at);
+            if is_root(&target) && !all.iter().any(|k| k.id != id && is_root(k)) {
+                return Err(StoreError::Refused(
+                    "refusing to revoke the last live root token: nobody could administer the broker any more",
+                ));
+            }
+            t.conn
+                .prepare_cached("UPDATE admin_tokens SET revoked_at = ?1 WHERE id = ?2")?
+                .execute(params![at, id])?;
+            t.audit(ev)?;
+            target.revoked_at = Some(at);
+            Ok(target)
         })
         .await
     }
@@ -777,4 +809,47 @@ fn collect_bindings(mut rows: rusqlite::Rows<'_>) -> Result<Vec<Binding>, StoreE
         });
     }
     Ok(out)
+}
+
+const ADMIN_TOKEN_COLUMNS: &str =
+    "id, hash, rights, description, created_at, expires_at, revoked_at";
+
+type AdminTokenRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+fn admin_token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn admin_token(row: AdminTokenRow) -> Result<AdminToken, StoreError> {
+    let (id, hash, rights, description, created_at, expires_at, revoked_at) = row;
+    let names: Vec<String> = serde_json::from_str(&rights)?;
+    let rights = names
+        .iter()
+        .map(|n| AdminRight::parse(n).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(AdminToken {
+        id,
+        hash,
+        rights,
+        description,
+        created_at,
+        expires_at,
+        revoked_at,
+    })
 }
