@@ -118,6 +118,9 @@ def seed(root: str, work: Path, jwts: list[str], pool: int):
         bodies.append(json.dumps({"token": r.json()["access_token"], "action": "issues:read",
                                   "resource": "repo:acme/widgets"}, separators=(",", ":")))
     (work / "authorize_bodies.txt").write_text("\n".join(bodies) + "\n")
+    # /v1/authorize answers only verifiers (an admin token with the `verify` right).
+    verifier = post("/v1/admin/tokens", {"rights": ["verify"], "description": "bench gateway"})["token"]
+    (work / "verifier.txt").write_text(verifier)
 
 
 def loadgen(lg: str, args: list[str], meta: dict, out: Path):
@@ -160,6 +163,7 @@ def main():
             "create-service": ["--url", ADDR + "/oauth/token", "-X", "POST", "-H", FORM,
                                "--bodies-file", str(work / "exchange_body.txt")],
             "lookup-service": ["--url", ADDR + "/v1/authorize", "-X", "POST",
+                               "-H", "Authorization: Bearer " + (work / "verifier.txt").read_text(),
                                "--bodies-file", str(work / "authorize_bodies.txt")],
         }
         for rep in range(a.first_rep, a.first_rep + a.reps):

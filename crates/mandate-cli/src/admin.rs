@@ -144,7 +144,7 @@ pub enum KeysCmd {
 pub enum AdminTokenCmd {
     /// Create an admin token with some rights (needs the root token).
     Create {
-        /// agents, tools, tasks, audit, policy, secrets or proxy (repeatable).
+        /// agents, tools, tasks, audit, policy, secrets, proxy or verify (repeatable).
         #[arg(long = "right", required = true)]
         rights: Vec<String>,
         #[arg(long, default_value = "")]

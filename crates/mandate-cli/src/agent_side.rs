@@ -376,7 +376,8 @@ pub enum TokenCmd {
         #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
         session: String,
     },
-    /// Ask the broker whether this token may do ACTION on RESOURCE now.
+    /// Ask the broker whether this token may do ACTION on RESOURCE now, as a
+    /// gateway would (MANDATE_TOKEN: an admin token with the `verify` right).
     Authorize {
         #[arg(
             long = "access-token",
@@ -469,7 +470,8 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             if let Some(d) = data_sensitivity {
                 body["data_sensitivity"] = json!(d);
             }
-            let v = c.with_token(None).post("/v1/authorize", &body).await?;
+            c.require_token("token authorize (an admin token with the `verify` right)")?;
+            let v = c.post("/v1/authorize", &body).await?;
             if !as_json {
                 println!("{}", v["decision"].as_str().unwrap_or_default());
                 for r in v["reasons"].as_array().into_iter().flatten() {

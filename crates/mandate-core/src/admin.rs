@@ -25,6 +25,8 @@ pub enum AdminRight {
     /// What a credential-injection proxy needs: the catalog, secret values
     /// for injection, tasks and agents by id, and posting tool-call records.
     Proxy,
+    /// Ask for decisions (`/v1/authorize`), as a gateway or resource server does.
+    Verify,
 }
 
 impl AdminRight {
@@ -37,6 +39,7 @@ impl AdminRight {
         AdminRight::Policy,
         AdminRight::Secrets,
         AdminRight::Proxy,
+        AdminRight::Verify,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +51,7 @@ impl AdminRight {
             AdminRight::Policy => "policy",
             AdminRight::Secrets => "secrets",
             AdminRight::Proxy => "proxy",
+            AdminRight::Verify => "verify",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -59,7 +63,7 @@ impl AdminRight {
                 Invalid::new(
                     "rights",
                     format!(
-                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy",
+                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify",
                         s.chars().take(40).collect::<String>()
                     ),
                 )

@@ -3,7 +3,7 @@
 //! process is the only writer, so the views are exact; they spare the hot
 //! paths (token exchange, authorize) a database read per request.
 
-use mandate_core::{Agent, AgentName, Task, TaskId, Tool, ToolName, UnixTime};
+use mandate_core::{AdminToken, Agent, AgentName, Task, TaskId, Tool, ToolName, UnixTime};
 use mandate_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -23,6 +23,17 @@ pub struct Directory {
     tasks: RwLock<HashMap<TaskId, Arc<Task>>>,
     /// Revoked token ids with the time they would expire anyway.
     revoked_tokens: RwLock<HashMap<String, UnixTime>>,
+    /// Live admin tokens by hash, so authenticating one is not a database
+    /// read. Emptied on every revocation; expiry is checked on each use.
+    admin_tokens: RwLock<AdminTokens>,
+}
+
+/// The cache plus a generation bumped by every revocation, so a lookup
+/// that read the store before a revocation cannot cache what it read after.
+#[derive(Default)]
+struct AdminTokens {
+    by_hash: HashMap<String, Arc<AdminToken>>,
+    generation: u64,
 }
 
 impl Directory {
@@ -40,6 +51,31 @@ impl Directory {
             }
         }
         Ok(d)
+    }
+
+    /// The cached token for `hash`, or the generation to pass to
+    /// [`Directory::put_admin_token`] after reading the store.
+    pub fn admin_token(&self, hash: &str) -> Result<Arc<AdminToken>, u64> {
+        let c = read(&self.admin_tokens);
+        c.by_hash.get(hash).cloned().ok_or(c.generation)
+    }
+    /// Cache `t`, read from the store during `generation`, unless a
+    /// revocation happened since.
+    pub fn put_admin_token(&self, t: Arc<AdminToken>, generation: u64) {
+        let mut c = write(&self.admin_tokens);
+        if c.generation != generation {
+            return;
+        }
+        if c.by_hash.len() >= 10_000 {
+            c.by_hash.clear(); // bounded; a miss is one read
+        }
+        c.by_hash.insert(t.hash.clone(), t);
+    }
+    /// Call after a revocation is committed.
+    pub fn forget_admin_tokens(&self) {
+        let mut c = write(&self.admin_tokens);
+        c.by_hash.clear();
+        c.generation += 1;
     }
 
     pub fn agent(&self, name: &AgentName) -> Option<Arc<Agent>> {
@@ -89,5 +125,38 @@ impl Directory {
     pub fn forget_expired(&self, now: UnixTime) {
         write(&self.tasks).retain(|_, t| t.deadline > now);
         write(&self.revoked_tokens).retain(|_, exp| *exp > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(id: &str) -> Arc<AdminToken> {
+        Arc::new(AdminToken {
+            id: id.into(),
+            hash: format!("h-{id}"),
+            rights: vec![],
+            description: String::new(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: None,
+        })
+    }
+
+    /// A lookup that read the store before a revocation must not cache what
+    /// it read once the revocation has cleared the cache.
+    #[test]
+    fn a_revocation_wins_over_a_lookup_in_flight() {
+        let d = Directory::default();
+        let generation = d.admin_token("h-a").unwrap_err();
+        d.forget_admin_tokens(); // revocation commits meanwhile
+        d.put_admin_token(token("a"), generation);
+        assert!(d.admin_token("h-a").is_err(), "stale token cached");
+        let generation = d.admin_token("h-b").unwrap_err();
+        d.put_admin_token(token("b"), generation);
+        assert_eq!(d.admin_token("h-b").unwrap().id, "b");
+        d.forget_admin_tokens();
+        assert!(d.admin_token("h-b").is_err());
     }
 }

@@ -36,6 +36,15 @@ async fn minted(actions: &[&str]) -> Minted {
     }
 }
 
+async fn last_decision(s: &TestServer) -> Value {
+    let events = s.events().await;
+    events
+        .into_iter()
+        .rev()
+        .find(|e| e["kind"] == "decision")
+        .expect("a decision event")
+}
+
 fn reasons(v: &Value) -> String {
     v["reasons"].to_string()
 }
@@ -43,9 +52,54 @@ fn reasons(v: &Value) -> String {
 async fn decide(m: &Minted, body: Value) -> Value {
     let mut body = body;
     body["token"] = json!(m.token);
-    let (st, v) = m.s.post("/v1/authorize", None, &body).await;
+    let (st, v) = m.s.post("/v1/authorize", Some(&m.s.root), &body).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     v
+}
+
+/// Every decision is a durable audit row, so only known verifiers may ask:
+/// nobody else can fill the log (or probe a stolen token's reach).
+#[tokio::test]
+async fn only_verifiers_may_ask_and_refusals_write_nothing() {
+    let m = minted(&["issues:read"]).await;
+    let body = json!({"token": m.token, "action": "issues:read", "resource": "repo:acme/widgets"});
+    let tools_only = m.s.admin_token(&["tools"]).await;
+    let before = m.s.events().await.len();
+    for (who, bearer, want) in [
+        ("nobody", None, StatusCode::UNAUTHORIZED),
+        (
+            "an agent session",
+            Some(m.session.as_str()),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "a tools token",
+            Some(tools_only.as_str()),
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let (st, v) = m.s.post("/v1/authorize", bearer, &body).await;
+        assert_eq!(st, want, "{who}: {v}");
+        assert!(v["error"]["message"].is_string(), "{who}: {v}");
+    }
+    assert_eq!(
+        m.s.events().await.len(),
+        before,
+        "a refused caller was audited as a decision"
+    );
+
+    let verifier = m.s.admin_token(&["verify"]).await;
+    let (st, v) = m.s.post("/v1/authorize", Some(&verifier), &body).await;
+    assert_eq!(
+        (st, v["decision"].as_str()),
+        (StatusCode::OK, Some("allow")),
+        "{v}"
+    );
+    let d = last_decision(&m.s).await;
+    assert!(
+        d["actor"].as_str().unwrap().starts_with("admin:adm_"),
+        "{d}"
+    );
 }
 
 #[tokio::test]
@@ -62,12 +116,7 @@ async fn in_scope_request_is_allowed_and_audited() {
             .contains(&json!("allow-in-scope")),
         "{v}"
     );
-    let events = m.s.events().await;
-    let d = events
-        .iter()
-        .rev()
-        .find(|e| e["kind"] == "decision")
-        .unwrap();
+    let d = last_decision(&m.s).await;
     assert_eq!(d["decision"], "allow");
     assert_eq!(d["task"], m.task);
     assert_eq!(d["tool"], "github");

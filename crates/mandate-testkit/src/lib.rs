@@ -382,7 +382,7 @@ impl TestServer {
         let (s, v) = self
             .post(
                 "/v1/authorize",
-                None,
+                Some(&self.root),
                 &json!({"token": token, "action": action, "resource": resource}),
             )
             .await;

@@ -114,9 +114,12 @@ fn check_binding(
 
 pub async fn authorize(
     State(app): State<AppState>,
+    caller: Caller,
     rid: RequestId,
     ApiJson(req): ApiJson<AuthorizeRequest>,
 ) -> Result<Json<Value>, ApiError> {
+    // Every decision is a durable audit row: only known verifiers may ask.
+    let verifier = caller.require_any(&[AdminRight::Verify, AdminRight::Proxy])?;
     if req.action.is_empty() || req.action.len() > 64 {
         return Err(ApiError::bad_request("action: must be 1 to 64 characters"));
     }
@@ -126,7 +129,7 @@ pub async fn authorize(
         ));
     }
     let t = now();
-    let mut ev = NewEvent::new(EventKind::Decision, "verifier")
+    let mut ev = NewEvent::new(EventKind::Decision, format!("admin:{}", verifier.id))
         .request_id(Some(rid.0))
         .detail(json!({"action": req.action, "resource": req.resource}));
     let (decision, reasons, policy_ids) = match resolve(&app, &req.token, t).await {

@@ -97,7 +97,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Who is calling: an admin token or an agent's identity session.
 pub enum Caller {
-    Admin(AdminToken),
+    Admin(Arc<AdminToken>),
     Agent { agent: Arc<Agent> },
 }
 
@@ -112,7 +112,7 @@ impl Caller {
 
     pub fn require(&self, right: AdminRight) -> Result<&AdminToken, ApiError> {
         match self {
-            Caller::Admin(t) if t.allows(right, now()) => Ok(t),
+            Caller::Admin(t) if t.allows(right, now()) => Ok(t.as_ref()),
             Caller::Admin(_) => Err(ApiError::forbidden(format!(
                 "this admin token lacks the `{}` right",
                 right.as_str()
@@ -124,7 +124,7 @@ impl Caller {
     /// Like [`Caller::require`], satisfied by any one of `rights`.
     pub fn require_any(&self, rights: &[AdminRight]) -> Result<&AdminToken, ApiError> {
         match self {
-            Caller::Admin(t) if rights.iter().any(|r| t.allows(*r, now())) => Ok(t),
+            Caller::Admin(t) if rights.iter().any(|r| t.allows(*r, now())) => Ok(t.as_ref()),
             Caller::Admin(_) => Err(ApiError::forbidden(format!(
                 "this admin token lacks the right for this: one of {}",
                 rights
@@ -163,14 +163,22 @@ impl Caller {
     pub async fn from_bearer(app: &App, token: &str) -> Result<Self, ApiError> {
         if token.starts_with("mdt_") {
             let hash = mandate_token::sha256_hex(token.as_bytes());
-            let t = app
-                .store
-                .admin_token_by_hash(&hash)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized("admin token is not valid"))?;
-            if t.revoked_at.is_some() {
-                return Err(ApiError::unauthorized("admin token has been revoked"));
-            }
+            let t = match app.directory.admin_token(&hash) {
+                Ok(t) => t,
+                Err(generation) => {
+                    let t = app
+                        .store
+                        .admin_token_by_hash(&hash)
+                        .await?
+                        .ok_or_else(|| ApiError::unauthorized("admin token is not valid"))?;
+                    if t.revoked_at.is_some() {
+                        return Err(ApiError::unauthorized("admin token has been revoked"));
+                    }
+                    let t = Arc::new(t);
+                    app.directory.put_admin_token(t.clone(), generation);
+                    t
+                }
+            };
             if t.expires_at.is_some_and(|e| e <= now()) {
                 return Err(ApiError::unauthorized("admin token has expired"));
             }

@@ -475,6 +475,7 @@ pub async fn revoke_admin_token(
         .request_id(Some(rid.0))
         .detail(json!({ "id": id }));
     let revoked = app.store.revoke_admin_token(&id, now(), ev).await?;
+    app.directory.forget_admin_tokens();
     tracing::info!(admin_token = %revoked.id, "admin token revoked");
     Ok(Json(json!(revoked)))
 }
