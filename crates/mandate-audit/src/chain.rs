@@ -89,9 +89,49 @@ pub struct ChainBreak {
     pub reason: String,
 }
 
+/// A record an auditor saw earlier, e.g. the head a previous `verify`
+/// printed and that was kept elsewhere (a ticket, the SIEM). A chain that
+/// no longer holds it with this hash was cut short or rewritten: the one
+/// thing a hash chain cannot show on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl std::str::FromStr for Checkpoint {
+    type Err = String;
+    /// `SEQ:HASH`, as `mandate audit verify` prints the head.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (seq, hash) = s
+            .split_once(':')
+            .ok_or("expected SEQ:HASH, e.g. 1042:3fa9…")?;
+        let seq = seq
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or("SEQ must be a record number (1 or more)")?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("HASH must be 64 hex digits".into());
+        }
+        Ok(Checkpoint {
+            seq,
+            hash: hash.to_ascii_lowercase(),
+        })
+    }
+}
+
 /// Verify records in order from the genesis record. Returns how many
 /// records checked out, or the first broken one.
 pub fn verify_chain(events: impl IntoIterator<Item = Event>) -> Result<u64, ChainBreak> {
+    verify_chain_against(events, &[])
+}
+
+/// [`verify_chain`], and every checkpoint must be in the chain unchanged.
+pub fn verify_chain_against(
+    events: impl IntoIterator<Item = Event>,
+    checkpoints: &[Checkpoint],
+) -> Result<u64, ChainBreak> {
     let mut head = ChainHead::default();
     let mut count = 0;
     for e in events {
@@ -116,9 +156,30 @@ pub fn verify_chain(events: impl IntoIterator<Item = Event>) -> Result<u64, Chai
                 reason: "contents do not match its hash (record altered)".into(),
             });
         }
+        if let Some(cp) = checkpoints.iter().find(|c| c.seq == e.seq)
+            && cp.hash != e.hash
+        {
+            return Err(ChainBreak {
+                seq: e.seq,
+                reason: "hash differs from the checkpoint (the chain was rewritten from here or earlier)"
+                    .into(),
+            });
+        }
         head.next_seq += 1;
         head.last_hash = e.hash;
         count += 1;
+    }
+    if let Some(cp) = checkpoints
+        .iter()
+        .filter(|c| c.seq > count)
+        .min_by_key(|c| c.seq)
+    {
+        return Err(ChainBreak {
+            seq: cp.seq,
+            reason: format!(
+                "record is missing: the log ends at record {count} but the checkpoint saw it (the log was truncated)"
+            ),
+        });
     }
     Ok(count)
 }
@@ -172,6 +233,59 @@ mod tests {
         d[0].agent = Some("a".into());
         d[0].task = Some("bc".into());
         assert_ne!(record_hash(&c[0]), record_hash(&d[0]));
+    }
+
+    fn checkpoint(e: &Event) -> Checkpoint {
+        format!("{}:{}", e.seq, e.hash).parse().unwrap()
+    }
+
+    #[test]
+    fn truncation_is_caught_only_with_a_checkpoint() {
+        let full = chain(6);
+        let seen = checkpoint(&full[4]);
+        let cut: Vec<Event> = full[..3].to_vec();
+        // The tail is gone, yet what is left is a perfect chain...
+        assert_eq!(verify_chain(cut.clone()).unwrap(), 3);
+        // ...until it is held against what an auditor saw earlier.
+        let err = verify_chain_against(cut, std::slice::from_ref(&seen)).unwrap_err();
+        assert_eq!(err.seq, 5);
+        assert!(err.reason.contains("truncated"), "{err}");
+        assert_eq!(verify_chain_against(full, &[seen]).unwrap(), 6);
+    }
+
+    #[test]
+    fn a_rewritten_chain_contradicts_the_checkpoint() {
+        let original = chain(4);
+        let seen = checkpoint(&original[2]);
+        // Rebuilt from scratch with one record changed: internally consistent.
+        let mut head = ChainHead::default();
+        let forged: Vec<Event> = original
+            .iter()
+            .map(|e| {
+                let mut n = NewEvent::new(e.kind, e.actor.clone());
+                n.decision = Some("allow".into());
+                head.append(n, e.time_ms)
+            })
+            .collect();
+        assert!(verify_chain(forged.clone()).is_ok());
+        let err = verify_chain_against(forged, &[seen]).unwrap_err();
+        assert_eq!(err.seq, 3);
+    }
+
+    #[test]
+    fn checkpoints_parse_strictly() {
+        let h = "a".repeat(64);
+        assert_eq!(format!("7:{h}").parse::<Checkpoint>().unwrap().seq, 7);
+        for bad in [
+            "",
+            "7",
+            &format!("0:{h}"),
+            &format!("x:{h}"),
+            "7:abc",
+            &format!("7:{}", "g".repeat(64)),
+        ] {
+            assert!(bad.parse::<Checkpoint>().is_err(), "{bad}");
+        }
     }
 
     proptest! {

@@ -9,5 +9,7 @@
 mod chain;
 mod event;
 
-pub use chain::{ChainBreak, ChainHead, GENESIS_HASH, verify_chain};
+pub use chain::{
+    ChainBreak, ChainHead, Checkpoint, GENESIS_HASH, verify_chain, verify_chain_against,
+};
 pub use event::{Event, EventKind, NewEvent};

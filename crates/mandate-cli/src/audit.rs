@@ -5,7 +5,7 @@ use crate::client::Client;
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use mandate_audit::{Event, verify_chain};
+use mandate_audit::{Checkpoint, Event, verify_chain_against};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -20,6 +20,11 @@ pub enum AuditCmd {
         /// Verify a JSON-lines export instead.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// A head printed by an earlier verify (`SEQ:HASH`, repeatable):
+        /// fail if the log no longer holds it unchanged. Keep heads outside
+        /// the broker; this is what catches a log cut short.
+        #[arg(long = "expect", value_name = "SEQ:HASH")]
+        expect: Vec<Checkpoint>,
     },
     /// Write events as JSON lines to stdout.
     Export {
@@ -88,7 +93,11 @@ async fn all_events(
 
 pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
     match cmd {
-        AuditCmd::Verify { data_dir, file } => {
+        AuditCmd::Verify {
+            data_dir,
+            file,
+            expect,
+        } => {
             let mut events = Vec::new();
             match file {
                 Some(f) => {
@@ -115,16 +124,20 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
                     .await?
                 }
             }
-            let head = events.last().map(|e| e.hash.clone());
-            match verify_chain(events) {
+            let head = events.last().map(|e| format!("{}:{}", e.seq, e.hash));
+            match verify_chain_against(events, &expect) {
                 Ok(n) => {
                     if as_json {
-                        output::json(
-                            &serde_json::json!({"valid": true, "records": n, "head": head}),
-                        );
+                        output::json(&serde_json::json!({"valid": true, "records": n,
+                            "head": head, "checkpoints_matched": expect.len()}));
                     } else {
                         println!(
-                            "ok: {n} records, chain intact; head {}",
+                            "ok: {n} records, chain intact{}; head {}",
+                            if expect.is_empty() {
+                                ""
+                            } else {
+                                ", checkpoints found"
+                            },
                             head.unwrap_or_else(|| "-".into())
                         );
                     }

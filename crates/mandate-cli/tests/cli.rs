@@ -162,6 +162,50 @@ async fn tampered_audit_row_is_named_by_offline_verify() {
     assert!(err.contains("record 3"), "{err}");
 }
 
+/// Deleting the newest rows leaves a valid chain; the head an auditor
+/// kept from an earlier `verify` is what exposes the cut.
+#[tokio::test]
+async fn a_truncated_log_fails_verify_against_a_kept_head() {
+    let mut s = TestServer::start().await;
+    s.seed().await;
+    s.stop().await;
+    let verify = |extra: &[&str]| {
+        let mut args = vec![
+            "--json",
+            "audit",
+            "verify",
+            "--data-dir",
+            s.data_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_mandate"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let first: serde_json::Value = serde_json::from_slice(&verify(&[]).stdout).unwrap();
+    let head = first["head"].as_str().unwrap().to_owned();
+    let last: u64 = head.split(':').next().unwrap().parse().unwrap();
+    assert!(last > 3, "{first}");
+
+    let conn = rusqlite::Connection::open(s.data_dir.join("mandate.db")).unwrap();
+    conn.execute("DELETE FROM events WHERE seq > 3", [])
+        .unwrap();
+    drop(conn);
+    let plain = verify(&[]);
+    assert!(plain.status.success(), "a cut chain is still a chain");
+    let checked = verify(&["--expect", &head]);
+    assert!(!checked.status.success());
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        err.contains(&format!("record {last}")) && err.contains("truncated"),
+        "{err}"
+    );
+    let bad = verify(&["--expect", "12:nothex"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("HASH"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_are_clear_and_exit_non_zero() {
     let s = TestServer::start().await;
