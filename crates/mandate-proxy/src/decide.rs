@@ -157,7 +157,7 @@ fn check_binding(
         .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))
 }
 
-/// The task state policy sees: an active task past its deadline is expired.
+/// A refusal naming both environments.
 fn env_mismatch(what: &str, env: &str, tool: &Tool) -> Deny {
     Deny::forbidden(
         "wrong_environment",
