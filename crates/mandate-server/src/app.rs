@@ -43,6 +43,7 @@ pub struct App {
     pub keeper: Option<Keeper>,
     /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
     pub dpop_replay: mandate_token::dpop::ReplayGuard,
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// What `start` hands back: where it listens and, on the very first start,
@@ -201,6 +202,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         keeper,
         settings,
         dpop_replay: Default::default(),
+        metrics: Default::default(),
     });
     let background = spawn_background(app.clone());
 

@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod federation;
 mod keeper;
+mod metrics;
 mod routes;
 mod tokens;
 

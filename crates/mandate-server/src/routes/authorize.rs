@@ -145,6 +145,7 @@ pub async fn authorize(
             }
         }
     };
+    app.metrics.decision(decision);
     let ev = ev.decision(decision).reasons(reasons.clone());
     // The decision is on disk before anyone acts on it.
     app.store.append_events(vec![ev]).await?;

@@ -22,6 +22,19 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({"status": "ready"})))
 }
 
+/// Prometheus metrics: counts and latencies by route template and outcome.
+/// Unauthenticated like `/healthz` (no ids, no tokens in any label); keep
+/// the listener private or filter `/metrics` at the edge if counts matter.
+pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}
+
 /// RFC 8414 authorization server metadata.
 pub async fn metadata(State(app): State<AppState>) -> Json<Value> {
     let i = &app.issuer;

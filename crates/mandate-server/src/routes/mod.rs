@@ -25,6 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
     let limit = app.settings.raw.max_body_bytes;
     Router::new()
         .route("/healthz", get(meta::healthz))
+        .route("/metrics", get(meta::metrics))
         .route("/readyz", get(meta::readyz))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -89,6 +90,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys/rotate", post(meta::rotate_keys))
         .route("/v1/policy", get(meta::policy_info))
         .route("/v1/policy/reload", post(meta::reload_policy))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::metrics::layer,
+        ))
         .fallback(|| async { ApiError::not_found("route", "this path") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(crate::extract::request_id_layer))

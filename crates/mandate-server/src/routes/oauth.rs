@@ -70,6 +70,7 @@ async fn refuse_login(
         .reasons(vec![err.description.clone()])
         .detail(json!({"method": method}));
     ev.agent = agent.map(str::to_owned);
+    app.metrics.login(false);
     if let Err(e) = app.store.append_events(vec![ev]).await {
         return OAuthError::server(e);
     }
@@ -101,6 +102,7 @@ async fn issue_session(
         }
         Err(e) => return Err(OAuthError::server(e)),
     }
+    app.metrics.login(true);
     Ok(no_store(json!({
         "access_token": token,
         "token_type": "Bearer",
@@ -281,6 +283,7 @@ async fn refuse_grant(
         .decision("deny")
         .reasons(vec![format!("{}: {}", err.error, err.description)]);
     ev.task = task.map(str::to_owned);
+    app.metrics.grant(false);
     if let Err(e) = app.store.append_events(vec![ev]).await {
         return OAuthError::server(e);
     }
@@ -524,6 +527,7 @@ async fn exchange(
         );
     // Durable before the token leaves: the grant and its event commit first.
     app.store.insert_grant(grant, ev).await?;
+    app.metrics.grant(true);
     Ok(no_store(json!({
         "access_token": token,
         "issued_token_type": TT_ACCESS,

@@ -1,0 +1,176 @@
+//! Prometheus metrics for the broker (`GET /metrics`, OpenMetrics text):
+//! requests by route template, latency, decisions, grants and logins.
+//! Labels are route templates and outcomes only, never ids or tokens.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route template (`/v1/tasks/{id}`), never the raw path.
+    pub route: String,
+    pub method: String,
+    /// `2xx`, `4xx`, …
+    pub class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteOnly {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+type Latency = Family<RouteOnly, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteLabels, Counter>,
+    latency: Latency,
+    decisions: Family<Outcome, Counter>,
+    grants: Family<Outcome, Counter>,
+    logins: Family<Outcome, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("mandate");
+        let requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Requests answered, by route template, method and status class",
+            requests.clone(),
+        );
+        let latency: Latency =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0002, 2.0, 16)));
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer, by route template (durable writes included)",
+            latency.clone(),
+        );
+        let decisions = Family::<Outcome, Counter>::default();
+        registry.register(
+            "decisions",
+            "Request-time decisions (/v1/authorize), allow or deny",
+            decisions.clone(),
+        );
+        let grants = Family::<Outcome, Counter>::default();
+        registry.register(
+            "grants",
+            "Token exchanges, minted or refused",
+            grants.clone(),
+        );
+        let logins = Family::<Outcome, Counter>::default();
+        registry.register(
+            "logins",
+            "Agent logins, succeeded or failed",
+            logins.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            decisions,
+            grants,
+            logins,
+        }
+    }
+}
+
+fn outcome(family: &Family<Outcome, Counter>, outcome: &str) {
+    family
+        .get_or_create(&Outcome {
+            outcome: outcome.to_owned(),
+        })
+        .inc();
+}
+
+impl Metrics {
+    pub fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                class: format!("{}xx", status / 100),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteOnly {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn decision(&self, decision: &str) {
+        outcome(&self.decisions, decision);
+    }
+
+    pub fn grant(&self, minted: bool) {
+        outcome(&self.grants, if minted { "minted" } else { "refused" });
+    }
+
+    pub fn login(&self, succeeded: bool) {
+        outcome(&self.logins, if succeeded { "succeeded" } else { "failed" });
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Count and time every routed request by its route template.
+pub async fn layer(
+    axum::extract::State(app): axum::extract::State<crate::routes::AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    app.metrics.request(
+        &route,
+        &method,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_route_templates_and_outcomes() {
+        let m = Metrics::default();
+        m.request("/v1/tasks/{id}", "GET", 404, 0.001);
+        m.decision("deny");
+        m.grant(true);
+        m.login(false);
+        let text = m.render();
+        for want in [
+            r#"mandate_http_requests_total{route="/v1/tasks/{id}",method="GET",class="4xx"} 1"#,
+            r#"mandate_decisions_total{outcome="deny"} 1"#,
+            r#"mandate_grants_total{outcome="minted"} 1"#,
+            r#"mandate_logins_total{outcome="failed"} 1"#,
+            "mandate_http_request_duration_seconds_count{route=\"/v1/tasks/{id}\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}
