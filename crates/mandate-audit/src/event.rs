@@ -18,6 +18,8 @@ pub enum EventKind {
     AgentKeyEnrolled,
     #[serde(rename = "tool.created")]
     ToolCreated,
+    #[serde(rename = "tool.updated")]
+    ToolUpdated,
     #[serde(rename = "login.succeeded")]
     LoginSucceeded,
     #[serde(rename = "login.failed")]
@@ -76,6 +78,7 @@ impl EventKind {
             JoinTokenIssued => "agent.join_token_issued",
             AgentKeyEnrolled => "agent.key_enrolled",
             ToolCreated => "tool.created",
+            ToolUpdated => "tool.updated",
             LoginSucceeded => "login.succeeded",
             LoginFailed => "login.failed",
             TaskCreated => "task.created",

@@ -110,6 +110,31 @@ pub enum ToolCmd {
         #[arg(long)]
         reveal: bool,
     },
+    /// Change a tool; flags not given keep their value. Name, audience,
+    /// owner and environment are fixed; actions can only be added.
+    Update {
+        name: String,
+        #[arg(long)]
+        sensitivity: Option<String>,
+        #[arg(long)]
+        max_ttl: Option<u32>,
+        /// Add an action (repeatable).
+        #[arg(long = "add-action")]
+        add_actions: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Replace every route with these (repeatable), as for create.
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// Switch to injecting: bearer, header:NAME[:PREFIX], basic:USERNAME or query:PARAM.
+        #[arg(long, conflicts_with = "reveal")]
+        inject: Option<String>,
+        /// Switch to the flagged reveal exception.
+        #[arg(long)]
+        reveal: bool,
+    },
     /// List tools.
     List,
     /// Show one tool.
@@ -158,6 +183,10 @@ pub enum AdminTokenCmd {
     /// Revoke an admin token by id (`adm_…`); it fails on its next use.
     /// The last live root token cannot be revoked.
     Revoke { id: String },
+}
+
+fn parse_routes(texts: &[String]) -> Result<Vec<Value>> {
+    texts.iter().map(|r| parse_route(r)).collect()
 }
 
 /// `"GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}"`.
@@ -295,10 +324,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             inject,
             reveal,
         } => {
-            let routes = routes
-                .iter()
-                .map(|r| parse_route(r))
-                .collect::<Result<Vec<_>>>()?;
+            let routes = parse_routes(&routes)?;
             let delivery = if reveal {
                 json!({"mode": "reveal"})
             } else {
@@ -311,6 +337,46 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
                         "upstream": upstream, "routes": routes, "delivery": delivery}),
             )
             .await?
+        }
+        ToolCmd::Update {
+            name,
+            sensitivity,
+            max_ttl,
+            add_actions,
+            description,
+            upstream,
+            routes,
+            inject,
+            reveal,
+        } => {
+            let mut tool = c.get(&format!("/v1/tools/{name}")).await?;
+            if let Some(o) = tool.as_object_mut() {
+                o.remove("created_at");
+            }
+            if let Some(s) = sensitivity {
+                tool["sensitivity"] = json!(s);
+            }
+            if let Some(t) = max_ttl {
+                tool["max_ttl_secs"] = json!(t);
+            }
+            if let Some(actions) = tool["actions"].as_array_mut() {
+                actions.extend(add_actions.into_iter().map(Value::from));
+            }
+            if let Some(d) = description {
+                tool["description"] = json!(d);
+            }
+            if let Some(u) = upstream {
+                tool["upstream"] = json!(u);
+            }
+            if !routes.is_empty() {
+                tool["routes"] = json!(parse_routes(&routes)?);
+            }
+            if reveal {
+                tool["delivery"] = json!({"mode": "reveal"});
+            } else if let Some(i) = inject {
+                tool["delivery"] = json!({"mode": "inject", "inject": parse_inject(&i)?});
+            }
+            c.put(&format!("/v1/tools/{name}"), &tool).await?
         }
         ToolCmd::List => {
             let v = c.get("/v1/tools").await?;

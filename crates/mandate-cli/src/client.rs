@@ -64,6 +64,10 @@ impl Client {
             .await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.request(Method::PUT, path)?.json(body)).await
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value> {
         self.send(self.request(Method::POST, path)?.form(form))
             .await

@@ -296,6 +296,34 @@ async fn proxied_tool_and_secret_from_env_never_printed() {
         let tool: serde_json::Value = serde_json::from_str(&tool).unwrap();
         assert_eq!(tool["routes"][0]["resource"], "repo:{owner}/{repo}");
         assert_eq!(tool["delivery"]["inject"]["name"], "X-Api-Key");
+        let updated = run(
+            &s,
+            &[
+                "--json",
+                "tool",
+                "update",
+                "github",
+                "--add-action",
+                "pulls:read",
+                "--route",
+                "GET /repos/{owner}/{repo}/pulls pulls:read repo:{owner}/{repo}",
+                "--inject",
+                "bearer",
+            ],
+            &[],
+        );
+        let updated: serde_json::Value = serde_json::from_str(&updated).unwrap();
+        assert_eq!(
+            updated["actions"],
+            serde_json::json!(["issues:read", "pulls:read"])
+        );
+        assert_eq!(updated["routes"].as_array().unwrap().len(), 1);
+        assert_eq!(updated["routes"][0]["action"], "pulls:read");
+        assert_eq!(updated["delivery"]["inject"]["kind"], "bearer");
+        assert_eq!(
+            updated["upstream"], "http://127.0.0.1:9",
+            "untouched flags keep their value"
+        );
         let out = run(
             &s,
             &[

@@ -49,6 +49,35 @@ pub struct Tool {
 }
 
 impl Tool {
+    /// This tool changed to `next` (already validated as a new tool), if the
+    /// change is allowed: name, audience, owner and environment are fixed
+    /// (tokens and tasks are bound to them) and actions may only be added
+    /// (live tasks may hold any of them).
+    pub fn revise(&self, next: Tool) -> Result<Tool, Invalid> {
+        let fixed = [
+            ("name", self.name.as_str() == next.name.as_str()),
+            ("audience", self.audience == next.audience),
+            ("owner", self.owner == next.owner),
+            ("environment", self.environment == next.environment),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(Invalid::new(
+                *field,
+                "cannot change: tokens and tasks are bound to it; register a new tool instead",
+            ));
+        }
+        if let Some(gone) = self.actions.iter().find(|a| !next.actions.contains(a)) {
+            return Err(Invalid::new(
+                "actions",
+                format!("cannot remove `{gone}`: tasks may hold it; actions may only be added"),
+            ));
+        }
+        Ok(Tool {
+            created_at: self.created_at,
+            ..next
+        })
+    }
+
     pub fn has_action(&self, action: &Action) -> bool {
         self.actions.contains(action)
     }
@@ -171,6 +200,33 @@ mod tests {
             "actions": ["issues:read", "issues:write"]
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn revisions_keep_bindings_and_only_add_actions() {
+        let current = new_tool().into_tool(7).unwrap();
+        let mut next = new_tool();
+        next.max_ttl_secs = 60;
+        next.actions.push(Action::parse("pulls:read").unwrap());
+        next.upstream = Some("https://api.github.com".into());
+        let revised = current.revise(next.into_tool(99).unwrap()).unwrap();
+        assert_eq!((revised.created_at, revised.max_ttl_secs), (7, 60));
+        assert_eq!(revised.actions.len(), 3);
+
+        let edits: [(&str, fn(&mut NewTool)); 4] = [
+            ("audience", |t| t.audience = "https://other.example".into()),
+            ("owner", |t| {
+                t.owner = OwnerName::parse("someone-else").unwrap()
+            }),
+            ("environment", |t| t.environment = Environment::Production),
+            ("actions", |t| t.actions.truncate(1)),
+        ];
+        for (field, edit) in edits {
+            let mut t = new_tool();
+            edit(&mut t);
+            let err = current.revise(t.into_tool(0).unwrap()).unwrap_err();
+            assert_eq!(err.field, field);
+        }
     }
 
     #[test]

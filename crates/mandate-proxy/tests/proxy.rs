@@ -674,3 +674,72 @@ async fn a_private_ca_is_trusted_for_the_broker_and_https_upstreams() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     blind.stop().await;
 }
+
+/// A tool's routes change at the broker; the proxy follows within its
+/// catalog refresh, and a forbidden change is refused without effect.
+#[tokio::test]
+async fn route_changes_reach_the_proxy_and_bad_updates_change_nothing() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, _) = w.call("GET", "/echo/v2/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "no such route yet");
+
+    let mut tool = support::tool_json("echo", &w.up.url);
+    tool["routes"].as_array_mut().unwrap().push(
+        json!({"method": "GET", "path": "/v2/items/{id}", "action": "items:read",
+                     "resource": "item:{id}"}),
+    );
+    let (st, v) = w.s.put("/v1/tools/echo", Some(&w.s.root), &tool).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, body) = w.call("GET", "/echo/v2/items/1", Some(&token)).await;
+        if st == StatusCode::OK {
+            break;
+        }
+        assert_eq!(code(&body), "no_route");
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never saw the new route"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let updated =
+        w.s.events()
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "tool.updated")
+            .expect("audited");
+    assert!(
+        updated["detail"].as_str().unwrap().contains("routes"),
+        "{updated}"
+    );
+
+    let before = w.s.events().await.len();
+    for (edit, field) in [
+        (json!({"audience": "https://elsewhere.test"}), "audience"),
+        (
+            json!({"actions": ["items:read"], "routes": [tool["routes"][0].clone()]}),
+            "actions",
+        ),
+        (json!({"name": "other"}), "name"),
+    ] {
+        let mut bad = tool.clone();
+        for (k, v) in edit.as_object().unwrap() {
+            bad[k] = v.clone();
+        }
+        let (st, v) = w.s.put("/v1/tools/echo", Some(&w.s.root), &bad).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{field}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with(field),
+            "{v}"
+        );
+    }
+    let (st, _) = w.s.put("/v1/tools/nope", Some(&w.s.root), &tool).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "path and body names differ");
+    assert_eq!(
+        w.s.events().await.len(),
+        before,
+        "a refused update wrote something"
+    );
+}

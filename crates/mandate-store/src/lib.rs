@@ -111,6 +111,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_tool(&self, name: &ToolName) -> Result<Option<Tool>, StoreError>;
+    /// Replace a tool's stored definition (same name and audience).
+    async fn update_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError>;
     async fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;

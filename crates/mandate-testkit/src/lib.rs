@@ -158,7 +158,23 @@ impl TestServer {
         bearer: Option<&str>,
         body: &Value,
     ) -> (StatusCode, Value) {
-        let mut r = self.http.post(self.url(path)).json(body);
+        self.send_json(reqwest::Method::POST, path, bearer, body)
+            .await
+    }
+
+    pub async fn put(&self, path: &str, bearer: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.send_json(reqwest::Method::PUT, path, bearer, body)
+            .await
+    }
+
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, self.url(path)).json(body);
         if let Some(b) = bearer {
             r = r.bearer_auth(b);
         }

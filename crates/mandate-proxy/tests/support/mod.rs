@@ -175,7 +175,7 @@ pub const TOOLS: &[&str] = &[
     "echo-nosecret",
 ];
 
-fn tool_json(name: &str, upstream: &str) -> Value {
+pub fn tool_json(name: &str, upstream: &str) -> Value {
     let delivery = match name {
         "echo-basic" => json!({"mode": "inject", "inject": {"kind": "basic", "username": "ci"}}),
         "echo-query" => json!({"mode": "inject", "inject": {"kind": "query", "param": "api_key"}}),

@@ -60,7 +60,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/tools",
             post(registry::create_tool).get(registry::list_tools),
         )
-        .route("/v1/tools/{name}", get(registry::get_tool))
+        .route(
+            "/v1/tools/{name}",
+            get(registry::get_tool).put(registry::update_tool),
+        )
         .route("/v1/tasks", post(tasks::create).get(tasks::list))
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))

@@ -357,6 +357,55 @@ pub async fn create_tool(
     Ok((StatusCode::CREATED, Json(json!(tool))))
 }
 
+/// Change a tool: routes, upstream, delivery, sensitivity, TTL, description,
+/// added actions. Proxies pick it up on their next catalog refresh.
+pub async fn update_tool(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<NewTool>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Tools)?;
+    let name = ToolName::parse(&name)?;
+    if body.name != name {
+        return Err(ApiError::bad_request(format!(
+            "name: the body names `{}` but the path names `{name}`",
+            body.name
+        )));
+    }
+    let current = app
+        .directory
+        .tool(&name)
+        .ok_or_else(|| ApiError::not_found("tool", &name))?;
+    let next = current.revise(body.into_tool(current.created_at)?)?;
+    let ev = NewEvent::new(EventKind::ToolUpdated, caller.actor())
+        .tool(&next.name)
+        .request_id(Some(rid.0))
+        .detail(json!({"changed": changed_fields(&current, &next)}));
+    app.store.update_tool(next.clone(), ev).await?;
+    app.directory.put_tool(next.clone());
+    tracing::info!(tool = %next.name, "tool updated");
+    Ok(Json(json!(next)))
+}
+
+/// Names of the fields that differ, for the audit record.
+fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'static str> {
+    let (a, b) = (json!(a), json!(b));
+    [
+        "sensitivity",
+        "max_ttl_secs",
+        "actions",
+        "description",
+        "upstream",
+        "routes",
+        "delivery",
+    ]
+    .into_iter()
+    .filter(|f| a[f] != b[f])
+    .collect()
+}
+
 pub async fn list_tools(
     State(app): State<AppState>,
     caller: Caller,
@@ -397,7 +446,7 @@ pub async fn create_admin_token(
     caller.require(AdminRight::Root)?;
     if body.rights.is_empty() {
         return Err(ApiError::bad_request(
-            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy",
+            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy, verify",
         ));
     }
     let mut rights = Vec::new();

@@ -428,6 +428,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError> {
+        self.write(move |t| {
+            let changed = t
+                .conn
+                .prepare_cached("UPDATE tools SET body = ?1 WHERE name = ?2 AND audience = ?3")?
+                .execute(params![
+                    serde_json::to_string(&tool)?,
+                    tool.name.as_str(),
+                    tool.audience
+                ])?;
+            if changed == 0 {
+                return Err(StoreError::NotFound {
+                    what: "tool",
+                    id: tool.name.to_string(),
+                });
+            }
+            t.audit(ev)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn create_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
             let owner_exists: bool = t
