@@ -213,7 +213,8 @@ mod tests {
         assert_eq!((revised.created_at, revised.max_ttl_secs), (7, 60));
         assert_eq!(revised.actions.len(), 3);
 
-        let edits: [(&str, fn(&mut NewTool)); 4] = [
+        type Edit = (&'static str, fn(&mut NewTool));
+        let edits: [Edit; 4] = [
             ("audience", |t| t.audience = "https://other.example".into()),
             ("owner", |t| {
                 t.owner = OwnerName::parse("someone-else").unwrap()
