@@ -248,6 +248,12 @@ async fn client_assertion_replay_and_bad_claims_are_refused() {
             s.assertion(&k, json!({"exp": t - 60, "iat": t - 120})),
         ),
         ("too long-lived", s.assertion(&k, json!({"exp": t + 3600}))),
+        // Extreme numbers must be refused, not overflow past the checks.
+        (
+            "iat i64::MIN",
+            s.assertion(&k, json!({"exp": 32503680000_i64, "iat": i64::MIN})),
+        ),
+        ("exp i64::MAX", s.assertion(&k, json!({"exp": i64::MAX}))),
         ("no jti", s.assertion(&k, json!({"jti": null}))),
         (
             "sub differs",

@@ -82,7 +82,8 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>) -> Result<Proof, TokenErro
         (Some(a), Some(b)) if a == b => {}
         _ => return Err(bad("htu does not match the request URL")),
     }
-    if (expect.now - c.iat).abs() > PROOF_WINDOW_SECS {
+    // abs_diff: an extreme `iat` must be refused, not overflow.
+    if expect.now.abs_diff(c.iat) > PROOF_WINDOW_SECS as u64 {
         return Err(bad("iat is outside the accepted window"));
     }
     if let Some(token) = expect.access_token {

@@ -94,6 +94,14 @@ fn proofs_for_another_request_token_or_time_are_refused() {
         ),
         ("old", edited(&k, |_, c| c["iat"] = (NOW - 61).into())),
         ("future", edited(&k, |_, c| c["iat"] = (NOW + 61).into())),
+        (
+            "iat i64::MIN",
+            edited(&k, |_, c| c["iat"] = i64::MIN.into()),
+        ),
+        (
+            "iat i64::MAX",
+            edited(&k, |_, c| c["iat"] = i64::MAX.into()),
+        ),
         ("typ", edited(&k, |h, _| h["typ"] = "JWT".into())),
         (
             "no jwk",

@@ -129,11 +129,12 @@ impl Unverified<'_> {
 
 /// `exp`, `nbf` and `iat` against `now`, allowing `leeway` seconds of clock skew.
 pub fn check_times(exp: i64, nbf: Option<i64>, now: i64, leeway: i64) -> Result<(), TokenError> {
-    if now >= exp + leeway {
+    // Saturating: a token may carry any i64; none may overflow the check.
+    if now >= exp.saturating_add(leeway) {
         return Err(TokenError::Expired);
     }
     if let Some(nbf) = nbf
-        && now + leeway < nbf
+        && now.saturating_add(leeway) < nbf
     {
         return Err(TokenError::NotYetValid);
     }
@@ -251,5 +252,12 @@ mod tests {
             check_times(100, Some(50), 40, 5),
             Err(TokenError::NotYetValid)
         );
+        // Extreme claims are judged, never overflowed.
+        assert!(check_times(i64::MAX, None, 100, 60).is_ok());
+        assert_eq!(
+            check_times(i64::MIN, None, 100, 60),
+            Err(TokenError::Expired)
+        );
+        assert!(check_times(200, Some(i64::MIN), i64::MAX - 1, 60).is_err());
     }
 }

@@ -244,7 +244,8 @@ async fn key_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, O
         }
         let t = now();
         jwt::check_times(claims.exp, claims.nbf, t, 30).map_err(|e| fail(&e.to_string()))?;
-        if claims.exp - claims.iat.unwrap_or(t).min(t) > MAX_ASSERTION_LIFETIME {
+        // Saturating: an extreme `iat` must fail the check, not wrap past it.
+        if claims.exp.saturating_sub(claims.iat.unwrap_or(t).min(t)) > MAX_ASSERTION_LIFETIME {
             return Err(fail(&format!(
                 "lifetime must be at most {MAX_ASSERTION_LIFETIME}s"
             )));
