@@ -62,16 +62,12 @@ async fn metrics(Shared(st): Shared<Arc<State>>) -> Response {
 fn call_id() -> String {
     use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: LazyLock<[u64; 2]> = LazyLock::new(|| {
-        let b = mandate_token::random_bytes::<16>();
-        let (hi, lo) = b.split_at(8);
-        [
-            u64::from_le_bytes(hi.try_into().unwrap_or_default()),
-            u64::from_le_bytes(lo.try_into().unwrap_or_default()),
-        ]
-    });
+    fn random_u64() -> u64 {
+        u64::from_le_bytes(mandate_token::random_bytes::<8>())
+    }
+    static PREFIX: LazyLock<(u64, u64)> = LazyLock::new(|| (random_u64(), random_u64()));
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let [hi, lo] = *PREFIX;
+    let (hi, lo) = *PREFIX;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("{hi:016x}{:016x}", mix(lo.wrapping_add(n)))
 }

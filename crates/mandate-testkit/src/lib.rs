@@ -332,15 +332,8 @@ impl TestServer {
         resource: &str,
         extra: &[(&str, &str)],
     ) -> (StatusCode, Value) {
-        let mut form = vec![
-            ("grant_type", TOKEN_EXCHANGE),
-            ("subject_token", session),
-            ("subject_token_type", TT_JWT),
-            ("task_id", task),
-            ("resource", resource),
-        ];
-        form.extend_from_slice(extra);
-        self.form("/oauth/token", None, &form).await
+        self.exchange_with(session, task, resource, extra, None)
+            .await
     }
 
     /// A token exchange carrying a `DPoP` proof header (RFC 9449).
@@ -351,18 +344,30 @@ impl TestServer {
         resource: &str,
         proof: &str,
     ) -> (StatusCode, Value) {
-        let form = [
+        self.exchange_with(session, task, resource, &[], Some(proof))
+            .await
+    }
+
+    async fn exchange_with(
+        &self,
+        session: &str,
+        task: &str,
+        resource: &str,
+        extra: &[(&str, &str)],
+        dpop: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = vec![
             ("grant_type", TOKEN_EXCHANGE),
             ("subject_token", session),
             ("subject_token_type", TT_JWT),
             ("task_id", task),
             ("resource", resource),
         ];
-        let r = self
-            .http
-            .post(self.url("/oauth/token"))
-            .header("DPoP", proof)
-            .form(&form);
+        form.extend_from_slice(extra);
+        let mut r = self.http.post(self.url("/oauth/token")).form(&form);
+        if let Some(p) = dpop {
+            r = r.header("DPoP", p);
+        }
         Self::finish(r.send().await.unwrap()).await
     }
 

@@ -131,21 +131,13 @@ pub fn sign_proof(
     access_token: Option<&str>,
     now: i64,
 ) -> Result<String, TokenError> {
-    let header =
-        serde_json::json!({"typ": TYP_DPOP, "alg": key.alg.as_str(), "jwk": key.public_jwk()});
     let mut claims = serde_json::json!({
         "jti": hex::encode(crate::random_bytes::<16>()), "htm": method, "htu": url, "iat": now,
     });
     if let Some(t) = access_token {
         claims["ath"] = token_hash(t).into();
     }
-    let mut out = b64(header.to_string().as_bytes());
-    out.push('.');
-    out.push_str(&b64(claims.to_string().as_bytes()));
-    let sig = key.sign(out.as_bytes())?;
-    out.push('.');
-    out.push_str(&b64(&sig));
-    Ok(out)
+    jwt::encode_with_jwk(key, TYP_DPOP, &claims)
 }
 
 /// `ath`: base64url(SHA-256(access token)).

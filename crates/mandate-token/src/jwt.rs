@@ -29,7 +29,7 @@ pub struct Header {
     crit: Option<serde::de::IgnoredAny>,
 }
 
-/// Sign `claims` with `key` as a compact JWS.
+/// Sign `claims` with `key` as a compact JWS naming the key by `kid`.
 pub fn encode<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<String, TokenError> {
     let header = Header {
         alg: key.alg.as_str().into(),
@@ -38,7 +38,27 @@ pub fn encode<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<S
         jwk: None,
         crit: None,
     };
-    let h = serde_json::to_vec(&header).map_err(|e| TokenError::BadClaims(e.to_string()))?;
+    sign(key, &header, claims)
+}
+
+/// Sign `claims` with the public key itself in the header (a DPoP proof).
+pub fn encode_with_jwk<C: Serialize>(
+    key: &SigningKey,
+    typ: &str,
+    claims: &C,
+) -> Result<String, TokenError> {
+    let header = Header {
+        alg: key.alg.as_str().into(),
+        typ: Some(typ.into()),
+        kid: None,
+        jwk: Some(key.public_jwk().clone()),
+        crit: None,
+    };
+    sign(key, &header, claims)
+}
+
+fn sign<C: Serialize>(key: &SigningKey, header: &Header, claims: &C) -> Result<String, TokenError> {
+    let h = serde_json::to_vec(header).map_err(|e| TokenError::BadClaims(e.to_string()))?;
     let c = serde_json::to_vec(claims).map_err(|e| TokenError::BadClaims(e.to_string()))?;
     let mut out = String::with_capacity((h.len() + c.len()) * 4 / 3 + 100);
     out.push_str(&b64(&h));
