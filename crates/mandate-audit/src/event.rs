@@ -48,6 +48,9 @@ pub enum EventKind {
     AdminTokenRevoked,
     #[serde(rename = "policy.reloaded")]
     PolicyReloaded,
+    /// Changed policy files failed validation; the previous set stays.
+    #[serde(rename = "policy.rejected")]
+    PolicyRejected,
     #[serde(rename = "key.rotated")]
     KeyRotated,
     #[serde(rename = "secret.stored")]
@@ -68,6 +71,40 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind, in declaration order (the OpenAPI enum lists the same).
+    pub const ALL: [EventKind; 30] = [
+        EventKind::OwnerCreated,
+        EventKind::AgentCreated,
+        EventKind::AgentRevoked,
+        EventKind::AgentBindingAdded,
+        EventKind::JoinTokenIssued,
+        EventKind::AgentKeyEnrolled,
+        EventKind::ToolCreated,
+        EventKind::ToolUpdated,
+        EventKind::LoginSucceeded,
+        EventKind::LoginFailed,
+        EventKind::TaskCreated,
+        EventKind::TaskDenied,
+        EventKind::TaskCompleted,
+        EventKind::TaskRevoked,
+        EventKind::TaskExpired,
+        EventKind::GrantMinted,
+        EventKind::GrantRefused,
+        EventKind::TokenRevoked,
+        EventKind::Decision,
+        EventKind::AdminTokenCreated,
+        EventKind::AdminTokenRevoked,
+        EventKind::PolicyReloaded,
+        EventKind::PolicyRejected,
+        EventKind::KeyRotated,
+        EventKind::SecretStored,
+        EventKind::SecretRotated,
+        EventKind::SecretDelivered,
+        EventKind::SecretRetrieved,
+        EventKind::SecretRefused,
+        EventKind::ToolInvoked,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use EventKind::*;
         match self {
@@ -93,6 +130,7 @@ impl EventKind {
             AdminTokenCreated => "admin_token.created",
             AdminTokenRevoked => "admin_token.revoked",
             PolicyReloaded => "policy.reloaded",
+            PolicyRejected => "policy.rejected",
             KeyRotated => "key.rotated",
             SecretStored => "secret.stored",
             SecretRotated => "secret.rotated",
@@ -199,4 +237,21 @@ pub struct Event {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn all_lists_every_kind_once_and_names_round_trip() {
+        let declared = include_str!("event.rs")
+            .matches("#[serde(rename = \"")
+            .count();
+        let unique: std::collections::HashSet<_> = EventKind::ALL.iter().collect();
+        assert_eq!((EventKind::ALL.len(), unique.len()), (declared, declared));
+        for k in EventKind::ALL {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+    }
 }

@@ -84,7 +84,9 @@ impl std::fmt::Debug for SecretValue {
 #[derive(Deserialize)]
 struct Feed {
     entries: Vec<Revocation>,
-    next: u64,
+    /// A full page: ask again from the last entry.
+    #[serde(default)]
+    more: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,11 +244,12 @@ impl Broker {
     }
 
     /// Poll the revocation feed: entries after `since` and the next cursor.
-    pub async fn revocations(&self, since: u64) -> Result<(Vec<Revocation>, u64), BrokerError> {
+    /// One page of the feed after `since`, and whether more follow.
+    pub async fn revocations(&self, since: u64) -> Result<(Vec<Revocation>, bool), BrokerError> {
         let f: Feed = self
             .json("revocation poll", &format!("/v1/revocations?since={since}"))
             .await?;
-        Ok((f.entries, f.next))
+        Ok((f.entries, f.more))
     }
 
     /// Open the revocation stream; the caller reads it with its own timeouts.

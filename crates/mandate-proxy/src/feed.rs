@@ -222,16 +222,25 @@ pub async fn run(
     }
 }
 
+/// Read pages until the feed is drained; fresh only once it is.
 async fn poll_once(broker: &Broker, set: &Revocations, on_entry: &impl Fn(&Revocation)) {
-    match broker.revocations(set.since()).await {
-        Ok((entries, _next)) => {
-            for r in &entries {
-                set.apply(r);
-                on_entry(r);
+    loop {
+        match broker.revocations(set.since()).await {
+            Ok((entries, more)) => {
+                for r in &entries {
+                    set.apply(r);
+                    on_entry(r);
+                }
+                if !more || entries.is_empty() {
+                    set.mark_fresh(now_ms());
+                    return;
+                }
             }
-            set.mark_fresh(now_ms());
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation poll failed");
+                return;
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "revocation poll failed"),
     }
 }
 

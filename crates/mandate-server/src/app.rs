@@ -75,6 +75,15 @@ impl Started {
     }
 }
 
+/// Why a policy reload left the old set in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] mandate_store::StoreError),
+}
+
 impl App {
     pub fn policy(&self) -> Arc<PolicySet> {
         self.policy
@@ -83,17 +92,16 @@ impl App {
             .clone()
     }
 
-    /// Re-read `policies/` and swap it in if it validates; keep the old set otherwise.
-    pub async fn reload_policy(&self, actor: &str) -> Result<usize, String> {
-        let set = PolicySet::load_dir(&self.policy_dir).map_err(|e| e.to_string())?;
+    /// Re-read `policies/` and, if it validates, audit and swap it in (in
+    /// that order: no decision is made under a policy the log lacks).
+    pub async fn reload_policy(&self, actor: &str) -> Result<usize, ReloadError> {
+        let set = PolicySet::load_dir(&self.policy_dir)
+            .map_err(|e| ReloadError::Invalid(e.to_string()))?;
         let count = set.policy_count();
-        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         let ev = NewEvent::new(EventKind::PolicyReloaded, actor)
             .detail(serde_json::json!({"policies": count}));
-        self.store
-            .append_events(vec![ev])
-            .await
-            .map_err(|e| e.to_string())?;
+        self.store.append_events(vec![ev]).await?;
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
         tracing::info!(policies = count, "policy reloaded");
         Ok(count)
     }
@@ -320,6 +328,15 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
                 last = stamp;
                 if let Err(e) = app.reload_policy("system").await {
                     tracing::error!(error = %e, "policy change rejected; keeping the previous policy set");
+                    // Someone changed the files: the log says so, even
+                    // though nothing took effect.
+                    if let ReloadError::Invalid(why) = e {
+                        let ev = NewEvent::new(EventKind::PolicyRejected, "system")
+                            .detail(serde_json::json!({"error": why}));
+                        if let Err(e) = app.store.append_events(vec![ev]).await {
+                            tracing::error!(error = %e, "could not audit the rejected policy change");
+                        }
+                    }
                 }
             }
         }

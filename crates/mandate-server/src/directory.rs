@@ -8,6 +8,9 @@ use mandate_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+/// Revocations read per store call when loading at start.
+const LOAD_PAGE: u32 = 1000;
+
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }
@@ -45,9 +48,19 @@ impl Directory {
         for t in store.list_tools().await? {
             d.put_tool(t);
         }
-        for r in store.revocations_since(0, now).await? {
-            if r.kind == mandate_core::RevocationKind::Token {
-                d.revoke_token(r.id, r.expires_at);
+        let mut since = 0;
+        loop {
+            let page = store.revocations_since(since, now, LOAD_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            since = last.seq;
+            let short = page.len() < LOAD_PAGE as usize;
+            for r in page {
+                if r.kind == mandate_core::RevocationKind::Token {
+                    d.revoke_token(r.id, r.expires_at);
+                }
+            }
+            if short {
+                break;
             }
         }
         Ok(d)

@@ -319,3 +319,68 @@ async fn revocation_stream_pushes_new_entries() {
     }
     assert!(seen.contains("event: revocation"), "{seen}");
 }
+
+/// More live revocations than one page: a restarted broker still knows
+/// every revoked token, and both the poll and the stream hand out the whole
+/// backlog, not just its first page.
+#[tokio::test]
+async fn every_revocation_survives_restart_and_paging() {
+    use futures::StreamExt;
+    use mandate_audit::{EventKind, NewEvent};
+    const FILLER: usize = 2100;
+    let m = minted(&["issues:read"]).await;
+    let store = m.s.app().store.clone();
+    let far = now() + 3600;
+    let writes = (0..FILLER).map(|i| {
+        let store = store.clone();
+        async move {
+            let ev = NewEvent::new(EventKind::TokenRevoked, "admin:test");
+            store
+                .revoke_token(&format!("filler-{i}"), far, now(), ev)
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(writes).await;
+    // Written behind the directory's back: only a reload from the store
+    // (the restart below) can learn it, and it lies past the first pages.
+    let jti = claims(&m.token)["jti"].as_str().unwrap().to_owned();
+    let ev = NewEvent::new(EventKind::TokenRevoked, "admin:test");
+    store.revoke_token(&jti, far, now(), ev).await.unwrap();
+    drop(store);
+    let s = m.s.restart().await;
+
+    let v = s.authorize(&m.token, "issues:read", "repo:acme/x").await;
+    assert_eq!(v["decision"], "deny", "{v}");
+    assert!(reasons(&v).contains("revoked"), "{v}");
+
+    let (mut since, mut polled, mut pages) = (0, 0, 0);
+    loop {
+        let (st, page) = s.get(&format!("/v1/revocations?since={since}"), None).await;
+        assert_eq!(st, StatusCode::OK, "{page}");
+        polled += page["entries"].as_array().unwrap().len();
+        since = page["next"].as_u64().unwrap();
+        pages += 1;
+        if !page["more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(polled, FILLER + 1);
+    assert!(pages > 2, "{pages} pages");
+
+    let resp = reqwest::get(s.url("/v1/revocations/stream?since=0"))
+        .await
+        .unwrap();
+    let mut body = resp.bytes_stream();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !seen.contains(&jti) {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("the whole backlog within 20 s")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(seen.matches("event: revocation").count(), FILLER + 1);
+}

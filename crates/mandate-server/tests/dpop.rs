@@ -2,12 +2,8 @@
 
 use mandate_testkit::serde_json::{Value, json};
 use mandate_testkit::*;
-use mandate_token::{SigningAlg, SigningKey, b64_decode, dpop};
+use mandate_token::{SigningAlg, SigningKey, dpop};
 use reqwest::StatusCode;
-
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&b64_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
 
 struct Setup {
     s: TestServer,

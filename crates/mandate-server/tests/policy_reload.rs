@@ -58,6 +58,19 @@ forbid (principal, action == Mandate::Action::"invoke", resource == Mandate::Too
         still["reasons"].to_string().contains("change-freeze"),
         "{still}"
     );
+    // The watcher saw the broken file too: refused, and on the record.
+    let rejected: Vec<_> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "policy.rejected")
+        .collect();
+    assert!(
+        rejected
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("freeze.cedar")),
+        "{rejected:?}"
+    );
     let (_, info) = s.get("/v1/policy", Some(&s.root)).await;
     assert!(
         info["policy_ids"]

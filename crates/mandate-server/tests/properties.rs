@@ -23,11 +23,6 @@ const TOOLS: &[(&str, &str, &[&str])] = &[
 ];
 const ALLOWED: &[&str] = &["github", "jira"];
 
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&mandate_token::b64_decode(token.split('.').nth(1).unwrap()).unwrap())
-        .unwrap()
-}
-
 fn resource() -> impl Strategy<Value = String> {
     prop_oneof![Just("*".to_owned()), "repo:[ab]{0,2}\\*", "repo:[ab]{1,3}"]
 }

@@ -207,6 +207,74 @@ async fn secret_rights_are_enforced() {
     assert_eq!(st, StatusCode::FORBIDDEN);
 }
 
+/// Repointing a tool's upstream would send its secret to whoever runs the
+/// new host: the `tools` right alone may not do that, and the audit record
+/// of an allowed change says from where to where.
+#[tokio::test]
+async fn tools_right_alone_cannot_redirect_where_a_secret_goes() {
+    let s = with_secret().await;
+    let github = |upstream: &str, mode: &str| {
+        json!({"name": "github", "audience": "https://api.github.com", "owner": "platform",
+               "environment": "staging", "sensitivity": "internal", "max_ttl_secs": 600,
+               "actions": ["issues:read", "issues:write"], "upstream": upstream,
+               "delivery": {"mode": mode}})
+    };
+    let tools_admin = s.admin_token(&["tools"]).await;
+    let before = s.events().await.len();
+    for (body, what) in [
+        (github("https://attacker.example", "inject"), "upstream"),
+        (github("", "reveal"), "delivery"),
+    ] {
+        let mut body = body;
+        if body["upstream"] == "" {
+            body.as_object_mut().unwrap().remove("upstream");
+        }
+        let (st, v) = s.put("/v1/tools/github", Some(&tools_admin), &body).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{what}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains("secrets"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        s.events().await.len(),
+        before,
+        "a refused update wrote something"
+    );
+    let (_, tool) = s.get("/v1/tools/github", Some(&s.root)).await;
+    assert!(tool.get("upstream").is_none(), "{tool}");
+    assert_eq!(tool["delivery"]["mode"], "inject");
+
+    let both = s.admin_token(&["tools", "secrets"]).await;
+    let (st, v) = s
+        .put(
+            "/v1/tools/github",
+            Some(&both),
+            &github("https://ghe.example", "inject"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let ev = s
+        .events()
+        .await
+        .into_iter()
+        .rev()
+        .find(|e| e["kind"] == "tool.updated")
+        .unwrap();
+    let detail: Value =
+        mandate_testkit::serde_json::from_str(ev["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["upstream"]["to"], "https://ghe.example", "{detail}");
+    assert!(detail["upstream"]["from"].is_null(), "{detail}");
+
+    // Routes and the like stay a `tools` matter.
+    let mut routes_only = github("https://ghe.example", "inject");
+    routes_only["routes"] = json!([{"method": "GET", "path": "/issues", "action": "issues:read"}]);
+    let (st, v) = s
+        .put("/v1/tools/github", Some(&tools_admin), &routes_only)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
 #[tokio::test]
 async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     let s = with_secret().await;
@@ -305,7 +373,8 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
         3,
         "c1, c2, c3 once each; c5 refused with its batch"
     );
-    let detail: Value = serde_json::from_str(invoked[0]["detail"].as_str().unwrap()).unwrap();
+    let detail: Value =
+        mandate_testkit::serde_json::from_str(invoked[0]["detail"].as_str().unwrap()).unwrap();
     assert_eq!(
         detail["path"], "/repos/acme/x/issues",
         "query never chained"

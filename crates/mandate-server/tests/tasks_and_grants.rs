@@ -5,10 +5,6 @@ use mandate_testkit::*;
 use mandate_token::b64_decode;
 use reqwest::StatusCode;
 
-fn claims(token: &str) -> Value {
-    serde_json::from_slice(&b64_decode(token.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
-
 fn gh(actions: &[&str]) -> Value {
     json!([{"tool": "github", "actions": actions, "resources": ["repo:acme/*"]}])
 }

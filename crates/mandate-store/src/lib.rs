@@ -140,11 +140,13 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<Revocation, StoreError>;
-    /// Feed entries after `seq` that still matter at `now`.
+    /// Up to `limit` feed entries after `seq` that still matter at `now`,
+    /// oldest first; callers page with the last `seq` until a short page.
     async fn revocations_since(
         &self,
         seq: u64,
         now: UnixTime,
+        limit: u32,
     ) -> Result<Vec<Revocation>, StoreError>;
 
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError>;

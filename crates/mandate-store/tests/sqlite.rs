@@ -223,9 +223,12 @@ async fn tasks_expire_and_revocations_are_fed() {
     assert_eq!(t.state, TaskState::Revoked);
     let rev = rev.unwrap();
     assert_eq!(rev.expires_at, 1000);
-    assert_eq!(s.revocations_since(0, 30).await.unwrap(), vec![rev.clone()]);
+    assert_eq!(
+        s.revocations_since(0, 30, 100).await.unwrap(),
+        vec![rev.clone()]
+    );
     // Entries are dropped from the feed once the tokens they cover are dead anyway.
-    assert!(s.revocations_since(0, 1000).await.unwrap().is_empty());
+    assert!(s.revocations_since(0, 1000, 100).await.unwrap().is_empty());
     let illegal = s
         .transition_task(
             &mk(2, 0).id,

@@ -312,7 +312,30 @@ impl KeyRing {
         max_token_ttl: i64,
         now: i64,
     ) -> Result<Arc<SigningKey>, TokenError> {
-        let key = Arc::new(Self::create_key(&self.dir, alg)?);
+        let key = self.new_key(alg)?;
+        self.install(key.clone(), max_token_ttl, now)?;
+        Ok(key)
+    }
+
+    /// A fresh key on disk, not yet used or published: record it somewhere
+    /// durable first, then [`KeyRing::install`] it (or [`KeyRing::discard`]).
+    pub fn new_key(&self, alg: SigningAlg) -> Result<Arc<SigningKey>, TokenError> {
+        Self::create_key(&self.dir, alg).map(Arc::new)
+    }
+
+    /// Forget a key from [`KeyRing::new_key`] that was never installed.
+    pub fn discard(&self, key: &SigningKey) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{}.pk8", key.kid)));
+    }
+
+    /// Make `key` the signing key; the old ones stay published as in [`KeyRing::rotate`].
+    pub fn install(
+        &self,
+        key: Arc<SigningKey>,
+        max_token_ttl: i64,
+        now: i64,
+    ) -> Result<(), TokenError> {
+        let alg = key.alg;
         let mut guard = self.ring.write().unwrap_or_else(|p| p.into_inner());
         let old = guard.clone();
         let mut records: Vec<KeyRecord> = old
@@ -346,7 +369,7 @@ impl KeyRing {
             current: key.clone(),
         });
         tracing::info!(kid = %key.kid, alg = %alg, "signing key rotated");
-        Ok(key)
+        Ok(())
     }
 
     /// The published JWK Set: current key and retired keys still in use.

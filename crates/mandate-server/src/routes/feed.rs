@@ -29,14 +29,21 @@ fn since(
         .map_err(|e| ApiError::bad_request(format!("since: {}", e.body_text())))
 }
 
+/// Entries per poll response and per backlog read of the stream.
+const PAGE: u32 = 1000;
+
+/// One page; `more` says a full page came back, so ask again from `next`.
 pub async fn list(
     State(app): State<AppState>,
     q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let since = since(q)?;
-    let entries = app.store.revocations_since(since, now()).await?;
+    let entries = app.store.revocations_since(since, now(), PAGE).await?;
     let next = entries.last().map(|r| r.seq).unwrap_or(since);
-    Ok(Json(json!({"entries": entries, "next": next})))
+    let more = entries.len() == PAGE as usize;
+    Ok(Json(
+        json!({"entries": entries, "next": next, "more": more}),
+    ))
 }
 
 fn sse(r: &Revocation) -> Event {
@@ -55,9 +62,20 @@ pub async fn stream(
     let since = since(q)?;
     // Subscribe before reading the backlog so nothing falls in between.
     let live = BroadcastStream::new(app.feed.subscribe());
-    let backlog = app.store.revocations_since(since, now()).await?;
-    let last = backlog.last().map(|r| r.seq).unwrap_or(since);
-    let backlog = stream::iter(backlog.into_iter().map(|r| Ok(sse(&r))));
+    // The whole backlog, page by page: stopping at one page would skip
+    // whatever lies between it and the first live entry.
+    let mut backlog = Vec::new();
+    let mut last = since;
+    loop {
+        let page = app.store.revocations_since(last, now(), PAGE).await?;
+        last = page.last().map(|r| r.seq).unwrap_or(last);
+        let full = page.len() == PAGE as usize;
+        backlog.extend(page.iter().map(|r| Ok(sse(r))));
+        if !full {
+            break;
+        }
+    }
+    let backlog = stream::iter(backlog);
     let live = live
         .take_while(|r| std::future::ready(r.is_ok()))
         .filter_map(move |r| {

@@ -1,7 +1,7 @@
 //! Discovery, keys, health, audit reads and operator actions.
 
 use super::{AppState, Caller};
-use crate::app::now;
+use crate::app::{ReloadError, now};
 use crate::error::ApiError;
 use crate::extract::RequestId;
 use axum::Json;
@@ -109,12 +109,19 @@ pub async fn rotate_keys(
     let old = app.keys.current().kid.clone();
     let key = app
         .keys
-        .rotate(app.settings.signing_alg, app.max_token_ttl(), now())
+        .new_key(app.settings.signing_alg)
         .map_err(ApiError::internal)?;
+    // Audited before the key signs anything.
     let ev = NewEvent::new(EventKind::KeyRotated, caller.actor())
         .request_id(Some(rid.0))
         .detail(json!({"new_kid": key.kid, "old_kid": old, "alg": key.alg.as_str()}));
-    app.store.append_events(vec![ev]).await?;
+    if let Err(e) = app.store.append_events(vec![ev]).await {
+        app.keys.discard(&key);
+        return Err(e.into());
+    }
+    app.keys
+        .install(key.clone(), app.max_token_ttl(), now())
+        .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"kid": key.kid, "alg": key.alg.as_str(), "previous_kid": old}),
     ))
@@ -136,12 +143,16 @@ pub async fn reload_policy(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Policy)?;
-    let n = app.reload_policy(&caller.actor()).await.map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_policy",
-            e,
-        )
-    })?;
+    let n = app
+        .reload_policy(&caller.actor())
+        .await
+        .map_err(|e| match e {
+            ReloadError::Invalid(e) => ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_policy",
+                e,
+            ),
+            ReloadError::Store(e) => e.into(),
+        })?;
     Ok(Json(json!({"policies": n})))
 }

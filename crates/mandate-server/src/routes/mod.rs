@@ -223,4 +223,16 @@ mod tests {
         served.sort();
         assert_eq!(documented, served);
     }
+
+    #[test]
+    fn openapi_lists_every_audit_event_kind() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let documented = &doc["components"]["schemas"]["Event"]["properties"]["kind"]["enum"];
+        let kinds: Vec<&str> = mandate_audit::EventKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(documented, &serde_json::json!(kinds));
+    }
 }

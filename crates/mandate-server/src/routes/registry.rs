@@ -379,15 +379,34 @@ pub async fn update_tool(
         .tool(&name)
         .ok_or_else(|| ApiError::not_found("tool", &name))?;
     let next = current.revise(body.into_tool(current.created_at)?)?;
+    let changed = changed_fields(&current, &next);
+    // Where the proxy sends the tool's secret, and how, decides who can read
+    // it: pointing `upstream` at one's own host would hand over the key. So
+    // those two need the `secrets` right as well.
+    if changed.iter().any(|f| SECRET_BEARING.contains(f)) {
+        caller.require(AdminRight::Secrets).map_err(|_| {
+            ApiError::forbidden(
+                "upstream, delivery: changing where or how the tool's secret is sent \
+                 also needs the `secrets` right",
+            )
+        })?;
+    }
+    let mut detail = json!({"changed": changed});
+    for f in SECRET_BEARING.iter().filter(|f| changed.contains(f)) {
+        detail[*f] = json!({"from": json!(&current)[*f], "to": json!(&next)[*f]});
+    }
     let ev = NewEvent::new(EventKind::ToolUpdated, caller.actor())
         .tool(&next.name)
         .request_id(Some(rid.0))
-        .detail(json!({"changed": changed_fields(&current, &next)}));
+        .detail(detail);
     app.store.update_tool(next.clone(), ev).await?;
     app.directory.put_tool(next.clone());
     tracing::info!(tool = %next.name, "tool updated");
     Ok(Json(json!(next)))
 }
+
+/// Tool fields that steer the upstream secret (values only, never the secret).
+const SECRET_BEARING: [&str; 2] = ["upstream", "delivery"];
 
 /// Names of the fields that differ, for the audit record.
 fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'static str> {

@@ -625,12 +625,13 @@ impl Store for SqliteStore {
         &self,
         seq: u64,
         now: UnixTime,
+        limit: u32,
     ) -> Result<Vec<Revocation>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, kind, id, revoked_at, expires_at FROM revocations WHERE seq > ?1 AND expires_at > ?2 ORDER BY seq LIMIT 10000",
+                "SELECT seq, kind, id, revoked_at, expires_at FROM revocations WHERE seq > ?1 AND expires_at > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![seq as i64, now], revocation_row)?;
+            let rows = stmt.query_map(params![seq as i64, now, limit], revocation_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
