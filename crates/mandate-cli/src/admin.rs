@@ -1,6 +1,6 @@
 //! Admin verbs: owners, agents, tools, policy, keys, admin tokens.
 
-use crate::client::Client;
+use crate::client::{Client, path_segment};
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -38,17 +38,25 @@ pub enum AgentCmd {
     /// List agents.
     List,
     /// Show one agent.
-    Show { name: String },
+    Show {
+        #[arg(value_parser = path_segment)]
+        name: String,
+    },
     /// Revoke an agent: its sessions and every task it has die now.
-    Revoke { name: String },
+    Revoke {
+        #[arg(value_parser = path_segment)]
+        name: String,
+    },
     /// Issue a one-time join token (≤ 1 h) with which the agent enrols its key.
     JoinToken {
+        #[arg(value_parser = path_segment)]
         name: String,
         #[arg(long, default_value_t = 600)]
         ttl: u32,
     },
     /// Map a federated identity (issuer + subject [+ claims]) to the agent.
     Bind {
+        #[arg(value_parser = path_segment)]
         name: String,
         #[arg(long)]
         issuer: String,
@@ -113,6 +121,7 @@ pub enum ToolCmd {
     /// Change a tool; flags not given keep their value. Name, audience,
     /// owner and environment are fixed; actions can only be added.
     Update {
+        #[arg(value_parser = path_segment)]
         name: String,
         #[arg(long)]
         sensitivity: Option<String>,
@@ -138,7 +147,10 @@ pub enum ToolCmd {
     /// List tools.
     List,
     /// Show one tool.
-    Show { name: String },
+    Show {
+        #[arg(value_parser = path_segment)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -182,7 +194,10 @@ pub enum AdminTokenCmd {
     List,
     /// Revoke an admin token by id (`adm_…`); it fails on its next use.
     /// The last live root token cannot be revoked.
-    Revoke { id: String },
+    Revoke {
+        #[arg(value_parser = path_segment)]
+        id: String,
+    },
 }
 
 fn parse_routes(texts: &[String]) -> Result<Vec<Value>> {

@@ -1,7 +1,7 @@
 //! What an agent (or an admin on its behalf) does: enrol a key, log in,
 //! open tasks, exchange a session for tool tokens, check and revoke them.
 
-use crate::client::Client;
+use crate::client::{Client, path_segment};
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -17,17 +17,16 @@ struct KeyFile {
     pkcs8: String,
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
+/// Create the key file (mode 0600) before anything else, so a path that
+/// cannot be written fails before the join token is spent.
+fn create_private(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    Ok(())
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }
 
 pub async fn enroll(
@@ -37,32 +36,41 @@ pub async fn enroll(
     alg: &str,
     as_json: bool,
 ) -> Result<()> {
-    if key_file.exists() {
-        bail!(
-            "{} already exists; refusing to overwrite a key",
-            key_file.display()
-        );
-    }
+    use std::io::Write;
     let alg: SigningAlg = alg
         .parse()
         .map_err(|_| anyhow::anyhow!("--alg must be EdDSA, ES256 or RS256"))?;
-    let (key, pkcs8) = SigningKey::generate(alg)?;
-    let v = c
-        .with_token(None)
-        .post(
-            "/v1/enroll",
-            &json!({"join_token": join_token, "jwk": key.public_jwk()}),
-        )
-        .await?;
-    let client_id = v["client_id"]
-        .as_str()
-        .context("server response lacks client_id")?;
-    let file = KeyFile {
-        client_id: client_id.to_owned(),
-        alg,
-        pkcs8: b64(&pkcs8),
+    let mut file = create_private(key_file)?;
+    let enrolled = async {
+        let (key, pkcs8) = SigningKey::generate(alg)?;
+        let v = c
+            .with_token(None)
+            .post(
+                "/v1/enroll",
+                &json!({"join_token": join_token, "jwk": key.public_jwk()}),
+            )
+            .await?;
+        let client_id = v["client_id"]
+            .as_str()
+            .context("server response lacks client_id")?
+            .to_owned();
+        let saved = KeyFile {
+            client_id: client_id.clone(),
+            alg,
+            pkcs8: b64(&pkcs8),
+        };
+        file.write_all(&serde_json::to_vec_pretty(&saved)?)?;
+        file.sync_all()?;
+        anyhow::Ok((v, client_id))
+    }
+    .await;
+    let (v, client_id) = match enrolled {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = std::fs::remove_file(key_file);
+            return Err(e);
+        }
     };
-    write_private(key_file, &serde_json::to_vec_pretty(&file)?)?;
     if as_json {
         output::json(&v);
     } else {
@@ -200,27 +208,31 @@ pub enum TaskCmd {
     },
     /// List tasks (an agent sees its own).
     List {
-        #[arg(long)]
+        #[arg(long, value_parser = path_segment)]
         agent: Option<String>,
-        #[arg(long)]
+        /// pending_approval, active, completed, revoked, expired or denied.
+        #[arg(long, value_parser = path_segment)]
         state: Option<String>,
         #[command(flatten)]
         session: Session,
     },
     /// Show a task.
     Show {
+        #[arg(value_parser = path_segment)]
         id: String,
         #[command(flatten)]
         session: Session,
     },
     /// Mark a task done: every grant under it dies.
     Complete {
+        #[arg(value_parser = path_segment)]
         id: String,
         #[command(flatten)]
         session: Session,
     },
     /// Revoke a task: every grant under it dies now.
     Revoke {
+        #[arg(value_parser = path_segment)]
         id: String,
         #[command(flatten)]
         session: Session,

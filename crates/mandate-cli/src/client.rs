@@ -12,11 +12,35 @@ pub struct Client {
     token: Option<String>,
 }
 
+/// A clap value parser for names and ids that go into a URL path: the
+/// characters any Mandate name or id uses, so an argument like
+/// `../agents/x` can never address a different resource.
+pub fn path_segment(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err("must be a name or id: letters, digits, `-`, `_` or `.`, not starting with `.`".into())
+    }
+}
+
 impl Client {
     pub fn new(addr: &str, token: Option<String>) -> Result<Self> {
         let base = addr.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("MANDATE_ADDR must start with http:// or https:// (got `{base}`)");
+        }
+        if let Err(e) = reqwest::Url::parse(&base) {
+            bail!("MANDATE_ADDR is not a valid URL (`{base}`): {e}");
+        }
+        if let Some(t) = &token
+            && reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).is_err()
+        {
+            bail!("MANDATE_TOKEN (or --token) holds characters a token cannot have");
         }
         Ok(Client {
             http: reqwest::Client::builder()

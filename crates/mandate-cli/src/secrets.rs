@@ -2,7 +2,7 @@
 //! file, an environment variable or stdin — never from a command-line
 //! argument, where `ps` and shell history would keep them.
 
-use crate::client::Client;
+use crate::client::{Client, path_segment};
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -77,9 +77,13 @@ pub enum SecretCmd {
     /// List secrets: metadata, flags, where they are used. Never values.
     List,
     /// Show one secret's metadata.
-    Show { name: String },
+    Show {
+        #[arg(value_parser = path_segment)]
+        name: String,
+    },
     /// Replace the value; proxies switch to it without a restart.
     Rotate {
+        #[arg(value_parser = path_segment)]
         name: String,
         #[command(flatten)]
         source: ValueSource,

@@ -230,6 +230,15 @@ async fn cli_errors_are_clear_and_exit_non_zero() {
             &[("MANDATE_ADDR", "http://127.0.0.1:1")],
         );
         assert!(String::from_utf8_lossy(&o.stderr).contains("cannot reach"));
+        for (k, v, says) in [
+            ("MANDATE_ADDR", "http://[::1", "not a valid URL"),
+            ("MANDATE_TOKEN", "x\ny", "characters a token cannot have"),
+        ] {
+            let o = mandate(&s, &["agent", "list"], &[(k, v)]);
+            assert!(!o.status.success());
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(says), "{k}: {err}");
+        }
         s
     })
     .await
@@ -420,6 +429,81 @@ async fn admin_tokens_are_created_listed_and_revoked() {
         let o = mandate(&s, &["audit", "verify"], &[("MANDATE_TOKEN", &token)]);
         assert!(!o.status.success());
         assert!(String::from_utf8_lossy(&o.stderr).contains("revoked"));
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
+/// Names and ids go into URL paths: one that tries to climb out of its
+/// collection (`../agents/victim`) is refused before any request, and the
+/// resource it aimed at is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_cannot_address_another_resource() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let s = tokio::task::spawn_blocking(move || {
+        for args in [
+            &["task", "revoke", "../agents/bot"][..],
+            &["secret", "show", "../admin/tokens"],
+            &["agent", "show", "bot/../../tools/github"],
+            &["tool", "show", "github?x=1"],
+            &["admin-token", "revoke", ".."],
+            &["task", "list", "--state", "active&agent=bot"],
+        ] {
+            let o = mandate(&s, args, &[]);
+            assert!(!o.status.success(), "{args:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("must be a name or id"), "{args:?}: {err}");
+        }
+        let agent = run(&s, &["agent", "show", "bot", "--json"], &[]);
+        assert!(agent.contains("\"active\""), "{agent}");
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
+/// A key file that cannot be created fails the enrolment before the join
+/// token is spent: the same token then works with a good path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enroll_fails_before_spending_the_join_token() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("bot.key");
+    let good = good.to_str().unwrap().to_owned();
+    let s = tokio::task::spawn_blocking(move || {
+        let join = run(&s, &["agent", "join-token", "bot"], &[]);
+        let o = mandate(
+            &s,
+            &[
+                "agent",
+                "enroll",
+                "--join-token",
+                &join,
+                "--key-file",
+                "/nonexistent/dir/k.key",
+            ],
+            &[],
+        );
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/dir/k.key"));
+        let out = run(
+            &s,
+            &[
+                "agent",
+                "enroll",
+                "--join-token",
+                &join,
+                "--key-file",
+                &good,
+            ],
+            &[],
+        );
+        assert!(out.contains("enrolled"), "{out}");
         s
     })
     .await
