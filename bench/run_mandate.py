@@ -115,7 +115,8 @@ def seed(root: str, work: Path, jwts: list[str], pool: int):
         r = requests.post(ADDR + "/oauth/token", data=exchange, timeout=10,
                           headers={"content-type": "application/x-www-form-urlencoded"})
         r.raise_for_status()
-        bodies.append(json.dumps({"token": r.json()["access_token"], "action": "issues:read",
+        bodies.append(json.dumps({"token": r.json()["access_token"], "audience": "https://api.github.com",
+                                  "action": "issues:read",
                                   "resource": "repo:acme/widgets"}, separators=(",", ":")))
     (work / "authorize_bodies.txt").write_text("\n".join(bodies) + "\n")
     # /v1/authorize answers only verifiers (an admin token with the `verify` right).

@@ -397,6 +397,11 @@ pub enum TokenCmd {
             hide_env_values = true
         )]
         access_token: String,
+        /// Ask as this resource server (its tool's audience URI); a token
+        /// minted for another audience is denied. Default: the token's own
+        /// `aud`, read without verifying (the broker verifies).
+        #[arg(long)]
+        audience: Option<String>,
         #[arg(long)]
         action: String,
         #[arg(long)]
@@ -470,12 +475,19 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
         }
         TokenCmd::Authorize {
             access_token,
+            audience,
             action,
             resource,
             environment,
             data_sensitivity,
         } => {
-            let mut body = json!({"token": access_token, "action": action, "resource": resource});
+            let audience = match audience {
+                Some(a) => a,
+                None => unverified_claim(&access_token, "aud")
+                    .context("--access-token is not a JWT with an `aud`; pass --audience")?,
+            };
+            let mut body = json!({"token": access_token, "audience": audience,
+                                  "action": action, "resource": resource});
             if let Some(e) = environment {
                 body["environment"] = json!(e);
             }
@@ -523,4 +535,11 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
         output::record(&v)
     }
     Ok(())
+}
+
+/// A string claim of a compact JWT, read without verifying it.
+fn unverified_claim(token: &str, name: &str) -> Option<String> {
+    let payload = b64_decode(token.split('.').nth(1)?)?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    claims[name].as_str().map(str::to_owned)
 }

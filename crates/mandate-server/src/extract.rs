@@ -29,6 +29,17 @@ fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = deserialize(de)?;
+    // One JSON value and nothing after it: `{…} junk` is not a body.
+    de.end().map_err(|_| {
+        ApiError::bad_request("body is not valid JSON: trailing characters after the JSON value")
+    })?;
+    Ok(value)
+}
+
+fn deserialize<'de, T: DeserializeOwned>(
+    de: &mut serde_json::Deserializer<serde_json::de::SliceRead<'de>>,
+) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -52,16 +63,67 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// The body of a JSON request, after checking it says it is JSON.
+async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let ct = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+    let is_json = |t: &str| {
+        t == "application/json" || (t.starts_with("application/") && t.ends_with("+json"))
+    };
+    match ct {
+        Some(t) if is_json(&t) => Ok(bytes),
+        None if bytes.is_empty() => Ok(bytes),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "content-type: must be application/json",
+        )),
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        let bytes = json_body(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::bad_request(
                 "request body is empty; expected a JSON object",
             ));
         }
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON body that may be left out: an empty body means `T::default()`.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = json_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+/// Path parameters, with the JSON error shape when they do not decode
+/// (`/v1/agents/%FF` is not UTF-8).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| ApiPath(v))
+            .map_err(|e| ApiError::bad_request(format!("path: {}", e.body_text())))
     }
 }
 
@@ -95,9 +157,15 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
                 "content-type must be application/x-www-form-urlencoded",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| OAuthError::invalid_request(format!("cannot read request body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                let mut err = OAuthError::invalid_request("request body exceeds the size limit");
+                err.status = StatusCode::PAYLOAD_TOO_LARGE;
+                err
+            } else {
+                OAuthError::invalid_request(format!("cannot read request body: {e}"))
+            }
+        })?;
         let mut map = HashMap::new();
         for (k, v) in form_urlencoded::parse(&bytes) {
             if map.insert(k.to_string(), v.to_string()).is_some() {

@@ -52,6 +52,9 @@ fn reasons(v: &Value) -> String {
 async fn decide(m: &Minted, body: Value) -> Value {
     let mut body = body;
     body["token"] = json!(m.token);
+    if body.get("audience").is_none() {
+        body["audience"] = json!("https://api.github.com");
+    }
     let (st, v) = m.s.post("/v1/authorize", Some(&m.s.root), &body).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     v
@@ -62,7 +65,8 @@ async fn decide(m: &Minted, body: Value) -> Value {
 #[tokio::test]
 async fn only_verifiers_may_ask_and_refusals_write_nothing() {
     let m = minted(&["issues:read"]).await;
-    let body = json!({"token": m.token, "action": "issues:read", "resource": "repo:acme/widgets"});
+    let body = json!({"token": m.token, "audience": "https://api.github.com",
+                      "action": "issues:read", "resource": "repo:acme/widgets"});
     let tools_only = m.s.admin_token(&["tools"]).await;
     let before = m.s.events().await.len();
     for (who, bearer, want) in [
@@ -383,4 +387,43 @@ async fn every_revocation_survives_restart_and_paging() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert_eq!(seen.matches("event: revocation").count(), FILLER + 1);
+}
+
+/// Invariant 2: a token counts only at its own audience. A resource server
+/// asking about a token minted for another tool is told no, whatever the
+/// token's scope, and the decision is on the record.
+#[tokio::test]
+async fn a_token_is_denied_at_any_other_audience() {
+    let m = minted(&["issues:read"]).await;
+    let v = decide(
+        &m,
+        json!({"audience": "https://payroll.example", "action": "issues:read",
+               "resource": "repo:acme/widgets"}),
+    )
+    .await;
+    assert_eq!(v["decision"], "deny", "{v}");
+    assert!(reasons(&v).contains("audience"), "{v}");
+    let d = last_decision(&m.s).await;
+    assert_eq!(d["decision"], "deny");
+    let v = decide(
+        &m,
+        json!({"action": "issues:read", "resource": "repo:acme/widgets"}),
+    )
+    .await;
+    assert_eq!(
+        v["decision"], "allow",
+        "the same request at its own audience: {v}"
+    );
+    let (st, v) =
+        m.s.post(
+            "/v1/authorize",
+            Some(&m.s.root),
+            &json!({"token": m.token, "action": "issues:read", "resource": "r"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("audience"),
+        "{v}"
+    );
 }

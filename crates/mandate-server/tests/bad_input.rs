@@ -208,3 +208,176 @@ async fn oauth_endpoint_errors_use_rfc6749_shape() {
         "JSON is not a form"
     );
 }
+
+/// Every JSON route, the same three mistakes: an unknown field (named),
+/// trailing bytes after the JSON value, and a body that does not say it is
+/// JSON. Each is refused and nothing is written.
+#[tokio::test]
+async fn every_json_route_refuses_unknown_fields_trailing_bytes_and_non_json() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let before = event_count(&s).await;
+    let routes = [
+        ("POST", "/v1/owners"),
+        ("POST", "/v1/agents"),
+        ("POST", "/v1/agents/bot/join-tokens"),
+        ("POST", "/v1/agents/bot/bindings"),
+        ("POST", "/v1/enroll"),
+        ("POST", "/v1/tools"),
+        ("PUT", "/v1/tools/github"),
+        ("POST", "/v1/tasks"),
+        ("POST", "/v1/secrets"),
+        ("POST", "/v1/secrets/gh/rotate"),
+        ("POST", "/v1/authorize"),
+        ("POST", "/v1/admin/tokens"),
+        ("POST", "/v1/audit/tool-invocations"),
+    ];
+    let http = reqwest::Client::new();
+    for (method, path) in routes {
+        let send = |ct: &'static str, body: &'static str| {
+            http.request(method.parse().unwrap(), s.url(path))
+                .bearer_auth(&s.root)
+                .header("content-type", ct)
+                .body(body)
+                .send()
+        };
+        for (ct, body, status, needle) in [
+            (
+                "application/json",
+                // Secret routes take the value out first (to wipe it early).
+                if path.starts_with("/v1/secrets") {
+                    r#"{"value": "v", "zzz_colour": 1}"#
+                } else {
+                    r#"{"zzz_colour": 1}"#
+                },
+                400,
+                "zzz_colour",
+            ),
+            ("text/plain", r#"{"name": "plain"}"#, 415, "content-type"),
+        ] {
+            let r = send(ct, body).await.unwrap();
+            let st = r.status().as_u16();
+            let v: mandate_testkit::serde_json::Value = r.json().await.unwrap();
+            assert_eq!(st, status, "{method} {path} {needle}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains(needle) && (status == 415 || msg.contains("unknown field")),
+                "{method} {path}: `{msg}` lacks `{needle}`"
+            );
+        }
+    }
+    // Bodies that would be good but for what follows them.
+    for (path, body) in [
+        ("/v1/owners", r#"{"name": "late"} trailing"#),
+        (
+            "/v1/admin/tokens",
+            r#"{"rights": ["audit"]}{"rights": ["root"]}"#,
+        ),
+        ("/v1/agents/bot/join-tokens", r#"{"ttl_secs": 60}]"#),
+    ] {
+        let (st, v) = s
+            .post_raw(path, Some(&s.root), body.as_bytes().to_vec())
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("trailing characters"), "{path}: {msg}");
+    }
+    assert_eq!(
+        event_count(&s).await,
+        before,
+        "a refused body wrote something"
+    );
+    let (_, owners) = s.get("/v1/owners", Some(&s.root)).await;
+    assert!(!owners.to_string().contains("late"), "{owners}");
+}
+
+/// Undecodable path parameters and wrong methods get the JSON error shape
+/// too; cursors past the end return nothing instead of wrapping around.
+#[tokio::test]
+async fn paths_methods_and_cursors_at_the_edges() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    for path in ["/v1/agents/%FF", "/v1/tasks/%C0%AF", "/v1/tools/%FF%FE"] {
+        let (st, v) = s.get(path, Some(&s.root)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().starts_with("path"),
+            "{v}"
+        );
+    }
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("DELETE", "/v1/agents"),
+        ("PATCH", "/v1/tools/github"),
+        ("GET", "/oauth/token"),
+    ] {
+        let r = http
+            .request(method.parse().unwrap(), s.url(path))
+            .bearer_auth(&s.root)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let v: mandate_testkit::serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "method_not_allowed", "{v}");
+    }
+    let max = u64::MAX;
+    let (st, v) = s
+        .get(&format!("/v1/audit/events?since={max}"), Some(&s.root))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events"].as_array().unwrap().len(), 0, "{v}");
+    let (st, v) = s.get(&format!("/v1/revocations?since={max}"), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(
+        v["next"].as_u64(),
+        Some(max),
+        "the cursor never moves backwards"
+    );
+}
+
+#[tokio::test]
+async fn oauth_oversize_body_and_zero_ttl() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let big = "x".repeat(70 * 1024);
+    let (st, v) = s
+        .form(
+            "/oauth/token",
+            None,
+            &[("grant_type", TOKEN_EXCHANGE), ("pad", &big)],
+        )
+        .await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"], "invalid_request", "{v}");
+    let session = s.session("bot").await;
+    let (_, task) = s
+        .create_task(
+            &session,
+            json!([{"tool": "github", "actions": ["issues:read"], "resources": ["*"]}]),
+            None,
+        )
+        .await;
+    let task = task["id"].as_str().unwrap();
+    let (st, v) = s
+        .exchange(
+            &session,
+            task,
+            "https://api.github.com",
+            &[("requested_ttl", "0")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("requested_ttl"),
+        "{v}"
+    );
+}

@@ -148,8 +148,8 @@ async fn bad_or_replayed_proofs_mint_nothing() {
 }
 
 async fn ask(s: &TestServer, token: &str, dpop: Value) -> (StatusCode, Value) {
-    let body = json!({"token": token, "action": "issues:read", "resource": "repo:acme/widgets",
-                      "dpop": dpop});
+    let body = json!({"token": token, "audience": "https://api.github.com",
+                      "action": "issues:read", "resource": "repo:acme/widgets", "dpop": dpop});
     s.post("/v1/authorize", Some(&s.root), &body).await
 }
 

@@ -227,6 +227,13 @@ async fn tasks_expire_and_revocations_are_fed() {
         s.revocations_since(0, 30, 100).await.unwrap(),
         vec![rev.clone()]
     );
+    // A cursor past i64::MAX has nothing after it (it must not wrap and replay).
+    assert!(
+        s.revocations_since(u64::MAX, 30, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Entries are dropped from the feed once the tokens they cover are dead anyway.
     assert!(s.revocations_since(0, 1000, 100).await.unwrap().is_empty());
     let illegal = s

@@ -23,6 +23,17 @@ pub fn claims(token: &str) -> Value {
     serde_json::from_slice(&mandate_token::b64_decode(payload).expect("base64url")).expect("JSON")
 }
 
+/// A token's `aud`, or the seeded github tool's when it has none to read.
+pub fn audience_of(token: &str) -> String {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(mandate_token::b64_decode)
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|c| c["aud"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "https://api.github.com".into())
+}
+
 pub fn now() -> i64 {
     mandate_server::now()
 }
@@ -405,12 +416,15 @@ impl TestServer {
         (id, v["access_token"].as_str().unwrap().to_owned())
     }
 
+    /// Ask `/v1/authorize` as the resource server the token was minted for
+    /// (its own `aud`; the seeded github tool for a token that is no JWT).
     pub async fn authorize(&self, token: &str, action: &str, resource: &str) -> Value {
         let (s, v) = self
             .post(
                 "/v1/authorize",
                 Some(&self.root),
-                &json!({"token": token, "action": action, "resource": resource}),
+                &json!({"token": token, "audience": audience_of(token), "action": action,
+                        "resource": resource}),
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");

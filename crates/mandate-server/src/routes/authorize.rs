@@ -67,6 +67,9 @@ async fn resolve(app: &App, token: &str, t: i64) -> Result<Live, String> {
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     token: String,
+    /// The asking resource server's own audience (its tool URI): a token
+    /// minted for another tool is denied here, whatever its scope.
+    audience: String,
     action: String,
     resource: String,
     environment: Option<Environment>,
@@ -123,6 +126,11 @@ pub async fn authorize(
     if req.action.is_empty() || req.action.len() > 64 {
         return Err(ApiError::bad_request("action: must be 1 to 64 characters"));
     }
+    if req.audience.is_empty() || req.audience.len() > 256 {
+        return Err(ApiError::bad_request(
+            "audience: must be 1 to 256 characters",
+        ));
+    }
     if req.resource.is_empty() || req.resource.len() > 256 {
         return Err(ApiError::bad_request(
             "resource: must be 1 to 256 characters",
@@ -131,7 +139,7 @@ pub async fn authorize(
     let t = now();
     let mut ev = NewEvent::new(EventKind::Decision, format!("admin:{}", verifier.id))
         .request_id(Some(rid.0))
-        .detail(json!({"action": req.action, "resource": req.resource}));
+        .detail(json!({"audience": req.audience, "action": req.action, "resource": req.resource}));
     let (decision, reasons, policy_ids) = match resolve(&app, &req.token, t).await {
         Err(reason) => ("deny", vec![reason], Vec::new()),
         Ok(live) => {
@@ -139,7 +147,15 @@ pub async fn authorize(
             ev.task = Some(live.task.id.to_string());
             ev.tool = Some(live.tool.name.to_string());
             ev.jti = Some(live.claims.jti.clone());
-            match check_binding(&app, &live.claims, &req.token, req.dpop.as_ref(), t) {
+            let bound = if live.claims.aud != req.audience {
+                Err(format!(
+                    "token: minted for audience `{}`, not `{}`",
+                    live.claims.aud, req.audience
+                ))
+            } else {
+                check_binding(&app, &live.claims, &req.token, req.dpop.as_ref(), t)
+            };
+            match bound {
                 Err(reason) => ("deny", vec![reason], Vec::new()),
                 Ok(()) => decide(&app, &live, &req, t),
             }

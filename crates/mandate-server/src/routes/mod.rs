@@ -98,6 +98,13 @@ pub fn router(app: Arc<App>) -> Router {
             crate::metrics::layer,
         ))
         .fallback(|| async { ApiError::not_found("route", "this path") })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("method: this path does not take {method}"),
+            )
+        })
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(crate::extract::request_id_layer))
         .with_state(app)

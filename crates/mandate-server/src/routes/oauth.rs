@@ -441,7 +441,7 @@ async fn exchange(
     let requested_ttl = form
         .get("requested_ttl")
         .map(|s| {
-            s.parse::<u32>().map_err(|_| {
+            s.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
                 OAuthError::invalid_request("requested_ttl: must be a positive number of seconds")
             })
         })

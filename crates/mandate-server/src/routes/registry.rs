@@ -4,9 +4,10 @@
 use super::{AppState, Caller};
 use crate::app::{new_admin_token, now};
 use crate::error::ApiError;
-use crate::extract::{ApiJson, RequestId, parse_json};
+use crate::extract::ApiPath as Path;
+use crate::extract::{ApiJson, OptionalJson, RequestId};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, AgentName, Binding, NewAgent, NewTool, Owner, OwnerName, ToolName};
@@ -245,14 +246,9 @@ pub async fn create_join_token(
     caller: Caller,
     rid: RequestId,
     Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
     // The body is optional: an empty POST takes the defaults.
-    let body: JoinTokenRequest = if body.is_empty() {
-        JoinTokenRequest::default()
-    } else {
-        parse_json(&body)?
-    };
+    OptionalJson(body): OptionalJson<JoinTokenRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Agents)?;
     let name = parse_agent(&name)?;
     let agent = app

@@ -3,9 +3,10 @@
 use super::{AppState, Caller};
 use crate::app::now;
 use crate::error::ApiError;
+use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, AgentName, RandomId, Scope, Task, TaskId, TaskState};

@@ -167,13 +167,20 @@ fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     }))
 }
 
+/// A client's sequence number as SQLite's i64: past `i64::MAX` nothing can
+/// follow it, so it saturates (a plain cast would wrap to a negative and
+/// replay from the start).
+fn sql_seq(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Read audit events straight from a connection (also used offline by `audit verify`).
 pub fn read_events(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash
          FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after as i64, limit as i64], event_row)?;
+    let rows = stmt.query_map(params![sql_seq(after), sql_seq(limit as u64)], event_row)?;
     let mut out = Vec::new();
     for r in rows {
         out.push(r??);
@@ -631,7 +638,7 @@ impl Store for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT seq, kind, id, revoked_at, expires_at FROM revocations WHERE seq > ?1 AND expires_at > ?2 ORDER BY seq LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![seq as i64, now, limit], revocation_row)?;
+            let rows = stmt.query_map(params![sql_seq(seq), now, limit], revocation_row)?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
