@@ -89,9 +89,17 @@ enum Msg {
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Msg>,
+    /// Set while the spool refuses writes (disk full, I/O error): calls
+    /// are then refused, since they could not be audited.
+    broken: Arc<AtomicBool>,
 }
 
 impl AuditLog {
+    /// Whether the last spool write succeeded.
+    pub fn is_writable(&self) -> bool {
+        !self.broken.load(Ordering::Acquire)
+    }
+
     pub fn record(&self, mut call: ToolCall) {
         call.fit();
         match self.tx.try_send(Msg::Record(Box::new(call))) {
@@ -137,11 +145,12 @@ pub fn start(
     let (tx, rx) = mpsc::channel(QUEUE);
     let (written_tx, written_rx) = watch::channel(writer.position());
     let killed = Arc::new(AtomicBool::new(false));
+    let broken = Arc::new(AtomicBool::new(false));
     let writer = {
-        let killed = killed.clone();
+        let (killed, broken) = (killed.clone(), broken.clone());
         std::thread::Builder::new()
             .name("mandate-audit-spool".into())
-            .spawn(move || write_loop(writer, rx, written_tx, killed))?
+            .spawn(move || write_loop(writer, rx, written_tx, killed, broken))?
     };
     let (stop_shipping, stop_rx) = watch::channel(false);
     let shipper = tokio::spawn(ship_loop(ShipLoop {
@@ -156,7 +165,7 @@ pub fn start(
         caught_up_at: None,
     }));
     Ok(Pipeline {
-        log: AuditLog { tx },
+        log: AuditLog { tx, broken },
         writer: Some(writer),
         shipper,
         killed,
@@ -198,6 +207,7 @@ fn write_loop(
     mut rx: mpsc::Receiver<Msg>,
     written: watch::Sender<Position>,
     killed: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
 ) {
     let mut closing = false;
     let mut last_sync = std::time::Instant::now() - SYNC_WINDOW;
@@ -238,10 +248,12 @@ fn write_loop(
             last_sync = std::time::Instant::now();
             match w.append(&lines) {
                 Ok(pos) => {
+                    broken.store(false, Ordering::Release);
                     let _ = written.send(pos);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, records = lines.len(), "audit spool write failed; records lost")
+                    broken.store(true, Ordering::Release);
+                    tracing::error!(error = %e, records = lines.len(), "audit spool write failed; records lost; refusing calls until a write succeeds")
                 }
             }
         }
@@ -406,6 +418,62 @@ async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn call(id: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            at: 0,
+            agent: None,
+            task: None,
+            tool: None,
+            action: None,
+            jti: None,
+            method: "GET".into(),
+            path: "/".into(),
+            status: 200,
+            latency_ms: 0,
+            bytes: 0,
+            decision: "allow",
+            reasons: vec![],
+        }
+    }
+
+    /// A spool that cannot be written marks the log unwritable (the proxy
+    /// then refuses calls and reports not ready); a good write clears it.
+    #[test]
+    fn a_failing_spool_marks_the_log_unwritable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_spool, mut writer, _) = crate::spool::Spool::open(dir.path()).unwrap();
+        writer.onto_full_device();
+        let (tx, rx) = mpsc::channel(8);
+        let (written, _seen) = watch::channel(writer.position());
+        let broken = Arc::new(AtomicBool::new(false));
+        let log = AuditLog {
+            tx: tx.clone(),
+            broken: broken.clone(),
+        };
+        let thread = std::thread::spawn(move || {
+            write_loop(
+                writer,
+                rx,
+                written,
+                Arc::new(AtomicBool::new(false)),
+                broken,
+            )
+        });
+        assert!(log.is_writable());
+        tx.blocking_send(Msg::Record(Box::new(call("a")))).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.is_writable() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "failure never noticed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tx.blocking_send(Msg::Close).unwrap();
+        thread.join().unwrap();
+    }
 
     #[test]
     fn records_are_cut_to_the_brokers_limits() {

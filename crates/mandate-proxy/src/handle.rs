@@ -210,6 +210,13 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
         if let Err(d) = check_path(rest) {
             return call.deny(d);
         }
+        // No call goes through that could not be audited.
+        if !st.audit.is_writable() {
+            return call.deny(Deny::unavailable(
+                "audit_unavailable",
+                "the proxy cannot write its audit spool; calls are refused until it can",
+            ));
+        }
         let decided = decide(
             &st,
             &parts.headers,

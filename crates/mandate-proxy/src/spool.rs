@@ -324,6 +324,13 @@ impl SpoolWriter {
     pub fn position(&self) -> Position {
         self.pos
     }
+
+    /// Write to `/dev/full` from now on: every append fails as on a full disk.
+    #[cfg(test)]
+    pub fn onto_full_device(&mut self) {
+        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        self.file = BufWriter::new(full);
+    }
 }
 
 #[cfg(test)]

@@ -63,6 +63,9 @@ impl State {
     /// Can the proxy decide right now? If not, why not (for `/readyz` and
     /// for the 503 a request gets).
     pub fn readiness(&self, now_ms: i64) -> Result<(), String> {
+        if !self.audit.is_writable() {
+            return Err("the audit spool cannot be written".into());
+        }
         if self.issuer().is_none() {
             return Err("the broker's metadata (issuer) is not loaded".into());
         }
