@@ -318,6 +318,7 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         }
     });
     // Policy hot reload: poll the policy files' mtimes.
+    let a_jwks = app.clone();
     let reloader = tokio::spawn(async move {
         let mut last = policy_stamp(&app.policy_dir);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -341,7 +342,15 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             }
         }
     });
-    vec![sweeper, reloader]
+    // Issuer keys age out, so a key an issuer withdrew stops being trusted.
+    let jwks = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            a_jwks.federation.refresh_due().await;
+        }
+    });
+    vec![sweeper, reloader, jwks]
 }
 
 fn policy_stamp(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {

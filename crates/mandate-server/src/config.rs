@@ -37,11 +37,40 @@ pub struct IssuerConfig {
     pub issuer: String,
     /// JWKS on disk (re-read on an unknown `kid`)…
     pub jwks_file: Option<PathBuf>,
-    /// …or fetched over HTTP(S) (cached, refetched on an unknown `kid`).
+    /// …or fetched over HTTPS (plain HTTP on loopback only), cached and
+    /// refetched on an unknown `kid`.
     pub jwks_url: Option<String>,
     /// Accepted `aud` values; defaults to the broker's public URL.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// Re-read the JWKS at least this often, so a key the issuer withdrew
+    /// stops being trusted (default 300 s).
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub refresh_secs: u64,
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
+}
+
+/// Keys fetched in clear could be swapped in transit: only a local issuer
+/// (a SPIRE agent, a test) may serve them over plain HTTP.
+fn is_https_or_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match u.scheme() {
+        "https" => true,
+        "http" => match u.host_str() {
+            Some("localhost") => true,
+            Some(h) => h
+                .trim_matches(['[', ']'])
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,6 +296,20 @@ impl Config {
                     "set exactly one of jwks_file and jwks_url",
                 ));
             }
+            if let Some(url) = &iss.jwks_url
+                && !is_https_or_loopback(url)
+            {
+                return Err(invalid(
+                    &format!("issuers[{i}].jwks_url"),
+                    "must be https:// (plain http only to a loopback address)",
+                ));
+            }
+            if !(1..=86_400).contains(&iss.refresh_secs) {
+                return Err(invalid(
+                    &format!("issuers[{i}].refresh_secs"),
+                    "must be between 1 and 86400",
+                ));
+            }
         }
         Ok(Settings {
             raw: self,
@@ -300,6 +343,32 @@ mod tests {
                 .to_string()
                 .starts_with("signing_alg")
         );
+    }
+
+    #[test]
+    fn issuer_jwks_url_must_be_https_unless_loopback() {
+        let with_url = |url: &str| Config {
+            issuers: vec![IssuerConfig {
+                issuer: "https://issuer.example".into(),
+                jwks_file: None,
+                jwks_url: Some(url.into()),
+                audiences: vec![],
+                refresh_secs: 300,
+            }],
+            ..Config::default()
+        };
+        for good in [
+            "https://issuer.example/keys",
+            "http://127.0.0.1:8081/keys",
+            "http://[::1]:8081/keys",
+            "http://localhost/keys",
+        ] {
+            assert!(with_url(good).validate().is_ok(), "{good}");
+        }
+        for bad in ["http://issuer.example/keys", "ftp://x/keys", "not a url"] {
+            let err = with_url(bad).validate().unwrap_err().to_string();
+            assert!(err.starts_with("issuers[0].jwks_url"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -13,6 +13,10 @@ const LEEWAY_SECS: i64 = 30;
 /// junk tokens cannot make us hammer the issuer.
 const REFRESH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A verified external workload token.
 #[derive(Debug, Clone)]
 pub struct WorkloadIdentity {
@@ -25,7 +29,10 @@ struct TrustedIssuer {
     cfg: IssuerConfig,
     audiences: Vec<String>,
     keys: RwLock<Vec<Arc<VerifyingKey>>>,
+    /// Last refresh attempt (rate limit for unknown-kid and retry refreshes).
     last_refresh: Mutex<Option<Instant>>,
+    /// When the current keys were fetched.
+    loaded_at: Mutex<Option<Instant>>,
 }
 
 pub struct Federation {
@@ -59,6 +66,7 @@ impl Federation {
                         audiences,
                         keys: RwLock::new(Vec::new()),
                         last_refresh: Mutex::new(None),
+                        loaded_at: Mutex::new(None),
                     },
                 )
             })
@@ -78,6 +86,26 @@ impl Federation {
         for iss in self.issuers.values() {
             if let Err(e) = self.refresh(iss, true).await {
                 tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "cannot load issuer keys yet");
+            }
+        }
+    }
+
+    /// Re-read every JWKS older than its issuer's `refresh_secs` (called
+    /// every second). The new set replaces the old, so a withdrawn key stops
+    /// verifying; a failed fetch keeps the old set and is retried after
+    /// [`REFRESH_MIN_INTERVAL`] (or `refresh_secs`, if shorter).
+    pub async fn refresh_due(&self) {
+        for iss in self.issuers.values() {
+            let max_age = Duration::from_secs(iss.cfg.refresh_secs);
+            let stale = lock(&iss.loaded_at).is_none_or(|t| t.elapsed() >= max_age);
+            let retry_after = REFRESH_MIN_INTERVAL.min(max_age);
+            let tried_recently = lock(&iss.last_refresh).is_some_and(|t| t.elapsed() < retry_after);
+            if !stale || tried_recently {
+                continue;
+            }
+            *lock(&iss.last_refresh) = Some(Instant::now());
+            if let Err(e) = self.refresh(iss, true).await {
+                tracing::warn!(issuer = %iss.cfg.issuer, error = %e, "scheduled JWKS refresh failed; keeping the previous keys");
             }
         }
     }
@@ -110,7 +138,7 @@ impl Federation {
     async fn refresh(&self, iss: &TrustedIssuer, force: bool) -> Result<(), String> {
         // Only refreshes caused by unknown kids are rate-limited; the start-up load is not.
         if !force {
-            let mut last = iss.last_refresh.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = lock(&iss.last_refresh);
             if last.is_some_and(|t| t.elapsed() < REFRESH_MIN_INTERVAL) {
                 return Ok(());
             }
@@ -127,6 +155,7 @@ impl Federation {
             }
         }
         *iss.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        *lock(&iss.loaded_at) = Some(Instant::now());
         Ok(())
     }
 

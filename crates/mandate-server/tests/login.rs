@@ -19,6 +19,7 @@ async fn federated() -> (TestServer, TestIssuer, tempfile::TempDir) {
             jwks_file: Some(jwks.clone()),
             jwks_url: None,
             audiences: vec!["mandate".into()],
+            refresh_secs: 300,
         }]
     })
     .await;
@@ -160,6 +161,66 @@ async fn unknown_kid_triggers_a_jwks_refresh() {
     let old_file = s.app().settings.raw.issuers[0].jwks_file.clone().unwrap();
     std::fs::copy(&rotated.jwks_file, &old_file).unwrap();
     let (st, v) = jwt_login(&s, &rotated.token(workload_claims())).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+/// An issuer serving its JWKS over HTTP withdraws a key: once the broker's
+/// copy is older than `refresh_secs`, tokens signed with the withdrawn key
+/// are refused, and the key that replaced it works.
+#[tokio::test]
+async fn a_key_withdrawn_from_a_jwks_url_stops_being_trusted() {
+    use std::sync::{Arc, Mutex};
+    let d = tempfile::tempdir().unwrap();
+    let old = TestIssuer::new(d.path(), ISS, SigningAlg::Es256);
+    let new = TestIssuer::new(d.path(), ISS, SigningAlg::EdDsa);
+    let served = Arc::new(Mutex::new(json!({"keys": [old.key.public_jwk()]})));
+    let jwks_app = {
+        let served = served.clone();
+        axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let v = served.lock().unwrap().clone();
+                async move { axum::Json(v) }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/keys", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, jwks_app).await.unwrap() });
+    let s = TestServer::start_with(move |c| {
+        c.issuers = vec![IssuerConfig {
+            issuer: ISS.into(),
+            jwks_file: None,
+            jwks_url: Some(url.clone()),
+            audiences: vec!["mandate".into()],
+            refresh_secs: 1,
+        }]
+    })
+    .await;
+    s.seed().await;
+    s.admin_post(
+        "/v1/agents/bot/bindings",
+        json!({"issuer": ISS, "subject": "system:serviceaccount:ci:bot"}),
+    )
+    .await;
+    let (st, v) = jwt_login(&s, &old.token(workload_claims())).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+
+    *served.lock().unwrap() = json!({"keys": [new.key.public_jwk()]});
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (st, v) = jwt_login(&s, &old.token(workload_claims())).await;
+        if st != StatusCode::OK {
+            assert_eq!(v["error"], "invalid_grant", "{v}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the withdrawn key is still trusted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (st, v) = jwt_login(&s, &new.token(workload_claims())).await;
     assert_eq!(st, StatusCode::OK, "{v}");
 }
 
