@@ -422,6 +422,8 @@ async fn reveal_is_for_reveal_tools_active_tasks_and_is_audited() {
         )
         .await;
     let id = task["id"].as_str().unwrap();
+    let (_, before) = s.get("/v1/secrets/llm-key", Some(&s.root)).await;
+    assert!(before["last_used_at"].is_null(), "{before}");
     let (st, v) = s
         .get(&format!("/v1/tasks/{id}/secrets/llm-key"), Some(&session))
         .await;
@@ -430,6 +432,8 @@ async fn reveal_is_for_reveal_tools_active_tasks_and_is_audited() {
         (StatusCode::OK, Some("sk-model-key\nline2")),
         "{v}"
     );
+    let (_, after) = s.get("/v1/secrets/llm-key", Some(&s.root)).await;
+    assert!(after["last_used_at"].is_i64(), "a reveal is a use: {after}");
     let (st, v) = s
         .get(&format!("/v1/tasks/{id}/secrets/gh"), Some(&session))
         .await;

@@ -193,6 +193,14 @@ pub trait Store: Send + Sync + 'static {
         tool: &ToolName,
     ) -> Result<Option<(Secret, SealedValue)>, StoreError>;
     async fn list_secrets(&self) -> Result<Vec<Secret>, StoreError>;
+    /// A secret's value is handed out (`reveal`): mark it used and audit
+    /// it in one transaction.
+    async fn record_secret_use(
+        &self,
+        name: &SecretName,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
     /// Chain proxy tool-call records, skipping ids already chained, and mark
     /// the tools' secrets used. Returns (accepted, duplicates).
     async fn ingest_invocations(

@@ -275,8 +275,8 @@ pub async fn reveal(
     let ev = ev(EventKind::SecretRetrieved)
         .decision("allow")
         .reasons(decision.reasons);
-    // Durable before the value leaves.
-    app.store.append_events(vec![ev]).await?;
+    // Durable (and the secret marked used) before the value leaves.
+    app.store.record_secret_use(&secret.name, now(), ev).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
         Json(

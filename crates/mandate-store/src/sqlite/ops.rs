@@ -786,6 +786,15 @@ impl Store for SqliteStore {
         self.list_secrets_impl().await
     }
 
+    async fn record_secret_use(
+        &self,
+        name: &SecretName,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.record_secret_use_impl(name, now, ev).await
+    }
+
     async fn ingest_invocations(
         &self,
         batch: Vec<Invocation>,

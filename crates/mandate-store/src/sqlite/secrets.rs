@@ -197,6 +197,25 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn record_secret_use_impl(
+        &self,
+        name: &SecretName,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        let name = name.as_str().to_owned();
+        self.write(move |t| {
+            t.conn
+                .prepare_cached(
+                    "UPDATE secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE name = ?1",
+                )?
+                .execute(params![name, now])?;
+            t.audit(ev)?;
+            Ok(())
+        })
+        .await
+    }
+
     pub(super) async fn ingest_invocations_impl(
         &self,
         batch: Vec<Invocation>,
