@@ -46,6 +46,7 @@ impl App {
         &self,
         token: &str,
         typ: &str,
+        now: i64,
     ) -> Result<T, TokenError> {
         let parsed = jwt::parse(token)?;
         parsed.expect_typ(typ)?;
@@ -56,7 +57,7 @@ impl App {
             .ok_or(TokenError::UnknownKey("-".into()))?;
         let key = self
             .keys
-            .get(kid)
+            .get(kid, now)
             .ok_or_else(|| TokenError::UnknownKey(kid.chars().take(64).collect()))?;
         parsed.into_claims(key.verifier())
     }
@@ -72,7 +73,7 @@ impl App {
             Some(c) => c,
             None => {
                 let c: SessionClaims = self
-                    .verify_own(token, jwt::TYP_SESSION)
+                    .verify_own(token, jwt::TYP_SESSION, now)
                     .map_err(|e| e.to_string())?;
                 if c.iss != self.issuer {
                     return Err(TokenError::WrongIssuer.to_string());
@@ -105,7 +106,7 @@ impl App {
         let claims = match self.verified.get(token) {
             Some(c) => c,
             None => {
-                let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS)?;
+                let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS, now)?;
                 if c.iss != self.issuer {
                     return Err(TokenError::WrongIssuer);
                 }

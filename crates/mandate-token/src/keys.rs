@@ -299,9 +299,18 @@ impl KeyRing {
         self.snapshot().current.clone()
     }
 
-    /// A key by `kid`, if it is still published.
-    pub fn get(&self, kid: &str) -> Option<Arc<SigningKey>> {
-        self.snapshot().keys.get(kid).cloned()
+    /// A key by `kid`, if it is still published at `now`: a retired key
+    /// stops verifying when its window ends, not at the next rotation.
+    pub fn get(&self, kid: &str, now: i64) -> Option<Arc<SigningKey>> {
+        let ring = self.snapshot();
+        let published = ring
+            .records
+            .iter()
+            .any(|r| r.kid == kid && r.publish_until.is_none_or(|t| t > now));
+        if !published {
+            return None;
+        }
+        ring.keys.get(kid).cloned()
     }
 
     /// Add a new current key; the old one stays published for `max_token_ttl`
@@ -461,11 +470,14 @@ mod tests {
         let old = ring.current().kid.clone();
         ring.rotate(SigningAlg::EdDsa, 900, 100).unwrap();
         assert_ne!(ring.current().kid, old);
-        assert!(ring.get(&old).is_some());
+        assert!(ring.get(&old, 100).is_some());
+        // Past its window the retired key verifies nothing, rotation or not.
+        assert!(ring.get(&old, 100 + 900).is_none());
+        assert!(ring.get(&ring.current().kid, i64::MAX).is_some());
         assert_eq!(ring.jwks(100).keys.len(), 2);
         // A later rotation after the window drops the oldest key entirely.
         ring.rotate(SigningAlg::EdDsa, 900, 100 + 901).unwrap();
-        assert!(ring.get(&old).is_none());
+        assert!(ring.get(&old, 100 + 901).is_none());
         assert!(!dir.path().join(format!("{old}.pk8")).exists());
     }
 
