@@ -167,12 +167,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         .to_owned();
 
     let max_ttl = (raw.task_max_ttl_secs.max(raw.session_ttl_secs)) as i64;
-    let keys = KeyRing::open(&data.join("keys"), settings.signing_alg, max_ttl, now())
-        .context("opening signing keys")?;
+    // The master key also seals the signing keys at rest, when there is one.
+    let master = crate::keeper::master_key(raw)?.map(Arc::new);
+    let keys = KeyRing::open(
+        &data.join("keys"),
+        settings.signing_alg,
+        max_ttl,
+        now(),
+        master.clone(),
+    )
+    .context("opening signing keys")?;
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?);
     let directory = Directory::load(store.as_ref(), now()).await?;
-    let keeper = match crate::keeper::master_key(raw)? {
+    let keeper = match master {
         Some(master) => Some(Keeper::open(store.as_ref(), &master, now()).await?),
         None => {
             tracing::warn!("no master key configured: secrets and the proxy are unavailable");

@@ -76,6 +76,17 @@ async fn value_is_never_on_disk_in_clear_nor_in_listings_or_audit() {
     s.stop().await; // flush the WAL into the file, close everything
     let files = files_under(&s.data_dir);
     assert!(files.iter().any(|p| p.ends_with("mandate.db")));
+    // With a master key the signing keys are sealed too: no private key in clear.
+    let keys: Vec<String> = files_under(&s.data_dir.join("keys"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| k == "ring.json" || k.ends_with(".pk8.sealed"))
+            && keys.len() >= 2,
+        "{keys:?}"
+    );
     for f in files {
         let bytes = std::fs::read(&f).unwrap();
         for needle in [VALUE, "ghp_RotatedValue_abcdef", "SuperSecretUpstreamKey"] {

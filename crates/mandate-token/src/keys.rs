@@ -1,5 +1,6 @@
 //! The broker's signing keys.
 
+use crate::seal::SealKey;
 use crate::{Jwk, JwkSet, TokenError, VerifyingKey, b64};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -183,7 +184,8 @@ impl SigningKey {
     }
 }
 
-/// What `ring.json` records about each key. Private bytes live in `<kid>.pk8`.
+/// What `ring.json` records about each key. Private bytes live in
+/// `<kid>.pk8` (mode 0600), or `<kid>.pk8.sealed` when a master key seals them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyRecord {
     kid: String,
@@ -206,6 +208,8 @@ struct Ring {
 pub struct KeyRing {
     dir: PathBuf,
     ring: RwLock<Arc<Ring>>,
+    /// Seals new private keys at rest (AES-256-GCM) when configured.
+    seal: Option<Arc<SealKey>>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -221,11 +225,14 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> TokenError {
 impl KeyRing {
     /// Open the ring in `dir`, creating a first key of `alg` if there is none,
     /// or rotating to `alg` if the current key uses another algorithm.
+    /// With `seal`, new keys are written sealed under it; keys written in
+    /// clear before it was configured stay readable (rotate to replace them).
     pub fn open(
         dir: &Path,
         alg: SigningAlg,
         max_token_ttl: i64,
         now: i64,
+        seal: Option<Arc<SealKey>>,
     ) -> Result<Self, TokenError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err("creating", dir, e))?;
         restrict_dir(dir)?;
@@ -238,14 +245,12 @@ impl KeyRing {
         };
         let mut keys = HashMap::new();
         for r in &records {
-            let path = dir.join(format!("{}.pk8", r.kid));
-            let pkcs8 =
-                Zeroizing::new(std::fs::read(&path).map_err(|e| io_err("reading", &path, e))?);
+            let pkcs8 = read_private(dir, &r.kid, seal.as_deref())?;
             let key = SigningKey::from_pkcs8(r.alg, &pkcs8)?;
             if key.kid != r.kid {
                 return Err(TokenError::Storage(format!(
                     "{} does not hold key {}",
-                    path.display(),
+                    dir.display(),
                     r.kid
                 )));
             }
@@ -259,7 +264,7 @@ impl KeyRing {
         let current = match current {
             Some(c) => c,
             None => {
-                let key = Arc::new(Self::create_key(dir, alg)?);
+                let key = Arc::new(Self::create_key(dir, alg, seal.as_deref())?);
                 records.push(KeyRecord {
                     kid: key.kid.clone(),
                     alg,
@@ -278,6 +283,7 @@ impl KeyRing {
                 keys,
                 current,
             })),
+            seal,
         };
         if ring.current().alg != alg {
             ring.rotate(alg, max_token_ttl, now)?;
@@ -285,9 +291,19 @@ impl KeyRing {
         Ok(ring)
     }
 
-    fn create_key(dir: &Path, alg: SigningAlg) -> Result<SigningKey, TokenError> {
+    fn create_key(
+        dir: &Path,
+        alg: SigningAlg,
+        seal: Option<&SealKey>,
+    ) -> Result<SigningKey, TokenError> {
         let (key, pkcs8) = SigningKey::generate(alg)?;
-        write_private(&dir.join(format!("{}.pk8", key.kid)), &pkcs8)?;
+        match seal {
+            Some(s) => write_private(
+                &sealed_path(dir, &key.kid),
+                &s.seal(&seal_aad(&key.kid), &pkcs8),
+            )?,
+            None => write_private(&plain_path(dir, &key.kid), &pkcs8)?,
+        }
         Ok(key)
     }
 
@@ -329,12 +345,12 @@ impl KeyRing {
     /// A fresh key on disk, not yet used or published: record it somewhere
     /// durable first, then [`KeyRing::install`] it (or [`KeyRing::discard`]).
     pub fn new_key(&self, alg: SigningAlg) -> Result<Arc<SigningKey>, TokenError> {
-        Self::create_key(&self.dir, alg).map(Arc::new)
+        Self::create_key(&self.dir, alg, self.seal.as_deref()).map(Arc::new)
     }
 
     /// Forget a key from [`KeyRing::new_key`] that was never installed.
     pub fn discard(&self, key: &SigningKey) {
-        let _ = std::fs::remove_file(self.dir.join(format!("{}.pk8", key.kid)));
+        remove_private(&self.dir, &key.kid);
     }
 
     /// Make `key` the signing key; the old ones stay published as in [`KeyRing::rotate`].
@@ -370,7 +386,7 @@ impl KeyRing {
         keys.insert(key.kid.clone(), key.clone());
         write_index(&self.dir, &records)?;
         for gone in old.records.iter().filter(|r| !keys.contains_key(&r.kid)) {
-            let _ = std::fs::remove_file(self.dir.join(format!("{}.pk8", gone.kid)));
+            remove_private(&self.dir, &gone.kid);
         }
         *guard = Arc::new(Ring {
             records,
@@ -394,6 +410,55 @@ impl KeyRing {
                 .collect(),
         }
     }
+}
+
+fn plain_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.pk8"))
+}
+
+fn sealed_path(dir: &Path, kid: &str) -> PathBuf {
+    dir.join(format!("{kid}.pk8.sealed"))
+}
+
+/// Binds a sealed file to its key id: a swapped file does not open.
+fn seal_aad(kid: &str) -> Vec<u8> {
+    format!("mandate signing key {kid}").into_bytes()
+}
+
+fn read_private(
+    dir: &Path,
+    kid: &str,
+    seal: Option<&SealKey>,
+) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+    let sealed = sealed_path(dir, kid);
+    match std::fs::read(&sealed) {
+        Ok(bytes) => {
+            let seal = seal.ok_or_else(|| {
+                TokenError::Storage(format!(
+                    "{} is sealed: configure the master key that sealed it",
+                    sealed.display()
+                ))
+            })?;
+            seal.open(&seal_aad(kid), &bytes).map_err(|_| {
+                TokenError::Storage(format!(
+                    "{}: wrong master key (the sealed signing key does not open with it)",
+                    sealed.display()
+                ))
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let plain = plain_path(dir, kid);
+            std::fs::read(&plain)
+                .map(Zeroizing::new)
+                .map_err(|e| io_err("reading", &plain, e))
+        }
+        Err(e) => Err(io_err("reading", &sealed, e)),
+    }
+}
+
+fn remove_private(dir: &Path, kid: &str) {
+    let _ = std::fs::remove_file(plain_path(dir, kid));
+    let _ = std::fs::remove_file(sealed_path(dir, kid));
 }
 
 fn write_index(dir: &Path, records: &[KeyRecord]) -> Result<(), TokenError> {
@@ -452,21 +517,21 @@ mod tests {
     fn ring_persists_and_private_files_are_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let a = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
+        let a = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0, None).unwrap();
         let kid = a.current().kid.clone();
         let mode = std::fs::metadata(dir.path().join(format!("{kid}.pk8")))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 10).unwrap();
+        let b = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 10, None).unwrap();
         assert_eq!(b.current().kid, kid);
     }
 
     #[test]
     fn rotated_key_stays_published_until_its_tokens_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
+        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0, None).unwrap();
         let old = ring.current().kid.clone();
         ring.rotate(SigningAlg::EdDsa, 900, 100).unwrap();
         assert_ne!(ring.current().kid, old);
@@ -481,11 +546,49 @@ mod tests {
         assert!(!dir.path().join(format!("{old}.pk8")).exists());
     }
 
+    /// With a master key, private keys are sealed at rest: the file holds no
+    /// PKCS#8 in clear, opens only with that master key, and a key written
+    /// in clear earlier still loads.
+    #[test]
+    fn keys_are_sealed_at_rest_under_a_master_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0, None).unwrap();
+        let old = plain.current().kid.clone();
+        drop(plain);
+        let master = Arc::new(SealKey::generate());
+        let ring =
+            KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0, Some(master.clone())).unwrap();
+        assert!(
+            ring.get(&old, 0).is_some(),
+            "a clear key from before still loads"
+        );
+        let new = ring.rotate(SigningAlg::EdDsa, 900, 10).unwrap().kid.clone();
+        drop(ring);
+        let sealed = std::fs::read(dir.path().join(format!("{new}.pk8.sealed"))).unwrap();
+        assert!(!dir.path().join(format!("{new}.pk8")).exists());
+        assert!(SigningKey::from_pkcs8(SigningAlg::EdDsa, &sealed).is_err());
+        let opened = master.open(&seal_aad(&new), &sealed).unwrap();
+        assert_eq!(
+            SigningKey::from_pkcs8(SigningAlg::EdDsa, &opened)
+                .unwrap()
+                .kid,
+            new
+        );
+
+        let err = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 20, None).unwrap_err();
+        assert!(err.to_string().contains("master key"), "{err}");
+        let wrong = Some(Arc::new(SealKey::generate()));
+        let err = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 20, wrong).unwrap_err();
+        assert!(err.to_string().contains("does not open"), "{err}");
+        let again = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 20, Some(master)).unwrap();
+        assert_eq!(again.current().kid, new);
+    }
+
     #[test]
     fn changing_configured_algorithm_rotates() {
         let dir = tempfile::tempdir().unwrap();
-        KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0).unwrap();
-        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 900, 5).unwrap();
+        KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 0, None).unwrap();
+        let ring = KeyRing::open(dir.path(), SigningAlg::Es256, 900, 5, None).unwrap();
         assert_eq!(ring.current().alg, SigningAlg::Es256);
         assert_eq!(ring.jwks(100).keys.len(), 2);
     }
