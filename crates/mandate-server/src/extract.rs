@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 /// A JSON body. Errors name the field path (`scope[0].actions[1]`) and the
 /// problem; oversize bodies get 413; nothing is applied on any error.
+/// Handlers that need a right take `Result<ApiJson<T>, ApiError>` and open
+/// it after the right check: a caller without the right gets 403 and learns
+/// nothing about what the body should hold.
 pub struct ApiJson<T>(pub T);
 
 fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {

@@ -132,6 +132,20 @@ async fn admin_rights_are_enforced() {
         .await;
     let tools_only = t["token"].as_str().unwrap();
     assert_eq!(s.get("/v1/tools", Some(tools_only)).await.0, StatusCode::OK);
+    // The right is checked before the body: a caller without it gets 403,
+    // not a 400 that describes what the body should hold.
+    for path in [
+        "/v1/owners",
+        "/v1/agents",
+        "/v1/agents/bot/bindings",
+        "/v1/admin/tokens",
+        "/v1/secrets",
+        "/v1/authorize",
+        "/v1/audit/tool-invocations",
+    ] {
+        let (st, v) = s.post(path, Some(tools_only), &json!({})).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{path}: {v}");
+    }
     let (st, v) = s.get("/v1/agents", Some(tools_only)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(v["error"]["message"].as_str().unwrap().contains("agents"));

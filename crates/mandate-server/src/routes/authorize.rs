@@ -119,10 +119,11 @@ pub async fn authorize(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(req): ApiJson<AuthorizeRequest>,
+    req: Result<ApiJson<AuthorizeRequest>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     // Every decision is a durable audit row: only known verifiers may ask.
     let verifier = caller.require_any(&[AdminRight::Verify, AdminRight::Proxy])?;
+    let ApiJson(req) = req?;
     if req.action.is_empty() || req.action.len() > 64 {
         return Err(ApiError::bad_request("action: must be 1 to 64 characters"));
     }

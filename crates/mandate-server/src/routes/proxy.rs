@@ -183,9 +183,10 @@ fn check(i: usize, c: &ToolCall) -> Result<(), ApiError> {
 pub async fn ingest(
     State(app): State<AppState>,
     caller: Caller,
-    ApiJson(batch): ApiJson<Batch>,
+    batch: Result<ApiJson<Batch>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     let token = caller.require(AdminRight::Proxy)?;
+    let ApiJson(batch) = batch?;
     if batch.events.len() > MAX_BATCH {
         return Err(ApiError::bad_request(format!(
             "events: at most {MAX_BATCH} per batch"

@@ -46,9 +46,10 @@ pub async fn create_owner(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(body): ApiJson<NewOwner>,
+    body: Result<ApiJson<NewOwner>, ApiError>,
 ) -> Result<(StatusCode, Json<Owner>), ApiError> {
     caller.require(AdminRight::Agents)?;
+    let ApiJson(body) = body?;
     if body.description.len() > 1024 {
         return Err(ApiError::bad_request(
             "description: must be at most 1024 bytes",
@@ -78,9 +79,10 @@ pub async fn create_agent(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(body): ApiJson<NewAgent>,
+    body: Result<ApiJson<NewAgent>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Agents)?;
+    let ApiJson(body) = body?;
     for (i, t) in body.allowed_tools.iter().enumerate() {
         if app.directory.tool(t).is_none() {
             return Err(ApiError::new(
@@ -166,9 +168,10 @@ pub async fn add_binding(
     caller: Caller,
     rid: RequestId,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<NewBinding>,
+    body: Result<ApiJson<NewBinding>, ApiError>,
 ) -> Result<(StatusCode, Json<Binding>), ApiError> {
     caller.require(AdminRight::Agents)?;
+    let ApiJson(body) = body?;
     let name = parse_agent(&name)?;
     app.directory
         .agent(&name)
@@ -337,9 +340,10 @@ pub async fn create_tool(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(body): ApiJson<NewTool>,
+    body: Result<ApiJson<NewTool>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Tools)?;
+    let ApiJson(body) = body?;
     let tool = body.into_tool(now())?;
     let ev = NewEvent::new(EventKind::ToolCreated, caller.actor())
         .tool(&tool.name)
@@ -360,9 +364,10 @@ pub async fn update_tool(
     caller: Caller,
     rid: RequestId,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<NewTool>,
+    body: Result<ApiJson<NewTool>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Tools)?;
+    let ApiJson(body) = body?;
     let name = ToolName::parse(&name)?;
     if body.name != name {
         return Err(ApiError::bad_request(format!(
@@ -456,9 +461,10 @@ pub async fn create_admin_token(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(body): ApiJson<NewAdminToken>,
+    body: Result<ApiJson<NewAdminToken>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Root)?;
+    let ApiJson(body) = body?;
     if body.rights.is_empty() {
         return Err(ApiError::bad_request(
             "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy, verify",

@@ -91,9 +91,10 @@ pub async fn put(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    ApiJson(mut body): ApiJson<Map<String, Value>>,
+    body: Result<ApiJson<Map<String, Value>>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Secrets)?;
+    let ApiJson(mut body) = body?;
     let value = take_value(&mut body)?;
     let meta: NewSecret = parse_json(&serde_json::to_vec(&body).map_err(ApiError::internal)?)?;
     let keeper = keeper(&app)?;
@@ -157,9 +158,10 @@ pub async fn rotate(
     caller: Caller,
     rid: RequestId,
     Path(name): Path<String>,
-    ApiJson(mut body): ApiJson<Map<String, Value>>,
+    body: Result<ApiJson<Map<String, Value>>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Secrets)?;
+    let ApiJson(mut body) = body?;
     let name = parse_name(&name)?;
     let value = take_value(&mut body)?;
     if let Some(k) = body.keys().next() {
