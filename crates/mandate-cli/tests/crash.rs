@@ -2,6 +2,7 @@
 //! a burst of writes: on restart every acknowledged write is there, the
 //! audit chain verifies offline, and the root token is nowhere on disk.
 
+use mandate_testkit::{contains, files_under};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -48,19 +49,6 @@ fn cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
         .env("MANDATE_TOKEN", token)
         .output()
         .unwrap()
-}
-
-fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(files_under(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]
@@ -110,7 +98,7 @@ fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
     for f in files_under(&data) {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
-            !bytes.windows(root.len()).any(|w| w == root.as_bytes()),
+            !contains(&bytes, &root),
             "the root token is stored in clear in {}",
             f.display()
         );

@@ -17,6 +17,25 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const CLIENT_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 pub const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
+/// Every file below `dir` (to search a data dir for what must not be there).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether `hay` holds the bytes of `needle` anywhere.
+pub fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
 /// The claims of a compact JWS, unverified (tests look inside their own tokens).
 pub fn claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a compact JWS");
