@@ -1,12 +1,14 @@
 //! Tool-call records: built per request, written ahead to the spool by a
 //! writer thread (batched, one sync per batch), then shipped to the broker
 //! (`POST /v1/audit/tool-invocations`) by a task that advances the
-//! committed offset only after a 2xx. The broker de-duplicates by `id`, so
-//! a batch resent after a crash is chained once.
+//! committed offset only after a 2xx. Each record carries its spool
+//! position as `seq` and each batch the spool's `source` id; the broker
+//! skips what it has already chained from that source, so a batch resent
+//! after a crash is chained once.
 
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
-use crate::spool::{Position, Spool, SpoolWriter};
+use crate::spool::{Position, SEGMENT_MAX, Spool, SpoolWriter, seq_of};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,8 @@ const MAX_REASONS: usize = 16;
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolCall {
     pub id: String,
+    /// The record's spool position, set by the writer (see `spool::seq_of`).
+    pub seq: u64,
     /// Unix milliseconds when the request arrived.
     pub at: i64,
     pub agent: Option<String>,
@@ -222,15 +226,30 @@ fn write_loop(
         if since < SYNC_WINDOW && !killed.load(Ordering::SeqCst) {
             std::thread::sleep(SYNC_WINDOW - since);
         }
+        if w.position().offset >= SEGMENT_MAX
+            && let Err(e) = w.rotate()
+        {
+            tracing::warn!(error = %e, "audit spool rotation failed");
+        }
         let mut lines = Vec::new();
         let mut rotate = false;
         let mut msg = Some(first);
+        // Where the next line will start: its sequence number.
+        let mut at = w.position();
         while let Some(m) = msg.take() {
             match m {
-                Msg::Record(c) => match serde_json::to_vec(&c) {
-                    Ok(line) => lines.push(line),
-                    Err(e) => tracing::error!(error = %e, "tool-call record does not serialise"),
-                },
+                Msg::Record(mut c) => {
+                    c.seq = seq_of(at);
+                    match serde_json::to_vec(&c) {
+                        Ok(line) => {
+                            at.offset += line.len() as u64 + 1;
+                            lines.push(line);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "tool-call record does not serialise")
+                        }
+                    }
+                }
                 Msg::Rotate => rotate = true,
                 Msg::Close => {
                     closing = true;
@@ -364,9 +383,12 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
     }
 }
 
-fn body(lines: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 16);
-    out.extend_from_slice(b"{\"events\":[");
+fn body(source: &str, lines: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 64);
+    out.extend_from_slice(b"{\"source\":\"");
+    // A spool id is hex (checked when read), so it needs no escaping.
+    out.extend_from_slice(source.as_bytes());
+    out.extend_from_slice(b"\",\"events\":[");
     for (i, l) in lines.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -378,7 +400,7 @@ fn body(lines: &[Vec<u8>]) -> Vec<u8> {
 }
 
 async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
-    match s.broker.post_audit(body(lines)).await {
+    match s.broker.post_audit(body(s.spool.source(), lines)).await {
         Ok(a) => {
             tracing::debug!(
                 accepted = a.accepted,
@@ -422,6 +444,7 @@ mod tests {
     fn call(id: &str) -> ToolCall {
         ToolCall {
             id: id.into(),
+            seq: 0,
             at: 0,
             agent: None,
             task: None,
@@ -479,6 +502,7 @@ mod tests {
     fn records_are_cut_to_the_brokers_limits() {
         let mut c = ToolCall {
             id: "x".into(),
+            seq: 0,
             at: 0,
             agent: Some("a".repeat(300)),
             task: None,
@@ -502,8 +526,12 @@ mod tests {
 
     #[test]
     fn batch_body_is_json() {
-        let b = body(&[br#"{"id":"a"}"#.to_vec(), br#"{"id":"b"}"#.to_vec()]);
+        let b = body(
+            "0123abcd",
+            &[br#"{"id":"a"}"#.to_vec(), br#"{"id":"b"}"#.to_vec()],
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["source"], "0123abcd");
         assert_eq!(v["events"][1]["id"], "b");
     }
 }

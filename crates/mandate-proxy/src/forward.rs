@@ -153,7 +153,8 @@ fn upstream_uri(base: &str, rest: &str, query: Option<&str>, cred: &Credential) 
 }
 
 /// Response headers the agent may see: no hop-by-hop, no length (the
-/// redactor may change it), every injected form redacted.
+/// redactor may change it; a whole body gets its own), every injected
+/// form redacted.
 fn agent_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
     strip_hop_by_hop(&mut h);
     h.remove(header::CONTENT_LENGTH);
@@ -193,6 +194,15 @@ fn encoded(h: &HeaderMap) -> Option<String> {
         .find(|c| !c.is_empty() && c != "identity")
 }
 
+/// Bodies up to this size that announce their length are read whole,
+/// redacted at once and sent with an exact `Content-Length` in one write;
+/// larger or unsized ones are streamed through the redactor (chunked).
+const WHOLE_BODY_MAX: u64 = 64 * 1024;
+
+fn announced_len(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 pub struct Forward<'a> {
     pub upstream: &'a Upstream,
     pub base: &'a str,
@@ -228,6 +238,7 @@ pub async fn forward(
             format!("request bodies are limited to {} bytes", f.max_body),
         ));
     }
+    let head = parts.method == http::Method::HEAD;
     let mut req = Request::new(Body::new(Limited::new(body, f.max_body)));
     *req.method_mut() = parts.method;
     *req.uri_mut() = uri;
@@ -277,11 +288,24 @@ pub async fn forward(
         ));
     }
     call.status = parts.status.as_u16();
+    let whole = announced_len(&parts.headers).filter(|&n| n <= WHOLE_BODY_MAX && !head);
     let mut out = Response::new(Body::empty());
     *out.status_mut() = parts.status;
     *out.headers_mut() = agent_headers(parts.headers, &f.cred);
     if let Ok(v) = HeaderValue::from_str(&call.id) {
         out.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(len) = whole {
+        let body = match read_whole(incoming, len, f.timeout, &f.cred.patterns).await {
+            Ok(b) => b,
+            Err(d) => return call.deny(d),
+        };
+        out.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        call.bytes = body.len() as u64;
+        call.complete();
+        *out.body_mut() = Body::from(body);
+        return out;
     }
     *out.body_mut() = redacted_body(
         incoming,
@@ -290,6 +314,41 @@ pub async fn forward(
         call,
     );
     out
+}
+
+/// A small body read whole (the answer is not started yet, so a failure
+/// is still a clean 502/504) and redacted at once.
+async fn read_whole(
+    body: hyper::body::Incoming,
+    len: u64,
+    timeout: Duration,
+    patterns: &Patterns,
+) -> Result<Bytes, Deny> {
+    let read = tokio::time::timeout(timeout, Limited::new(body, len as usize).collect());
+    let bytes = match read.await {
+        Err(_) => {
+            return Err(Deny::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                format!(
+                    "the upstream body did not arrive within {}s",
+                    timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&*e, patterns), "upstream body failed");
+            return Err(Deny::upstream(
+                "upstream_failed",
+                "the upstream body broke off or did not match its Content-Length",
+            ));
+        }
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    Ok(match patterns.redact_whole(&bytes) {
+        Some(clean) => Bytes::from(clean),
+        None => bytes,
+    })
 }
 
 /// An error and its causes on one line, with any form of the secret redacted.

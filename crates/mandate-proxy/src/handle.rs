@@ -54,8 +54,8 @@ async fn metrics(Shared(st): Shared<Arc<State>>) -> Response {
         .into_response()
 }
 
-/// A call id unique across requests, restarts and proxies (the broker
-/// de-duplicates audit records by it): 64 random bits drawn once per
+/// A call id unique across requests, restarts and proxies (upstream logs
+/// and the audit chain are joined by it): 64 random bits drawn once per
 /// process, then a counter passed through a bijective mixer (so ids look
 /// unrelated but never repeat within a process). Cheaper than 128 fresh
 /// random bits per call.
@@ -158,6 +158,7 @@ impl CallRecord {
         );
         self.st.audit.record(ToolCall {
             id: self.id.clone(),
+            seq: 0, // the spool writer sets it
             at: self.at,
             agent: k.agent,
             task: k.task,

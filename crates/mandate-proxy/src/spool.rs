@@ -8,6 +8,12 @@
 //! still to send; a half-written last line (a crash mid-write) is cut off.
 //! Once the shipper has caught up, the writer starts a new segment and the
 //! acknowledged ones are deleted, which is how the spool stays small.
+//!
+//! A record's position is its sequence number for the broker (see
+//! [`seq_of`]): positions only grow, across restarts too, and the spool's
+//! random `source` id (created with the spool) tells spools apart. The
+//! broker drops anything at or below the highest position it has chained
+//! from a source, which is how a batch resent after a crash is chained once.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -15,6 +21,18 @@ use std::path::{Path, PathBuf};
 
 const COMMITTED: &str = "committed";
 const REJECTED: &str = "rejected.jsonl";
+const SOURCE: &str = "source";
+
+/// Bits of a sequence number that hold the byte offset; segments are
+/// started well before an offset could reach this.
+const OFFSET_BITS: u32 = 40;
+/// A segment is closed once it is this large, busy or not.
+pub const SEGMENT_MAX: u64 = 1 << 36;
+
+/// The sequence number of the record that starts at `pos`.
+pub fn seq_of(pos: Position) -> u64 {
+    (pos.segment << OFFSET_BITS) | pos.offset
+}
 
 /// A place in the spool: segment number and byte offset in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -34,6 +52,7 @@ pub struct Batch {
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    source: String,
 }
 
 /// The one appender.
@@ -85,6 +104,7 @@ impl Spool {
         fs::create_dir_all(dir)?;
         let spool = Spool {
             dir: dir.to_owned(),
+            source: source_id(dir)?,
         };
         let mut committed = spool.read_committed()?;
         for n in segments(dir)? {
@@ -92,11 +112,16 @@ impl Spool {
                 fs::remove_file(segment_path(dir, n))?;
             }
         }
-        let last = segments(dir)?
+        let mut last = segments(dir)?
             .last()
             .copied()
             .unwrap_or(committed.segment)
             .max(committed.segment);
+        if committed.segment == last && committed.offset > 0 && !segment_path(dir, last).exists() {
+            // Its acknowledged records were deleted by hand: write on in a
+            // new segment so positions keep growing.
+            last += 1;
+        }
         let path = segment_path(dir, last);
         let mut file = OpenOptions::new()
             .create(true)
@@ -113,9 +138,11 @@ impl Spool {
             file.sync_all()?;
         }
         if committed.segment == last && committed.offset > len {
-            // Cannot happen unless the files were edited; resend what is there.
+            // Cannot happen unless the files were edited: resend what is
+            // there, and write on in a new segment so positions keep growing.
             tracing::warn!("audit spool: committed offset is past the end; resending the segment");
             committed.offset = 0;
+            return spool.writer_after(last, committed);
         }
         sync_dir(dir)?;
         let writer = SpoolWriter {
@@ -127,6 +154,33 @@ impl Spool {
             },
         };
         Ok((spool, writer, committed))
+    }
+
+    fn writer_after(
+        self,
+        last: u64,
+        committed: Position,
+    ) -> io::Result<(Spool, SpoolWriter, Position)> {
+        let next = last + 1;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment_path(&self.dir, next))?;
+        sync_dir(&self.dir)?;
+        let writer = SpoolWriter {
+            dir: self.dir.clone(),
+            file: BufWriter::new(file),
+            pos: Position {
+                segment: next,
+                offset: 0,
+            },
+        };
+        Ok((self, writer, committed))
+    }
+
+    /// This spool's id, which the broker keys its de-duplication by.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     fn read_committed(&self) -> io::Result<Position> {
@@ -264,6 +318,44 @@ impl Spool {
         f.write_all(line)?;
         f.write_all(b"\n")?;
         f.sync_data()
+    }
+}
+
+/// The spool's id: read, or made (random, durable before any record is
+/// written) when the spool is new.
+fn source_id(dir: &Path) -> io::Result<String> {
+    let path = dir.join(SOURCE);
+    match fs::read_to_string(&path) {
+        Ok(t) => {
+            let id = t.trim();
+            if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(id.to_owned())
+            } else {
+                Err(bad(format!("{} is not a 32-hex-digit id", path.display())))
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !segments(dir)?.is_empty() {
+                // A new id is a new source to the broker: nothing is lost,
+                // but a record resent from here may be chained twice.
+                tracing::warn!(
+                    path = %path.display(),
+                    "audit spool: its id is missing; starting a new one (records not yet acknowledged may be chained twice)"
+                );
+            }
+            let raw = mandate_token::random_bytes::<16>();
+            let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            let tmp = dir.join(format!("{SOURCE}.tmp"));
+            {
+                let mut f = File::create(&tmp)?;
+                writeln!(f, "{id}")?;
+                f.sync_all()?;
+            }
+            fs::rename(&tmp, &path)?;
+            sync_dir(dir)?;
+            Ok(id)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -435,6 +527,70 @@ mod tests {
         let (spool, w, committed) = Spool::open(dir.path()).unwrap();
         let b = spool.read(committed, w.position(), 100).unwrap();
         assert_eq!(ids(&b), [r#"{"id":"r1"}"#]);
+    }
+
+    /// The broker drops a record whose seq is not above the last one it
+    /// chained from this source: positions must only grow.
+    #[test]
+    fn positions_only_grow_across_rotation_compaction_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        let mut source = None;
+        for round in 0..4 {
+            let (spool, mut w, committed) = Spool::open(dir.path()).unwrap();
+            assert_eq!(
+                *source.get_or_insert(spool.source().to_owned()),
+                spool.source()
+            );
+            seen.push(seq_of(w.position()));
+            let upto = w.append(&[rec(round)]).unwrap();
+            seen.push(seq_of(upto));
+            let b = spool.read(committed, upto, 100).unwrap();
+            spool.commit(b.end).unwrap();
+            if round % 2 == 0 {
+                seen.push(seq_of(w.rotate().unwrap()));
+            }
+        }
+        // Someone deletes the acknowledged segment by hand.
+        {
+            let (_, w, _) = Spool::open(dir.path()).unwrap();
+            fs::remove_file(segment_path(dir.path(), w.position().segment)).unwrap();
+        }
+        let (_, w, _) = Spool::open(dir.path()).unwrap();
+        seen.push(seq_of(w.position()));
+        let mut sorted = seen.clone();
+        sorted.dedup();
+        assert!(sorted.windows(2).all(|p| p[0] < p[1]), "{seen:?}");
+        assert!(seen.windows(2).all(|p| p[0] <= p[1]), "{seen:?}");
+        assert_ne!(
+            seen.last(),
+            seen.iter().rev().nth(1),
+            "a deleted segment is not written again"
+        );
+    }
+
+    #[test]
+    fn spools_have_distinct_ids_and_a_lost_id_is_replaced() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let id_a = Spool::open(a.path()).unwrap().0.source().to_owned();
+        let id_b = Spool::open(b.path()).unwrap().0.source().to_owned();
+        assert_ne!(id_a, id_b);
+        assert_eq!(id_a.len(), 32);
+        {
+            let (_, mut w, _) = Spool::open(a.path()).unwrap();
+            w.append(&[rec(0)]).unwrap();
+        }
+        fs::remove_file(a.path().join(SOURCE)).unwrap();
+        let (spool, w, committed) = Spool::open(a.path()).unwrap();
+        assert_ne!(spool.source(), id_a);
+        let b = spool.read(committed, w.position(), 100).unwrap();
+        assert_eq!(
+            ids(&b),
+            [r#"{"id":"r0"}"#],
+            "unacknowledged records are still sent"
+        );
+        fs::write(a.path().join(SOURCE), "not hex").unwrap();
+        assert!(Spool::open(a.path()).is_err());
     }
 
     #[test]

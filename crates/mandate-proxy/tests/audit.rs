@@ -28,6 +28,10 @@ async fn killed_mid_batch_the_proxy_resends_on_restart_with_no_loss_and_no_dupli
         "records were shipped before the kill; the test would prove nothing"
     );
 
+    // Keep the spool as the crash left it, to replay later.
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(w.spool.path(), crashed.path());
+
     // Restart on the same spool: everything arrives, once.
     w.start_proxy(50).await;
     let evs = w.wait_for_records(&ids).await;
@@ -43,6 +47,23 @@ async fn killed_mid_batch_the_proxy_resends_on_restart_with_no_loss_and_no_dupli
     w.start_proxy(50).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.invocations().await.len(), evs.len());
+
+    // A crash after the broker acknowledged but before the proxy recorded
+    // it: the whole batch is sent again, and the broker chains none of it.
+    w.proxy.take().unwrap().stop().await;
+    std::fs::remove_dir_all(w.spool.path()).unwrap();
+    copy_dir(crashed.path(), w.spool.path());
+    w.start_proxy(50).await;
+    // A call after the replay is spooled behind it, so once it has arrived
+    // the replay has been shipped; and it arrives (positions went on growing).
+    let (_, h, _) = w.call("GET", "/echo/items/after", Some(&token)).await;
+    let after = request_id(&h);
+    w.wait_for_records(std::slice::from_ref(&after)).await;
+    assert_eq!(
+        w.invocations().await.len(),
+        evs.len() + 1,
+        "a resent batch was chained twice"
+    );
     let segments = std::fs::read_dir(w.spool.path())
         .unwrap()
         .filter(|e| {
@@ -57,6 +78,14 @@ async fn killed_mid_batch_the_proxy_resends_on_restart_with_no_loss_and_no_dupli
         segments <= 2,
         "spool was not compacted: {segments} segments"
     );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }
 
 #[tokio::test]

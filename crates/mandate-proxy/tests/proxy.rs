@@ -55,6 +55,27 @@ async fn upstream_gets_the_secret_and_the_agent_never_sees_it() {
     assert_no_secret("headers", &headers_text(&h));
 }
 
+/// A small body with a length is read whole and redacted at once; the agent
+/// gets the redacted body's own exact length.
+#[tokio::test]
+async fn a_sized_body_is_redacted_whole_with_its_new_length() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, h, body) = w.call("GET", "/echo/items/42?sized=1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    assert_eq!(
+        h["content-length"].to_str().unwrap(),
+        body.len().to_string()
+    );
+    let v: Value = mandate_testkit::serde_json::from_str(&body).unwrap();
+    assert_eq!(v["authorization"], "Bearer [REDACTED]");
+    assert_no_secret("body", &body);
+    assert_no_secret("headers", &headers_text(&h));
+    let (st, h, body) = w.call("HEAD", "/echo/items/42?sized=1", Some(&token)).await;
+    assert_eq!((st, body.as_str()), (StatusCode::OK, ""));
+    assert_no_secret("headers", &headers_text(&h));
+}
+
 #[tokio::test]
 async fn basic_query_and_header_forms_are_injected_and_redacted() {
     let w = World::new().await;

@@ -315,38 +315,40 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     );
     assert!(!delivered[0].to_string().contains(VALUE));
 
-    let call = |id: &str| {
-        json!({"id": id, "at": now() * 1000, "agent": "bot", "task": null, "tool": "github",
-               "action": "issues:read", "jti": null, "method": "GET",
+    let call = |id: &str, seq: u64| {
+        json!({"id": id, "seq": seq, "at": now() * 1000, "agent": "bot", "task": null,
+               "tool": "github", "action": "issues:read", "jti": null, "method": "GET",
                "path": "/repos/acme/x/issues?token=leak", "status": 200, "latency_ms": 3,
                "bytes": 10, "decision": "allow", "reasons": ["allow-in-scope: ok"]})
     };
+    let batch = |events: Vec<Value>| json!({"source": "spool-a", "events": events});
     let (st, v) = s
         .post(
             "/v1/audit/tool-invocations",
             Some(&proxy),
-            &json!({"events": [call("c1"), call("c2")]}),
+            &batch(vec![call("c1", 100), call("c2", 200)]),
         )
         .await;
     assert_eq!(
         (st, v),
         (StatusCode::OK, json!({"accepted": 2, "duplicates": 0}))
     );
+    // A resend after a crash overlaps what was chained.
     let (_, v) = s
         .post(
             "/v1/audit/tool-invocations",
             Some(&proxy),
-            &json!({"events": [call("c2"), call("c3")]}),
+            &batch(vec![call("c2", 200), call("c3", 300)]),
         )
         .await;
     assert_eq!(v, json!({"accepted": 1, "duplicates": 1}));
-    let mut bad = call("c4");
+    let mut bad = call("c4", 500);
     bad["decision"] = json!("maybe");
     let (st, v) = s
         .post(
             "/v1/audit/tool-invocations",
             Some(&proxy),
-            &json!({"events": [call("c5"), bad]}),
+            &batch(vec![call("c5", 400), bad]),
         )
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
@@ -356,6 +358,26 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
             .unwrap()
             .starts_with("events[1].decision")
     );
+    // Out of spool order, a seq past i64, a bad source: refused, naming the field.
+    for (body, field) in [
+        (
+            batch(vec![call("c6", 700), call("c7", 600)]),
+            "events[1].seq",
+        ),
+        (batch(vec![call("c6", u64::MAX)]), "events[0].seq"),
+        (
+            json!({"source": "a b", "events": [call("c6", 700)]}),
+            "source",
+        ),
+        (json!({"events": [call("c6", 700)]}), "source"),
+    ] {
+        let (st, v) = s
+            .post("/v1/audit/tool-invocations", Some(&proxy), &body)
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(field), "{field}: {msg}");
+    }
     let invoked: Vec<Value> = s
         .events()
         .await
@@ -365,7 +387,7 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     assert_eq!(
         invoked.len(),
         3,
-        "c1, c2, c3 once each; c5 refused with its batch"
+        "c1, c2, c3 once each; c5 refused with its batch, c6 and c7 never taken"
     );
     let detail: Value =
         mandate_testkit::serde_json::from_str(invoked[0]["detail"].as_str().unwrap()).unwrap();

@@ -48,10 +48,11 @@ impl std::fmt::Debug for SealedValue {
     }
 }
 
-/// A tool call a proxy reports: its id (for de-duplication) and the event.
+/// A tool call a proxy reports: its place in the sender's log (strictly
+/// increasing per source, across restarts) and the event.
 #[derive(Debug, Clone)]
 pub struct Invocation {
-    pub id: String,
+    pub seq: u64,
     pub event: NewEvent,
 }
 
@@ -201,10 +202,13 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<(), StoreError>;
-    /// Chain proxy tool-call records, skipping ids already chained, and mark
-    /// the tools' secrets used. Returns (accepted, duplicates).
+    /// Chain proxy tool-call records from one `source` (a proxy's spool),
+    /// skipping those at or below the highest `seq` already chained from it
+    /// (resends), and mark the tools' secrets used. `batch` is in `seq`
+    /// order. Returns (accepted, duplicates).
     async fn ingest_invocations(
         &self,
+        source: String,
         batch: Vec<Invocation>,
         now: UnixTime,
     ) -> Result<(usize, usize), StoreError>;

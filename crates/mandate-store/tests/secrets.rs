@@ -147,23 +147,44 @@ async fn resent_invocations_are_chained_once_and_mark_the_secret_used() {
     )
     .await
     .unwrap();
-    let inv = |id: &str, decision: &str| Invocation {
-        id: id.into(),
-        event: ev(EventKind::ToolInvoked).tool("github").decision(decision),
+    let inv = |seq: u64, decision: &str| Invocation {
+        seq,
+        event: ev(EventKind::ToolInvoked)
+            .tool("github")
+            .decision(decision)
+            .request_id(Some(format!("call-{seq}"))),
     };
     let before = s.events_since(0, 100).await.unwrap().len();
     let r = s
-        .ingest_invocations(vec![inv("a", "deny"), inv("b", "allow")], 50)
+        .ingest_invocations("p1".into(), vec![inv(10, "deny"), inv(20, "allow")], 50)
         .await
         .unwrap();
     assert_eq!(r, (2, 0));
+    // A resend overlapping what was chained: only the new record counts.
     let r = s
-        .ingest_invocations(vec![inv("b", "allow"), inv("c", "allow")], 60)
+        .ingest_invocations("p1".into(), vec![inv(20, "allow"), inv(30, "allow")], 60)
         .await
         .unwrap();
     assert_eq!(r, (1, 1));
+    // Another spool's positions are its own.
+    let r = s
+        .ingest_invocations("p2".into(), vec![inv(5, "deny")], 60)
+        .await
+        .unwrap();
+    assert_eq!(r, (1, 0));
+    // Out of the store's range: refused, nothing written.
+    let err = s
+        .ingest_invocations("p2".into(), vec![inv(6, "deny"), inv(u64::MAX, "deny")], 60)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused(_)), "{err:?}");
     let events = s.events_since(0, 100).await.unwrap();
-    assert_eq!(events.len(), before + 3);
+    assert_eq!(events.len(), before + 4);
+    let ids: Vec<_> = events[before..]
+        .iter()
+        .map(|e| e.request_id.clone().unwrap())
+        .collect();
+    assert_eq!(ids, ["call-10", "call-20", "call-30", "call-5"]);
     let (meta, _) = s
         .get_secret(&SecretName::parse("gh").unwrap())
         .await

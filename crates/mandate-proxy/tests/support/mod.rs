@@ -36,7 +36,8 @@ impl Drop for Upstream {
 }
 
 /// Echoes the `Authorization` header and the request URI back, in a
-/// header and in a body sent in 7-byte chunks (so a secret is split).
+/// header and in a body sent in 7-byte chunks (so a secret is split), or
+/// in one piece with a `Content-Length` when the query has `sized=1`.
 async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> Response {
     let uri = req.uri().to_string();
     seen.lock().unwrap().push(Seen {
@@ -57,6 +58,13 @@ async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> 
             .unwrap();
     }
     let body = json!({"authorization": auth, "uri": uri}).to_string();
+    if req.uri().query().is_some_and(|q| q.contains("sized=1")) {
+        return Response::builder()
+            .header("content-type", "application/json")
+            .header("x-echo-auth", auth)
+            .body(Body::from(body))
+            .unwrap();
+    }
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         body.as_bytes().chunks(7).map(|c| Ok(c.to_vec())).collect();
     Response::builder()
@@ -197,6 +205,7 @@ pub fn tool_json(name: &str, upstream: &str) -> Value {
         "upstream": upstream,
         "routes": [
             {"method": "GET", "path": "/items/{id}", "action": "items:read", "resource": "item:{id}"},
+            {"method": "HEAD", "path": "/items/{id}", "action": "items:read", "resource": "item:{id}"},
             {"method": "POST", "path": "/items", "action": "items:write", "resource": "item:new"},
             {"method": "GET", "path": "/gzip", "action": "items:read", "resource": "item:gzip"}
         ],

@@ -100,8 +100,11 @@ pub async fn secret(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
-    /// Unique per call (the proxy's id), so a resent record is recognised.
+    /// The call's id (the proxy's `x-request-id`), chained as the request id.
     id: String,
+    /// Position in the proxy's spool: strictly increasing per source, so a
+    /// resent record (at or below what was chained) is recognised.
+    seq: u64,
     /// Unix milliseconds.
     at: i64,
     agent: Option<String>,
@@ -122,7 +125,16 @@ pub struct ToolCall {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
+    /// The sending spool's id (stable across the proxy's restarts).
+    source: String,
     events: Vec<ToolCall>,
+}
+
+fn is_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
@@ -134,16 +146,21 @@ fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check(i: usize, c: &ToolCall) -> Result<(), ApiError> {
-    if c.id.is_empty()
-        || c.id.len() > 64
-        || !c
-            .id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> {
+    if !is_id(&c.id) {
         return Err(ApiError::bad_request(format!(
             "events[{i}].id: must be 1-64 letters, digits, `-` or `_`"
+        )));
+    }
+    if c.seq > i64::MAX as u64 {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].seq: must be at most {}",
+            i64::MAX
+        )));
+    }
+    if prev_seq.is_some_and(|p| c.seq <= p) {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].seq: must be greater than the record before it (records are sent in spool order)"
         )));
     }
     if !matches!(c.decision.as_str(), "allow" | "deny") {
@@ -192,9 +209,16 @@ pub async fn ingest(
             "events: at most {MAX_BATCH} per batch"
         )));
     }
+    if !is_id(&batch.source) {
+        return Err(ApiError::bad_request(
+            "source: must be 1-64 letters, digits, `-` or `_`",
+        ));
+    }
     // Validate all before writing any: a bad record refuses the whole batch.
+    let mut prev_seq = None;
     for (i, c) in batch.events.iter().enumerate() {
-        check(i, c)?;
+        check(i, c, prev_seq)?;
+        prev_seq = Some(c.seq);
     }
     let actor = format!("proxy:{}", token.id);
     let invocations: Vec<Invocation> = batch
@@ -216,10 +240,13 @@ pub async fn ingest(
             event.task = c.task;
             event.tool = c.tool;
             event.jti = c.jti;
-            Invocation { id: c.id, event }
+            Invocation { seq: c.seq, event }
         })
         .collect();
-    let (accepted, duplicates) = app.store.ingest_invocations(invocations, now()).await?;
+    let (accepted, duplicates) = app
+        .store
+        .ingest_invocations(batch.source, invocations, now())
+        .await?;
     Ok(Json(
         json!({"accepted": accepted, "duplicates": duplicates}),
     ))

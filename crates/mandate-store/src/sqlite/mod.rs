@@ -1,6 +1,7 @@
 //! SQLite backend: one file, WAL, `synchronous=FULL` (a commit is on disk
 //! before anyone is told it happened), versioned migrations.
 
+mod checkpoint;
 mod ops;
 mod secrets;
 pub use ops::read_events;
@@ -10,7 +11,8 @@ use crate::StoreError;
 use mandate_audit::{ChainHead, GENESIS_HASH};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, mpsc};
 use writer::{Job, Tx};
 
 /// Migrations in order; the index + 1 is the schema version.
@@ -18,14 +20,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_secrets.sql"),
     include_str!("../../migrations/sqlite/0003_admin_token_revocation.sql"),
+    include_str!("../../migrations/sqlite/0004_ingest_sources.sql"),
 ];
 
 const READERS: usize = 8;
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct SqliteStore {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -36,10 +41,15 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Each job runs in a savepoint; keep their statement journal in memory
+    // rather than in a temporary file that grows for the whole group.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (see `checkpoint`), not in the writer.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     Ok(())
 }
 
@@ -96,15 +106,18 @@ impl SqliteStore {
         configure(&conn)?;
         migrate(&mut conn)?;
         let head = chain_head(&conn)?;
+        let restart = Arc::new(AtomicBool::new(false));
+        let checkpointer = checkpoint::Checkpointer::start(path, restart.clone())?;
         let (tx, rx) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("mandate-sqlite-writer".into())
-            .spawn(move || writer::run(conn, head, rx))
+            .spawn(move || writer::run(conn, head, rx, &restart))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
             readers: Mutex::new(Vec::new()),
         })
     }
@@ -132,6 +145,14 @@ impl SqliteStore {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = h.join();
+        }
+        if let Some(c) = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            c.stop();
         }
     }
 
@@ -162,7 +183,7 @@ impl SqliteStore {
             Some(c) => c,
             None => {
                 let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c.busy_timeout(BUSY_TIMEOUT)?;
                 c
             }
         };

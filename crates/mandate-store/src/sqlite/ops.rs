@@ -797,10 +797,11 @@ impl Store for SqliteStore {
 
     async fn ingest_invocations(
         &self,
+        source: String,
         batch: Vec<Invocation>,
         now: UnixTime,
     ) -> Result<(usize, usize), StoreError> {
-        self.ingest_invocations_impl(batch, now).await
+        self.ingest_invocations_impl(source, batch, now).await
     }
 
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {

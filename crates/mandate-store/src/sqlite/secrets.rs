@@ -8,10 +8,6 @@ use mandate_audit::NewEvent;
 use mandate_core::{Secret, SecretName, ToolName, UnixTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// How long ingested ids are remembered: far longer than a proxy's spool
-/// could hold unsent records.
-const DEDUP_WINDOW_SECS: i64 = 7 * 86_400;
-
 const SELECT: &str = "SELECT body, last_used_at, data_key, sealed FROM secrets";
 
 fn load(
@@ -218,39 +214,51 @@ impl SqliteStore {
 
     pub(super) async fn ingest_invocations_impl(
         &self,
+        source: String,
         batch: Vec<Invocation>,
         now: UnixTime,
     ) -> Result<(usize, usize), StoreError> {
         self.write(move |t| {
+            let mut high: Option<i64> = t
+                .conn
+                .prepare_cached("SELECT seq FROM ingest_sources WHERE source = ?1")?
+                .query_row([&source], |r| r.get(0))
+                .optional()?;
             let (mut accepted, mut duplicates) = (0, 0);
+            // Tools whose secrets were used, and when (once per batch, not per call).
+            let mut used: Vec<String> = Vec::new();
             for inv in batch {
-                let fresh = t
-                    .conn
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO ingested_invocations (id, at) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![inv.id, now])?
-                    == 1;
-                if !fresh {
+                let seq = i64::try_from(inv.seq)
+                    .map_err(|_| StoreError::Refused("a record's seq is out of range"))?;
+                if high.is_some_and(|h| seq <= h) {
                     duplicates += 1;
                     continue;
                 }
+                high = Some(seq);
                 if inv.event.decision.as_deref() == Some("allow")
                     && let Some(tool) = &inv.event.tool
+                    && !used.contains(tool)
                 {
-                    t.conn
-                        .prepare_cached(
-                            "UPDATE secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE tool = ?1",
-                        )?
-                        .execute(params![tool, now])?;
+                    used.push(tool.clone());
                 }
                 t.audit(inv.event)?;
                 accepted += 1;
             }
-            t.conn.execute(
-                "DELETE FROM ingested_invocations WHERE at < ?1",
-                [now - DEDUP_WINDOW_SECS],
-            )?;
+            for tool in used {
+                t.conn
+                    .prepare_cached(
+                        "UPDATE secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE tool = ?1",
+                    )?
+                    .execute(params![tool, now])?;
+            }
+            if let Some(h) = high {
+                t.conn
+                    .prepare_cached(
+                        "INSERT INTO ingest_sources (source, seq, updated_at) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (source) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                    )?
+                    .execute(params![source, h, now])?;
+            }
             Ok((accepted, duplicates))
         })
         .await

@@ -9,6 +9,7 @@
 use crate::StoreError;
 use mandate_audit::{ChainHead, Event, NewEvent};
 use rusqlite::{Connection, TransactionBehavior, params};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 
 const MAX_GROUP: usize = 512;
@@ -71,7 +72,12 @@ where
     (job, rx)
 }
 
-pub(crate) fn run(mut conn: Connection, mut chain: ChainHead, jobs: mpsc::Receiver<Job>) {
+pub(crate) fn run(
+    mut conn: Connection,
+    mut chain: ChainHead,
+    jobs: mpsc::Receiver<Job>,
+    restart: &AtomicBool,
+) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -117,6 +123,7 @@ pub(crate) fn run(mut conn: Connection, mut chain: ChainHead, jobs: mpsc::Receiv
         // Jobs whose closure never ran (an early `?` above) drop their
         // senders, which callers see as `Closed`; nothing is half-applied.
         drop(group);
+        super::checkpoint::restart_log(&conn, restart);
     }
 }
 
