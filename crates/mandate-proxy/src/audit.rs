@@ -363,12 +363,12 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
         let lines: Vec<Vec<u8>> = batch
             .lines
             .into_iter()
-            .filter(|l| match serde_json::from_slice::<serde_json::Value>(l) {
-                Ok(v) if v.is_object() => true,
-                _ => {
+            .filter(|l| {
+                let ok = is_record(l);
+                if !ok {
                     tracing::error!("unreadable line in the audit spool; skipped");
-                    false
                 }
+                ok
             })
             .collect();
         if !lines.is_empty() {
@@ -381,6 +381,11 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
             .map_err(|e| format!("committing the spool offset: {e}"))?;
         s.committed = batch.end;
     }
+}
+
+/// One JSON object (checked without building it), as every spooled record is.
+fn is_record(line: &[u8]) -> bool {
+    line.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
 }
 
 fn body(source: &str, lines: &[Vec<u8>]) -> Vec<u8> {
@@ -522,6 +527,14 @@ mod tests {
         assert_eq!(c.agent.unwrap().len(), MAX_FIELD);
         assert_eq!(c.reasons.len(), MAX_REASONS);
         assert!(c.reasons.iter().all(|r| r.len() == MAX_REASON));
+    }
+
+    #[test]
+    fn only_whole_json_objects_are_shipped() {
+        assert!(is_record(br#"{"id":"a","reasons":["x"]}"#));
+        for bad in [&b"[1]"[..], b"\"s\"", b"{\"id\":", b"{} {}", b"", b"garbage"] {
+            assert!(!is_record(bad), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
