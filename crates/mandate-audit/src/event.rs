@@ -53,6 +53,8 @@ pub enum EventKind {
     PolicyRejected,
     #[serde(rename = "key.rotated")]
     KeyRotated,
+    #[serde(rename = "key.revoked")]
+    KeyRevoked,
     #[serde(rename = "secret.stored")]
     SecretStored,
     #[serde(rename = "secret.rotated")]
@@ -72,7 +74,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 30] = [
+    pub const ALL: [EventKind; 31] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -97,6 +99,7 @@ impl EventKind {
         EventKind::PolicyReloaded,
         EventKind::PolicyRejected,
         EventKind::KeyRotated,
+        EventKind::KeyRevoked,
         EventKind::SecretStored,
         EventKind::SecretRotated,
         EventKind::SecretDelivered,
@@ -132,6 +135,7 @@ impl EventKind {
             PolicyReloaded => "policy.reloaded",
             PolicyRejected => "policy.rejected",
             KeyRotated => "key.rotated",
+            KeyRevoked => "key.revoked",
             SecretStored => "secret.stored",
             SecretRotated => "secret.rotated",
             SecretDelivered => "secret.delivered",

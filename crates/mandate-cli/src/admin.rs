@@ -175,6 +175,14 @@ pub enum KeysCmd {
     List,
     /// Add a new signing key; the old one stays published until its tokens expire.
     Rotate,
+    /// Withdraw a retired key at once (it leaked): unpublished, deleted, and
+    /// every token it signed refused by the broker and, through the
+    /// revocation feed, by proxies. Rotate first if it is the current key.
+    Revoke {
+        /// The key's `kid` (see `mandate keys list`).
+        #[arg(value_parser = path_segment)]
+        kid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -470,6 +478,14 @@ pub async fn keys(c: &Client, cmd: KeysCmd, as_json: bool) -> Result<()> {
         KeysCmd::Rotate => {
             c.require_token("keys rotate")?;
             show(&c.post("/v1/keys/rotate", &json!({})).await?, as_json)
+        }
+        KeysCmd::Revoke { kid } => {
+            c.require_token("keys revoke")?;
+            show(
+                &c.post(&format!("/v1/keys/{kid}/revoke"), &json!({}))
+                    .await?,
+                as_json,
+            )
         }
     }
     Ok(())

@@ -436,6 +436,41 @@ async fn admin_tokens_are_created_listed_and_revoked() {
     drop(s);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_then_revoke_the_old_one() {
+    let s = TestServer::start().await;
+    let s = tokio::task::spawn_blocking(move || {
+        let kids = |s: &TestServer| -> Vec<String> {
+            let v: serde_json::Value =
+                serde_json::from_str(&run(s, &["--json", "keys", "list"], &[])).unwrap();
+            v["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let old = kids(&s).remove(0);
+        // The current key: refused with the way out, non-zero exit.
+        let o = mandate(&s, &["keys", "revoke", &old], &[]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("keys rotate"), "{err}");
+        run(&s, &["keys", "rotate"], &[]);
+        assert_eq!(kids(&s).len(), 2);
+        let out = run(&s, &["keys", "revoke", &old], &[]);
+        assert!(out.contains(&old), "{out}");
+        assert_eq!(kids(&s).len(), 1);
+        assert!(!kids(&s).contains(&old));
+        let o = mandate(&s, &["keys", "revoke", &old], &[]);
+        assert!(!o.status.success(), "a second time: not found");
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
 /// Names and ids go into URL paths: one that tries to climb out of its
 /// collection (`../agents/victim`) is refused before any request, and the
 /// resource it aimed at is untouched.

@@ -34,6 +34,8 @@ pub enum RevocationKind {
     Task,
     /// Every session and task of an agent, by agent name.
     Agent,
+    /// Every token a withdrawn signing key signed, by `kid`.
+    Key,
 }
 
 impl RevocationKind {
@@ -42,6 +44,7 @@ impl RevocationKind {
             RevocationKind::Token => "token",
             RevocationKind::Task => "task",
             RevocationKind::Agent => "agent",
+            RevocationKind::Key => "key",
         }
     }
 }

@@ -532,7 +532,14 @@ mod tests {
     #[test]
     fn only_whole_json_objects_are_shipped() {
         assert!(is_record(br#"{"id":"a","reasons":["x"]}"#));
-        for bad in [&b"[1]"[..], b"\"s\"", b"{\"id\":", b"{} {}", b"", b"garbage"] {
+        for bad in [
+            &b"[1]"[..],
+            b"\"s\"",
+            b"{\"id\":",
+            b"{} {}",
+            b"",
+            b"garbage",
+        ] {
             assert!(!is_record(bad), "{}", String::from_utf8_lossy(bad));
         }
     }

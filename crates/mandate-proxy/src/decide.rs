@@ -190,10 +190,11 @@ pub async fn decide(
     let issuer = st
         .issuer()
         .ok_or_else(|| Deny::unavailable("not_ready", "the broker's issuer is not known yet"))?;
-    let claims: Arc<AccessClaims> = st
+    let verified = st
         .verifier
         .verify(&st.broker, &issuer, presented.token, now)
         .await?;
+    let claims = &verified.claims;
     known.jti = Some(claims.jti.clone());
     check_binding(
         st,
@@ -201,7 +202,7 @@ pub async fn decide(
         method,
         &format!("/{tool_name}{rest}"),
         &presented,
-        &claims,
+        claims,
         now,
     )?;
     let sub = SpiffeId::parse("sub", &claims.sub)
@@ -217,14 +218,15 @@ pub async fn decide(
     known.tool = tool.as_ref().map(|t| t.name.to_string());
 
     // Revocation before anything else about the token matters.
-    if let Some(kind) = st
-        .revocations
-        .check(&claims.jti, task_id.as_str(), &agent_name)
+    if let Some(kind) =
+        st.revocations
+            .check(&claims.jti, task_id.as_str(), &agent_name, &verified.kid)
     {
         let what = match kind {
             RevocationKind::Token => "the token",
             RevocationKind::Task => "the token's task",
             RevocationKind::Agent => "the token's agent",
+            RevocationKind::Key => "the key that signed the token",
         };
         return Err(Deny::token("revoked", format!("{what} has been revoked")));
     }

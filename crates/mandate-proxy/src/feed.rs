@@ -25,6 +25,7 @@ struct Entries {
     tokens: HashMap<String, i64>,
     tasks: HashMap<String, i64>,
     agents: HashMap<String, i64>,
+    keys: HashMap<String, i64>,
 }
 
 impl Entries {
@@ -33,6 +34,7 @@ impl Entries {
             RevocationKind::Token => &mut self.tokens,
             RevocationKind::Task => &mut self.tasks,
             RevocationKind::Agent => &mut self.agents,
+            RevocationKind::Key => &mut self.keys,
         }
     }
 }
@@ -70,10 +72,13 @@ impl Revocations {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Which of the token, its task or its agent is revoked, if any.
-    pub fn check(&self, jti: &str, task: &str, agent: &str) -> Option<RevocationKind> {
+    /// Which of the token, its task, its agent or its signing key is
+    /// revoked, if any.
+    pub fn check(&self, jti: &str, task: &str, agent: &str, kid: &str) -> Option<RevocationKind> {
         let e = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        if e.tokens.contains_key(jti) {
+        if e.keys.contains_key(kid) {
+            Some(RevocationKind::Key)
+        } else if e.tokens.contains_key(jti) {
             Some(RevocationKind::Token)
         } else if e.tasks.contains_key(task) {
             Some(RevocationKind::Task)
@@ -88,7 +93,7 @@ impl Revocations {
     pub fn sweep(&self, now: i64) {
         let mut guard = self.entries.write().unwrap_or_else(|p| p.into_inner());
         let e = &mut *guard;
-        for map in [&mut e.tokens, &mut e.tasks, &mut e.agents] {
+        for map in [&mut e.tokens, &mut e.tasks, &mut e.agents, &mut e.keys] {
             map.retain(|_, exp| *exp + KEEP_PAST_EXPIRY_SECS > now);
         }
     }
@@ -96,7 +101,7 @@ impl Revocations {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         let e = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        e.tokens.len() + e.tasks.len() + e.agents.len()
+        e.tokens.len() + e.tasks.len() + e.agents.len() + e.keys.len()
     }
 
     pub fn mark_fresh(&self, now_ms: i64) {
@@ -307,16 +312,21 @@ mod tests {
         s.apply(&rev(1, RevocationKind::Token, "j1", 100));
         s.apply(&rev(3, RevocationKind::Task, "tsk_1", 200));
         s.apply(&rev(2, RevocationKind::Agent, "bot", 300));
-        assert_eq!(s.since(), 3);
-        assert_eq!(s.check("j1", "x", "y"), Some(RevocationKind::Token));
-        assert_eq!(s.check("j2", "tsk_1", "y"), Some(RevocationKind::Task));
-        assert_eq!(s.check("j2", "x", "bot"), Some(RevocationKind::Agent));
-        assert_eq!(s.check("j2", "x", "y"), None);
+        s.apply(&rev(4, RevocationKind::Key, "k1", 400));
+        assert_eq!(s.since(), 4);
+        assert_eq!(s.check("j1", "x", "y", "k0"), Some(RevocationKind::Token));
+        assert_eq!(
+            s.check("j2", "tsk_1", "y", "k0"),
+            Some(RevocationKind::Task)
+        );
+        assert_eq!(s.check("j2", "x", "bot", "k0"), Some(RevocationKind::Agent));
+        assert_eq!(s.check("j2", "x", "y", "k1"), Some(RevocationKind::Key));
+        assert_eq!(s.check("j2", "x", "y", "k0"), None);
         s.sweep(100);
-        assert_eq!(s.check("j1", "x", "y"), Some(RevocationKind::Token));
+        assert_eq!(s.check("j1", "x", "y", "k0"), Some(RevocationKind::Token));
         s.sweep(100 + KEEP_PAST_EXPIRY_SECS);
-        assert_eq!(s.check("j1", "x", "y"), None);
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.check("j1", "x", "y", "k0"), None);
+        assert_eq!(s.len(), 3);
     }
 
     #[test]

@@ -252,6 +252,7 @@ async fn feed_loop(st: Arc<State>) {
     let on_entry = |r: &mandate_core::Revocation| match r.kind {
         RevocationKind::Task => st.facts.forget_task(&r.id),
         RevocationKind::Agent => st.facts.forget_agent(&r.id),
+        RevocationKind::Key => st.verifier.withdraw_key(&r.id),
         RevocationKind::Token => {}
     };
     feed::run(

@@ -6,7 +6,7 @@
 
 use crate::broker::Broker;
 use crate::error::Deny;
-use mandate_token::cache::TokenCache;
+use mandate_token::cache::{Expiring, TokenCache};
 use mandate_token::claims::AccessClaims;
 use mandate_token::{TokenError, VerifyingKey, jwt};
 use std::collections::HashMap;
@@ -21,6 +21,9 @@ const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Keys {
     by_kid: RwLock<Option<HashMap<String, Arc<VerifyingKey>>>>,
+    /// Keys the feed says were withdrawn: a JWKS fetched before the
+    /// withdrawal may still list them.
+    withdrawn: RwLock<std::collections::HashSet<String>>,
     /// Serialises refetches and remembers when the last one happened.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -46,11 +49,15 @@ impl Keys {
     /// skipped with a warning rather than failing the whole set.
     pub fn set(&self, jwks: &mandate_token::JwkSet) {
         let mut map = HashMap::new();
+        let withdrawn = self.withdrawn.read().unwrap_or_else(|p| p.into_inner());
         for jwk in &jwks.keys {
             let Some(kid) = jwk.kid.clone() else {
                 tracing::warn!("broker JWKS has a key without `kid`; skipped");
                 continue;
             };
+            if withdrawn.contains(&kid) {
+                continue;
+            }
             match VerifyingKey::from_jwk(jwk) {
                 Ok(k) => {
                     map.insert(kid, Arc::new(k));
@@ -59,6 +66,22 @@ impl Keys {
             }
         }
         *self.by_kid.write().unwrap_or_else(|p| p.into_inner()) = Some(map);
+    }
+
+    fn withdraw(&self, kid: &str) {
+        // Withdrawn first, so a concurrent `set` cannot put it back.
+        self.withdrawn
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kid.to_owned());
+        if let Some(map) = self
+            .by_kid
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            map.remove(kid);
+        }
     }
 
     /// Fetch the JWKS now (unless another fetch happened within a second).
@@ -77,6 +100,17 @@ impl Keys {
     async fn key(&self, broker: &Broker, kid: &str) -> Result<Arc<VerifyingKey>, Deny> {
         if let Some(k) = self.get(kid) {
             return Ok(k);
+        }
+        if self
+            .withdrawn
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(kid)
+        {
+            return Err(Deny::token(
+                "revoked",
+                "the key that signed the token has been revoked",
+            ));
         }
         if let Err(e) = self.refresh(broker, false).await {
             tracing::warn!(error = %e, "JWKS refetch failed");
@@ -99,11 +133,24 @@ impl Keys {
     }
 }
 
+/// A token that verified: its claims and the key that signed it (which
+/// the revocation feed may withdraw).
+pub struct Verified {
+    pub kid: String,
+    pub claims: AccessClaims,
+}
+
+impl Expiring for Verified {
+    fn exp(&self) -> i64 {
+        self.claims.exp
+    }
+}
+
 /// Signature, `typ`, issuer and times. Audience, scope, environment and
 /// revocation are the caller's next steps.
 pub struct Verifier {
     pub keys: Keys,
-    cache: TokenCache<AccessClaims>,
+    cache: TokenCache<Verified>,
 }
 
 impl Default for Verifier {
@@ -131,10 +178,11 @@ impl Verifier {
         issuer: &str,
         token: &str,
         now: i64,
-    ) -> Result<Arc<AccessClaims>, Deny> {
-        let claims = match self.cache.get(token) {
+    ) -> Result<Arc<Verified>, Deny> {
+        let v = match self.cache.get(token) {
             Some(c) => c,
             None => {
+                let generation = self.cache.generation();
                 let parsed = jwt::parse(token).map_err(invalid)?;
                 parsed.expect_typ(jwt::TYP_ACCESS).map_err(invalid)?;
                 let kid = parsed
@@ -143,17 +191,24 @@ impl Verifier {
                     .clone()
                     .ok_or_else(|| Deny::token("invalid_token", "token header has no `kid`"))?;
                 let key = self.keys.key(broker, &kid).await?;
-                let c: AccessClaims = parsed.into_claims(&key).map_err(invalid)?;
-                if c.iss != issuer {
+                let claims: AccessClaims = parsed.into_claims(&key).map_err(invalid)?;
+                if claims.iss != issuer {
                     return Err(invalid(TokenError::WrongIssuer));
                 }
-                let c = Arc::new(c);
-                self.cache.put(token, c.clone());
-                c
+                let v = Arc::new(Verified { kid, claims });
+                self.cache.put(token, v.clone(), generation);
+                v
             }
         };
-        jwt::check_times(claims.exp, Some(claims.nbf), now, LEEWAY_SECS).map_err(invalid)?;
-        Ok(claims)
+        jwt::check_times(v.claims.exp, Some(v.claims.nbf), now, LEEWAY_SECS).map_err(invalid)?;
+        Ok(v)
+    }
+
+    /// Stop trusting a key the broker withdrew: out of the key set (and
+    /// kept out of later fetches), and every cached token verified afresh.
+    pub fn withdraw_key(&self, kid: &str) {
+        self.keys.withdraw(kid);
+        self.cache.clear();
     }
 
     pub fn forget_expired(&self, now: i64) {

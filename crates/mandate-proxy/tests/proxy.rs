@@ -163,6 +163,67 @@ async fn a_revoked_tasks_token_is_refused_within_a_second() {
     assert_eq!(ev["task"], task.as_str());
 }
 
+/// A leaked signing key withdrawn at the broker: the proxy stops taking
+/// the tokens it signed (verified and cached before) within a second.
+#[tokio::test]
+async fn tokens_of_a_withdrawn_signing_key_are_refused_within_a_second() {
+    let mut w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let header = mandate_token::b64_decode(token.split('.').next().unwrap()).unwrap();
+    let kid = mandate_testkit::serde_json::from_slice::<Value>(&header).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) =
+        w.s.post("/v1/keys/rotate", Some(&w.s.root), &json!({}))
+            .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "a rotation alone keeps old tokens: {body}"
+    );
+    let (st, v) =
+        w.s.post(
+            &format!("/v1/keys/{kid}/revoke"),
+            Some(&w.s.root),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let revoked = Instant::now();
+    loop {
+        let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+        if st == StatusCode::UNAUTHORIZED {
+            assert_eq!(code(&body), "revoked", "{body}");
+            assert!(body.contains("key"), "{body}");
+            break;
+        }
+        assert_eq!(st, StatusCode::OK);
+        assert!(revoked.elapsed() < Duration::from_secs(5), "never refused");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "key withdrawal → refusal: {:.1} ms",
+        revoked.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(revoked.elapsed() < Duration::from_millis(1500));
+    // A restarted proxy learns it from the feed's backlog and the JWKS.
+    w.proxy.take().unwrap().stop().await;
+    w.start_proxy(50).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body}");
+    // The agent's session was signed by the withdrawn key too: it logs in
+    // again, and tokens from the new key pass.
+    w.session = w.s.session("ci").await;
+    let (_, fresh) = w.grant("echo", &["items:read"]).await;
+    let (st, _, body) = w.call("GET", "/echo/items/1", Some(&fresh)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+}
+
 /// Name, method, path, token, expected status and error code.
 type Case<'a> = (
     &'a str,

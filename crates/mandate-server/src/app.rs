@@ -113,6 +113,15 @@ impl App {
         }
     }
 
+    /// Stop trusting a withdrawn signing key: out of the ring (and off
+    /// disk), and every cached verification forgotten.
+    pub fn withdraw_key(&self, kid: &str) -> Result<(), mandate_token::TokenError> {
+        self.keys.withdraw(kid)?;
+        self.verified.clear();
+        self.sessions.clear();
+        Ok(())
+    }
+
     /// The longest any token can live: bounds how long a retired key stays published.
     pub fn max_token_ttl(&self) -> i64 {
         (self
@@ -179,7 +188,19 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     .context("opening signing keys")?;
     let store: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?);
-    let directory = Directory::load(store.as_ref(), now()).await?;
+    let (directory, withdrawn_keys) = Directory::load(store.as_ref(), now()).await?;
+    for kid in withdrawn_keys {
+        if keys.current().kid == kid {
+            // Cannot happen through the API (the current key is refused);
+            // if the files say otherwise, never sign with a withdrawn key.
+            tracing::error!(%kid, "the current signing key was withdrawn; rotating");
+            keys.rotate(settings.signing_alg, max_ttl, now())
+                .context("rotating away from a withdrawn key")?;
+        }
+        if keys.withdraw(&kid).context("withdrawing a revoked key")? {
+            tracing::warn!(%kid, "withdrew a signing key the revocation feed lists");
+        }
+    }
     let keeper = match master {
         Some(master) => Some(Keeper::open(store.as_ref(), &master, now()).await?),
         None => {

@@ -3,7 +3,9 @@
 //! process is the only writer, so the views are exact; they spare the hot
 //! paths (token exchange, authorize) a database read per request.
 
-use mandate_core::{AdminToken, Agent, AgentName, Task, TaskId, Tool, ToolName, UnixTime};
+use mandate_core::{
+    AdminToken, Agent, AgentName, RevocationKind, Task, TaskId, Tool, ToolName, UnixTime,
+};
 use mandate_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -40,8 +42,12 @@ struct AdminTokens {
 }
 
 impl Directory {
-    pub async fn load(store: &dyn Store, now: UnixTime) -> Result<Self, StoreError> {
+    /// The views, and the signing keys the feed says were withdrawn (the
+    /// caller makes sure they are gone from the key ring: a crash may
+    /// have come between the feed entry and the withdrawal).
+    pub async fn load(store: &dyn Store, now: UnixTime) -> Result<(Self, Vec<String>), StoreError> {
         let d = Directory::default();
+        let mut withdrawn_keys = Vec::new();
         for a in store.list_agents().await? {
             d.put_agent(a);
         }
@@ -55,15 +61,18 @@ impl Directory {
             since = last.seq;
             let short = page.len() < LOAD_PAGE as usize;
             for r in page {
-                if r.kind == mandate_core::RevocationKind::Token {
-                    d.revoke_token(r.id, r.expires_at);
+                match r.kind {
+                    RevocationKind::Token => d.revoke_token(r.id, r.expires_at),
+                    RevocationKind::Key => withdrawn_keys.push(r.id),
+                    // Task and agent state live in their own rows.
+                    RevocationKind::Task | RevocationKind::Agent => {}
                 }
             }
             if short {
                 break;
             }
         }
-        Ok(d)
+        Ok((d, withdrawn_keys))
     }
 
     /// The cached token for `hash`, or the generation to pass to

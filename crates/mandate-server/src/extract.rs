@@ -216,6 +216,15 @@ pub async fn request_id_layer(mut req: Request, next: Next) -> Response {
     resp
 }
 
+/// 1 to `max` ASCII letters, digits, `-` or `_`: ids that go into paths,
+/// logs and SQL parameters with nothing to escape.
+pub fn is_plain_id(v: &str, max: usize) -> bool {
+    !v.is_empty()
+        && v.len() <= max
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,7 @@ impl App {
         let c = match self.sessions.get(token) {
             Some(c) => c,
             None => {
+                let generation = self.sessions.generation();
                 let c: SessionClaims = self
                     .verify_own(token, jwt::TYP_SESSION, now)
                     .map_err(|e| e.to_string())?;
@@ -82,7 +83,7 @@ impl App {
                     return Err(TokenError::WrongAudience.to_string());
                 }
                 let c = Arc::new(c);
-                self.sessions.put(token, c.clone());
+                self.sessions.put(token, c.clone(), generation);
                 c
             }
         };
@@ -106,12 +107,13 @@ impl App {
         let claims = match self.verified.get(token) {
             Some(c) => c,
             None => {
+                let generation = self.verified.generation();
                 let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS, now)?;
                 if c.iss != self.issuer {
                     return Err(TokenError::WrongIssuer);
                 }
                 let c = Arc::new(c);
-                self.verified.put(token, c.clone());
+                self.verified.put(token, c.clone(), generation);
                 c
             }
         };

@@ -331,6 +331,7 @@ async fn revocation_stream_pushes_new_entries() {
 async fn every_revocation_survives_restart_and_paging() {
     use futures::StreamExt;
     use mandate_audit::{EventKind, NewEvent};
+    use mandate_core::RevocationKind;
     const FILLER: usize = 2100;
     let m = minted(&["issues:read"]).await;
     let store = m.s.app().store.clone();
@@ -340,7 +341,13 @@ async fn every_revocation_survives_restart_and_paging() {
         async move {
             let ev = NewEvent::new(EventKind::TokenRevoked, "admin:test");
             store
-                .revoke_token(&format!("filler-{i}"), far, now(), ev)
+                .revoke_by_id(
+                    RevocationKind::Token,
+                    &format!("filler-{i}"),
+                    far,
+                    now(),
+                    ev,
+                )
                 .await
                 .unwrap();
         }
@@ -350,7 +357,10 @@ async fn every_revocation_survives_restart_and_paging() {
     // (the restart below) can learn it, and it lies past the first pages.
     let jti = claims(&m.token)["jti"].as_str().unwrap().to_owned();
     let ev = NewEvent::new(EventKind::TokenRevoked, "admin:test");
-    store.revoke_token(&jti, far, now(), ev).await.unwrap();
+    store
+        .revoke_by_id(RevocationKind::Token, &jti, far, now(), ev)
+        .await
+        .unwrap();
     drop(store);
     let s = m.s.restart().await;
 

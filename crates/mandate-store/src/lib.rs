@@ -17,8 +17,8 @@ pub use sqlite::{SqliteStore, read_events};
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_core::{
-    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, Secret, SecretName, Task,
-    TaskId, TaskState, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, RevocationKind, Secret,
+    SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
 };
 
 /// Which tasks to list.
@@ -134,9 +134,12 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_grant(&self, jti: &str) -> Result<Option<Grant>, StoreError>;
     /// Put one token on the revocation feed until `expires_at`.
-    async fn revoke_token(
+    /// A feed entry and its event for one token (`Token`, by `jti`) or one
+    /// signing key (`Key`, by `kid`); tasks and agents have their own methods.
+    async fn revoke_by_id(
         &self,
-        jti: &str,
+        kind: RevocationKind,
+        id: &str,
         expires_at: UnixTime,
         now: UnixTime,
         ev: NewEvent,

@@ -9,6 +9,7 @@
 
 use crate::claims::{AccessClaims, SessionClaims};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Entries kept before the cache starts over (a miss only costs a verify).
@@ -38,6 +39,9 @@ type Cached<C> = (Box<str>, Arc<C>);
 pub struct TokenCache<C> {
     entries: RwLock<HashMap<Box<str>, Cached<C>>>,
     capacity: usize,
+    /// Bumped by [`TokenCache::clear`]; a verification that began before a
+    /// clear (say, with a key withdrawn since) cannot cache its result.
+    generation: AtomicU64,
 }
 
 impl<C> Default for TokenCache<C> {
@@ -51,6 +55,7 @@ impl<C> TokenCache<C> {
         TokenCache {
             entries: RwLock::new(HashMap::new()),
             capacity: capacity.max(1),
+            generation: AtomicU64::new(0),
         }
     }
 }
@@ -65,18 +70,35 @@ impl<C: Expiring> TokenCache<C> {
             .map(|_| claims.clone())
     }
 
-    /// Remember that `token` verified to `claims`. Call only after the
-    /// signature (and whatever else the caller treats as fixed) checked out.
-    pub fn put(&self, token: &str, claims: Arc<C>) {
+    /// Read before verifying; pass to [`TokenCache::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Remember that `token` verified to `claims`, unless the cache was
+    /// cleared since `generation` was read. Call only after the signature
+    /// (and whatever else the caller treats as fixed) checked out.
+    pub fn put(&self, token: &str, claims: Arc<C>, generation: u64) {
         let Some(sig) = signature_of(token) else {
             return;
         };
         let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         if map.len() >= self.capacity {
             // Full: start over rather than track recency; a miss only costs a verify.
             map.clear();
         }
         map.insert(sig.into(), (token.into(), claims));
+    }
+
+    /// Forget everything (a signing key was withdrawn): every token is
+    /// verified afresh, and verifications already under way are not kept.
+    pub fn clear(&self) {
+        let mut map = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.clear();
     }
 
     /// Drop entries whose token has expired by `now`.
@@ -127,7 +149,7 @@ mod tests {
         let (b, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let cache = TokenCache::default();
         let good = token(&a, "j1");
-        cache.put(&good, Arc::new(C { exp: 10 }));
+        cache.put(&good, Arc::new(C { exp: 10 }), cache.generation());
         assert!(cache.get(&good).is_some());
         // Same jti, another key.
         assert!(cache.get(&token(&b, "j1")).is_none());
@@ -146,13 +168,36 @@ mod tests {
         let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let cache = TokenCache::with_capacity(2);
         for (i, exp) in [5, 50].iter().enumerate() {
-            cache.put(&token(&k, &format!("j{i}")), Arc::new(C { exp: *exp }));
+            cache.put(
+                &token(&k, &format!("j{i}")),
+                Arc::new(C { exp: *exp }),
+                cache.generation(),
+            );
         }
         cache.forget_expired(10);
         assert_eq!(cache.len(), 1);
         for i in 2..5 {
-            cache.put(&token(&k, &format!("j{i}")), Arc::new(C { exp: 99 }));
+            cache.put(
+                &token(&k, &format!("j{i}")),
+                Arc::new(C { exp: 99 }),
+                cache.generation(),
+            );
         }
         assert!(cache.len() <= 2);
+    }
+
+    #[test]
+    fn a_clear_forgets_and_refuses_verifications_begun_before_it() {
+        let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let cache = TokenCache::default();
+        let (t1, t2) = (token(&k, "j1"), token(&k, "j2"));
+        cache.put(&t1, Arc::new(C { exp: 99 }), cache.generation());
+        let begun = cache.generation();
+        cache.clear();
+        assert!(cache.get(&t1).is_none());
+        cache.put(&t2, Arc::new(C { exp: 99 }), begun);
+        assert!(cache.get(&t2).is_none(), "began before the clear");
+        cache.put(&t2, Arc::new(C { exp: 99 }), cache.generation());
+        assert!(cache.get(&t2).is_some());
     }
 }

@@ -12,6 +12,8 @@ pub enum TokenError {
     WrongType { expected: String },
     #[error("no key with kid `{0}`")]
     UnknownKey(String),
+    #[error("key `{0}` is the current signing key; rotate first")]
+    KeyInUse(String),
     #[error("signature does not verify")]
     BadSignature,
     #[error("claims are invalid: {0}")]

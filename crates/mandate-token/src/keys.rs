@@ -397,6 +397,51 @@ impl KeyRing {
         Ok(())
     }
 
+    /// When every token `kid` signed will have expired (the end of its
+    /// publication window): what a feed entry withdrawing it must cover.
+    /// Only a retired key that is still published can be withdrawn.
+    pub fn withdrawable(&self, kid: &str, now: i64) -> Result<i64, TokenError> {
+        let ring = self.snapshot();
+        let r = ring
+            .records
+            .iter()
+            .find(|r| r.kid == kid && r.publish_until.is_none_or(|t| t > now))
+            .ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))?;
+        r.publish_until
+            .ok_or_else(|| TokenError::KeyInUse(kid.to_owned()))
+    }
+
+    /// Stop publishing and trusting `kid` at once and delete its private
+    /// key (it leaked, say): every token it signed stops verifying. Never
+    /// the current key. Returns whether there was such a key.
+    pub fn withdraw(&self, kid: &str) -> Result<bool, TokenError> {
+        let mut guard = self.ring.write().unwrap_or_else(|p| p.into_inner());
+        let old = guard.clone();
+        if old.current.kid == kid {
+            return Err(TokenError::KeyInUse(kid.to_owned()));
+        }
+        if !old.records.iter().any(|r| r.kid == kid) {
+            return Ok(false);
+        }
+        let records: Vec<KeyRecord> = old
+            .records
+            .iter()
+            .filter(|r| r.kid != kid)
+            .cloned()
+            .collect();
+        write_index(&self.dir, &records)?;
+        remove_private(&self.dir, kid);
+        let mut keys = old.keys.clone();
+        keys.remove(kid);
+        *guard = Arc::new(Ring {
+            records,
+            keys,
+            current: old.current.clone(),
+        });
+        tracing::warn!(%kid, "signing key withdrawn");
+        Ok(true)
+    }
+
     /// The published JWK Set: current key and retired keys still in use.
     pub fn jwks(&self, now: i64) -> JwkSet {
         let ring = self.snapshot();
@@ -582,6 +627,46 @@ mod tests {
         assert!(err.to_string().contains("does not open"), "{err}");
         let again = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 20, Some(master)).unwrap();
         assert_eq!(again.current().kid, new);
+    }
+
+    #[test]
+    fn a_withdrawn_key_is_gone_at_once_and_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 1000, None).unwrap();
+        let old = ring.current().kid.clone();
+        assert!(matches!(
+            ring.withdrawable(&old, 1000),
+            Err(TokenError::KeyInUse(_))
+        ));
+        assert!(matches!(ring.withdraw(&old), Err(TokenError::KeyInUse(_))));
+        ring.rotate(SigningAlg::EdDsa, 900, 1100).unwrap();
+        assert_eq!(ring.withdrawable(&old, 1200).unwrap(), 2000);
+        assert!(ring.withdraw(&old).unwrap());
+        assert!(ring.get(&old, 1200).is_none());
+        assert!(
+            ring.jwks(1200)
+                .keys
+                .iter()
+                .all(|k| k.kid.as_deref() != Some(&old))
+        );
+        assert!(matches!(
+            ring.withdrawable(&old, 1200),
+            Err(TokenError::UnknownKey(_))
+        ));
+        assert!(
+            !ring.withdraw(&old).unwrap(),
+            "a second time: nothing to do"
+        );
+        assert!(
+            !plain_path(dir.path(), &old).exists(),
+            "private key deleted"
+        );
+        // Reopened: still gone, the current key unchanged.
+        let current = ring.current().kid.clone();
+        drop(ring);
+        let ring = KeyRing::open(dir.path(), SigningAlg::EdDsa, 900, 1300, None).unwrap();
+        assert!(ring.get(&old, 1300).is_none());
+        assert_eq!(ring.current().kid, current);
     }
 
     #[test]

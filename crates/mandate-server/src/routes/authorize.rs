@@ -9,7 +9,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AdminRight, Agent, Environment, Sensitivity, SpiffeId, Task, Tool};
+use mandate_core::{
+    AdminRight, Agent, Environment, RevocationKind, Sensitivity, SpiffeId, Task, Tool,
+};
 use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
 use mandate_token::claims::AccessClaims;
 use mandate_token::dpop;
@@ -305,7 +307,10 @@ pub async fn revoke(
     ev.agent = SpiffeId::parse("sub", &sub)
         .ok()
         .map(|s| s.agent.to_string());
-    let r = app.store.revoke_token(&jti, exp, t, ev).await?;
+    let r = app
+        .store
+        .revoke_by_id(RevocationKind::Token, &jti, exp, t, ev)
+        .await?;
     app.directory.revoke_token(jti, exp);
     app.publish([r]);
     Ok(Json(json!({})))

@@ -3,12 +3,14 @@
 use super::{AppState, Caller};
 use crate::app::{ReloadError, now};
 use crate::error::ApiError;
+use crate::extract::ApiPath as Path;
 use crate::extract::RequestId;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::AdminRight;
+use mandate_core::{AdminRight, RevocationKind};
+use mandate_token::TokenError;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -124,6 +126,47 @@ pub async fn rotate_keys(
         .map_err(ApiError::internal)?;
     Ok(Json(
         json!({"kid": key.kid, "alg": key.alg.as_str(), "previous_kid": old}),
+    ))
+}
+
+/// Withdraw a retired signing key at once (it leaked): out of the JWKS,
+/// private key deleted, and a feed entry so verifiers drop it too. Every
+/// token it signed stops verifying. The current key cannot be withdrawn:
+/// rotate first.
+pub async fn revoke_key(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    Path(kid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Root)?;
+    if !crate::extract::is_plain_id(&kid, 128) {
+        return Err(ApiError::bad_request(
+            "kid: must be 1-128 letters, digits, `-` or `_`",
+        ));
+    }
+    let t = now();
+    let expires_at = app.keys.withdrawable(&kid, t).map_err(|e| match e {
+        TokenError::KeyInUse(_) => ApiError::new(
+            http::StatusCode::CONFLICT,
+            "key_in_use",
+            format!("kid: `{kid}` is the current signing key; run `mandate keys rotate` first, then withdraw it"),
+        ),
+        _ => ApiError::not_found("published signing key", &kid),
+    })?;
+    // The feed entry and its event are durable before the key goes, so a
+    // crash in between withdraws it again at the next start.
+    let ev = NewEvent::new(EventKind::KeyRevoked, caller.actor())
+        .request_id(Some(rid.0))
+        .detail(json!({"kid": kid, "tokens_expire_by": expires_at}));
+    let r = app
+        .store
+        .revoke_by_id(RevocationKind::Key, &kid, expires_at, t, ev)
+        .await?;
+    app.withdraw_key(&kid).map_err(ApiError::internal)?;
+    app.publish([r.clone()]);
+    Ok(Json(
+        json!({"kid": kid, "revoked_at": r.revoked_at, "feed_seq": r.seq, "tokens_expire_by": expires_at}),
     ))
 }
 

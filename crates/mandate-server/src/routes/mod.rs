@@ -91,6 +91,7 @@ pub fn router(app: Arc<App>) -> Router {
             post(registry::revoke_admin_token),
         )
         .route("/v1/keys/rotate", post(meta::rotate_keys))
+        .route("/v1/keys/{kid}/revoke", post(meta::revoke_key))
         .route("/v1/policy", get(meta::policy_info))
         .route("/v1/policy/reload", post(meta::reload_policy))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -131,10 +131,7 @@ pub struct Batch {
 }
 
 fn is_id(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    crate::extract::is_plain_id(v, 64)
 }
 
 fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {

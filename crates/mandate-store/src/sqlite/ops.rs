@@ -193,6 +193,7 @@ fn revocation_row(r: &Row<'_>) -> rusqlite::Result<Revocation> {
     let kind = match kind.as_str() {
         "token" => RevocationKind::Token,
         "task" => RevocationKind::Task,
+        "key" => RevocationKind::Key,
         _ => RevocationKind::Agent,
     };
     Ok(Revocation {
@@ -612,16 +613,22 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn revoke_token(
+    async fn revoke_by_id(
         &self,
-        jti: &str,
+        kind: RevocationKind,
+        id: &str,
         expires_at: UnixTime,
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<Revocation, StoreError> {
-        let jti = jti.to_owned();
+        if !matches!(kind, RevocationKind::Token | RevocationKind::Key) {
+            return Err(StoreError::Refused(
+                "tasks and agents are revoked with their own state change",
+            ));
+        }
+        let id = id.to_owned();
         self.write(move |t| {
-            let r = add_revocation(t.conn, RevocationKind::Token, &jti, now, expires_at)?;
+            let r = add_revocation(t.conn, kind, &id, now, expires_at)?;
             t.audit(ev)?;
             Ok(r)
         })
