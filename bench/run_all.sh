@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)   # absolute: the OpenBao step runs from another directory
 cargo build --release -q -p mandate-cli
 python3 bench/run_mandate.py --out "$OUT/mandate.jsonl" --reps 1 --first-rep 1
 (cd ../shared/bench/openbao && BAO_BIN=${BAO_BIN:-/tmp/peer/bao} python3 run_openbao.py \
-  --out "$OLDPWD/$OUT/openbao.jsonl" suite --configs raft-audit \
+  --out "$OUT/openbao.jsonl" suite --configs raft-audit \
   --workloads jwt-login create-service lookup-service --conc 16 64 --reps 2)
 python3 bench/run_mandate.py --out "$OUT/mandate.jsonl" --reps 2 --first-rep 2 --grants 1000000 \
   | tee "$OUT/grants.json"

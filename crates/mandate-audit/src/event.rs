@@ -67,14 +67,18 @@ pub enum EventKind {
     SecretRetrieved,
     #[serde(rename = "secret.refused")]
     SecretRefused,
-    /// One call through a proxy, allowed or denied.
+    /// A call through a proxy: denied, or allowed and about to go upstream
+    /// (written before it does).
     #[serde(rename = "tool.invoked")]
     ToolInvoked,
+    /// An allowed call's outcome: status, latency, bytes.
+    #[serde(rename = "tool.completed")]
+    ToolCompleted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 31] = [
+    pub const ALL: [EventKind; 32] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -106,6 +110,7 @@ impl EventKind {
         EventKind::SecretRetrieved,
         EventKind::SecretRefused,
         EventKind::ToolInvoked,
+        EventKind::ToolCompleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +147,7 @@ impl EventKind {
             SecretRetrieved => "secret.retrieved",
             SecretRefused => "secret.refused",
             ToolInvoked => "tool.invoked",
+            ToolCompleted => "tool.completed",
         }
     }
 

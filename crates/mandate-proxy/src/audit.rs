@@ -1,5 +1,5 @@
-//! Tool-call records: built per request, written ahead to the spool by a
-//! writer thread (batched, one sync per batch), then shipped to the broker
+//! Tool-call records: built per request, appended to the spool by a
+//! writer thread (`writer`: batched, one sync per window), then shipped to the broker
 //! (`POST /v1/audit/tool-invocations`) by a task that advances the
 //! committed offset only after a 2xx. Each record carries its spool
 //! position as `seq` and each batch the spool's `source` id; the broker
@@ -8,18 +8,14 @@
 
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
-use crate::spool::{Position, SEGMENT_MAX, Spool, SpoolWriter, seq_of};
+use crate::spool::{Position, Spool};
+use crate::writer::{Flags, Msg, QUEUE};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
-
-const QUEUE: usize = 65_536;
-/// Most records written (and synced) at once.
-const MAX_WRITE: usize = 4096;
-/// Shortest time between two spool syncs.
-const SYNC_WINDOW: Duration = Duration::from_millis(5);
+use tokio::sync::{oneshot, watch};
 /// Field limits the broker enforces; records are cut to fit so that one
 /// odd request can never make a batch unacceptable.
 const MAX_PATH: usize = 2048;
@@ -27,10 +23,22 @@ const MAX_FIELD: usize = 256;
 const MAX_REASON: usize = 512;
 const MAX_REASONS: usize = 16;
 
-/// One call through the proxy, allowed or denied.
+/// Which record of a call this is. An allowed call has two: `invoked`,
+/// in the spool before the request goes upstream (so no upstream effect is
+/// ever without its record), and `completed` with the outcome. A denied
+/// call has one `invoked` record, outcome included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Invoked,
+    Completed,
+}
+
+/// One record of a call through the proxy.
 #[derive(Debug, Clone, Serialize)]
 pub struct ToolCall {
     pub id: String,
+    pub stage: Stage,
     /// The record's spool position, set by the writer (see `spool::seq_of`).
     pub seq: u64,
     /// Unix milliseconds when the request arrived.
@@ -43,7 +51,8 @@ pub struct ToolCall {
     pub method: String,
     /// Without the query (which may carry data, or an injected secret).
     pub path: String,
-    pub status: u16,
+    /// The answer's status; none yet on an allowed call's `invoked` record.
+    pub status: Option<u16>,
     pub latency_ms: u64,
     pub bytes: u64,
     pub decision: &'static str,
@@ -83,16 +92,10 @@ impl ToolCall {
     }
 }
 
-enum Msg {
-    Record(Box<ToolCall>),
-    Rotate,
-    Close,
-}
-
-/// The front of the audit pipeline: hand a record over and move on.
+/// The front of the audit pipeline.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Msg>,
+    tx: SyncSender<Msg>,
     /// Set while the spool refuses writes (disk full, I/O error): calls
     /// are then refused, since they could not be audited.
     broken: Arc<AtomicBool>,
@@ -104,20 +107,35 @@ impl AuditLog {
         !self.broken.load(Ordering::Acquire)
     }
 
+    /// Hand a record over and move on.
     pub fn record(&self, mut call: ToolCall) {
         call.fit();
-        match self.tx.try_send(Msg::Record(Box::new(call))) {
+        self.send(Msg::Record(Box::new(call), None));
+    }
+
+    /// Hand a record over and wait until it is in the spool file (not yet
+    /// synced: it survives the proxy being killed, not a power loss).
+    /// False if it could not be written.
+    pub async fn write_ahead(&self, mut call: ToolCall) -> bool {
+        call.fit();
+        let (tx, rx) = oneshot::channel();
+        self.send(Msg::Record(Box::new(call), Some(tx)));
+        rx.await.unwrap_or(false)
+    }
+
+    fn send(&self, m: Msg) {
+        match self.tx.try_send(m) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(m)) => {
+            Err(TrySendError::Full(m)) => {
                 // The writer is behind (slow disk): wait for room rather than drop.
                 let tx = self.tx.clone();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        let _ = tx.send(m).await;
+                    rt.spawn_blocking(move || {
+                        let _ = tx.send(m);
                     });
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySendError::Disconnected(_)) => {
                 tracing::error!("audit writer has stopped; a tool-call record was not spooled");
             }
         }
@@ -146,15 +164,18 @@ pub fn start(
     settings: ShipSettings,
 ) -> std::io::Result<Pipeline> {
     let (spool, writer, committed) = Spool::open(dir)?;
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = sync_channel(QUEUE);
     let (written_tx, written_rx) = watch::channel(writer.position());
     let killed = Arc::new(AtomicBool::new(false));
     let broken = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (killed, broken) = (killed.clone(), broken.clone());
+        let flags = Flags {
+            killed: killed.clone(),
+            broken: broken.clone(),
+        };
         std::thread::Builder::new()
             .name("mandate-audit-spool".into())
-            .spawn(move || write_loop(writer, rx, written_tx, killed, broken))?
+            .spawn(move || crate::writer::run(writer, rx, written_tx, flags))?
     };
     let (stop_shipping, stop_rx) = watch::channel(false);
     let shipper = tokio::spawn(ship_loop(ShipLoop {
@@ -181,7 +202,8 @@ impl Pipeline {
     /// Write everything queued, make one last attempt to ship (bounded by
     /// `grace`), stop. What is not shipped stays in the spool for next time.
     pub async fn stop(mut self, grace: Duration) {
-        let _ = self.log.tx.send(Msg::Close).await;
+        let tx = self.log.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::Close)).await;
         if let Some(w) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
@@ -206,95 +228,15 @@ impl Pipeline {
     }
 }
 
-fn write_loop(
-    mut w: SpoolWriter,
-    mut rx: mpsc::Receiver<Msg>,
-    written: watch::Sender<Position>,
-    killed: Arc<AtomicBool>,
-    broken: Arc<AtomicBool>,
-) {
-    let mut closing = false;
-    let mut last_sync = std::time::Instant::now() - SYNC_WINDOW;
-    while !closing {
-        let Some(first) = rx.blocking_recv() else {
-            break;
-        };
-        // Group commit: at most one sync per window; records that arrive
-        // meanwhile join this batch. Under load this turns thousands of
-        // fdatasyncs a second into a couple of hundred.
-        let since = last_sync.elapsed();
-        if since < SYNC_WINDOW && !killed.load(Ordering::SeqCst) {
-            std::thread::sleep(SYNC_WINDOW - since);
-        }
-        if w.position().offset >= SEGMENT_MAX
-            && let Err(e) = w.rotate()
-        {
-            tracing::warn!(error = %e, "audit spool rotation failed");
-        }
-        let mut lines = Vec::new();
-        let mut rotate = false;
-        let mut msg = Some(first);
-        // Where the next line will start: its sequence number.
-        let mut at = w.position();
-        while let Some(m) = msg.take() {
-            match m {
-                Msg::Record(mut c) => {
-                    c.seq = seq_of(at);
-                    match serde_json::to_vec(&c) {
-                        Ok(line) => {
-                            at.offset += line.len() as u64 + 1;
-                            lines.push(line);
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "tool-call record does not serialise")
-                        }
-                    }
-                }
-                Msg::Rotate => rotate = true,
-                Msg::Close => {
-                    closing = true;
-                    break;
-                }
-            }
-            if lines.len() < MAX_WRITE {
-                msg = rx.try_recv().ok();
-            }
-        }
-        if killed.load(Ordering::SeqCst) {
-            return;
-        }
-        if !lines.is_empty() {
-            last_sync = std::time::Instant::now();
-            match w.append(&lines) {
-                Ok(pos) => {
-                    broken.store(false, Ordering::Release);
-                    let _ = written.send(pos);
-                }
-                Err(e) => {
-                    broken.store(true, Ordering::Release);
-                    tracing::error!(error = %e, records = lines.len(), "audit spool write failed; records lost; refusing calls until a write succeeds")
-                }
-            }
-        }
-        if rotate {
-            match w.rotate() {
-                Ok(pos) => {
-                    let _ = written.send(pos);
-                }
-                Err(e) => tracing::warn!(error = %e, "audit spool rotation failed"),
-            }
-        }
-    }
-}
-
 struct ShipLoop {
     spool: Spool,
     committed: Position,
+    /// How far the writer has synced: never ship past it.
     written: watch::Receiver<Position>,
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
     settings: ShipSettings,
-    rotate: mpsc::Sender<Msg>,
+    rotate: SyncSender<Msg>,
     stop: watch::Receiver<bool>,
     /// Where the shipper last found itself caught up (to spot an idle spool).
     caught_up_at: Option<Position>,
@@ -443,12 +385,13 @@ async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn call(id: &str) -> ToolCall {
+    pub(crate) fn call(id: &str) -> ToolCall {
         ToolCall {
             id: id.into(),
+            stage: Stage::Invoked,
             seq: 0,
             at: 0,
             agent: None,
@@ -458,7 +401,7 @@ mod tests {
             jti: None,
             method: "GET".into(),
             path: "/".into(),
-            status: 200,
+            status: Some(200),
             latency_ms: 0,
             bytes: 0,
             decision: "allow",
@@ -466,47 +409,11 @@ mod tests {
         }
     }
 
-    /// A spool that cannot be written marks the log unwritable (the proxy
-    /// then refuses calls and reports not ready); a good write clears it.
-    #[test]
-    fn a_failing_spool_marks_the_log_unwritable() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_spool, mut writer, _) = crate::spool::Spool::open(dir.path()).unwrap();
-        writer.onto_full_device();
-        let (tx, rx) = mpsc::channel(8);
-        let (written, _seen) = watch::channel(writer.position());
-        let broken = Arc::new(AtomicBool::new(false));
-        let log = AuditLog {
-            tx: tx.clone(),
-            broken: broken.clone(),
-        };
-        let thread = std::thread::spawn(move || {
-            write_loop(
-                writer,
-                rx,
-                written,
-                Arc::new(AtomicBool::new(false)),
-                broken,
-            )
-        });
-        assert!(log.is_writable());
-        tx.blocking_send(Msg::Record(Box::new(call("a")))).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while log.is_writable() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "failure never noticed"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        tx.blocking_send(Msg::Close).unwrap();
-        thread.join().unwrap();
-    }
-
     #[test]
     fn records_are_cut_to_the_brokers_limits() {
         let mut c = ToolCall {
             id: "x".into(),
+            stage: Stage::Completed,
             seq: 0,
             at: 0,
             agent: Some("a".repeat(300)),
@@ -516,7 +423,7 @@ mod tests {
             jti: None,
             method: "GET".into(),
             path: "/é".repeat(2000),
-            status: 200,
+            status: Some(200),
             latency_ms: 0,
             bytes: 0,
             decision: "allow",

@@ -1,8 +1,10 @@
 //! The HTTP surface: the proxy route (`/{tool}/…`) and the three reserved
 //! operational paths (`/healthz`, `/readyz`, `/metrics`). Every proxied
-//! call, allowed or denied, ends in exactly one audit record.
+//! call is audited: a denied one in one `invoked` record, an allowed one
+//! in an `invoked` record written before it goes upstream and a
+//! `completed` record with the outcome.
 
-use crate::audit::ToolCall;
+use crate::audit::{Stage, ToolCall};
 use crate::decide::{Known, check_path, decide, split_target};
 use crate::error::Deny;
 use crate::forward::{Forward, forward};
@@ -94,6 +96,8 @@ pub struct CallRecord {
     pub bytes: u64,
     allowed: bool,
     reasons: Vec<String>,
+    /// How many of `reasons` the `invoked` record already carries.
+    reasons_written: usize,
     written: bool,
 }
 
@@ -111,6 +115,7 @@ impl CallRecord {
             bytes: 0,
             allowed: false,
             reasons: Vec::new(),
+            reasons_written: 0,
             written: false,
         }
     }
@@ -125,6 +130,35 @@ impl CallRecord {
         let id = self.id.clone();
         self.complete();
         d.into_response(&id)
+    }
+
+    /// An allowed call's `invoked` record, in the spool file before
+    /// anything goes upstream: a proxy killed mid-call still leaves the
+    /// record of what it was doing. False if the spool would not take it.
+    pub async fn write_ahead(&mut self) -> bool {
+        let k = &self.known;
+        self.reasons_written = self.reasons.len();
+        self.st
+            .audit
+            .write_ahead(ToolCall {
+                id: self.id.clone(),
+                stage: Stage::Invoked,
+                seq: 0, // the spool writer sets it
+                at: self.at,
+                agent: k.agent.clone(),
+                task: k.task.clone(),
+                tool: k.tool.clone(),
+                action: k.action.clone(),
+                jti: k.jti.clone(),
+                method: self.method.clone(),
+                path: self.path.clone(),
+                status: None,
+                latency_ms: self.started.elapsed().as_millis() as u64,
+                bytes: 0,
+                decision: "allow",
+                reasons: self.reasons.clone(),
+            })
+            .await
     }
 
     pub fn upstream_latency(&self, d: Duration) {
@@ -156,8 +190,19 @@ impl CallRecord {
             reason = self.reasons.first().map(String::as_str).unwrap_or(""),
             "call"
         );
+        // An allowed call's outcome completes the `invoked` record written
+        // ahead; a denied call's one record carries its outcome.
+        let (stage, reasons) = if self.allowed {
+            let after = self
+                .reasons
+                .split_off(self.reasons_written.min(self.reasons.len()));
+            (Stage::Completed, after)
+        } else {
+            (Stage::Invoked, std::mem::take(&mut self.reasons))
+        };
         self.st.audit.record(ToolCall {
             id: self.id.clone(),
+            stage,
             seq: 0, // the spool writer sets it
             at: self.at,
             agent: k.agent,
@@ -167,11 +212,11 @@ impl CallRecord {
             jti: k.jti,
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
-            status: self.status,
+            status: Some(self.status),
             latency_ms,
             bytes: self.bytes,
             decision,
-            reasons: std::mem::take(&mut self.reasons),
+            reasons,
         });
     }
 }
@@ -247,6 +292,13 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
         };
         call.allowed = true;
         call.reasons = allowed.reasons;
+        if !call.write_ahead().await {
+            call.allowed = false;
+            return call.deny(Deny::unavailable(
+                "audit_unavailable",
+                "the proxy could not write this call's audit record, so it was not sent upstream",
+            ));
+        }
         let base = allowed.tool.upstream.clone().unwrap_or_default();
         forward(
             Forward {

@@ -36,6 +36,7 @@ mod redact;
 mod spool;
 mod state;
 mod verify;
+mod writer;
 
 pub use config::ProxyConfig;
 pub use error::{Deny, ProxyError};

@@ -378,9 +378,9 @@ fn complete_len(file: &mut File) -> io::Result<u64> {
 }
 
 impl SpoolWriter {
-    /// Append records (one JSON document each, no newline), flushed and
-    /// synced before returning: the end position is durable.
-    pub fn append(&mut self, records: &[Vec<u8>]) -> io::Result<Position> {
+    /// Append records (one JSON document each, no newline) and hand them
+    /// to the OS: they survive this process dying, not yet a power loss.
+    pub fn write(&mut self, records: &[Vec<u8>]) -> io::Result<Position> {
         for r in records {
             debug_assert!(!r.contains(&b'\n'));
             self.file.write_all(r)?;
@@ -388,8 +388,21 @@ impl SpoolWriter {
             self.pos.offset += r.len() as u64 + 1;
         }
         self.file.flush()?;
+        Ok(self.pos)
+    }
+
+    /// Make everything written so far durable; returns where that ends.
+    pub fn sync(&mut self) -> io::Result<Position> {
+        self.file.flush()?;
         self.file.get_ref().sync_data()?;
         Ok(self.pos)
+    }
+
+    /// [`SpoolWriter::write`] then [`SpoolWriter::sync`].
+    #[cfg(test)]
+    pub fn append(&mut self, records: &[Vec<u8>]) -> io::Result<Position> {
+        self.write(records)?;
+        self.sync()
     }
 
     /// Start a new segment (if the current one has anything in it), so the

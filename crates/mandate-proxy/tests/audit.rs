@@ -80,6 +80,67 @@ async fn killed_mid_batch_the_proxy_resends_on_restart_with_no_loss_and_no_dupli
     );
 }
 
+/// DESIGN invariant 4 for tool calls: an allowed call's record is in the
+/// spool before the request goes upstream, so a proxy that dies while the
+/// upstream is at work still leaves the record of what it sent.
+#[tokio::test]
+async fn a_call_in_flight_when_the_proxy_dies_is_still_audited() {
+    // Shipping every hour: the record can only arrive from the spool, after the restart.
+    let mut w = World::with_flush(3_600_000).await;
+    let (task, token) = w.grant("echo", &["items:read"]).await;
+    let before = w.up.count();
+    let url = w.url("/echo/items/slow");
+    let call = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while w.up.count() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The upstream has the request and has not answered: crash now.
+    w.proxy.take().unwrap().kill().await;
+    call.abort();
+    assert!(w.invocations().await.is_empty());
+
+    w.start_proxy(50).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ev = loop {
+        let found = w.invocations().await.into_iter().find(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/echo/items/slow"))
+        });
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the in-flight call was not audited"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ev["decision"], "allow");
+    assert_eq!(ev["task"], task.as_str());
+    assert_eq!(ev["tool"], "echo");
+    // Its outcome was never known, and no completion is invented for it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !w.events_of("tool.completed")
+            .await
+            .iter()
+            .any(|e| e["request_id"] == ev["request_id"]),
+        "a completion for a call the proxy never finished"
+    );
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

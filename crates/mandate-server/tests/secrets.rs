@@ -315,11 +315,13 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     );
     assert!(!delivered[0].to_string().contains(VALUE));
 
+    // An allowed call's `invoked` record: written before the upstream answered.
     let call = |id: &str, seq: u64| {
-        json!({"id": id, "seq": seq, "at": now() * 1000, "agent": "bot", "task": null,
-               "tool": "github", "action": "issues:read", "jti": null, "method": "GET",
-               "path": "/repos/acme/x/issues?token=leak", "status": 200, "latency_ms": 3,
-               "bytes": 10, "decision": "allow", "reasons": ["allow-in-scope: ok"]})
+        json!({"id": id, "seq": seq, "stage": "invoked", "at": now() * 1000, "agent": "bot",
+               "task": null, "tool": "github", "action": "issues:read", "jti": null,
+               "method": "GET", "path": "/repos/acme/x/issues?token=leak", "status": null,
+               "latency_ms": 0, "bytes": 0, "decision": "allow",
+               "reasons": ["allow-in-scope: ok"]})
     };
     let batch = |events: Vec<Value>| json!({"source": "spool-a", "events": events});
     let (st, v) = s
@@ -358,8 +360,38 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
             .unwrap()
             .starts_with("events[1].decision")
     );
-    // Out of spool order, a seq past i64, a bad source: refused, naming the field.
+    // Out of spool order, a seq past i64, a bad source, records whose stage,
+    // decision and status disagree: refused, naming the field.
+    let with = |mut c: Value, fields: Value| {
+        for (k, v) in fields.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
     for (body, field) in [
+        (
+            batch(vec![with(call("c6", 700), json!({"status": 200}))]),
+            "events[0].status",
+        ),
+        (
+            batch(vec![with(
+                call("c6", 700),
+                json!({"stage": "completed", "decision": "deny", "status": 200}),
+            )]),
+            "events[0].stage",
+        ),
+        (
+            batch(vec![with(call("c6", 700), json!({"stage": "completed"}))]),
+            "events[0].status",
+        ),
+        (
+            batch(vec![with(call("c6", 700), json!({"decision": "deny"}))]),
+            "events[0].status",
+        ),
+        (
+            batch(vec![with(call("c6", 700), json!({"stage": "started"}))]),
+            "stage",
+        ),
         (
             batch(vec![call("c6", 700), call("c7", 600)]),
             "events[1].seq",
@@ -388,6 +420,47 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
         invoked.len(),
         3,
         "c1, c2, c3 once each; c5 refused with its batch, c6 and c7 never taken"
+    );
+    // The outcome of c1 comes as its `completed` record.
+    let done = with(
+        call("c1", 800),
+        json!({"stage": "completed", "status": 201, "latency_ms": 12, "bytes": 99, "reasons": []}),
+    );
+    let (st, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &batch(vec![done]),
+        )
+        .await;
+    assert_eq!(
+        (st, v["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{v}"
+    );
+    let completed: Vec<Value> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "tool.completed")
+        .collect();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["request_id"], "c1");
+    assert!(
+        completed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"status\":201"),
+        "{}",
+        completed[0]
+    );
+    assert_eq!(
+        s.events()
+            .await
+            .into_iter()
+            .filter(|e| e["kind"] == "tool.invoked")
+            .count(),
+        3
     );
     let detail: Value =
         mandate_testkit::serde_json::from_str(invoked[0]["detail"].as_str().unwrap()).unwrap();

@@ -35,7 +35,8 @@ impl Drop for Upstream {
     }
 }
 
-/// Echoes the `Authorization` header and the request URI back, in a
+/// Echoes the `Authorization` header and the request URI back (after 3 s
+/// for a path ending in `/slow`), in a
 /// header and in a body sent in 7-byte chunks (so a secret is split), or
 /// in one piece with a `Content-Length` when the query has `sized=1`.
 async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> Response {
@@ -51,6 +52,10 @@ async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    if req.uri().path().ends_with("/slow") {
+        // Long enough for a test to kill the proxy while it waits.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     if req.uri().path() == "/gzip" {
         return Response::builder()
             .header("content-encoding", "gzip")
@@ -389,26 +394,37 @@ impl World {
 
     /// Every `tool.invoked` event at the broker.
     pub async fn invocations(&self) -> Vec<Value> {
+        self.events_of("tool.invoked").await
+    }
+
+    /// Every event of `kind` at the broker.
+    pub async fn events_of(&self, kind: &str) -> Vec<Value> {
         self.s
             .events()
             .await
             .into_iter()
-            .filter(|e| e["kind"] == "tool.invoked")
+            .filter(|e| e["kind"] == kind)
             .collect()
     }
 
-    /// Wait until every id in `ids` is in the broker's chain; returns the events.
+    /// Wait until every id in `ids` has its `tool.invoked` event in the
+    /// broker's chain; returns those events.
     pub async fn wait_for_records(&self, ids: &[String]) -> Vec<Value> {
+        self.wait_for("tool.invoked", ids).await
+    }
+
+    /// Wait until every id in `ids` has an event of `kind`; returns them all.
+    pub async fn wait_for(&self, kind: &str, ids: &[String]) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let evs = self.invocations().await;
+            let evs = self.events_of(kind).await;
             let all = ids
                 .iter()
                 .all(|id| evs.iter().any(|e| e["request_id"] == id.as_str()));
             if all {
                 return evs;
             }
-            assert!(Instant::now() < deadline, "records never arrived");
+            assert!(Instant::now() < deadline, "{kind} records never arrived");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -97,6 +97,16 @@ pub async fn secret(
 }
 
 /// One call through a proxy, as the proxy reports it.
+/// Which record of a call: an allowed call has an `invoked` record
+/// (written before it went upstream, no status yet) and a `completed` one;
+/// a denied call only an `invoked` record, status included.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Invoked,
+    Completed,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
@@ -105,6 +115,7 @@ pub struct ToolCall {
     /// Position in the proxy's spool: strictly increasing per source, so a
     /// resent record (at or below what was chained) is recognised.
     seq: u64,
+    stage: Stage,
     /// Unix milliseconds.
     at: i64,
     agent: Option<String>,
@@ -114,7 +125,7 @@ pub struct ToolCall {
     jti: Option<String>,
     method: String,
     path: String,
-    status: u16,
+    status: Option<u16>,
     latency_ms: u64,
     bytes: u64,
     decision: String,
@@ -165,10 +176,28 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
             "events[{i}].decision: must be `allow` or `deny`"
         )));
     }
-    if !(100..=599).contains(&c.status) {
-        return Err(ApiError::bad_request(format!(
-            "events[{i}].status: must be an HTTP status (100-599)"
-        )));
+    match (c.stage, c.decision.as_str(), c.status) {
+        (Stage::Invoked, "allow", Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].status: an allowed call's `invoked` record is written before the upstream answers; the status goes in its `completed` record"
+            )));
+        }
+        (Stage::Completed, "deny", _) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].stage: only an allowed call has a `completed` record"
+            )));
+        }
+        (Stage::Completed, _, None) | (Stage::Invoked, "deny", None) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].status: required on this record"
+            )));
+        }
+        (_, _, Some(s)) if !(100..=599).contains(&s) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].status: must be an HTTP status (100-599)"
+            )));
+        }
+        _ => {}
     }
     if c.reasons.len() > 16 {
         return Err(ApiError::bad_request(format!(
@@ -224,7 +253,11 @@ pub async fn ingest(
         .map(|c| {
             // A proxy strips the query; never chain one even if it did not.
             let path = c.path.split('?').next().unwrap_or_default().to_owned();
-            let mut event = NewEvent::new(EventKind::ToolInvoked, actor.clone())
+            let kind = match c.stage {
+                Stage::Invoked => EventKind::ToolInvoked,
+                Stage::Completed => EventKind::ToolCompleted,
+            };
+            let mut event = NewEvent::new(kind, actor.clone())
                 .decision(&c.decision)
                 .reasons(c.reasons)
                 .request_id(Some(c.id.clone()))

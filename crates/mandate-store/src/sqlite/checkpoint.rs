@@ -83,19 +83,18 @@ impl Checkpointer {
 }
 
 /// Run by the writer between groups when asked: restart the log from the
-/// top. Gives up quickly (and asks again) if a reader still uses old frames.
+/// top. Gives up quickly if a reader still uses old frames; the checkpoint
+/// thread asks again on its next round while the log is still long, so the
+/// writer waits at most `RESTART_WAIT` per round, not per group.
 pub(crate) fn restart_log(conn: &Connection, restart: &AtomicBool) {
     if !restart.swap(false, Ordering::AcqRel) {
         return;
     }
     let _ = conn.busy_timeout(RESTART_WAIT);
     match checkpoint(conn, "RESTART") {
-        Ok(p) if p.busy => restart.store(true, Ordering::Release),
+        Ok(p) if p.busy => tracing::debug!(log = p.log, "WAL restart deferred: readers busy"),
         Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(error = %e, "WAL restart failed; will retry");
-            restart.store(true, Ordering::Release);
-        }
+        Err(e) => tracing::warn!(error = %e, "WAL restart failed; will retry"),
     }
     let _ = conn.busy_timeout(super::BUSY_TIMEOUT);
 }
