@@ -1,5 +1,6 @@
-//! Tool-call records: built per request, appended to the spool by a
-//! writer thread (`writer`: batched, one sync per window), then shipped to the broker
+//! Tool-call records: built per request, written to the spool by the
+//! request's own task (`writer`: synced at most once per 5 ms by a thread
+//! of its own), then shipped to the broker
 //! (`POST /v1/audit/tool-invocations`) by a task that advances the
 //! committed offset only after a 2xx. Each record carries its spool
 //! position as `seq` and each batch the spool's `source` id; the broker
@@ -9,13 +10,11 @@
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
 use crate::spool::{Position, Spool};
-use crate::writer::{Flags, Msg, QUEUE};
+use crate::writer::SpoolLog;
 use serde::Serialize;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 /// Field limits the broker enforces; records are cut to fit so that one
 /// odd request can never make a batch unacceptable.
 const MAX_PATH: usize = 2048;
@@ -95,59 +94,30 @@ impl ToolCall {
 /// The front of the audit pipeline.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Msg>,
-    /// Set while the spool refuses writes (disk full, I/O error): calls
-    /// are then refused, since they could not be audited.
-    broken: Arc<AtomicBool>,
+    spool: Arc<SpoolLog>,
 }
 
 impl AuditLog {
-    /// Whether the last spool write succeeded.
+    /// Whether the last spool write succeeded: calls are refused while
+    /// not, since they could not be audited.
     pub fn is_writable(&self) -> bool {
-        !self.broken.load(Ordering::Acquire)
+        !self.spool.is_broken()
     }
 
-    /// Hand a record over and move on.
-    pub fn record(&self, mut call: ToolCall) {
+    /// Write a record to the spool file. It survives the proxy being
+    /// killed once this returns true (a power loss: once synced, within
+    /// 5 ms). False if it could not be written.
+    pub fn record(&self, mut call: ToolCall) -> bool {
         call.fit();
-        self.send(Msg::Record(Box::new(call), None));
-    }
-
-    /// Hand a record over and wait until it is in the spool file (not yet
-    /// synced: it survives the proxy being killed, not a power loss).
-    /// False if it could not be written.
-    pub async fn write_ahead(&self, mut call: ToolCall) -> bool {
-        call.fit();
-        let (tx, rx) = oneshot::channel();
-        self.send(Msg::Record(Box::new(call), Some(tx)));
-        rx.await.unwrap_or(false)
-    }
-
-    fn send(&self, m: Msg) {
-        match self.tx.try_send(m) {
-            Ok(()) => {}
-            Err(TrySendError::Full(m)) => {
-                // The writer is behind (slow disk): wait for room rather than drop.
-                let tx = self.tx.clone();
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn_blocking(move || {
-                        let _ = tx.send(m);
-                    });
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                tracing::error!("audit writer has stopped; a tool-call record was not spooled");
-            }
-        }
+        self.spool.append(&mut call)
     }
 }
 
 /// The running pipeline's handles.
 pub struct Pipeline {
     pub log: AuditLog,
-    writer: Option<std::thread::JoinHandle<()>>,
+    syncer: Option<std::thread::JoinHandle<()>>,
     shipper: tokio::task::JoinHandle<()>,
-    killed: Arc<AtomicBool>,
     stop_shipping: watch::Sender<bool>,
 }
 
@@ -156,7 +126,7 @@ pub struct ShipSettings {
     pub flush_every: Duration,
 }
 
-/// Open the spool and start the writer thread and the shipper task.
+/// Open the spool and start the sync thread and the shipper task.
 pub fn start(
     dir: &std::path::Path,
     broker: Arc<Broker>,
@@ -164,18 +134,13 @@ pub fn start(
     settings: ShipSettings,
 ) -> std::io::Result<Pipeline> {
     let (spool, writer, committed) = Spool::open(dir)?;
-    let (tx, rx) = sync_channel(QUEUE);
     let (written_tx, written_rx) = watch::channel(writer.position());
-    let killed = Arc::new(AtomicBool::new(false));
-    let broken = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let flags = Flags {
-            killed: killed.clone(),
-            broken: broken.clone(),
-        };
+    let log = Arc::new(SpoolLog::new(writer));
+    let syncer = {
+        let log = log.clone();
         std::thread::Builder::new()
-            .name("mandate-audit-spool".into())
-            .spawn(move || crate::writer::run(writer, rx, written_tx, flags))?
+            .name("mandate-audit-sync".into())
+            .spawn(move || crate::writer::run(log, written_tx))?
     };
     let (stop_shipping, stop_rx) = watch::channel(false);
     let shipper = tokio::spawn(ship_loop(ShipLoop {
@@ -185,27 +150,25 @@ pub fn start(
         broker,
         metrics,
         settings,
-        rotate: tx.clone(),
+        rotate: log.clone(),
         stop: stop_rx,
         caught_up_at: None,
     }));
     Ok(Pipeline {
-        log: AuditLog { tx, broken },
-        writer: Some(writer),
+        log: AuditLog { spool: log },
+        syncer: Some(syncer),
         shipper,
-        killed,
         stop_shipping,
     })
 }
 
 impl Pipeline {
-    /// Write everything queued, make one last attempt to ship (bounded by
+    /// Sync what was written, make one last attempt to ship (bounded by
     /// `grace`), stop. What is not shipped stays in the spool for next time.
     pub async fn stop(mut self, grace: Duration) {
-        let tx = self.log.tx.clone();
-        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::Close)).await;
-        if let Some(w) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        self.log.spool.stop();
+        if let Some(t) = self.syncer.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         let _ = self.stop_shipping.send(true);
         if tokio::time::timeout(grace, &mut self.shipper)
@@ -216,13 +179,12 @@ impl Pipeline {
         }
     }
 
-    /// Stop as a crash would: nothing more is written or shipped.
+    /// Stop as a crash would: nothing more is written, synced or shipped.
     pub async fn kill(mut self) {
-        self.killed.store(true, Ordering::SeqCst);
+        self.log.spool.kill();
         self.shipper.abort();
-        let _ = self.log.tx.try_send(Msg::Close);
-        if let Some(w) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        if let Some(t) = self.syncer.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
         let _ = (&mut self.shipper).await;
     }
@@ -236,7 +198,7 @@ struct ShipLoop {
     broker: Arc<Broker>,
     metrics: Arc<Metrics>,
     settings: ShipSettings,
-    rotate: SyncSender<Msg>,
+    rotate: Arc<SpoolLog>,
     stop: watch::Receiver<bool>,
     /// Where the shipper last found itself caught up (to spot an idle spool).
     caught_up_at: Option<Position>,
@@ -289,7 +251,7 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
             // the last round.
             let idle = s.caught_up_at == Some(upto);
             if s.committed.offset > 0 && (idle || s.committed.offset >= SEGMENT_BYTES) {
-                let _ = s.rotate.try_send(Msg::Rotate);
+                s.rotate.request_rotate();
             }
             s.caught_up_at = Some(upto);
             return Ok(());

@@ -135,30 +135,27 @@ impl CallRecord {
     /// An allowed call's `invoked` record, in the spool file before
     /// anything goes upstream: a proxy killed mid-call still leaves the
     /// record of what it was doing. False if the spool would not take it.
-    pub async fn write_ahead(&mut self) -> bool {
+    pub fn write_ahead(&mut self) -> bool {
         let k = &self.known;
         self.reasons_written = self.reasons.len();
-        self.st
-            .audit
-            .write_ahead(ToolCall {
-                id: self.id.clone(),
-                stage: Stage::Invoked,
-                seq: 0, // the spool writer sets it
-                at: self.at,
-                agent: k.agent.clone(),
-                task: k.task.clone(),
-                tool: k.tool.clone(),
-                action: k.action.clone(),
-                jti: k.jti.clone(),
-                method: self.method.clone(),
-                path: self.path.clone(),
-                status: None,
-                latency_ms: self.started.elapsed().as_millis() as u64,
-                bytes: 0,
-                decision: "allow",
-                reasons: self.reasons.clone(),
-            })
-            .await
+        self.st.audit.record(ToolCall {
+            id: self.id.clone(),
+            stage: Stage::Invoked,
+            seq: 0, // the spool writer sets it
+            at: self.at,
+            agent: k.agent.clone(),
+            task: k.task.clone(),
+            tool: k.tool.clone(),
+            action: k.action.clone(),
+            jti: k.jti.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            status: None,
+            latency_ms: self.started.elapsed().as_millis() as u64,
+            bytes: 0,
+            decision: "allow",
+            reasons: self.reasons.clone(),
+        })
     }
 
     pub fn upstream_latency(&self, d: Duration) {
@@ -200,7 +197,8 @@ impl CallRecord {
         } else {
             (Stage::Invoked, std::mem::take(&mut self.reasons))
         };
-        self.st.audit.record(ToolCall {
+        // A failed write marks the spool broken: the next calls are refused.
+        let _ = self.st.audit.record(ToolCall {
             id: self.id.clone(),
             stage,
             seq: 0, // the spool writer sets it
@@ -292,7 +290,7 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
         };
         call.allowed = true;
         call.reasons = allowed.reasons;
-        if !call.write_ahead().await {
+        if !call.write_ahead() {
             call.allowed = false;
             return call.deny(Deny::unavailable(
                 "audit_unavailable",

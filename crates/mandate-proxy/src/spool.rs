@@ -391,6 +391,12 @@ impl SpoolWriter {
         Ok(self.pos)
     }
 
+    /// A second handle on the current segment, to sync it without
+    /// holding up writers.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.get_ref().try_clone()
+    }
+
     /// Make everything written so far durable; returns where that ends.
     pub fn sync(&mut self) -> io::Result<Position> {
         self.file.flush()?;

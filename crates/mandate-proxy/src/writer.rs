@@ -1,147 +1,160 @@
-//! The audit spool's writer thread. It takes records off a queue, appends
-//! each batch with one `write`, tells write-ahead callers their record is
-//! in the file (so it survives the proxy process being killed), and syncs
-//! at most once per [`SYNC_WINDOW`] (group commit: a power loss costs at
-//! most the last window). Only synced positions go to the shipper: a
-//! record the broker chained must never vanish from the spool, or its
-//! position would be handed out again and the broker would skip the new
-//! record as a resend.
+//! Appending to the audit spool. The request's own task writes its record
+//! (one `write(2)` under a lock, numbered with the position it lands at),
+//! so the record is in the file, and survives the proxy process being
+//! killed, before the call goes on: no queue, no thread hand-off on the
+//! request path. A sync thread makes the file durable at most once per
+//! [`SYNC_WINDOW`] (group commit: a power loss costs at most the last
+//! window) and only then hands the position to the shipper: a record the
+//! broker chained must never vanish from the spool, or its position would
+//! be handed out again and the broker would skip the new record as a
+//! resend.
 
 use crate::audit::ToolCall;
 use crate::spool::{Position, SEGMENT_MAX, SpoolWriter, seq_of};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::watch;
 
-/// Records queued before senders wait.
-pub const QUEUE: usize = 65_536;
-/// Most records written at once.
-const MAX_WRITE: usize = 4096;
-/// Shortest time between two spool syncs.
+/// Longest a written record waits for its sync.
 const SYNC_WINDOW: Duration = Duration::from_millis(5);
 
-pub enum Msg {
-    /// A record; for one written ahead of its call, who waits to hear
-    /// whether it reached the file.
-    Record(Box<ToolCall>, Option<oneshot::Sender<bool>>),
-    Rotate,
-    Close,
+struct Tail {
+    w: SpoolWriter,
+    /// Written since the last sync.
+    dirty: bool,
 }
 
-/// Shared with the rest of the pipeline.
-pub struct Flags {
-    /// Set to stop as a crash would: nothing more is written.
-    pub killed: Arc<AtomicBool>,
+/// The spool's appending end, shared by every request.
+pub struct SpoolLog {
+    tail: Mutex<Tail>,
+    /// Set to stop as a crash would: nothing more is written or synced.
+    killed: AtomicBool,
     /// Set while the spool refuses writes (disk full, I/O error).
-    pub broken: Arc<AtomicBool>,
+    broken: AtomicBool,
+    /// The shipper caught up: start a new segment so the old one can go.
+    rotate: AtomicBool,
+    stop: AtomicBool,
 }
 
-/// What one pass took off the queue.
-#[derive(Default)]
-struct Batch {
-    lines: Vec<Vec<u8>>,
-    waiters: Vec<oneshot::Sender<bool>>,
-    rotate: bool,
-    close: bool,
-}
-
-/// Everything queued (up to [`MAX_WRITE`] records), each numbered with the
-/// position its line will start at.
-fn take(first: Msg, rx: &Receiver<Msg>, mut at: Position) -> Batch {
-    let mut b = Batch::default();
-    let mut msg = Some(first);
-    while let Some(m) = msg.take() {
-        match m {
-            Msg::Record(mut c, wait) => {
-                c.seq = seq_of(at);
-                match serde_json::to_vec(&c) {
-                    Ok(line) => {
-                        at.offset += line.len() as u64 + 1;
-                        b.lines.push(line);
-                        b.waiters.extend(wait);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "tool-call record does not serialise");
-                        if let Some(w) = wait {
-                            let _ = w.send(false);
-                        }
-                    }
-                }
-            }
-            Msg::Rotate => b.rotate = true,
-            Msg::Close => {
-                b.close = true;
-                break;
-            }
-        }
-        if b.lines.len() < MAX_WRITE {
-            msg = rx.try_recv().ok();
+impl SpoolLog {
+    pub fn new(w: SpoolWriter) -> Self {
+        SpoolLog {
+            tail: Mutex::new(Tail { w, dirty: false }),
+            killed: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            rotate: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
         }
     }
-    b
-}
 
-pub fn run(mut w: SpoolWriter, rx: Receiver<Msg>, synced: watch::Sender<Position>, f: Flags) {
-    let mut last_sync = Instant::now() - SYNC_WINDOW;
-    let mut dirty = false;
-    loop {
-        // Wait for records; while written data awaits its sync, only until
-        // the sync window ends.
-        let first = if dirty {
-            match rx.recv_timeout(SYNC_WINDOW.saturating_sub(last_sync.elapsed())) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(Msg::Close),
-            }
-        } else {
-            Some(rx.recv().unwrap_or(Msg::Close))
-        };
-        let b = match first {
-            Some(m) => take(m, &rx, w.position()),
-            None => Batch::default(),
-        };
-        if f.killed.load(Ordering::SeqCst) {
-            return;
+    fn lock(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
+    /// Write one record at the end of the spool; it is in the file (not
+    /// yet synced) when this returns true.
+    pub fn append(&self, call: &mut ToolCall) -> bool {
+        let mut t = self.lock();
+        if self.killed.load(Ordering::Acquire) {
+            return false;
         }
-        if !b.lines.is_empty() {
-            let ok = match w.write(&b.lines) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, records = b.lines.len(), "audit spool write failed; records lost; refusing calls until a write succeeds");
-                    false
-                }
-            };
-            f.broken.store(!ok, Ordering::Release);
-            dirty |= ok;
-            for waiter in b.waiters {
-                let _ = waiter.send(ok);
+        call.seq = seq_of(t.w.position());
+        let line = match serde_json::to_vec(call) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "tool-call record does not serialise");
+                return false;
             }
-        }
-        let rotate = b.rotate || w.position().offset >= SEGMENT_MAX;
-        if dirty && (b.close || rotate || last_sync.elapsed() >= SYNC_WINDOW) {
-            last_sync = Instant::now();
-            match w.sync() {
-                Ok(pos) => {
-                    dirty = false;
+        };
+        let ok = match t.w.write(std::slice::from_ref(&line)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "audit spool write failed; record lost; refusing calls until a write succeeds");
+                false
+            }
+        };
+        t.dirty |= ok;
+        self.broken.store(!ok, Ordering::Release);
+        ok
+    }
+
+    pub fn request_rotate(&self) {
+        self.rotate.store(true, Ordering::Release);
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Release);
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Sync what was written (if anything) and start a new segment when
+    /// asked or when this one is full; tells the shipper the durable end.
+    /// The sync itself runs outside the lock, so appends never wait for
+    /// the disk.
+    fn sync_round(&self, synced: &watch::Sender<Position>) {
+        let (pos, file) = {
+            let mut t = self.lock();
+            if self.killed.load(Ordering::Acquire) || !t.dirty {
+                (None, None)
+            } else {
+                t.dirty = false;
+                (Some(t.w.position()), Some(t.w.sync_handle()))
+            }
+        };
+        if let (Some(pos), Some(file)) = (pos, file) {
+            match file.and_then(|f| f.sync_data()) {
+                Ok(()) => {
                     let _ = synced.send(pos);
                 }
                 Err(e) => {
-                    f.broken.store(true, Ordering::Release);
+                    self.lock().dirty = true;
+                    self.broken.store(true, Ordering::Release);
                     tracing::error!(error = %e, "audit spool sync failed; will retry");
+                    return;
                 }
             }
         }
-        if rotate && !dirty {
-            match w.rotate() {
+        let mut t = self.lock();
+        if self.killed.load(Ordering::Acquire) {
+            return;
+        }
+        if self.rotate.swap(false, Ordering::AcqRel) || t.w.position().offset >= SEGMENT_MAX {
+            // Whatever came in since the sync above goes down with the old segment.
+            let done = if t.dirty {
+                t.w.sync().map(|_| ())
+            } else {
+                Ok(())
+            };
+            match done.and_then(|()| t.w.rotate()) {
                 Ok(pos) => {
+                    t.dirty = false;
                     let _ = synced.send(pos);
                 }
                 Err(e) => tracing::warn!(error = %e, "audit spool rotation failed"),
             }
         }
-        if b.close {
+    }
+}
+
+/// The sync thread: a round per window until stopped (one last round) or
+/// killed (none).
+pub fn run(log: Arc<SpoolLog>, synced: watch::Sender<Position>) {
+    loop {
+        std::thread::sleep(SYNC_WINDOW);
+        if log.killed.load(Ordering::Acquire) {
+            return;
+        }
+        let stopping = log.stop.load(Ordering::Acquire);
+        log.sync_round(&synced);
+        if stopping {
             return;
         }
     }
@@ -151,69 +164,62 @@ pub fn run(mut w: SpoolWriter, rx: Receiver<Msg>, synced: watch::Sender<Position
 mod tests {
     use super::*;
     use crate::audit::tests::call;
-    use std::sync::mpsc::sync_channel;
+    use std::time::Instant;
 
-    fn start(
-        w: SpoolWriter,
-    ) -> (
-        std::sync::mpsc::SyncSender<Msg>,
-        watch::Receiver<Position>,
-        Arc<AtomicBool>,
-        std::thread::JoinHandle<()>,
-    ) {
-        let (tx, rx) = sync_channel(8);
-        let (synced, seen) = watch::channel(w.position());
-        let broken = Arc::new(AtomicBool::new(false));
-        let flags = Flags {
-            killed: Arc::new(AtomicBool::new(false)),
-            broken: broken.clone(),
-        };
-        let thread = std::thread::spawn(move || run(w, rx, synced, flags));
-        (tx, seen, broken, thread)
-    }
-
-    /// A write-ahead caller hears back once its record is in the file, and
-    /// the shipper only sees the position after the sync.
+    /// A record is in the file when `append` returns; the shipper sees its
+    /// position only after the sync.
     #[test]
-    fn write_ahead_is_acknowledged_after_the_write_and_shipped_after_the_sync() {
+    fn appended_records_are_numbered_and_shipped_after_the_sync() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
-        let (tx, seen, broken, thread) = start(w);
-        let (ack, acked) = oneshot::channel();
-        tx.send(Msg::Record(Box::new(call("a")), Some(ack)))
-            .unwrap();
-        assert!(acked.blocking_recv().unwrap());
+        let log = Arc::new(SpoolLog::new(w));
+        let (synced, seen) = watch::channel(committed);
+        let (mut a, mut b) = (call("a"), call("b"));
+        assert!(log.append(&mut a));
+        assert!(log.append(&mut b));
+        assert_eq!(a.seq, seq_of(committed));
+        assert!(b.seq > a.seq);
+        assert_eq!(*seen.borrow(), committed, "nothing shipped before the sync");
+        let thread = {
+            let log = log.clone();
+            std::thread::spawn(move || run(log, synced))
+        };
         let deadline = Instant::now() + Duration::from_secs(5);
         while *seen.borrow() == committed {
             assert!(Instant::now() < deadline, "never synced");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let b = spool.read(committed, *seen.borrow(), 10).unwrap();
-        let line: serde_json::Value = serde_json::from_slice(&b.lines[0]).unwrap();
+        let batch = spool.read(committed, *seen.borrow(), 10).unwrap();
+        let ids: Vec<serde_json::Value> = batch
+            .lines
+            .iter()
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
         assert_eq!(
-            (line["id"].as_str(), line["seq"].as_u64()),
-            (Some("a"), Some(seq_of(committed)))
+            (ids[0]["id"].as_str(), ids[1]["id"].as_str()),
+            (Some("a"), Some("b"))
         );
-        assert!(!broken.load(Ordering::Acquire));
-        tx.send(Msg::Close).unwrap();
+        assert_eq!(ids[1]["seq"].as_u64(), Some(b.seq));
+        log.stop();
         thread.join().unwrap();
+        assert!(!log.is_broken());
     }
 
-    /// A spool that cannot be written marks the log unwritable (the proxy
-    /// then refuses calls and reports not ready) and tells a write-ahead
-    /// caller its record did not make it.
+    /// A spool that cannot be written refuses the record (the call is then
+    /// refused) and marks the log broken until a write succeeds; a killed
+    /// log writes nothing more.
     #[test]
-    fn a_failing_spool_is_noticed_and_refuses_write_ahead() {
+    fn a_failing_or_killed_spool_refuses_records() {
         let dir = tempfile::tempdir().unwrap();
         let (_spool, mut w, _) = crate::spool::Spool::open(dir.path()).unwrap();
         w.onto_full_device();
-        let (tx, _seen, broken, thread) = start(w);
-        let (ack, acked) = oneshot::channel();
-        tx.send(Msg::Record(Box::new(call("a")), Some(ack)))
-            .unwrap();
-        assert!(!acked.blocking_recv().unwrap());
-        assert!(broken.load(Ordering::Acquire));
-        tx.send(Msg::Close).unwrap();
-        thread.join().unwrap();
+        let log = SpoolLog::new(w);
+        assert!(!log.append(&mut call("a")));
+        assert!(log.is_broken());
+        let dir = tempfile::tempdir().unwrap();
+        let (_spool, w, _) = crate::spool::Spool::open(dir.path()).unwrap();
+        let log = SpoolLog::new(w);
+        log.kill();
+        assert!(!log.append(&mut call("b")));
     }
 }
