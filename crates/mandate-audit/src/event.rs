@@ -74,11 +74,15 @@ pub enum EventKind {
     /// An allowed call's outcome: status, latency, bytes.
     #[serde(rename = "tool.completed")]
     ToolCompleted,
+    /// A client address starts being refused at the token endpoint after
+    /// too many failures (once per run of refusals, not per request).
+    #[serde(rename = "client.throttled")]
+    ClientThrottled,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 32] = [
+    pub const ALL: [EventKind; 33] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -111,6 +115,7 @@ impl EventKind {
         EventKind::SecretRefused,
         EventKind::ToolInvoked,
         EventKind::ToolCompleted,
+        EventKind::ClientThrottled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +153,7 @@ impl EventKind {
             SecretRefused => "secret.refused",
             ToolInvoked => "tool.invoked",
             ToolCompleted => "tool.completed",
+            ClientThrottled => "client.throttled",
         }
     }
 

@@ -44,6 +44,8 @@ pub struct App {
     /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
     pub dpop_replay: mandate_token::dpop::ReplayGuard,
     pub metrics: crate::metrics::Metrics,
+    /// Failed token-endpoint requests per client address; `None` = off.
+    pub(crate) throttle: Option<crate::throttle::Throttle>,
 }
 
 /// What `start` hands back: where it listens and, on the very first start,
@@ -225,6 +227,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         None
     };
 
+    let throttle =
+        crate::throttle::Throttle::new(raw.token_failure_burst, raw.token_failures_per_minute);
     let app = Arc::new(App {
         issuer,
         store,
@@ -240,6 +244,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         settings,
         dpop_replay: Default::default(),
         metrics: Default::default(),
+        throttle,
     });
     let background = spawn_background(app.clone());
 
@@ -248,7 +253,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let handle = shutdown.clone();
     let tls = app.settings.raw.tls.clone();
     let server = tokio::spawn(async move {
-        let svc = router.into_make_service();
+        // Client addresses feed the token endpoint's failure throttle.
+        let svc = router.into_make_service_with_connect_info::<SocketAddr>();
         match tls {
             Some(t) => {
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -340,6 +346,9 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
                 a.directory.forget_expired(t);
                 a.verified.forget_expired(t);
                 a.sessions.forget_expired(t);
+                if let Some(th) = &a.throttle {
+                    th.forget_idle(std::time::Instant::now());
+                }
                 if let Err(e) = a.store.prune(t).await {
                     tracing::error!(error = %e, "prune failed");
                 }

@@ -116,6 +116,11 @@ pub struct Config {
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
+    /// Failed token-endpoint requests a client address may make in a burst
+    /// before it gets 429 `slow_down`; 0 turns throttling off.
+    pub token_failure_burst: u32,
+    /// How fast that allowance refills, per minute.
+    pub token_failures_per_minute: u32,
 }
 
 impl Default for Config {
@@ -137,6 +142,8 @@ impl Default for Config {
             master_key: None,
             generate_master_key: false,
             feed_keepalive_secs: 10,
+            token_failure_burst: 100,
+            token_failures_per_minute: 600,
         }
     }
 }
@@ -218,6 +225,12 @@ impl Config {
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
         }
+        if let Some(v) = env("MANDATE_TOKEN_FAILURE_BURST") {
+            self.token_failure_burst = num("MANDATE_TOKEN_FAILURE_BURST", &v)?;
+        }
+        if let Some(v) = env("MANDATE_TOKEN_FAILURES_PER_MINUTE") {
+            self.token_failures_per_minute = num("MANDATE_TOKEN_FAILURES_PER_MINUTE", &v)?;
+        }
         match (env("MANDATE_TLS_CERT_FILE"), env("MANDATE_TLS_KEY_FILE")) {
             (Some(cert_file), Some(key_file)) => {
                 self.tls = Some(TlsConfig {
@@ -245,6 +258,12 @@ impl Config {
                 format!("`{}` is not one of EdDSA, ES256, RS256", self.signing_alg),
             )
         })?;
+        if self.token_failure_burst > 0 && self.token_failures_per_minute == 0 {
+            return Err(invalid(
+                "token_failures_per_minute",
+                "must be at least 1 while token_failure_burst is set (0 turns throttling off)",
+            ));
+        }
         if !(60..=3600).contains(&self.session_ttl_secs) {
             return Err(invalid("session_ttl_secs", "must be between 60 and 3600"));
         }

@@ -12,6 +12,7 @@ mod federation;
 mod keeper;
 mod metrics;
 mod routes;
+mod throttle;
 mod tokens;
 
 pub use app::{App, Started, dev_admin_token, now, start};

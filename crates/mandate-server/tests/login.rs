@@ -353,3 +353,75 @@ async fn session_is_not_an_access_token_and_vice_versa() {
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
 }
+
+/// A client address that keeps failing at the token endpoint is refused
+/// with 429 `slow_down` before anything is verified or audited, so garbage
+/// cannot fill the audit log; one `client.throttled` event marks it.
+#[tokio::test]
+async fn repeated_failures_from_one_address_are_throttled_not_audited_each() {
+    let s = TestServer::start_with(|c| {
+        c.token_failure_burst = 5;
+        c.token_failures_per_minute = 600; // one back every 100 ms
+    })
+    .await;
+    s.seed().await;
+    for i in 0..5 {
+        let (st, v) = jwt_login(&s, &format!("garbage-{i}")).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    }
+    for _ in 0..20 {
+        let r = reqwest::Client::new()
+            .post(s.url("/oauth/token"))
+            .form(&[("grant_type", JWT_BEARER), ("assertion", "garbage")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "slow_down", "{v}");
+        assert!(v["error_description"].as_str().unwrap().contains("retry"));
+    }
+    // Even a good login from this address waits (the budget is per address).
+    let key = s.enroll("bot").await;
+    let (st, _) = s.login_with_assertion(&s.assertion(&key, json!({}))).await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+    let events = s.events().await;
+    let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(
+        count("login.failed"),
+        5,
+        "refused requests are not audited one by one"
+    );
+    assert_eq!(count("client.throttled"), 1);
+    // The allowance comes back with time; success costs nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    for _ in 0..3 {
+        let (st, v) = s.login_with_assertion(&s.assertion(&key, json!({}))).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+    }
+}
+
+#[test]
+fn throttle_settings_are_checked() {
+    let cfg = mandate_server::Config {
+        token_failure_burst: 10,
+        token_failures_per_minute: 0,
+        ..Default::default()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("token_failures_per_minute"), "{e}");
+    let off = mandate_server::Config {
+        token_failure_burst: 0,
+        token_failures_per_minute: 0,
+        ..Default::default()
+    };
+    assert!(off.validate().is_ok(), "0 turns it off");
+}

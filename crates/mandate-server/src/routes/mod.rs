@@ -33,7 +33,13 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/.well-known/jwks.json", get(meta::jwks))
         .route("/v1/openapi.json", get(meta::openapi))
-        .route("/oauth/token", post(oauth::token))
+        .route(
+            "/oauth/token",
+            post(oauth::token).layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                oauth::throttled,
+            )),
+        )
         .route("/oauth/introspect", post(authorize::introspect))
         .route("/oauth/revoke", post(authorize::revoke))
         .route("/v1/authorize", post(authorize::authorize))

@@ -6,9 +6,11 @@ use super::AppState;
 use crate::app::{App, now};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
+use crate::throttle::Verdict;
 use crate::tokens::new_jti;
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{
@@ -26,6 +28,59 @@ const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 /// A client assertion may live at most this long (RFC 7523 asks for short).
 const MAX_ASSERTION_LIFETIME: i64 = 300;
+
+/// The failure throttle in front of the token endpoint (see `throttle`):
+/// a client address out of allowance gets 429 `slow_down` before anything
+/// is verified or audited; a 4xx answer costs it one unit.
+pub async fn throttled(
+    State(app): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (Some(throttle), Some(ip)) = (&app.throttle, ip) else {
+        return next.run(req).await;
+    };
+    let at = std::time::Instant::now();
+    if let Verdict::Refuse {
+        first,
+        retry_after_secs,
+    } = throttle.check(ip, at)
+    {
+        app.metrics.login(false);
+        if first {
+            let client = crate::throttle::client_key(ip).to_string();
+            tracing::warn!(%client, "token endpoint: client refused after too many failures");
+            let ev = NewEvent::new(EventKind::ClientThrottled, "system")
+                .decision("deny")
+                .reasons(vec!["too many failed token requests".into()])
+                .detail(json!({"client": client, "retry_after_secs": retry_after_secs}));
+            if let Err(e) = app.store.append_events(vec![ev]).await {
+                tracing::error!(error = %e, "could not audit a throttled client");
+            }
+        }
+        let mut resp = OAuthError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            error: "slow_down",
+            description: format!(
+                "too many failed requests from this address; retry in {retry_after_secs} s"
+            ),
+        }
+        .into_response();
+        if let Ok(v) = http::HeaderValue::from_str(&retry_after_secs.to_string()) {
+            resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let resp = next.run(req).await;
+    if resp.status().is_client_error() {
+        throttle.failed(ip, at);
+    }
+    resp
+}
 
 fn no_store(body: serde_json::Value) -> Response {
     let mut r = Json(body).into_response();
