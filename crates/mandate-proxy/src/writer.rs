@@ -144,15 +144,15 @@ impl SpoolLog {
     }
 }
 
-/// The sync thread: a round per window until stopped (one last round) or
-/// killed (none).
+/// The sync thread: a round per window until stopped or dropped by
+/// everyone else (one last round) or killed (none).
 pub fn run(log: Arc<SpoolLog>, synced: watch::Sender<Position>) {
     loop {
         std::thread::sleep(SYNC_WINDOW);
         if log.killed.load(Ordering::Acquire) {
             return;
         }
-        let stopping = log.stop.load(Ordering::Acquire);
+        let stopping = log.stop.load(Ordering::Acquire) || Arc::strong_count(&log) == 1;
         log.sync_round(&synced);
         if stopping {
             return;
