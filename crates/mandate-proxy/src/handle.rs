@@ -225,6 +225,11 @@ impl Drop for CallRecord {
             self.reasons.push(
                 "client_closed: the agent closed the connection before the response ended".into(),
             );
+            if self.status == 0 {
+                // No answer yet: record it as nginx does (a status the
+                // broker accepts), not as 0, which it would refuse.
+                self.status = 499;
+            }
             self.complete();
         }
     }

@@ -141,6 +141,57 @@ async fn a_call_in_flight_when_the_proxy_dies_is_still_audited() {
     );
 }
 
+/// An agent that gives up while the upstream works: the call still has
+/// both records in the chain (none set aside), the outcome either the
+/// upstream's or 499 `client_closed`.
+#[tokio::test]
+async fn an_agent_that_hangs_up_mid_call_leaves_a_complete_record() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let r = reqwest::Client::new()
+        .get(w.url("/echo/items/slow"))
+        .bearer_auth(&token)
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(r.is_err(), "the client was meant to give up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let (invoked, completed) = loop {
+        let invoked = w.invocations().await.into_iter().find(|e| {
+            e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("/echo/items/slow"))
+        });
+        if let Some(inv) = invoked {
+            let done = w
+                .events_of("tool.completed")
+                .await
+                .into_iter()
+                .find(|e| e["request_id"] == inv["request_id"]);
+            if let Some(done) = done {
+                break (inv, done);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call's records never both arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(invoked["decision"], "allow");
+    let detail: serde_json::Value =
+        serde_json::from_str(completed["detail"].as_str().unwrap()).unwrap();
+    let status = detail["status"].as_u64().unwrap();
+    assert!(status == 200 || status == 499, "{completed}");
+    if status == 499 {
+        assert!(completed["reasons"].to_string().contains("client_closed"));
+    }
+    assert!(
+        !w.spool.path().join("rejected.jsonl").exists(),
+        "a record was refused by the broker"
+    );
+}
+
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
