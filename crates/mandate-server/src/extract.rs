@@ -117,7 +117,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 }
 
 /// Path parameters, with the JSON error shape when they do not decode
-/// (`/v1/agents/%FF` is not UTF-8).
+/// (`/v1/agents/%FF` is not UTF-8). Admin handlers take
+/// `Result<ApiPath<T>, ApiError>` and unwrap it after their right check,
+/// so a caller without the right gets 403, never a 400 about the path.
 pub struct ApiPath<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {

@@ -149,6 +149,22 @@ async fn admin_rights_are_enforced() {
     let (st, v) = s.get("/v1/agents", Some(tools_only)).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     assert!(v["error"]["message"].as_str().unwrap().contains("agents"));
+    // And before the path: an undecodable id gets the caller without the
+    // right a 403 too, not a 400 that describes the path.
+    for (method, path) in [
+        ("GET", "/v1/agents/%FF"),
+        ("POST", "/v1/agents/%FF/revoke"),
+        ("GET", "/v1/secrets/%FF"),
+        ("POST", "/v1/keys/%FF/revoke"),
+        ("POST", "/v1/admin/tokens/%FF/revoke"),
+    ] {
+        let (st, v) = if method == "GET" {
+            s.get(path, Some(tools_only)).await
+        } else {
+            s.post(path, Some(tools_only), &json!({})).await
+        };
+        assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+    }
     let (st, _) = s
         .post(
             "/v1/admin/tokens",

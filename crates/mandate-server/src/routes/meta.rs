@@ -137,9 +137,10 @@ pub async fn revoke_key(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(kid): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Root)?;
+    let Path(kid) = path?;
     if !crate::extract::is_plain_id(&kid, 128) {
         return Err(ApiError::bad_request(
             "kid: must be 1-128 letters, digits, `-` or `_`",

@@ -58,9 +58,10 @@ pub async fn secret(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(tool): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let token = caller.require(AdminRight::Proxy)?;
+    let Path(tool) = path?;
     let tool = ToolName::parse(&tool)?;
     let keeper = keeper(&app)?;
     let (secret, sealed) = app

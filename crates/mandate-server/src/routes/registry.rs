@@ -116,10 +116,11 @@ pub async fn list_agents(
 pub async fn get_agent(
     State(app): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     // A proxy reads agents to give policy the principal's facts.
     caller.require_any(&[AdminRight::Agents, AdminRight::Proxy])?;
+    let Path(name) = path?;
     let name = parse_agent(&name)?;
     let agent = app
         .store
@@ -133,9 +134,10 @@ pub async fn revoke_agent(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Agents)?;
+    let Path(name) = path?;
     let name = parse_agent(&name)?;
     let t = now();
     let ev = NewEvent::new(EventKind::AgentRevoked, caller.actor())
@@ -167,10 +169,11 @@ pub async fn add_binding(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
     body: Result<ApiJson<NewBinding>, ApiError>,
 ) -> Result<(StatusCode, Json<Binding>), ApiError> {
     caller.require(AdminRight::Agents)?;
+    let Path(name) = path?;
     let ApiJson(body) = body?;
     let name = parse_agent(&name)?;
     app.directory
@@ -229,9 +232,10 @@ pub async fn add_binding(
 pub async fn list_bindings(
     State(app): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Agents)?;
+    let Path(name) = path?;
     let name = parse_agent(&name)?;
     Ok(Json(
         json!({"bindings": app.store.list_bindings(&name).await?}),
@@ -248,11 +252,12 @@ pub async fn create_join_token(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
     // The body is optional: an empty POST takes the defaults.
     OptionalJson(body): OptionalJson<JoinTokenRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(AdminRight::Agents)?;
+    let Path(name) = path?;
     let name = parse_agent(&name)?;
     let agent = app
         .directory
@@ -363,10 +368,11 @@ pub async fn update_tool(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
     body: Result<ApiJson<NewTool>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Tools)?;
+    let Path(name) = path?;
     let ApiJson(body) = body?;
     let name = ToolName::parse(&name)?;
     if body.name != name {
@@ -437,9 +443,10 @@ pub async fn list_tools(
 pub async fn get_tool(
     State(app): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Tools)?;
+    let Path(name) = path?;
     let name = ToolName::parse(&name)?;
     let tool = app
         .directory
@@ -533,9 +540,10 @@ pub async fn revoke_admin_token(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(id): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Root)?;
+    let Path(id) = path?;
     if id.is_empty() || id.len() > 64 || !id.starts_with("adm_") {
         return Err(ApiError::bad_request(
             "id: must be an admin token id (`adm_…`)",

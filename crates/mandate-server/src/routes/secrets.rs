@@ -141,9 +141,10 @@ fn parse_name(name: &str) -> Result<SecretName, ApiError> {
 pub async fn show(
     State(app): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Secrets)?;
+    let Path(name) = path?;
     let name = parse_name(&name)?;
     let (secret, _) = app
         .store
@@ -157,10 +158,11 @@ pub async fn rotate(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(name): Path<String>,
+    path: Result<Path<String>, ApiError>,
     body: Result<ApiJson<Map<String, Value>>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Secrets)?;
+    let Path(name) = path?;
     let ApiJson(mut body) = body?;
     let name = parse_name(&name)?;
     let value = take_value(&mut body)?;
