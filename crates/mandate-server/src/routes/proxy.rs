@@ -8,7 +8,7 @@ use super::{AppState, Caller};
 use crate::app::now;
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
-use crate::extract::{ApiJson, RequestId};
+use crate::extract::{ApiJson, RequestId, is_plain_id};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -142,10 +142,6 @@ pub struct Batch {
     events: Vec<ToolCall>,
 }
 
-fn is_id(v: &str) -> bool {
-    crate::extract::is_plain_id(v, 64)
-}
-
 fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
     if v.len() > max {
         return Err(ApiError::bad_request(format!(
@@ -156,7 +152,7 @@ fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
 }
 
 fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> {
-    if !is_id(&c.id) {
+    if !is_plain_id(&c.id, 64) {
         return Err(ApiError::bad_request(format!(
             "events[{i}].id: must be 1-64 letters, digits, `-` or `_`"
         )));
@@ -236,7 +232,7 @@ pub async fn ingest(
             "events: at most {MAX_BATCH} per batch"
         )));
     }
-    if !is_id(&batch.source) {
+    if !is_plain_id(&batch.source, 64) {
         return Err(ApiError::bad_request(
             "source: must be 1-64 letters, digits, `-` or `_`",
         ));

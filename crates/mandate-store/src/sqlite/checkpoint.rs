@@ -37,8 +37,6 @@ pub(crate) struct Progress {
     pub busy: bool,
     /// Frames in the log.
     pub log: i64,
-    /// Of those, copied back into the database.
-    pub copied: i64,
 }
 
 pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> Result<Progress, StoreError> {
@@ -47,7 +45,6 @@ pub(crate) fn checkpoint(conn: &Connection, mode: &str) -> Result<Progress, Stor
             Ok(Progress {
                 busy: r.get::<_, i64>(0)? != 0,
                 log: r.get(1)?,
-                copied: r.get(2)?,
             })
         })?,
     )
