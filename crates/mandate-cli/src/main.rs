@@ -66,7 +66,8 @@ Operations: GET /healthz, /readyz, /metrics (Prometheus).";
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the broker from a config file (SQLite in its data dir).
+    /// Run the broker from a config file (SQLite in its data dir, or
+    /// PostgreSQL when MANDATE_DATABASE_URL or database_url_file is set).
     Server {
         /// TOML config; every key can be overridden by MANDATE_* env vars.
         #[arg(long, short)]

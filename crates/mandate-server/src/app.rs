@@ -9,7 +9,7 @@ use anyhow::Context;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, AdminToken, Revocation};
 use mandate_policy::PolicySet;
-use mandate_store::{SqliteStore, Store};
+use mandate_store::{PostgresStore, SqliteStore, Store};
 use mandate_token::KeyRing;
 use mandate_token::claims::{AccessClaims, SessionClaims};
 use secrecy::SecretString;
@@ -188,8 +188,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         master.clone(),
     )
     .context("opening signing keys")?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?);
+    let store: Arc<dyn Store> = match raw.database_url()? {
+        Some(url) => Arc::new(
+            PostgresStore::open(url)
+                .await
+                .context("opening the PostgreSQL database")?,
+        ),
+        None => {
+            Arc::new(SqliteStore::open(&data.join("mandate.db")).context("opening the database")?)
+        }
+    };
     let (directory, withdrawn_keys) = Directory::load(store.as_ref(), now()).await?;
     for kid in withdrawn_keys {
         if keys.current().kid == kid {

@@ -4,7 +4,7 @@
 
 use mandate_core::TrustDomain;
 use mandate_token::SigningAlg;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -113,6 +113,14 @@ pub struct Config {
     /// `mandate dev` only: generate a master key in the data dir if none is set.
     #[serde(skip)]
     pub generate_master_key: bool,
+    /// File holding a PostgreSQL URL (`postgres://user:pass@host/db`); when
+    /// set (or `MANDATE_DATABASE_URL` is), state lives there instead of in
+    /// `data_dir/mandate.db`. Keys and policies stay in `data_dir`.
+    pub database_url_file: Option<PathBuf>,
+    /// The URL itself, from `MANDATE_DATABASE_URL` only: it may carry a
+    /// password, which does not belong in a config file.
+    #[serde(skip)]
+    pub database_url: Option<SecretString>,
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
@@ -141,6 +149,8 @@ impl Default for Config {
             master_key_file: None,
             master_key: None,
             generate_master_key: false,
+            database_url_file: None,
+            database_url: None,
             feed_keepalive_secs: 10,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
@@ -156,7 +166,37 @@ pub struct Settings {
     pub signing_alg: SigningAlg,
 }
 
+/// Only PostgreSQL URLs; the message never repeats the value (a password).
+fn check_database_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            "must be a postgres:// or postgresql:// URL (leave it unset for the embedded SQLite file)",
+        ))
+    }
+}
+
 impl Config {
+    /// The PostgreSQL URL, if state lives in PostgreSQL: from
+    /// `MANDATE_DATABASE_URL` or read from `database_url_file`.
+    pub fn database_url(&self) -> Result<Option<SecretString>, ConfigError> {
+        if let Some(url) = &self.database_url {
+            return Ok(Some(url.clone()));
+        }
+        let Some(path) = &self.database_url_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let url = text.trim();
+        check_database_url("database_url_file", url)?;
+        Ok(Some(SecretString::from(url.to_owned())))
+    }
+
     /// Read `path` (if given), apply `MANDATE_*` overrides from `env`, validate.
     pub fn load(
         path: Option<&Path>,
@@ -221,6 +261,12 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_MASTER_KEY") {
             self.master_key = Some(SecretString::from(v));
+        }
+        if let Some(v) = env("MANDATE_DATABASE_URL_FILE") {
+            self.database_url_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_DATABASE_URL") {
+            self.database_url = Some(SecretString::from(v));
         }
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
@@ -298,6 +344,15 @@ impl Config {
                 "master_key_file",
                 "set either master_key_file or MANDATE_MASTER_KEY, not both",
             ));
+        }
+        if self.database_url.is_some() && self.database_url_file.is_some() {
+            return Err(invalid(
+                "database_url_file",
+                "set either database_url_file or MANDATE_DATABASE_URL, not both",
+            ));
+        }
+        if let Some(url) = &self.database_url {
+            check_database_url("MANDATE_DATABASE_URL", url.expose_secret())?;
         }
         if !(1..=300).contains(&self.feed_keepalive_secs) {
             return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));

@@ -29,6 +29,23 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<postgres::Error> for StoreError {
+    /// Severity, message and SQLSTATE only: a constraint failure's DETAIL
+    /// quotes the row's values (a token's hash, a name), which stay out of
+    /// error messages and logs.
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Backend(match e.as_db_error() {
+            Some(db) => format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
+            None => e.to_string(),
+        })
+    }
+}
+
 impl From<serde_json::Error> for StoreError {
     fn from(e: serde_json::Error) -> Self {
         StoreError::Corrupt(e.to_string())

@@ -5,12 +5,15 @@
 //! no record exists for a change that did not happen. The SQLite backend
 //! ([`SqliteStore`]) funnels writes through one thread that commits them in
 //! groups (one fsync for many requests); reads use a small connection pool.
-//! The trait speaks domain types only so a PostgreSQL backend can slot in
-//! without changing callers.
+//! [`PostgresStore`] is the same design against a PostgreSQL server. The
+//! trait speaks domain types only, so callers never know which one they have.
 
 mod error;
+mod postgres;
+mod rules;
 mod sqlite;
 
+pub use crate::postgres::PostgresStore;
 pub use error::StoreError;
 pub use sqlite::{SqliteStore, read_events};
 

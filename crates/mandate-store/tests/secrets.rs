@@ -1,25 +1,21 @@
-//! Secrets and proxy audit ingestion in the SQLite store, against a real file.
+//! Secrets and proxy audit ingestion, on each backend.
 
-use mandate_audit::{EventKind, NewEvent, verify_chain};
+mod common;
+
+use common::{Place, ev, seeded};
+use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
-use mandate_store::{Invocation, SealedValue, SqliteStore, Store, StoreError};
+use mandate_store::{Invocation, SealedValue, Store, StoreError};
+use std::sync::Arc;
 
-fn ev(kind: EventKind) -> NewEvent {
-    NewEvent::new(kind, "test")
-}
+on_each_backend!(
+    data_key_is_created_once,
+    one_secret_per_tool_and_rotation_checks_the_version,
+    resent_invocations_are_chained_once_and_mark_the_secret_used,
+);
 
-async fn with_tool(dir: &std::path::Path) -> SqliteStore {
-    let s = SqliteStore::open(&dir.join("mandate.db")).unwrap();
-    s.create_owner(
-        Owner {
-            name: OwnerName::parse("platform").unwrap(),
-            description: String::new(),
-            created_at: 0,
-        },
-        ev(EventKind::OwnerCreated),
-    )
-    .await
-    .unwrap();
+async fn with_tool(place: &Place) -> Arc<dyn Store> {
+    let s = seeded(place).await;
     for (name, aud) in [("github", "https://api.github.com"), ("jira", "urn:jira")] {
         let tool: NewTool = serde_json::from_value(serde_json::json!({
             "name": name, "audience": aud, "owner": "platform", "environment": "staging",
@@ -49,20 +45,16 @@ fn sealed(key: i64, b: &[u8]) -> SealedValue {
     }
 }
 
-#[tokio::test]
-async fn data_key_is_created_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = with_tool(dir.path()).await;
+async fn data_key_is_created_once(place: Place) {
+    let s = with_tool(&place).await;
     let (id, w) = s.data_key(b"first".to_vec(), 1).await.unwrap();
     let (id2, w2) = s.data_key(b"second".to_vec(), 2).await.unwrap();
     assert_eq!((id, w.as_slice()), (id2, w2.as_slice()));
     assert_eq!(w2, b"first");
 }
 
-#[tokio::test]
-async fn one_secret_per_tool_and_rotation_checks_the_version() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = with_tool(dir.path()).await;
+async fn one_secret_per_tool_and_rotation_checks_the_version(place: Place) {
+    let s = with_tool(&place).await;
     let (k, _) = s.data_key(b"wrapped".to_vec(), 1).await.unwrap();
     s.put_secret(
         secret("gh", "github"),
@@ -135,10 +127,8 @@ async fn one_secret_per_tool_and_rotation_checks_the_version() {
     verify_chain(events).unwrap();
 }
 
-#[tokio::test]
-async fn resent_invocations_are_chained_once_and_mark_the_secret_used() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = with_tool(dir.path()).await;
+async fn resent_invocations_are_chained_once_and_mark_the_secret_used(place: Place) {
+    let s = with_tool(&place).await;
     let (k, _) = s.data_key(b"w".to_vec(), 1).await.unwrap();
     s.put_secret(
         secret("gh", "github"),

@@ -2,6 +2,8 @@
 //! a temporary data dir, spoken to over HTTP exactly like a client would;
 //! a test workload-identity issuer with a JWKS file; agent key helpers.
 
+pub mod postgres;
+
 use mandate_server::{Config, Started};
 use mandate_token::{SigningAlg, SigningKey, jwt};
 use reqwest::StatusCode;

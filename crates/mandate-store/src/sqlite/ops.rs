@@ -3,12 +3,13 @@
 
 use super::SqliteStore;
 use super::writer::Tx;
+use crate::rules::{self, LIVE_TASK_STATES};
 use crate::{AgentRevoked, Invocation, SealedValue, Store, StoreError, TaskFilter};
 use async_trait::async_trait;
 use mandate_audit::{Event, EventKind, NewEvent};
 use mandate_core::{
-    AdminRight, AdminToken, Agent, AgentName, AgentState, Binding, Grant, Owner, Revocation,
-    RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, AgentState, Binding, Grant, Owner, Revocation, RevocationKind,
+    Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
 };
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, params};
 use serde::de::DeserializeOwned;
@@ -104,15 +105,6 @@ fn add_revocation(
     })
 }
 
-/// The event for one task of a cascade: same actor and request as the cause.
-fn cascade_event(cause: &NewEvent, kind: EventKind, task: &Task) -> NewEvent {
-    NewEvent::new(kind, cause.actor.clone())
-        .agent(&task.agent)
-        .task(&task.id)
-        .request_id(cause.request_id.clone())
-        .reasons(vec![format!("cascade from {}", cause.kind)])
-}
-
 fn transition(
     t: &mut Tx<'_>,
     task: &mut Task,
@@ -140,10 +132,9 @@ fn transition(
 fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<Event, StoreError>> {
     let kind: String = r.get(2)?;
     let reasons: String = r.get(9)?;
-    let Some(kind) = EventKind::parse(&kind) else {
-        return Ok(Err(StoreError::Corrupt(format!(
-            "unknown event kind `{kind}`"
-        ))));
+    let kind = match rules::event_kind(&kind) {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e)),
     };
     let reasons = match serde_json::from_str(&reasons) {
         Ok(r) => r,
@@ -190,15 +181,9 @@ pub fn read_events(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Ev
 
 fn revocation_row(r: &Row<'_>) -> rusqlite::Result<Revocation> {
     let kind: String = r.get(1)?;
-    let kind = match kind.as_str() {
-        "token" => RevocationKind::Token,
-        "task" => RevocationKind::Task,
-        "key" => RevocationKind::Key,
-        _ => RevocationKind::Agent,
-    };
     Ok(Revocation {
         seq: r.get::<_, i64>(0)? as u64,
-        kind,
+        kind: rules::revocation_kind(&kind),
         id: r.get(2)?,
         revoked_at: r.get(3)?,
         expires_at: r.get(4)?,
@@ -290,28 +275,42 @@ impl Store for SqliteStore {
     ) -> Result<AgentRevoked, StoreError> {
         let name = name.to_string();
         self.write(move |t| {
-            let mut agent: Agent = query_body(t.conn, "SELECT body FROM agents WHERE name = ?1", [&name])?
-                .ok_or_else(|| StoreError::NotFound { what: "agent", id: name.clone() })?;
+            let mut agent: Agent =
+                query_body(t.conn, "SELECT body FROM agents WHERE name = ?1", [&name])?
+                    .ok_or_else(|| StoreError::NotFound {
+                        what: "agent",
+                        id: name.clone(),
+                    })?;
             agent.state = AgentState::Revoked;
             t.conn
                 .prepare_cached("UPDATE agents SET state = 'revoked', body = ?2 WHERE name = ?1")?
                 .execute(params![name, serde_json::to_string(&agent)?])?;
-            let mut revocations = vec![add_revocation(t.conn, RevocationKind::Agent, &name, now, feed_expires_at)?];
+            let mut revocations = vec![add_revocation(
+                t.conn,
+                RevocationKind::Agent,
+                &name,
+                now,
+                feed_expires_at,
+            )?];
             let live: Vec<Task> = query_bodies(
                 t.conn,
-                "SELECT body FROM tasks WHERE agent = ?1 AND state IN ('pending_approval', 'active', 'suspended')",
+                &format!("SELECT body FROM tasks WHERE agent = ?1 AND state IN {LIVE_TASK_STATES}"),
                 [&name],
             )?;
             let mut tasks = Vec::with_capacity(live.len());
             for mut task in live {
-                let cev = cascade_event(&ev, EventKind::TaskRevoked, &task);
+                let cev = rules::cascade_event(&ev, EventKind::TaskRevoked, &task);
                 if let Some(r) = transition(t, &mut task, TaskState::Revoked, now, cev)? {
                     revocations.push(r);
                 }
                 tasks.push(task);
             }
             t.audit(ev)?;
-            Ok(AgentRevoked { agent, tasks, revocations })
+            Ok(AgentRevoked {
+                agent,
+                tasks,
+                revocations,
+            })
         })
         .await
     }
@@ -539,7 +538,7 @@ impl Store for SqliteStore {
 
     async fn list_tasks(&self, f: TaskFilter) -> Result<Vec<Task>, StoreError> {
         self.read(move |c| {
-            let limit = if f.limit == 0 { 100 } else { f.limit.min(1000) } as i64;
+            let limit = rules::task_page(f.limit);
             query_bodies(
                 c,
                 "SELECT body FROM tasks WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR state = ?2)
@@ -570,7 +569,9 @@ impl Store for SqliteStore {
         self.write(move |t| {
             let due: Vec<Task> = query_bodies(
                 t.conn,
-                "SELECT body FROM tasks WHERE state IN ('pending_approval', 'active', 'suspended') AND deadline <= ?1",
+                &format!(
+                    "SELECT body FROM tasks WHERE state IN {LIVE_TASK_STATES} AND deadline <= ?1"
+                ),
                 [now],
             )?;
             let mut out = Vec::with_capacity(due.len());
@@ -621,11 +622,7 @@ impl Store for SqliteStore {
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<Revocation, StoreError> {
-        if !matches!(kind, RevocationKind::Token | RevocationKind::Key) {
-            return Err(StoreError::Refused(
-                "tasks and agents are revoked with their own state change",
-            ));
-        }
+        rules::check_revocable_by_id(kind)?;
         let id = id.to_owned();
         self.write(move |t| {
             let r = add_revocation(t.conn, kind, &id, now, expires_at)?;
@@ -653,14 +650,13 @@ impl Store for SqliteStore {
 
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            let rights: Vec<&str> = token.rights.iter().map(|r| r.as_str()).collect();
             insert(
                 t.conn,
                 "INSERT INTO admin_tokens (id, hash, rights, description, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     token.id,
                     token.hash,
-                    serde_json::to_string(&rights)?,
+                    rules::admin_rights_json(&token)?,
                     token.description,
                     token.created_at,
                     token.expires_at
@@ -717,16 +713,7 @@ impl Store for SqliteStore {
                 .into_iter()
                 .map(admin_token)
                 .collect::<Result<Vec<_>, _>>()?;
-            let Some(mut target) = all.iter().find(|k| k.id == id && k.revoked_at.is_none()).cloned()
-            else {
-                return Err(StoreError::NotFound { what: "live admin token", id });
-            };
-            let is_root = |k: &AdminToken| k.rights.contains(&AdminRight::Root) && k.is_live(at);
-            if is_root(&target) && !all.iter().any(|k| k.id != id && is_root(k)) {
-                return Err(StoreError::Refused(
-                    "refusing to revoke the last live root token: nobody could administer the broker any more",
-                ));
-            }
+            let mut target = rules::revocable_admin_token(&all, &id, at)?;
             t.conn
                 .prepare_cached("UPDATE admin_tokens SET revoked_at = ?1 WHERE id = ?2")?
                 .execute(params![at, id])?;
@@ -885,18 +872,13 @@ fn admin_token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AdminTokenRow> {
 
 fn admin_token(row: AdminTokenRow) -> Result<AdminToken, StoreError> {
     let (id, hash, rights, description, created_at, expires_at, revoked_at) = row;
-    let names: Vec<String> = serde_json::from_str(&rights)?;
-    let rights = names
-        .iter()
-        .map(|n| AdminRight::parse(n).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .collect::<Result<_, _>>()?;
-    Ok(AdminToken {
+    rules::admin_token(
         id,
         hash,
-        rights,
+        &rights,
         description,
         created_at,
         expires_at,
         revoked_at,
-    })
+    )
 }

@@ -219,39 +219,24 @@ impl SqliteStore {
         now: UnixTime,
     ) -> Result<(usize, usize), StoreError> {
         self.write(move |t| {
-            let mut high: Option<i64> = t
+            let high: Option<i64> = t
                 .conn
                 .prepare_cached("SELECT seq FROM ingest_sources WHERE source = ?1")?
                 .query_row([&source], |r| r.get(0))
                 .optional()?;
-            let (mut accepted, mut duplicates) = (0, 0);
-            // Tools whose secrets were used, and when (once per batch, not per call).
-            let mut used: Vec<String> = Vec::new();
-            for inv in batch {
-                let seq = i64::try_from(inv.seq)
-                    .map_err(|_| StoreError::Refused("a record's seq is out of range"))?;
-                if high.is_some_and(|h| seq <= h) {
-                    duplicates += 1;
-                    continue;
-                }
-                high = Some(seq);
-                if inv.event.decision.as_deref() == Some("allow")
-                    && let Some(tool) = &inv.event.tool
-                    && !used.contains(tool)
-                {
-                    used.push(tool.clone());
-                }
-                t.audit(inv.event)?;
-                accepted += 1;
+            let plan = crate::rules::plan_ingest(high, batch)?;
+            let accepted = plan.events.len();
+            for e in plan.events {
+                t.audit(e)?;
             }
-            for tool in used {
+            for tool in plan.used_tools {
                 t.conn
                     .prepare_cached(
                         "UPDATE secrets SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE tool = ?1",
                     )?
                     .execute(params![tool, now])?;
             }
-            if let Some(h) = high {
+            if let Some(h) = plan.high {
                 t.conn
                     .prepare_cached(
                         "INSERT INTO ingest_sources (source, seq, updated_at) VALUES (?1, ?2, ?3)
@@ -259,7 +244,7 @@ impl SqliteStore {
                     )?
                     .execute(params![source, h, now])?;
             }
-            Ok((accepted, duplicates))
+            Ok((accepted, plan.duplicates))
         })
         .await
     }

@@ -1,28 +1,21 @@
-//! The SQLite store against a real file.
+//! The store's contract, on a real SQLite file and a real PostgreSQL server.
 
-use mandate_audit::{EventKind, NewEvent, verify_chain};
+mod common;
+
+use common::{Place, ev, seeded};
+use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
-use mandate_store::{SqliteStore, Store, StoreError};
-use std::sync::Arc;
+use mandate_store::{Store, StoreError};
 
-fn ev(kind: EventKind) -> NewEvent {
-    NewEvent::new(kind, "test")
-}
-
-async fn seeded(dir: &std::path::Path) -> SqliteStore {
-    let s = SqliteStore::open(&dir.join("mandate.db")).unwrap();
-    s.create_owner(
-        Owner {
-            name: OwnerName::parse("platform").unwrap(),
-            description: String::new(),
-            created_at: 0,
-        },
-        ev(EventKind::OwnerCreated),
-    )
-    .await
-    .unwrap();
-    s
-}
+on_each_backend!(
+    refused_write_leaves_no_row_and_no_event,
+    duplicate_agent_is_a_conflict,
+    concurrent_writes_group_commit_into_one_valid_chain,
+    reopening_keeps_state_and_continues_the_chain,
+    join_token_is_single_use_and_expires,
+    client_assertion_jti_is_single_use,
+    tasks_expire_and_revocations_are_fed,
+);
 
 fn agent(name: &str, owner: &str) -> Agent {
     NewAgent {
@@ -36,10 +29,8 @@ fn agent(name: &str, owner: &str) -> Agent {
     .unwrap()
 }
 
-#[tokio::test]
-async fn refused_write_leaves_no_row_and_no_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn refused_write_leaves_no_row_and_no_event(place: Place) {
+    let s = seeded(&place).await;
     let err = s
         .create_agent(agent("a", "nobody"), ev(EventKind::AgentCreated))
         .await
@@ -56,10 +47,8 @@ async fn refused_write_leaves_no_row_and_no_event() {
     );
 }
 
-#[tokio::test]
-async fn duplicate_agent_is_a_conflict() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn duplicate_agent_is_a_conflict(place: Place) {
+    let s = seeded(&place).await;
     s.create_agent(agent("a", "platform"), ev(EventKind::AgentCreated))
         .await
         .unwrap();
@@ -70,10 +59,8 @@ async fn duplicate_agent_is_a_conflict() {
     assert!(matches!(err, StoreError::Conflict { what: "agent", .. }));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_group_commit_into_one_valid_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(seeded(dir.path()).await);
+async fn concurrent_writes_group_commit_into_one_valid_chain(place: Place) {
+    let s = seeded(&place).await;
     let mut handles = Vec::new();
     for i in 0..300 {
         let s = s.clone();
@@ -102,17 +89,15 @@ async fn concurrent_writes_group_commit_into_one_valid_chain() {
     assert_eq!(verify_chain(events).unwrap() as usize, expected);
 }
 
-#[tokio::test]
-async fn reopening_the_file_keeps_state_and_continues_the_chain() {
-    let dir = tempfile::tempdir().unwrap();
+async fn reopening_keeps_state_and_continues_the_chain(place: Place) {
     {
-        let s = seeded(dir.path()).await;
+        let s = seeded(&place).await;
         s.create_agent(agent("a", "platform"), ev(EventKind::AgentCreated))
             .await
             .unwrap();
         s.close();
     }
-    let s = SqliteStore::open(&dir.path().join("mandate.db")).unwrap();
+    let s = place.open().await;
     assert_eq!(s.list_agents().await.unwrap().len(), 1);
     s.append_events(vec![ev(EventKind::Decision)])
         .await
@@ -123,10 +108,8 @@ async fn reopening_the_file_keeps_state_and_continues_the_chain() {
     );
 }
 
-#[tokio::test]
-async fn join_token_is_single_use_and_expires() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn join_token_is_single_use_and_expires(place: Place) {
+    let s = seeded(&place).await;
     let a = agent("a", "platform");
     s.create_agent(a.clone(), ev(EventKind::AgentCreated))
         .await
@@ -163,10 +146,8 @@ async fn join_token_is_single_use_and_expires() {
     assert!(matches!(late, Err(StoreError::JoinTokenInvalid)));
 }
 
-#[tokio::test]
-async fn client_assertion_jti_is_single_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn client_assertion_jti_is_single_use(place: Place) {
+    let s = seeded(&place).await;
     s.record_login(Some(("j1".into(), 100)), ev(EventKind::LoginSucceeded))
         .await
         .unwrap();
@@ -177,10 +158,8 @@ async fn client_assertion_jti_is_single_use() {
     assert!(matches!(err, StoreError::Replay));
 }
 
-#[tokio::test]
-async fn tasks_expire_and_revocations_are_fed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn tasks_expire_and_revocations_are_fed(place: Place) {
+    let s = seeded(&place).await;
     let a = agent("a", "platform");
     s.create_agent(a.clone(), ev(EventKind::AgentCreated))
         .await
@@ -248,4 +227,33 @@ async fn tasks_expire_and_revocations_are_fed() {
         illegal,
         Err(StoreError::Rule(RuleViolation::IllegalTransition { .. }))
     ));
+}
+
+/// One broker per database: a second writer would fork the audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_second_writer_until_the_first_closes() {
+    let Some(Place::Postgres(url)) = Place::postgres("second_writer") else {
+        return;
+    };
+    let first = mandate_store::PostgresStore::open(url.clone().into())
+        .await
+        .unwrap();
+    let err = mandate_store::PostgresStore::open(url.clone().into())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("writer lock"), "{err}");
+    assert!(!err.to_string().contains(&url), "no URL in errors: {err}");
+    first.close();
+    drop(first);
+    let second = mandate_store::PostgresStore::open(url.into())
+        .await
+        .unwrap();
+    second
+        .append_events(vec![ev(EventKind::Decision)])
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_chain(second.events_since(0, 10).await.unwrap()).unwrap(),
+        1
+    );
 }

@@ -1,0 +1,167 @@
+//! PostgreSQL backend: the SQLite backend's design against a server. One
+//! writer thread commits groups of writes (each in its savepoint, with its
+//! audit events) and holds the database's writer lock; reads use a small
+//! pool of connections. `synchronous_commit` is the server's (default `on`):
+//! a commit is flushed before anyone is told it happened.
+//!
+//! The connection URL may carry a password: it is kept as a secret and
+//! never logged; [`PostgresStore`]'s `Debug` shows user, host and database.
+
+mod db;
+mod ops;
+mod secrets;
+mod writer;
+
+use crate::StoreError;
+use db::{Conn, Db};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::{Arc, Mutex, mpsc};
+use writer::{Job, Tx};
+
+const READERS: usize = 8;
+
+pub struct PostgresStore {
+    url: SecretString,
+    target: String,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Conn>>>,
+    read_slots: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresStore({})", self.target)
+    }
+}
+
+/// `user@host:port/dbname` from a URL, without the password.
+fn describe(url: &SecretString) -> Result<String, StoreError> {
+    let c: postgres::Config = url
+        .expose_secret()
+        .parse()
+        .map_err(|e| StoreError::Backend(format!("the PostgreSQL URL does not parse: {e}")))?;
+    let host = match c.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    Ok(format!(
+        "{}@{host}:{port}/{}",
+        c.get_user().unwrap_or("-"),
+        c.get_dbname().unwrap_or("-")
+    ))
+}
+
+impl PostgresStore {
+    /// Connect, take the writer lock, migrate, and start the writer.
+    /// Fails if the server is unreachable or another broker holds the lock.
+    pub async fn open(url: SecretString) -> Result<Self, StoreError> {
+        let target = describe(&url)?;
+        let (jobs_tx, jobs_rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let writer_url = url.clone();
+        // The synchronous client runs its own small runtime: it must live
+        // and die on a thread of its own, never on an async worker.
+        let writer = std::thread::Builder::new()
+            .name("mandate-pg-writer".into())
+            .spawn(move || match writer::connect(&writer_url) {
+                Ok(first) => {
+                    let _ = ready_tx.send(Ok(()));
+                    writer::run(writer_url, first, jobs_rx);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        match ready_rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = writer.join();
+                return Err(e);
+            }
+            Err(_) => return Err(StoreError::Backend("the writer thread died".into())),
+        }
+        tracing::info!(database = %target, "opened PostgreSQL store");
+        Ok(PostgresStore {
+            url,
+            target,
+            jobs: Mutex::new(Some(jobs_tx)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            read_slots: tokio::sync::Semaphore::new(READERS),
+        })
+    }
+
+    /// Stop accepting writes, let queued ones commit, join the writer.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+        // A client owns a runtime, which may not be dropped on an async
+        // worker thread.
+        let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(|p| p.into_inner()));
+        if !readers.is_empty() {
+            let _ = std::thread::spawn(move || drop(readers)).join();
+        }
+    }
+
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Tx<'_, '_>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (job, rx) = writer::job(f);
+        {
+            let guard = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            guard
+                .as_ref()
+                .ok_or(StoreError::Closed)?
+                .send(job)
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Db<'_, postgres::Client>) -> Result<R, StoreError> + Send + 'static,
+    {
+        let _slot = self
+            .read_slots
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = self.readers.clone();
+        let url = self.url.clone();
+        // The connection goes back to the pool from the blocking thread,
+        // never through the join handle (which an async caller may drop).
+        tokio::task::spawn_blocking(move || {
+            let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(c) if !c.client.is_closed() => c,
+                _ => Conn::new(postgres::Client::connect(
+                    url.expose_secret(),
+                    postgres::NoTls,
+                )?),
+            };
+            let result = f(&mut conn.db());
+            if !conn.client.is_closed() {
+                pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

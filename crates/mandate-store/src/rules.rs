@@ -1,0 +1,219 @@
+//! What every backend decides the same way, kept out of the SQL: cascade
+//! events, the last-root-token guard, proxy batch de-duplication, and
+//! reading stored names back into domain types.
+
+use crate::{Invocation, StoreError};
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{AdminRight, AdminToken, RevocationKind, Task};
+
+/// Task states a revocation or the sweeper still has to act on.
+pub(crate) const LIVE_TASK_STATES: &str = "('pending_approval', 'active', 'suspended')";
+
+/// The event for one task of a cascade: same actor and request as the cause.
+pub(crate) fn cascade_event(cause: &NewEvent, kind: EventKind, task: &Task) -> NewEvent {
+    NewEvent::new(kind, cause.actor.clone())
+        .agent(&task.agent)
+        .task(&task.id)
+        .request_id(cause.request_id.clone())
+        .reasons(vec![format!("cascade from {}", cause.kind)])
+}
+
+pub(crate) fn revocation_kind(stored: &str) -> RevocationKind {
+    match stored {
+        "token" => RevocationKind::Token,
+        "task" => RevocationKind::Task,
+        "key" => RevocationKind::Key,
+        _ => RevocationKind::Agent,
+    }
+}
+
+pub(crate) fn event_kind(stored: &str) -> Result<EventKind, StoreError> {
+    EventKind::parse(stored)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind `{stored}`")))
+}
+
+/// Only tokens and keys are revoked by id; tasks and agents change state.
+pub(crate) fn check_revocable_by_id(kind: RevocationKind) -> Result<(), StoreError> {
+    if matches!(kind, RevocationKind::Token | RevocationKind::Key) {
+        Ok(())
+    } else {
+        Err(StoreError::Refused(
+            "tasks and agents are revoked with their own state change",
+        ))
+    }
+}
+
+/// A page size for task listings: 100 by default, at most 1000.
+pub(crate) fn task_page(limit: usize) -> i64 {
+    if limit == 0 {
+        100
+    } else {
+        limit.min(1000) as i64
+    }
+}
+
+/// An admin token from its stored columns (`rights` is a JSON array).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn admin_token(
+    id: String,
+    hash: String,
+    rights: &str,
+    description: String,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+) -> Result<AdminToken, StoreError> {
+    let names: Vec<String> = serde_json::from_str(rights)?;
+    let rights = names
+        .iter()
+        .map(|n| AdminRight::parse(n).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect::<Result<_, _>>()?;
+    Ok(AdminToken {
+        id,
+        hash,
+        rights,
+        description,
+        created_at,
+        expires_at,
+        revoked_at,
+    })
+}
+
+pub(crate) fn admin_rights_json(token: &AdminToken) -> Result<String, StoreError> {
+    let rights: Vec<&str> = token.rights.iter().map(|r| r.as_str()).collect();
+    Ok(serde_json::to_string(&rights)?)
+}
+
+/// The live token `id` among `all`, unless it is the last live root token
+/// (nobody could administer the broker any more).
+pub(crate) fn revocable_admin_token(
+    all: &[AdminToken],
+    id: &str,
+    at: i64,
+) -> Result<AdminToken, StoreError> {
+    let Some(target) = all
+        .iter()
+        .find(|k| k.id == id && k.revoked_at.is_none())
+        .cloned()
+    else {
+        return Err(StoreError::NotFound {
+            what: "live admin token",
+            id: id.to_owned(),
+        });
+    };
+    let is_root = |k: &AdminToken| k.rights.contains(&AdminRight::Root) && k.is_live(at);
+    if is_root(&target) && !all.iter().any(|k| k.id != id && is_root(k)) {
+        return Err(StoreError::Refused(
+            "refusing to revoke the last live root token: nobody could administer the broker any more",
+        ));
+    }
+    Ok(target)
+}
+
+/// What to do with a proxy's batch, given the highest `seq` already
+/// chained from its spool.
+pub(crate) struct IngestPlan {
+    pub events: Vec<NewEvent>,
+    pub duplicates: usize,
+    /// Tools whose secrets the batch used (once each, not once per call).
+    pub used_tools: Vec<String>,
+    /// The new high-water mark, if anything was accepted.
+    pub high: Option<i64>,
+}
+
+pub(crate) fn plan_ingest(
+    mut high: Option<i64>,
+    batch: Vec<Invocation>,
+) -> Result<IngestPlan, StoreError> {
+    let mut plan = IngestPlan {
+        events: Vec::with_capacity(batch.len()),
+        duplicates: 0,
+        used_tools: Vec::new(),
+        high: None,
+    };
+    for inv in batch {
+        let seq = i64::try_from(inv.seq)
+            .map_err(|_| StoreError::Refused("a record's seq is out of range"))?;
+        if high.is_some_and(|h| seq <= h) {
+            plan.duplicates += 1;
+            continue;
+        }
+        high = Some(seq);
+        plan.high = high;
+        if inv.event.decision.as_deref() == Some("allow")
+            && let Some(tool) = &inv.event.tool
+            && !plan.used_tools.contains(tool)
+        {
+            plan.used_tools.push(tool.clone());
+        }
+        plan.events.push(inv.event);
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inv(seq: u64, tool: &str, decision: &str) -> Invocation {
+        let mut event = NewEvent::new(EventKind::ToolInvoked, "proxy").decision(decision);
+        event.tool = Some(tool.into());
+        Invocation { seq, event }
+    }
+
+    #[test]
+    fn ingest_skips_resent_and_out_of_order_records() {
+        let plan = plan_ingest(
+            Some(5),
+            vec![
+                inv(4, "a", "allow"),
+                inv(6, "a", "allow"),
+                inv(6, "b", "allow"),
+                inv(7, "b", "deny"),
+                inv(9, "a", "allow"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.events.len(), 3);
+        assert_eq!(plan.duplicates, 2);
+        assert_eq!(plan.high, Some(9));
+        assert_eq!(
+            plan.used_tools,
+            vec!["a".to_owned()],
+            "a deny uses no secret"
+        );
+        let none = plan_ingest(Some(9), vec![inv(9, "a", "allow")]).unwrap();
+        assert_eq!((none.events.len(), none.high), (0, None));
+        assert!(plan_ingest(None, vec![inv(u64::MAX, "a", "allow")]).is_err());
+    }
+
+    #[test]
+    fn the_last_live_root_token_cannot_be_revoked() {
+        let tok = |id: &str, rights: Vec<AdminRight>, revoked: Option<i64>| AdminToken {
+            id: id.into(),
+            hash: format!("h{id}"),
+            rights,
+            description: String::new(),
+            created_at: 0,
+            expires_at: None,
+            revoked_at: revoked,
+        };
+        let all = vec![
+            tok("root", vec![AdminRight::Root], None),
+            tok("old", vec![AdminRight::Root], Some(1)),
+            tok("agents", vec![AdminRight::Agents], None),
+        ];
+        assert!(matches!(
+            revocable_admin_token(&all, "root", 10),
+            Err(StoreError::Refused(_))
+        ));
+        assert_eq!(
+            revocable_admin_token(&all, "agents", 10).unwrap().id,
+            "agents"
+        );
+        assert!(matches!(
+            revocable_admin_token(&all, "old", 10),
+            Err(StoreError::NotFound { .. })
+        ));
+    }
+}
