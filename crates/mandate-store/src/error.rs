@@ -23,6 +23,16 @@ pub enum StoreError {
     Backend(String),
 }
 
+impl StoreError {
+    /// A failed group commit, as told to each caller in the group.
+    pub(crate) fn group_failed(&self) -> StoreError {
+        StoreError::Backend(match self {
+            StoreError::Backend(m) => m.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Backend(e.to_string())

@@ -7,12 +7,19 @@ use postgres::error::SqlState;
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, Row, Statement};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 pub(crate) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+/// A connection idle this long is pinged before use: the server may have
+/// restarted or a firewall may have dropped it meanwhile.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Conn {
     pub client: Client,
     pub stmts: HashMap<String, Statement>,
+    last_used: Instant,
 }
 
 impl Conn {
@@ -20,7 +27,19 @@ impl Conn {
         Conn {
             client,
             stmts: HashMap::new(),
+            last_used: Instant::now(),
         }
+    }
+
+    /// Still usable? Closed connections are not; one idle for a while is
+    /// asked (one round trip), a busy one is trusted.
+    pub fn is_alive(&mut self) -> bool {
+        if self.client.is_closed() {
+            return false;
+        }
+        let idle = self.last_used.elapsed() >= PING_AFTER_IDLE;
+        self.last_used = Instant::now();
+        !idle || self.client.is_valid(PING_TIMEOUT).is_ok()
     }
 
     pub fn db(&mut self) -> Db<'_, Client> {

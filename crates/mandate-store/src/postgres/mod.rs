@@ -129,7 +129,7 @@ impl PostgresStore {
     async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Db<'_, postgres::Client>) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&mut Db<'_, postgres::Client>) -> Result<R, StoreError> + Send + 'static,
     {
         let _slot = self
             .read_slots
@@ -141,15 +141,30 @@ impl PostgresStore {
         // The connection goes back to the pool from the blocking thread,
         // never through the join handle (which an async caller may drop).
         tokio::task::spawn_blocking(move || {
-            let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let mut conn = match pooled {
-                Some(c) if !c.client.is_closed() => c,
-                _ => Conn::new(postgres::Client::connect(
+            let connect = || -> Result<Conn, StoreError> {
+                Ok(Conn::new(postgres::Client::connect(
                     url.expose_secret(),
                     postgres::NoTls,
-                )?),
+                )?))
             };
-            let result = f(&mut conn.db());
+            let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match pooled {
+                Some(mut c) => {
+                    if c.is_alive() {
+                        c
+                    } else {
+                        connect()?
+                    }
+                }
+                None => connect()?,
+            };
+            let mut result = f(&mut conn.db());
+            if result.is_err() && conn.client.is_closed() {
+                // The connection died under this read (a server restart):
+                // reads change nothing, so one retry on a new one is safe.
+                conn = connect()?;
+                result = f(&mut conn.db());
+            }
             if !conn.client.is_closed() {
                 pool.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
             }

@@ -155,7 +155,7 @@ pub(crate) fn run(url: SecretString, first: (Conn, ChainHead), jobs: mpsc::Recei
                 Err(_) => break,
             }
         }
-        if state.as_ref().is_none_or(|(c, _)| c.client.is_closed()) {
+        if !state.as_mut().is_some_and(|(c, _)| c.is_alive()) {
             state = None;
             match connect(&url) {
                 Ok(s) => {
@@ -189,7 +189,7 @@ pub(crate) fn run(url: SecretString, first: (Conn, ChainHead), jobs: mpsc::Recei
             d(outcome
                 .as_ref()
                 .map(|_| ())
-                .map_err(|e| StoreError::Backend(e.to_string())));
+                .map_err(StoreError::group_failed));
         }
     }
 }
@@ -202,7 +202,7 @@ fn commit_group(
     let now_ms = now_ms();
     let mut dones = Vec::with_capacity(group.len());
     let mut group = group.into_iter();
-    let Conn { client, stmts } = conn;
+    let Conn { client, stmts, .. } = conn;
     let outcome = (|| -> Result<(), StoreError> {
         let mut tx = client.transaction()?;
         for j in group.by_ref() {

@@ -118,7 +118,7 @@ pub(crate) fn run(
             d(outcome
                 .as_ref()
                 .map(|_| ())
-                .map_err(|e| StoreError::Backend(e.to_string())));
+                .map_err(StoreError::group_failed));
         }
         // Jobs whose closure never ran (an early `?` above) drop their
         // senders, which callers see as `Closed`; nothing is half-applied.
