@@ -14,6 +14,10 @@ seeds 100 agents bound to the JWT subjects, then drives peer-loadgen:
 
 Each record carries peer=mandate, config=sqlite-audit, workload, rep.
 `--grants N` afterwards mints N more grants at c64 and records RSS.
+`--postgres` keeps the broker's state in a throwaway PostgreSQL cluster
+(default durability: fsync and synchronous_commit on) instead of SQLite;
+records then say config=postgres-audit, and the postgres processes' CPU is
+in the "other CPU" column.
 """
 
 import argparse
@@ -27,6 +31,8 @@ import tempfile
 import time
 import urllib.parse
 from pathlib import Path
+
+import shutil
 
 import requests
 from cryptography.hazmat.primitives import serialization
@@ -48,7 +54,35 @@ def jwks_from_pem(pem: bytes) -> dict:
                       "x": b64u(pub.x), "y": b64u(pub.y)}]}
 
 
-def start(work: Path, jwt_dir: Path):
+PG_PORT = 15432
+
+
+def start_postgres(work: Path) -> str:
+    """initdb + pg_ctl start in `work/pg` (as the postgres user when root); the URL."""
+    bindir = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    pg = work / "pg"
+    pg.mkdir()
+    if as_user:
+        subprocess.run(["chown", "-R", "postgres:", str(work)], check=True)
+    subprocess.run(as_user + [str(bindir / "initdb"), "-D", str(pg / "data"), "-A", "trust", "-U", "mandate",
+                              "--locale=C", "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(pg / "data"), "-l", str(pg / "server.log"), "-w",
+                              "-o", f"-c listen_addresses=127.0.0.1 -p {PG_PORT} -k {pg}", "start"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(PG_PORT), "-U", "mandate", "mandate"],
+                   check=True)
+    return f"postgres://mandate@127.0.0.1:{PG_PORT}/mandate"
+
+
+def stop_postgres(work: Path):
+    bindir = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(as_user + [str(bindir / "pg_ctl"), "-D", str(work / "pg" / "data"), "-m", "fast", "stop"],
+                   check=False, stdout=subprocess.DEVNULL)
+
+
+def start(work: Path, jwt_dir: Path, database_url: str | None = None):
     (work / "jwks.json").write_text(json.dumps(jwks_from_pem((jwt_dir / "jwt_pub.pem").read_bytes())))
     (work / "mandate.toml").write_text(f"""
 listen = "127.0.0.1:8300"
@@ -65,6 +99,8 @@ audiences = ["mandate-bench"]
 """)
     out = open(work / "server.out", "w")
     env = dict(os.environ, RUST_LOG="warn")
+    if database_url:
+        env["MANDATE_DATABASE_URL"] = database_url
     p = subprocess.Popen([str(ROOT / "target/release/mandate"), "server", "--config", str(work / "mandate.toml")],
                          stdout=subprocess.PIPE, stderr=out, env=env, text=True)
     root = None
@@ -149,12 +185,15 @@ def main():
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--workloads", nargs="*", default=["jwt-login", "create-service", "lookup-service"])
     ap.add_argument("--grants", type=int, default=0, help="then mint this many grants and report RSS")
+    ap.add_argument("--postgres", action="store_true", help="state in a throwaway PostgreSQL cluster")
     a = ap.parse_args()
+    config = "postgres-audit" if a.postgres else "sqlite-audit"
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     jwts = (Path(a.jwt_dir) / "jwts.txt").read_text().split()
     work = Path(tempfile.mkdtemp(prefix="mandate-bench-"))
-    p, root = start(work, Path(a.jwt_dir))
+    database_url = start_postgres(work) if a.postgres else None
+    p, root = start(work, Path(a.jwt_dir), database_url)
     try:
         seed(root, work, jwts, pool=1000)
         rss_idle = round(rss_mb(p.pid), 1)
@@ -170,10 +209,11 @@ def main():
         for rep in range(a.first_rep, a.first_rep + a.reps):
             for wl in a.workloads:
                 for c in a.conc:
-                    meta = {"peer": "mandate", "version": "0.1.0", "config": "sqlite-audit", "workload": wl,
+                    meta = {"peer": "mandate", "version": "0.1.0", "config": config, "workload": wl,
                             "rep": rep, "rss_idle_mb": rss_idle}
                     loadgen(a.loadgen, targets[wl] + ["-c", str(c), "-d", str(a.duration), "--warmup", "2",
-                                                      "--pid", str(p.pid), "--label", f"mandate/{wl}/c{c}/r{rep}"],
+                                                      "--pid", str(p.pid), "--also-comm", "postgres",
+                                                      "--label", f"mandate/{config}/{wl}/c{c}/r{rep}"],
                             meta, out)
                     time.sleep(1)
         if a.grants:
@@ -184,10 +224,14 @@ def main():
                 loadgen(a.loadgen, targets["create-service"] + ["-c", "64", "-d", "120", "--warmup", "0",
                                                                 "-n", str(n), "--pid", str(p.pid),
                                                                 "--label", f"mandate/grants-{done + n}"],
-                        {"peer": "mandate", "config": "sqlite-audit", "workload": "bulk-grants", "rep": 1},
+                        {"peer": "mandate", "config": config, "workload": "bulk-grants", "rep": 1},
                         work / "grants.jsonl")
                 done += n
-            db = sum(f.stat().st_size for f in (work / "data").glob("mandate.db*"))
+            if database_url:
+                db = int(subprocess.run(["psql", database_url, "-At", "-c", "SELECT pg_database_size('mandate')"],
+                                        check=True, capture_output=True, text=True).stdout)
+            else:
+                db = sum(f.stat().st_size for f in (work / "data").glob("mandate.db*"))
             print(json.dumps({"grants": a.grants, "seconds": round(time.time() - t0, 1),
                               "rss_after_mb": round(rss_mb(p.pid), 1), "db_mb": round(db / 2**20, 1)}))
     finally:
@@ -196,6 +240,8 @@ def main():
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+        if a.postgres:
+            stop_postgres(work)
 
 
 if __name__ == "__main__":
