@@ -15,6 +15,7 @@ on_each_backend!(
     join_token_is_single_use_and_expires,
     client_assertion_jti_is_single_use,
     tasks_expire_and_revocations_are_fed,
+    grants_are_stored_with_their_event_beside_refused_writes,
 );
 
 fn agent(name: &str, owner: &str) -> Agent {
@@ -61,18 +62,36 @@ async fn duplicate_agent_is_a_conflict(place: Place) {
 
 async fn concurrent_writes_group_commit_into_one_valid_chain(place: Place) {
     let s = seeded(&place).await;
+    s.create_agent(agent("taken", "platform"), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
     let mut handles = Vec::new();
     for i in 0..300 {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
+            // Failing writes in the middle of a group must not poison the
+            // others: one refused by a check, one by the database itself
+            // (a unique violation inside the group's transaction).
             if i % 7 == 0 {
-                // A failing write in the middle of a group must not poison the others.
                 s.create_agent(
                     agent(&format!("x{i}"), "nobody"),
                     ev(EventKind::AgentCreated),
                 )
                 .await
                 .unwrap_err();
+            } else if i % 11 == 0 {
+                let err = s
+                    .create_agent(agent("taken", "platform"), ev(EventKind::AgentCreated))
+                    .await
+                    .unwrap_err();
+                assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+            } else if i % 5 == 0 {
+                s.create_agent(
+                    agent(&format!("a{i}"), "platform"),
+                    ev(EventKind::AgentCreated),
+                )
+                .await
+                .unwrap();
             } else {
                 s.append_events(vec![ev(EventKind::Decision).agent(i)])
                     .await
@@ -84,9 +103,14 @@ async fn concurrent_writes_group_commit_into_one_valid_chain(place: Place) {
         h.await.unwrap();
     }
     let events = s.events_since(0, 10_000).await.unwrap();
-    let expected = 1 + (0..300).filter(|i| i % 7 != 0).count();
-    assert_eq!(events.len(), expected);
-    assert_eq!(verify_chain(events).unwrap() as usize, expected);
+    let ok = (0..300).filter(|i| i % 7 != 0 && i % 11 != 0).count();
+    assert_eq!(events.len(), 2 + ok);
+    assert_eq!(verify_chain(events).unwrap() as usize, 2 + ok);
+    let agents = s.list_agents().await.unwrap();
+    let created = (0..300)
+        .filter(|i| i % 7 != 0 && i % 11 != 0 && i % 5 == 0)
+        .count();
+    assert_eq!(agents.len(), 1 + created);
 }
 
 async fn reopening_keeps_state_and_continues_the_chain(place: Place) {
@@ -327,4 +351,73 @@ async fn postgres_refuses_a_url_that_requires_tls() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
+}
+
+async fn grants_are_stored_with_their_event_beside_refused_writes(place: Place) {
+    let s = seeded(&place).await;
+    let a = agent("a", "platform");
+    s.create_agent(a.clone(), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
+    let task = Task {
+        id: TaskId::from_random([7; 16]),
+        agent: a.name.clone(),
+        intent: "x".into(),
+        scope: serde_json::from_value(serde_json::json!([{"tool": "t", "actions": ["a"]}]))
+            .unwrap(),
+        environment: Environment::Staging,
+        state: TaskState::Active,
+        requested_by: None,
+        reasons: vec![],
+        created_at: 0,
+        deadline: 100,
+        ended_at: None,
+    };
+    s.create_task(task.clone(), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    let grant = |seed: u8| Grant {
+        jti: Jti::from_random([seed; 16]),
+        task: task.id.clone(),
+        agent: a.name.clone(),
+        scope: task.scope.items()[0].clone(),
+        audience: "urn:t".into(),
+        issued_at: 1,
+        expires_at: 60 + i64::from(seed),
+    };
+    // Minted concurrently with refused writes: same groups, own fates.
+    let mut handles = Vec::new();
+    for i in 0..40u8 {
+        let (s, g) = (s.clone(), grant(i));
+        handles.push(tokio::spawn(async move {
+            if i % 4 == 0 {
+                s.create_agent(
+                    agent(&format!("x{i}"), "nobody"),
+                    ev(EventKind::AgentCreated),
+                )
+                .await
+                .unwrap_err();
+            } else {
+                s.insert_grant(g, ev(EventKind::GrantMinted)).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    for i in 0..40u8 {
+        let stored = s.get_grant(grant(i).jti.as_str()).await.unwrap();
+        if i % 4 == 0 {
+            assert!(stored.is_none(), "grant {i} of no write");
+        } else {
+            assert_eq!(stored.unwrap(), grant(i));
+        }
+    }
+    let events = s.events_since(0, 1000).await.unwrap();
+    let minted = events
+        .iter()
+        .filter(|e| e.kind == EventKind::GrantMinted)
+        .count();
+    assert_eq!(minted, 30);
+    verify_chain(events).unwrap();
 }

@@ -50,7 +50,7 @@ fn sql_seq(n: u64) -> i64 {
 }
 
 fn save_task(t: &mut Tx<'_, '_>, task: &Task) -> Result<(), StoreError> {
-    t.db.exec(
+    t.db()?.exec(
         "UPDATE tasks SET state = $2, body = $3 WHERE id = $1",
         &[
             &task.id.as_str(),
@@ -68,7 +68,7 @@ fn add_revocation(
     now: UnixTime,
     expires_at: UnixTime,
 ) -> Result<Revocation, StoreError> {
-    let row = t.db.query(
+    let row = t.db()?.query(
         "INSERT INTO revocations (kind, id, revoked_at, expires_at) VALUES ($1, $2, $3, $4) RETURNING seq",
         &[&kind.as_str(), &id, &now, &expires_at],
     )?;
@@ -164,7 +164,7 @@ fn owner_exists<C: GenericClient>(db: &mut Db<'_, C>, owner: &str) -> Result<(),
 impl Store for PostgresStore {
     async fn create_owner(&self, owner: Owner, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO owners (name, description, created_at) VALUES ($1, $2, $3)",
                 &[&owner.name.as_str(), &owner.description, &owner.created_at],
                 "owner",
@@ -198,8 +198,8 @@ impl Store for PostgresStore {
 
     async fn create_agent(&self, agent: Agent, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            owner_exists(&mut t.db, agent.owner.as_str())?;
-            t.db.insert(
+            owner_exists(t.db()?, agent.owner.as_str())?;
+            t.db()?.insert(
                 "INSERT INTO agents (name, owner, body, state, created_at) VALUES ($1, $2, $3, 'active', $4)",
                 &[&agent.name.as_str(), &agent.owner.as_str(), &serde_json::to_string(&agent)?, &agent.created_at],
                 "agent",
@@ -231,16 +231,16 @@ impl Store for PostgresStore {
     ) -> Result<AgentRevoked, StoreError> {
         let name = name.to_string();
         self.write(move |t| {
-            let mut agent: Agent = body(&mut t.db, "SELECT body FROM agents WHERE name = $1", &[&name])?
+            let mut agent: Agent = body(t.db()?, "SELECT body FROM agents WHERE name = $1", &[&name])?
                 .ok_or_else(|| StoreError::NotFound { what: "agent", id: name.clone() })?;
             agent.state = AgentState::Revoked;
-            t.db.exec(
+            t.db()?.exec(
                 "UPDATE agents SET state = 'revoked', body = $2 WHERE name = $1",
                 &[&name, &serde_json::to_string(&agent)?],
             )?;
             let mut revocations = vec![add_revocation(t, RevocationKind::Agent, &name, now, feed_expires_at)?];
             let live: Vec<Task> = bodies(
-                &mut t.db,
+                t.db()?,
                 &format!("SELECT body FROM tasks WHERE agent = $1 AND state IN {LIVE_TASK_STATES} ORDER BY id"),
                 &[&name],
             )?;
@@ -261,7 +261,7 @@ impl Store for PostgresStore {
     async fn add_binding(&self, b: Binding, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
             let id = format!("{} {}", b.issuer, b.subject);
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO bindings (agent, issuer, subject, claims) VALUES ($1, $2, $3, $4)",
                 &[
                     &b.agent.as_str(),
@@ -315,7 +315,7 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         let agent = agent.to_string();
         self.write(move |t| {
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO join_tokens (hash, agent, expires_at) VALUES ($1, $2, $3)",
                 &[&hash, &agent, &expires_at],
                 "join token",
@@ -336,18 +336,18 @@ impl Store for PostgresStore {
     ) -> Result<Agent, StoreError> {
         self.write(move |t| {
             // Marking it used in the same statement that checks it makes reuse impossible.
-            let row = t.db.opt(
+            let row = t.db()?.opt(
                 "UPDATE join_tokens SET used_at = $2 WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING agent",
                 &[&hash, &now],
             )?;
             let agent: String = row.as_ref().map(|r| col(r, 0)).transpose()?.ok_or(StoreError::JoinTokenInvalid)?;
-            let mut a: Agent = body(&mut t.db, "SELECT body FROM agents WHERE name = $1", &[&agent])?
+            let mut a: Agent = body(t.db()?, "SELECT body FROM agents WHERE name = $1", &[&agent])?
                 .ok_or(StoreError::JoinTokenInvalid)?;
             if !a.is_active() {
                 return Err(StoreError::JoinTokenInvalid);
             }
             a.enrolled_key = Some(key);
-            t.db.exec(
+            t.db()?.exec(
                 "UPDATE agents SET body = $2 WHERE name = $1",
                 &[&agent, &serde_json::to_string(&a)?],
             )?;
@@ -364,7 +364,7 @@ impl Store for PostgresStore {
     ) -> Result<(), StoreError> {
         self.write(move |t| {
             if let Some((jti, exp)) = assertion {
-                match t.db.insert(
+                match t.db()?.insert(
                     "INSERT INTO seen_assertions (jti, expires_at) VALUES ($1, $2)",
                     &[&jti, &exp],
                     "assertion",
@@ -382,8 +382,8 @@ impl Store for PostgresStore {
 
     async fn create_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            owner_exists(&mut t.db, tool.owner.as_str())?;
-            if t.db
+            owner_exists(t.db()?, tool.owner.as_str())?;
+            if t.db()?
                 .exists("SELECT 1 FROM tools WHERE audience = $1", &[&tool.audience])?
             {
                 return Err(StoreError::Conflict {
@@ -391,7 +391,7 @@ impl Store for PostgresStore {
                     id: tool.audience.clone(),
                 });
             }
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO tools (name, audience, body, created_at) VALUES ($1, $2, $3, $4)",
                 &[
                     &tool.name.as_str(),
@@ -416,7 +416,7 @@ impl Store for PostgresStore {
 
     async fn update_tool(&self, tool: Tool, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            let changed = t.db.exec(
+            let changed = t.db()?.exec(
                 "UPDATE tools SET body = $1 WHERE name = $2 AND audience = $3",
                 &[
                     &serde_json::to_string(&tool)?,
@@ -443,7 +443,7 @@ impl Store for PostgresStore {
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO tasks (id, agent, state, deadline, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &task.id.as_str(),
@@ -493,11 +493,11 @@ impl Store for PostgresStore {
     ) -> Result<(Task, Option<Revocation>), StoreError> {
         let id = id.to_string();
         self.write(move |t| {
-            let mut task: Task = body(&mut t.db, "SELECT body FROM tasks WHERE id = $1", &[&id])?
+            let mut task: Task = body(t.db()?, "SELECT body FROM tasks WHERE id = $1", &[&id])?
                 .ok_or_else(|| StoreError::NotFound {
-                what: "task",
-                id: id.clone(),
-            })?;
+                    what: "task",
+                    id: id.clone(),
+                })?;
             let rev = transition(t, &mut task, to, now, ev)?;
             Ok((task, rev))
         })
@@ -507,7 +507,7 @@ impl Store for PostgresStore {
     async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError> {
         self.write(move |t| {
             let due: Vec<Task> = bodies(
-                &mut t.db,
+                t.db()?,
                 &format!("SELECT body FROM tasks WHERE state IN {LIVE_TASK_STATES} AND deadline <= $1 ORDER BY id"),
                 &[&now],
             )?;
@@ -527,17 +527,7 @@ impl Store for PostgresStore {
 
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            t.db.insert(
-                "INSERT INTO grants (jti, task, body, expires_at) VALUES ($1, $2, $3, $4)",
-                &[
-                    &grant.jti.as_str(),
-                    &grant.task.as_str(),
-                    &serde_json::to_string(&grant)?,
-                    &grant.expires_at,
-                ],
-                "grant",
-                grant.jti.as_str(),
-            )?;
+            t.grant(&grant)?;
             t.audit(ev)?;
             Ok(())
         })
@@ -596,7 +586,7 @@ impl Store for PostgresStore {
 
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |t| {
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO admin_tokens (id, hash, rights, description, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &token.id,
@@ -647,13 +637,14 @@ impl Store for PostgresStore {
     ) -> Result<AdminToken, StoreError> {
         let id = id.to_owned();
         self.write(move |t| {
-            let all =
-                t.db.query(&format!("{ADMIN_TOKEN_SELECT} FOR UPDATE"), &[])?
-                    .iter()
-                    .map(admin_token)
-                    .collect::<Result<Vec<_>, _>>()?;
+            let all = t
+                .db()?
+                .query(&format!("{ADMIN_TOKEN_SELECT} FOR UPDATE"), &[])?
+                .iter()
+                .map(admin_token)
+                .collect::<Result<Vec<_>, _>>()?;
             let mut target = rules::revocable_admin_token(&all, &id, at)?;
-            t.db.exec(
+            t.db()?.exec(
                 "UPDATE admin_tokens SET revoked_at = $1 WHERE id = $2",
                 &[&at, &id],
             )?;
@@ -764,12 +755,14 @@ impl Store for PostgresStore {
 
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError> {
         self.write(move |t| {
-            t.db.exec("DELETE FROM join_tokens WHERE expires_at <= $1", &[&now])?;
-            t.db.exec(
+            t.db()?
+                .exec("DELETE FROM join_tokens WHERE expires_at <= $1", &[&now])?;
+            t.db()?.exec(
                 "DELETE FROM seen_assertions WHERE expires_at <= $1",
                 &[&now],
             )?;
-            t.db.exec("DELETE FROM revocations WHERE expires_at <= $1", &[&now])?;
+            t.db()?
+                .exec("DELETE FROM revocations WHERE expires_at <= $1", &[&now])?;
             Ok(())
         })
         .await

@@ -15,13 +15,13 @@ impl PostgresStore {
         now: UnixTime,
     ) -> Result<(i64, Vec<u8>), StoreError> {
         self.write(move |t| {
-            if let Some(r) = t.db.opt(
+            if let Some(r) = t.db()?.opt(
                 "SELECT id, wrapped FROM data_keys ORDER BY id DESC LIMIT 1",
                 &[],
             )? {
                 return Ok((col(&r, 0)?, col(&r, 1)?));
             }
-            let rows = t.db.query(
+            let rows = t.db()?.query(
                 "INSERT INTO data_keys (wrapped, created_at) VALUES ($1, $2) RETURNING id",
                 &[&wrapped, &now],
             )?;
@@ -42,19 +42,19 @@ impl PostgresStore {
         ev: NewEvent,
     ) -> Result<(), StoreError> {
         self.write(move |t| {
-            if !t.db.exists("SELECT 1 FROM tools WHERE name = $1", &[&secret.tool.as_str()])? {
+            if !t.db()?.exists("SELECT 1 FROM tools WHERE name = $1", &[&secret.tool.as_str()])? {
                 return Err(StoreError::NotFound {
                     what: "tool",
                     id: secret.tool.to_string(),
                 });
             }
-            if !t.db.exists("SELECT 1 FROM owners WHERE name = $1", &[&secret.owner.as_str()])? {
+            if !t.db()?.exists("SELECT 1 FROM owners WHERE name = $1", &[&secret.owner.as_str()])? {
                 return Err(StoreError::NotFound {
                     what: "owner",
                     id: secret.owner.to_string(),
                 });
             }
-            let taken = t.db.opt("SELECT name FROM secrets WHERE tool = $1", &[&secret.tool.as_str()])?;
+            let taken = t.db()?.opt("SELECT name FROM secrets WHERE tool = $1", &[&secret.tool.as_str()])?;
             if let Some(other) = taken.as_ref().map(|r| col::<String>(r, 0)).transpose()?
                 && other != secret.name.as_str()
             {
@@ -63,7 +63,7 @@ impl PostgresStore {
                     id: other,
                 });
             }
-            t.db.insert(
+            t.db()?.insert(
                 "INSERT INTO secrets (name, tool, body, version, data_key, sealed) VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
                     &secret.name.as_str(),
@@ -92,9 +92,7 @@ impl PostgresStore {
     ) -> Result<Secret, StoreError> {
         let name = name.to_string();
         self.write(move |t| {
-            let row = t
-                .db
-                .opt("SELECT body FROM secrets WHERE name = $1 FOR UPDATE", &[&name])?
+            let row = t.db()?.opt("SELECT body FROM secrets WHERE name = $1 FOR UPDATE", &[&name])?
                 .ok_or_else(|| StoreError::NotFound {
                     what: "secret",
                     id: name.clone(),
@@ -108,7 +106,7 @@ impl PostgresStore {
             }
             secret.version += 1;
             secret.rotated_at = Some(now);
-            t.db.exec(
+            t.db()?.exec(
                 "UPDATE secrets SET body = $2, version = $3, data_key = $4, sealed = $5 WHERE name = $1",
                 &[
                     &name,
@@ -172,7 +170,7 @@ impl PostgresStore {
     ) -> Result<(), StoreError> {
         let name = name.as_str().to_owned();
         self.write(move |t| {
-            t.db.exec(
+            t.db()?.exec(
                 "UPDATE secrets SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) WHERE name = $1",
                 &[&name, &now],
             )?;
@@ -189,9 +187,7 @@ impl PostgresStore {
         now: UnixTime,
     ) -> Result<(usize, usize), StoreError> {
         self.write(move |t| {
-            let high = t
-                .db
-                .opt("SELECT seq FROM ingest_sources WHERE source = $1", &[&source])?
+            let high = t.db()?.opt("SELECT seq FROM ingest_sources WHERE source = $1", &[&source])?
                 .map(|r| col::<i64>(&r, 0))
                 .transpose()?;
             let plan = rules::plan_ingest(high, batch)?;
@@ -200,13 +196,13 @@ impl PostgresStore {
                 t.audit(e)?;
             }
             for tool in plan.used_tools {
-                t.db.exec(
+                t.db()?.exec(
                     "UPDATE secrets SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) WHERE tool = $1",
                     &[&tool, &now],
                 )?;
             }
             if let Some(h) = plan.high {
-                t.db.exec(
+                t.db()?.exec(
                     "INSERT INTO ingest_sources (source, seq, updated_at) VALUES ($1, $2, $3)
                      ON CONFLICT (source) DO UPDATE SET seq = EXCLUDED.seq, updated_at = EXCLUDED.updated_at",
                     &[&source, &h, &now],

@@ -12,6 +12,7 @@
 use super::db::{Conn, Db};
 use crate::StoreError;
 use mandate_audit::{ChainHead, Event, GENESIS_HASH, NewEvent};
+use mandate_core::Grant;
 use postgres::{NoTls, Transaction};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::mpsc;
@@ -22,40 +23,106 @@ const WRITER_LOCK: i64 = 0x006d_616e_6461_7465;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
 
-/// The write-side context a job sees: its savepoint and the chain head,
-/// which rolls back with the savepoint.
+/// The write-side context a job sees. Its first statement opens a
+/// savepoint (a job that only appends audit events needs none); its events
+/// are chained at once but inserted with the whole group's in one
+/// statement, so an audited decision costs no round trip of its own. The
+/// hot path's other write, a minted grant, is batched the same way.
 pub(crate) struct Tx<'a, 't> {
-    pub db: Db<'a, Transaction<'t>>,
+    db: Db<'a, Transaction<'t>>,
     chain: &'a mut ChainHead,
+    pending: &'a mut Pending,
     now_ms: i64,
+    savepoint: bool,
 }
 
-impl Tx<'_, '_> {
-    /// Chain and insert one audit event.
+/// Rows a group writes in one statement each, just before COMMIT.
+#[derive(Default)]
+pub(crate) struct Pending {
+    events: Vec<Event>,
+    /// (jti, task, body, expires_at)
+    grants: Vec<(String, String, String, i64)>,
+}
+
+impl<'a, 't> Tx<'a, 't> {
+    /// The transaction, inside this job's savepoint.
+    pub fn db(&mut self) -> Result<&mut Db<'a, Transaction<'t>>, StoreError> {
+        if !self.savepoint {
+            self.db.c.batch_execute("SAVEPOINT job")?;
+            self.savepoint = true;
+        }
+        Ok(&mut self.db)
+    }
+
+    /// Chain one audit event; it is written with the group.
     pub fn audit(&mut self, ev: NewEvent) -> Result<Event, StoreError> {
         let e = self.chain.append(ev, self.now_ms);
-        self.db.exec(
-            "INSERT INTO events (seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            &[
-                &(e.seq as i64),
-                &e.time_ms,
-                &e.kind.as_str(),
-                &e.actor,
-                &e.agent,
-                &e.task,
-                &e.tool,
-                &e.jti,
-                &e.decision,
-                &serde_json::to_string(&e.reasons)?,
-                &e.request_id,
-                &e.detail,
-                &e.prev_hash,
-                &e.hash,
-            ],
-        )?;
+        self.pending.events.push(e.clone());
         Ok(e)
     }
+
+    /// Store a minted grant with the group. Its only possible failure at
+    /// insert, a reused 128-bit random `jti`, would fail the whole group:
+    /// refused, never half-applied.
+    pub fn grant(&mut self, g: &Grant) -> Result<(), StoreError> {
+        self.pending.grants.push((
+            g.jti.to_string(),
+            g.task.to_string(),
+            serde_json::to_string(g)?,
+            g.expires_at,
+        ));
+        Ok(())
+    }
+}
+
+/// One round trip for the group's grants, one for its events.
+fn insert_pending(db: &mut Db<'_, Transaction<'_>>, p: &Pending) -> Result<(), StoreError> {
+    if !p.grants.is_empty() {
+        let col = |f: fn(&(String, String, String, i64)) -> &str| {
+            p.grants.iter().map(f).collect::<Vec<_>>()
+        };
+        db.exec(
+            "INSERT INTO grants (jti, task, body, expires_at)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[])",
+            &[
+                &col(|g| &g.0),
+                &col(|g| &g.1),
+                &col(|g| &g.2),
+                &p.grants.iter().map(|g| g.3).collect::<Vec<_>>(),
+            ],
+        )?;
+    }
+    let events = &p.events;
+    if events.is_empty() {
+        return Ok(());
+    }
+    let reasons = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.reasons))
+        .collect::<Result<Vec<_>, _>>()?;
+    let col = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
+    db.exec(
+        "INSERT INTO events (seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash)
+         SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
+                              $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])",
+        &[
+            &events.iter().map(|e| e.seq as i64).collect::<Vec<_>>(),
+            &events.iter().map(|e| e.time_ms).collect::<Vec<_>>(),
+            &col(|e| Some(e.kind.as_str())),
+            &col(|e| Some(e.actor.as_str())),
+            &col(|e| e.agent.as_deref()),
+            &col(|e| e.task.as_deref()),
+            &col(|e| e.tool.as_deref()),
+            &col(|e| e.jti.as_deref()),
+            &col(|e| e.decision.as_deref()),
+            &reasons,
+            &col(|e| e.request_id.as_deref()),
+            &col(|e| Some(e.detail.as_str())),
+            &col(|e| Some(e.prev_hash.as_str())),
+            &col(|e| Some(e.hash.as_str())),
+        ],
+    )?;
+    Ok(())
 }
 
 type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -205,25 +272,44 @@ fn commit_group(
     let Conn { client, stmts, .. } = conn;
     let outcome = (|| -> Result<(), StoreError> {
         let mut tx = client.transaction()?;
+        let mut pending = Pending::default();
         for j in group.by_ref() {
             let saved = chain.clone();
-            let mut sp = tx.transaction()?;
-            let (ok, done) = j(Ok(&mut Tx {
+            let mark = (pending.events.len(), pending.grants.len());
+            let mut t = Tx {
                 db: Db {
-                    c: &mut sp,
+                    c: &mut tx,
                     stmts: &mut *stmts,
                 },
                 chain: &mut *chain,
+                pending: &mut pending,
                 now_ms,
-            }));
-            if ok {
-                sp.commit()?;
-            } else {
-                sp.rollback()?; // this job only
-                *chain = saved;
-            }
+                savepoint: false,
+            };
+            let (ok, done) = j(Ok(&mut t));
+            let opened = t.savepoint;
             dones.push(done);
+            if ok {
+                if opened {
+                    tx.batch_execute("RELEASE SAVEPOINT job")?;
+                }
+            } else {
+                if opened {
+                    // This job only.
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")?;
+                }
+                *chain = saved;
+                pending.events.truncate(mark.0);
+                pending.grants.truncate(mark.1);
+            }
         }
+        insert_pending(
+            &mut Db {
+                c: &mut tx,
+                stmts: &mut *stmts,
+            },
+            &pending,
+        )?;
         tx.commit()?;
         Ok(())
     })();
