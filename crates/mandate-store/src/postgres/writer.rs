@@ -152,9 +152,8 @@ where
 /// Connect, take the writer lock, migrate, and read the chain head.
 pub(crate) fn connect(url: &SecretString) -> Result<(Conn, ChainHead), StoreError> {
     let mut client = postgres::Client::connect(url.expose_secret(), NoTls)?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])?
-        .get(0);
+    let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])?;
+    let locked: bool = super::ops::col(&row, 0)?;
     if !locked {
         return Err(StoreError::Backend(
             "another Mandate broker is writing to this database (its writer lock is held); one broker per database".into(),
@@ -169,12 +168,11 @@ fn migrate(client: &mut postgres::Client) -> Result<(), StoreError> {
     client.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )?;
-    let current: i64 = client
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
-            &[],
-        )?
-        .get(0);
+    let row = client.query_one(
+        "SELECT COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+        &[],
+    )?;
+    let current: i64 = super::ops::col(&row, 0)?;
     if current as usize > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
             "database schema version {current} is newer than this binary knows ({})",
@@ -202,8 +200,8 @@ fn chain_head(client: &mut postgres::Client) -> Result<ChainHead, StoreError> {
     )?;
     Ok(match last {
         Some(r) => ChainHead {
-            next_seq: r.get::<_, i64>(0) as u64 + 1,
-            last_hash: r.get(1),
+            next_seq: super::ops::col::<i64>(&r, 0)? as u64 + 1,
+            last_hash: super::ops::col(&r, 1)?,
         },
         None => ChainHead {
             next_seq: 1,
