@@ -7,8 +7,14 @@ use serde_json::json;
 use std::path::PathBuf;
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL client logs every statement's parameters at debug
+    // (token hashes, sealed values, audit details): never, whatever
+    // RUST_LOG asks for.
+    if let Ok(cap) = "tokio_postgres=info".parse() {
+        filter = filter.add_directive(cap);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,54 +2,12 @@
 //! a burst of writes: on restart every acknowledged write is there, the
 //! audit chain verifies offline, and the root token is nowhere on disk.
 
+mod common;
+
+use common::{cli, free_port, start};
 use mandate_testkit::{contains, files_under};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Start the server and wait until it listens; also return the root token
-/// it prints (only a first start prints one).
-fn start(config: &Path, addr: &str) -> (Child, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .args(["server", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim().starts_with("mdt_") {
-                let _ = tx.send(line.trim().to_owned());
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, rx.recv_timeout(Duration::from_secs(2)).ok())
-}
-
-fn cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .args(args)
-        .env("MANDATE_ADDR", format!("http://{addr}"))
-        .env("MANDATE_TOKEN", token)
-        .output()
-        .unwrap()
-}
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
@@ -62,7 +20,7 @@ fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
         format!("listen = \"{addr}\"\ndata_dir = \"{}\"\n", data.display()),
     )
     .unwrap();
-    let (mut server, root) = start(&config, &addr);
+    let (mut server, root) = start(&config, &addr, &[], None);
     let root = root.expect("first start prints the root token");
 
     // A burst of concurrent writers; the server is killed while they run.
@@ -104,7 +62,7 @@ fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
         );
     }
 
-    let (mut server, again) = start(&config, &addr);
+    let (mut server, again) = start(&config, &addr, &[], None);
     assert!(again.is_none(), "a restart must not mint a new root token");
     let o = cli(&addr, &root, &["--json", "owner", "list"]);
     let listed = String::from_utf8_lossy(&o.stdout).to_string();

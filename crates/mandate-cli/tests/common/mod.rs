@@ -1,0 +1,66 @@
+//! `mandate server` as a real process, for tests that kill it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Start the server with extra `env` (its log appended to `log`, if
+/// given) and wait until it listens; also return the root token it prints
+/// (only a first start prints one).
+pub fn start(
+    config: &Path,
+    addr: &str,
+    env: &[(&str, &str)],
+    log: Option<&Path>,
+) -> (Child, Option<String>) {
+    let stderr = match log {
+        Some(p) => Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .unwrap(),
+        ),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["server", "--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim().starts_with("mdt_") {
+                let _ = tx.send(line.trim().to_owned());
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, rx.recv_timeout(Duration::from_secs(2)).ok())
+}
+
+pub fn cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(args)
+        .env("MANDATE_ADDR", format!("http://{addr}"))
+        .env("MANDATE_TOKEN", token)
+        .output()
+        .unwrap()
+}
