@@ -242,6 +242,8 @@ def main():
             p.kill()
         if a.postgres:
             stop_postgres(work)
+        # A run leaves gigabytes of database behind; the numbers are in --out.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

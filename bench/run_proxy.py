@@ -25,6 +25,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,6 +187,7 @@ def main():
                 except subprocess.TimeoutExpired:
                     p.kill()
         subprocess.run(["kill", Path(ngx_pid).read_text().strip()], check=False)
+        shutil.rmtree(work, ignore_errors=True)  # gigabytes of database and spool
 
 
 if __name__ == "__main__":

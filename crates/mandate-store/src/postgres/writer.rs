@@ -1,6 +1,7 @@
 //! The single writer thread for PostgreSQL, with the same group commit as
-//! SQLite: everything queued runs in one transaction, each job in its own
-//! savepoint, one COMMIT (one WAL flush on the server) answers them all.
+//! SQLite: everything queued runs in one transaction, each job that runs
+//! SQL in its own savepoint, one COMMIT (one WAL flush on the server)
+//! answers them all.
 //!
 //! The writer's connection holds a session advisory lock, so a second
 //! broker pointed at the same database refuses to start instead of forking
