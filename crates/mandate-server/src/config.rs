@@ -121,6 +121,10 @@ pub struct Config {
     /// password, which does not belong in a config file.
     #[serde(skip)]
     pub database_url: Option<SecretString>,
+    /// PEM CAs trusted for the PostgreSQL server's certificate, beside the
+    /// public web roots (a private PKI). TLS is used whenever the server
+    /// offers it; `sslmode=require` in the URL insists on it.
+    pub database_ca_file: Option<PathBuf>,
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
@@ -151,6 +155,7 @@ impl Default for Config {
             generate_master_key: false,
             database_url_file: None,
             database_url: None,
+            database_ca_file: None,
             feed_keepalive_secs: 10,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
@@ -195,6 +200,32 @@ impl Config {
         let url = text.trim();
         check_database_url("database_url_file", url)?;
         Ok(Some(SecretString::from(url.to_owned())))
+    }
+
+    /// The certificates of `database_ca_file` (none when unset); an
+    /// unreadable file or one without a certificate is an error naming it.
+    pub fn database_roots(
+        &self,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let Some(path) = &self.database_ca_file else {
+            return Ok(Vec::new());
+        };
+        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                invalid(
+                    "database_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(invalid(
+                "database_ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            ));
+        }
+        Ok(certs)
     }
 
     /// Read `path` (if given), apply `MANDATE_*` overrides from `env`, validate.
@@ -267,6 +298,9 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_DATABASE_URL") {
             self.database_url = Some(SecretString::from(v));
+        }
+        if let Some(v) = env("MANDATE_DATABASE_CA_FILE") {
+            self.database_ca_file = Some(v.into());
         }
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;

@@ -178,3 +178,22 @@ async fn a_database_url_that_is_not_postgres_is_refused_by_name() {
     assert!(err.starts_with("MANDATE_DATABASE_URL"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_ca_file_without_a_certificate_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let cfg = mandate_server::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().join("data"),
+        database_url: Some("postgres://mandate@127.0.0.1:1/mandate".to_owned().into()),
+        database_ca_file: Some(ca),
+        ..Default::default()
+    };
+    let err = match mandate_server::start(cfg.validate().unwrap()).await {
+        Ok(_) => panic!("started with a CA file holding no certificate"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("database_ca_file"), "{err}");
+}

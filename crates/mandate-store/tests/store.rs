@@ -259,17 +259,17 @@ async fn postgres_refuses_a_second_writer_until_the_first_closes() {
     let Some(Place::Postgres(url)) = Place::postgres("second_writer") else {
         return;
     };
-    let first = mandate_store::PostgresStore::open(url.clone().into())
+    let first = mandate_store::PostgresStore::open(url.clone().into(), Vec::new())
         .await
         .unwrap();
-    let err = mandate_store::PostgresStore::open(url.clone().into())
+    let err = mandate_store::PostgresStore::open(url.clone().into(), Vec::new())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("writer lock"), "{err}");
     assert!(!err.to_string().contains(&url), "no URL in errors: {err}");
     first.close();
     drop(first);
-    let second = mandate_store::PostgresStore::open(url.into())
+    let second = mandate_store::PostgresStore::open(url.into(), Vec::new())
         .await
         .unwrap();
     second
@@ -340,16 +340,18 @@ async fn postgres_reconnects_after_the_server_drops_its_connections() {
     assert_eq!(verify_chain(events).unwrap() as usize, expected);
 }
 
-/// No TLS client is built in: a URL that demands TLS is refused, never
-/// silently connected in clear.
+/// `sslmode=require` against a server without TLS (this test process's
+/// cluster): refused, never connected in clear. The TLS server side is in
+/// `postgres_tls.rs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_refuses_a_url_that_requires_tls() {
+async fn postgres_with_sslmode_require_refuses_a_server_without_tls() {
     let Some(Place::Postgres(url)) = Place::postgres("sslmode") else {
         return;
     };
-    let err = mandate_store::PostgresStore::open(format!("{url}?sslmode=require").into())
-        .await
-        .unwrap_err();
+    let err =
+        mandate_store::PostgresStore::open(format!("{url}?sslmode=require").into(), Vec::new())
+            .await
+            .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
 }
 

@@ -6,6 +6,11 @@
 //!
 //! The connection URL may carry a password: it is kept as a secret and
 //! never logged; [`PostgresStore`]'s `Debug` shows user, host and database.
+//!
+//! Connections use TLS (rustls, certificate and host name verified against
+//! the public web roots plus any CA given) when the server offers it, and
+//! insist on it with `sslmode=require` in the URL; `sslmode=disable` is
+//! plain TCP.
 
 mod db;
 mod ops;
@@ -14,14 +19,38 @@ mod writer;
 
 use crate::StoreError;
 use db::{Conn, Db};
+use rustls::pki_types::CertificateDer;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::{Arc, Mutex, mpsc};
 use writer::{Job, Tx};
 
 const READERS: usize = 8;
 
+/// How every connection negotiates TLS.
+pub(crate) type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+
+fn tls(extra_roots: Vec<CertificateDer<'static>>) -> Result<Tls, StoreError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_roots {
+        roots
+            .add(cert)
+            .map_err(|e| StoreError::Backend(format!("unusable database CA certificate: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Backend(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Tls::new(config))
+}
+
 pub struct PostgresStore {
     url: SecretString,
+    tls: Tls,
     target: String,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -57,8 +86,15 @@ fn describe(url: &SecretString) -> Result<String, StoreError> {
 impl PostgresStore {
     /// Connect, take the writer lock, migrate, and start the writer.
     /// Fails if the server is unreachable or another broker holds the lock.
-    pub async fn open(url: SecretString) -> Result<Self, StoreError> {
+    /// `extra_roots`: CAs trusted for the server's certificate beside the
+    /// public web roots (a private PKI).
+    pub async fn open(
+        url: SecretString,
+        extra_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, StoreError> {
         let target = describe(&url)?;
+        let tls = tls(extra_roots)?;
+        let writer_tls = tls.clone();
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let writer_url = url.clone();
@@ -66,10 +102,10 @@ impl PostgresStore {
         // and die on a thread of its own, never on an async worker.
         let writer = std::thread::Builder::new()
             .name("mandate-pg-writer".into())
-            .spawn(move || match writer::connect(&writer_url) {
+            .spawn(move || match writer::connect(&writer_url, &writer_tls) {
                 Ok(first) => {
                     let _ = ready_tx.send(Ok(()));
-                    writer::run(writer_url, first, jobs_rx);
+                    writer::run(writer_url, writer_tls, first, jobs_rx);
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -87,6 +123,7 @@ impl PostgresStore {
         tracing::info!(database = %target, "opened PostgreSQL store");
         Ok(PostgresStore {
             url,
+            tls,
             target,
             jobs: Mutex::new(Some(jobs_tx)),
             writer: Mutex::new(Some(writer)),
@@ -137,14 +174,14 @@ impl PostgresStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         let pool = self.readers.clone();
-        let url = self.url.clone();
+        let (url, tls) = (self.url.clone(), self.tls.clone());
         // The connection goes back to the pool from the blocking thread,
         // never through the join handle (which an async caller may drop).
         tokio::task::spawn_blocking(move || {
             let connect = || -> Result<Conn, StoreError> {
                 Ok(Conn::new(postgres::Client::connect(
                     url.expose_secret(),
-                    postgres::NoTls,
+                    tls.clone(),
                 )?))
             };
             let pooled = pool.lock().unwrap_or_else(|p| p.into_inner()).pop();

@@ -14,7 +14,7 @@ use super::db::{Conn, Db};
 use crate::StoreError;
 use mandate_audit::{ChainHead, Event, GENESIS_HASH, NewEvent};
 use mandate_core::Grant;
-use postgres::{NoTls, Transaction};
+use postgres::Transaction;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::mpsc;
 
@@ -151,8 +151,11 @@ where
 }
 
 /// Connect, take the writer lock, migrate, and read the chain head.
-pub(crate) fn connect(url: &SecretString) -> Result<(Conn, ChainHead), StoreError> {
-    let mut client = postgres::Client::connect(url.expose_secret(), NoTls)?;
+pub(crate) fn connect(
+    url: &SecretString,
+    tls: &super::Tls,
+) -> Result<(Conn, ChainHead), StoreError> {
+    let mut client = postgres::Client::connect(url.expose_secret(), tls.clone())?;
     let row = client.query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])?;
     let locked: bool = super::ops::col(&row, 0)?;
     if !locked {
@@ -211,7 +214,12 @@ fn chain_head(client: &mut postgres::Client) -> Result<ChainHead, StoreError> {
     })
 }
 
-pub(crate) fn run(url: SecretString, first: (Conn, ChainHead), jobs: mpsc::Receiver<Job>) {
+pub(crate) fn run(
+    url: SecretString,
+    tls: super::Tls,
+    first: (Conn, ChainHead),
+    jobs: mpsc::Receiver<Job>,
+) {
     let mut state = Some(first);
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
@@ -223,7 +231,7 @@ pub(crate) fn run(url: SecretString, first: (Conn, ChainHead), jobs: mpsc::Recei
         }
         if !state.as_mut().is_some_and(|(c, _)| c.is_alive()) {
             state = None;
-            match connect(&url) {
+            match connect(&url, &tls) {
                 Ok(s) => {
                     tracing::info!("reconnected the database writer");
                     state = Some(s);

@@ -47,9 +47,11 @@ impl Place {
             Place::Sqlite(dir) => {
                 Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap())
             }
-            Place::Postgres(url) => {
-                Arc::new(PostgresStore::open(url.clone().into()).await.unwrap())
-            }
+            Place::Postgres(url) => Arc::new(
+                PostgresStore::open(url.clone().into(), Vec::new())
+                    .await
+                    .unwrap(),
+            ),
         }
     }
 }
