@@ -157,6 +157,11 @@ async fn admin_rights_are_enforced() {
         ("GET", "/v1/secrets/%FF"),
         ("POST", "/v1/keys/%FF/revoke"),
         ("POST", "/v1/admin/tokens/%FF/revoke"),
+        ("GET", "/v1/tasks/%FF"),
+        ("GET", "/v1/tasks/not-a-task-id"),
+        ("POST", "/v1/tasks/not-a-task-id/revoke"),
+        ("POST", "/v1/tasks/%FF/complete"),
+        ("GET", "/v1/tasks/%FF/secrets/x"),
     ] {
         let (st, v) = if method == "GET" {
             s.get(path, Some(tools_only)).await

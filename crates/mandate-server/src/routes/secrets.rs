@@ -208,13 +208,14 @@ pub async fn reveal(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(p): Path<RevealPath>,
+    path: Result<Path<RevealPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Caller::Agent { agent } = &caller else {
         return Err(ApiError::forbidden(
             "only the task's own agent (with its session) may fetch a secret",
         ));
     };
+    let Path(p) = path?;
     let id = TaskId::parse(&p.id)?;
     let name = parse_name(&p.name)?;
     let keeper = keeper(&app)?;

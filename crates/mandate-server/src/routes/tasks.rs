@@ -254,15 +254,20 @@ pub async fn list(
     Ok(Json(json!({"tasks": app.store.list_tasks(filter).await?})))
 }
 
-/// Load a task the caller may see: its own agent, or an admin with `tasks`.
-/// The task if the caller may see it: its own agent, or an admin holding one of `rights`.
+/// The task if the caller may see it: its own agent, or an admin holding
+/// one of `rights`. An admin's rights are checked before the path is
+/// looked at, so one without them learns nothing from a 400 about it.
 async fn visible_task(
     app: &AppState,
     caller: &Caller,
-    id: &str,
+    path: Result<Path<String>, ApiError>,
     rights: &[AdminRight],
 ) -> Result<Arc<Task>, ApiError> {
-    let id = TaskId::parse(id)?;
+    if let Caller::Admin(_) = caller {
+        caller.require_any(rights)?;
+    }
+    let Path(id) = path?;
+    let id = TaskId::parse(&id)?;
     let task = app
         .directory
         .task(app.store.as_ref(), &id)
@@ -272,21 +277,17 @@ async fn visible_task(
         Caller::Agent { agent, .. } if agent.name != task.agent => {
             Err(ApiError::not_found("task", &id))
         }
-        Caller::Agent { .. } => Ok(task),
-        Caller::Admin(_) => {
-            caller.require_any(rights)?;
-            Ok(task)
-        }
+        _ => Ok(task),
     }
 }
 
 pub async fn show(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     // A proxy reads tasks to give policy the task's context.
-    let task = visible_task(&app, &caller, &id, &[AdminRight::Tasks, AdminRight::Proxy]).await?;
+    let task = visible_task(&app, &caller, path, &[AdminRight::Tasks, AdminRight::Proxy]).await?;
     Ok(Json(json!(task.as_ref())))
 }
 
@@ -294,11 +295,11 @@ async fn end(
     app: AppState,
     caller: Caller,
     rid: RequestId,
-    id: String,
+    path: Result<Path<String>, ApiError>,
     to: TaskState,
     kind: EventKind,
 ) -> Result<Json<Value>, ApiError> {
-    let task = visible_task(&app, &caller, &id, &[AdminRight::Tasks]).await?;
+    let task = visible_task(&app, &caller, path, &[AdminRight::Tasks]).await?;
     let ev = NewEvent::new(kind, caller.actor())
         .agent(&task.agent)
         .task(&task.id)
@@ -313,13 +314,13 @@ pub async fn complete(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(id): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     end(
         app,
         caller,
         rid,
-        id,
+        path,
         TaskState::Completed,
         EventKind::TaskCompleted,
     )
@@ -330,13 +331,13 @@ pub async fn revoke(
     State(app): State<AppState>,
     caller: Caller,
     rid: RequestId,
-    Path(id): Path<String>,
+    path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
     end(
         app,
         caller,
         rid,
-        id,
+        path,
         TaskState::Revoked,
         EventKind::TaskRevoked,
     )
