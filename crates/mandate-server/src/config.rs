@@ -133,6 +133,11 @@ pub struct Config {
     pub token_failure_burst: u32,
     /// How fast that allowance refills, per minute.
     pub token_failures_per_minute: u32,
+    /// Reverse proxies (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`) whose
+    /// `X-Forwarded-For` names the client the failure throttle counts;
+    /// from anyone else the header is ignored. Empty: the peer address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Config {
@@ -159,6 +164,7 @@ impl Default for Config {
             feed_keepalive_secs: 10,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -169,6 +175,7 @@ pub struct Settings {
     pub raw: Config,
     pub trust_domain: TrustDomain,
     pub signing_alg: SigningAlg,
+    pub(crate) trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
 /// Only PostgreSQL URLs; the message never repeats the value (a password).
@@ -302,6 +309,14 @@ impl Config {
         if let Some(v) = env("MANDATE_DATABASE_CA_FILE") {
             self.database_ca_file = Some(v.into());
         }
+        if let Some(v) = env("MANDATE_TRUSTED_PROXIES") {
+            self.trusted_proxies = v
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
         }
@@ -419,10 +434,13 @@ impl Config {
                 ));
             }
         }
+        let trusted_proxies = crate::forwarded::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|(i, e)| invalid(&format!("trusted_proxies[{i}]"), e))?;
         Ok(Settings {
             raw: self,
             trust_domain,
             signing_alg,
+            trusted_proxies,
         })
     }
 }

@@ -9,6 +9,7 @@ mod directory;
 mod error;
 mod extract;
 mod federation;
+mod forwarded;
 mod keeper;
 mod metrics;
 mod routes;

@@ -7,8 +7,8 @@
 //! with the bucket empty the client gets 429 `slow_down` before anything
 //! is verified or written, and one `client.throttled` event marks when it
 //! starts being refused. Successful requests cost nothing. Behind a
-//! reverse proxy every client shares the proxy's address: size the burst
-//! for that, or set it to 0 to turn throttling off.
+//! reverse proxy list it in `trusted_proxies` (see `forwarded`), or every
+//! client shares the proxy's address.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -409,6 +409,94 @@ async fn repeated_failures_from_one_address_are_throttled_not_audited_each() {
     }
 }
 
+/// A failed login from `client` as the reverse proxy reports it.
+async fn garbage_via(s: &TestServer, forwarded_for: &str) -> StatusCode {
+    reqwest::Client::new()
+        .post(s.url("/oauth/token"))
+        .header("x-forwarded-for", forwarded_for)
+        .form(&[("grant_type", JWT_BEARER), ("assertion", "garbage")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Behind a trusted reverse proxy each client has its own allowance; from
+/// an untrusted peer the header is ignored, so rotating it gains nothing.
+#[tokio::test]
+async fn the_throttle_counts_the_client_a_trusted_proxy_names_and_only_then() {
+    let behind = TestServer::start_with(|c| {
+        c.token_failure_burst = 3;
+        c.token_failures_per_minute = 1;
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            garbage_via(&behind, "198.51.100.7").await,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        garbage_via(&behind, "198.51.100.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A spoofed entry left of what the proxy appended changes nothing.
+    assert_eq!(
+        garbage_via(&behind, "203.0.113.1, 198.51.100.7").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        garbage_via(&behind, "198.51.100.8").await,
+        StatusCode::BAD_REQUEST,
+        "another client behind the same proxy is not throttled"
+    );
+    let events = behind.events().await;
+    let throttled: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "client.throttled")
+        .collect();
+    assert_eq!(throttled.len(), 1);
+    assert!(
+        throttled[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("198.51.100.7")
+    );
+
+    let direct = TestServer::start_with(|c| {
+        c.token_failure_burst = 3;
+        c.token_failures_per_minute = 1;
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(
+            garbage_via(&direct, &format!("198.51.100.{i}")).await,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        garbage_via(&direct, "198.51.100.99").await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an untrusted peer cannot pick its own bucket"
+    );
+}
+
+#[test]
+fn trusted_proxies_are_checked_by_name() {
+    let cfg = mandate_server::Config {
+        trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.0/40".into()],
+        ..Default::default()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.starts_with("trusted_proxies[1]"), "{e}");
+    let env = mandate_server::Config::load(None, |k| {
+        (k == "MANDATE_TRUSTED_PROXIES").then(|| "10.0.0.0/8, 192.0.2.7".to_owned())
+    })
+    .unwrap();
+    assert_eq!(env.trusted_proxies, ["10.0.0.0/8", "192.0.2.7"]);
+}
+
 #[test]
 fn throttle_settings_are_checked() {
     let cfg = mandate_server::Config {

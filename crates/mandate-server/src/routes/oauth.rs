@@ -37,10 +37,11 @@ pub async fn throttled(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    // Behind trusted reverse proxies, the client they name.
     let ip = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
+        .map(|c| app.settings.trusted_proxies.client(c.0.ip(), req.headers()));
     let (Some(throttle), Some(ip)) = (&app.throttle, ip) else {
         return next.run(req).await;
     };
