@@ -200,10 +200,13 @@ impl Config {
         let Some(path) = &self.database_url_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        // It may hold a password: wiped from memory once wrapped.
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ConfigError::Read {
+                path: path.clone(),
+                source,
+            }
+        })?);
         let url = text.trim();
         check_database_url("database_url_file", url)?;
         Ok(Some(SecretString::from(url.to_owned())))

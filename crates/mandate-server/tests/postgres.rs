@@ -153,10 +153,13 @@ async fn a_second_broker_on_the_same_database_refuses_to_start() {
     };
     let _first = on_postgres(&url).await;
     let dir = tempfile::tempdir().unwrap();
+    // This one reads its URL from a file, as `database_url_file` says.
+    let url_file = dir.path().join("pg-url");
+    std::fs::write(&url_file, format!("{url}\n")).unwrap();
     let second = mandate_server::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().to_owned(),
-        database_url: Some(url.clone().into()),
+        database_url_file: Some(url_file),
         ..Default::default()
     };
     let err = match mandate_server::start(second.validate().unwrap()).await {
@@ -176,6 +179,16 @@ async fn a_database_url_that_is_not_postgres_is_refused_by_name() {
     };
     let err = bad.validate().unwrap_err().to_string();
     assert!(err.starts_with("MANDATE_DATABASE_URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pg-url");
+    std::fs::write(&file, "mysql://root:hunter2@db/mandate").unwrap();
+    let from_file = mandate_server::Config {
+        database_url_file: Some(file),
+        ..Default::default()
+    };
+    let err = from_file.database_url().unwrap_err().to_string();
+    assert!(err.starts_with("database_url_file"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
 
