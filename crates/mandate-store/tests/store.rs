@@ -310,7 +310,8 @@ async fn postgres_reconnects_after_the_server_drops_its_connections() {
         psql(
             url,
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND backend_type = 'client backend'",
         )
     };
     let s = seeded(&place).await;
