@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{cli, free_port, start};
+use common::{cli, free_port, kill_mid_burst, start};
 use mandate_testkit::{contains, files_under};
 use std::process::Command;
-use std::time::Duration;
 
 #[test]
 fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
@@ -20,28 +19,11 @@ fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
         format!("listen = \"{addr}\"\ndata_dir = \"{}\"\n", data.display()),
     )
     .unwrap();
-    let (mut server, root) = start(&config, &addr, &[], None);
+    let (server, root) = start(&config, &addr, &[], None);
     let root = root.expect("first start prints the root token");
 
     // A burst of concurrent writers; the server is killed while they run.
-    let writers: Vec<_> = (0..24)
-        .map(|i| {
-            let (addr, root) = (addr.clone(), root.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(i * 15));
-                let name = format!("team-{i}");
-                let o = cli(&addr, &root, &["owner", "create", &name]);
-                o.status.success().then_some(name)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(180));
-    server.kill().unwrap(); // SIGKILL: no shutdown path runs
-    server.wait().unwrap();
-    let acknowledged: Vec<String> = writers
-        .into_iter()
-        .filter_map(|w| w.join().unwrap())
-        .collect();
+    let acknowledged = kill_mid_burst(server, &addr, &root);
 
     let verify = Command::new(env!("CARGO_BIN_EXE_mandate"))
         .args(["audit", "verify", "--data-dir", data.to_str().unwrap()])

@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{cli, free_port, start};
-use std::time::Duration;
+use common::{cli, free_port, kill_mid_burst, start};
 
 #[test]
 fn sigkill_on_postgres_loses_no_acknowledged_write_and_logs_no_secrets() {
@@ -35,27 +34,11 @@ fn sigkill_on_postgres_loses_no_acknowledged_write_and_logs_no_secrets() {
         ("MANDATE_DATABASE_URL", url.as_str()),
         ("RUST_LOG", "debug"),
     ];
-    let (mut server, root) = start(&config, &addr, &env, Some(&log));
+    let (server, root) = start(&config, &addr, &env, Some(&log));
     let root = root.expect("first start prints the root token");
 
-    let writers: Vec<_> = (0..24)
-        .map(|i| {
-            let (addr, root) = (addr.clone(), root.clone());
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(i * 15));
-                let name = format!("team-{i}");
-                let o = cli(&addr, &root, &["owner", "create", &name]);
-                o.status.success().then_some(name)
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(180));
-    server.kill().unwrap(); // SIGKILL: no shutdown path runs
-    server.wait().unwrap();
-    let acknowledged: Vec<String> = writers
-        .into_iter()
-        .filter_map(|w| w.join().unwrap())
-        .collect();
+    // A burst of concurrent writers; the server is killed while they run.
+    let acknowledged = kill_mid_burst(server, &addr, &root);
 
     // The dead broker's session (and its writer lock) is gone with it.
     let (mut server, again) = start(&config, &addr, &env, Some(&log));

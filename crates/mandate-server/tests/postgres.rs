@@ -10,19 +10,6 @@ use reqwest::StatusCode;
 
 const VALUE: &str = "ghp_PostgresSecretUpstreamKey_0123456789";
 
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn chain(events: Vec<Value>) -> Result<u64, mandate_audit::ChainBreak> {
     mandate_audit::verify_chain(
         events
@@ -72,7 +59,7 @@ async fn walkthrough_restart_revocation_secrets_and_tamper_evidence_on_postgres(
     assert_eq!(st, StatusCode::CREATED, "{v}");
     // State is in PostgreSQL, not in a SQLite file beside the keys.
     assert!(!s.data_dir.join("mandate.db").exists());
-    assert_eq!(psql(&url, "SELECT count(*) FROM agents").trim(), "1");
+    assert_eq!(postgres::psql(&url, "SELECT count(*) FROM agents"), "1");
 
     let s = s.restart().await;
     assert_eq!(
@@ -141,7 +128,7 @@ async fn walkthrough_restart_revocation_secrets_and_tamper_evidence_on_postgres(
     }
 
     // One edited row: verification names it.
-    psql(&url, "UPDATE events SET decision = 'allow' WHERE seq = 5");
+    postgres::psql(&url, "UPDATE events SET decision = 'allow' WHERE seq = 5");
     let err = chain(s.events().await).unwrap_err();
     assert_eq!(err.seq, 5, "{}", err.reason);
 }

@@ -3,21 +3,9 @@
 
 use mandate_audit::{EventKind, NewEvent};
 use mandate_store::{PostgresStore, Store};
+use mandate_testkit::postgres::psql;
 use rustls::pki_types::CertificateDer;
 use std::os::unix::fs::PermissionsExt;
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 /// Give the cluster a certificate for 127.0.0.1 and turn TLS on.
 fn enable_tls(url: &str, dir: &std::path::Path) -> CertificateDer<'static> {

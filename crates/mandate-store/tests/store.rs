@@ -6,6 +6,7 @@ use common::{Place, ev, seeded};
 use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
 use mandate_store::{Store, StoreError};
+use mandate_testkit::postgres::psql;
 
 on_each_backend!(
     refused_write_leaves_no_row_and_no_event,
@@ -280,19 +281,6 @@ async fn postgres_refuses_a_second_writer_until_the_first_closes() {
         verify_chain(second.events_since(0, 10).await.unwrap()).unwrap(),
         1
     );
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .output()
-        .expect("psql runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 /// The server drops every connection (a restart, a failover, an idle

@@ -62,6 +62,21 @@ pub fn database(name_hint: &str) -> Option<String> {
     Some(format!("postgres://{USER}@127.0.0.1:{port}/{name}"))
 }
 
+/// Run one SQL statement with `psql` against `url` (a test's own look at
+/// the database, or a tamper); its output, trimmed. Panics on failure.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// `t_<hint>_<pid>_<n>`: lowercase, at most 2 + 24 + 1 + 10 + 1 + 20 < 63 bytes.
 fn database_name(hint: &str) -> String {
     let hint: String = hint

@@ -64,3 +64,26 @@ pub fn cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// 24 concurrent `owner create` calls; `server` is SIGKILLed (no shutdown
+/// path runs) while they are under way. The owners it acknowledged.
+pub fn kill_mid_burst(mut server: Child, addr: &str, root: &str) -> Vec<String> {
+    let writers: Vec<_> = (0..24)
+        .map(|i| {
+            let (addr, root) = (addr.to_owned(), root.to_owned());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(i * 15));
+                let name = format!("team-{i}");
+                let o = cli(&addr, &root, &["owner", "create", &name]);
+                o.status.success().then_some(name)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(180));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    writers
+        .into_iter()
+        .filter_map(|w| w.join().unwrap())
+        .collect()
+}
