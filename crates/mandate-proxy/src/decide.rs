@@ -40,17 +40,25 @@ pub fn split_target(path: &str) -> Option<(&str, &str)> {
 }
 
 /// Refuse paths an upstream could read differently from the route rules:
-/// dot segments (`..`, `%2e%2e`), encoded slashes or backslashes, empty
-/// segments, NUL. What policy approved must be what the upstream serves.
+/// dot segments (`..`, `%2e%2e`, and `..;x`, which servlet containers read
+/// as `..`); empty segments (also `;x`, empty once parameters are
+/// stripped); encoded slashes or backslashes, also double-encoded or as the
+/// overlong UTF-8 that old servers decoded to `.` and `/`; NUL. What policy
+/// approved must be what the upstream serves.
 pub fn check_path(rest: &str) -> Result<(), Deny> {
+    const AMBIGUOUS: [&str; 9] = [
+        "%2f", "%5c", "%00", "%252e", "%252f", "%255c", "%2500", "%c0", "%c1",
+    ];
     let lower = rest.to_ascii_lowercase();
-    let bad_encoding = ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e));
+    let bad_encoding = AMBIGUOUS.iter().any(|e| lower.contains(e));
     let segments: Vec<&str> = rest.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
     let bad_segment = segments.iter().enumerate().any(|(i, seg)| {
         let s = seg.to_ascii_lowercase().replace("%2e", ".");
-        // Only the last segment may be empty (a trailing slash).
-        s == "." || s == ".." || (seg.is_empty() && i != last)
+        let s = s.split(';').next().unwrap_or_default();
+        // Only the last segment may be empty (a trailing slash); `;x` alone
+        // is empty to a server that strips parameters.
+        s == "." || s == ".." || (s.is_empty() && (i != last || !seg.is_empty()))
     });
     if bad_encoding || bad_segment || rest.contains('\\') {
         return Err(Deny::new(
@@ -372,10 +380,25 @@ mod tests {
             "/repos/a\\b",
             "/repos//x",
             "/x%00",
+            "/repos/..;/admin",
+            "/repos/.;x/admin",
+            "/repos/;x/issues",
+            "/repos/a/;x",
+            "/repos/%252e%252e/admin",
+            "/repos/a%252Fb",
+            "/repos/%c0%ae%c0%ae/admin",
         ] {
             assert!(check_path(bad).is_err(), "{bad}");
         }
-        for ok in ["/", "/repos/a/b", "/repos/a/", "/files/a.b/..c", "/q%20x"] {
+        for ok in [
+            "/",
+            "/repos/a/b",
+            "/repos/a/",
+            "/files/a.b/..c",
+            "/q%20x",
+            "/m;v=1/x",
+            "/50%25",
+        ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
     }
@@ -436,5 +459,81 @@ mod tests {
         );
         assert!(t.route("DELETE", rest).is_none());
         assert!(t.route("GET", "/repos/acme").is_none());
+    }
+
+    /// One pass of percent-decoding as a lenient upstream does it: bytes,
+    /// invalid escapes kept, overlong `%c0%ae`/`%c0%af` read as `.` and `/`.
+    fn decode_once(s: &str) -> String {
+        let b = s.as_bytes();
+        let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+        let (mut out, mut i) = (Vec::new(), 0);
+        while i < b.len() {
+            let esc = |at: usize| match (b.get(at), b.get(at + 1), b.get(at + 2)) {
+                (Some(b'%'), Some(&h), Some(&l)) => Some((hex(h)?, hex(l)?)),
+                _ => None,
+            };
+            match (esc(i), esc(i + 3)) {
+                (Some((0xc, 0x0)), Some((0xa, n))) if n == 0xe || n == 0xf => {
+                    out.push(if n == 0xe { b'.' } else { b'/' });
+                    i += 6;
+                }
+                (Some((h, l)), _) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                }
+                (None, _) => {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The segments an upstream routes on after decoding `passes` times,
+    /// splitting on `/` and `\\`, dropping `;params` (servlet style).
+    fn upstream_segments(path: &str, passes: usize) -> Vec<String> {
+        let mut p = path.to_owned();
+        for _ in 0..passes {
+            p = decode_once(&p);
+        }
+        p.split(['/', '\\'])
+            .skip(1)
+            .map(|s| s.split(';').next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Whatever the proxy forwards, an upstream that decodes once or
+        /// twice, reads `\\` as `/` and strips `;params` sees the same number
+        /// of segments, none of them a dot segment: the route the policy
+        /// approved is the resource the upstream serves.
+        #[test]
+        fn forwarded_paths_mean_the_same_upstream(
+            raw in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "/", ".", "..", "%2e", "%2E", "%2f", "%5c", "%25", "%c0", "%ae", "%af",
+                    "2e", "2f", ";", "\\", "a", "b", "%00", "%41",
+                ]),
+                1..12,
+            )
+        ) {
+            let path = format!("/{}", raw.concat());
+            if check_path(&path).is_ok() {
+                let count = path.split('/').count() - 1;
+                for passes in 1..=2 {
+                    let segs = upstream_segments(&path, passes);
+                    proptest::prop_assert_eq!(segs.len(), count, "{} decoded {}x: {:?}", path, passes, segs);
+                    let last = segs.len() - 1;
+                    for (i, s) in segs.iter().enumerate() {
+                        proptest::prop_assert!(
+                            s != "." && s != ".." && s != "\0" && (i == last || !s.is_empty()),
+                            "{} decoded {}x: {:?}", path, passes, segs
+                        );
+                    }
+                }
+            }
+        }
     }
 }
