@@ -5,7 +5,7 @@
 //! `completed` record with the outcome.
 
 use crate::audit::{Stage, ToolCall};
-use crate::decide::{Known, check_path, decide, split_target};
+use crate::decide::{Known, check_overrides, check_path, decide, split_target};
 use crate::error::Deny;
 use crate::forward::{Forward, forward};
 use crate::state::State;
@@ -256,7 +256,7 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
                 "requests go to /{tool}/{path}",
             ));
         };
-        if let Err(d) = check_path(rest) {
+        if let Err(d) = check_path(rest).and(check_overrides(&parts.headers, parts.uri.query())) {
             return call.deny(d);
         }
         // No call goes through that could not be audited.

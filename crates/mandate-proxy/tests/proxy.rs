@@ -378,6 +378,17 @@ async fn bad_tokens_and_requests_are_refused_with_a_reason() {
         assert!(raw.starts_with("HTTP/1.1 400"), "{path}: {raw}");
         assert!(raw.contains("bad_path"), "{path}: {raw}");
     }
+    // A method override would let a read route carry a delete.
+    let r = w
+        .http
+        .post(w.url("/echo/items"))
+        .bearer_auth(&token)
+        .header("x-http-method-override", "DELETE")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(code(&r.text().await.unwrap()), "method_override");
     assert_eq!(
         w.up.count(),
         upstream_before,
