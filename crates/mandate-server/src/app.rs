@@ -190,7 +190,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     .context("opening signing keys")?;
     let store: Arc<dyn Store> = match raw.database_url()? {
         Some(url) => Arc::new(
-            PostgresStore::open(url, raw.database_roots()?)
+            PostgresStore::open(url, raw.database_tls()?)
                 .await
                 .context("opening the PostgreSQL database")?,
         ),

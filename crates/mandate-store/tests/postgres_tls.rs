@@ -2,19 +2,68 @@
 //! on here changes no other test's server.
 
 use mandate_audit::{EventKind, NewEvent};
-use mandate_store::{PostgresStore, Store};
+use mandate_store::{PostgresStore, PostgresTls, Store};
 use mandate_testkit::postgres::psql;
-use rustls::pki_types::CertificateDer;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::os::unix::fs::PermissionsExt;
+use std::sync::OnceLock;
 
-/// Give the cluster a certificate for 127.0.0.1 and turn TLS on.
-fn enable_tls(url: &str, dir: &std::path::Path) -> CertificateDer<'static> {
+/// The cluster's TLS: its server certificate, and the CA it trusts for
+/// client certificates. Set up once; the tests in this file share it.
+struct ClusterTls {
+    server: CertificateDer<'static>,
+    client_ca: CertifiedIssuer<'static, KeyPair>,
+    _dir: tempfile::TempDir,
+}
+
+static TLS: OnceLock<ClusterTls> = OnceLock::new();
+
+fn trusting(ca: &CertificateDer<'static>) -> PostgresTls {
+    PostgresTls {
+        roots: vec![ca.clone()],
+        client: None,
+    }
+}
+
+/// A client certificate for `user`, signed by `ca`, with its key.
+fn client_identity(
+    ca: &CertifiedIssuer<'static, KeyPair>,
+    user: &str,
+) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, user);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    let key = PrivatePkcs8KeyDer::from(key.serialize_der()).into();
+    (vec![cert.der().clone()], key)
+}
+
+/// Give the cluster a certificate for 127.0.0.1, a CA for client
+/// certificates, and turn TLS on (once per process).
+fn cluster_tls(url: &str) -> &'static ClusterTls {
+    TLS.get_or_init(|| enable_tls(url))
+}
+
+fn enable_tls(url: &str) -> ClusterTls {
+    let dir = tempfile::tempdir().unwrap();
     let cert =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (crt, key) = (dir.join("server.crt"), dir.join("server.key"));
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test client CA");
+    let client_ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let (crt, key, ca) = (
+        dir.path().join("server.crt"),
+        dir.path().join("server.key"),
+        dir.path().join("client-ca.crt"),
+    );
     std::fs::write(&crt, cert.cert.pem()).unwrap();
     std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&ca, client_ca.pem()).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     // The server runs as `postgres` when the tests run as root, and reads
     // its key only if that user owns it.
@@ -29,23 +78,30 @@ fn enable_tls(url: &str, dir: &std::path::Path) -> CertificateDer<'static> {
             .args(["postgres:"])
             .arg(&crt)
             .arg(&key)
+            .arg(&ca)
             .status()
             .unwrap();
         assert!(ok.success());
     }
-    psql(
-        url,
-        &format!("ALTER SYSTEM SET ssl_cert_file = '{}'", crt.display()),
-    );
-    psql(
-        url,
-        &format!("ALTER SYSTEM SET ssl_key_file = '{}'", key.display()),
-    );
+    for (setting, path) in [
+        ("ssl_cert_file", &crt),
+        ("ssl_key_file", &key),
+        ("ssl_ca_file", &ca),
+    ] {
+        psql(
+            url,
+            &format!("ALTER SYSTEM SET {setting} = '{}'", path.display()),
+        );
+    }
     psql(url, "ALTER SYSTEM SET ssl = on");
     psql(url, "SELECT pg_reload_conf()");
     for _ in 0..50 {
         if psql(url, "SHOW ssl") == "on" {
-            return cert.cert.der().clone();
+            return ClusterTls {
+                server: cert.cert.der().clone(),
+                client_ca,
+                _dir: dir,
+            };
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -57,11 +113,10 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     let Some(url) = mandate_testkit::postgres::database("tls") else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let ca = enable_tls(&url, dir.path());
+    let ca = &cluster_tls(&url).server;
     let required = format!("{url}?sslmode=require");
 
-    let s = PostgresStore::open(required.clone().into(), vec![ca.clone()])
+    let s = PostgresStore::open(required.clone().into(), trusting(ca))
         .await
         .unwrap();
     s.append_events(vec![NewEvent::new(EventKind::Decision, "test")])
@@ -80,9 +135,100 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     // A certificate nobody vouched for is refused, with or without
     // sslmode=require: no silent fallback to plain TCP.
     for u in [required.as_str(), url.as_str()] {
-        let err = PostgresStore::open(u.to_owned().into(), Vec::new())
+        let err = PostgresStore::open(u.to_owned().into(), Default::default())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("certificate"), "{err}");
     }
+}
+
+/// A server that authenticates clients by certificate (`hostssl … cert`)
+/// lets the broker in with a certificate for its user, and no one without
+/// one or with another user's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_client_certificates_authenticate_the_broker() {
+    let Some(url) = mandate_testkit::postgres::database("tls_client") else {
+        return;
+    };
+    let tls = cluster_tls(&url);
+    let user = format!("cert_{}", std::process::id());
+    let db = url.rsplit('/').next().unwrap();
+    psql(&url, &format!("CREATE ROLE {user} LOGIN"));
+    psql(&url, &format!("ALTER DATABASE {db} OWNER TO {user}"));
+    // Only this role, only by certificate, never in clear.
+    let hba = psql(&url, "SHOW hba_file");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!(
+            "hostssl all {user} 127.0.0.1/32 cert\nhostnossl all {user} 127.0.0.1/32 reject\n{rules}"
+        ),
+    )
+    .unwrap();
+    psql(&url, "SELECT pg_reload_conf()");
+    let as_user = url.replacen("mandate@", &format!("{user}@"), 1);
+
+    let refused = |client| {
+        let u = format!("{as_user}?sslmode=require");
+        let settings = PostgresTls {
+            roots: vec![tls.server.clone()],
+            client,
+        };
+        async move { PostgresStore::open(u.into(), settings).await.unwrap_err() }
+    };
+    let none = refused(None).await.to_string();
+    assert!(none.contains("certificate"), "{none}");
+    let other = refused(Some(client_identity(&tls.client_ca, "someone_else")))
+        .await
+        .to_string();
+    assert!(
+        other.contains("certificate authentication failed"),
+        "{other}"
+    );
+    let self_signed = {
+        let own = CertifiedIssuer::self_signed(
+            CertificateParams::new(Vec::<String>::new()).unwrap(),
+            KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        refused(Some(client_identity(&own, &user)))
+            .await
+            .to_string()
+    };
+    let plain = PostgresStore::open(
+        format!("{as_user}?sslmode=disable").into(),
+        Default::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(plain.contains("pg_hba.conf rejects"), "{plain}");
+    // A certificate from a CA the server does not trust ends the handshake.
+    assert!(self_signed.contains("UnknownCA"), "{self_signed}");
+
+    let s = PostgresStore::open(
+        as_user.into(),
+        PostgresTls {
+            roots: vec![tls.server.clone()],
+            client: Some(client_identity(&tls.client_ca, &user)),
+        },
+    )
+    .await
+    .unwrap();
+    s.append_events(vec![NewEvent::new(EventKind::Decision, "test")])
+        .await
+        .unwrap();
+    assert_eq!(s.events_since(0, 10).await.unwrap().len(), 1);
+    let by_cert = psql(
+        &url,
+        &format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.usename = '{user}' AND s.client_dn = '/CN={user}'"
+        ),
+    );
+    assert_eq!(
+        by_cert, "2",
+        "the writer and the reader both by certificate"
+    );
+    s.close();
 }

@@ -260,17 +260,17 @@ async fn postgres_refuses_a_second_writer_until_the_first_closes() {
     let Some(Place::Postgres(url)) = Place::postgres("second_writer") else {
         return;
     };
-    let first = mandate_store::PostgresStore::open(url.clone().into(), Vec::new())
+    let first = mandate_store::PostgresStore::open(url.clone().into(), Default::default())
         .await
         .unwrap();
-    let err = mandate_store::PostgresStore::open(url.clone().into(), Vec::new())
+    let err = mandate_store::PostgresStore::open(url.clone().into(), Default::default())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("writer lock"), "{err}");
     assert!(!err.to_string().contains(&url), "no URL in errors: {err}");
     first.close();
     drop(first);
-    let second = mandate_store::PostgresStore::open(url.into(), Vec::new())
+    let second = mandate_store::PostgresStore::open(url.into(), Default::default())
         .await
         .unwrap();
     second
@@ -337,10 +337,12 @@ async fn postgres_with_sslmode_require_refuses_a_server_without_tls() {
     let Some(Place::Postgres(url)) = Place::postgres("sslmode") else {
         return;
     };
-    let err =
-        mandate_store::PostgresStore::open(format!("{url}?sslmode=require").into(), Vec::new())
-            .await
-            .unwrap_err();
+    let err = mandate_store::PostgresStore::open(
+        format!("{url}?sslmode=require").into(),
+        Default::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("TLS"), "{err}");
 }
 

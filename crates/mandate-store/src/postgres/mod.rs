@@ -10,7 +10,8 @@
 //! Connections use TLS (rustls, certificate and host name verified against
 //! the public web roots plus any CA given) when the server offers it, and
 //! insist on it with `sslmode=require` in the URL; `sslmode=disable` is
-//! plain TCP.
+//! plain TCP. A client certificate, when given, is offered to servers that
+//! authenticate clients by certificate (`hostssl … cert` in `pg_hba.conf`).
 
 mod db;
 mod ops;
@@ -19,7 +20,7 @@ mod writer;
 
 use crate::StoreError;
 use db::{Conn, Db};
-use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::{Arc, Mutex, mpsc};
 use writer::{Job, Tx};
@@ -29,11 +30,31 @@ const READERS: usize = 8;
 /// How every connection negotiates TLS.
 pub(crate) type Tls = tokio_postgres_rustls::MakeRustlsConnect;
 
-fn tls(extra_roots: Vec<CertificateDer<'static>>) -> Result<Tls, StoreError> {
+/// TLS settings for the connections, beside what the URL says.
+#[derive(Default)]
+pub struct PostgresTls {
+    /// CAs trusted for the server's certificate beside the public web roots
+    /// (a private PKI).
+    pub roots: Vec<CertificateDer<'static>>,
+    /// A client certificate chain and its private key.
+    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+}
+
+/// Counts only: never the key.
+impl std::fmt::Debug for PostgresTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresTls")
+            .field("roots", &self.roots.len())
+            .field("client_chain", &self.client.as_ref().map(|(c, _)| c.len()))
+            .finish()
+    }
+}
+
+fn tls(settings: PostgresTls) -> Result<Tls, StoreError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    for cert in extra_roots {
+    for cert in settings.roots {
         roots
             .add(cert)
             .map_err(|e| StoreError::Backend(format!("unusable database CA certificate: {e}")))?;
@@ -43,8 +64,14 @@ fn tls(extra_roots: Vec<CertificateDer<'static>>) -> Result<Tls, StoreError> {
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| StoreError::Backend(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match settings.client {
+        None => config.with_no_client_auth(),
+        // rustls names what is wrong (key type, mismatch), never the key.
+        Some((chain, key)) => config.with_client_auth_cert(chain, key).map_err(|e| {
+            StoreError::Backend(format!("unusable database client certificate: {e}"))
+        })?,
+    };
     Ok(Tls::new(config))
 }
 
@@ -86,14 +113,9 @@ fn describe(url: &SecretString) -> Result<String, StoreError> {
 impl PostgresStore {
     /// Connect, take the writer lock, migrate, and start the writer.
     /// Fails if the server is unreachable or another broker holds the lock.
-    /// `extra_roots`: CAs trusted for the server's certificate beside the
-    /// public web roots (a private PKI).
-    pub async fn open(
-        url: SecretString,
-        extra_roots: Vec<CertificateDer<'static>>,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(url: SecretString, settings: PostgresTls) -> Result<Self, StoreError> {
         let target = describe(&url)?;
-        let tls = tls(extra_roots)?;
+        let tls = tls(settings)?;
         let writer_tls = tls.clone();
         let (jobs_tx, jobs_rx) = mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();

@@ -48,7 +48,7 @@ impl Place {
                 Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap())
             }
             Place::Postgres(url) => Arc::new(
-                PostgresStore::open(url.clone().into(), Vec::new())
+                PostgresStore::open(url.clone().into(), Default::default())
                     .await
                     .unwrap(),
             ),

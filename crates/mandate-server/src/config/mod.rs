@@ -9,6 +9,9 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod database;
+use database::check_database_url;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -125,6 +128,10 @@ pub struct Config {
     /// public web roots (a private PKI). TLS is used whenever the server
     /// offers it; `sslmode=require` in the URL insists on it.
     pub database_ca_file: Option<PathBuf>,
+    /// PEM certificate chain and private key (0600) offered to a PostgreSQL
+    /// server that authenticates clients by certificate; both or neither.
+    pub database_client_cert_file: Option<PathBuf>,
+    pub database_client_key_file: Option<PathBuf>,
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
@@ -161,6 +168,8 @@ impl Default for Config {
             database_url_file: None,
             database_url: None,
             database_ca_file: None,
+            database_client_cert_file: None,
+            database_client_key_file: None,
             feed_keepalive_secs: 10,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
@@ -178,66 +187,7 @@ pub struct Settings {
     pub(crate) trusted_proxies: crate::forwarded::TrustedProxies,
 }
 
-/// Only PostgreSQL URLs; the message never repeats the value (a password).
-fn check_database_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            "must be a postgres:// or postgresql:// URL (leave it unset for the embedded SQLite file)",
-        ))
-    }
-}
-
 impl Config {
-    /// The PostgreSQL URL, if state lives in PostgreSQL: from
-    /// `MANDATE_DATABASE_URL` or read from `database_url_file`.
-    pub fn database_url(&self) -> Result<Option<SecretString>, ConfigError> {
-        if let Some(url) = &self.database_url {
-            return Ok(Some(url.clone()));
-        }
-        let Some(path) = &self.database_url_file else {
-            return Ok(None);
-        };
-        // It may hold a password: wiped from memory once wrapped.
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            ConfigError::Read {
-                path: path.clone(),
-                source,
-            }
-        })?);
-        let url = text.trim();
-        check_database_url("database_url_file", url)?;
-        Ok(Some(SecretString::from(url.to_owned())))
-    }
-
-    /// The certificates of `database_ca_file` (none when unset); an
-    /// unreadable file or one without a certificate is an error naming it.
-    pub fn database_roots(
-        &self,
-    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
-        use rustls::pki_types::pem::PemObject;
-        let Some(path) = &self.database_ca_file else {
-            return Ok(Vec::new());
-        };
-        let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| {
-                invalid(
-                    "database_ca_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-        if certs.is_empty() {
-            return Err(invalid(
-                "database_ca_file",
-                format!("{} holds no PEM certificate", path.display()),
-            ));
-        }
-        Ok(certs)
-    }
-
     /// Read `path` (if given), apply `MANDATE_*` overrides from `env`, validate.
     pub fn load(
         path: Option<&Path>,
@@ -311,6 +261,12 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_DATABASE_CA_FILE") {
             self.database_ca_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_DATABASE_CLIENT_CERT_FILE") {
+            self.database_client_cert_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_DATABASE_CLIENT_KEY_FILE") {
+            self.database_client_key_file = Some(v.into());
         }
         if let Some(v) = env("MANDATE_TRUSTED_PROXIES") {
             self.trusted_proxies = v
@@ -405,6 +361,24 @@ impl Config {
         }
         if let Some(url) = &self.database_url {
             check_database_url("MANDATE_DATABASE_URL", url.expose_secret())?;
+        }
+        match (
+            &self.database_client_cert_file,
+            &self.database_client_key_file,
+        ) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "database_client_key_file",
+                    "database_client_cert_file is set: give its private key too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "database_client_cert_file",
+                    "database_client_key_file is set: give its certificate too",
+                ));
+            }
+            _ => {}
         }
         if !(1..=300).contains(&self.feed_keepalive_secs) {
             return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));
