@@ -1,5 +1,6 @@
-//! Audit verbs. `verify` works offline on the SQLite file or an export, so
-//! an auditor needs no access to a running broker.
+//! Audit verbs. `verify` and `export` also work offline, on the database
+//! itself (the SQLite file, or PostgreSQL as the server's config names it)
+//! or on an export, so an auditor needs no running or trusted broker.
 
 use crate::client::Client;
 use crate::output;
@@ -14,11 +15,10 @@ use std::time::Duration;
 pub enum AuditCmd {
     /// Check the hash chain; names the first broken record.
     Verify {
-        /// Read the database in this data dir directly (offline).
-        #[arg(long, conflicts_with = "file")]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        offline: Offline,
         /// Verify a JSON-lines export instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["data_dir", "config"])]
         file: Option<PathBuf>,
         /// A head printed by an earlier verify (`SEQ:HASH`, repeatable):
         /// fail if the log no longer holds it unchanged. Keep heads outside
@@ -34,9 +34,8 @@ pub enum AuditCmd {
         /// Events after this sequence number.
         #[arg(long, default_value_t = 0)]
         since: u64,
-        /// Read the database in this data dir directly (offline).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        offline: Offline,
     },
     /// Follow new events as they are written.
     Tail {
@@ -46,23 +45,101 @@ pub enum AuditCmd {
     },
 }
 
+/// Where to read events without the server (default: the server's API).
+#[derive(clap::Args)]
+pub struct Offline {
+    /// Read the SQLite database in this data dir directly.
+    #[arg(long, conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// Read the database the server's config names (with its MANDATE_*
+    /// overrides): PostgreSQL, read-only, when it sets a database URL;
+    /// else the SQLite file in its data_dir.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
 const PAGE: usize = 5000;
 
 fn db_path(dir: &Path) -> PathBuf {
     dir.join("mandate.db")
 }
 
-/// Every event, page by page, from the file or the server.
+enum Database {
+    Sqlite(PathBuf),
+    Postgres(secrecy::SecretString, mandate_store::PostgresTls),
+}
+
+impl Offline {
+    fn database(&self) -> Result<Option<Database>> {
+        if let Some(dir) = &self.data_dir {
+            return Ok(Some(Database::Sqlite(db_path(dir))));
+        }
+        let Some(path) = &self.config else {
+            return Ok(None);
+        };
+        let cfg = mandate_server::Config::load(Some(path), |k| std::env::var(k).ok())?;
+        Ok(Some(match cfg.database_url()? {
+            Some(url) => Database::Postgres(url, cfg.database_tls()?),
+            None => Database::Sqlite(db_path(&cfg.data_dir)),
+        }))
+    }
+}
+
+/// Read PostgreSQL page by page on a thread of its own (its client is
+/// blocking), handing pages over as they come.
+async fn postgres_events(
+    url: secrecy::SecretString,
+    tls: mandate_store::PostgresTls,
+    since: u64,
+    sink: &mut impl FnMut(Event) -> Result<()>,
+) -> Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let reader = std::thread::spawn(move || -> Result<(), mandate_store::StoreError> {
+        let mut db = mandate_store::PostgresAuditReader::connect(&url, tls)?;
+        let mut after = since;
+        loop {
+            let page = db.events_since(after, PAGE)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = last.seq;
+            if tx.blocking_send(page).is_err() {
+                return Ok(()); // the sink gave up
+            }
+        }
+    });
+    let mut failed = None;
+    while let Some(page) = rx.recv().await {
+        if let Err(e) = page.into_iter().try_for_each(&mut *sink) {
+            failed = Some(e);
+            break;
+        }
+    }
+    drop(rx);
+    let read = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the database reader thread panicked"))?;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(read.context("reading audit events from PostgreSQL")?),
+    }
+}
+
+/// Every event, page by page, from the database or the server.
 async fn all_events(
     c: &Client,
-    data_dir: Option<&Path>,
+    offline: Option<&Offline>,
     since: u64,
     mut sink: impl FnMut(Event) -> Result<()>,
 ) -> Result<()> {
     let mut after = since;
-    match data_dir {
-        Some(dir) => {
-            let conn = mandate_store::SqliteStore::open_read_only(&db_path(dir))?;
+    let database = match offline {
+        Some(o) => o.database()?,
+        None => None,
+    };
+    match database {
+        Some(Database::Sqlite(path)) => {
+            let conn = mandate_store::SqliteStore::open_read_only(&path)?;
             loop {
                 let page = mandate_store::read_events(&conn, after, PAGE)?;
                 let Some(last) = page.last() else { break };
@@ -71,6 +148,9 @@ async fn all_events(
                     sink(e)?;
                 }
             }
+        }
+        Some(Database::Postgres(url, tls)) => {
+            postgres_events(url, tls, since, &mut sink).await?;
         }
         None => {
             c.require_token("audit")?;
@@ -94,7 +174,7 @@ async fn all_events(
 pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
     match cmd {
         AuditCmd::Verify {
-            data_dir,
+            offline,
             file,
             expect,
         } => {
@@ -117,7 +197,7 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
                     }
                 }
                 None => {
-                    all_events(c, data_dir.as_deref(), 0, |e| {
+                    all_events(c, Some(&offline), 0, |e| {
                         events.push(e);
                         Ok(())
                     })
@@ -156,13 +236,13 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
         AuditCmd::Export {
             format,
             since,
-            data_dir,
+            offline,
         } => {
             if format != "jsonl" {
                 bail!("--format: only `jsonl` is supported");
             }
             let mut out = std::io::stdout().lock();
-            all_events(c, data_dir.as_deref(), since, |e| {
+            all_events(c, Some(&offline), since, |e| {
                 use std::io::Write;
                 writeln!(out, "{}", serde_json::to_string(&e)?)?;
                 Ok(())

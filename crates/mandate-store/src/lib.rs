@@ -13,7 +13,7 @@ mod postgres;
 mod rules;
 mod sqlite;
 
-pub use crate::postgres::{PostgresStore, PostgresTls};
+pub use crate::postgres::{PostgresAuditReader, PostgresStore, PostgresTls};
 pub use error::StoreError;
 pub use sqlite::{SqliteStore, read_events};
 

@@ -15,11 +15,13 @@
 
 mod db;
 mod ops;
+mod reader;
 mod secrets;
 mod writer;
 
 use crate::StoreError;
 use db::{Conn, Db};
+pub use reader::PostgresAuditReader;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::{Arc, Mutex, mpsc};

@@ -106,6 +106,22 @@ fn transition(
     Ok(rev)
 }
 
+/// Up to `limit` events after `after`, in chain order.
+pub(super) fn read_events<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    db.query(
+        "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash
+         FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&sql_seq(after), &sql_seq(limit as u64)],
+    )?
+    .iter()
+    .map(event)
+    .collect()
+}
+
 fn event(r: &Row) -> Result<Event, StoreError> {
     Ok(Event {
         seq: col::<i64>(r, 0)? as u64,
@@ -740,17 +756,7 @@ impl Store for PostgresStore {
     }
 
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        self.read(move |db| {
-            db.query(
-                "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash
-                 FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
-                &[&sql_seq(after), &sql_seq(limit as u64)],
-            )?
-            .iter()
-            .map(event)
-            .collect()
-        })
-        .await
+        self.read(move |db| read_events(db, after, limit)).await
     }
 
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError> {
