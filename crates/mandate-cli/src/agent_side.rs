@@ -109,61 +109,91 @@ async fn token_endpoint(c: &Client) -> Result<String> {
         .to_owned())
 }
 
-pub async fn login(c: &Client, a: LoginArgs, as_json: bool) -> Result<()> {
+/// How an agent proves who it is at login.
+pub enum Credential {
+    /// An enrolled key (`private_key_jwt`).
+    KeyFile(PathBuf),
+    /// A workload JWT, given or read from a file (re-read at every login,
+    /// so a rotated projected token is picked up).
+    Jwt(String),
+    JwtFile(PathBuf),
+}
+
+impl Credential {
+    pub fn from_flags(
+        key_file: Option<PathBuf>,
+        jwt: Option<String>,
+        jwt_file: Option<PathBuf>,
+    ) -> Option<Credential> {
+        match (key_file, jwt, jwt_file) {
+            (Some(k), _, _) => Some(Credential::KeyFile(k)),
+            (None, Some(j), _) => Some(Credential::Jwt(j)),
+            (None, None, Some(f)) => Some(Credential::JwtFile(f)),
+            (None, None, None) => None,
+        }
+    }
+}
+
+/// Log in: the token endpoint's answer (`access_token`, `expires_in`).
+pub async fn log_in(c: &Client, credential: &Credential) -> Result<Value> {
     let anon = c.with_token(None);
-    let v = if let Some(path) = a.key_file {
-        let file: KeyFile = serde_json::from_slice(
-            &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-        )
-        .with_context(|| format!("{} is not a Mandate key file", path.display()))?;
-        let pkcs8 = zeroize::Zeroizing::new(
-            b64_decode(&file.pkcs8).context("key file: pkcs8 is not base64url")?,
-        );
-        let key = SigningKey::from_pkcs8(file.alg, &pkcs8)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs() as i64;
-        let assertion = jwt::encode(
-            &key,
-            "client-authentication+jwt",
-            &json!({
-                "iss": file.client_id, "sub": file.client_id, "aud": token_endpoint(c).await?,
-                "iat": now, "exp": now + 60, "jti": hex::encode(mandate_token::random_bytes::<16>()),
-            }),
-        )?;
-        anon.post_form(
-            "/oauth/token",
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", &file.client_id),
-                (
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ),
-                ("client_assertion", &assertion),
-            ],
-        )
-        .await?
-    } else {
-        let jwt = match (a.jwt, a.jwt_file) {
-            (Some(j), _) => j,
-            (None, Some(p)) => std::fs::read_to_string(&p)
-                .with_context(|| format!("reading {}", p.display()))?
-                .trim()
-                .to_owned(),
-            (None, None) => {
-                bail!("pass --key-file (enrolled key) or --jwt/--jwt-file (workload token)")
-            }
-        };
-        anon.post_form(
-            "/oauth/token",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-                ("assertion", &jwt),
-            ],
-        )
-        .await?
+    let jwt = match credential {
+        Credential::KeyFile(path) => {
+            let file: KeyFile = serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a Mandate key file", path.display()))?;
+            let pkcs8 = zeroize::Zeroizing::new(
+                b64_decode(&file.pkcs8).context("key file: pkcs8 is not base64url")?,
+            );
+            let key = SigningKey::from_pkcs8(file.alg, &pkcs8)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
+            let assertion = jwt::encode(
+                &key,
+                "client-authentication+jwt",
+                &json!({
+                    "iss": file.client_id, "sub": file.client_id, "aud": token_endpoint(c).await?,
+                    "iat": now, "exp": now + 60, "jti": hex::encode(mandate_token::random_bytes::<16>()),
+                }),
+            )?;
+            return anon
+                .post_form(
+                    "/oauth/token",
+                    &[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", &file.client_id),
+                        (
+                            "client_assertion_type",
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        ),
+                        ("client_assertion", &assertion),
+                    ],
+                )
+                .await;
+        }
+        Credential::Jwt(j) => j.clone(),
+        Credential::JwtFile(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .trim()
+            .to_owned(),
     };
+    anon.post_form(
+        "/oauth/token",
+        &[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", &jwt),
+        ],
+    )
+    .await
+}
+
+pub async fn login(c: &Client, a: LoginArgs, as_json: bool) -> Result<()> {
+    let Some(credential) = Credential::from_flags(a.key_file, a.jwt, a.jwt_file) else {
+        bail!("pass --key-file (enrolled key) or --jwt/--jwt-file (workload token)")
+    };
+    let v = log_in(c, &credential).await?;
     let token = v["access_token"]
         .as_str()
         .context("no access_token in response")?;
@@ -244,15 +274,32 @@ pub struct Session {
     /// Agent session (from `mandate login`); used instead of the admin token.
     #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
     session: Option<String>,
+    /// File holding the agent session, read at each use (`mandate run`
+    /// keeps one fresh for the command it runs).
+    #[arg(long, env = "MANDATE_SESSION_FILE", conflicts_with = "session")]
+    session_file: Option<PathBuf>,
 }
 
 impl Session {
-    fn client(&self, c: &Client) -> Client {
-        match &self.session {
-            Some(s) => c.with_token(Some(s.clone())),
+    /// The session, if one was given (directly or as a file).
+    fn token(&self) -> Result<Option<String>> {
+        if let Some(s) = &self.session {
+            return Ok(Some(s.clone()));
+        }
+        let Some(path) = &self.session_file else {
+            return Ok(None);
+        };
+        let s = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the session file {}", path.display()))?;
+        Ok(Some(s.trim().to_owned()))
+    }
+
+    fn client(&self, c: &Client) -> Result<Client> {
+        Ok(match self.token()? {
+            Some(s) => c.with_token(Some(s)),
             // No session: act with the admin token, if any.
             None => c.with_token(c.token_clone()),
-        }
+        })
     }
 }
 
@@ -273,6 +320,35 @@ fn parse_pairs(list: &[String], flag: &str) -> Result<Vec<(String, Vec<String>)>
         .collect()
 }
 
+/// The body of `POST /v1/tasks` from the CLI's flags.
+pub fn task_request(
+    intent: &str,
+    scopes: &[String],
+    resources: &[String],
+    ttl: Option<u32>,
+    requested_by: Option<String>,
+) -> Result<Value> {
+    let resources = parse_pairs(resources, "--resources")?;
+    let scope: Vec<Value> = parse_pairs(scopes, "--scope")?
+        .into_iter()
+        .map(|(tool, actions)| {
+            let mut item = json!({"tool": tool, "actions": actions});
+            if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
+                item["resources"] = json!(r);
+            }
+            item
+        })
+        .collect();
+    let mut body = json!({"intent": intent, "scope": scope});
+    if let Some(t) = ttl {
+        body["ttl_secs"] = json!(t);
+    }
+    if let Some(r) = requested_by {
+        body["requested_by"] = json!(r);
+    }
+    Ok(body)
+}
+
 pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
     let v = match cmd {
         TaskCmd::Create {
@@ -284,28 +360,11 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
             requested_by,
             session,
         } => {
-            let resources = parse_pairs(&resources, "--resources")?;
-            let scope: Vec<Value> = parse_pairs(&scopes, "--scope")?
-                .into_iter()
-                .map(|(tool, actions)| {
-                    let mut item = json!({"tool": tool, "actions": actions});
-                    if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
-                        item["resources"] = json!(r);
-                    }
-                    item
-                })
-                .collect();
-            let mut body = json!({"intent": intent, "scope": scope});
-            if let Some(t) = ttl {
-                body["ttl_secs"] = json!(t);
-            }
+            let mut body = task_request(&intent, &scopes, &resources, ttl, requested_by)?;
             if let Some(a) = agent {
                 body["agent"] = json!(a);
             }
-            if let Some(r) = requested_by {
-                body["requested_by"] = json!(r);
-            }
-            let v = session.client(c).post("/v1/tasks", &body).await?;
+            let v = session.client(c)?.post("/v1/tasks", &body).await?;
             if !as_json {
                 println!("{}", v["id"].as_str().unwrap_or_default());
                 eprintln!(
@@ -330,7 +389,7 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
                 q.push(format!("state={s}"));
             }
             let v = session
-                .client(c)
+                .client(c)?
                 .get(&format!("/v1/tasks?{}", q.join("&")))
                 .await?;
             if !as_json {
@@ -348,16 +407,16 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
             }
             v
         }
-        TaskCmd::Show { id, session } => session.client(c).get(&format!("/v1/tasks/{id}")).await?,
+        TaskCmd::Show { id, session } => session.client(c)?.get(&format!("/v1/tasks/{id}")).await?,
         TaskCmd::Complete { id, session } => {
             session
-                .client(c)
+                .client(c)?
                 .post(&format!("/v1/tasks/{id}/complete"), &json!({}))
                 .await?
         }
         TaskCmd::Revoke { id, session } => {
             session
-                .client(c)
+                .client(c)?
                 .post(&format!("/v1/tasks/{id}/revoke"), &json!({}))
                 .await?
         }
@@ -385,8 +444,8 @@ pub enum TokenCmd {
         /// Ask for a shorter lifetime, seconds.
         #[arg(long)]
         ttl: Option<u32>,
-        #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
-        session: String,
+        #[command(flatten)]
+        session: Session,
     },
     /// Ask the broker whether this token may do ACTION on RESOURCE now, as a
     /// gateway would (MANDATE_TOKEN: an admin token with the `verify` right).
@@ -445,6 +504,11 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             session,
         } => {
             let ttl = ttl.map(|t| t.to_string());
+            let Some(session) = session.token()? else {
+                bail!(
+                    "an agent session is needed: --session, MANDATE_SESSION or MANDATE_SESSION_FILE (from `mandate login`)"
+                )
+            };
             let mut form = vec![
                 (
                     "grant_type",
@@ -510,7 +574,7 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             session,
         } => {
             session
-                .client(c)
+                .client(c)?
                 .post_form("/oauth/introspect", &[("token", &access_token)])
                 .await?
         }
@@ -519,7 +583,7 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             session,
         } => {
             session
-                .client(c)
+                .client(c)?
                 .post_form("/oauth/revoke", &[("token", &access_token)])
                 .await?;
             if !as_json {
@@ -535,6 +599,13 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
         output::record(&v)
     }
     Ok(())
+}
+
+/// A session's `exp`, read without verifying it (the broker verifies).
+pub fn unverified_exp(token: &str) -> Option<u64> {
+    let payload = b64_decode(token.split('.').nth(1)?)?;
+    let claims: Value = serde_json::from_slice(&payload).ok()?;
+    claims["exp"].as_u64()
 }
 
 /// A string claim of a compact JWT, read without verifying it.

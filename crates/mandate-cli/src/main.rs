@@ -6,6 +6,7 @@ mod agent_side;
 mod audit;
 mod client;
 mod output;
+mod run;
 mod secrets;
 mod serve;
 
@@ -106,6 +107,14 @@ enum Command {
     /// Tasks (mandates): create, list, show, complete, revoke.
     #[command(subcommand)]
     Task(agent_side::TaskCmd),
+    /// Run a command as an agent under a task of its own: log in, open the
+    /// task, run COMMAND with MANDATE_TASK and MANDATE_SESSION_FILE (a session
+    /// kept fresh; never MANDATE_TOKEN), then complete the task if it exits 0
+    /// or revoke it otherwise. Exits with the command's code.
+    #[command(
+        after_help = "Example:\n  mandate run --key-file demo-bot.key --intent \"triage issues\" \\\n      --scope github=issues:read -- ./agent.sh\n\nInside, the command gets tokens with\n  mandate token exchange --task \"$MANDATE_TASK\" --resource https://api.github.com\n\nSIGTERM and SIGHUP are passed on to the command; SIGINT is left to the\nterminal (which sends it to both) and does not skip ending the task."
+    )]
+    Run(run::RunArgs),
     /// Access tokens: exchange, authorize, introspect, revoke.
     #[command(subcommand)]
     Token(agent_side::TokenCmd),
@@ -144,7 +153,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -152,9 +161,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// The process's exit code: 0, or `mandate run`'s command's.
+async fn run(cli: Cli) -> Result<u8> {
     let client = || client::Client::new(&cli.addr, cli.token.clone());
     match cli.command {
+        Command::Run(a) => return run::under_task(&client()?, a).await,
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
         Command::Proxy { config } => serve::proxy(config).await,
@@ -169,5 +180,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Keys(c) => admin::keys(&client()?, c, cli.json).await,
         Command::Secret(c) => secrets::run(&client()?, c, cli.json).await,
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
-    }
+    }?;
+    Ok(0)
 }

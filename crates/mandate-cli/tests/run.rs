@@ -1,0 +1,299 @@
+//! `mandate run -- COMMAND` against a real server: the command runs under a
+//! task of its own with a session and never the admin token; the task ends
+//! with the command (completed on 0, revoked otherwise, also when the
+//! command is stopped by a forwarded SIGTERM), and its tokens die with it.
+
+use mandate_testkit::TestServer;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mandate");
+
+fn mandate(s: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("MANDATE_ADDR", &s.base)
+        .env("MANDATE_TOKEN", &s.root)
+        .env("MANDATE_BIN", BIN)
+        .env_remove("MANDATE_SESSION");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+fn admin(s: &TestServer, args: &[&str]) -> String {
+    ok(mandate(s, args, &[]).output().unwrap())
+}
+
+/// Owner, tool `github`, agent `bot` with an enrolled key at `key`.
+fn agent_with_key(s: &TestServer, key: &Path) {
+    admin(s, &["owner", "create", "platform"]);
+    admin(
+        s,
+        &[
+            "tool",
+            "create",
+            "github",
+            "--audience",
+            "https://api.github.com",
+            "--owner",
+            "platform",
+            "--env",
+            "staging",
+            "--sensitivity",
+            "internal",
+            "--max-ttl",
+            "600",
+            "--action",
+            "issues:read",
+        ],
+    );
+    admin(
+        s,
+        &[
+            "agent", "create", "bot", "--owner", "platform", "--env", "staging", "--tool", "github",
+        ],
+    );
+    let jt = admin(s, &["agent", "join-token", "bot"]);
+    admin(
+        s,
+        &[
+            "agent",
+            "enroll",
+            "--join-token",
+            &jt,
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+}
+
+fn task(s: &TestServer, id: &str) -> Value {
+    serde_json::from_str(&admin(s, &["--json", "task", "show", id])).unwrap()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_owned()
+}
+
+/// What the command saw and did, written into `out` by a shell script.
+const AGENT: &str = r#"out=$1
+echo "$MANDATE_TASK" > "$out/task"
+echo "${MANDATE_TOKEN:-none}" > "$out/admin_token"
+echo "${MANDATE_SESSION:-none}" > "$out/session_var"
+echo "$MANDATE_SESSION_FILE" > "$out/session_file"
+"$MANDATE_BIN" token exchange --task "$MANDATE_TASK" --resource https://api.github.com > "$out/token" || exit 9
+exit "$2""#;
+
+fn run_agent(s: &TestServer, key: &Path, out: &Path, code: &str) -> Output {
+    let key = key.to_str().unwrap();
+    mandate(
+        s,
+        &[
+            "run",
+            "--key-file",
+            key,
+            "--intent",
+            "triage",
+            "--scope",
+            "github=issues:read",
+            "--",
+            "sh",
+            "-c",
+            AGENT,
+            "agent",
+            out.to_str().unwrap(),
+            code,
+        ],
+        &[],
+    )
+    .output()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_lives_exactly_as_long_as_the_command() {
+    let s = TestServer::start().await;
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+
+        // Success: the command had a task, a session file and no admin
+        // token; its token worked while it ran and is dead now.
+        let out = dir.path().join("ok");
+        std::fs::create_dir(&out).unwrap();
+        let o = run_agent(&s, &key, &out, "0");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let id = read(&out.join("task"));
+        assert!(id.starts_with("task_"), "{id}");
+        assert_eq!(
+            read(&out.join("admin_token")),
+            "none",
+            "the admin token leaked"
+        );
+        assert_eq!(read(&out.join("session_var")), "none");
+        assert!(
+            !Path::new(&read(&out.join("session_file"))).exists(),
+            "session file left behind"
+        );
+        let t = task(&s, &id);
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(t["agent"], "bot");
+        let token = read(&out.join("token"));
+        let intro: Value = serde_json::from_str(&admin(
+            &s,
+            &["--json", "token", "introspect", "--access-token", &token],
+        ))
+        .unwrap();
+        assert_eq!(intro["active"], false, "{intro}");
+
+        // Failure: the command's exit code, and the task revoked.
+        let out = dir.path().join("fail");
+        std::fs::create_dir(&out).unwrap();
+        let o = run_agent(&s, &key, &out, "3");
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(task(&s, &read(&out.join("task")))["state"], "revoked");
+
+        // A task the policy refuses: the command never runs.
+        let marker = dir.path().join("ran");
+        let o = mandate(
+            &s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "x",
+                "--scope",
+                "github=issues:write",
+                "--",
+                "touch",
+                marker.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert!(!o.status.success());
+        assert!(!marker.exists(), "the command ran without a task");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("issues:write"), "{err}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_reaches_the_command_and_the_task_is_revoked() {
+    let s = TestServer::start().await;
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+        let started = dir.path().join("task");
+        let script = format!(
+            "trap 'exit 7' TERM; echo \"$MANDATE_TASK\" > {}; while true; do sleep 0.05; done",
+            started.display()
+        );
+        let mut run = mandate(
+            &s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "long",
+                "--scope",
+                "github=issues:read",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+            &[],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        for _ in 0..200 {
+            if started.exists() && !read(&started).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let id = read(&started);
+        assert_eq!(task(&s, &id)["state"], "active");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+        let status = run.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "the command's own exit code");
+        assert_eq!(task(&s, &id)["state"], "revoked");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_bare_session_the_task_ends_before_the_session_does() {
+    let s = TestServer::start().await;
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+        let session = admin(&s, &["login", "--key-file", key.to_str().unwrap()]);
+        let exp = mandate_testkit::claims(&session)["exp"].as_i64().unwrap();
+        let out = dir.path().join("task");
+        let o = mandate(
+            &s,
+            &[
+                "run",
+                "--intent",
+                "x",
+                "--scope",
+                "github=issues:read",
+                "--ttl",
+                "28000",
+                "--",
+                "sh",
+                "-c",
+                "echo \"$MANDATE_TASK\" > \"$1\"",
+                "agent",
+                out.to_str().unwrap(),
+            ],
+            &[("MANDATE_SESSION", &session)],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let t = task(&s, &read(&out));
+        assert_eq!(t["state"], "completed");
+        let deadline = t["deadline"].as_i64().unwrap();
+        assert!(
+            deadline <= exp,
+            "task deadline {deadline} after the session's exp {exp}"
+        );
+    })
+    .await
+    .unwrap();
+}
