@@ -153,6 +153,9 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         ttl = Some(ttl.map_or(left, |t| t.min(left)));
     }
     let body = task_request(&a.intent, &a.scopes, &a.resources, ttl, a.requested_by)?;
+    // Before the task exists, so that no failure here leaves one open.
+    let dir = SessionDir::create()?;
+    dir.write(&first.token)?;
     let task = c
         .with_token(Some(first.token.clone()))
         .post("/v1/tasks", &body)
@@ -176,8 +179,6 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         task["deadline"], a.command[0]
     );
 
-    let dir = SessionDir::create()?;
-    dir.write(&current.lock().unwrap_or_else(|p| p.into_inner()).token)?;
     let mut child = match tokio::process::Command::new(&a.command[0])
         .args(&a.command[1..])
         .env("MANDATE_ADDR", &c.base)
