@@ -2,7 +2,8 @@
 //! agent in, opens the task, runs the command with the task id and a
 //! session kept fresh in a private file (never the admin token), and ends
 //! the task when the command exits: completed on success, revoked
-//! otherwise, so every grant under it dies with the process.
+//! otherwise, so every grant under it dies with the process. And the other
+//! way round: a task that ends first (revoked, expired) stops the command.
 
 use crate::agent_side::{Credential, log_in, task_request};
 use crate::client::Client;
@@ -204,7 +205,13 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             dir.0.clone(),
         ))
     });
-    let code = wait_forwarding_signals(&mut child).await?;
+    let watch = Watch {
+        c,
+        current: &current,
+        id: &id,
+        deadline: task["deadline"].as_u64().unwrap_or(u64::MAX),
+    };
+    let code = wait_forwarding_signals(&mut child, &watch, &a.command[0]).await?;
     if let Some(r) = renewer {
         r.abort();
     }
@@ -244,14 +251,60 @@ async fn keep_fresh(c: Client, credential: Credential, current: Arc<Mutex<Curren
     }
 }
 
+/// How often the wrapper asks whether the task is still active.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+/// How long a command has to exit after SIGTERM once its task ended.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The task being watched while its command runs.
+struct Watch<'a> {
+    c: &'a Client,
+    current: &'a Mutex<Current>,
+    id: &'a str,
+    deadline: u64,
+}
+
+impl Watch<'_> {
+    /// The task's state if it is no longer active. A broker that cannot be
+    /// asked is not taken as an end (the tokens' own checks fail closed).
+    async fn ended(&self) -> Option<String> {
+        if unix_now() >= self.deadline {
+            return Some("expired".into());
+        }
+        let token = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .token
+            .clone();
+        let t = self
+            .c
+            .with_token(Some(token))
+            .get(&format!("/v1/tasks/{}", self.id))
+            .await
+            .ok()?;
+        let state = t["state"].as_str()?;
+        (state != "active").then(|| state.to_owned())
+    }
+}
+
 /// Wait for the child. SIGTERM and SIGHUP sent to `mandate run` go to the
 /// command; SIGINT does not (a terminal sends it to both already), but it
-/// no longer kills the wrapper before the task is ended.
-async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> Result<u8> {
+/// no longer kills the wrapper before the task is ended. If the task ends
+/// first (revoked, expired), the command gets SIGTERM, then SIGKILL after
+/// a grace period: nothing outlives its mandate.
+async fn wait_forwarding_signals(
+    child: &mut tokio::process::Child,
+    watch: &Watch<'_>,
+    command: &str,
+) -> Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping: Option<std::time::Instant> = None;
     let pid = child.id().map(|p| p as libc::pid_t);
     let forward = |sig| {
         if let Some(pid) = pid {
@@ -265,6 +318,21 @@ async fn wait_forwarding_signals(child: &mut tokio::process::Child) -> Result<u8
             _ = term.recv() => forward(libc::SIGTERM),
             _ = hup.recv() => forward(libc::SIGHUP),
             _ = int.recv() => {}
+            _ = tick.tick() => match stopping {
+                Some(since) if since.elapsed() >= GRACE => forward(libc::SIGKILL),
+                Some(_) => {}
+                None => {
+                    if let Some(state) = watch.ended().await {
+                        eprintln!(
+                            "mandate run: task {} is {state}; stopping `{command}` (SIGTERM, SIGKILL after {}s)",
+                            watch.id,
+                            GRACE.as_secs()
+                        );
+                        forward(libc::SIGTERM);
+                        stopping = Some(std::time::Instant::now());
+                    }
+                }
+            },
         }
     };
     use std::os::unix::process::ExitStatusExt;

@@ -297,3 +297,58 @@ async fn with_a_bare_session_the_task_ends_before_the_session_does() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_task_stops_the_command() {
+    let s = TestServer::start().await;
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+        let started = dir.path().join("task");
+        let script = format!(
+            "trap 'exit 7' TERM; echo \"$MANDATE_TASK\" > {}; while true; do sleep 0.05; done",
+            started.display()
+        );
+        let run = mandate(
+            &s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "long",
+                "--scope",
+                "github=issues:read",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+            &[],
+        )
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        for _ in 0..200 {
+            if started.exists() && !read(&started).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        let id = read(&started);
+        let revoked_at = std::time::Instant::now();
+        admin(&s, &["task", "revoke", &id]);
+        let o = run.wait_with_output().unwrap();
+        let took = revoked_at.elapsed();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(7), "{err}");
+        assert!(err.contains("is revoked; stopping"), "{err}");
+        assert!(err.contains("already revoked"), "{err}");
+        // The wrapper looks every 2 s; loose bound for a busy CI machine.
+        assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+        eprintln!("command stopped {took:?} after the revocation");
+    })
+    .await
+    .unwrap();
+}
