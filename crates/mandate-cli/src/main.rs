@@ -110,9 +110,10 @@ enum Command {
     /// Run a command as an agent under a task of its own: log in, open the
     /// task, run COMMAND with MANDATE_TASK and MANDATE_SESSION_FILE (a session
     /// kept fresh; never MANDATE_TOKEN), then complete the task if it exits 0
-    /// or revoke it otherwise. Exits with the command's code.
+    /// or revoke it otherwise; stop COMMAND if the task ends first. Exits
+    /// with the command's code.
     #[command(
-        after_help = "Example:\n  mandate run --key-file demo-bot.key --intent \"triage issues\" \\\n      --scope github=issues:read -- ./agent.sh\n\nInside, the command gets tokens with\n  mandate token exchange --task \"$MANDATE_TASK\" --resource https://api.github.com\n\nSIGTERM and SIGHUP are passed on to the command; SIGINT is left to the\nterminal (which sends it to both) and does not skip ending the task."
+        after_help = "Example:\n  mandate run --key-file demo-bot.key --intent \"triage issues\" \\\n      --scope github=issues:read -- ./agent.sh\n\nInside, the command gets tokens with\n  mandate token exchange --task \"$MANDATE_TASK\" --resource https://api.github.com\n\nSIGTERM and SIGHUP are passed on to the command; SIGINT is left to the\nterminal (which sends it to both) and does not skip ending the task.\nIf the task is revoked or expires first, COMMAND gets SIGTERM (checked\nevery 2 s), then SIGKILL 10 s later."
     )]
     Run(run::RunArgs),
     /// Access tokens: exchange, authorize, introspect, revoke.
