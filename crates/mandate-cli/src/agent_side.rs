@@ -216,23 +216,10 @@ pub enum TaskCmd {
     /// Ask for a mandate. With --session the agent asks for itself; with an
     /// admin token, name the agent with --agent.
     Create {
-        /// What the work is for, in words a reviewer understands.
-        #[arg(long)]
-        intent: String,
-        /// TOOL=ACTION[,ACTION…] (repeatable), e.g. github=issues:read.
-        #[arg(long = "scope", required = true)]
-        scopes: Vec<String>,
-        /// TOOL=RESOURCE[,RESOURCE…] narrowing a tool to resources (default `*`).
-        #[arg(long = "resources")]
-        resources: Vec<String>,
-        /// Lifetime in seconds (server default 900).
-        #[arg(long)]
-        ttl: Option<u32>,
+        #[command(flatten)]
+        request: TaskRequest,
         #[arg(long)]
         agent: Option<String>,
-        /// Who asked for this work (a person or system, for the audit trail).
-        #[arg(long)]
-        requested_by: Option<String>,
         #[command(flatten)]
         session: Session,
     },
@@ -320,47 +307,59 @@ fn parse_pairs(list: &[String], flag: &str) -> Result<Vec<(String, Vec<String>)>
         .collect()
 }
 
-/// The body of `POST /v1/tasks` from the CLI's flags.
-pub fn task_request(
-    intent: &str,
-    scopes: &[String],
-    resources: &[String],
-    ttl: Option<u32>,
+/// What a task asks for, as flags (`task create`, `run`).
+#[derive(Args)]
+pub struct TaskRequest {
+    /// What the work is for, in words a reviewer understands.
+    #[arg(long)]
+    intent: String,
+    /// TOOL=ACTION[,ACTION…] (repeatable), e.g. github=issues:read.
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
+    /// TOOL=RESOURCE[,RESOURCE…] narrowing a tool to resources (default `*`).
+    #[arg(long = "resources")]
+    resources: Vec<String>,
+    /// Lifetime in seconds (server default 900).
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// Who asked for this work (a person or system, for the audit trail).
+    #[arg(long)]
     requested_by: Option<String>,
-) -> Result<Value> {
-    let resources = parse_pairs(resources, "--resources")?;
-    let scope: Vec<Value> = parse_pairs(scopes, "--scope")?
-        .into_iter()
-        .map(|(tool, actions)| {
-            let mut item = json!({"tool": tool, "actions": actions});
-            if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
-                item["resources"] = json!(r);
-            }
-            item
-        })
-        .collect();
-    let mut body = json!({"intent": intent, "scope": scope});
-    if let Some(t) = ttl {
-        body["ttl_secs"] = json!(t);
+}
+
+impl TaskRequest {
+    /// The body of `POST /v1/tasks`.
+    pub fn body(&self) -> Result<Value> {
+        let resources = parse_pairs(&self.resources, "--resources")?;
+        let scope: Vec<Value> = parse_pairs(&self.scopes, "--scope")?
+            .into_iter()
+            .map(|(tool, actions)| {
+                let mut item = json!({"tool": tool, "actions": actions});
+                if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
+                    item["resources"] = json!(r);
+                }
+                item
+            })
+            .collect();
+        let mut body = json!({"intent": self.intent, "scope": scope});
+        if let Some(t) = self.ttl {
+            body["ttl_secs"] = json!(t);
+        }
+        if let Some(r) = &self.requested_by {
+            body["requested_by"] = json!(r);
+        }
+        Ok(body)
     }
-    if let Some(r) = requested_by {
-        body["requested_by"] = json!(r);
-    }
-    Ok(body)
 }
 
 pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
     let v = match cmd {
         TaskCmd::Create {
-            intent,
-            scopes,
-            resources,
-            ttl,
+            request,
             agent,
-            requested_by,
             session,
         } => {
-            let mut body = task_request(&intent, &scopes, &resources, ttl, requested_by)?;
+            let mut body = request.body()?;
             if let Some(a) = agent {
                 body["agent"] = json!(a);
             }

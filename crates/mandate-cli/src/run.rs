@@ -5,7 +5,7 @@
 //! otherwise, so every grant under it dies with the process. And the other
 //! way round: a task that ends first (revoked, expired) stops the command.
 
-use crate::agent_side::{Credential, log_in, task_request};
+use crate::agent_side::{Credential, TaskRequest, log_in};
 use crate::client::Client;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -27,21 +27,8 @@ pub struct RunArgs {
     /// It cannot be renewed, so the task is cut to the session's lifetime.
     #[arg(long, env = "MANDATE_SESSION", hide_env_values = true)]
     session: Option<String>,
-    /// What the work is for, in words a reviewer understands.
-    #[arg(long)]
-    intent: String,
-    /// TOOL=ACTION[,ACTION…] (repeatable), e.g. github=issues:read.
-    #[arg(long = "scope", required = true)]
-    scopes: Vec<String>,
-    /// TOOL=RESOURCE[,RESOURCE…] narrowing a tool to resources (default `*`).
-    #[arg(long = "resources")]
-    resources: Vec<String>,
-    /// Task lifetime in seconds (server default 900).
-    #[arg(long)]
-    ttl: Option<u32>,
-    /// Who asked for this work (a person or system, for the audit trail).
-    #[arg(long)]
-    requested_by: Option<String>,
+    #[command(flatten)]
+    task: TaskRequest,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -142,7 +129,7 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             bail!("log the agent in: --key-file, --jwt-file, or a session in MANDATE_SESSION")
         }
     };
-    let mut ttl = a.ttl;
+    let mut request = a.task;
     if credential.is_none() {
         // Nothing to renew it with: the task must end while the session
         // can still end it.
@@ -151,9 +138,9 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             bail!("MANDATE_SESSION has expired or is about to; log in again");
         }
         let left = u32::try_from(left).unwrap_or(u32::MAX);
-        ttl = Some(ttl.map_or(left, |t| t.min(left)));
+        request.ttl = Some(request.ttl.map_or(left, |t| t.min(left)));
     }
-    let body = task_request(&a.intent, &a.scopes, &a.resources, ttl, a.requested_by)?;
+    let body = request.body()?;
     // Before the task exists, so that no failure here leaves one open.
     let dir = SessionDir::create()?;
     dir.write(&first.token)?;

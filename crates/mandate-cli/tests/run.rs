@@ -86,6 +86,43 @@ fn read(p: &Path) -> String {
         .to_owned()
 }
 
+/// `mandate run` of a command that waits (exiting 7 on SIGTERM), once the
+/// command has started: the wrapper process and the task id.
+fn start_waiting_command(s: &TestServer, key: &Path, dir: &Path) -> (std::process::Child, String) {
+    let started = dir.join("task");
+    let script = format!(
+        "trap 'exit 7' TERM; echo \"$MANDATE_TASK\" > {}; while true; do sleep 0.05; done",
+        started.display()
+    );
+    let run = mandate(
+        s,
+        &[
+            "run",
+            "--key-file",
+            key.to_str().unwrap(),
+            "--intent",
+            "long",
+            "--scope",
+            "github=issues:read",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    for _ in 0..200 {
+        if started.exists() && !read(&started).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    (run, read(&started))
+}
+
 /// What the command saw and did, written into `out` by a shell script.
 const AGENT: &str = r#"out=$1
 echo "$MANDATE_TASK" > "$out/task"
@@ -211,38 +248,7 @@ async fn sigterm_reaches_the_command_and_the_task_is_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("bot.key");
         agent_with_key(&s, &key);
-        let started = dir.path().join("task");
-        let script = format!(
-            "trap 'exit 7' TERM; echo \"$MANDATE_TASK\" > {}; while true; do sleep 0.05; done",
-            started.display()
-        );
-        let mut run = mandate(
-            &s,
-            &[
-                "run",
-                "--key-file",
-                key.to_str().unwrap(),
-                "--intent",
-                "long",
-                "--scope",
-                "github=issues:read",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-            &[],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        for _ in 0..200 {
-            if started.exists() && !read(&started).is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        let id = read(&started);
+        let (mut run, id) = start_waiting_command(&s, &key, dir.path());
         assert_eq!(task(&s, &id)["state"], "active");
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
@@ -305,38 +311,7 @@ async fn revoking_the_task_stops_the_command() {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("bot.key");
         agent_with_key(&s, &key);
-        let started = dir.path().join("task");
-        let script = format!(
-            "trap 'exit 7' TERM; echo \"$MANDATE_TASK\" > {}; while true; do sleep 0.05; done",
-            started.display()
-        );
-        let run = mandate(
-            &s,
-            &[
-                "run",
-                "--key-file",
-                key.to_str().unwrap(),
-                "--intent",
-                "long",
-                "--scope",
-                "github=issues:read",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ],
-            &[],
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-        for _ in 0..200 {
-            if started.exists() && !read(&started).is_empty() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        let id = read(&started);
+        let (run, id) = start_waiting_command(&s, &key, dir.path());
         let revoked_at = std::time::Instant::now();
         admin(&s, &["task", "revoke", &id]);
         let o = run.wait_with_output().unwrap();

@@ -19,6 +19,14 @@ struct ClusterTls {
 
 static TLS: OnceLock<ClusterTls> = OnceLock::new();
 
+/// One write through the writer connection, read back through a reader.
+async fn writes_and_reads_back(s: &PostgresStore) {
+    s.append_events(vec![NewEvent::new(EventKind::Decision, "test")])
+        .await
+        .unwrap();
+    assert_eq!(s.events_since(0, 10).await.unwrap().len(), 1);
+}
+
 fn trusting(ca: &CertificateDer<'static>) -> PostgresTls {
     PostgresTls {
         roots: vec![ca.clone()],
@@ -119,10 +127,7 @@ async fn postgres_over_tls_verifies_the_server_certificate() {
     let s = PostgresStore::open(required.clone().into(), trusting(ca))
         .await
         .unwrap();
-    s.append_events(vec![NewEvent::new(EventKind::Decision, "test")])
-        .await
-        .unwrap();
-    assert_eq!(s.events_since(0, 10).await.unwrap().len(), 1);
+    writes_and_reads_back(&s).await;
     let encrypted = psql(
         &url,
         "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
@@ -215,10 +220,7 @@ async fn postgres_client_certificates_authenticate_the_broker() {
     )
     .await
     .unwrap();
-    s.append_events(vec![NewEvent::new(EventKind::Decision, "test")])
-        .await
-        .unwrap();
-    assert_eq!(s.events_since(0, 10).await.unwrap().len(), 1);
+    writes_and_reads_back(&s).await;
     let by_cert = psql(
         &url,
         &format!(
