@@ -327,3 +327,44 @@ async fn revoking_the_task_stops_the_command() {
     .await
     .unwrap();
 }
+
+/// The session file is renewed before the session expires, and the command
+/// can use the new one. (Sessions live at least 60 s, so this waits ~40 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_file_is_renewed_before_it_expires() {
+    let s = TestServer::start_with(|c| c.session_ttl_secs = 60).await;
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let script = r#"out=$1
+cat "$MANDATE_SESSION_FILE" > "$out/first"
+for i in $(seq 1 550); do
+  cmp -s "$MANDATE_SESSION_FILE" "$out/first" || break
+  sleep 0.1
+done
+cat "$MANDATE_SESSION_FILE" > "$out/second"
+"$MANDATE_BIN" token exchange --task "$MANDATE_TASK" --resource https://api.github.com > "$out/token""#;
+        let o = mandate(
+            &s,
+            &[
+                "run", "--key-file", key.to_str().unwrap(), "--intent", "renew", "--scope",
+                "github=issues:read", "--", "sh", "-c", script, "agent", out.to_str().unwrap(),
+            ],
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (first, second) = (read(&out.join("first")), read(&out.join("second")));
+        assert_ne!(first, second, "the session was not renewed within 55 s");
+        let claims = |t: &str| mandate_testkit::claims(t);
+        assert_eq!(claims(&first)["sub"], claims(&second)["sub"]);
+        assert!(claims(&second)["exp"].as_i64() > claims(&first)["exp"].as_i64());
+        assert!(read(&out.join("token")).starts_with("ey"), "exchange with the renewed session");
+    })
+    .await
+    .unwrap();
+}
