@@ -62,6 +62,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   audit_flush_ms = 200               how often queued records are shipped
   upstream_timeout_secs = 30         wait for upstream headers, and between body chunks
   max_body_bytes = 10485760          largest request body forwarded
+  header_read_timeout_secs = 30      close connections slow to send headers, or idle that long
 
 Operations: GET /healthz, /readyz, /metrics (Prometheus).";
 

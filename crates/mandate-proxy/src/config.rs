@@ -48,6 +48,9 @@ pub struct ProxyConfig {
     pub upstream_timeout_secs: u64,
     /// Largest request body forwarded, bytes.
     pub max_body_bytes: usize,
+    /// Seconds an agent has to send a request's headers; an idle keep-alive
+    /// connection is closed after as long (slowloris).
+    pub header_read_timeout_secs: u64,
 }
 
 impl Default for ProxyConfig {
@@ -67,6 +70,7 @@ impl Default for ProxyConfig {
             audit_flush_ms: 200,
             upstream_timeout_secs: 30,
             max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout_secs: 30,
         }
     }
 }
@@ -139,8 +143,12 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_SPOOL_DIR") {
             self.spool_dir = v.into();
         }
-        let nums: [(&str, &mut u64); 4] = [
+        let nums: [(&str, &mut u64); 5] = [
             ("MANDATE_PROXY_STALENESS_SECS", &mut self.staleness_secs),
+            (
+                "MANDATE_PROXY_HEADER_READ_TIMEOUT_SECS",
+                &mut self.header_read_timeout_secs,
+            ),
             (
                 "MANDATE_PROXY_CATALOG_REFRESH_SECS",
                 &mut self.catalog_refresh_secs,
@@ -192,8 +200,14 @@ impl ProxyConfig {
                 "must be an http:// or https:// base URL with a host and no query",
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 4] = [
+        let ranges: [(&str, u64, u64, u64); 5] = [
             ("staleness_secs", self.staleness_secs, 1, 3600),
+            (
+                "header_read_timeout_secs",
+                self.header_read_timeout_secs,
+                1,
+                3600,
+            ),
             ("catalog_refresh_secs", self.catalog_refresh_secs, 1, 3600),
             ("audit_flush_ms", self.audit_flush_ms, 10, 3_600_000),
             ("upstream_timeout_secs", self.upstream_timeout_secs, 1, 3600),

@@ -111,6 +111,7 @@ impl Proxy {
             path: config.spool_dir.clone(),
             source,
         })?;
+        let header_timeout_secs = config.header_read_timeout_secs;
         let st = Arc::new(State::new(
             config,
             broker,
@@ -125,13 +126,24 @@ impl Proxy {
         ];
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let app = handle::router(st);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await
+        let header_timeout = std::time::Duration::from_secs(header_timeout_secs);
+        let listener = listener
+            .into_std()
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+            stopper.graceful_shutdown(None);
         });
+        let mut server = axum_server::from_tcp(listener).handle(handle);
+        // Slow or idle agent connections are closed (slowloris).
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let server = tokio::spawn(server.serve(app.into_make_service()));
         tracing::info!(%addr, "mandate proxy listening");
         Ok(RunningProxy {
             addr,

@@ -872,3 +872,35 @@ async fn route_changes_reach_the_proxy_and_bad_updates_change_nothing() {
         "a refused update wrote something"
     );
 }
+
+/// An agent connection that never finishes its headers, or goes quiet
+/// between requests, is closed after `header_read_timeout_secs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_agent_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = World::new().await;
+    let spool = tempfile::tempdir().unwrap();
+    let mut cfg = support::config(&w.s.base, &w.proxy_token, spool.path(), 50);
+    cfg.header_read_timeout_secs = 1;
+    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    for request in [
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..],
+        &b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+    ] {
+        let mut c = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection kept open: {request:?}");
+        assert!(start.elapsed() >= Duration::from_millis(900));
+    }
+}

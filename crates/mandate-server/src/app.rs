@@ -260,6 +260,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let shutdown = axum_server::Handle::new();
     let handle = shutdown.clone();
     let tls = app.settings.raw.tls.clone();
+    let header_timeout = Duration::from_secs(app.settings.raw.header_read_timeout_secs);
     let server = tokio::spawn(async move {
         // Client addresses feed the token endpoint's failure throttle.
         let svc = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -272,16 +273,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
                         .with_context(|| {
                             format!("loading TLS certificate {}", t.cert_file.display())
                         })?;
-                axum_server::from_tcp_rustls(listener, cfg)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp_rustls(listener, cfg).handle(handle);
+                limit_slow_clients(server.http_builder(), header_timeout);
+                server.serve(svc).await?
             }
             None => {
-                axum_server::from_tcp(listener)
-                    .handle(handle)
-                    .serve(svc)
-                    .await?
+                let mut server = axum_server::from_tcp(listener).handle(handle);
+                limit_slow_clients(server.http_builder(), header_timeout);
+                server.serve(svc).await?
             }
         }
         Ok(())
@@ -295,6 +294,18 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         shutdown,
         background,
     })
+}
+
+/// Close connections that take longer than `timeout` to send a request's
+/// headers, or sit idle that long between requests (hyper's header timer
+/// covers both), so slow or silent connections cannot pile up (slowloris).
+fn limit_slow_clients(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    timeout: std::time::Duration,
+) {
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
 }
 
 /// `mandate dev` on an existing data dir: mint a fresh root token in-process

@@ -135,6 +135,10 @@ pub struct Config {
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
+    /// Seconds a client has to send a request's headers; an idle keep-alive
+    /// connection is closed after as long (like Vault's
+    /// `http_read_header_timeout`): slow connections cannot pile up.
+    pub header_read_timeout_secs: u64,
     /// Failed token-endpoint requests a client address may make in a burst
     /// before it gets 429 `slow_down`; 0 turns throttling off.
     pub token_failure_burst: u32,
@@ -171,6 +175,7 @@ impl Default for Config {
             database_client_cert_file: None,
             database_client_key_file: None,
             feed_keepalive_secs: 10,
+            header_read_timeout_secs: 30,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
             trusted_proxies: Vec::new(),
@@ -279,6 +284,9 @@ impl Config {
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
         }
+        if let Some(v) = env("MANDATE_HEADER_READ_TIMEOUT_SECS") {
+            self.header_read_timeout_secs = num("MANDATE_HEADER_READ_TIMEOUT_SECS", &v)?;
+        }
         if let Some(v) = env("MANDATE_TOKEN_FAILURE_BURST") {
             self.token_failure_burst = num("MANDATE_TOKEN_FAILURE_BURST", &v)?;
         }
@@ -382,6 +390,12 @@ impl Config {
         }
         if !(1..=300).contains(&self.feed_keepalive_secs) {
             return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));
+        }
+        if !(1..=3600).contains(&self.header_read_timeout_secs) {
+            return Err(invalid(
+                "header_read_timeout_secs",
+                "must be between 1 and 3600",
+            ));
         }
         for (i, iss) in self.issuers.iter().enumerate() {
             if iss.issuer.is_empty() {

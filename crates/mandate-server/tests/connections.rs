@@ -1,0 +1,69 @@
+//! Slow and idle connections are closed after `header_read_timeout_secs`
+//! (slowloris); a revocation stream, which is a response in progress, is
+//! not cut by it.
+
+use mandate_testkit::TestServer;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Read until the server closes the connection; how long that took and
+/// what it sent. Gives up (None) after `limit`.
+async fn until_closed(c: &mut TcpStream, limit: Duration) -> Option<(Duration, String)> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), c.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Some((start.elapsed(), String::from_utf8_lossy(&got).into_owned()));
+            }
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_closed_but_streams_are_not() {
+    let s = TestServer::start_with(|c| {
+        c.header_read_timeout_secs = 1;
+        c.feed_keepalive_secs = 1;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+
+    // Headers that never end.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (took, _) = until_closed(&mut slow, Duration::from_secs(10))
+        .await
+        .expect("a connection sending headers slowly was kept open");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
+    // A keep-alive connection that goes quiet after one request.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (took, answer) = until_closed(&mut idle, Duration::from_secs(10))
+        .await
+        .expect("an idle keep-alive connection was kept open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
+    // A revocation stream outlives the timeout: it keeps receiving.
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/revocations/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        until_closed(&mut stream, Duration::from_millis(3500))
+            .await
+            .is_none(),
+        "the revocation stream was cut"
+    );
+}
