@@ -39,6 +39,8 @@ pub struct App {
     pub sessions: TokenCache<SessionClaims>,
     pub federation: Federation,
     pub feed: broadcast::Sender<Revocation>,
+    /// Permits for open revocation streams (`max_feed_streams`).
+    pub feed_streams: Arc<tokio::sync::Semaphore>,
     /// Seals and opens stored secrets; `None` when no master key is configured.
     pub keeper: Option<Keeper>,
     /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
@@ -248,6 +250,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,
+        feed_streams: Arc::new(tokio::sync::Semaphore::new(
+            settings.raw.max_feed_streams as usize,
+        )),
         keeper,
         settings,
         dpop_replay: Default::default(),

@@ -67,3 +67,45 @@ async fn slow_and_idle_connections_are_closed_but_streams_are_not() {
         "the revocation stream was cut"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let s = TestServer::start_with(|c| {
+        c.max_feed_streams = 1;
+        c.feed_keepalive_secs = 1;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let open = || async {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /v1/revocations/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.unwrap();
+        (c, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let (first, head) = open().await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, refused) = open().await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_streams"), "{refused}");
+    // Polling still works meanwhile.
+    let (st, _) = s.get("/v1/revocations?since=0", None).await;
+    assert_eq!(st, 200);
+
+    drop(first);
+    // The server notices at its next heartbeat (1 s here).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, head) = open().await;
+        if head.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was not freed: {head}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

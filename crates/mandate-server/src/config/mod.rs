@@ -135,6 +135,9 @@ pub struct Config {
     /// Seconds between keep-alives on the revocation stream; verifiers treat
     /// silence longer than their staleness bound as "broker unreachable".
     pub feed_keepalive_secs: u64,
+    /// Revocation streams open at once (proxies, verifiers); more get 503
+    /// and can poll instead. Each holds a connection and a subscription.
+    pub max_feed_streams: u32,
     /// Seconds a client has to send a request's headers; an idle keep-alive
     /// connection is closed after as long (like Vault's
     /// `http_read_header_timeout`): slow connections cannot pile up.
@@ -175,6 +178,7 @@ impl Default for Config {
             database_client_cert_file: None,
             database_client_key_file: None,
             feed_keepalive_secs: 10,
+            max_feed_streams: 1024,
             header_read_timeout_secs: 30,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
@@ -284,6 +288,9 @@ impl Config {
         if let Some(v) = env("MANDATE_FEED_KEEPALIVE_SECS") {
             self.feed_keepalive_secs = num("MANDATE_FEED_KEEPALIVE_SECS", &v)?;
         }
+        if let Some(v) = env("MANDATE_MAX_FEED_STREAMS") {
+            self.max_feed_streams = num("MANDATE_MAX_FEED_STREAMS", &v)?;
+        }
         if let Some(v) = env("MANDATE_HEADER_READ_TIMEOUT_SECS") {
             self.header_read_timeout_secs = num("MANDATE_HEADER_READ_TIMEOUT_SECS", &v)?;
         }
@@ -390,6 +397,9 @@ impl Config {
         }
         if !(1..=300).contains(&self.feed_keepalive_secs) {
             return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));
+        }
+        if !(1..=100_000).contains(&self.max_feed_streams) {
+            return Err(invalid("max_feed_streams", "must be between 1 and 100000"));
         }
         if !(1..=3600).contains(&self.header_read_timeout_secs) {
             return Err(invalid(

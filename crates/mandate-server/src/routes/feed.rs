@@ -60,6 +60,14 @@ pub async fn stream(
     q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let since = since(q)?;
+    // Held for as long as the client keeps the stream open.
+    let permit = app.feed_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_streams",
+            "max_feed_streams revocation streams are open; poll GET /v1/revocations?since=SEQ or retry later",
+        )
+    })?;
     // Subscribe before reading the backlog so nothing falls in between.
     let live = BroadcastStream::new(app.feed.subscribe());
     // The whole backlog, page by page: stopping at one page would skip
@@ -81,7 +89,11 @@ pub async fn stream(
         .filter_map(move |r| {
             std::future::ready(r.ok().filter(|r| r.seq > last).map(|r| Ok(sse(&r))))
         });
-    Ok(Sse::new(backlog.chain(live)).keep_alive(
+    let events = backlog.chain(live).map(move |e| {
+        let _held = &permit;
+        e
+    });
+    Ok(Sse::new(events).keep_alive(
         KeepAlive::new().interval(Duration::from_secs(app.settings.raw.feed_keepalive_secs)),
     ))
 }
