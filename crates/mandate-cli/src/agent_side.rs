@@ -110,6 +110,7 @@ async fn token_endpoint(c: &Client) -> Result<String> {
 }
 
 /// How an agent proves who it is at login.
+#[derive(Clone)]
 pub enum Credential {
     /// An enrolled key (`private_key_jwt`).
     KeyFile(PathBuf),

@@ -179,15 +179,17 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
     {
         Ok(child) => child,
         Err(e) => {
-            let ended = end(c, &current, credential.as_ref(), &id, false).await;
-            return Err(anyhow::anyhow!("cannot run `{}`: {e}", a.command[0]))
-                .context(ended.err().map(|e| format!("{e:#}")).unwrap_or_default());
+            let ended = match end(c, &current, credential.as_ref(), &id, false).await {
+                Ok(outcome) => format!("task {id} {outcome}"),
+                Err(e) => format!("{e:#}"),
+            };
+            bail!("cannot run `{}`: {e}; {ended}", a.command[0]);
         }
     };
     let renewer = credential.as_ref().map(|cr| {
         tokio::spawn(keep_fresh(
             c.with_token(None),
-            clone_credential(cr),
+            cr.clone(),
             current.clone(),
             dir.0.clone(),
         ))
@@ -198,25 +200,26 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         id: &id,
         deadline: task["deadline"].as_u64().unwrap_or(u64::MAX),
     };
-    let code = wait_forwarding_signals(&mut child, &watch, &a.command[0]).await?;
+    let waited = wait_forwarding_signals(&mut child, &watch, &a.command[0]).await;
     if let Some(r) = renewer {
         r.abort();
     }
     drop(dir);
+    // Whatever went wrong while waiting, the task still ends.
+    let code = match waited {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = end(c, &current, credential.as_ref(), &id, false).await;
+            return Err(e);
+        }
+    };
     let outcome = end(c, &current, credential.as_ref(), &id, code == 0).await?;
     eprintln!(
         "mandate run: `{}` exited with {code}; task {id} {outcome}",
         a.command[0]
     );
     Ok(code)
-}
-
-fn clone_credential(c: &Credential) -> Credential {
-    match c {
-        Credential::KeyFile(p) => Credential::KeyFile(p.clone()),
-        Credential::Jwt(j) => Credential::Jwt(j.clone()),
-        Credential::JwtFile(p) => Credential::JwtFile(p.clone()),
-    }
 }
 
 /// Renew the session before it expires and rewrite the command's file in `dir`.

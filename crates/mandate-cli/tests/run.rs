@@ -212,6 +212,33 @@ async fn the_task_lives_exactly_as_long_as_the_command() {
         );
         assert_eq!(task(&s, &read(&out.join("task")))["state"], "revoked");
 
+        // A command that cannot start: an error, and its task revoked.
+        let o = mandate(
+            &s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "x",
+                "--scope",
+                "github=issues:read",
+                "--",
+                "/nonexistent/agent",
+            ],
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot run `/nonexistent/agent`"), "{err}");
+        let id = err
+            .split_whitespace()
+            .find(|w| w.starts_with("task_"))
+            .unwrap_or_else(|| panic!("no task id in: {err}"));
+        assert_eq!(task(&s, id)["state"], "revoked", "{err}");
+
         // A task the policy refuses: the command never runs.
         let marker = dir.path().join("ran");
         let o = mandate(
