@@ -59,3 +59,25 @@ pub struct Revocation {
     pub revoked_at: UnixTime,
     pub expires_at: UnixTime,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_kind_names_match_the_wire_format() {
+        // Stores and the audit chain key revocations by `as_str`; feeds
+        // carry the serde form. A mismatch would lose revocations.
+        for kind in [
+            RevocationKind::Token,
+            RevocationKind::Task,
+            RevocationKind::Agent,
+            RevocationKind::Key,
+        ] {
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+    }
+}

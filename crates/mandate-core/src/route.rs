@@ -212,6 +212,66 @@ mod tests {
     }
 
     #[test]
+    fn a_braced_segment_captures_only_when_closed_and_named() {
+        // `{draft`, `draft}` and `{}` are literals: they must not turn into
+        // wildcards that match any segment.
+        for lit in ["{draft", "draft}", "{}"] {
+            let rules = [rule("GET", &format!("/files/{lit}"), "issues:read", None)];
+            assert!(
+                route(&rules, "GET", &format!("/files/{lit}")).is_some(),
+                "{lit}"
+            );
+            assert!(route(&rules, "GET", "/files/other").is_none(), "{lit}");
+        }
+    }
+
+    #[test]
+    fn methods_are_1_to_16_upper_case_letters_or_star() {
+        let a = actions();
+        let check = |m: &str| rule(m, "/x", "issues:read", None).validate("r", &a);
+        assert!(check("*").is_ok());
+        assert!(check(&"A".repeat(16)).is_ok());
+        assert!(check(&"A".repeat(17)).is_err());
+        assert!(check("").is_err());
+        assert!(check("GeT").is_err());
+    }
+
+    #[test]
+    fn paths_are_absolute_bounded_and_without_query_or_fragment() {
+        let a = actions();
+        let check = |p: &str| rule("GET", p, "issues:read", None).validate("r", &a);
+        assert!(check(&format!("/{}", "a".repeat(511))).is_ok());
+        assert!(check(&format!("/{}", "a".repeat(512))).is_err());
+        assert!(check("/x?q=1").is_err());
+        assert!(check("/x#frag").is_err());
+    }
+
+    #[test]
+    fn double_star_is_valid_as_the_last_segment() {
+        let a = actions();
+        assert!(
+            rule("GET", "/files/**", "issues:read", None)
+                .validate("r", &a)
+                .is_ok()
+        );
+        assert!(
+            rule("GET", "/**", "issues:read", None)
+                .validate("r", &a)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_capture_name_may_appear_only_once() {
+        // `/{a}/{a}` would leave it unclear which segment the resource names.
+        let e = rule("GET", "/{a}/{a}", "issues:read", Some("repo:{a}"))
+            .validate("routes[3]", &actions())
+            .unwrap_err();
+        assert_eq!(e.field, "routes[3].path");
+        assert!(e.message.contains("twice"), "{}", e.message);
+    }
+
+    #[test]
     fn validation_names_the_rule_and_field() {
         let a = actions();
         let e = rule("get", "/x", "issues:read", None)

@@ -368,6 +368,242 @@ mod tests {
         assert!(r.unwrap_err().to_string().contains("scope[1].tool"));
     }
 
+    fn scope(v: serde_json::Value) -> Result<Scope, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    fn item(actions: &[&str], resources: &[&str]) -> ScopeItem {
+        ScopeItem {
+            tool: ToolName::parse("github").unwrap(),
+            actions: actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
+            resources: resources.iter().map(|r| rp(r)).collect(),
+        }
+    }
+
+    fn names(prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[test]
+    fn action_names_are_short_lowercase_tokens() {
+        assert!(Action::parse("issues:read").is_ok());
+        assert!(Action::parse(&"a".repeat(64)).is_ok());
+        assert!(Action::parse(&"a".repeat(65)).is_err());
+        assert!(Action::parse("").is_err());
+        assert!(Action::parse("Issues:Read").is_err());
+        assert!(Action::parse("issues read").is_err());
+    }
+
+    #[test]
+    fn literal_matches_only_itself_and_prefix_matches_by_prefix() {
+        // `matches` is what every request is judged by.
+        assert!(rp("repo:acme/widgets").matches("repo:acme/widgets"));
+        assert!(!rp("repo:acme/widgets").matches("repo:acme/widgets2"));
+        assert!(!rp("repo:acme/widgets").matches("repo:acme"));
+        assert!(rp("repo:acme/*").matches("repo:acme/widgets"));
+        assert!(rp("repo:acme/*").matches("repo:acme/"));
+        assert!(!rp("repo:acme/*").matches("repo:acmecorp/x"));
+        assert!(!rp("repo:acme/*").matches("repo:other/x"));
+        assert!(rp("*").matches("anything"));
+        assert!(rp("*").matches(""));
+    }
+
+    #[test]
+    fn scope_serializes_back_to_the_json_it_was_read_from() {
+        // Tasks are stored as JSON: a lossy round trip would change a
+        // stored task's scope.
+        let json = serde_json::json!([
+            {"tool": "github", "actions": ["issues:read", "issues:write"],
+             "resources": ["repo:acme/*", "repo:other/x"]},
+            {"tool": "jira", "actions": ["tickets:read"], "resources": ["*"]}
+        ]);
+        let s = scope(json.clone()).unwrap();
+        assert_eq!(s.items().len(), 2);
+        assert_eq!(s.items()[1].tool.as_str(), "jira");
+        assert_eq!(serde_json::to_value(&s).unwrap(), json);
+        assert_eq!(s.items()[0].resources[0].as_str(), "repo:acme/*");
+        assert_eq!(s.items()[0].actions[1].to_string(), "issues:write");
+    }
+
+    #[test]
+    fn omitted_resources_mean_every_resource() {
+        let s = scope(serde_json::json!([{"tool": "github", "actions": ["a"]}])).unwrap();
+        assert_eq!(s.items()[0].resources, vec![ResourcePattern::any()]);
+    }
+
+    #[test]
+    fn scope_items_need_1_to_64_distinct_actions_and_1_to_64_resources() {
+        let one = |actions: Vec<String>, resources: Vec<String>| {
+            scope(serde_json::json!([
+                {"tool": "github", "actions": actions, "resources": resources}
+            ]))
+        };
+        let r = || vec!["*".to_string()];
+        assert!(one(names("a", 64), r()).is_ok());
+        assert!(one(names("a", 65), r()).is_err());
+        assert!(one(vec![], r()).is_err());
+        let e = one(vec!["a".into(), "b".into(), "a".into()], r()).unwrap_err();
+        assert!(e.to_string().contains("scope[0].actions[2]"), "{e}");
+        assert!(one(vec!["a".into()], names("r", 64)).is_ok());
+        assert!(one(vec!["a".into()], names("r", 65)).is_err());
+        assert!(one(vec!["a".into()], vec![]).is_err());
+    }
+
+    #[test]
+    fn a_scope_lists_1_to_32_tools() {
+        let tools = |n: usize| {
+            let items: Vec<_> = names("t", n)
+                .into_iter()
+                .map(|t| serde_json::json!({"tool": t, "actions": ["a"]}))
+                .collect();
+            scope(serde_json::Value::Array(items))
+        };
+        assert!(tools(32).is_ok());
+        assert!(tools(33).is_err());
+        assert!(tools(0).is_err());
+    }
+
+    #[test]
+    fn an_item_covers_only_its_own_tool_actions_and_resources() {
+        let outer = item(&["issues:read", "issues:write"], &["repo:acme/*"]);
+        assert!(outer.covers(&item(&["issues:read"], &["repo:acme/widgets"])));
+        assert!(outer.covers(&outer));
+        assert!(!outer.covers(&item(&["pulls:read"], &["repo:acme/widgets"])));
+        assert!(!outer.covers(&item(&["issues:read"], &["repo:other/x"])));
+        let mut other_tool = item(&["issues:read"], &["repo:acme/widgets"]);
+        other_tool.tool = ToolName::parse("jira").unwrap();
+        assert!(!outer.covers(&other_tool));
+    }
+
+    #[test]
+    fn an_item_allows_a_listed_action_on_a_matching_resource_only() {
+        let i = item(&["issues:read"], &["repo:acme/*"]);
+        let read = Action::parse("issues:read").unwrap();
+        let write = Action::parse("issues:write").unwrap();
+        assert!(i.allows(&read, "repo:acme/widgets"));
+        assert!(!i.allows(&write, "repo:acme/widgets"));
+        assert!(!i.allows(&read, "repo:other/x"));
+        assert!(!i.allows(&write, "repo:other/x"));
+    }
+
+    #[test]
+    fn narrowing_refusals_name_what_was_asked_for() {
+        let s = scope(serde_json::json!([
+            {"tool": "github", "actions": ["issues:read"], "resources": ["repo:acme/*"]}
+        ]))
+        .unwrap();
+        let gh = ToolName::parse("github").unwrap();
+        let e = s
+            .narrow(&gh, None, Some(&[rp("repo:other/x")]))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            RuleViolation::OutsideScope {
+                field: "resources".into(),
+                requested: "repo:other/x".into()
+            }
+        );
+        let write = Action::parse("issues:write").unwrap();
+        let e = s.narrow(&gh, Some(&[write]), None).unwrap_err();
+        assert_eq!(
+            e,
+            RuleViolation::OutsideScope {
+                field: "scope".into(),
+                requested: "issues:write".into()
+            }
+        );
+    }
+
+    mod check_against {
+        use super::*;
+        use crate::{Agent, AgentName, AgentState, Environment};
+
+        fn agent(env: Environment, tools: &[&str]) -> Agent {
+            Agent {
+                name: AgentName::parse("bot").unwrap(),
+                spiffe_id: "spiffe://example.org/agent/bot".into(),
+                owner: crate::OwnerName::parse("platform").unwrap(),
+                environment: env,
+                allowed_tools: tools.iter().map(|t| ToolName::parse(t).unwrap()).collect(),
+                description: String::new(),
+                state: AgentState::Active,
+                enrolled_key: None,
+                created_at: 0,
+            }
+        }
+
+        fn tool(name: &str, env: &str) -> Tool {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "audience": "https://api.example", "owner": "platform",
+                "environment": env, "sensitivity": "internal", "max_ttl_secs": 600,
+                "actions": ["issues:read", "issues:write"], "description": "", "created_at": 0
+            }))
+            .unwrap()
+        }
+
+        fn github_scope(actions: &[&str]) -> Scope {
+            scope(serde_json::json!([{"tool": "github", "actions": actions}])).unwrap()
+        }
+
+        #[test]
+        fn a_scope_within_the_agents_tools_and_environment_passes() {
+            let t = tool("github", "staging");
+            let a = agent(Environment::Staging, &["github"]);
+            let s = github_scope(&["issues:read", "issues:write"]);
+            assert_eq!(s.check_against(&a, |_| Some(&t)), Ok(()));
+        }
+
+        #[test]
+        fn a_tool_the_agent_may_not_use_is_refused() {
+            let t = tool("github", "staging");
+            let a = agent(Environment::Staging, &["jira"]);
+            let e = github_scope(&["issues:read"])
+                .check_against(&a, |_| Some(&t))
+                .unwrap_err();
+            assert!(matches!(e, RuleViolation::ToolNotAllowed { .. }), "{e:?}");
+        }
+
+        #[test]
+        fn an_unregistered_tool_is_refused() {
+            let a = agent(Environment::Staging, &["github"]);
+            let e = github_scope(&["issues:read"])
+                .check_against(&a, |_| None)
+                .unwrap_err();
+            assert!(matches!(e, RuleViolation::ToolNotAllowed { .. }), "{e:?}");
+        }
+
+        #[test]
+        fn a_tool_in_another_environment_is_refused() {
+            // Tokens never cross environments.
+            let t = tool("github", "production");
+            let a = agent(Environment::Staging, &["github"]);
+            let e = github_scope(&["issues:read"])
+                .check_against(&a, |_| Some(&t))
+                .unwrap_err();
+            assert!(
+                matches!(e, RuleViolation::EnvironmentMismatch { .. }),
+                "{e:?}"
+            );
+        }
+
+        #[test]
+        fn an_action_the_tool_does_not_have_is_refused() {
+            let t = tool("github", "staging");
+            let a = agent(Environment::Staging, &["github"]);
+            let e = github_scope(&["issues:read", "repo:delete"])
+                .check_against(&a, |_| Some(&t))
+                .unwrap_err();
+            assert_eq!(
+                e,
+                RuleViolation::UnknownAction {
+                    field: "scope[0].actions[1]".into(),
+                    tool: "github".into(),
+                    action: "repo:delete".into(),
+                }
+            );
+        }
+    }
+
     proptest! {
         // covers() agrees with matches(): if a covers b, everything b matches, a matches.
         #[test]

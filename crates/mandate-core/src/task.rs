@@ -223,6 +223,49 @@ mod tests {
     }
 
     #[test]
+    fn state_names_match_the_wire_format_and_parse_back() {
+        // `as_str` is what stores and filters use; serde is what the API
+        // speaks. They must agree, and every name must parse to its state.
+        for &state in TaskState::ALL {
+            let wire = serde_json::to_value(state).unwrap();
+            assert_eq!(wire, serde_json::json!(state.as_str()));
+            assert_eq!(state.to_string(), state.as_str());
+            assert_eq!(TaskState::parse(state.as_str()).unwrap(), state);
+        }
+        assert!(TaskState::parse("running").is_err());
+    }
+
+    #[test]
+    fn refused_grants_name_the_state_as_of_now() {
+        // An active task past its deadline is reported as expired, not active.
+        let refused = |t: &Task, now| cap_grant_ttl(None, 600, t, now).unwrap_err();
+        assert_eq!(
+            refused(&task(TaskState::Active, 1000), 1000),
+            RuleViolation::TaskNotActive {
+                state: "expired".into()
+            }
+        );
+        assert_eq!(
+            refused(&task(TaskState::Suspended, 1000), 0),
+            RuleViolation::TaskNotActive {
+                state: "suspended".into()
+            }
+        );
+    }
+
+    #[test]
+    fn illegal_transitions_name_both_states() {
+        let mut t = task(TaskState::Completed, 1000);
+        assert_eq!(
+            t.transition(TaskState::Active, 6),
+            Err(RuleViolation::IllegalTransition {
+                from: "completed".into(),
+                to: "active".into()
+            })
+        );
+    }
+
+    #[test]
     fn transition_records_end_time() {
         let mut t = task(TaskState::Active, 1000);
         t.transition(TaskState::Completed, 5).unwrap();

@@ -257,6 +257,106 @@ mod tests {
         assert_eq!(t.into_tool(0).unwrap_err().field, "actions[2]");
     }
 
+    fn field_of(t: NewTool) -> Option<String> {
+        t.into_tool(0).err().map(|e| e.field)
+    }
+
+    #[test]
+    fn has_action_lists_exactly_the_registered_actions() {
+        let t = new_tool().into_tool(0).unwrap();
+        assert!(t.has_action(&Action::parse("issues:read").unwrap()));
+        assert!(!t.has_action(&Action::parse("repo:delete").unwrap()));
+    }
+
+    #[test]
+    fn a_tool_routes_requests_by_its_rules() {
+        let mut t = new_tool();
+        t.upstream = Some("https://api.github.com".into());
+        t.routes = vec![RouteRule {
+            method: "GET".into(),
+            path: "/repos/{o}/{r}/issues".into(),
+            action: Action::parse("issues:read").unwrap(),
+            resource: Some("repo:{o}/{r}".into()),
+        }];
+        let t = t.into_tool(0).unwrap();
+        let r = t.route("GET", "/repos/acme/widgets/issues").unwrap();
+        assert_eq!(
+            (r.action.as_str(), r.resource.as_str()),
+            ("issues:read", "repo:acme/widgets")
+        );
+        assert!(t.route("GET", "/repos/acme/widgets").is_none());
+    }
+
+    #[test]
+    fn max_ttl_is_at_most_a_day() {
+        let with_ttl = |s| {
+            let mut t = new_tool();
+            t.max_ttl_secs = s;
+            field_of(t)
+        };
+        assert_eq!(with_ttl(MAX_TOOL_TTL_SECS), None);
+        assert_eq!(
+            with_ttl(MAX_TOOL_TTL_SECS + 1).as_deref(),
+            Some("max_ttl_secs")
+        );
+    }
+
+    #[test]
+    fn description_is_at_most_1024_bytes() {
+        let with = |n| {
+            let mut t = new_tool();
+            t.description = "d".repeat(n);
+            field_of(t)
+        };
+        assert_eq!(with(1024), None);
+        assert_eq!(with(1025).as_deref(), Some("description"));
+    }
+
+    #[test]
+    fn a_tool_has_at_most_256_route_rules() {
+        let with = |n| {
+            let mut t = new_tool();
+            t.upstream = Some("https://api.github.com".into());
+            t.routes = (0..n)
+                .map(|i| RouteRule {
+                    method: "GET".into(),
+                    path: format!("/r{i}"),
+                    action: Action::parse("issues:read").unwrap(),
+                    resource: None,
+                })
+                .collect();
+            field_of(t)
+        };
+        assert_eq!(with(256), None);
+        assert_eq!(with(257).as_deref(), Some("routes"));
+    }
+
+    #[test]
+    fn audience_is_an_absolute_uri_without_fragment_or_whitespace() {
+        let aud = |a: &str| {
+            let mut t = new_tool();
+            t.audience = a.into();
+            field_of(t)
+        };
+        for ok in ["https://x", "http://x", "urn:x"] {
+            assert_eq!(aud(ok), None, "{ok}");
+        }
+        let long = format!("https://{}", "a".repeat(512 - "https://".len()));
+        assert_eq!(aud(&long), None);
+        for bad in [
+            "https://",
+            "urn:",
+            "ftp://x",
+            &format!("{long}a"),
+            "https://x/#frag",
+            "https://x/a b",
+            "https://x/\u{7f}",
+            "https://x/\n",
+        ] {
+            assert_eq!(aud(bad).as_deref(), Some("audience"), "{bad:?}");
+        }
+    }
+
     #[test]
     fn unknown_fields_are_rejected() {
         let r: Result<NewTool, _> = serde_json::from_value(serde_json::json!({

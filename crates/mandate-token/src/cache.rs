@@ -187,6 +187,74 @@ mod tests {
     }
 
     #[test]
+    fn distinct_tokens_are_cached_side_by_side() {
+        // Each token has its own entry: a put must not evict another while
+        // there is room.
+        let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let cache = TokenCache::with_capacity(3);
+        assert!(cache.is_empty());
+        let (t1, t2) = (token(&k, "j1"), token(&k, "j2"));
+        cache.put(&t1, Arc::new(C { exp: 99 }), cache.generation());
+        cache.put(&t2, Arc::new(C { exp: 98 }), cache.generation());
+        assert_eq!(cache.len(), 2);
+        assert!(!cache.is_empty());
+        assert_eq!(cache.get(&t1).map(|c| c.exp), Some(99));
+        assert_eq!(cache.get(&t2).map(|c| c.exp), Some(98));
+    }
+
+    #[test]
+    fn an_entry_is_forgotten_at_its_exp_not_before() {
+        // Same rule as `check_times`: a token is expired when now >= exp.
+        let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let cache = TokenCache::default();
+        let (t1, t2) = (token(&k, "j1"), token(&k, "j2"));
+        cache.put(&t1, Arc::new(C { exp: 10 }), cache.generation());
+        cache.put(&t2, Arc::new(C { exp: 11 }), cache.generation());
+        cache.forget_expired(10);
+        assert!(cache.get(&t1).is_none());
+        assert!(cache.get(&t2).is_some());
+    }
+
+    #[test]
+    fn access_and_session_claims_expire_at_their_exp() {
+        const EXP: i64 = 1_800_000_000;
+        let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let access = AccessClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: EXP,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            client_id: "c".into(),
+            txn: "t".into(),
+            scope: String::new(),
+            authorization_details: vec![],
+            cnf: None,
+        };
+        let session = SessionClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: "a".into(),
+            exp: EXP,
+            iat: 0,
+            nbf: 0,
+            jti: "j".into(),
+            client_id: "c".into(),
+            amr: vec![],
+        };
+        assert_eq!((access.exp(), session.exp()), (EXP, EXP));
+        let t = token(&k, "j");
+        let cache = TokenCache::default();
+        cache.put(&t, Arc::new(access), cache.generation());
+        cache.forget_expired(EXP - 1);
+        assert!(cache.get(&t).is_some());
+        cache.forget_expired(EXP);
+        assert!(cache.get(&t).is_none());
+    }
+
+    #[test]
     fn a_clear_forgets_and_refuses_verifications_begun_before_it() {
         let (k, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
         let cache = TokenCache::default();

@@ -109,6 +109,32 @@ mod tests {
     }
 
     #[test]
+    fn detail_for_picks_the_entry_of_the_named_tool_only() {
+        // The proxy and broker judge a request by this entry: another
+        // tool's entry must never stand in for it.
+        let mut jira = detail(&["project:ops"]);
+        jira.tool = "jira".into();
+        jira.actions = vec!["tickets:write".into()];
+        let claims = AccessClaims {
+            iss: "https://mandate.example".into(),
+            sub: "spiffe://example.org/agent/bot".into(),
+            aud: "https://api.github.com".into(),
+            exp: 2,
+            iat: 1,
+            nbf: 1,
+            jti: "j".into(),
+            client_id: "bot".into(),
+            txn: "t".into(),
+            scope: "issues:read tickets:write".into(),
+            authorization_details: vec![detail(&[]), jira.clone()],
+            cnf: None,
+        };
+        assert_eq!(claims.detail_for("jira"), Some(&jira));
+        assert_eq!(claims.detail_for("github"), Some(&detail(&[])));
+        assert_eq!(claims.detail_for("gitlab"), None);
+    }
+
+    #[test]
     fn no_resources_cover_everything() {
         assert!(detail(&[]).covers_resource("repo:acme/widgets"));
     }

@@ -196,7 +196,8 @@ impl ReplayGuard {
             return Err(bad("proof has been used before"));
         }
         if seen.len() >= self.capacity {
-            seen.retain(|_, until| *until > now);
+            // `until` is the last second a proof can still verify: keep it.
+            seen.retain(|_, until| *until >= now);
             if seen.len() >= self.capacity {
                 return Err(bad("too many proofs in flight; retry shortly"));
             }

@@ -154,3 +154,119 @@ fn replays_are_caught_and_the_guard_stays_bounded() {
     g.first_use(&p("c"), NOW + 2 * PROOF_WINDOW_SECS + 1)
         .unwrap();
 }
+
+/// A good proof (as `edited` makes it) padded to exactly `len` bytes.
+fn proof_of_len(k: &SigningKey, len: usize) -> String {
+    for header_pad in 0..4 {
+        for pad in (len * 3 / 4).saturating_sub(1000)..len {
+            let p = edited(k, |h, c| {
+                h["pad"] = "h".repeat(header_pad).into();
+                c["pad"] = "c".repeat(pad).into();
+            });
+            match p.len().cmp(&len) {
+                std::cmp::Ordering::Equal => return p,
+                std::cmp::Ordering::Greater => break,
+                std::cmp::Ordering::Less => {}
+            }
+        }
+    }
+    panic!("no proof of length {len}")
+}
+
+#[test]
+fn proofs_up_to_8_kib_are_accepted_and_longer_ones_refused() {
+    const LIMIT: usize = 8 * 1024;
+    let k = key(SigningAlg::EdDsa);
+    let at_limit = proof_of_len(&k, LIMIT);
+    assert!(verify_proof(&at_limit, &expect(Some("the-token"))).is_ok());
+    let over = proof_of_len(&k, LIMIT + 1);
+    assert_eq!(
+        verify_proof(&over, &expect(Some("the-token"))).unwrap_err(),
+        bad("proof is too large")
+    );
+}
+
+#[test]
+fn jti_is_1_to_256_characters() {
+    let k = key(SigningAlg::EdDsa);
+    let with_jti = |n: usize| {
+        let p = edited(&k, |_, c| c["jti"] = "j".repeat(n).into());
+        verify_proof(&p, &expect(Some("the-token")))
+    };
+    assert_eq!(with_jti(256).unwrap().jti, "j".repeat(256));
+    assert!(with_jti(257).is_err());
+}
+
+#[test]
+fn iat_may_be_up_to_the_window_away_either_way() {
+    let k = key(SigningAlg::EdDsa);
+    for iat in [NOW - PROOF_WINDOW_SECS, NOW + PROOF_WINDOW_SECS] {
+        let p = edited(&k, |_, c| c["iat"] = iat.into());
+        assert!(
+            verify_proof(&p, &expect(Some("the-token"))).is_ok(),
+            "{iat}"
+        );
+    }
+}
+
+#[test]
+fn urls_with_userinfo_or_no_host_never_match() {
+    assert_eq!(normalize_url("https://user@proxy.example/x"), None);
+    assert_eq!(normalize_url("https:///x"), None);
+    assert_eq!(normalize_url("ftp://proxy.example/x"), None);
+    assert_eq!(
+        normalize_url("HTTP://Proxy.Example:80").as_deref(),
+        Some("http://proxy.example/")
+    );
+}
+
+#[test]
+fn a_bound_token_needs_a_fresh_proof_from_its_own_key() {
+    let k = key(SigningAlg::EdDsa);
+    let jkt = k.public_jwk().thumbprint().unwrap();
+    let guard = ReplayGuard::default();
+    let e = expect(Some("the-token"));
+    let p = sign_proof(&k, "GET", URL, Some("the-token"), NOW).unwrap();
+    assert_eq!(verify_bound(&jkt, &p, &e, &guard), Ok(()));
+    assert!(
+        verify_bound(&jkt, &p, &e, &guard).is_err(),
+        "replay accepted"
+    );
+    // A valid proof, but from a key the token is not bound to.
+    let thief = key(SigningAlg::EdDsa);
+    let p = sign_proof(&thief, "GET", URL, Some("the-token"), NOW).unwrap();
+    assert!(verify_proof(&p, &e).is_ok());
+    assert!(verify_bound(&jkt, &p, &e, &guard).is_err());
+    // The bound key, but a proof for another request.
+    let p = sign_proof(&k, "POST", URL, Some("the-token"), NOW).unwrap();
+    assert!(verify_bound(&jkt, &p, &e, &guard).is_err());
+}
+
+#[test]
+fn a_full_guard_keeps_a_proof_through_the_last_second_it_could_be_replayed() {
+    // A proof whose iat is a window ahead of our clock verifies until
+    // 2 × PROOF_WINDOW_SECS after its first use, that second included; a
+    // full guard must not forget it before then.
+    let k = key(SigningAlg::EdDsa);
+    let jkt = k.public_jwk().thumbprint().unwrap();
+    let guard = ReplayGuard::with_capacity(2);
+    let at = |now| Expect {
+        now,
+        ..expect(Some("the-token"))
+    };
+    let ahead = edited(&k, |_, c| c["iat"] = (NOW + PROOF_WINDOW_SECS).into());
+    verify_bound(&jkt, &ahead, &at(NOW), &guard).unwrap();
+    let filler = sign_proof(&k, "GET", URL, Some("the-token"), NOW).unwrap();
+    verify_bound(&jkt, &filler, &at(NOW), &guard).unwrap();
+    // Full. Were both entries forgotten here, `other` would take one place
+    // and a replay of `ahead` the other.
+    let last = NOW + 2 * PROOF_WINDOW_SECS;
+    let other = sign_proof(&k, "GET", URL, Some("the-token"), last).unwrap();
+    assert!(verify_bound(&jkt, &other, &at(last), &guard).is_err());
+    assert!(
+        verify_bound(&jkt, &ahead, &at(last), &guard).is_err(),
+        "replay accepted"
+    );
+    // A second later the first proof is stale, so its place can be reused.
+    verify_bound(&jkt, &other, &at(last + 1), &guard).unwrap();
+}

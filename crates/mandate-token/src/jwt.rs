@@ -263,6 +263,45 @@ mod tests {
         }
     }
 
+    /// A well-formed (unsigned) token exactly `len` bytes long.
+    fn token_of_len(len: usize) -> String {
+        for sig_len in 64..68 {
+            for pad in (len * 3 / 4).saturating_sub(1000)..len {
+                let t = forge(
+                    json!({"alg": "EdDSA", "typ": "at+jwt"}),
+                    json!({"pad": "p".repeat(pad)}),
+                    &vec![7; sig_len],
+                );
+                match t.len().cmp(&len) {
+                    std::cmp::Ordering::Equal => return t,
+                    std::cmp::Ordering::Greater => break,
+                    std::cmp::Ordering::Less => {}
+                }
+            }
+        }
+        panic!("no token of length {len}")
+    }
+
+    #[test]
+    fn tokens_up_to_16_kib_parse_and_longer_ones_are_refused() {
+        const LIMIT: usize = 16 * 1024;
+        let at_limit = token_of_len(LIMIT);
+        assert!(parse(&at_limit).is_ok());
+        let over = token_of_len(LIMIT + 1);
+        assert_eq!(parse(&over).unwrap_err(), TokenError::Malformed);
+    }
+
+    #[test]
+    fn a_token_is_valid_from_its_nbf_on() {
+        assert!(check_times(100, Some(50), 50, 0).is_ok());
+        assert_eq!(
+            check_times(100, Some(50), 49, 0),
+            Err(TokenError::NotYetValid)
+        );
+        // Leeway reaches exactly `leeway` seconds before nbf.
+        assert!(check_times(100, Some(50), 45, 5).is_ok());
+    }
+
     #[test]
     fn times_with_leeway() {
         assert!(check_times(100, None, 99, 0).is_ok());
