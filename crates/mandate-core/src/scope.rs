@@ -147,20 +147,6 @@ impl ScopeItem {
         }
         Ok(())
     }
-
-    /// Is every action and resource of `inner` allowed by this item?
-    pub fn covers(&self, inner: &ScopeItem) -> bool {
-        self.tool == inner.tool
-            && inner.actions.iter().all(|a| self.actions.contains(a))
-            && inner
-                .resources
-                .iter()
-                .all(|r| self.resources.iter().any(|mine| mine.covers(r)))
-    }
-
-    pub fn allows(&self, action: &Action, resource: &str) -> bool {
-        self.actions.contains(action) && self.resources.iter().any(|r| r.matches(resource))
-    }
 }
 
 /// A task's whole scope: one item per tool.
@@ -372,14 +358,6 @@ mod tests {
         serde_json::from_value(v)
     }
 
-    fn item(actions: &[&str], resources: &[&str]) -> ScopeItem {
-        ScopeItem {
-            tool: ToolName::parse("github").unwrap(),
-            actions: actions.iter().map(|a| Action::parse(a).unwrap()).collect(),
-            resources: resources.iter().map(|r| rp(r)).collect(),
-        }
-    }
-
     fn names(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}{i}")).collect()
     }
@@ -461,29 +439,6 @@ mod tests {
         assert!(tools(32).is_ok());
         assert!(tools(33).is_err());
         assert!(tools(0).is_err());
-    }
-
-    #[test]
-    fn an_item_covers_only_its_own_tool_actions_and_resources() {
-        let outer = item(&["issues:read", "issues:write"], &["repo:acme/*"]);
-        assert!(outer.covers(&item(&["issues:read"], &["repo:acme/widgets"])));
-        assert!(outer.covers(&outer));
-        assert!(!outer.covers(&item(&["pulls:read"], &["repo:acme/widgets"])));
-        assert!(!outer.covers(&item(&["issues:read"], &["repo:other/x"])));
-        let mut other_tool = item(&["issues:read"], &["repo:acme/widgets"]);
-        other_tool.tool = ToolName::parse("jira").unwrap();
-        assert!(!outer.covers(&other_tool));
-    }
-
-    #[test]
-    fn an_item_allows_a_listed_action_on_a_matching_resource_only() {
-        let i = item(&["issues:read"], &["repo:acme/*"]);
-        let read = Action::parse("issues:read").unwrap();
-        let write = Action::parse("issues:write").unwrap();
-        assert!(i.allows(&read, "repo:acme/widgets"));
-        assert!(!i.allows(&write, "repo:acme/widgets"));
-        assert!(!i.allows(&read, "repo:other/x"));
-        assert!(!i.allows(&write, "repo:other/x"));
     }
 
     #[test]
