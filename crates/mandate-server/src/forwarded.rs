@@ -1,8 +1,11 @@
 //! Which address a request comes from, behind reverse proxies the operator
-//! trusts. `X-Forwarded-For` is believed only from a peer inside
-//! `trusted_proxies`, and only as far back as the chain of trusted proxies
-//! goes: the rightmost address that is not itself a trusted proxy is the
-//! client. Everything left of it could have been written by the client.
+//! trusts. The forwarding header (`X-Forwarded-For`, or RFC 7239
+//! `Forwarded` — one of them, the one the operator's proxies write; the
+//! other could come from the client untouched) is believed only from a peer
+//! inside `trusted_proxies`, and only as far back as the chain of trusted
+//! proxies goes: the rightmost address that is not itself a trusted proxy
+//! is the client. Everything left of it could have been written by the
+//! client.
 
 use http::HeaderMap;
 use std::net::IpAddr;
@@ -62,21 +65,83 @@ impl Cidr {
     }
 }
 
+/// Which header the trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardingHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239: `Forwarded: for=192.0.2.1;proto=https, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
+impl ForwardingHeader {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "x-forwarded-for" => Ok(Self::XForwardedFor),
+            "forwarded" => Ok(Self::Forwarded),
+            _ => Err(format!("`{s}` is not one of x-forwarded-for, forwarded")),
+        }
+    }
+
+    /// The hops it lists, nearest last; `None` for a hop with no address
+    /// (`unknown`, an obfuscated `_name`, no `for=`).
+    fn hops(self, headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+        let name = match self {
+            Self::XForwardedFor => "x-forwarded-for",
+            Self::Forwarded => "forwarded",
+        };
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|hop| match self {
+                Self::XForwardedFor => hop.trim().parse().ok(),
+                Self::Forwarded => forwarded_for(hop),
+            })
+            .collect()
+    }
+}
+
+/// The address in one RFC 7239 element's `for=` (quoted, bracketed IPv6,
+/// with or without a port).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    let node = value.trim_matches('"');
+    if let Some(rest) = node.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    // An IPv4 address, maybe with `:port` (IPv6 must be bracketed).
+    node.split(':')
+        .next()?
+        .parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(IpAddr::V4)
+}
+
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Cidr>);
+pub struct TrustedProxies {
+    blocks: Vec<Cidr>,
+    header: ForwardingHeader,
+}
 
 impl TrustedProxies {
     /// The blocks, or the index and problem of the first bad one.
-    pub fn parse(list: &[String]) -> Result<Self, (usize, String)> {
-        list.iter()
+    pub fn parse(list: &[String], header: ForwardingHeader) -> Result<Self, (usize, String)> {
+        let blocks = list
+            .iter()
             .enumerate()
             .map(|(i, s)| Cidr::parse(s).map_err(|e| (i, e)))
-            .collect::<Result<_, _>>()
-            .map(TrustedProxies)
+            .collect::<Result<_, _>>()?;
+        Ok(TrustedProxies { blocks, header })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|c| c.contains(ip))
+        self.blocks.iter().any(|c| c.contains(ip))
     }
 
     /// The client behind `peer`, the address that connected.
@@ -85,17 +150,10 @@ impl TrustedProxies {
         if !self.trusts(client) {
             return client;
         }
-        let hops: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect();
-        for hop in hops.into_iter().rev() {
+        for hop in self.header.hops(headers).into_iter().rev() {
             // An entry that is no address ends the chain we can follow:
             // the last trusted proxy is then the client we count.
-            let Ok(ip) = hop.parse::<IpAddr>() else {
+            let Some(ip) = hop else {
                 return client;
             };
             client = canonical(ip);
@@ -142,7 +200,7 @@ mod tests {
 
     #[test]
     fn the_client_is_the_rightmost_untrusted_hop() {
-        let t = TrustedProxies::parse(&["10.0.0.0/8".into()]).unwrap();
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into()], ForwardingHeader::default()).unwrap();
         let lb = ip("10.0.0.5");
         // Untrusted peer: its header is ignored (it could say anything).
         assert_eq!(
@@ -165,10 +223,57 @@ mod tests {
         let none = TrustedProxies::default();
         assert_eq!(none.client(lb, &xff(&["198.51.100.7"])), lb);
         assert_eq!(
-            TrustedProxies::parse(&["10.0.0.0/8".into(), "x".into()])
+            TrustedProxies::parse(&["10.0.0.0/8".into(), "x".into()], Default::default())
                 .unwrap_err()
                 .0,
             1
         );
+    }
+
+    #[test]
+    fn rfc7239_forwarded_is_read_only_when_chosen() {
+        let t = TrustedProxies::parse(&["10.0.0.0/8".into()], ForwardingHeader::Forwarded).unwrap();
+        let lb = ip("10.0.0.5");
+        let fwd = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("forwarded", v.parse().unwrap());
+            }
+            h
+        };
+        assert_eq!(
+            t.client(lb, &fwd(&["for=198.51.100.7;proto=https"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            t.client(lb, &fwd(&["for=\"198.51.100.7:4711\""])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            t.client(lb, &fwd(&["for=\"[2001:db8::1]:4711\""])),
+            ip("2001:db8::1")
+        );
+        // Spoofed elements left of the real client are not believed.
+        assert_eq!(
+            t.client(
+                lb,
+                &fwd(&["for=6.6.6.6, For=198.51.100.7", "for=10.0.0.9;by=10.0.0.5"])
+            ),
+            ip("198.51.100.7")
+        );
+        // Hidden or unknown nodes end the chain at the last trusted hop.
+        for opaque in [
+            "for=unknown",
+            "for=_hidden",
+            "proto=https",
+            "for=2001:db8::1",
+        ] {
+            assert_eq!(t.client(lb, &fwd(&[opaque])), lb, "{opaque}");
+        }
+        // The header not chosen is ignored: a client could send it.
+        assert_eq!(t.client(lb, &xff(&["198.51.100.7"])), lb);
+        let by_xff = TrustedProxies::parse(&["10.0.0.0/8".into()], Default::default()).unwrap();
+        assert_eq!(by_xff.client(lb, &fwd(&["for=198.51.100.7"])), lb);
+        assert!(ForwardingHeader::parse("x-real-ip").is_err());
     }
 }

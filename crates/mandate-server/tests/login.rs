@@ -482,6 +482,47 @@ async fn the_throttle_counts_the_client_a_trusted_proxy_names_and_only_then() {
     );
 }
 
+/// With `forwarding_header = "forwarded"` the RFC 7239 header names the
+/// client, and `X-Forwarded-For` (which the proxy would pass through from
+/// the client) is ignored.
+#[tokio::test]
+async fn a_proxy_that_writes_rfc7239_forwarded_is_read_by_that_header_only() {
+    let s = TestServer::start_with(|c| {
+        c.token_failure_burst = 1;
+        c.token_failures_per_minute = 1;
+        c.trusted_proxies = vec!["127.0.0.1/32".into()];
+        c.forwarding_header = mandate_server::config::ForwardingHeader::Forwarded;
+    })
+    .await;
+    let via = |forwarded: &'static str, xff: &'static str| {
+        let url = s.url("/oauth/token");
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("forwarded", forwarded)
+                .header("x-forwarded-for", xff)
+                .form(&[("grant_type", JWT_BEARER), ("assertion", "garbage")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let a = "for=198.51.100.7;proto=https";
+    assert_eq!(via(a, "203.0.113.1").await, StatusCode::BAD_REQUEST);
+    // Same client by Forwarded, another by X-Forwarded-For: still throttled.
+    assert_eq!(via(a, "203.0.113.2").await, StatusCode::TOO_MANY_REQUESTS);
+    // Another client by Forwarded has its own allowance.
+    let b = "for=\"[2001:db8::7]:4711\"";
+    assert_eq!(via(b, "203.0.113.1").await, StatusCode::BAD_REQUEST);
+    let e = mandate_server::Config::load(None, |k| {
+        (k == "MANDATE_FORWARDING_HEADER").then(|| "x-real-ip".to_owned())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("MANDATE_FORWARDING_HEADER"), "{e}");
+}
+
 #[test]
 fn trusted_proxies_are_checked_by_name() {
     let cfg = mandate_server::Config {

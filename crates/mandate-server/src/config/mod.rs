@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 mod database;
+pub use crate::forwarded::ForwardingHeader;
 use database::check_database_url;
 
 #[derive(Debug, thiserror::Error)]
@@ -148,10 +149,14 @@ pub struct Config {
     /// How fast that allowance refills, per minute.
     pub token_failures_per_minute: u32,
     /// Reverse proxies (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`) whose
-    /// `X-Forwarded-For` names the client the failure throttle counts;
+    /// forwarding header names the client the failure throttle counts;
     /// from anyone else the header is ignored. Empty: the peer address.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// The header those proxies write: `x-forwarded-for` (default) or
+    /// `forwarded` (RFC 7239). Only that one is read.
+    #[serde(default)]
+    pub forwarding_header: ForwardingHeader,
 }
 
 impl Default for Config {
@@ -183,6 +188,7 @@ impl Default for Config {
             token_failure_burst: 100,
             token_failures_per_minute: 600,
             trusted_proxies: Vec::new(),
+            forwarding_header: Default::default(),
         }
     }
 }
@@ -276,6 +282,10 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_DATABASE_CLIENT_KEY_FILE") {
             self.database_client_key_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_FORWARDING_HEADER") {
+            self.forwarding_header =
+                ForwardingHeader::parse(&v).map_err(|e| invalid("MANDATE_FORWARDING_HEADER", e))?;
         }
         if let Some(v) = env("MANDATE_TRUSTED_PROXIES") {
             self.trusted_proxies = v
@@ -435,8 +445,9 @@ impl Config {
                 ));
             }
         }
-        let trusted_proxies = crate::forwarded::TrustedProxies::parse(&self.trusted_proxies)
-            .map_err(|(i, e)| invalid(&format!("trusted_proxies[{i}]"), e))?;
+        let trusted_proxies =
+            crate::forwarded::TrustedProxies::parse(&self.trusted_proxies, self.forwarding_header)
+                .map_err(|(i, e)| invalid(&format!("trusted_proxies[{i}]"), e))?;
         Ok(Settings {
             raw: self,
             trust_domain,
