@@ -75,6 +75,19 @@ fn agent_with_key(s: &TestServer, key: &Path) {
     );
 }
 
+/// `f(server, key file, temp dir)` off the async threads, with agent `bot`
+/// enrolled on `s`.
+async fn with_agent(s: TestServer, f: impl FnOnce(&TestServer, &Path, &Path) + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("bot.key");
+        agent_with_key(&s, &key);
+        f(&s, &key, dir.path());
+    })
+    .await
+    .unwrap();
+}
+
 fn task(s: &TestServer, id: &str) -> Value {
     serde_json::from_str(&admin(s, &["--json", "task", "show", id])).unwrap()
 }
@@ -160,17 +173,12 @@ fn run_agent(s: &TestServer, key: &Path, out: &Path, code: &str) -> Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_task_lives_exactly_as_long_as_the_command() {
-    let s = TestServer::start().await;
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("bot.key");
-        agent_with_key(&s, &key);
-
+    with_agent(TestServer::start().await, |s, key, dir| {
         // Success: the command had a task, a session file and no admin
         // token; its token worked while it ran and is dead now.
-        let out = dir.path().join("ok");
+        let out = dir.join("ok");
         std::fs::create_dir(&out).unwrap();
-        let o = run_agent(&s, &key, &out, "0");
+        let o = run_agent(s, key, &out, "0");
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -189,32 +197,32 @@ async fn the_task_lives_exactly_as_long_as_the_command() {
             !Path::new(&read(&out.join("session_file"))).exists(),
             "session file left behind"
         );
-        let t = task(&s, &id);
+        let t = task(s, &id);
         assert_eq!(t["state"], "completed", "{t}");
         assert_eq!(t["agent"], "bot");
         let token = read(&out.join("token"));
         let intro: Value = serde_json::from_str(&admin(
-            &s,
+            s,
             &["--json", "token", "introspect", "--access-token", &token],
         ))
         .unwrap();
         assert_eq!(intro["active"], false, "{intro}");
 
         // Failure: the command's exit code, and the task revoked.
-        let out = dir.path().join("fail");
+        let out = dir.join("fail");
         std::fs::create_dir(&out).unwrap();
-        let o = run_agent(&s, &key, &out, "3");
+        let o = run_agent(s, key, &out, "3");
         assert_eq!(
             o.status.code(),
             Some(3),
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert_eq!(task(&s, &read(&out.join("task")))["state"], "revoked");
+        assert_eq!(task(s, &read(&out.join("task")))["state"], "revoked");
 
         // A command that cannot start: an error, and its task revoked.
         let o = mandate(
-            &s,
+            s,
             &[
                 "run",
                 "--key-file",
@@ -237,12 +245,12 @@ async fn the_task_lives_exactly_as_long_as_the_command() {
             .split_whitespace()
             .find(|w| w.starts_with("task_"))
             .unwrap_or_else(|| panic!("no task id in: {err}"));
-        assert_eq!(task(&s, id)["state"], "revoked", "{err}");
+        assert_eq!(task(s, id)["state"], "revoked", "{err}");
 
         // A task the policy refuses: the command never runs.
-        let marker = dir.path().join("ran");
+        let marker = dir.join("ran");
         let o = mandate(
-            &s,
+            s,
             &[
                 "run",
                 "--key-file",
@@ -264,41 +272,31 @@ async fn the_task_lives_exactly_as_long_as_the_command() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("issues:write"), "{err}");
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_reaches_the_command_and_the_task_is_revoked() {
-    let s = TestServer::start().await;
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("bot.key");
-        agent_with_key(&s, &key);
-        let (mut run, id) = start_waiting_command(&s, &key, dir.path());
-        assert_eq!(task(&s, &id)["state"], "active");
+    with_agent(TestServer::start().await, |s, key, dir| {
+        let (mut run, id) = start_waiting_command(s, key, dir);
+        assert_eq!(task(s, &id)["state"], "active");
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
         let status = run.wait().unwrap();
         assert_eq!(status.code(), Some(7), "the command's own exit code");
-        assert_eq!(task(&s, &id)["state"], "revoked");
+        assert_eq!(task(s, &id)["state"], "revoked");
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_bare_session_the_task_ends_before_the_session_does() {
-    let s = TestServer::start().await;
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("bot.key");
-        agent_with_key(&s, &key);
-        let session = admin(&s, &["login", "--key-file", key.to_str().unwrap()]);
+    with_agent(TestServer::start().await, |s, key, dir| {
+        let session = admin(s, &["login", "--key-file", key.to_str().unwrap()]);
         let exp = mandate_testkit::claims(&session)["exp"].as_i64().unwrap();
-        let out = dir.path().join("task");
+        let out = dir.join("task");
         let o = mandate(
-            &s,
+            s,
             &[
                 "run",
                 "--intent",
@@ -319,7 +317,7 @@ async fn with_a_bare_session_the_task_ends_before_the_session_does() {
         .output()
         .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let t = task(&s, &read(&out));
+        let t = task(s, &read(&out));
         assert_eq!(t["state"], "completed");
         let deadline = t["deadline"].as_i64().unwrap();
         assert!(
@@ -327,20 +325,15 @@ async fn with_a_bare_session_the_task_ends_before_the_session_does() {
             "task deadline {deadline} after the session's exp {exp}"
         );
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_the_task_stops_the_command() {
-    let s = TestServer::start().await;
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("bot.key");
-        agent_with_key(&s, &key);
-        let (run, id) = start_waiting_command(&s, &key, dir.path());
+    with_agent(TestServer::start().await, |s, key, dir| {
+        let (run, id) = start_waiting_command(s, key, dir);
         let revoked_at = std::time::Instant::now();
-        admin(&s, &["task", "revoke", &id]);
+        admin(s, &["task", "revoke", &id]);
         let o = run.wait_with_output().unwrap();
         let took = revoked_at.elapsed();
         let err = String::from_utf8_lossy(&o.stderr);
@@ -351,20 +344,15 @@ async fn revoking_the_task_stops_the_command() {
         assert!(took < std::time::Duration::from_secs(8), "{took:?}");
         eprintln!("command stopped {took:?} after the revocation");
     })
-    .await
-    .unwrap();
+    .await;
 }
 
 /// The session file is renewed before the session expires, and the command
 /// can use the new one. (Sessions live at least 60 s, so this waits ~40 s.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_file_is_renewed_before_it_expires() {
-    let s = TestServer::start_with(|c| c.session_ttl_secs = 60).await;
-    tokio::task::spawn_blocking(move || {
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("bot.key");
-        agent_with_key(&s, &key);
-        let out = dir.path().join("out");
+    with_agent(TestServer::start_with(|c| c.session_ttl_secs = 60).await, |s, key, dir| {
+        let out = dir.join("out");
         std::fs::create_dir(&out).unwrap();
         let script = r#"out=$1
 cat "$MANDATE_SESSION_FILE" > "$out/first"
@@ -375,7 +363,7 @@ done
 cat "$MANDATE_SESSION_FILE" > "$out/second"
 "$MANDATE_BIN" token exchange --task "$MANDATE_TASK" --resource https://api.github.com > "$out/token""#;
         let o = mandate(
-            &s,
+            s,
             &[
                 "run", "--key-file", key.to_str().unwrap(), "--intent", "renew", "--scope",
                 "github=issues:read", "--", "sh", "-c", script, "agent", out.to_str().unwrap(),
@@ -392,6 +380,5 @@ cat "$MANDATE_SESSION_FILE" > "$out/second"
         assert!(claims(&second)["exp"].as_i64() > claims(&first)["exp"].as_i64());
         assert!(read(&out.join("token")).starts_with("ey"), "exchange with the renewed session");
     })
-    .await
-    .unwrap();
+    .await;
 }
