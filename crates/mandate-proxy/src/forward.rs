@@ -203,6 +203,18 @@ fn announced_len(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// A request announcing more than `max_body` bytes is refused before
+/// anything goes upstream (an unannounced one is cut off at the limit).
+fn announced_too_large(h: &HeaderMap, max_body: usize) -> bool {
+    announced_len(h).is_some_and(|n| n > max_body as u64)
+}
+
+/// The length of an answer to read whole, or `None` to stream it (too
+/// large, unsized, or the answer to a HEAD, which has no body).
+fn whole_len(h: &HeaderMap, head: bool) -> Option<u64> {
+    announced_len(h).filter(|&n| n <= WHOLE_BODY_MAX && !head)
+}
+
 pub struct Forward<'a> {
     pub upstream: &'a Upstream,
     pub base: &'a str,
@@ -225,13 +237,7 @@ pub async fn forward(
             "the tool's upstream URL and this path do not form a valid URL",
         ));
     };
-    if parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > f.max_body as u64)
-    {
+    if announced_too_large(&parts.headers, f.max_body) {
         return call.deny(Deny::new(
             http::StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -288,7 +294,7 @@ pub async fn forward(
         ));
     }
     call.status = parts.status.as_u16();
-    let whole = announced_len(&parts.headers).filter(|&n| n <= WHOLE_BODY_MAX && !head);
+    let whole = whole_len(&parts.headers, head);
     let mut out = Response::new(Body::empty());
     *out.status_mut() = parts.status;
     *out.headers_mut() = agent_headers(parts.headers, &f.cred);
@@ -425,4 +431,334 @@ fn redacted_body(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mandate_core::Injection;
+    use secrecy::SecretString;
+
+    /// `/` and `+` so the query form differs from the raw one.
+    const SECRET: &str = "s3cr3t/v+1";
+    const SECRET_IN_QUERY: &str = "s3cr3t%2Fv%2B1";
+
+    fn cred(inject: Injection) -> Credential {
+        Credential::new(7, SecretString::from(SECRET.to_owned()), &inject).unwrap()
+    }
+
+    fn api_key_header(prefix: &str) -> Credential {
+        cred(Injection::Header {
+            name: "x-api-key".into(),
+            prefix: prefix.into(),
+        })
+    }
+
+    fn query_param(param: &str) -> Credential {
+        cred(Injection::Query {
+            param: param.into(),
+        })
+    }
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn values<'a>(h: &'a HeaderMap, name: &str) -> Vec<&'a str> {
+        h.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_agents_credentials_and_connection_headers_never_reach_the_upstream() {
+        let agent = headers(&[
+            ("authorization", b"DPoP agent-access-token"),
+            ("dpop", b"agent-proof"),
+            ("proxy-authorization", b"Basic YWdlbnQ6cHc="),
+            ("host", b"proxy.local:8400"),
+            ("accept-encoding", b"gzip, br"),
+            ("connection", b"keep-alive"),
+            ("keep-alive", b"timeout=5"),
+            ("proxy-connection", b"keep-alive"),
+            ("te", b"trailers"),
+            ("trailer", b"x-checksum"),
+            ("transfer-encoding", b"chunked"),
+            ("upgrade", b"h2c"),
+            ("content-type", b"application/json"),
+            ("user-agent", b"agent/1"),
+            ("x-custom", b"a"),
+            ("x-custom", b"b"),
+        ]);
+        let h = upstream_headers(agent, &api_key_header(""));
+        for gone in [
+            "authorization",
+            "dpop",
+            "proxy-authorization",
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert!(h.get(gone).is_none(), "`{gone}` was forwarded");
+        }
+        assert_eq!(values(&h, "accept-encoding"), ["identity"]);
+        assert_eq!(values(&h, "content-type"), ["application/json"]);
+        assert_eq!(values(&h, "user-agent"), ["agent/1"]);
+        assert_eq!(values(&h, "x-custom"), ["a", "b"]);
+        assert_eq!(values(&h, "x-api-key"), [SECRET]);
+        assert_eq!(h.keys_len(), 5, "only these names remain: {h:?}");
+    }
+
+    #[test]
+    fn headers_the_connection_header_names_are_dropped_too() {
+        let agent = headers(&[
+            ("connection", b"close, X-Hop-One"),
+            ("connection", b" x-hop-two ,, not a name"),
+            ("x-hop-one", b"1"),
+            ("x-hop-two", b"2"),
+            ("x-kept", b"3"),
+        ]);
+        let h = upstream_headers(agent, &cred(Injection::Bearer));
+        assert!(h.get("x-hop-one").is_none());
+        assert!(h.get("x-hop-two").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(values(&h, "x-kept"), ["3"]);
+    }
+
+    #[test]
+    fn the_injected_header_replaces_every_copy_the_agent_sent() {
+        let agent = || {
+            headers(&[
+                ("authorization", b"Bearer agent-one"),
+                ("authorization", b"Bearer agent-two"),
+                ("x-api-key", b"agent-key"),
+                ("X-Api-Key", b"agent-key-2"),
+            ])
+        };
+
+        let h = upstream_headers(agent(), &cred(Injection::Bearer));
+        assert_eq!(values(&h, "authorization"), [format!("Bearer {SECRET}")]);
+        assert!(h.get("authorization").unwrap().is_sensitive());
+        // Not this tool's header, but still the agent's: passed through.
+        assert_eq!(values(&h, "x-api-key"), ["agent-key", "agent-key-2"]);
+
+        let h = upstream_headers(agent(), &api_key_header("Token "));
+        assert_eq!(values(&h, "x-api-key"), [format!("Token {SECRET}")]);
+        assert!(h.get("x-api-key").unwrap().is_sensitive());
+        assert!(h.get("authorization").is_none());
+
+        let h = upstream_headers(
+            agent(),
+            &cred(Injection::Basic {
+                username: "ci".into(),
+            }),
+        );
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("ci:{SECRET}"));
+        assert_eq!(values(&h, "authorization"), [format!("Basic {pair}")]);
+
+        // Query injection puts nothing in the headers, and the agent's
+        // `Authorization` is still not forwarded.
+        let h = upstream_headers(agent(), &query_param("api_key"));
+        assert!(h.get("authorization").is_none());
+    }
+
+    #[test]
+    fn query_injection_appends_the_encoded_secret() {
+        let c = query_param("api_key");
+        let expect = format!("api_key={SECRET_IN_QUERY}");
+        assert_eq!(query_with(None, &c).unwrap().as_str(), expect);
+        assert_eq!(query_with(Some(""), &c).unwrap().as_str(), expect);
+        assert_eq!(
+            query_with(Some("a=1&b=two%20words"), &c).unwrap().as_str(),
+            format!("a=1&b=two%20words&{expect}")
+        );
+        assert_eq!(
+            query_with(Some("&a=1&&b=2&"), &c).unwrap().as_str(),
+            format!("a=1&b=2&{expect}")
+        );
+    }
+
+    #[test]
+    fn every_agent_copy_of_the_injected_param_is_removed() {
+        let c = query_param("api_key");
+        let q = "api_key=evil&a=1&api%5Fkey=evil2&api_key&api_keyx=kept&x=api_key&api_key=";
+        assert_eq!(
+            query_with(Some(q), &c).unwrap().as_str(),
+            format!("a=1&api_keyx=kept&x=api_key&api_key={SECRET_IN_QUERY}")
+        );
+    }
+
+    #[test]
+    fn the_injected_param_name_is_form_encoded_and_matched_decoded() {
+        let c = query_param("api key");
+        assert_eq!(
+            query_with(Some("api+key=evil&api%20key=evil&apikey=kept"), &c)
+                .unwrap()
+                .as_str(),
+            format!("apikey=kept&api+key={SECRET_IN_QUERY}")
+        );
+    }
+
+    #[test]
+    fn header_injection_leaves_the_query_as_the_agent_sent_it() {
+        let c = api_key_header("");
+        assert!(query_with(None, &c).is_none());
+        assert_eq!(
+            query_with(Some("api_key=mine&&x"), &c).unwrap().as_str(),
+            "api_key=mine&&x"
+        );
+    }
+
+    #[test]
+    fn the_upstream_url_is_base_then_path_then_query() {
+        let bearer = cred(Injection::Bearer);
+        fn uri(base: &str, rest: &str, q: Option<&str>, c: &Credential) -> Option<String> {
+            upstream_uri(base, rest, q, c).map(|u| u.to_string())
+        }
+        assert_eq!(
+            uri("https://api.test/v1/", "/repos/a", Some("page=2"), &bearer).as_deref(),
+            Some("https://api.test/v1/repos/a?page=2")
+        );
+        assert_eq!(
+            uri("https://api.test//", "/x", None, &bearer).as_deref(),
+            Some("https://api.test/x")
+        );
+        assert_eq!(
+            uri("https://api.test", "/", None, &query_param("k")).as_deref(),
+            Some(&*format!("https://api.test/?k={SECRET_IN_QUERY}"))
+        );
+        assert_eq!(uri("not a url", "/x", None, &bearer), None);
+    }
+
+    #[test]
+    fn answer_headers_lose_connection_headers_and_length_and_every_form_of_the_secret() {
+        let upstream = headers(&[
+            ("content-length", b"10"),
+            ("connection", b"x-up"),
+            ("x-up", b"1"),
+            ("transfer-encoding", b"chunked"),
+            ("content-type", b"text/plain"),
+            ("x-echo", format!("Bearer {SECRET}").as_bytes()),
+            ("set-cookie", b"a=1"),
+            ("set-cookie", format!("b={SECRET}").as_bytes()),
+            ("set-cookie", format!("c={SECRET_IN_QUERY}").as_bytes()),
+        ]);
+        let h = agent_headers(upstream, &query_param("k"));
+        assert!(h.get(header::CONTENT_LENGTH).is_none());
+        assert!(h.get("x-up").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert_eq!(values(&h, "content-type"), ["text/plain"]);
+        assert_eq!(values(&h, "x-echo"), ["Bearer [REDACTED]"]);
+        assert_eq!(
+            values(&h, "set-cookie"),
+            ["a=1", "b=[REDACTED]", "c=[REDACTED]"]
+        );
+    }
+
+    #[test]
+    fn only_identity_encoded_answers_can_be_scanned() {
+        let enc = |pairs: &[(&str, &[u8])]| encoded(&headers(pairs));
+        assert_eq!(enc(&[]), None);
+        assert_eq!(enc(&[("content-encoding", b"identity")]), None);
+        assert_eq!(enc(&[("content-encoding", b"IDENTITY")]), None);
+        assert_eq!(enc(&[("content-encoding", b"identity, ")]), None);
+        assert_eq!(
+            enc(&[("content-encoding", b"GZip")]).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            enc(&[("content-encoding", b"identity, br")]).as_deref(),
+            Some("br")
+        );
+        assert_eq!(
+            enc(&[
+                ("content-encoding", b"identity"),
+                ("content-encoding", b"deflate")
+            ])
+            .as_deref(),
+            Some("deflate")
+        );
+        assert_eq!(
+            enc(&[("content-encoding", b"\xffzip")]).as_deref(),
+            Some("?")
+        );
+    }
+
+    #[test]
+    fn a_request_announcing_more_than_the_limit_is_too_large() {
+        let len = |v: &[u8]| headers(&[("content-length", v)]);
+        assert!(!announced_too_large(&len(b"100"), 100));
+        assert!(announced_too_large(&len(b"101"), 100));
+        assert!(!announced_too_large(&HeaderMap::new(), 100));
+        assert!(!announced_too_large(&len(b"lots"), 0));
+    }
+
+    #[test]
+    fn small_sized_answers_are_read_whole_and_others_streamed() {
+        let len = |n: u64| headers(&[("content-length", n.to_string().as_bytes())]);
+        assert_eq!(whole_len(&len(0), false), Some(0));
+        assert_eq!(whole_len(&len(WHOLE_BODY_MAX), false), Some(WHOLE_BODY_MAX));
+        assert_eq!(whole_len(&len(WHOLE_BODY_MAX + 1), false), None);
+        assert_eq!(whole_len(&len(10), true), None);
+        assert_eq!(whole_len(&HeaderMap::new(), false), None);
+    }
+
+    #[derive(Debug)]
+    struct Failed(&'static str, Option<Box<Failed>>);
+
+    impl std::fmt::Display for Failed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn upstream_errors_are_logged_with_their_causes_and_without_the_secret() {
+        let e = Failed(
+            "request failed",
+            Some(Box::new(Failed(
+                "connect",
+                Some(Box::new(Failed("refused ?k=s3cr3t%2Fv%2B1", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e, &query_param("k").patterns),
+            "request failed: connect: refused ?k=[REDACTED]"
+        );
+        assert_eq!(
+            error_chain(&Failed("plain", None), &query_param("k").patterns),
+            "plain"
+        );
+    }
+
+    #[test]
+    fn an_unusable_extra_root_is_a_ca_file_error() {
+        let bad = rustls::pki_types::CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01, 0x00]);
+        match client(&[bad]) {
+            Err(ProxyError::Config { key, .. }) => assert_eq!(key, "ca_file"),
+            Err(e) => panic!("expected a ca_file error, got {e}"),
+            Ok(_) => panic!("a garbage certificate was accepted"),
+        }
+    }
 }

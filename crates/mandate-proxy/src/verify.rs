@@ -87,10 +87,11 @@ impl Keys {
     /// Fetch the JWKS now (unless another fetch happened within a second).
     pub async fn refresh(&self, broker: &Broker, force: bool) -> Result<(), String> {
         let mut last = self.last_fetch.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < REFETCH_AT_MOST_EVERY) {
+        let now = Instant::now();
+        if throttled(*last, now, force) {
             return Ok(());
         }
-        *last = Some(Instant::now());
+        *last = Some(now);
         let jwks = broker.jwks().await.map_err(|e| e.to_string())?;
         self.set(&jwks);
         Ok(())
@@ -114,12 +115,14 @@ impl Keys {
         }
         if let Err(e) = self.refresh(broker, false).await {
             tracing::warn!(error = %e, "JWKS refetch failed");
-            if !self.is_loaded() {
-                return Err(Deny::unavailable(
-                    "broker_unavailable",
-                    "the broker's signing keys could not be fetched",
-                ));
-            }
+        }
+        // Also when the refetch was throttled after a failed one: with no
+        // key set there is no verdict on the token.
+        if !self.is_loaded() {
+            return Err(Deny::unavailable(
+                "broker_unavailable",
+                "the broker's signing keys could not be fetched",
+            ));
         }
         self.get(kid).ok_or_else(|| {
             Deny::token(
@@ -131,6 +134,12 @@ impl Keys {
             )
         })
     }
+}
+
+/// A refetch within a second of the last one (failed or not) is skipped
+/// unless forced, so tokens with made-up `kid`s cannot flood the broker.
+fn throttled(last: Option<Instant>, now: Instant, force: bool) -> bool {
+    !force && last.is_some_and(|t| now.saturating_duration_since(t) < REFETCH_AT_MOST_EVERY)
 }
 
 /// A token that verified: its claims and the key that signed it (which
@@ -213,5 +222,363 @@ impl Verifier {
 
     pub fn forget_expired(&self, now: i64) {
         self.cache.forget_expired(now - LEEWAY_SECS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use mandate_token::{JwkSet, SigningAlg, SigningKey};
+    use secrecy::SecretString;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const ISS: &str = "https://broker.test";
+    const NOW: i64 = 1_700_000_000;
+
+    /// The broker's JWKS endpoint: what it publishes, how often it was
+    /// fetched, and whether it answers 500.
+    #[derive(Default)]
+    struct Published {
+        jwks: Mutex<JwkSet>,
+        fetches: AtomicUsize,
+        failing: AtomicBool,
+    }
+
+    impl Published {
+        fn publish(&self, keys: &[&SigningKey]) {
+            self.jwks.lock().unwrap().keys = keys.iter().map(|k| k.public_jwk().clone()).collect();
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+    }
+
+    fn broker_at(addr: std::net::SocketAddr) -> Broker {
+        Broker::new(
+            &format!("http://{addr}"),
+            SecretString::from("mdt_test".to_owned()),
+            &[],
+        )
+        .unwrap()
+    }
+
+    async fn broker() -> (Broker, Arc<Published>) {
+        let published = Arc::new(Published::default());
+        let p = published.clone();
+        let jwks = move || {
+            let p = p.clone();
+            async move {
+                p.fetches.fetch_add(1, Ordering::SeqCst);
+                if p.failing.load(Ordering::SeqCst) {
+                    return Err(StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                Ok(axum::Json(p.jwks.lock().unwrap().clone()))
+            }
+        };
+        let app = axum::Router::new().route("/.well-known/jwks.json", axum::routing::get(jwks));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (broker_at(addr), published)
+    }
+
+    /// A broker address nobody listens on.
+    async fn unreachable_broker() -> Broker {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        broker_at(addr)
+    }
+
+    fn key() -> SigningKey {
+        SigningKey::generate(SigningAlg::EdDsa).unwrap().0
+    }
+
+    fn claims(iss: &str, nbf: i64, exp: i64) -> AccessClaims {
+        AccessClaims {
+            iss: iss.into(),
+            sub: "spiffe://example.org/agent/a".into(),
+            aud: "https://tool.test".into(),
+            exp,
+            iat: nbf,
+            nbf,
+            jti: "jti-1".into(),
+            client_id: "a".into(),
+            txn: "task-1".into(),
+            scope: "read".into(),
+            authorization_details: vec![],
+            cnf: None,
+        }
+    }
+
+    fn signed(key: &SigningKey, claims: &AccessClaims) -> String {
+        jwt::encode(key, jwt::TYP_ACCESS, claims).unwrap()
+    }
+
+    /// Valid from a minute before `NOW` to five minutes after.
+    fn token(key: &SigningKey) -> String {
+        signed(key, &claims(ISS, NOW - 60, NOW + 300))
+    }
+
+    async fn refused(v: &Verifier, b: &Broker, token: &str, now: i64) -> Deny {
+        match v.verify(b, ISS, token, now).await {
+            Ok(_) => panic!("token accepted"),
+            Err(d) => d,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_signed_by_a_published_key_verifies() {
+        let (b, published) = broker().await;
+        let k = key();
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        assert!(!v.keys.is_loaded());
+        let ok = v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        assert_eq!(ok.kid, k.kid);
+        assert_eq!(ok.claims, claims(ISS, NOW - 60, NOW + 300));
+        assert!(v.keys.is_loaded());
+        assert_eq!(published.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn malformed_mistyped_kidless_forged_and_foreign_tokens_are_invalid_token() {
+        let (b, published) = broker().await;
+        let k = key();
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        let c = claims(ISS, NOW - 60, NOW + 300);
+
+        let mut impostor = key();
+        impostor.kid = k.kid.clone();
+        let session = jwt::encode(&k, jwt::TYP_SESSION, &c).unwrap();
+        let cases = [
+            ("not a token".to_owned(), "malformed"),
+            (session, "session typ"),
+            (
+                signed(&impostor, &c),
+                "signed by another key under the same kid",
+            ),
+            (
+                signed(&k, &claims("https://other.test", NOW - 60, NOW + 300)),
+                "other issuer",
+            ),
+        ];
+        for (t, why) in cases {
+            let d = refused(&v, &b, &t, NOW).await;
+            assert_eq!(
+                (d.status, d.code),
+                (StatusCode::UNAUTHORIZED, "invalid_token"),
+                "{why}"
+            );
+        }
+
+        let fetches = published.fetches();
+        let kidless = jwt::encode_with_jwk(&k, jwt::TYP_ACCESS, &c).unwrap();
+        let d = refused(&v, &b, &kidless, NOW).await;
+        assert_eq!(d.code, "invalid_token");
+        assert!(d.message.contains("kid"), "{}", d.message);
+        assert_eq!(published.fetches(), fetches, "no key to look up, no fetch");
+    }
+
+    #[tokio::test]
+    async fn times_are_checked_with_the_leeway_on_every_use() {
+        let (b, published) = broker().await;
+        let k = key();
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        let t = signed(&k, &claims(ISS, NOW, NOW + 100));
+
+        let d = refused(&v, &b, &t, NOW - LEEWAY_SECS - 1).await;
+        assert_eq!(
+            (d.status, d.code),
+            (StatusCode::UNAUTHORIZED, "token_not_yet_valid")
+        );
+        // From here on the signature is cached: times are still checked.
+        assert!(v.verify(&b, ISS, &t, NOW - LEEWAY_SECS).await.is_ok());
+        assert!(
+            v.verify(&b, ISS, &t, NOW + 100 + LEEWAY_SECS - 1)
+                .await
+                .is_ok()
+        );
+        let d = refused(&v, &b, &t, NOW + 100 + LEEWAY_SECS).await;
+        assert_eq!(
+            (d.status, d.code),
+            (StatusCode::UNAUTHORIZED, "token_expired")
+        );
+
+        let fresh = Verifier::default();
+        let d = refused(&fresh, &b, &t, NOW + 100 + LEEWAY_SECS).await;
+        assert_eq!(d.code, "token_expired");
+    }
+
+    #[tokio::test]
+    async fn a_key_the_broker_does_not_publish_is_unknown_key() {
+        let (b, published) = broker().await;
+        let (k, other) = (key(), key());
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        let d = refused(&v, &b, &token(&other), NOW).await;
+        assert_eq!(
+            (d.status, d.code),
+            (StatusCode::UNAUTHORIZED, "unknown_key")
+        );
+        assert!(d.message.contains(&other.kid));
+        assert_eq!(published.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_the_jwks_at_most_once_a_second() {
+        let (b, published) = broker().await;
+        let (k, new) = (key(), key());
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        assert_eq!(published.fetches(), 1);
+
+        // The broker rotated, but the last fetch was under a second ago.
+        published.publish(&[&k, &new]);
+        for _ in 0..3 {
+            assert_eq!(refused(&v, &b, &token(&new), NOW).await.code, "unknown_key");
+        }
+        assert_eq!(published.fetches(), 1);
+
+        // A known key needs no fetch at all; a forced refresh is never throttled.
+        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        assert_eq!(published.fetches(), 1);
+        v.keys.refresh(&b, true).await.unwrap();
+        assert_eq!(published.fetches(), 2);
+        v.verify(&b, ISS, &token(&new), NOW).await.unwrap();
+    }
+
+    #[test]
+    fn the_throttle_lets_a_fetch_through_one_second_after_the_last() {
+        let last = Instant::now();
+        let after = |ms| last + Duration::from_millis(ms);
+        assert!(!throttled(None, last, false));
+        assert!(throttled(Some(last), last, false));
+        assert!(throttled(Some(last), after(999), false));
+        assert!(!throttled(Some(last), after(1000), false));
+        assert!(!throttled(Some(last), after(5000), false));
+        assert!(!throttled(Some(last), last, true));
+        // A `now` before `last` (another task stamped it first) is "just now".
+        assert!(throttled(Some(after(10)), last, false));
+    }
+
+    #[tokio::test]
+    async fn keys_that_cannot_be_fetched_make_the_broker_unavailable() {
+        let b = unreachable_broker().await;
+        let v = Verifier::default();
+        let t = token(&key());
+        let d = refused(&v, &b, &t, NOW).await;
+        assert_eq!(
+            (d.status, d.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
+        );
+        assert!(!v.keys.is_loaded());
+        // Throttled now, and still nothing loaded: still unavailable, not a
+        // verdict on the token.
+        let d = refused(&v, &b, &t, NOW).await;
+        assert_eq!(d.code, "broker_unavailable");
+    }
+
+    #[tokio::test]
+    async fn a_failed_refetch_with_keys_loaded_is_unknown_key_and_is_throttled_too() {
+        let (b, published) = broker().await;
+        let k = key();
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        v.keys.refresh(&b, true).await.unwrap();
+        published.failing.store(true, Ordering::SeqCst);
+        let other = token(&key());
+        let d = refused(&v, &b, &other, NOW).await;
+        assert_eq!(
+            (d.status, d.code),
+            (StatusCode::UNAUTHORIZED, "unknown_key")
+        );
+        assert!(v.keys.refresh(&b, true).await.is_err());
+        let fetches = published.fetches();
+        assert_eq!(refused(&v, &b, &other, NOW).await.code, "unknown_key");
+        assert_eq!(
+            published.fetches(),
+            fetches,
+            "a failed fetch counts for the throttle"
+        );
+        // The keys from before the failure still serve.
+        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_key_is_revoked_even_for_cached_tokens_and_later_fetches() {
+        let (b, published) = broker().await;
+        let (k, kept) = (key(), key());
+        published.publish(&[&k, &kept]);
+        let v = Verifier::default();
+        let t = token(&k);
+        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        v.verify(&b, ISS, &token(&kept), NOW).await.unwrap();
+
+        v.withdraw_key(&k.kid);
+        let fetches = published.fetches();
+        let d = refused(&v, &b, &t, NOW).await;
+        assert_eq!((d.status, d.code), (StatusCode::UNAUTHORIZED, "revoked"));
+        assert_eq!(
+            published.fetches(),
+            fetches,
+            "a withdrawn key is not looked for"
+        );
+
+        // A JWKS fetched before the withdrawal still lists the key.
+        v.keys.refresh(&b, true).await.unwrap();
+        assert_eq!(refused(&v, &b, &t, NOW).await.code, "revoked");
+        v.verify(&b, ISS, &token(&kept), NOW).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_verified_signature_is_remembered_until_the_token_expires() {
+        let (b, published) = broker().await;
+        let k = key();
+        published.publish(&[&k]);
+        let v = Verifier::default();
+        let t = signed(&k, &claims(ISS, NOW, NOW + 100));
+        v.verify(&b, ISS, &t, NOW).await.unwrap();
+
+        // The key is gone from the set, yet the cached token needs none.
+        v.keys.set(&JwkSet::default());
+        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        // Kept while it is still good within the leeway.
+        v.forget_expired(NOW + 100 + LEEWAY_SECS - 1);
+        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        // Forgotten after: verifying now needs the key, which is gone.
+        v.forget_expired(NOW + 100 + LEEWAY_SECS);
+        assert_eq!(refused(&v, &b, &t, NOW).await.code, "unknown_key");
+        assert_eq!(
+            published.fetches(),
+            1,
+            "throttled: the set was fetched under a second ago"
+        );
+    }
+
+    #[test]
+    fn keys_without_kid_or_unusable_are_skipped_not_fatal() {
+        let (k, nameless) = (key(), key());
+        let mut anonymous = nameless.public_jwk().clone();
+        anonymous.kid = None;
+        let mut broken = mandate_token::Jwk::new("oct");
+        broken.kid = Some("broken".into());
+        let keys = Keys::default();
+        keys.set(&JwkSet {
+            keys: vec![anonymous, broken, k.public_jwk().clone()],
+        });
+        assert!(keys.is_loaded());
+        assert!(keys.get(&k.kid).is_some());
+        assert!(keys.get("broken").is_none());
+        assert_eq!(
+            keys.by_kid.read().unwrap().as_ref().map(HashMap::len),
+            Some(1)
+        );
     }
 }
