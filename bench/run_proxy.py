@@ -96,7 +96,7 @@ def seed(root: str, jwt: str, n_tokens: int) -> list[str]:
     return tokens
 
 
-def start_proxy(work: Path, root: str):
+def start_proxy(work: Path, root: str, workers: int | None = None):
     tok = requests.post(ADDR + "/v1/admin/tokens", json={"rights": ["proxy"], "description": "bench proxy"},
                         headers={"Authorization": f"Bearer {root}"}, timeout=10).json()["token"]
     (work / "proxy.token").write_text(tok)
@@ -108,8 +108,11 @@ token_file = "{work / 'proxy.token'}"
 spool_dir = "{work / 'spool'}"
 """)
     out = open(work / "proxy.out", "w")
+    env = dict(os.environ, RUST_LOG="warn")
+    if workers:
+        env["MANDATE_PROXY_WORKER_THREADS"] = str(workers)
     p = subprocess.Popen([str(ROOT / "target/release/mandate"), "proxy", "--config", str(work / "proxy.toml")],
-                         stdout=out, stderr=out, env=dict(os.environ, RUST_LOG="warn"))
+                         stdout=out, stderr=out, env=env)
     for _ in range(100):
         try:
             if requests.get(PROXY + "/readyz", timeout=1).ok:
@@ -133,6 +136,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--tokens", type=int, default=1)
+    ap.add_argument("--proxy-workers", type=int, help="the proxy's tokio worker threads (default: one per core)")
     ap.add_argument("--peers", nargs="*", default=["direct", "nginx-proxy", "mandate-proxy"])
     a = ap.parse_args()
     out = Path(a.out)
@@ -146,7 +150,7 @@ def main():
     try:
         tokens = seed(root, jwt, a.tokens)
         (work / "tokens.txt").write_text("\n".join(tokens) + "\n")
-        proxy = start_proxy(work, root)
+        proxy = start_proxy(work, root, a.proxy_workers)
         r = requests.get(PROXY + "/items/items/1", headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=5)
         if r.status_code != 200 or len(r.content) != 1024:
             raise SystemExit(f"proxy smoke request failed: {r.status_code} {r.text[:200]}")
@@ -165,7 +169,7 @@ def main():
                     loadgen(a.loadgen, targets[peer] + ["-c", str(c), "-d", str(a.duration), "--warmup", "2",
                                                         "--also-comm", "nginx",
                                                         "--label", f"{peer}/c{c}/r{rep}"],
-                            {"peer": peer, "workload": "proxy-1k", "config": f"tokens-{a.tokens}", "rep": rep}, out)
+                            {"peer": peer, "workload": "proxy-1k", "config": f"tokens-{a.tokens}" + (f"-w{a.proxy_workers}" if a.proxy_workers else ""), "rep": rep}, out)
                     # The broker ingests the proxy's audit batches: report its share too.
                     pct = 100 * (cpu_ticks(broker.pid) - b0) / os.sysconf("SC_CLK_TCK") / (time.time() - t0)
                     lines = out.read_text().splitlines()

@@ -63,6 +63,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   upstream_timeout_secs = 30         wait for upstream headers, and between body chunks
   max_body_bytes = 10485760          largest request body forwarded
   header_read_timeout_secs = 30      close connections slow to send headers, or idle that long
+  worker_threads = 2                 threads serving requests (default: one per core)
 
 Operations: GET /healthz, /readyz, /metrics (Prometheus).";
 
@@ -144,23 +145,32 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
+    let outcome = match cli.command {
+        // The proxy's config sizes the runtime, so it is read first.
+        Command::Proxy { config } => mandate_proxy::ProxyConfig::load(config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|cfg| runtime(cfg.worker_threads)?.block_on(serve::proxy(cfg)))
+            .map(|()| 0),
+        _ => runtime(None).and_then(|rt| rt.block_on(run(cli))),
     };
-    match rt.block_on(run(cli)) {
+    match outcome {
         Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A multi-threaded runtime: `workers` threads, or one per core.
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        b.worker_threads(n);
+    }
+    b.enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start runtime: {e}"))
 }
 
 /// The process's exit code: 0, or `mandate run`'s command's.
@@ -170,7 +180,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Run(a) => return run::under_task(&client()?, a).await,
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
-        Command::Proxy { config } => serve::proxy(config).await,
+        Command::Proxy { .. } => unreachable!("main runs the proxy"),
         Command::Owner(c) => admin::owner(&client()?, c, cli.json).await,
         Command::Agent(c) => admin::agent(&client()?, c, cli.json).await,
         Command::Tool(c) => admin::tool(&client()?, c, cli.json).await,

@@ -53,8 +53,7 @@ pub async fn server(config: Option<PathBuf>) -> Result<()> {
     wait_for_shutdown(started).await
 }
 
-pub async fn proxy(config: Option<PathBuf>) -> Result<()> {
-    let cfg = mandate_proxy::ProxyConfig::load(config.as_deref())?;
+pub async fn proxy(cfg: mandate_proxy::ProxyConfig) -> Result<()> {
     init_logging("text");
     let running = mandate_proxy::Proxy::start(cfg).await?;
     tracing::info!(addr = %running.addr(), "mandate proxy listening");

@@ -545,3 +545,66 @@ async fn enroll_fails_before_spending_the_join_token() {
     .unwrap();
     drop(s);
 }
+
+/// `mandate proxy` reads its config before it starts its runtime: a bad
+/// key is named with a non-zero exit, and `worker_threads` sizes the
+/// runtime of a proxy that then serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_config_sizes_its_runtime_and_bad_keys_are_named() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = |workers: &str| {
+        let p = dir.path().join(format!("proxy-{workers}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nbroker = \"{}\"\nspool_dir = \"{}\"\nworker_threads = {workers}\n",
+                s.base,
+                dir.path().join("spool").display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let proxy = |cfg: &std::path::Path| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mandate"));
+        c.args(["proxy", "--config"])
+            .arg(cfg)
+            .env("MANDATE_PROXY_TOKEN", "mdt_not_checked_at_start");
+        c
+    };
+
+    let bad = proxy(&config("0")).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("worker_threads") && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+
+    let mut child = proxy(&config("1"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let served = loop {
+        if let Ok(r) = reqwest::get(&url).await {
+            break r.status();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(served, reqwest::StatusCode::OK);
+}

@@ -51,6 +51,10 @@ pub struct ProxyConfig {
     /// Seconds an agent has to send a request's headers; an idle keep-alive
     /// connection is closed after as long (slowloris).
     pub header_read_timeout_secs: u64,
+    /// Threads serving requests; by default one per core. Fewer than the
+    /// cores when the proxy shares its host (every hand-off between
+    /// threads is a cross-core wake-up).
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ProxyConfig {
@@ -71,6 +75,7 @@ impl Default for ProxyConfig {
             upstream_timeout_secs: 30,
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout_secs: 30,
+            worker_threads: None,
         }
     }
 }
@@ -167,6 +172,9 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_AUDIT_BATCH_MAX") {
             self.audit_batch_max = num("MANDATE_PROXY_AUDIT_BATCH_MAX", &v)?;
         }
+        if let Some(v) = env("MANDATE_PROXY_WORKER_THREADS") {
+            self.worker_threads = Some(num("MANDATE_PROXY_WORKER_THREADS", &v)?);
+        }
         if let Some(v) = env("MANDATE_PROXY_MAX_BODY_BYTES") {
             self.max_body_bytes = num("MANDATE_PROXY_MAX_BODY_BYTES", &v)?;
         }
@@ -230,6 +238,15 @@ impl ProxyConfig {
             return Err(ProxyError::config(
                 "max_body_bytes",
                 "must be between 1 and 1073741824",
+            ));
+        }
+        if self
+            .worker_threads
+            .is_some_and(|n| !(1..=1024).contains(&n))
+        {
+            return Err(ProxyError::config(
+                "worker_threads",
+                "must be between 1 and 1024",
             ));
         }
         if self.spool_dir.as_os_str().is_empty() {
@@ -380,6 +397,7 @@ mod tests {
             ("audit_flush_ms = 1", "audit_flush_ms"),
             ("upstream_timeout_secs = 0", "upstream_timeout_secs"),
             ("max_body_bytes = 0", "max_body_bytes"),
+            ("worker_threads = 0", "worker_threads"),
             ("public_url = \"ftp://proxy\"", "public_url"),
             ("broker = \"ftp://x\"", "broker"),
             ("broker = \"https://\"", "broker"),
@@ -397,6 +415,7 @@ mod tests {
                 ("MANDATE_PROXY_STALENESS_SECS", "20"),
                 ("MANDATE_PROXY_LISTEN", "127.0.0.1:0"),
                 ("MANDATE_PROXY_BROKER", "https://broker.example/"),
+                ("MANDATE_PROXY_WORKER_THREADS", "1"),
             ],
         )
         .unwrap();
@@ -404,11 +423,13 @@ mod tests {
         assert_eq!(c.environment, Some(Environment::Staging));
         assert_eq!(c.listen.port(), 0);
         assert_eq!(c.broker_base(), "https://broker.example");
+        assert_eq!(c.worker_threads, Some(1));
         for (var, val) in [
             ("MANDATE_PROXY_STALENESS_SECS", "soon"),
             ("MANDATE_PROXY_LISTEN", "nowhere"),
             ("MANDATE_PROXY_ENVIRONMENT", "prod"),
             ("MANDATE_PROXY_AUDIT_BATCH_MAX", "-1"),
+            ("MANDATE_PROXY_WORKER_THREADS", "many"),
         ] {
             let e = load("", &[("MANDATE_PROXY_TOKEN", "t"), (var, val)]).unwrap_err();
             assert_eq!(key_of(e), var);

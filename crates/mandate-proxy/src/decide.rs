@@ -3,6 +3,7 @@
 //! scope entry, environment, revocation), route → action and resource,
 //! agent and task facts, then the broker's own Cedar policy set.
 
+use crate::decisions::Inputs;
 use crate::error::Deny;
 use crate::state::State;
 use http::HeaderMap;
@@ -356,21 +357,34 @@ pub async fn decide(
     if !agent.is_active() {
         return Err(Deny::token("revoked", "the token's agent has been revoked"));
     }
-    let grant_actions = detail.actions.clone();
-    let resource_in_scope = detail.covers_resource(&routed.resource);
-    let decision = snap.policy.decide_invoke(&InvokeRequest {
-        agent: AgentFacts::of(&agent),
-        tool: ToolFacts::of(&tool),
-        task: TaskFacts::of(&task, now),
-        action: routed.action.as_str(),
-        resource: &routed.resource,
-        grant_actions: &grant_actions,
-        resource_in_scope,
-        request_environment: Some(tool.environment),
-        data_sensitivity: None,
-        anomaly_score: 0,
+    let inputs = Inputs {
+        policy: snap.policy.clone(),
+        tool: tool.clone(),
+        agent: agent.clone(),
+        task: task.clone(),
+        token: verified.clone(),
+    };
+    let decision = st.decisions.decide(
+        &inputs,
+        routed.action.as_str(),
+        &routed.resource,
         now,
-    });
+        || {
+            snap.policy.decide_invoke(&InvokeRequest {
+                agent: AgentFacts::of(&agent),
+                tool: ToolFacts::of(&tool),
+                task: TaskFacts::of(&task, now),
+                action: routed.action.as_str(),
+                resource: &routed.resource,
+                grant_actions: &detail.actions,
+                resource_in_scope: detail.covers_resource(&routed.resource),
+                request_environment: Some(tool.environment),
+                data_sensitivity: None,
+                anomaly_score: 0,
+                now,
+            })
+        },
+    );
     if !decision.allowed {
         return Err(Deny::forbidden(
             "policy_denied",
@@ -380,12 +394,12 @@ pub async fn decide(
                 decision.reasons.join("; ")
             },
         )
-        .with_reasons(decision.reasons));
+        .with_reasons(decision.reasons.clone()));
     }
     tracing::debug!(action = %routed.action, resource = %routed.resource, "allowed");
     Ok(Allowed {
         tool,
-        reasons: decision.reasons,
+        reasons: decision.reasons.clone(),
     })
 }
 

@@ -106,7 +106,7 @@ pub fn upstream_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
         HeaderValue::from_static("identity"),
     );
     if let Placement::Header(name, value) = &cred.place {
-        h.remove(name);
+        // `insert` replaces every value the agent sent under this name.
         h.insert(name.clone(), value.clone());
     }
     h

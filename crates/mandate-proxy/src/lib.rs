@@ -26,6 +26,7 @@ mod broker;
 mod catalog;
 mod config;
 mod decide;
+mod decisions;
 mod error;
 mod facts;
 mod feed;

@@ -4,6 +4,7 @@ use crate::audit::AuditLog;
 use crate::broker::Broker;
 use crate::catalog::Catalog;
 use crate::config::ProxyConfig;
+use crate::decisions::Decisions;
 use crate::facts::Facts;
 use crate::feed::Revocations;
 use crate::forward::Upstream;
@@ -18,6 +19,7 @@ pub struct State {
     pub revocations: Revocations,
     pub catalog: Catalog,
     pub facts: Facts,
+    pub decisions: Decisions,
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
     pub upstream: Upstream,
@@ -41,6 +43,7 @@ impl State {
             revocations: Revocations::default(),
             catalog: Catalog::default(),
             facts: Facts::default(),
+            decisions: Decisions::default(),
             metrics,
             audit,
             upstream,

@@ -873,6 +873,44 @@ async fn route_changes_reach_the_proxy_and_bad_updates_change_nothing() {
     );
 }
 
+/// A policy edit at the broker reaches the proxy's decisions within its
+/// catalog refresh, even for a call it has just allowed many times (its
+/// reused decisions are tied to the policy set they came from).
+#[tokio::test]
+async fn a_policy_edit_at_the_broker_changes_the_proxys_next_decisions() {
+    let w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    for _ in 0..20 {
+        let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    std::fs::write(
+        w.s.data_dir.join("policies/freeze.cedar"),
+        r#"@id("change-freeze") @reason("calls to echo are frozen")
+forbid (principal, action == Mandate::Action::"invoke", resource == Mandate::Tool::"echo");"#,
+    )
+    .unwrap();
+    let (st, v) =
+        w.s.post("/v1/policy/reload", Some(&w.s.root), &json!({}))
+            .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, _, body) = w.call("GET", "/echo/items/1", Some(&token)).await;
+        if st == StatusCode::FORBIDDEN {
+            assert_eq!(code(&body), "policy_denied");
+            assert!(body.contains("change-freeze"), "{body}");
+            break;
+        }
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the proxy kept allowing after the freeze"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// An agent connection that never finishes its headers, or goes quiet
 /// between requests, is closed after `header_read_timeout_secs`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
