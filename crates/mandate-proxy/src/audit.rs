@@ -5,13 +5,18 @@
 //! committed offset only after a 2xx. Each record carries its spool
 //! position as `seq` and each batch the spool's `source` id; the broker
 //! skips what it has already chained from that source, so a batch resent
-//! after a crash is chained once.
+//! after a crash is chained once. An allowed call whose two records are in
+//! the same batch is shipped as one `call` record (half the events to
+//! chain); the broker chains that as `tool.completed` if a resend finds
+//! the call's opening already chained.
 
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
 use crate::spool::{Position, Spool};
 use crate::writer::SpoolLog;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -25,21 +30,27 @@ const MAX_REASONS: usize = 16;
 /// Which record of a call this is. An allowed call has two: `invoked`,
 /// in the spool before the request goes upstream (so no upstream effect is
 /// ever without its record), and `completed` with the outcome. A denied
-/// call has one `invoked` record, outcome included.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// call has one `invoked` record, outcome included. `call` is never
+/// spooled: it is what the shipper sends for an `invoked` and a
+/// `completed` record of one call that are in the same batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Invoked,
     Completed,
+    Call,
 }
 
 /// One record of a call through the proxy.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub stage: Stage,
     /// The record's spool position, set by the writer (see `spool::seq_of`).
     pub seq: u64,
+    /// On a `call` record: the position of the call's `invoked` record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_seq: Option<u64>,
     /// Unix milliseconds when the request arrived.
     pub at: i64,
     pub agent: Option<String>,
@@ -54,7 +65,8 @@ pub struct ToolCall {
     pub status: Option<u16>,
     pub latency_ms: u64,
     pub bytes: u64,
-    pub decision: &'static str,
+    /// `allow` or `deny`.
+    pub decision: Cow<'static, str>,
     pub reasons: Vec<String>,
 }
 
@@ -264,16 +276,20 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
         if batch.end == s.committed {
             return Ok(()); // nothing readable yet
         }
-        let lines: Vec<Vec<u8>> = batch
+        let records: Vec<ToolCall> = batch
             .lines
-            .into_iter()
-            .filter(|l| {
-                let ok = is_record(l);
-                if !ok {
+            .iter()
+            .filter_map(|l| {
+                let r = serde_json::from_slice(l).ok();
+                if r.is_none() {
                     tracing::error!("unreadable line in the audit spool; skipped");
                 }
-                ok
+                r
             })
+            .collect();
+        let lines: Vec<Vec<u8>> = merge_calls(records)
+            .iter()
+            .filter_map(|r| serde_json::to_vec(r).ok())
             .collect();
         if !lines.is_empty() {
             ship(s, &lines).await?;
@@ -287,9 +303,37 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
     }
 }
 
-/// One JSON object (checked without building it), as every spooled record is.
-fn is_record(line: &[u8]) -> bool {
-    line.first() == Some(&b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok()
+/// Merge each allowed call's `invoked` record with its `completed` record
+/// when both are in `records` (spool order): one `call` record, at the
+/// completion's place and position, so the order stays strictly
+/// increasing. Calls that span batches keep their two records.
+fn merge_calls(records: Vec<ToolCall>) -> Vec<ToolCall> {
+    let mut out: Vec<Option<ToolCall>> = Vec::with_capacity(records.len());
+    let mut open: HashMap<String, usize> = HashMap::new();
+    for r in records {
+        match r.stage {
+            Stage::Invoked if r.decision == "allow" => {
+                open.insert(r.id.clone(), out.len());
+                out.push(Some(r));
+            }
+            Stage::Completed => match open.remove(&r.id).and_then(|i| out[i].take()) {
+                Some(mut call) => {
+                    call.stage = Stage::Call;
+                    call.opened_seq = Some(call.seq);
+                    call.seq = r.seq;
+                    call.status = r.status;
+                    call.latency_ms = r.latency_ms;
+                    call.bytes = r.bytes;
+                    call.reasons.extend(r.reasons);
+                    call.fit();
+                    out.push(Some(call));
+                }
+                None => out.push(Some(r)),
+            },
+            _ => out.push(Some(r)),
+        }
+    }
+    out.into_iter().flatten().collect()
 }
 
 fn body(source: &str, lines: &[Vec<u8>]) -> Vec<u8> {
@@ -355,6 +399,7 @@ pub(crate) mod tests {
             id: id.into(),
             stage: Stage::Invoked,
             seq: 0,
+            opened_seq: None,
             at: 0,
             agent: None,
             task: None,
@@ -366,7 +411,7 @@ pub(crate) mod tests {
             status: Some(200),
             latency_ms: 0,
             bytes: 0,
-            decision: "allow",
+            decision: "allow".into(),
             reasons: vec![],
         }
     }
@@ -377,6 +422,7 @@ pub(crate) mod tests {
             id: "x".into(),
             stage: Stage::Completed,
             seq: 0,
+            opened_seq: None,
             at: 0,
             agent: Some("a".repeat(300)),
             task: None,
@@ -388,7 +434,7 @@ pub(crate) mod tests {
             status: Some(200),
             latency_ms: 0,
             bytes: 0,
-            decision: "allow",
+            decision: "allow".into(),
             reasons: vec!["r".repeat(600); 20],
         };
         c.fit();
@@ -398,9 +444,71 @@ pub(crate) mod tests {
         assert!(c.reasons.iter().all(|r| r.len() == MAX_REASON));
     }
 
+    /// What the shipper makes of a batch: each allowed call whose
+    /// records are both in it becomes one `call` record at its completion's
+    /// position; anything else is passed on as it was.
     #[test]
-    fn only_whole_json_objects_are_shipped() {
-        assert!(is_record(br#"{"id":"a","reasons":["x"]}"#));
+    fn a_calls_two_records_in_one_batch_are_shipped_as_one() {
+        let rec =
+            |id: &str, seq: u64, stage: Stage, decision: &'static str, reason: &str| ToolCall {
+                seq,
+                stage,
+                decision: decision.into(),
+                status: (stage != Stage::Invoked || decision == "deny").then_some(200),
+                latency_ms: seq,
+                bytes: seq * 10,
+                reasons: vec![reason.into()],
+                ..call(id)
+            };
+        let merged = merge_calls(vec![
+            rec("late", 1, Stage::Completed, "allow", "upstream"), // opened in an earlier batch
+            rec("a", 2, Stage::Invoked, "allow", "allow-in-scope"),
+            rec("d", 3, Stage::Invoked, "deny", "deny-out-of-scope"),
+            rec("b", 4, Stage::Invoked, "allow", "allow-in-scope"), // completes in a later batch
+            rec("a", 5, Stage::Completed, "allow", "upstream_failed"),
+        ]);
+        let shape: Vec<(&str, u64, Stage, Option<u64>)> = merged
+            .iter()
+            .map(|r| (r.id.as_str(), r.seq, r.stage, r.opened_seq))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                ("late", 1, Stage::Completed, None),
+                ("d", 3, Stage::Invoked, None),
+                ("b", 4, Stage::Invoked, None),
+                ("a", 5, Stage::Call, Some(2)),
+            ]
+        );
+        let a = &merged[3];
+        assert_eq!((a.status, a.latency_ms, a.bytes), (Some(200), 5, 50));
+        assert_eq!(a.reasons, vec!["allow-in-scope", "upstream_failed"]);
+        let json = serde_json::to_value(a).unwrap();
+        assert_eq!(
+            (json["stage"].as_str(), json["opened_seq"].as_u64()),
+            (Some("call"), Some(2))
+        );
+        assert!(
+            serde_json::to_value(&merged[0])
+                .unwrap()
+                .get("opened_seq")
+                .is_none()
+        );
+        // Reasons of both stay within the broker's limit.
+        let mut many = rec("m", 6, Stage::Invoked, "allow", "r");
+        many.reasons = vec!["r".into(); MAX_REASONS];
+        let done = rec("m", 7, Stage::Completed, "allow", "x");
+        assert_eq!(merge_calls(vec![many, done])[0].reasons.len(), MAX_REASONS);
+    }
+
+    #[test]
+    fn spooled_lines_read_back_as_records() {
+        let line = serde_json::to_vec(&call("a")).unwrap();
+        let back: ToolCall = serde_json::from_slice(&line).unwrap();
+        assert_eq!((back.id.as_str(), back.decision.as_ref()), ("a", "allow"));
+        // A line written before `opened_seq` existed still reads.
+        let old = br#"{"id":"o","stage":"invoked","seq":3,"at":0,"agent":null,"task":null,"tool":null,"action":null,"jti":null,"method":"GET","path":"/","status":null,"latency_ms":0,"bytes":0,"decision":"allow","reasons":[]}"#;
+        assert!(serde_json::from_slice::<ToolCall>(old).is_ok());
         for bad in [
             &b"[1]"[..],
             b"\"s\"",
@@ -409,7 +517,7 @@ pub(crate) mod tests {
             b"",
             b"garbage",
         ] {
-            assert!(!is_record(bad), "{}", String::from_utf8_lossy(bad));
+            assert!(serde_json::from_slice::<ToolCall>(bad).is_err());
         }
     }
 

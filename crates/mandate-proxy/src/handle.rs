@@ -142,6 +142,7 @@ impl CallRecord {
             id: self.id.clone(),
             stage: Stage::Invoked,
             seq: 0, // the spool writer sets it
+            opened_seq: None,
             at: self.at,
             agent: k.agent.clone(),
             task: k.task.clone(),
@@ -153,7 +154,7 @@ impl CallRecord {
             status: None,
             latency_ms: self.started.elapsed().as_millis() as u64,
             bytes: 0,
-            decision: "allow",
+            decision: "allow".into(),
             reasons: self.reasons.clone(),
         })
     }
@@ -202,6 +203,7 @@ impl CallRecord {
             id: self.id.clone(),
             stage,
             seq: 0, // the spool writer sets it
+            opened_seq: None,
             at: self.at,
             agent: k.agent,
             task: k.task,
@@ -213,7 +215,7 @@ impl CallRecord {
             status: Some(self.status),
             latency_ms,
             bytes: self.bytes,
-            decision,
+            decision: decision.into(),
             reasons,
         });
     }

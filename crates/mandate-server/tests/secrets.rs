@@ -468,6 +468,106 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
         detail["path"], "/repos/acme/x/issues",
         "query never chained"
     );
+
+    // A whole call (`invoked` and `completed` merged by the proxy) is one
+    // `tool.invoked` event with its outcome; resent after its opening was
+    // chained (other batch boundaries), only the outcome is chained.
+    let whole = |id: &str, seq: u64, opened: u64| {
+        with(
+            call(id, seq),
+            json!({"stage": "call", "opened_seq": opened, "status": 204, "latency_ms": 3, "bytes": 7}),
+        )
+    };
+    let count = |events: &[Value], kind: &str, id: &str| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == kind && e["request_id"] == id)
+            .count()
+    };
+    let (st, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &batch(vec![whole("w1", 900, 850)]),
+        )
+        .await;
+    assert_eq!(
+        (st, v["accepted"].as_u64()),
+        (StatusCode::OK, Some(1)),
+        "{v}"
+    );
+    let (st, _) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &batch(vec![call("w2", 1000)]),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, v) = s
+        .post(
+            "/v1/audit/tool-invocations",
+            Some(&proxy),
+            &batch(vec![whole("w1", 900, 850), whole("w2", 1100, 1000)]),
+        )
+        .await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::OK, json!({"accepted": 1, "duplicates": 1}))
+    );
+    let events = s.events().await;
+    assert_eq!(
+        (
+            count(&events, "tool.invoked", "w1"),
+            count(&events, "tool.completed", "w1")
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        (
+            count(&events, "tool.invoked", "w2"),
+            count(&events, "tool.completed", "w2")
+        ),
+        (1, 1)
+    );
+    let w1 = events.iter().find(|e| e["request_id"] == "w1").unwrap();
+    assert!(
+        w1["detail"].as_str().unwrap().contains("\"status\":204"),
+        "{w1}"
+    );
+    for (body, field) in [
+        (
+            with(call("w3", 1200), json!({"stage": "call", "status": 200})),
+            "opened_seq",
+        ),
+        (whole("w3", 1200, 1200), "opened_seq"),
+        (
+            with(call("w3", 1200), json!({"opened_seq": 1})),
+            "opened_seq",
+        ),
+        (
+            with(whole("w3", 1200, 1), json!({"status": null})),
+            "status",
+        ),
+        (
+            with(whole("w3", 1200, 1), json!({"decision": "deny"})),
+            "stage",
+        ),
+    ] {
+        let (st, v) = s
+            .post(
+                "/v1/audit/tool-invocations",
+                Some(&proxy),
+                &batch(vec![body.clone()]),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.starts_with(&format!("events[0].{field}")),
+            "{field}: {msg}"
+        );
+    }
     let (_, one) = s.get("/v1/secrets/gh-token", Some(&s.root)).await;
     assert!(one["last_used_at"].is_i64(), "{one}");
 }

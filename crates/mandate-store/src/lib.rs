@@ -56,6 +56,12 @@ impl std::fmt::Debug for SealedValue {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub seq: u64,
+    /// Set when one record carries a whole call (its `invoked` and
+    /// `completed` records merged): where the `invoked` record was. If
+    /// that much was already chained (a batch resent with other
+    /// boundaries), only the outcome is new, and it is chained as
+    /// `tool.completed`.
+    pub opened: Option<u64>,
     pub event: NewEvent,
 }
 

@@ -131,6 +131,9 @@ pub(crate) fn plan_ingest(
         used_tools: Vec::new(),
         high: None,
     };
+    // What was chained before this batch (a whole call's opening is
+    // compared with it, not with records of this batch).
+    let chained = high;
     for inv in batch {
         let seq = i64::try_from(inv.seq)
             .map_err(|_| StoreError::Refused("a record's seq is out of range"))?;
@@ -140,13 +143,19 @@ pub(crate) fn plan_ingest(
         }
         high = Some(seq);
         plan.high = high;
-        if inv.event.decision.as_deref() == Some("allow")
-            && let Some(tool) = &inv.event.tool
+        let mut event = inv.event;
+        if let Some(opened) = inv.opened
+            && chained.is_some_and(|h| i64::try_from(opened).is_ok_and(|o| o <= h))
+        {
+            event.kind = EventKind::ToolCompleted;
+        }
+        if event.decision.as_deref() == Some("allow")
+            && let Some(tool) = &event.tool
             && !plan.used_tools.contains(tool)
         {
             plan.used_tools.push(tool.clone());
         }
-        plan.events.push(inv.event);
+        plan.events.push(event);
     }
     Ok(plan)
 }
@@ -158,7 +167,33 @@ mod tests {
     fn inv(seq: u64, tool: &str, decision: &str) -> Invocation {
         let mut event = NewEvent::new(EventKind::ToolInvoked, "proxy").decision(decision);
         event.tool = Some(tool.into());
-        Invocation { seq, event }
+        Invocation {
+            seq,
+            opened: None,
+            event,
+        }
+    }
+
+    /// A whole-call record is `tool.invoked` unless its `invoked` part is
+    /// at or below what was chained: then only its outcome is new.
+    #[test]
+    fn a_whole_call_whose_opening_was_chained_is_chained_as_its_completion() {
+        let whole = |seq: u64, opened: u64| Invocation {
+            opened: Some(opened),
+            ..inv(seq, "a", "allow")
+        };
+        let plan = plan_ingest(Some(5), vec![whole(8, 5), whole(9, 6), whole(12, 4)]).unwrap();
+        let kinds: Vec<EventKind> = plan.events.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                EventKind::ToolCompleted,
+                EventKind::ToolInvoked,
+                EventKind::ToolCompleted
+            ]
+        );
+        let first = plan_ingest(None, vec![whole(3, 1)]).unwrap();
+        assert_eq!(first.events[0].kind, EventKind::ToolInvoked);
     }
 
     #[test]

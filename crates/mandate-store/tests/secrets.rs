@@ -139,6 +139,7 @@ async fn resent_invocations_are_chained_once_and_mark_the_secret_used(place: Pla
     .unwrap();
     let inv = |seq: u64, decision: &str| Invocation {
         seq,
+        opened: None,
         event: ev(EventKind::ToolInvoked)
             .tool("github")
             .decision(decision)

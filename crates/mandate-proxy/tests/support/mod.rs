@@ -430,6 +430,44 @@ impl World {
     }
 }
 
+impl World {
+    /// The event holding an allowed call's outcome and its `detail`
+    /// (`status`, `bytes`, …), asserting the outcome is chained exactly
+    /// once: inside the call's one `tool.invoked` event when the proxy
+    /// shipped both its records in one batch, else as a single
+    /// `tool.completed` event after it.
+    pub async fn outcome(&self, id: &str) -> (Value, Value) {
+        let ids = [id.to_owned()];
+        let invoked: Vec<Value> = self
+            .wait_for_records(&ids)
+            .await
+            .into_iter()
+            .filter(|e| e["request_id"] == id)
+            .collect();
+        assert_eq!(invoked.len(), 1, "{id} invoked {} times", invoked.len());
+        let detail = |e: &Value| -> Value {
+            mandate_testkit::serde_json::from_str(e["detail"].as_str().unwrap()).unwrap()
+        };
+        let opened = detail(&invoked[0]);
+        let completed: Vec<Value> = if opened["status"].is_null() {
+            self.wait_for("tool.completed", &ids).await
+        } else {
+            self.events_of("tool.completed").await
+        }
+        .into_iter()
+        .filter(|e| e["request_id"] == id)
+        .collect();
+        match (opened["status"].is_null(), completed.as_slice()) {
+            (false, []) => (invoked[0].clone(), opened),
+            (true, [done]) => {
+                assert!(done["seq"].as_u64() > invoked[0]["seq"].as_u64());
+                (done.clone(), detail(done))
+            }
+            _ => panic!("{id}: outcome chained twice or never: {invoked:?} {completed:?}"),
+        }
+    }
+}
+
 /// The request id the proxy answered with.
 pub fn request_id(h: &HeaderMap) -> String {
     h.get("x-request-id")

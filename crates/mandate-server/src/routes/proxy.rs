@@ -97,17 +97,20 @@ pub async fn secret(
     ))
 }
 
-/// One call through a proxy, as the proxy reports it.
 /// Which record of a call: an allowed call has an `invoked` record
-/// (written before it went upstream, no status yet) and a `completed` one;
-/// a denied call only an `invoked` record, status included.
+/// (written before it went upstream, no status yet) and a `completed` one,
+/// or — when both reach the proxy's shipper in one batch — a single `call`
+/// record merging them; a denied call only an `invoked` record, status
+/// included.
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Invoked,
     Completed,
+    Call,
 }
 
+/// One call through a proxy, as the proxy reports it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolCall {
@@ -116,6 +119,9 @@ pub struct ToolCall {
     /// Position in the proxy's spool: strictly increasing per source, so a
     /// resent record (at or below what was chained) is recognised.
     seq: u64,
+    /// On a `call` record: the `seq` its `invoked` record had.
+    #[serde(default)]
+    opened_seq: Option<u64>,
     stage: Stage,
     /// Unix milliseconds.
     at: i64,
@@ -173,18 +179,36 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
             "events[{i}].decision: must be `allow` or `deny`"
         )));
     }
+    match (c.stage, c.opened_seq) {
+        (Stage::Call, None) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].opened_seq: required on a `call` record (the seq of the call's `invoked` record)"
+            )));
+        }
+        (Stage::Call, Some(o)) if o >= c.seq => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].opened_seq: must be less than seq (the call was opened before it completed)"
+            )));
+        }
+        (Stage::Invoked | Stage::Completed, Some(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].opened_seq: only on a `call` record"
+            )));
+        }
+        _ => {}
+    }
     match (c.stage, c.decision.as_str(), c.status) {
         (Stage::Invoked, "allow", Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "events[{i}].status: an allowed call's `invoked` record is written before the upstream answers; the status goes in its `completed` record"
             )));
         }
-        (Stage::Completed, "deny", _) => {
+        (Stage::Completed | Stage::Call, "deny", _) => {
             return Err(ApiError::bad_request(format!(
-                "events[{i}].stage: only an allowed call has a `completed` record"
+                "events[{i}].stage: only an allowed call has a `completed` or `call` record"
             )));
         }
-        (Stage::Completed, _, None) | (Stage::Invoked, "deny", None) => {
+        (Stage::Completed | Stage::Call, _, None) | (Stage::Invoked, "deny", None) => {
             return Err(ApiError::bad_request(format!(
                 "events[{i}].status: required on this record"
             )));
@@ -250,8 +274,11 @@ pub async fn ingest(
         .map(|c| {
             // A proxy strips the query; never chain one even if it did not.
             let path = c.path.split('?').next().unwrap_or_default().to_owned();
+            // A whole call is one `tool.invoked` event with its outcome
+            // (as a denied call's is); the store chains it as
+            // `tool.completed` if its opening was chained already.
             let kind = match c.stage {
-                Stage::Invoked => EventKind::ToolInvoked,
+                Stage::Invoked | Stage::Call => EventKind::ToolInvoked,
                 Stage::Completed => EventKind::ToolCompleted,
             };
             let mut event = NewEvent::new(kind, actor.clone())
@@ -267,7 +294,11 @@ pub async fn ingest(
             event.task = c.task;
             event.tool = c.tool;
             event.jti = c.jti;
-            Invocation { seq: c.seq, event }
+            Invocation {
+                seq: c.seq,
+                opened: c.opened_seq,
+                event,
+            }
         })
         .collect();
     let (accepted, duplicates) = app
