@@ -71,42 +71,6 @@ pub fn check_path(rest: &str) -> Result<(), Deny> {
     Ok(())
 }
 
-/// Headers some frameworks honour to change the method or path they route
-/// on (Symfony, IIS, Google APIs, Rack, Express `method-override`).
-const REINTERPRETING: [&str; 6] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-    "x-original-url",
-    "x-rewrite-url",
-    "x-original-method",
-];
-
-/// Refuse requests that ask the upstream to act on another method or path
-/// than the one the route rules mapped: override headers, and `_method` in
-/// the query (Symfony reads it there). `_method` in a form body is not
-/// inspected (the body is streamed, not buffered).
-pub fn check_overrides(headers: &HeaderMap, query: Option<&str>) -> Result<(), Deny> {
-    let refuse = |what: String| {
-        Err(Deny::new(
-            http::StatusCode::BAD_REQUEST,
-            "method_override",
-            format!(
-                "{what} would make the upstream act on another method or path than the route rules checked; the proxy does not forward it"
-            ),
-        ))
-    };
-    if let Some(h) = REINTERPRETING.iter().find(|h| headers.contains_key(**h)) {
-        return refuse(format!("header `{h}`"));
-    }
-    let method_param = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .any(|(k, _)| k.eq_ignore_ascii_case("_method"));
-    if method_param {
-        return refuse("query parameter `_method`".to_owned());
-    }
-    Ok(())
-}
-
 /// The access token as presented, and whether under the DPoP scheme.
 pub struct Presented<'a> {
     pub token: &'a str,
@@ -451,34 +415,6 @@ mod tests {
         ] {
             assert!(check_path(ok).is_ok(), "{ok}");
         }
-    }
-
-    #[test]
-    fn method_and_path_overrides_are_refused() {
-        let with = |name: &str| {
-            let mut m = HeaderMap::new();
-            m.insert(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                "DELETE".parse().unwrap(),
-            );
-            m
-        };
-        for h in [
-            "X-HTTP-Method-Override",
-            "x-original-url",
-            "X-Method-Override",
-        ] {
-            let d = check_overrides(&with(h), None).unwrap_err();
-            assert_eq!(d.code, "method_override");
-            assert!(d.message.contains(&h.to_ascii_lowercase()), "{}", d.message);
-        }
-        for q in ["_method=DELETE", "a=1&_METHOD=put", "%5Fmethod=delete"] {
-            let d = check_overrides(&HeaderMap::new(), Some(q)).unwrap_err();
-            assert!(d.message.contains("`_method`"), "{q}: {}", d.message);
-        }
-        let fine = with("x-request-id");
-        assert!(check_overrides(&fine, Some("method=x&my_method=y")).is_ok());
-        assert!(check_overrides(&HeaderMap::new(), None).is_ok());
     }
 
     #[test]

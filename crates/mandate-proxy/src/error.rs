@@ -85,6 +85,14 @@ impl Deny {
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
+    /// The request body is over `max_body_bytes`.
+    pub fn body_too_large(max: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request bodies are limited to {max} bytes"),
+        )
+    }
     /// The upstream is down or answered something we cannot pass on safely.
     pub fn upstream(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, code, message)

@@ -205,7 +205,7 @@ fn announced_len(h: &HeaderMap) -> Option<u64> {
 
 /// A request announcing more than `max_body` bytes is refused before
 /// anything goes upstream (an unannounced one is cut off at the limit).
-fn announced_too_large(h: &HeaderMap, max_body: usize) -> bool {
+pub(crate) fn announced_too_large(h: &HeaderMap, max_body: usize) -> bool {
     announced_len(h).is_some_and(|n| n > max_body as u64)
 }
 
@@ -238,11 +238,7 @@ pub async fn forward(
         ));
     };
     if announced_too_large(&parts.headers, f.max_body) {
-        return call.deny(Deny::new(
-            http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("request bodies are limited to {} bytes", f.max_body),
-        ));
+        return call.deny(Deny::body_too_large(f.max_body));
     }
     let head = parts.method == http::Method::HEAD;
     let mut req = Request::new(Body::new(Limited::new(body, f.max_body)));
@@ -271,11 +267,7 @@ pub async fn forward(
             tracing::warn!(error = %detail, "upstream request failed");
             let too_large = detail.contains("length limit exceeded");
             return call.deny(if too_large {
-                Deny::new(
-                    http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    format!("request bodies are limited to {} bytes", f.max_body),
-                )
+                Deny::body_too_large(f.max_body)
             } else {
                 Deny::upstream("upstream_unreachable", "the upstream could not be reached")
             });

@@ -5,9 +5,10 @@
 //! `completed` record with the outcome.
 
 use crate::audit::{Stage, ToolCall};
-use crate::decide::{Known, check_overrides, check_path, decide, split_target};
+use crate::decide::{Known, check_path, decide, split_target};
 use crate::error::Deny;
 use crate::forward::{Forward, forward};
+use crate::overrides::{check_overrides, screen_body};
 use crate::state::State;
 use axum::Router;
 use axum::body::Body;
@@ -295,6 +296,14 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
             Ok(c) => c,
             Err(d) => return call.deny(d),
         };
+        // Read only once the call is allowed: nobody unauthenticated makes
+        // the proxy hold a body.
+        let timeout = Duration::from_secs(st.config.upstream_timeout_secs);
+        let max_body = st.config.max_body_bytes;
+        let body = match screen_body(&parts.method, &parts.headers, body, max_body, timeout).await {
+            Ok(b) => b,
+            Err(d) => return call.deny(d),
+        };
         call.allowed = true;
         call.reasons = allowed.reasons;
         if !call.write_ahead() {
@@ -311,8 +320,8 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
                 base: &base,
                 rest,
                 cred,
-                timeout: Duration::from_secs(st.config.upstream_timeout_secs),
-                max_body: st.config.max_body_bytes,
+                timeout,
+                max_body,
             },
             parts,
             body,

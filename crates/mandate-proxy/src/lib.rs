@@ -33,6 +33,7 @@ mod feed;
 mod forward;
 mod handle;
 mod metrics;
+mod overrides;
 mod redact;
 mod spool;
 mod state;

@@ -62,8 +62,14 @@ async fn echo(State(seen): State<Arc<Mutex<Vec<Seen>>>>, req: Request<Body>) -> 
             .body(Body::from("not really gzip"))
             .unwrap();
     }
-    let body = json!({"authorization": auth, "uri": uri}).to_string();
-    if req.uri().query().is_some_and(|q| q.contains("sized=1")) {
+    let query = req.uri().query().map(str::to_owned);
+    let got = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let body = json!({"authorization": auth, "uri": uri,
+                      "body": String::from_utf8_lossy(&got)})
+    .to_string();
+    if query.is_some_and(|q| q.contains("sized=1")) {
         return Response::builder()
             .header("content-type", "application/json")
             .header("x-echo-auth", auth)
