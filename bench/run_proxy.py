@@ -17,8 +17,12 @@ upstream, so each row differs only in what sits between client and upstream:
                 broker and committed to its hash chain)
 
 The agent token is one task's token reused, as an agent would reuse it
-(the verified-token cache hits after the first call); `--tokens N` rotates
-through N tokens of N tasks instead. Runs are interleaved per repetition.
+(the verified-token cache hits after the first call, and the proxy reuses
+its Cedar decision for identical inputs within a second); `--tokens N`
+rotates through N tokens of N tasks instead, or of one task with
+`--one-task`. With more tokens than requests per second, no token recurs
+within a second, so every request is a fresh Cedar decision. Runs are
+interleaved per repetition.
 """
 
 import argparse
@@ -59,7 +63,7 @@ def start_nginx(work: Path) -> Path:
     raise SystemExit("nginx did not start: " + conf[:80])
 
 
-def seed(root: str, jwt: str, n_tokens: int) -> list[str]:
+def seed(root: str, jwt: str, n_tokens: int, one_task: bool = False) -> list[str]:
     h = {"Authorization": f"Bearer {root}"}
 
     def post(path, body, headers=h):
@@ -83,11 +87,15 @@ def seed(root: str, jwt: str, n_tokens: int) -> list[str]:
     session = requests.post(ADDR + "/oauth/token", timeout=10, data={
         "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jwt}).json()["access_token"]
     tokens = []
+    http = requests.Session()
+    task = None
     for _ in range(n_tokens):
-        task = post("/v1/tasks", {"intent": "proxy benchmark", "ttl_secs": 3600,
-                                  "scope": [{"tool": "items", "actions": ["items:read"], "resources": ["item:*"]}]},
-                    headers={"Authorization": f"Bearer {session}"})
-        r = requests.post(ADDR + "/oauth/token", timeout=10, data={
+        if task is None or not one_task:
+            task = post("/v1/tasks", {"intent": "proxy benchmark", "ttl_secs": 3600,
+                                      "scope": [{"tool": "items", "actions": ["items:read"],
+                                                 "resources": ["item:*"]}]},
+                        headers={"Authorization": f"Bearer {session}"})
+        r = http.post(ADDR + "/oauth/token", timeout=10, data={
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange", "subject_token": session,
             "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "task_id": task["id"],
             "resource": "https://items.bench.local", "scope": "items:read"})
@@ -136,6 +144,9 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10)
     ap.add_argument("--tokens", type=int, default=1)
+    ap.add_argument("--one-task", action="store_true",
+                    help="mint all --tokens from one task (distinct tokens, one set of task facts)")
+    ap.add_argument("--warmup", type=float, default=2)
     ap.add_argument("--proxy-workers", type=int, help="the proxy's tokio worker threads (default: one per core)")
     ap.add_argument("--peers", nargs="*", default=["direct", "nginx-proxy", "mandate-proxy"])
     a = ap.parse_args()
@@ -148,7 +159,7 @@ def main():
     broker, root = start(work, Path(a.jwt_dir))
     proxy = None
     try:
-        tokens = seed(root, jwt, a.tokens)
+        tokens = seed(root, jwt, a.tokens, a.one_task)
         (work / "tokens.txt").write_text("\n".join(tokens) + "\n")
         proxy = start_proxy(work, root, a.proxy_workers)
         r = requests.get(PROXY + "/items/items/1", headers={"Authorization": f"Bearer {tokens[0]}"}, timeout=5)
@@ -166,10 +177,11 @@ def main():
                 for peer in a.peers:
                     b0 = cpu_ticks(broker.pid)
                     t0 = time.time()
-                    loadgen(a.loadgen, targets[peer] + ["-c", str(c), "-d", str(a.duration), "--warmup", "2",
+                    loadgen(a.loadgen, targets[peer] + ["-c", str(c), "-d", str(a.duration), "--warmup", str(a.warmup),
                                                         "--also-comm", "nginx",
                                                         "--label", f"{peer}/c{c}/r{rep}"],
-                            {"peer": peer, "workload": "proxy-1k", "config": f"tokens-{a.tokens}" + (f"-w{a.proxy_workers}" if a.proxy_workers else ""), "rep": rep}, out)
+                            {"peer": peer, "workload": "proxy-1k", "config": f"tokens-{a.tokens}" + ("-one-task" if a.one_task else "")
+                             + (f"-w{a.proxy_workers}" if a.proxy_workers else ""), "rep": rep}, out)
                     # The broker ingests the proxy's audit batches: report its share too.
                     pct = 100 * (cpu_ticks(broker.pid) - b0) / os.sysconf("SC_CLK_TCK") / (time.time() - t0)
                     lines = out.read_text().splitlines()
