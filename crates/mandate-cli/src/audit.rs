@@ -25,7 +25,20 @@ pub enum AuditCmd {
         /// the broker; this is what catches a log cut short.
         #[arg(long = "expect", value_name = "SEQ:HASH")]
         expect: Vec<Checkpoint>,
+        /// A signed checkpoint file from `mandate audit checkpoint`
+        /// (repeatable): its signature must verify against `--jwks`, and
+        /// the log must still hold its record unchanged.
+        #[arg(long = "checkpoint", value_name = "FILE", requires = "jwks")]
+        checkpoints: Vec<PathBuf>,
+        /// The JWK set to verify checkpoints with: the broker's
+        /// `/.well-known/jwks.json`, saved by you (rotated keys leave the
+        /// live one, and a broker you are auditing should not pick the key).
+        #[arg(long, value_name = "FILE")]
+        jwks: Option<PathBuf>,
     },
+    /// Sign the chain's head: prints a checkpoint (a JWS) to keep outside
+    /// the broker, with a copy of its JWKS, for `verify --checkpoint`.
+    Checkpoint,
     /// Write events as JSON lines to stdout.
     Export {
         /// Only `jsonl` is supported.
@@ -125,6 +138,28 @@ async fn postgres_events(
     }
 }
 
+/// The heads that signed checkpoint files vouch for, each verified
+/// against `jwks`; the error names the file.
+fn signed_checkpoints(files: &[PathBuf], jwks: &Path) -> Result<Vec<Checkpoint>> {
+    let keys: mandate_token::JwkSet = serde_json::from_slice(
+        &std::fs::read(jwks).with_context(|| format!("--jwks: reading {}", jwks.display()))?,
+    )
+    .with_context(|| format!("--jwks: {} is not a JWK set", jwks.display()))?;
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--checkpoint: reading {}", f.display()))?;
+            let claims = mandate_token::checkpoint::verify(&text, &keys)
+                .with_context(|| format!("--checkpoint {}", f.display()))?;
+            Ok(Checkpoint {
+                seq: claims.seq,
+                hash: claims.hash,
+            })
+        })
+        .collect()
+}
+
 /// Every event, page by page, from the database or the server.
 async fn all_events(
     c: &Client,
@@ -176,8 +211,13 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
         AuditCmd::Verify {
             offline,
             file,
-            expect,
+            mut expect,
+            checkpoints,
+            jwks,
         } => {
+            if let Some(jwks) = jwks {
+                expect.extend(signed_checkpoints(&checkpoints, &jwks)?);
+            }
             let mut events = Vec::new();
             match file {
                 Some(f) => {
@@ -232,6 +272,19 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
                     bail!("{b}")
                 }
             }
+        }
+        AuditCmd::Checkpoint => {
+            c.require_token("audit checkpoint")?;
+            let v = c.get("/v1/audit/checkpoint").await?;
+            if as_json {
+                output::json(&v);
+            } else {
+                let jws = v["checkpoint"]
+                    .as_str()
+                    .context("server sent no checkpoint")?;
+                println!("{jws}");
+            }
+            Ok(())
         }
         AuditCmd::Export {
             format,

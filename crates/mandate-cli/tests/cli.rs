@@ -206,6 +206,135 @@ async fn a_truncated_log_fails_verify_against_a_kept_head() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("HASH"));
 }
 
+/// A signed checkpoint, kept with the JWKS outside the broker, pins the
+/// head: a log cut short fails verification naming the record; an edited
+/// checkpoint or one whose key the kept JWKS lacks is refused, naming the
+/// file. Only an admin with the `audit` right gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_checkpoint_exposes_a_cut_log_and_cannot_be_forged() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (st, jwks) = s.get("/.well-known/jwks.json", None).await;
+    assert_eq!(st, reqwest::StatusCode::OK);
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+
+    let (st, v) = s.get("/v1/audit/checkpoint", Some(&s.root)).await;
+    assert_eq!(st, reqwest::StatusCode::OK, "{v}");
+    let keys: mandate_token::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let claims =
+        mandate_token::checkpoint::verify(v["checkpoint"].as_str().unwrap(), &keys).unwrap();
+    let (_, events) = s
+        .get("/v1/audit/events?since=0&limit=10000", Some(&s.root))
+        .await;
+    let last = events["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (claims.seq, claims.hash.as_str()),
+        (
+            last["seq"].as_u64().unwrap(),
+            last["hash"].as_str().unwrap()
+        )
+    );
+    assert_eq!(v["seq"], last["seq"]);
+    let (_, agents_only) = s
+        .post(
+            "/v1/admin/tokens",
+            Some(&s.root),
+            &serde_json::json!({"rights": ["agents"], "description": "no audit"}),
+        )
+        .await;
+    let (st, _) = s
+        .get("/v1/audit/checkpoint", agents_only["token"].as_str())
+        .await;
+    assert_eq!(st, reqwest::StatusCode::FORBIDDEN);
+
+    let cp_file = dir.path().join("head.jws");
+    let s = tokio::task::spawn_blocking(move || {
+        let jws = run(&s, &["audit", "checkpoint"], &[]);
+        std::fs::write(&cp_file, &jws).unwrap();
+        (s, cp_file)
+    })
+    .await
+    .unwrap();
+    let (mut s, cp_file) = s;
+    s.stop().await;
+    let verify = |cp: &std::path::Path, jwks: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_mandate"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(&s.data_dir)
+            .arg("--checkpoint")
+            .arg(cp)
+            .arg("--jwks")
+            .arg(jwks)
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&cp_file, &jwks_file);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    // An edited checkpoint (another head) does not verify.
+    let jws = std::fs::read_to_string(&cp_file).unwrap();
+    let parts: Vec<&str> = jws.trim().split('.').collect();
+    let mut payload: serde_json::Value =
+        serde_json::from_slice(&mandate_token::b64_decode(parts[1]).unwrap()).unwrap();
+    let kept_seq = payload["seq"].as_u64().unwrap();
+    assert!(
+        kept_seq > claims.seq,
+        "the admin token's creation came after"
+    );
+    payload["seq"] = serde_json::json!(3);
+    let forged = [
+        parts[0],
+        &mandate_token::b64(payload.to_string().as_bytes()),
+        parts[2],
+    ]
+    .join(".");
+    let forged_file = dir.path().join("forged.jws");
+    std::fs::write(&forged_file, forged).unwrap();
+    let out = verify(&forged_file, &jwks_file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("forged.jws") && err.contains("signature"),
+        "{err}"
+    );
+    // A JWKS without its key cannot vouch for it.
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, r#"{"keys": []}"#).unwrap();
+    let out = verify(&cp_file, &empty);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("head.jws") && err.contains("no key with kid"),
+        "{err}"
+    );
+
+    // Cut the log short: the chain alone still verifies, the checkpoint does not.
+    let conn = rusqlite::Connection::open(s.data_dir.join("mandate.db")).unwrap();
+    conn.execute("DELETE FROM events WHERE seq > 3", [])
+        .unwrap();
+    drop(conn);
+    let out = verify(&cp_file, &jwks_file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("record {kept_seq}")) && err.contains("truncated"),
+        "{err}"
+    );
+    let no_jwks = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["audit", "verify", "--checkpoint"])
+        .arg(&cp_file)
+        .output()
+        .unwrap();
+    assert!(!no_jwks.status.success());
+    assert!(String::from_utf8_lossy(&no_jwks.stderr).contains("--jwks"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_are_clear_and_exit_non_zero() {
     let s = TestServer::start().await;

@@ -229,6 +229,8 @@ pub trait Store: Send + Sync + 'static {
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The chain's head: the event with the highest `seq`, if any.
+    async fn last_event(&self) -> Result<Option<Event>, StoreError>;
 
     /// Forget what no longer matters: used join tokens, old assertion ids,
     /// feed entries whose tokens have all expired.

@@ -106,6 +106,11 @@ async fn concurrent_writes_group_commit_into_one_valid_chain(place: Place) {
     let events = s.events_since(0, 10_000).await.unwrap();
     let ok = (0..300).filter(|i| i % 7 != 0 && i % 11 != 0).count();
     assert_eq!(events.len(), 2 + ok);
+    assert_eq!(
+        s.last_event().await.unwrap().as_ref(),
+        events.last(),
+        "the head is the last event"
+    );
     assert_eq!(verify_chain(events).unwrap() as usize, 2 + ok);
     let agents = s.list_agents().await.unwrap();
     let created = (0..300)

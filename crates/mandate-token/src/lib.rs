@@ -10,10 +10,12 @@
 //!
 //! - [`seal`]: envelope encryption (AES-256-GCM) for stored secrets.
 //! - [`cache`]: verified tokens by `jti`, so a signature is checked once.
+//! - [`checkpoint`]: the audit chain's head, signed.
 //!
 //! No network and no clocks: callers pass `now`.
 
 pub mod cache;
+pub mod checkpoint;
 pub mod claims;
 pub mod dpop;
 mod error;

@@ -102,6 +102,36 @@ pub async fn audit_events(
     Ok(Json(json!({"events": events, "next": next})))
 }
 
+/// The chain's head signed by the current signing key (a JWS of `typ`
+/// `mandate-audit-checkpoint+jwt`): kept outside the broker, it later
+/// shows whether the log still holds that record unchanged (`mandate
+/// audit verify --checkpoint`), and proves the broker said so.
+pub async fn audit_checkpoint(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Audit)?;
+    let head = app.store.last_event().await?.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "empty_log",
+            "the audit log has no record to checkpoint yet",
+        )
+    })?;
+    let key = app.keys.current();
+    let claims = mandate_token::checkpoint::CheckpointClaims {
+        iss: app.issuer.clone(),
+        iat: now(),
+        seq: head.seq,
+        hash: head.hash,
+    };
+    let signed = mandate_token::checkpoint::sign(&key, &claims).map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "seq": claims.seq, "hash": claims.hash, "iat": claims.iat, "kid": key.kid,
+        "checkpoint": signed,
+    })))
+}
+
 pub async fn rotate_keys(
     State(app): State<AppState>,
     caller: Caller,

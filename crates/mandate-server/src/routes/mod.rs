@@ -88,6 +88,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))
+        .route("/v1/audit/checkpoint", get(meta::audit_checkpoint))
         .route(
             "/v1/admin/tokens",
             post(registry::create_admin_token).get(registry::list_admin_tokens),

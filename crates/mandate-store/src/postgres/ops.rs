@@ -107,14 +107,15 @@ fn transition(
 }
 
 /// Up to `limit` events after `after`, in chain order.
+const EVENT_COLUMNS: &str = "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash FROM events";
+
 pub(super) fn read_events<C: GenericClient>(
     db: &mut Db<'_, C>,
     after: u64,
     limit: usize,
 ) -> Result<Vec<Event>, StoreError> {
     db.query(
-        "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash
-         FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &format!("{EVENT_COLUMNS} WHERE seq > $1 ORDER BY seq LIMIT $2"),
         &[&sql_seq(after), &sql_seq(limit as u64)],
     )?
     .iter()
@@ -757,6 +758,17 @@ impl Store for PostgresStore {
 
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(move |db| read_events(db, after, limit)).await
+    }
+
+    async fn last_event(&self) -> Result<Option<Event>, StoreError> {
+        self.read(move |db| {
+            db.query(&format!("{EVENT_COLUMNS} ORDER BY seq DESC LIMIT 1"), &[])?
+                .iter()
+                .map(event)
+                .next()
+                .transpose()
+        })
+        .await
     }
 
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError> {

@@ -166,11 +166,12 @@ fn sql_seq(n: u64) -> i64 {
 }
 
 /// Read audit events straight from a connection (also used offline by `audit verify`).
+const EVENT_COLUMNS: &str = "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash FROM events";
+
 pub fn read_events(conn: &Connection, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash
-         FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{EVENT_COLUMNS} WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+    ))?;
     let rows = stmt.query_map(params![sql_seq(after), sql_seq(limit as u64)], event_row)?;
     let mut out = Vec::new();
     for r in rows {
@@ -810,6 +811,16 @@ impl Store for SqliteStore {
 
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
         self.read(move |c| read_events(c, after, limit)).await
+    }
+
+    async fn last_event(&self) -> Result<Option<Event>, StoreError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached(&format!("{EVENT_COLUMNS} ORDER BY seq DESC LIMIT 1"))?;
+            let mut rows = stmt.query_map([], event_row)?;
+            rows.next().transpose()?.transpose()
+        })
+        .await
     }
 
     fn close(&self) {
