@@ -79,6 +79,21 @@ impl Client {
         Ok(())
     }
 
+    /// A response to read as it comes (a server-sent-event stream): no
+    /// overall timeout, only a refused or failed answer is an error.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response> {
+        let resp = self
+            .request(Method::GET, path)?
+            .timeout(Duration::from_secs(365 * 24 * 3600))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        if !resp.status().is_success() {
+            bail!("GET {path}: HTTP {}", resp.status());
+        }
+        Ok(resp)
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.send(self.request(Method::GET, path)?).await
     }

@@ -6,6 +6,7 @@ mod agent_side;
 mod audit;
 mod client;
 mod output;
+mod revocations;
 mod run;
 mod secrets;
 mod serve;
@@ -115,7 +116,7 @@ enum Command {
     /// or revoke it otherwise; stop COMMAND if the task ends first. Exits
     /// with the command's code.
     #[command(
-        after_help = "Example:\n  mandate run --key-file demo-bot.key --intent \"triage issues\" \\\n      --scope github=issues:read -- ./agent.sh\n\nInside, the command gets tokens with\n  mandate token exchange --task \"$MANDATE_TASK\" --resource https://api.github.com\n\nSIGTERM and SIGHUP are passed on to the command; SIGINT is left to the\nterminal (which sends it to both) and does not skip ending the task.\nIf the task is revoked or expires first, COMMAND gets SIGTERM (checked\nevery 2 s), then SIGKILL 10 s later."
+        after_help = "Example:\n  mandate run --key-file demo-bot.key --intent \"triage issues\" \\\n      --scope github=issues:read -- ./agent.sh\n\nInside, the command gets tokens with\n  mandate token exchange --task \"$MANDATE_TASK\" --resource https://api.github.com\n\nSIGTERM and SIGHUP are passed on to the command; SIGINT is left to the\nterminal (which sends it to both) and does not skip ending the task.\nIf the task is revoked or expires first, COMMAND gets SIGTERM (at once\nfrom the broker's revocation stream; checked every 2 s besides), then\nSIGKILL 10 s later."
     )]
     Run(run::RunArgs),
     /// Access tokens: exchange, authorize, introspect, revoke.

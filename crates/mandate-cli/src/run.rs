@@ -194,13 +194,22 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             dir.0.clone(),
         ))
     });
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let follower = tokio::spawn(crate::revocations::follow(
+        c.with_token(None),
+        id.clone(),
+        task["agent"].as_str().unwrap_or_default().to_owned(),
+        wake.clone(),
+    ));
     let watch = Watch {
         c,
         current: &current,
         id: &id,
         deadline: task["deadline"].as_u64().unwrap_or(u64::MAX),
+        wake: &wake,
     };
     let waited = wait_forwarding_signals(&mut child, &watch, &a.command[0]).await;
+    follower.abort();
     if let Some(r) = renewer {
         r.abort();
     }
@@ -241,7 +250,8 @@ async fn keep_fresh(c: Client, credential: Credential, current: Arc<Mutex<Curren
     }
 }
 
-/// How often the wrapper asks whether the task is still active.
+/// How often the wrapper asks whether the task is still active, besides
+/// asking at once when the revocation stream names the task or its agent.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 /// How long a command has to exit after SIGTERM once its task ended.
 const GRACE: Duration = Duration::from_secs(10);
@@ -252,6 +262,8 @@ struct Watch<'a> {
     current: &'a Mutex<Current>,
     id: &'a str,
     deadline: u64,
+    /// Woken by the revocation stream.
+    wake: &'a tokio::sync::Notify,
 }
 
 impl Watch<'_> {
@@ -308,20 +320,13 @@ async fn wait_forwarding_signals(
             _ = term.recv() => forward(libc::SIGTERM),
             _ = hup.recv() => forward(libc::SIGHUP),
             _ = int.recv() => {}
+            _ = watch.wake.notified(), if stopping.is_none() => {
+                stopping = stop_if_ended(watch, command, &forward).await;
+            }
             _ = tick.tick() => match stopping {
                 Some(since) if since.elapsed() >= GRACE => forward(libc::SIGKILL),
                 Some(_) => {}
-                None => {
-                    if let Some(state) = watch.ended().await {
-                        eprintln!(
-                            "mandate run: task {} is {state}; stopping `{command}` (SIGTERM, SIGKILL after {}s)",
-                            watch.id,
-                            GRACE.as_secs()
-                        );
-                        forward(libc::SIGTERM);
-                        stopping = Some(std::time::Instant::now());
-                    }
-                }
+                None => stopping = stop_if_ended(watch, command, &forward).await,
             },
         }
     };
@@ -331,6 +336,23 @@ async fn wait_forwarding_signals(
         (None, Some(s)) => (128 + s).clamp(0, 255) as u8,
         (None, None) => 1,
     })
+}
+
+/// If the task has ended, tell the command to stop (SIGTERM) and say so;
+/// returns when that was.
+async fn stop_if_ended(
+    watch: &Watch<'_>,
+    command: &str,
+    forward: &impl Fn(libc::c_int),
+) -> Option<std::time::Instant> {
+    let state = watch.ended().await?;
+    eprintln!(
+        "mandate run: task {} is {state}; stopping `{command}` (SIGTERM, SIGKILL after {}s)",
+        watch.id,
+        GRACE.as_secs()
+    );
+    forward(libc::SIGTERM);
+    Some(std::time::Instant::now())
 }
 
 /// Complete (success) or revoke the task, renewing the session first if
