@@ -106,8 +106,8 @@ fn has_method_field(form: BodyForm, body: &[u8]) -> bool {
 }
 
 /// The body to forward: as it came, unless it is a POST form or JSON body,
-/// which is read whole (at most `max_body` bytes, within `timeout`) and
-/// refused if it carries `_method`.
+/// which is read whole (at most `max_body` bytes, each piece within
+/// `timeout`) and refused if it carries `_method`.
 pub async fn screen_body(
     method: &Method,
     headers: &HeaderMap,
@@ -121,30 +121,42 @@ pub async fn screen_body(
     if crate::forward::announced_too_large(headers, max_body) {
         return Err(Deny::body_too_large(max_body));
     }
-    let read = tokio::time::timeout(timeout, Limited::new(body, max_body).collect()).await;
-    let bytes: Bytes = match read {
-        Err(_) => {
-            return Err(Deny::new(
-                http::StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {}s",
-                    timeout.as_secs()
-                ),
-            ));
+    // A slow upload is fine as long as it keeps coming: the timeout is
+    // per piece, as for an upstream's answer.
+    let mut body = Limited::new(body, max_body);
+    let mut read = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => {
+                return Err(Deny::new(
+                    http::StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "no part of the request body arrived for {}s",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(Deny::body_too_large(max_body));
+            }
+            Ok(Some(Err(_))) => {
+                return Err(Deny::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                ));
+            }
+            // Data is kept; request trailers are not forwarded.
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+            }
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(Deny::body_too_large(max_body));
-        }
-        Ok(Err(_)) => {
-            return Err(Deny::new(
-                http::StatusCode::BAD_REQUEST,
-                "bad_body",
-                "the request body could not be read",
-            ));
-        }
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    }
+    let bytes: Bytes = read.freeze();
     if has_method_field(form, &bytes) {
         return Err(refusal("a `_method` field in the body"));
     }
@@ -298,5 +310,32 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(put.collect().await.unwrap().to_bytes().len(), 20);
+    }
+
+    /// The timeout is per piece: a body that keeps coming is read however
+    /// long it takes in all; one that stalls is refused.
+    #[tokio::test]
+    async fn a_stalled_body_times_out_and_a_slow_one_does_not() {
+        use futures::StreamExt;
+        let json = {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+            h
+        };
+        let t = Duration::from_millis(150);
+        let pieces = ["{\"a\"", ":", "1}"];
+        let slow = futures::stream::iter(pieces).then(|p| async move {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))
+        });
+        let ok = screen_body(&Method::POST, &json, Body::from_stream(slow), 100, t)
+            .await
+            .unwrap();
+        assert_eq!(&ok.collect().await.unwrap().to_bytes()[..], br#"{"a":1}"#);
+        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let d = screen_body(&Method::POST, &json, Body::from_stream(stalled), 100, t)
+            .await
+            .unwrap_err();
+        assert_eq!((d.status.as_u16(), d.code), (408, "body_timeout"));
     }
 }
