@@ -8,8 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Wait this long before reconnecting a stream that failed or ended.
+/// Wait this long before reconnecting a stream that ended, doubling up to
+/// [`RECONNECT_MAX`] while connecting fails (a broker at its
+/// `max_feed_streams` is not hammered by every waiting wrapper).
 const RECONNECT: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// The revocation an SSE line carries, if it is a `data:` line with one.
 fn revocation_in(line: &[u8]) -> Option<Revocation> {
@@ -31,9 +34,11 @@ fn ends(r: &Revocation, task: &str, agent: &str) -> bool {
 /// Best effort: the caller keeps polling as the fallback.
 pub async fn follow(c: Client, task: String, agent: String, wake: Arc<Notify>) {
     let mut after = 0u64;
+    let mut wait = RECONNECT;
     loop {
         let path = format!("/v1/revocations/stream?since={after}");
         if let Ok(mut resp) = c.stream(&path).await {
+            wait = RECONNECT;
             let mut buf: Vec<u8> = Vec::new();
             while let Ok(Some(chunk)) = resp.chunk().await {
                 buf.extend_from_slice(&chunk);
@@ -48,7 +53,8 @@ pub async fn follow(c: Client, task: String, agent: String, wake: Arc<Notify>) {
                 }
             }
         }
-        tokio::time::sleep(RECONNECT).await;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RECONNECT_MAX);
     }
 }
 
