@@ -18,8 +18,11 @@ use mandate_policy::{Decision, PolicySet};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Entries kept at most; past it, older seconds are dropped first.
+/// Entries kept at most; past it, the table is cleared.
 const MAX_ENTRIES: usize = 10_000;
+/// Past this many entries, those of earlier seconds (never reused again)
+/// are dropped, so old policy sets and facts are not held for long.
+const SWEEP_AT: usize = 1024;
 
 /// Everything a decision depends on besides the action, resource and second.
 #[derive(Clone)]
@@ -47,10 +50,19 @@ struct Entry {
     decision: Arc<Decision>,
 }
 
-/// `(jti, action, resource)` → the last decision for them.
+type Key = (String, String, String);
+
+#[derive(Default)]
+struct Table {
+    /// `(jti, action, resource)` → the last decision for them.
+    map: HashMap<Key, Entry>,
+    /// The second of the last sweep: at most one per second.
+    swept: i64,
+}
+
 #[derive(Default)]
 pub struct Decisions {
-    map: Mutex<HashMap<(String, String, String), Entry>>,
+    table: Mutex<Table>,
 }
 
 impl Decisions {
@@ -69,7 +81,7 @@ impl Decisions {
             action.to_owned(),
             resource.to_owned(),
         );
-        if let Some(e) = self.lock().get(&key)
+        if let Some(e) = self.lock().map.get(&key)
             && e.second == now
             && e.inputs.same(inputs)
         {
@@ -78,14 +90,15 @@ impl Decisions {
         // Evaluated outside the lock: two workers may both evaluate the
         // same inputs once, which is harmless.
         let decision = Arc::new(evaluate());
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-            map.retain(|_, e| e.second == now);
-            if map.len() >= MAX_ENTRIES {
-                map.clear();
-            }
+        let mut t = self.lock();
+        if t.map.len() >= SWEEP_AT && t.swept != now {
+            t.map.retain(|_, e| e.second == now);
+            t.swept = now;
         }
-        map.insert(
+        if t.map.len() >= MAX_ENTRIES && !t.map.contains_key(&key) {
+            t.map.clear();
+        }
+        t.map.insert(
             key,
             Entry {
                 inputs: inputs.clone(),
@@ -96,13 +109,13 @@ impl Decisions {
         decision
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String, String), Entry>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().map.len()
     }
 }
 
@@ -271,12 +284,19 @@ mod tests {
         // A new second: the old second's entries go first.
         d.decide(&i, "issues:read", "fresh", 2, c.eval());
         assert_eq!(d.len(), 1);
+        // Below the sweep mark, earlier seconds stay; past it they go.
+        for n in 1..SWEEP_AT {
+            d.decide(&i, "issues:read", &format!("t{n}"), 3, c.eval());
+        }
+        assert_eq!(d.len(), SWEEP_AT);
+        d.decide(&i, "issues:read", "later", 4, c.eval());
+        assert_eq!(d.len(), 1, "entries of earlier seconds are swept");
         // A full table of this second is cleared, not grown.
         for n in 1..MAX_ENTRIES {
-            d.decide(&i, "issues:read", &format!("s{n}"), 2, c.eval());
+            d.decide(&i, "issues:read", &format!("s{n}"), 4, c.eval());
         }
         assert_eq!(d.len(), MAX_ENTRIES);
-        d.decide(&i, "issues:read", "one more", 2, c.eval());
+        d.decide(&i, "issues:read", "one more", 4, c.eval());
         assert_eq!(d.len(), 1);
     }
 }
