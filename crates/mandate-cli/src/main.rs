@@ -65,8 +65,10 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   max_body_bytes = 10485760          largest request body forwarded
   header_read_timeout_secs = 30      close connections slow to send headers, or idle that long
   worker_threads = 2                 threads serving requests (default: one per core)
+  metrics_token_file = \"scrape.token\"  bearer token a Prometheus scraper presents for /metrics
+  unauthenticated_metrics_access = false  or serve /metrics to anyone (not with a token file)
 
-Operations: GET /healthz, /readyz, /metrics (Prometheus).";
+Operations: GET /healthz, /readyz, /metrics (Prometheus; needs the metrics token).";
 
 #[derive(Subcommand)]
 enum Command {

@@ -27,6 +27,8 @@ pub enum AdminRight {
     Proxy,
     /// Ask for decisions (`/v1/authorize`), as a gateway or resource server does.
     Verify,
+    /// Read `/metrics`, as a Prometheus scraper does.
+    Metrics,
 }
 
 impl AdminRight {
@@ -40,6 +42,7 @@ impl AdminRight {
         AdminRight::Secrets,
         AdminRight::Proxy,
         AdminRight::Verify,
+        AdminRight::Metrics,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -52,6 +55,7 @@ impl AdminRight {
             AdminRight::Secrets => "secrets",
             AdminRight::Proxy => "proxy",
             AdminRight::Verify => "verify",
+            AdminRight::Metrics => "metrics",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -63,7 +67,7 @@ impl AdminRight {
                 Invalid::new(
                     "rights",
                     format!(
-                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify",
+                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics",
                         s.chars().take(40).collect::<String>()
                     ),
                 )

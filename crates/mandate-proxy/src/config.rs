@@ -51,6 +51,16 @@ pub struct ProxyConfig {
     /// Seconds an agent has to send a request's headers; an idle keep-alive
     /// connection is closed after as long (slowloris).
     pub header_read_timeout_secs: u64,
+    /// File holding the bearer token a Prometheus scraper presents for
+    /// `/metrics` (or `MANDATE_PROXY_METRICS_TOKEN`).
+    pub metrics_token_file: Option<PathBuf>,
+    /// The scraper's token, read from `metrics_token_file` or the env.
+    #[serde(skip)]
+    pub metrics_token: Option<SecretString>,
+    /// Serve `/metrics` without a token (as Vault's
+    /// `unauthenticated_metrics_access`). With neither this nor a metrics
+    /// token, `/metrics` answers 401.
+    pub unauthenticated_metrics_access: bool,
     /// Threads serving requests; by default one per core. Fewer than the
     /// cores when the proxy shares its host (every hand-off between
     /// threads is a cross-core wake-up).
@@ -76,6 +86,9 @@ impl Default for ProxyConfig {
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout_secs: 30,
             worker_threads: None,
+            metrics_token_file: None,
+            metrics_token: None,
+            unauthenticated_metrics_access: false,
         }
     }
 }
@@ -109,7 +122,15 @@ impl ProxyConfig {
         if cfg.token.is_none() {
             cfg.token = match (&cfg.token_file, env("MANDATE_PROXY_TOKEN")) {
                 (_, Some(t)) => Some(SecretString::from(t.trim().to_owned())),
-                (Some(f), None) => Some(read_token(f)?),
+                (Some(f), None) => Some(read_token("token_file", f)?),
+                (None, None) => None,
+            };
+        }
+        if cfg.metrics_token.is_none() {
+            cfg.metrics_token = match (&cfg.metrics_token_file, env("MANDATE_PROXY_METRICS_TOKEN"))
+            {
+                (_, Some(t)) => Some(SecretString::from(t.trim().to_owned())),
+                (Some(f), None) => Some(read_token("metrics_token_file", f)?),
                 (None, None) => None,
             };
         }
@@ -171,6 +192,17 @@ impl ProxyConfig {
         }
         if let Some(v) = env("MANDATE_PROXY_AUDIT_BATCH_MAX") {
             self.audit_batch_max = num("MANDATE_PROXY_AUDIT_BATCH_MAX", &v)?;
+        }
+        if let Some(v) = env("MANDATE_PROXY_METRICS_TOKEN_FILE") {
+            self.metrics_token_file = Some(v.into());
+        }
+        if let Some(v) = env("MANDATE_PROXY_UNAUTHENTICATED_METRICS_ACCESS") {
+            self.unauthenticated_metrics_access = v.trim().parse().map_err(|_| {
+                ProxyError::config(
+                    "MANDATE_PROXY_UNAUTHENTICATED_METRICS_ACCESS",
+                    format!("`{v}` is not true or false"),
+                )
+            })?;
         }
         if let Some(v) = env("MANDATE_PROXY_WORKER_THREADS") {
             self.worker_threads = Some(num("MANDATE_PROXY_WORKER_THREADS", &v)?);
@@ -240,6 +272,12 @@ impl ProxyConfig {
                 "must be between 1 and 1073741824",
             ));
         }
+        if self.unauthenticated_metrics_access && self.metrics_token.is_some() {
+            return Err(ProxyError::config(
+                "unauthenticated_metrics_access",
+                "set it or a metrics token (metrics_token_file), not both",
+            ));
+        }
         if self
             .worker_threads
             .is_some_and(|n| !(1..=1024).contains(&n))
@@ -289,14 +327,15 @@ impl ProxyConfig {
     }
 }
 
-fn read_token(path: &Path) -> Result<SecretString, ProxyError> {
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        ProxyError::config("token_file", format!("cannot read {}: {e}", path.display()))
-    })?);
+fn read_token(key: &str, path: &Path) -> Result<SecretString, ProxyError> {
+    let text =
+        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            ProxyError::config(key, format!("cannot read {}: {e}", path.display()))
+        })?);
     let t = text.trim();
     if t.is_empty() {
         return Err(ProxyError::config(
-            "token_file",
+            key,
             format!("{} is empty", path.display()),
         ));
     }
@@ -346,6 +385,43 @@ mod tests {
         assert_eq!(c.token.unwrap().expose_secret(), "mdt_file");
         let e = load(r#"token_file = "/nonexistent/tok""#, &[]).unwrap_err();
         assert_eq!(key_of(e), "token_file");
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_its_file_or_the_env_and_excludes_open_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("scrape");
+        std::fs::write(&f, "scrape-me\n").unwrap();
+        let file_key = format!("metrics_token_file = {:?}", f.display().to_string());
+        let tok = ("MANDATE_PROXY_TOKEN", "t");
+        let c = load(&file_key, &[tok]).unwrap();
+        assert_eq!(c.metrics_token.unwrap().expose_secret(), "scrape-me");
+        assert!(!c.unauthenticated_metrics_access);
+        let c = load("", &[tok, ("MANDATE_PROXY_METRICS_TOKEN", "from-env")]).unwrap();
+        assert_eq!(c.metrics_token.unwrap().expose_secret(), "from-env");
+        let e = load(r#"metrics_token_file = "/nonexistent/scrape""#, &[tok]).unwrap_err();
+        assert_eq!(key_of(e), "metrics_token_file");
+        let both = format!("{file_key}\nunauthenticated_metrics_access = true");
+        assert_eq!(
+            key_of(load(&both, &[tok]).unwrap_err()),
+            "unauthenticated_metrics_access"
+        );
+        let open = load(
+            "",
+            &[
+                tok,
+                ("MANDATE_PROXY_UNAUTHENTICATED_METRICS_ACCESS", "true"),
+            ],
+        );
+        assert!(open.unwrap().unauthenticated_metrics_access);
+        let bad = load(
+            "",
+            &[tok, ("MANDATE_PROXY_UNAUTHENTICATED_METRICS_ACCESS", "1")],
+        );
+        assert_eq!(
+            key_of(bad.unwrap_err()),
+            "MANDATE_PROXY_UNAUTHENTICATED_METRICS_ACCESS"
+        );
     }
 
     #[test]

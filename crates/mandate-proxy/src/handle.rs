@@ -44,7 +44,40 @@ async fn readyz(Shared(st): Shared<Arc<State>>) -> Response {
     }
 }
 
-async fn metrics(Shared(st): Shared<Arc<State>>) -> Response {
+/// Who may scrape: anyone if the config says so, else whoever presents
+/// the configured metrics token, else nobody.
+fn may_scrape(config: &crate::ProxyConfig, headers: &http::HeaderMap) -> Result<(), Deny> {
+    use secrecy::ExposeSecret;
+    if config.unauthenticated_metrics_access {
+        return Ok(());
+    }
+    let Some(expected) = &config.metrics_token else {
+        return Err(Deny::token(
+            "unauthorized",
+            "/metrics needs a token: the proxy sets metrics_token_file, or unauthenticated_metrics_access",
+        ));
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Digests are compared, so timing can only tell how much of a digest
+    // matched, which says nothing useful about the token.
+    let digest = |t: &str| mandate_token::sha256_hex(t.trim().as_bytes());
+    if presented.is_empty() || digest(presented) != digest(expected.expose_secret()) {
+        return Err(Deny::token(
+            "unauthorized",
+            "send the metrics token as `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(())
+}
+
+async fn metrics(Shared(st): Shared<Arc<State>>, headers: http::HeaderMap) -> Response {
+    if let Err(d) = may_scrape(&st.config, &headers) {
+        return d.into_response("metrics");
+    }
     let lag = st.revocations.lag_secs(crate::now_ms()).unwrap_or(-1.0);
     st.metrics.feed_lag.set(lag);
     (
@@ -370,6 +403,44 @@ fn credential(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn metrics_are_for_the_token_holder_or_everyone_if_opened_else_nobody() {
+        use secrecy::SecretString;
+        let with = |bearer: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            if let Some(b) = bearer {
+                h.insert(http::header::AUTHORIZATION, b.parse().unwrap());
+            }
+            h
+        };
+        let none = crate::ProxyConfig::default();
+        assert!(super::may_scrape(&none, &with(Some("Bearer x"))).is_err());
+        let open = crate::ProxyConfig {
+            unauthenticated_metrics_access: true,
+            ..Default::default()
+        };
+        assert!(super::may_scrape(&open, &with(None)).is_ok());
+        let locked = crate::ProxyConfig {
+            metrics_token: Some(SecretString::from("s3cret".to_owned())),
+            ..Default::default()
+        };
+        assert!(super::may_scrape(&locked, &with(Some("Bearer s3cret"))).is_ok());
+        for bad in [
+            None,
+            Some("Bearer s3cre"),
+            Some("Bearer "),
+            Some("s3cret"),
+            Some("Basic s3cret"),
+        ] {
+            let d = super::may_scrape(&locked, &with(bad)).unwrap_err();
+            assert_eq!(
+                (d.status.as_u16(), d.code),
+                (401, "unauthorized"),
+                "{bad:?}"
+            );
+        }
+    }
+
     #[test]
     fn call_ids_are_distinct_32_hex_digits() {
         let ids: std::collections::HashSet<String> = (0..1000).map(|_| super::call_id()).collect();

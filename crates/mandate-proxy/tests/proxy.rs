@@ -575,9 +575,20 @@ async fn ops_endpoints_report_health_readiness_and_metrics() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = w.http.get(w.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // A scraper needs the metrics token (as Vault's sys/metrics needs one).
+    for bearer in [None, Some("wrong"), Some("")] {
+        let mut r = w.http.get(w.url("/metrics"));
+        if let Some(b) = bearer {
+            r = r.header("authorization", format!("Bearer {b}"));
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bearer:?}");
+        assert_eq!(code(&r.text().await.unwrap()), "unauthorized");
+    }
     let text = w
         .http
         .get(w.url("/metrics"))
+        .bearer_auth(support::METRICS_TOKEN)
         .send()
         .await
         .unwrap()

@@ -21,7 +21,13 @@ async fn metrics_count_grants_decisions_logins_and_routes_without_ids() {
     let (st, _) = s.get(&format!("/v1/tasks/{task}"), Some(&s.root)).await;
     assert_eq!(st, StatusCode::OK);
 
-    let r = reqwest::get(s.url("/metrics")).await.unwrap();
+    let scraper = s.admin_token(&["metrics"]).await;
+    let r = reqwest::Client::new()
+        .get(s.url("/metrics"))
+        .bearer_auth(&scraper)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(
         r.headers()["content-type"]
@@ -47,10 +53,38 @@ async fn metrics_count_grants_decisions_logins_and_routes_without_ids() {
         token.as_str(),
         session.as_str(),
         s.root.as_str(),
+        scraper.as_str(),
     ] {
         assert!(
             !text.contains(secret),
             "an id or token leaked into /metrics"
         );
     }
+}
+
+/// Like Vault's `sys/metrics`: a scraper needs an admin token with the
+/// `metrics` right unless `unauthenticated_metrics_access` is set.
+#[tokio::test]
+async fn metrics_need_the_metrics_right_unless_opened() {
+    let s = TestServer::start().await;
+    let get = |token: Option<String>| {
+        let url = s.url("/metrics");
+        async move {
+            let mut r = reqwest::Client::new().get(url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            r.send().await.unwrap().status()
+        }
+    };
+    assert_eq!(get(None).await, StatusCode::UNAUTHORIZED);
+    let other = s.admin_token(&["agents"]).await;
+    assert_eq!(get(Some(other)).await, StatusCode::FORBIDDEN);
+    let scraper = s.admin_token(&["metrics"]).await;
+    assert_eq!(get(Some(scraper)).await, StatusCode::OK);
+    assert_eq!(get(Some(s.root.clone())).await, StatusCode::OK);
+
+    let open = TestServer::start_with(|c| c.unauthenticated_metrics_access = true).await;
+    let r = reqwest::get(open.url("/metrics")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }

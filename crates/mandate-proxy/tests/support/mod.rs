@@ -224,6 +224,9 @@ pub fn tool_json(name: &str, upstream: &str) -> Value {
     })
 }
 
+/// What the test proxies' scraper presents for `/metrics`.
+pub const METRICS_TOKEN: &str = "scrape-token-for-tests";
+
 pub fn config(broker: &str, token: &str, spool: &std::path::Path, flush_ms: u64) -> ProxyConfig {
     ProxyConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -232,6 +235,7 @@ pub fn config(broker: &str, token: &str, spool: &std::path::Path, flush_ms: u64)
         spool_dir: spool.to_owned(),
         catalog_refresh_secs: 1,
         audit_flush_ms: flush_ms,
+        metrics_token: Some(secrecy::SecretString::from(METRICS_TOKEN.to_owned())),
         ..ProxyConfig::default()
     }
 }

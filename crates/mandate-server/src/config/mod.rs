@@ -157,6 +157,10 @@ pub struct Config {
     /// `forwarded` (RFC 7239). Only that one is read.
     #[serde(default)]
     pub forwarding_header: ForwardingHeader,
+    /// Serve `/metrics` without a token (as Vault's
+    /// `unauthenticated_metrics_access`); by default a scraper needs an
+    /// admin token with the `metrics` right.
+    pub unauthenticated_metrics_access: bool,
 }
 
 impl Default for Config {
@@ -189,6 +193,7 @@ impl Default for Config {
             token_failures_per_minute: 600,
             trusted_proxies: Vec::new(),
             forwarding_header: Default::default(),
+            unauthenticated_metrics_access: false,
         }
     }
 }
@@ -303,6 +308,14 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_HEADER_READ_TIMEOUT_SECS") {
             self.header_read_timeout_secs = num("MANDATE_HEADER_READ_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_UNAUTHENTICATED_METRICS_ACCESS") {
+            self.unauthenticated_metrics_access = v.trim().parse().map_err(|_| {
+                invalid(
+                    "MANDATE_UNAUTHENTICATED_METRICS_ACCESS",
+                    format!("`{v}` is not true or false"),
+                )
+            })?;
         }
         if let Some(v) = env("MANDATE_TOKEN_FAILURE_BURST") {
             self.token_failure_burst = num("MANDATE_TOKEN_FAILURE_BURST", &v)?;
@@ -471,6 +484,19 @@ mod tests {
         let err =
             Config::load(None, |k| (k == "MANDATE_LISTEN").then(|| "nope".into())).unwrap_err();
         assert!(err.to_string().starts_with("MANDATE_LISTEN"), "{err}");
+        let open = |v: &'static str| {
+            Config::load(None, move |k| {
+                (k == "MANDATE_UNAUTHENTICATED_METRICS_ACCESS").then(|| v.into())
+            })
+        };
+        assert!(!Config::default().unauthenticated_metrics_access);
+        assert!(open("true").unwrap().unauthenticated_metrics_access);
+        let err = open("yes").unwrap_err().to_string();
+        assert!(
+            err.starts_with("MANDATE_UNAUTHENTICATED_METRICS_ACCESS")
+                && err.contains("true or false"),
+            "{err}"
+        );
         let cfg = Config {
             signing_alg: "HS256".into(),
             ..Config::default()

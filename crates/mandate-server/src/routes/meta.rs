@@ -24,17 +24,23 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     Ok(Json(json!({"status": "ready"})))
 }
 
-/// Prometheus metrics: counts and latencies by route template and outcome.
-/// Unauthenticated like `/healthz` (no ids, no tokens in any label); keep
-/// the listener private or filter `/metrics` at the edge if counts matter.
-pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
+/// Prometheus metrics: counts and latencies by route template and outcome
+/// (no ids, no tokens in any label). A scraper needs an admin token with
+/// the `metrics` right unless `unauthenticated_metrics_access` is set.
+pub async fn metrics(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !app.settings.raw.unauthenticated_metrics_access {
+        caller?.require(AdminRight::Metrics)?;
+    }
+    Ok((
         [(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         app.metrics.render(),
-    )
+    ))
 }
 
 /// RFC 8414 authorization server metadata.
