@@ -51,6 +51,10 @@ pub enum EventKind {
     /// Changed policy files failed validation; the previous set stays.
     #[serde(rename = "policy.rejected")]
     PolicyRejected,
+    /// The chain's head, signed by the broker's key (every
+    /// `audit_checkpoint_secs` when there is something new).
+    #[serde(rename = "audit.checkpoint")]
+    AuditCheckpoint,
     #[serde(rename = "key.rotated")]
     KeyRotated,
     #[serde(rename = "key.revoked")]
@@ -82,7 +86,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 33] = [
+    pub const ALL: [EventKind; 34] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -106,6 +110,7 @@ impl EventKind {
         EventKind::AdminTokenRevoked,
         EventKind::PolicyReloaded,
         EventKind::PolicyRejected,
+        EventKind::AuditCheckpoint,
         EventKind::KeyRotated,
         EventKind::KeyRevoked,
         EventKind::SecretStored,
@@ -154,6 +159,7 @@ impl EventKind {
             ToolInvoked => "tool.invoked",
             ToolCompleted => "tool.completed",
             ClientThrottled => "client.throttled",
+            AuditCheckpoint => "audit.checkpoint",
         }
     }
 

@@ -10,6 +10,7 @@ mod chain;
 mod event;
 
 pub use chain::{
-    ChainBreak, ChainHead, Checkpoint, GENESIS_HASH, verify_chain, verify_chain_against,
+    ChainBreak, ChainHead, Checkpoint, GENESIS_HASH, record_hash, verify_chain,
+    verify_chain_against,
 };
 pub use event::{Event, EventKind, NewEvent};

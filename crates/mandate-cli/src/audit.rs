@@ -33,6 +33,9 @@ pub enum AuditCmd {
         /// The JWK set to verify checkpoints with: the broker's
         /// `/.well-known/jwks.json`, saved by you (rotated keys leave the
         /// live one, and a broker you are auditing should not pick the key).
+        /// With it, the `audit.checkpoint` records the broker writes into
+        /// the chain are verified too, so a log rewritten from inside the
+        /// database (hashes recomputed) fails at the first such record.
         #[arg(long, value_name = "FILE")]
         jwks: Option<PathBuf>,
     },
@@ -138,19 +141,49 @@ async fn postgres_events(
     }
 }
 
-/// The heads that signed checkpoint files vouch for, each verified
-/// against `jwks`; the error names the file.
-fn signed_checkpoints(files: &[PathBuf], jwks: &Path) -> Result<Vec<Checkpoint>> {
-    let keys: mandate_token::JwkSet = serde_json::from_slice(
+fn read_jwks(jwks: &Path) -> Result<mandate_token::JwkSet> {
+    serde_json::from_slice(
         &std::fs::read(jwks).with_context(|| format!("--jwks: reading {}", jwks.display()))?,
     )
-    .with_context(|| format!("--jwks: {} is not a JWK set", jwks.display()))?;
+    .with_context(|| format!("--jwks: {} is not a JWK set", jwks.display()))
+}
+
+/// The heads the chain's own `audit.checkpoint` records vouch for, each
+/// signature verified against `keys` and each naming an earlier record;
+/// the error names the record.
+fn chained_checkpoints(events: &[Event], keys: &mandate_token::JwkSet) -> Result<Vec<Checkpoint>> {
+    events
+        .iter()
+        .filter(|e| e.kind == mandate_audit::EventKind::AuditCheckpoint)
+        .map(|e| {
+            let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+            let jws = detail["checkpoint"].as_str().unwrap_or_default();
+            let claims = mandate_token::checkpoint::verify(jws, keys)
+                .with_context(|| format!("record {}: audit.checkpoint does not verify", e.seq))?;
+            if claims.seq >= e.seq {
+                bail!(
+                    "record {}: audit.checkpoint names a later record ({})",
+                    e.seq,
+                    claims.seq
+                );
+            }
+            Ok(Checkpoint {
+                seq: claims.seq,
+                hash: claims.hash,
+            })
+        })
+        .collect()
+}
+
+/// The heads that signed checkpoint files vouch for, each verified
+/// against `keys`; the error names the file.
+fn signed_checkpoints(files: &[PathBuf], keys: &mandate_token::JwkSet) -> Result<Vec<Checkpoint>> {
     files
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(f)
                 .with_context(|| format!("--checkpoint: reading {}", f.display()))?;
-            let claims = mandate_token::checkpoint::verify(&text, &keys)
+            let claims = mandate_token::checkpoint::verify(&text, keys)
                 .with_context(|| format!("--checkpoint {}", f.display()))?;
             Ok(Checkpoint {
                 seq: claims.seq,
@@ -215,8 +248,9 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
             checkpoints,
             jwks,
         } => {
-            if let Some(jwks) = jwks {
-                expect.extend(signed_checkpoints(&checkpoints, &jwks)?);
+            let keys = jwks.as_deref().map(read_jwks).transpose()?;
+            if let Some(keys) = &keys {
+                expect.extend(signed_checkpoints(&checkpoints, keys)?);
             }
             let mut events = Vec::new();
             match file {
@@ -245,11 +279,19 @@ pub async fn run(c: &Client, cmd: AuditCmd, as_json: bool) -> Result<()> {
                 }
             }
             let head = events.last().map(|e| format!("{}:{}", e.seq, e.hash));
+            let mut embedded = 0;
+            if let Some(keys) = &keys {
+                for c in chained_checkpoints(&events, keys)? {
+                    expect.push(c);
+                    embedded += 1;
+                }
+            }
             match verify_chain_against(events, &expect) {
                 Ok(n) => {
                     if as_json {
                         output::json(&serde_json::json!({"valid": true, "records": n,
-                            "head": head, "checkpoints_matched": expect.len()}));
+                            "head": head, "checkpoints_matched": expect.len(),
+                            "signed_checkpoints_in_chain": embedded}));
                     } else {
                         println!(
                             "ok: {n} records, chain intact{}; head {}",

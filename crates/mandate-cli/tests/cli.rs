@@ -335,6 +335,82 @@ async fn a_signed_checkpoint_exposes_a_cut_log_and_cannot_be_forged() {
     assert!(String::from_utf8_lossy(&no_jwks.stderr).contains("--jwks"));
 }
 
+/// Someone with write access to the database rewrites a record and
+/// recomputes every hash after it: the chain alone checks out, but the
+/// broker's signed `audit.checkpoint` record, verified with a kept JWKS,
+/// exposes the rewrite at the record it signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_rewritten_with_fresh_hashes_fails_at_the_chains_signed_checkpoint() {
+    let mut s = TestServer::start_with(|c| c.audit_checkpoint_secs = 1).await;
+    s.seed().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let signed_seq = loop {
+        let found = s
+            .events()
+            .await
+            .into_iter()
+            .find(|e| e["kind"] == "audit.checkpoint");
+        if let Some(e) = found {
+            let detail: serde_json::Value =
+                serde_json::from_str(e["detail"].as_str().unwrap()).unwrap();
+            break detail["seq"].as_u64().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (_, jwks) = s.get("/.well-known/jwks.json", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    s.stop().await;
+
+    let db = s.data_dir.join("mandate.db");
+    let verify = |jwks: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mandate"));
+        c.args(["audit", "verify", "--data-dir"]).arg(&s.data_dir);
+        if jwks {
+            c.arg("--jwks").arg(&jwks_file);
+        }
+        c.output().unwrap()
+    };
+    let before = verify(true);
+    assert!(
+        before.status.success(),
+        "{}",
+        String::from_utf8_lossy(&before.stderr)
+    );
+
+    // Rewrite record 3 and re-chain everything after it.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mut events = mandate_store::read_events(&conn, 0, 10_000).unwrap();
+    let mut prev = events[1].hash.clone();
+    for e in events.iter_mut().skip(2) {
+        if e.seq == 3 {
+            e.actor = "admin:someone-else".into();
+        }
+        e.prev_hash = prev.clone();
+        e.hash = mandate_audit::record_hash(e);
+        prev = e.hash.clone();
+        conn.execute(
+            "UPDATE events SET actor = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![e.actor, e.prev_hash, e.hash, e.seq as i64],
+        )
+        .unwrap();
+    }
+    drop(conn);
+    assert!(
+        verify(false).status.success(),
+        "the rewritten chain is consistent on its own"
+    );
+    let after = verify(true);
+    let err = String::from_utf8_lossy(&after.stderr);
+    assert!(!after.status.success());
+    assert!(
+        err.contains(&format!("record {signed_seq}")) && err.contains("checkpoint"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_errors_are_clear_and_exit_non_zero() {
     let s = TestServer::start().await;

@@ -96,6 +96,33 @@ impl App {
             .clone()
     }
 
+    /// The log's head signed by the current key, with that key's id; `None`
+    /// while the log is empty.
+    pub async fn signed_head(
+        &self,
+    ) -> Result<Option<(mandate_audit::Event, SignedHead)>, crate::error::ApiError> {
+        let Some(head) = self.store.last_event().await? else {
+            return Ok(None);
+        };
+        let key = self.keys.current();
+        let claims = mandate_token::checkpoint::CheckpointClaims {
+            iss: self.issuer.clone(),
+            iat: now(),
+            seq: head.seq,
+            hash: head.hash.clone(),
+        };
+        let jws = mandate_token::checkpoint::sign(&key, &claims)
+            .map_err(crate::error::ApiError::internal)?;
+        Ok(Some((
+            head,
+            SignedHead {
+                claims,
+                kid: key.kid.clone(),
+                jws,
+            },
+        )))
+    }
+
     /// Re-read `policies/` and, if it validates, audit and swap it in (in
     /// that order: no decision is made under a policy the log lacks).
     pub async fn reload_policy(&self, actor: &str) -> Result<usize, ReloadError> {
@@ -347,6 +374,34 @@ pub fn new_admin_token(
     (SecretString::from(secret), token)
 }
 
+/// A checkpoint of the audit head: what it says, the key, the JWS.
+pub struct SignedHead {
+    pub claims: mandate_token::checkpoint::CheckpointClaims,
+    pub kid: String,
+    pub jws: String,
+}
+
+/// Write a signed checkpoint of the head into the chain, unless the head
+/// is the previous checkpoint (nothing new since).
+async fn checkpoint_into_chain(app: &App) {
+    let signed = match app.signed_head().await {
+        Ok(Some((head, _))) if head.kind == EventKind::AuditCheckpoint => return,
+        Ok(Some((_, signed))) => signed,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e.message, "could not sign the audit head");
+            return;
+        }
+    };
+    let ev = NewEvent::new(EventKind::AuditCheckpoint, "system").detail(serde_json::json!({
+        "seq": signed.claims.seq, "hash": signed.claims.hash, "kid": signed.kid,
+        "checkpoint": signed.jws,
+    }));
+    if let Err(e) = app.store.append_events(vec![ev]).await {
+        tracing::error!(error = %e, "could not write the audit checkpoint");
+    }
+}
+
 fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     // Sweeper: expire overdue tasks every second, prune once a minute.
     let a = app.clone();
@@ -381,6 +436,7 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     });
     // Policy hot reload: poll the policy files' mtimes.
     let a_jwks = app.clone();
+    let a_check = app.clone();
     let reloader = tokio::spawn(async move {
         let mut last = policy_stamp(&app.policy_dir);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -412,7 +468,19 @@ fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             a_jwks.federation.refresh_due().await;
         }
     });
-    vec![sweeper, reloader, jwks]
+    let mut tasks = vec![sweeper, reloader, jwks];
+    let every = a_check.settings.raw.audit_checkpoint_secs;
+    if every > 0 {
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every));
+            tick.tick().await; // the first tick is immediate: skip it
+            loop {
+                tick.tick().await;
+                checkpoint_into_chain(&a_check).await;
+            }
+        }));
+    }
+    tasks
 }
 
 fn policy_stamp(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {

@@ -161,6 +161,9 @@ pub struct Config {
     /// `unauthenticated_metrics_access`); by default a scraper needs an
     /// admin token with the `metrics` right.
     pub unauthenticated_metrics_access: bool,
+    /// Seconds between signed checkpoints of the audit head written into
+    /// the chain (`audit.checkpoint`), when anything new was logged; 0 = off.
+    pub audit_checkpoint_secs: u64,
 }
 
 impl Default for Config {
@@ -194,6 +197,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             forwarding_header: Default::default(),
             unauthenticated_metrics_access: false,
+            audit_checkpoint_secs: 3600,
         }
     }
 }
@@ -317,6 +321,9 @@ impl Config {
                 )
             })?;
         }
+        if let Some(v) = env("MANDATE_AUDIT_CHECKPOINT_SECS") {
+            self.audit_checkpoint_secs = num("MANDATE_AUDIT_CHECKPOINT_SECS", &v)?;
+        }
         if let Some(v) = env("MANDATE_TOKEN_FAILURE_BURST") {
             self.token_failure_burst = num("MANDATE_TOKEN_FAILURE_BURST", &v)?;
         }
@@ -421,6 +428,12 @@ impl Config {
         if !(1..=300).contains(&self.feed_keepalive_secs) {
             return Err(invalid("feed_keepalive_secs", "must be between 1 and 300"));
         }
+        if self.audit_checkpoint_secs > 7 * 86_400 {
+            return Err(invalid(
+                "audit_checkpoint_secs",
+                "must be between 0 (off) and 604800 (a week)",
+            ));
+        }
         if !(1..=100_000).contains(&self.max_feed_streams) {
             return Err(invalid("max_feed_streams", "must be between 1 and 100000"));
         }
@@ -490,6 +503,16 @@ mod tests {
             })
         };
         assert!(!Config::default().unauthenticated_metrics_access);
+        let week = Config {
+            audit_checkpoint_secs: 7 * 86_400 + 1,
+            ..Config::default()
+        };
+        assert!(
+            week.validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("audit_checkpoint_secs")
+        );
         assert!(open("true").unwrap().unauthenticated_metrics_access);
         let err = open("yes").unwrap_err().to_string();
         assert!(

@@ -117,24 +117,17 @@ pub async fn audit_checkpoint(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(AdminRight::Audit)?;
-    let head = app.store.last_event().await?.ok_or_else(|| {
+    let (_, signed) = app.signed_head().await?.ok_or_else(|| {
         ApiError::new(
             axum::http::StatusCode::CONFLICT,
             "empty_log",
             "the audit log has no record to checkpoint yet",
         )
     })?;
-    let key = app.keys.current();
-    let claims = mandate_token::checkpoint::CheckpointClaims {
-        iss: app.issuer.clone(),
-        iat: now(),
-        seq: head.seq,
-        hash: head.hash,
-    };
-    let signed = mandate_token::checkpoint::sign(&key, &claims).map_err(ApiError::internal)?;
+    let c = signed.claims;
     Ok(Json(json!({
-        "seq": claims.seq, "hash": claims.hash, "iat": claims.iat, "kid": key.kid,
-        "checkpoint": signed,
+        "seq": c.seq, "hash": c.hash, "iat": c.iat, "kid": signed.kid,
+        "checkpoint": signed.jws,
     })))
 }
 
