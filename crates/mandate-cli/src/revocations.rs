@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 /// `max_feed_streams` is not hammered by every waiting wrapper).
 const RECONNECT: Duration = Duration::from_secs(1);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
+const MAX_LINE: usize = 64 * 1024;
 
 /// The revocation an SSE line carries, if it is a `data:` line with one.
 fn revocation_in(line: &[u8]) -> Option<Revocation> {
@@ -50,6 +51,11 @@ pub async fn follow(c: Client, task: String, agent: String, wake: Arc<Notify>) {
                             wake.notify_one();
                         }
                     }
+                }
+                // A feed line is a few hundred bytes; never hold more than
+                // this of one that does not end.
+                if buf.len() > MAX_LINE {
+                    buf.clear();
                 }
             }
         }

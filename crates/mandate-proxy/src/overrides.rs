@@ -58,8 +58,8 @@ enum BodyForm {
 }
 
 /// Only POST is overridden by these frameworks. A POST without a
-/// `Content-Type`, or with one that is not text, is read as a form (as
-/// Rack does when the header is missing).
+/// `Content-Type`, or with one that is not readable text, is read as a
+/// form (as Rack does when the header is missing).
 fn body_form(method: &Method, headers: &HeaderMap) -> Option<BodyForm> {
     if method != Method::POST {
         return None;
