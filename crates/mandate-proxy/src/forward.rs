@@ -204,7 +204,8 @@ fn announced_len(h: &HeaderMap) -> Option<u64> {
 }
 
 /// A request announcing more than `max_body` bytes is refused before
-/// anything goes upstream (an unannounced one is cut off at the limit).
+/// anything goes upstream (`screen_body`; an unannounced one is cut off at
+/// the limit).
 pub(crate) fn announced_too_large(h: &HeaderMap, max_body: usize) -> bool {
     announced_len(h).is_some_and(|n| n > max_body as u64)
 }
@@ -237,9 +238,6 @@ pub async fn forward(
             "the tool's upstream URL and this path do not form a valid URL",
         ));
     };
-    if announced_too_large(&parts.headers, f.max_body) {
-        return call.deny(Deny::body_too_large(f.max_body));
-    }
     let head = parts.method == http::Method::HEAD;
     let mut req = Request::new(Body::new(Limited::new(body, f.max_body)));
     *req.method_mut() = parts.method;

@@ -105,9 +105,10 @@ fn has_method_field(form: BodyForm, body: &[u8]) -> bool {
     }
 }
 
-/// The body to forward: as it came, unless it is a POST form or JSON body,
-/// which is read whole (at most `max_body` bytes, each piece within
-/// `timeout`) and refused if it carries `_method`.
+/// The body to forward, or why not: one announcing more than `max_body`
+/// bytes is refused; a POST form or JSON body is read whole (each piece
+/// within `timeout`) and refused if it carries `_method`; any other goes
+/// on as it came (cut off at the limit while streaming).
 pub async fn screen_body(
     method: &Method,
     headers: &HeaderMap,
@@ -115,12 +116,12 @@ pub async fn screen_body(
     max_body: usize,
     timeout: Duration,
 ) -> Result<Body, Deny> {
-    let Some(form) = body_form(method, headers) else {
-        return Ok(body);
-    };
     if crate::forward::announced_too_large(headers, max_body) {
         return Err(Deny::body_too_large(max_body));
     }
+    let Some(form) = body_form(method, headers) else {
+        return Ok(body);
+    };
     // A slow upload is fine as long as it keeps coming: the timeout is
     // per piece, as for an upstream's answer.
     let mut body = Limited::new(body, max_body);
