@@ -38,6 +38,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 
 ROOT = Path(__file__).resolve().parent.parent
+# The binary under test (an A/B sets another build).
+BIN = Path(os.environ.get("MANDATE_BENCH_BIN", ROOT / "target/release/mandate"))
 SHARED = ROOT.parent / "shared" / "bench"
 ADDR = "http://127.0.0.1:8300"
 ISS = "https://issuer.bench.local"
@@ -101,7 +103,7 @@ audiences = ["mandate-bench"]
     env = dict(os.environ, RUST_LOG="warn")
     if database_url:
         env["MANDATE_DATABASE_URL"] = database_url
-    p = subprocess.Popen([str(ROOT / "target/release/mandate"), "server", "--config", str(work / "mandate.toml")],
+    p = subprocess.Popen([str(BIN), "server", "--config", str(work / "mandate.toml")],
                          stdout=subprocess.PIPE, stderr=out, env=env, text=True)
     root = None
     for line in p.stdout:

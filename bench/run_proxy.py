@@ -41,7 +41,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_mandate import ADDR, ISS, ROOT, SHARED, loadgen, rss_mb, start  # noqa: E402
+from run_mandate import ADDR, BIN, ISS, ROOT, SHARED, loadgen, rss_mb, start  # noqa: E402
 
 PROXY = "http://127.0.0.1:8400"
 UPSTREAM = "http://127.0.0.1:18081"
@@ -119,7 +119,7 @@ spool_dir = "{work / 'spool'}"
     env = dict(os.environ, RUST_LOG="warn")
     if workers:
         env["MANDATE_PROXY_WORKER_THREADS"] = str(workers)
-    p = subprocess.Popen([str(ROOT / "target/release/mandate"), "proxy", "--config", str(work / "proxy.toml")],
+    p = subprocess.Popen([str(BIN), "proxy", "--config", str(work / "proxy.toml")],
                          stdout=out, stderr=out, env=env)
     for _ in range(100):
         try:
@@ -193,7 +193,7 @@ def main():
                     time.sleep(1)
         time.sleep(1.5)  # let the last audit batch land
         env = dict(os.environ, MANDATE_ADDR=ADDR, MANDATE_TOKEN=root)
-        subprocess.run([str(ROOT / "target/release/mandate"), "audit", "verify"], env=env, check=True)
+        subprocess.run([str(BIN), "audit", "verify"], env=env, check=True)
     finally:
         for p in (proxy, broker):
             if p:

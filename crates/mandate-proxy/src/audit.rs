@@ -1,6 +1,6 @@
 //! Tool-call records: built per request, written to the spool by the
-//! request's own task (`writer`: synced at most once per 5 ms by a thread
-//! of its own), then shipped to the broker
+//! request's own task (`writer`: outcomes buffered, and the file synced at
+//! most once per 5 ms, by a thread of its own), then shipped to the broker
 //! (`POST /v1/audit/tool-invocations`) by a task that advances the
 //! committed offset only after a 2xx. Each record carries its spool
 //! position as `seq` and each batch the spool's `source` id; the broker
@@ -13,7 +13,7 @@
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
 use crate::spool::{Position, Spool};
-use crate::writer::SpoolLog;
+use crate::writer::{Landing, SpoolLog};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -116,12 +116,19 @@ impl AuditLog {
         !self.spool.is_broken()
     }
 
-    /// Write a record to the spool file. It survives the proxy being
-    /// killed once this returns true (a power loss: once synced, within
-    /// 5 ms). False if it could not be written.
+    /// Write a record to the spool file. A call's opening record survives
+    /// the proxy being killed once this returns true; its outcome record,
+    /// within 5 ms, as every record survives a power loss once synced.
+    /// False if it could not be written.
     pub fn record(&self, mut call: ToolCall) -> bool {
         call.fit();
-        self.spool.append(&mut call)
+        // An outcome may wait for the next write (see `writer`); what opens
+        // a call, and a denied call's only record, may not.
+        let landing = match call.stage {
+            Stage::Completed => Landing::Soon,
+            Stage::Invoked | Stage::Call => Landing::Now,
+        };
+        self.spool.append(&mut call, landing)
     }
 }
 
@@ -158,6 +165,7 @@ pub fn start(
     let shipper = tokio::spawn(ship_loop(ShipLoop {
         spool,
         committed,
+        acked: committed,
         written: written_rx,
         broker,
         metrics,
@@ -204,7 +212,10 @@ impl Pipeline {
 
 struct ShipLoop {
     spool: Spool,
+    /// How far the broker's acknowledgements are recorded on disk.
     committed: Position,
+    /// How far the broker has acknowledged (at or past `committed`).
+    acked: Position,
     /// How far the writer has synced: never ship past it.
     written: watch::Receiver<Position>,
     broker: Arc<Broker>,
@@ -251,13 +262,20 @@ async fn ship_loop(mut s: ShipLoop) {
     }
 }
 
+/// Record the broker's acknowledgements on disk once per this many
+/// batches (and whenever the shipper catches up): a crash in between
+/// resends those batches, which the broker skips.
+const COMMIT_EVERY: usize = 16;
+
 /// Ship everything written so far, batch by batch.
 async fn drain(s: &mut ShipLoop) -> Result<(), String> {
+    let mut unsaved = 0;
     loop {
         let upto = *s.written.borrow();
-        let backlog = s.spool.backlog(s.committed, upto);
+        let backlog = s.spool.backlog(s.acked, upto);
         s.metrics.spool_backlog.set(backlog as i64);
-        if s.committed >= upto {
+        if s.acked >= upto {
+            commit(s).await?;
             // Caught up. Compact: start a fresh segment (so this one can be
             // deleted) when it is large, or when nothing new came in since
             // the last round.
@@ -268,13 +286,13 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
             s.caught_up_at = Some(upto);
             return Ok(());
         }
-        let (spool, from, max) = (s.spool.clone(), s.committed, s.settings.batch_max);
+        let (spool, from, max) = (s.spool.clone(), s.acked, s.settings.batch_max);
         let batch = tokio::task::spawn_blocking(move || spool.read(from, upto, max))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("reading the spool: {e}"))?;
-        if batch.end == s.committed {
-            return Ok(()); // nothing readable yet
+        if batch.end == s.acked {
+            return commit(s).await; // nothing readable yet
         }
         let records: Vec<ToolCall> = batch
             .lines
@@ -291,16 +309,33 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
             .iter()
             .filter_map(|r| serde_json::to_vec(r).ok())
             .collect();
-        if !lines.is_empty() {
-            ship(s, &lines).await?;
+        if !lines.is_empty()
+            && let Err(e) = ship(s, &lines).await
+        {
+            commit(s).await?;
+            return Err(e);
         }
-        let (spool, end) = (s.spool.clone(), batch.end);
-        tokio::task::spawn_blocking(move || spool.commit(end))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("committing the spool offset: {e}"))?;
-        s.committed = batch.end;
+        s.acked = batch.end;
+        unsaved += 1;
+        if unsaved == COMMIT_EVERY {
+            commit(s).await?;
+            unsaved = 0;
+        }
     }
+}
+
+/// Record on disk how far the broker has acknowledged.
+async fn commit(s: &mut ShipLoop) -> Result<(), String> {
+    if s.acked == s.committed {
+        return Ok(());
+    }
+    let (spool, end) = (s.spool.clone(), s.acked);
+    tokio::task::spawn_blocking(move || spool.commit(end))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("committing the spool offset: {e}"))?;
+    s.committed = end;
+    Ok(())
 }
 
 /// Merge each allowed call's `invoked` record with its `completed` record

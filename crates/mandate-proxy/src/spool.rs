@@ -391,6 +391,32 @@ impl SpoolWriter {
         Ok(self.pos)
     }
 
+    /// Append one record to the write buffer only: it reaches the file
+    /// with the next [`SpoolWriter::write`] or [`SpoolWriter::flush`] (or
+    /// sooner, if the buffer fills).
+    pub fn buffer(&mut self, record: &[u8]) -> io::Result<Position> {
+        debug_assert!(!record.contains(&b'\n'));
+        self.file.write_all(record)?;
+        self.file.write_all(b"\n")?;
+        self.pos.offset += record.len() as u64 + 1;
+        Ok(self.pos)
+    }
+
+    /// Hand buffered records to the OS.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+
+    /// Forget buffered records, as a crash would.
+    pub fn discard_buffered(&mut self) {
+        if let Ok(f) = self.file.get_ref().try_clone() {
+            let (_, lost) = std::mem::replace(&mut self.file, BufWriter::new(f)).into_parts();
+            if let Ok(lost) = lost {
+                self.pos.offset -= lost.len() as u64;
+            }
+        }
+    }
+
     /// A second handle on the current segment, to sync it without
     /// holding up writers.
     pub fn sync_handle(&self) -> io::Result<File> {

@@ -1,10 +1,17 @@
 //! Appending to the audit spool. The request's own task writes its record
-//! (one `write(2)` under a lock, numbered with the position it lands at),
-//! so the record is in the file, and survives the proxy process being
-//! killed, before the call goes on: no queue, no thread hand-off on the
-//! request path. A sync thread makes the file durable at most once per
-//! [`SYNC_WINDOW`] (group commit: a power loss costs at most the last
-//! window) and only then hands the position to the shipper: a record the
+//! (under a lock, numbered with the position it lands at): no queue, no
+//! thread hand-off on the request path.
+//!
+//! A record that opens a call is handed to the OS (`write(2)`) before the
+//! call goes on, so it survives the proxy process being killed. A call's
+//! outcome record is only buffered: it rides along with the next opening
+//! record's write, or with the sync thread's flush within [`SYNC_WINDOW`].
+//! That halves the writes per call; a `kill -9` can lose the outcomes of
+//! the calls that ended in the last few milliseconds (never the record that
+//! they were made), which is what a power loss already costs.
+//!
+//! The sync thread makes the file durable at most once per window (group
+//! commit) and only then hands the position to the shipper: a record the
 //! broker chained must never vanish from the spool, or its position would
 //! be handed out again and the broker would skip the new record as a
 //! resend.
@@ -23,6 +30,17 @@ struct Tail {
     w: SpoolWriter,
     /// Written since the last sync.
     dirty: bool,
+    /// Records sit in the write buffer, not yet in the file.
+    buffered: bool,
+}
+
+/// When an appended record must be in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Landing {
+    /// Before `append` returns.
+    Now,
+    /// With the next `Now` record or the next sync round.
+    Soon,
 }
 
 /// The spool's appending end, shared by every request.
@@ -40,7 +58,11 @@ pub struct SpoolLog {
 impl SpoolLog {
     pub fn new(w: SpoolWriter) -> Self {
         SpoolLog {
-            tail: Mutex::new(Tail { w, dirty: false }),
+            tail: Mutex::new(Tail {
+                w,
+                dirty: false,
+                buffered: false,
+            }),
             killed: AtomicBool::new(false),
             broken: AtomicBool::new(false),
             rotate: AtomicBool::new(false),
@@ -56,9 +78,10 @@ impl SpoolLog {
         self.broken.load(Ordering::Acquire)
     }
 
-    /// Write one record at the end of the spool; it is in the file (not
-    /// yet synced) when this returns true.
-    pub fn append(&self, call: &mut ToolCall) -> bool {
+    /// Write one record at the end of the spool. With [`Landing::Now`] it
+    /// is in the file (not yet synced) when this returns true; with
+    /// [`Landing::Soon`], in the write buffer.
+    pub fn append(&self, call: &mut ToolCall, landing: Landing) -> bool {
         let mut t = self.lock();
         if self.killed.load(Ordering::Acquire) {
             return false;
@@ -71,7 +94,11 @@ impl SpoolLog {
                 return false;
             }
         };
-        let ok = match t.w.write(std::slice::from_ref(&line)) {
+        let written = match landing {
+            Landing::Now => t.w.write(std::slice::from_ref(&line)),
+            Landing::Soon => t.w.buffer(&line),
+        };
+        let ok = match written {
             Ok(_) => true,
             Err(e) => {
                 tracing::error!(error = %e, "audit spool write failed; record lost; refusing calls until a write succeeds");
@@ -79,6 +106,8 @@ impl SpoolLog {
             }
         };
         t.dirty |= ok;
+        // A failed write may leave bytes in the buffer: the sync retries them.
+        t.buffered = !ok || landing == Landing::Soon;
         self.broken.store(!ok, Ordering::Release);
         ok
     }
@@ -87,8 +116,12 @@ impl SpoolLog {
         self.rotate.store(true, Ordering::Release);
     }
 
+    /// Stop as a crash would: buffered records are lost, nothing more is
+    /// written.
     pub fn kill(&self) {
+        let mut t = self.lock();
         self.killed.store(true, Ordering::Release);
+        t.w.discard_buffered();
     }
 
     pub fn stop(&self) {
@@ -105,6 +138,14 @@ impl SpoolLog {
             if self.killed.load(Ordering::Acquire) || !t.dirty {
                 (None, None)
             } else {
+                if std::mem::take(&mut t.buffered)
+                    && let Err(e) = t.w.flush()
+                {
+                    t.buffered = true;
+                    self.broken.store(true, Ordering::Release);
+                    tracing::error!(error = %e, "audit spool write failed; will retry");
+                    return;
+                }
                 t.dirty = false;
                 (Some(t.w.position()), Some(t.w.sync_handle()))
             }
@@ -136,6 +177,7 @@ impl SpoolLog {
             match done.and_then(|()| t.w.rotate()) {
                 Ok(pos) => {
                     t.dirty = false;
+                    t.buffered = false;
                     let _ = synced.send(pos);
                 }
                 Err(e) => tracing::warn!(error = %e, "audit spool rotation failed"),
@@ -175,8 +217,8 @@ mod tests {
         let log = Arc::new(SpoolLog::new(w));
         let (synced, seen) = watch::channel(committed);
         let (mut a, mut b) = (call("a"), call("b"));
-        assert!(log.append(&mut a));
-        assert!(log.append(&mut b));
+        assert!(log.append(&mut a, Landing::Now));
+        assert!(log.append(&mut b, Landing::Now));
         assert_eq!(a.seq, seq_of(committed));
         assert!(b.seq > a.seq);
         assert_eq!(*seen.borrow(), committed, "nothing shipped before the sync");
@@ -214,12 +256,81 @@ mod tests {
         let (_spool, mut w, _) = crate::spool::Spool::open(dir.path()).unwrap();
         w.onto_full_device();
         let log = SpoolLog::new(w);
-        assert!(!log.append(&mut call("a")));
+        assert!(!log.append(&mut call("a"), Landing::Now));
         assert!(log.is_broken());
         let dir = tempfile::tempdir().unwrap();
         let (_spool, w, _) = crate::spool::Spool::open(dir.path()).unwrap();
         let log = SpoolLog::new(w);
         log.kill();
-        assert!(!log.append(&mut call("b")));
+        assert!(!log.append(&mut call("b"), Landing::Now));
+    }
+
+    /// The ids of the records in the spool's files (not its buffers).
+    fn in_file(spool: &crate::spool::Spool, from: Position) -> Vec<String> {
+        let end = Position {
+            segment: from.segment,
+            offset: u64::MAX,
+        };
+        spool
+            .read(from, end, 100)
+            .unwrap()
+            .lines
+            .iter()
+            .map(|l| serde_json::from_slice::<ToolCall>(l).unwrap().id)
+            .collect()
+    }
+
+    /// An outcome waits in the buffer for the next opening record's write;
+    /// a crash loses what waits there and nothing else, and positions stay
+    /// those of the file.
+    #[test]
+    fn outcomes_ride_with_the_next_write_and_a_crash_loses_only_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
+        let log = SpoolLog::new(w);
+        let mut done = call("a-done");
+        done.stage = crate::audit::Stage::Completed;
+        assert!(log.append(&mut call("a"), Landing::Now));
+        assert!(log.append(&mut done, Landing::Soon));
+        assert_eq!(in_file(&spool, committed), ["a"]);
+        let mut b = call("b");
+        assert!(log.append(&mut b, Landing::Now));
+        assert_eq!(in_file(&spool, committed), ["a", "a-done", "b"]);
+        assert!(done.seq < b.seq);
+        assert!(log.append(&mut call("b-done"), Landing::Soon));
+        log.kill();
+        drop(log);
+        let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
+        assert_eq!(in_file(&spool, committed), ["a", "a-done", "b"]);
+        assert!(
+            seq_of(w.position()) > b.seq,
+            "the next record is numbered after the last one in the file"
+        );
+    }
+
+    /// With no call after it, an outcome reaches the file, and the
+    /// shipper, with the next sync round.
+    #[test]
+    fn the_sync_round_flushes_a_waiting_outcome() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
+        let log = Arc::new(SpoolLog::new(w));
+        let (synced, seen) = watch::channel(committed);
+        assert!(log.append(&mut call("done"), Landing::Soon));
+        assert!(in_file(&spool, committed).is_empty());
+        let thread = {
+            let log = log.clone();
+            std::thread::spawn(move || run(log, synced))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *seen.borrow() == committed {
+            assert!(Instant::now() < deadline, "never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let batch = spool.read(committed, *seen.borrow(), 10).unwrap();
+        assert_eq!(batch.lines.len(), 1);
+        assert_eq!(in_file(&spool, committed), ["done"]);
+        log.stop();
+        thread.join().unwrap();
     }
 }
