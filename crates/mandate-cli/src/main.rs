@@ -149,10 +149,11 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        // The proxy's config sizes the runtime, so it is read first.
+        // The proxy serves on threads of its own (`worker_threads`); this
+        // runtime only runs its background work (catalog, feed, audit).
         Command::Proxy { config } => mandate_proxy::ProxyConfig::load(config.as_deref())
             .map_err(anyhow::Error::from)
-            .and_then(|cfg| runtime(cfg.worker_threads)?.block_on(serve::proxy(cfg)))
+            .and_then(|cfg| runtime(Some(1))?.block_on(serve::proxy(cfg)))
             .map(|()| 0),
         _ => runtime(None).and_then(|rt| rt.block_on(run(cli))),
     };

@@ -61,9 +61,9 @@ pub struct ProxyConfig {
     /// `unauthenticated_metrics_access`). With neither this nor a metrics
     /// token, `/metrics` answers 401.
     pub unauthenticated_metrics_access: bool,
-    /// Threads serving requests; by default one per core. Fewer than the
-    /// cores when the proxy shares its host (every hand-off between
-    /// threads is a cross-core wake-up).
+    /// Threads serving requests, each a single-threaded runtime with its
+    /// own upstream connection pool; by default one per core. Fewer than
+    /// the cores when the proxy shares its host.
     pub worker_threads: Option<usize>,
 }
 

@@ -128,6 +128,15 @@ impl Deny {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-request-id", v);
         }
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            // The request's body was not read to its end, so the connection
+            // cannot carry another request: say so, or a client reuses it
+            // and its next request fails.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6750 §3 / RFC 9449 §7.1: tell the client which scheme and why.
             let challenge = if self.code == "invalid_dpop_proof" {

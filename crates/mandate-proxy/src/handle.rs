@@ -7,7 +7,7 @@
 use crate::audit::{Stage, ToolCall};
 use crate::decide::{Known, check_path, decide, split_target};
 use crate::error::Deny;
-use crate::forward::{Forward, forward};
+use crate::forward::{Forward, Upstream, forward};
 use crate::overrides::{check_overrides, screen_body};
 use crate::state::State;
 use axum::Router;
@@ -20,13 +20,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-pub fn router(st: Arc<State>) -> Router {
+/// What one serving thread's requests share: the proxy's state, and the
+/// thread's own upstream connection pool (see `workers`).
+#[derive(Clone)]
+pub struct Serving {
+    pub st: Arc<State>,
+    pub upstream: Upstream,
+}
+
+impl axum::extract::FromRef<Serving> for Arc<State> {
+    fn from_ref(s: &Serving) -> Self {
+        s.st.clone()
+    }
+}
+
+pub fn router(serving: Serving) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(proxy)
-        .with_state(st)
+        .with_state(serving)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -271,7 +285,8 @@ impl Drop for CallRecord {
     }
 }
 
-async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
+async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response {
+    let Serving { st, upstream } = serving;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let call = CallRecord::new(st.clone(), parts.method.as_str(), &path);
@@ -349,7 +364,7 @@ async fn proxy(Shared(st): Shared<Arc<State>>, req: Request<Body>) -> Response {
         let base = allowed.tool.upstream.clone().unwrap_or_default();
         forward(
             Forward {
-                upstream: &st.upstream,
+                upstream: &upstream,
                 base: &base,
                 rest,
                 cred,

@@ -38,6 +38,7 @@ mod redact;
 mod spool;
 mod state;
 mod verify;
+mod workers;
 mod writer;
 
 pub use config::ProxyConfig;
@@ -89,7 +90,6 @@ impl Proxy {
                 .map_err(|e| ProxyError::Client(e.to_string()))?,
         );
         let metrics = Arc::new(metrics::Metrics::default());
-        let upstream = forward::client(&roots)?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ProxyError::Bind {
@@ -113,44 +113,29 @@ impl Proxy {
             path: config.spool_dir.clone(),
             source,
         })?;
-        let header_timeout_secs = config.header_read_timeout_secs;
-        let st = Arc::new(State::new(
-            config,
-            broker,
-            metrics,
-            pipeline.log.clone(),
-            upstream,
-        ));
+        let header_timeout = Duration::from_secs(config.header_read_timeout_secs);
+        let threads = config.worker_threads.unwrap_or_else(workers::default_count);
+        let st = Arc::new(State::new(config, broker, metrics, pipeline.log.clone()));
         let background = vec![
             tokio::spawn(catalog_loop(st.clone())),
             tokio::spawn(feed_loop(st.clone())),
             tokio::spawn(sweep_loop(st.clone())),
         ];
-        let (stop_tx, mut stop_rx) = watch::channel(false);
-        let app = handle::router(st);
-        let header_timeout = std::time::Duration::from_secs(header_timeout_secs);
+        let (stop, _) = watch::channel(false);
         let listener = listener
             .into_std()
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-            stopper.graceful_shutdown(None);
-        });
-        let mut server = axum_server::from_tcp(listener).handle(handle);
-        // Slow or idle agent connections are closed (slowloris).
-        server
-            .http_builder()
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let server = tokio::spawn(server.serve(app.into_make_service()));
-        tracing::info!(%addr, "mandate proxy listening");
+        // A connection pool per serving thread.
+        let upstreams = (0..threads)
+            .map(|_| forward::client(&roots))
+            .collect::<Result<Vec<_>, _>>()?;
+        let workers = workers::Workers::start(listener, upstreams, st, header_timeout)
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        tracing::info!(%addr, threads, "mandate proxy listening");
         Ok(RunningProxy {
             addr,
-            stop: stop_tx,
-            server,
+            stop,
+            workers,
             background,
             pipeline,
         })
@@ -161,7 +146,7 @@ impl Proxy {
 pub struct RunningProxy {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    workers: workers::Workers,
     background: Vec<JoinHandle<()>>,
     pipeline: audit::Pipeline,
 }
@@ -172,7 +157,7 @@ pub struct Stopper(watch::Sender<bool>);
 
 impl Stopper {
     pub fn stop(&self) {
-        let _ = self.0.send(true);
+        self.0.send_replace(true);
     }
 }
 
@@ -189,44 +174,45 @@ impl RunningProxy {
     /// Graceful stop: no new connections, open ones drained (for a while),
     /// audit records written and, if the broker answers, shipped.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
         let _ = self.wait().await;
     }
 
     /// Run until stopped (see [`RunningProxy::stopper`]) or the server fails.
     pub async fn wait(mut self) -> Result<(), ProxyError> {
         let mut stop_rx = self.stop.subscribe();
+        let handles = self.workers.handles();
         let result = tokio::select! {
-            r = &mut self.server => r,
+            r = self.workers.served() => r,
             _ = async {
                 let _ = stop_rx.wait_for(|s| *s).await;
+                for h in &handles {
+                    h.graceful_shutdown(None);
+                }
                 tokio::time::sleep(DRAIN).await;
             } => {
-                self.server.abort();
-                (&mut self.server).await
+                self.workers.shutdown();
+                self.workers.served().await
             }
         };
         for b in &self.background {
             b.abort();
         }
         self.pipeline.stop(SHIP_GRACE).await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ProxyError::Serve(e)),
-            Err(e) if e.is_cancelled() => Ok(()),
-            Err(e) => Err(ProxyError::Serve(std::io::Error::other(e.to_string()))),
-        }
+        self.workers.release().await;
+        result.map_err(ProxyError::Serve)
     }
 
     /// Stop as a crash (`kill -9`) would: no draining, no final write or
     /// shipping. Records already in the spool are sent by the next start.
-    pub async fn kill(self) {
-        self.server.abort();
+    pub async fn kill(mut self) {
+        self.workers.shutdown();
         for b in &self.background {
             b.abort();
         }
         self.pipeline.kill().await;
-        let _ = self.server.await;
+        let _ = self.workers.served().await;
+        self.workers.release().await;
     }
 }
 

@@ -7,7 +7,6 @@ use crate::config::ProxyConfig;
 use crate::decisions::Decisions;
 use crate::facts::Facts;
 use crate::feed::Revocations;
-use crate::forward::Upstream;
 use crate::metrics::Metrics;
 use crate::verify::Verifier;
 use std::sync::{Arc, RwLock};
@@ -22,7 +21,6 @@ pub struct State {
     pub decisions: Decisions,
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
-    pub upstream: Upstream,
     /// DPoP proofs already presented here (RFC 9449 §11.1).
     pub dpop_replay: mandate_token::dpop::ReplayGuard,
     issuer: RwLock<Option<String>>,
@@ -34,7 +32,6 @@ impl State {
         broker: Arc<Broker>,
         metrics: Arc<Metrics>,
         audit: AuditLog,
-        upstream: Upstream,
     ) -> Self {
         State {
             config,
@@ -46,7 +43,6 @@ impl State {
             decisions: Decisions::default(),
             metrics,
             audit,
-            upstream,
             dpop_replay: Default::default(),
             issuer: RwLock::new(None),
         }

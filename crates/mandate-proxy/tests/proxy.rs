@@ -713,6 +713,11 @@ async fn request_bodies_over_the_limit_are_refused_before_the_upstream() {
     let r = post(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .await
         .unwrap();
+    // The rest of the body was never read: the connection is not reused.
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     assert_eq!(
         r.status(),
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -720,7 +725,7 @@ async fn request_bodies_over_the_limit_are_refused_before_the_upstream() {
         r.text().await
     );
 
-    // Within the limit: forwarded.
+    // Within the limit: forwarded, on a fresh connection.
     let r = post(vec![b'c'; 512].into()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     small.stop().await;
@@ -981,4 +986,29 @@ async fn slow_and_idle_agent_connections_are_closed() {
         assert!(closed.is_ok(), "connection kept open: {request:?}");
         assert!(start.elapsed() >= Duration::from_millis(900));
     }
+}
+
+/// The serving threads (one per core by default) end, runtimes and all,
+/// when the proxy stops: a restarted proxy leaks nothing.
+#[tokio::test]
+async fn serving_threads_end_when_the_proxy_stops() {
+    let mut w = World::new().await;
+    let port = w.proxy.as_ref().unwrap().addr().port();
+    let serving = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with(&format!("proxy-{port}-")))
+            .count()
+    };
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(serving(), cores);
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let paths: Vec<String> = (0..8).map(|i| format!("/echo/items/{i}")).collect();
+    let calls = paths.iter().map(|p| w.call("GET", p, Some(&token)));
+    for (st, _, body) in futures::future::join_all(calls).await {
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    w.proxy.take().unwrap().stop().await;
+    assert_eq!(serving(), 0, "serving threads outlived the proxy");
 }
