@@ -129,8 +129,9 @@ impl Proxy {
         let upstreams = (0..threads)
             .map(|_| forward::client(&roots))
             .collect::<Result<Vec<_>, _>>()?;
-        let workers = workers::Workers::start(listener, upstreams, st, header_timeout)
-            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let workers =
+            workers::Workers::start(listener, upstreams, st, header_timeout, stop.clone())
+                .map_err(|source| ProxyError::Bind { addr, source })?;
         tracing::info!(%addr, threads, "mandate proxy listening");
         Ok(RunningProxy {
             addr,
