@@ -90,6 +90,11 @@ impl Proxy {
                 .map_err(|e| ProxyError::Client(e.to_string()))?,
         );
         let metrics = Arc::new(metrics::Metrics::default());
+        let threads = config.worker_threads.unwrap_or_else(workers::default_count);
+        // A connection pool per serving thread.
+        let upstreams = (0..threads)
+            .map(|_| forward::client(&roots))
+            .collect::<Result<Vec<_>, _>>()?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ProxyError::Bind {
@@ -114,7 +119,6 @@ impl Proxy {
             source,
         })?;
         let header_timeout = Duration::from_secs(config.header_read_timeout_secs);
-        let threads = config.worker_threads.unwrap_or_else(workers::default_count);
         let st = Arc::new(State::new(config, broker, metrics, pipeline.log.clone()));
         let background = vec![
             tokio::spawn(catalog_loop(st.clone())),
@@ -125,13 +129,17 @@ impl Proxy {
         let listener = listener
             .into_std()
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        // A connection pool per serving thread.
-        let upstreams = (0..threads)
-            .map(|_| forward::client(&roots))
-            .collect::<Result<Vec<_>, _>>()?;
         let workers =
-            workers::Workers::start(listener, upstreams, st, header_timeout, stop.clone())
-                .map_err(|source| ProxyError::Bind { addr, source })?;
+            match workers::Workers::start(listener, upstreams, st, header_timeout, stop.clone()) {
+                Ok(w) => w,
+                Err(source) => {
+                    for b in &background {
+                        b.abort();
+                    }
+                    pipeline.stop(Duration::ZERO).await;
+                    return Err(ProxyError::Bind { addr, source });
+                }
+            };
         tracing::info!(%addr, threads, "mandate proxy listening");
         Ok(RunningProxy {
             addr,
