@@ -25,13 +25,25 @@ fn init_logging(format: &str) {
     };
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM (what systemd, Kubernetes and `docker stop`
+/// send): either one stops the process gracefully.
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
 async fn wait_for_shutdown(mut started: Started) -> Result<()> {
     tokio::select! {
         r = &mut started.server => {
             // The listener died (e.g. a bad TLS certificate): report it.
             return r.context("server task failed")?.context("server stopped");
         }
-        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        r = shutdown_signal() => r?,
     }
     tracing::info!("shutting down: finishing queued writes");
     started.stop().await;
@@ -58,8 +70,10 @@ pub async fn proxy(cfg: mandate_proxy::ProxyConfig) -> Result<()> {
     let running = mandate_proxy::Proxy::start(cfg).await?;
     tracing::info!(addr = %running.addr(), "mandate proxy listening");
     let stopper = running.stopper();
+    let signal = shutdown_signal();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        if signal.await.is_ok() {
+            tracing::info!("shutting down: draining connections, shipping audit records");
             stopper.stop();
         }
     });

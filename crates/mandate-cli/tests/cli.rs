@@ -751,11 +751,11 @@ async fn enroll_fails_before_spending_the_join_token() {
     drop(s);
 }
 
-/// `mandate proxy` reads its config before it starts its runtime: a bad
-/// key is named with a non-zero exit, and `worker_threads` sizes the
-/// runtime of a proxy that then serves.
+/// `mandate proxy` reads its config before it starts: a bad key is named
+/// with a non-zero exit; with a good one it serves, and stops cleanly on
+/// SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn proxy_config_sizes_its_runtime_and_bad_keys_are_named() {
+async fn proxy_config_errors_are_named_and_sigterm_stops_it_cleanly() {
     let s = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -809,7 +809,10 @@ async fn proxy_config_sizes_its_runtime_and_bad_keys_are_named() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGTERM (systemd, Kubernetes) stops it gracefully: a clean exit.
+    // SAFETY: kill(2) with a pid we spawned and still wait for.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let stopped = child.wait().unwrap();
+    assert!(stopped.success(), "after SIGTERM: {stopped}");
     assert_eq!(served, reqwest::StatusCode::OK);
 }

@@ -48,8 +48,11 @@ fn sigkill_mid_burst_loses_no_acknowledged_write_and_the_chain_verifies() {
     assert!(again.is_none(), "a restart must not mint a new root token");
     let o = cli(&addr, &root, &["--json", "owner", "list"]);
     let listed = String::from_utf8_lossy(&o.stdout).to_string();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    // SIGTERM (systemd, Kubernetes) is a graceful stop: a clean exit.
+    // SAFETY: kill(2) with a pid we spawned and still wait for.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let stopped = server.wait().unwrap();
+    assert!(stopped.success(), "after SIGTERM: {stopped}");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for name in &acknowledged {
         assert!(
