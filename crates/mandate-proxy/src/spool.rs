@@ -16,7 +16,7 @@
 //! from a source, which is how a batch resent after a crash is chained once.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 const COMMITTED: &str = "committed";
@@ -55,12 +55,23 @@ pub struct Spool {
     source: String,
 }
 
-/// The one appender.
+/// The one appender. Records wait in `buf` until flushed; the file only
+/// ever ends at a record boundary (`complete`) once a flush is over, and a
+/// flush that fails is undone (see [`SpoolWriter::flush`]).
 #[derive(Debug)]
 pub struct SpoolWriter {
     dir: PathBuf,
-    file: BufWriter<File>,
+    file: File,
+    /// Whole records (each with its newline) not yet in the file.
+    buf: Vec<u8>,
+    /// Where the file ends after the last flush that succeeded.
+    complete: u64,
+    /// Where the next record starts: `complete` + `buf.len()`.
     pos: Position,
+    /// Tests: bytes that can still be written before writes fail, as on a
+    /// disk that fills up part-way through a write.
+    #[cfg(test)]
+    room: Option<u64>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -145,14 +156,7 @@ impl Spool {
             return spool.writer_after(last, committed);
         }
         sync_dir(dir)?;
-        let writer = SpoolWriter {
-            dir: dir.to_owned(),
-            file: BufWriter::new(file),
-            pos: Position {
-                segment: last,
-                offset: len,
-            },
-        };
+        let writer = SpoolWriter::new(dir.to_owned(), file, last, len);
         Ok((spool, writer, committed))
     }
 
@@ -167,14 +171,7 @@ impl Spool {
             .append(true)
             .open(segment_path(&self.dir, next))?;
         sync_dir(&self.dir)?;
-        let writer = SpoolWriter {
-            dir: self.dir.clone(),
-            file: BufWriter::new(file),
-            pos: Position {
-                segment: next,
-                offset: 0,
-            },
-        };
+        let writer = SpoolWriter::new(self.dir.clone(), file, next, 0);
         Ok((self, writer, committed))
     }
 
@@ -377,56 +374,111 @@ fn complete_len(file: &mut File) -> io::Result<u64> {
     Ok(0)
 }
 
+/// Flush when this much waits, whatever else happens.
+const BUF_MAX: usize = 1 << 20;
+
 impl SpoolWriter {
-    /// Append records (one JSON document each, no newline) and hand them
-    /// to the OS: they survive this process dying, not yet a power loss.
+    fn new(dir: PathBuf, file: File, segment: u64, offset: u64) -> Self {
+        SpoolWriter {
+            dir,
+            file,
+            buf: Vec::with_capacity(8192),
+            complete: offset,
+            pos: Position { segment, offset },
+            #[cfg(test)]
+            room: None,
+        }
+    }
+
+    /// Append records (one JSON document each, no newline) and hand them,
+    /// with any buffered ones, to the OS: they survive this process dying,
+    /// not yet a power loss.
     pub fn write(&mut self, records: &[Vec<u8>]) -> io::Result<Position> {
         for r in records {
-            debug_assert!(!r.contains(&b'\n'));
-            self.file.write_all(r)?;
-            self.file.write_all(b"\n")?;
-            self.pos.offset += r.len() as u64 + 1;
+            self.push(r);
         }
-        self.file.flush()?;
+        self.flush()?;
         Ok(self.pos)
     }
 
     /// Append one record to the write buffer only: it reaches the file
-    /// with the next [`SpoolWriter::write`] or [`SpoolWriter::flush`] (or
-    /// sooner, if the buffer fills).
+    /// with the next [`SpoolWriter::write`] or [`SpoolWriter::flush`].
     pub fn buffer(&mut self, record: &[u8]) -> io::Result<Position> {
-        debug_assert!(!record.contains(&b'\n'));
-        self.file.write_all(record)?;
-        self.file.write_all(b"\n")?;
-        self.pos.offset += record.len() as u64 + 1;
+        self.push(record);
+        if self.buf.len() >= BUF_MAX {
+            self.flush()?;
+        }
         Ok(self.pos)
     }
 
-    /// Hand buffered records to the OS.
+    fn push(&mut self, record: &[u8]) {
+        debug_assert!(!record.contains(&b'\n'));
+        self.buf.extend_from_slice(record);
+        self.buf.push(b'\n');
+        self.pos.offset += record.len() as u64 + 1;
+    }
+
+    /// Hand buffered records to the OS. If that fails (disk full, I/O
+    /// error), the flush is undone: the buffer is dropped and the file cut
+    /// back to where it ended, so no half record is left for the next
+    /// write to follow, and a record refused now never turns up later.
+    /// What is lost is what was in the buffer: at most the outcome records
+    /// that waited there (see `writer`), and the record being written.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        let mut done = 0;
+        while done < self.buf.len() {
+            match self.write_some(done) {
+                Ok(0) => return Err(self.undo(io::ErrorKind::WriteZero.into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.undo(e)),
+            }
+        }
+        self.buf.clear();
+        self.complete = self.pos.offset;
+        Ok(())
+    }
+
+    fn write_some(&mut self, from: usize) -> io::Result<usize> {
+        let rest = &self.buf[from..];
+        #[cfg(test)]
+        if let Some(room) = self.room.as_mut() {
+            if *room == 0 {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left"));
+            }
+            let n = (*room).min(rest.len() as u64) as usize;
+            let n = self.file.write(&rest[..n])?;
+            *room -= n as u64;
+            return Ok(n);
+        }
+        self.file.write(rest)
+    }
+
+    fn undo(&mut self, e: io::Error) -> io::Error {
+        self.buf.clear();
+        self.pos.offset = self.complete;
+        if let Err(cut) = self.file.set_len(self.complete) {
+            tracing::error!(error = %cut, "audit spool: cannot cut a failed write back; its half record will be skipped when read");
+        }
+        e
     }
 
     /// Forget buffered records, as a crash would.
     pub fn discard_buffered(&mut self) {
-        if let Ok(f) = self.file.get_ref().try_clone() {
-            let (_, lost) = std::mem::replace(&mut self.file, BufWriter::new(f)).into_parts();
-            if let Ok(lost) = lost {
-                self.pos.offset -= lost.len() as u64;
-            }
-        }
+        self.buf.clear();
+        self.pos.offset = self.complete;
     }
 
     /// A second handle on the current segment, to sync it without
     /// holding up writers.
     pub fn sync_handle(&self) -> io::Result<File> {
-        self.file.get_ref().try_clone()
+        self.file.try_clone()
     }
 
     /// Make everything written so far durable; returns where that ends.
     pub fn sync(&mut self) -> io::Result<Position> {
-        self.file.flush()?;
-        self.file.get_ref().sync_data()?;
+        self.flush()?;
+        self.file.sync_data()?;
         Ok(self.pos)
     }
 
@@ -443,14 +495,15 @@ impl SpoolWriter {
         if self.pos.offset == 0 {
             return Ok(self.pos);
         }
-        self.file.flush()?;
+        self.flush()?;
         let next = self.pos.segment + 1;
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(segment_path(&self.dir, next))?;
         sync_dir(&self.dir)?;
-        self.file = BufWriter::new(file);
+        self.file = file;
+        self.complete = 0;
         self.pos = Position {
             segment: next,
             offset: 0,
@@ -462,11 +515,18 @@ impl SpoolWriter {
         self.pos
     }
 
-    /// Write to `/dev/full` from now on: every append fails as on a full disk.
+    /// From now on, let only `bytes` more be written, then fail every
+    /// write as a full disk does (`None`: no limit).
     #[cfg(test)]
-    pub fn onto_full_device(&mut self) {
-        let full = OpenOptions::new().write(true).open("/dev/full").unwrap();
-        self.file = BufWriter::new(full);
+    pub fn limit_room(&mut self, bytes: Option<u64>) {
+        self.room = bytes;
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        // A graceful stop has flushed already; this is for anything left.
+        let _ = self.flush();
     }
 }
 

@@ -106,8 +106,8 @@ impl SpoolLog {
             }
         };
         t.dirty |= ok;
-        // A failed write may leave bytes in the buffer: the sync retries them.
-        t.buffered = !ok || landing == Landing::Soon;
+        // A failed write empties the buffer (see `SpoolWriter::flush`).
+        t.buffered = ok && landing == Landing::Soon;
         self.broken.store(!ok, Ordering::Release);
         ok
     }
@@ -141,9 +141,8 @@ impl SpoolLog {
                 if std::mem::take(&mut t.buffered)
                     && let Err(e) = t.w.flush()
                 {
-                    t.buffered = true;
                     self.broken.store(true, Ordering::Release);
-                    tracing::error!(error = %e, "audit spool write failed; will retry");
+                    tracing::error!(error = %e, "audit spool write failed; the outcome records waiting for it are lost");
                     return;
                 }
                 t.dirty = false;
@@ -254,7 +253,7 @@ mod tests {
     fn a_failing_or_killed_spool_refuses_records() {
         let dir = tempfile::tempdir().unwrap();
         let (_spool, mut w, _) = crate::spool::Spool::open(dir.path()).unwrap();
-        w.onto_full_device();
+        w.limit_room(Some(0));
         let log = SpoolLog::new(w);
         assert!(!log.append(&mut call("a"), Landing::Now));
         assert!(log.is_broken());
@@ -263,6 +262,33 @@ mod tests {
         let log = SpoolLog::new(w);
         log.kill();
         assert!(!log.append(&mut call("b"), Landing::Now));
+    }
+
+    /// A disk that fills up part-way through a write: the call's record is
+    /// refused, and neither it nor a half of anything is left in the file
+    /// for later writes to follow; once there is room again, records go
+    /// on from where the file ended, numbered from there.
+    #[test]
+    fn a_write_that_fails_part_way_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
+        let log = SpoolLog::new(w);
+        let mut a = call("a");
+        assert!(log.append(&mut a, Landing::Now));
+        let mut done = call("a-done");
+        done.stage = crate::audit::Stage::Completed;
+        assert!(log.append(&mut done, Landing::Soon));
+        log.lock().w.limit_room(Some(20));
+        let mut b = call("b");
+        assert!(!log.append(&mut b, Landing::Now), "the disk is full");
+        assert!(log.is_broken());
+        assert_eq!(in_file(&spool, committed), ["a"], "a half record was left");
+        log.lock().w.limit_room(None);
+        let mut c = call("c");
+        assert!(log.append(&mut c, Landing::Now));
+        assert!(!log.is_broken());
+        assert_eq!(in_file(&spool, committed), ["a", "c"]);
+        assert_eq!(c.seq, done.seq, "numbered from where the file ended");
     }
 
     /// The ids of the records in the spool's files (not its buffers).
