@@ -207,6 +207,25 @@ mod tests {
     use crate::audit::tests::call;
     use std::time::Instant;
 
+    /// Start the sync thread and wait for its first sync past `committed`.
+    fn sync_thread(
+        log: &Arc<SpoolLog>,
+        synced: watch::Sender<Position>,
+        seen: &watch::Receiver<Position>,
+        committed: Position,
+    ) -> std::thread::JoinHandle<()> {
+        let thread = {
+            let log = log.clone();
+            std::thread::spawn(move || run(log, synced))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *seen.borrow() == committed {
+            assert!(Instant::now() < deadline, "never synced");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        thread
+    }
+
     /// A record is in the file when `append` returns; the shipper sees its
     /// position only after the sync.
     #[test]
@@ -221,15 +240,7 @@ mod tests {
         assert_eq!(a.seq, seq_of(committed));
         assert!(b.seq > a.seq);
         assert_eq!(*seen.borrow(), committed, "nothing shipped before the sync");
-        let thread = {
-            let log = log.clone();
-            std::thread::spawn(move || run(log, synced))
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while *seen.borrow() == committed {
-            assert!(Instant::now() < deadline, "never synced");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let thread = sync_thread(&log, synced, &seen, committed);
         let batch = spool.read(committed, *seen.borrow(), 10).unwrap();
         let ids: Vec<serde_json::Value> = batch
             .lines
@@ -344,15 +355,7 @@ mod tests {
         let (synced, seen) = watch::channel(committed);
         assert!(log.append(&mut call("done"), Landing::Soon));
         assert!(in_file(&spool, committed).is_empty());
-        let thread = {
-            let log = log.clone();
-            std::thread::spawn(move || run(log, synced))
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while *seen.borrow() == committed {
-            assert!(Instant::now() < deadline, "never synced");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let thread = sync_thread(&log, synced, &seen, committed);
         let batch = spool.read(committed, *seen.borrow(), 10).unwrap();
         assert_eq!(batch.lines.len(), 1);
         assert_eq!(in_file(&spool, committed), ["done"]);
