@@ -190,14 +190,12 @@ impl RunningProxy {
     /// Run until stopped (see [`RunningProxy::stopper`]) or the server fails.
     pub async fn wait(mut self) -> Result<(), ProxyError> {
         let mut stop_rx = self.stop.subscribe();
-        let handles = self.workers.handles();
+        let phase = self.workers.phase();
         let result = tokio::select! {
             r = self.workers.served() => r,
             _ = async {
                 let _ = stop_rx.wait_for(|s| *s).await;
-                for h in &handles {
-                    h.graceful_shutdown(None);
-                }
+                phase.send_replace(workers::Phase::Drain);
                 tokio::time::sleep(DRAIN).await;
             } => {
                 self.workers.shutdown();

@@ -22,6 +22,11 @@ pub struct DecisionLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabels {
+    pub thread: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -29,6 +34,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub feed_lag: Gauge<f64, AtomicU64>,
     pub spool_backlog: Gauge,
+    connections: Family<ThreadLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -64,8 +70,15 @@ impl Default for Metrics {
             "Audit records written to the spool but not yet acknowledged by the broker",
             spool_backlog.clone(),
         );
+        let connections = Family::<ThreadLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Agent connections open, by serving thread",
+            connections.clone(),
+        );
         Metrics {
             registry,
+            connections,
             requests,
             decisions,
             upstream_latency,
@@ -100,6 +113,15 @@ impl Metrics {
                 reason,
             })
             .inc();
+    }
+
+    /// The open-connections gauge of one serving thread.
+    pub fn connections_open(&self, thread: &str) -> Gauge {
+        self.connections
+            .get_or_create(&ThreadLabels {
+                thread: thread.to_owned(),
+            })
+            .clone()
     }
 
     pub fn render(&self) -> String {

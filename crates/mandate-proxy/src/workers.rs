@@ -1,12 +1,18 @@
-//! Serving threads: one single-threaded runtime per worker, all accepting
-//! from the one listening socket, each with its own upstream connection
-//! pool. A request is read, decided, forwarded and answered on the thread
-//! that accepted its connection, so there is no hand-off (and no
-//! cross-core wake-up) between threads on the request path; an idle
-//! thread wins the race for the next connection, which spreads the load.
-//! Measured against one work-stealing runtime on two cores: +5 % req/s at
-//! 16 connections, +15 % at 64, and next to no `futex` calls
+//! Serving threads: one single-threaded runtime per worker, each with its
+//! own upstream connection pool. A request is read, decided, forwarded and
+//! answered on the thread that serves its connection, so there is no
+//! hand-off (and no cross-core wake-up) between threads on the request
+//! path. Measured against one work-stealing runtime on two cores: +5 %
+//! req/s at 16 connections, +15 % at 64, and next to no `futex` calls
 //! (docs/benchmarks.md).
+//!
+//! Every thread accepts from the one listening socket, but the thread that
+//! wins an accept does not keep the connection unless it serves no more
+//! connections than any other: else it hands it to the thread with the
+//! fewest ([`Spread`]). Left to the accept race, a burst of connections
+//! lands on whichever thread is awake (measured: all 64 of 64 on one of two
+//! threads), and an agent's keep-alive connection stays there for good.
+//! A hand-off costs one wake-up per connection, never per request.
 //!
 //! The background work (catalog, revocation feed, audit shipping) stays on
 //! the caller's runtime. Connections to the broker are pooled across both,
@@ -17,15 +23,78 @@
 use crate::forward::Upstream;
 use crate::handle::{Serving, router};
 use crate::state::State;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc as chan, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// What the serving threads are asked to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Serve,
+    /// Accept nothing new; finish the requests in flight, then close.
+    Drain,
+    /// Close every connection now.
+    Close,
+}
+
+/// Open connections per serving thread (also the
+/// `mandate_proxy_connections_open` gauges), and where to send a
+/// connection that another thread should serve.
+struct Spread {
+    open: Vec<Gauge>,
+    to: Vec<chan::UnboundedSender<Handed>>,
+}
+
+/// A connection on its way to another thread; counted there already.
+struct Handed {
+    stream: std::net::TcpStream,
+    open: Open,
+}
+
+/// One connection counted against `thread` until dropped.
+struct Open {
+    thread: usize,
+    gauge: Gauge,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Spread {
+    /// The thread to serve a connection accepted by thread `me`: `me`
+    /// unless another serves fewer connections. Counted from now on.
+    fn take(&self, me: usize) -> (usize, Open) {
+        let counts = self.open.iter().map(Gauge::get);
+        let (least, fewest) = counts
+            .enumerate()
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, 0));
+        let to = if self.open[me].get() <= fewest {
+            me
+        } else {
+            least
+        };
+        let gauge = self.open[to].clone();
+        gauge.inc();
+        (to, Open { thread: to, gauge })
+    }
+}
 
 pub struct Workers {
-    handles: Vec<axum_server::Handle>,
+    phase: watch::Sender<Phase>,
     served: Vec<oneshot::Receiver<io::Result<()>>>,
     /// The first serving error seen by [`Workers::served`].
     error: Option<io::Error>,
@@ -48,22 +117,47 @@ impl Workers {
     ) -> io::Result<Workers> {
         let n = upstreams.len();
         let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let (phase, _) = watch::channel(Phase::Serve);
         let mut w = Workers {
-            handles: Vec::with_capacity(n),
+            phase,
             served: Vec::with_capacity(n),
             error: None,
             release: Vec::with_capacity(n),
             threads: Vec::with_capacity(n),
             stop,
         };
-        for (i, upstream) in upstreams.into_iter().enumerate() {
-            if let Err(e) = w.spawn(
-                format!("proxy-{port}-{i}"),
-                &listener,
-                st.clone(),
-                upstream,
-                header_timeout,
-            ) {
+        let (to, inboxes): (Vec<_>, Vec<_>) = (0..n).map(|_| chan::unbounded_channel()).unzip();
+        let open = (0..n)
+            .map(|i| st.metrics.connections_open(&i.to_string()))
+            .collect();
+        let spread = Arc::new(Spread { open, to });
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        // Slow or idle agent connections are closed (slowloris).
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let http = Arc::new(http);
+        let listeners = (0..n)
+            .map(|_| listener.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        let each = upstreams.into_iter().zip(inboxes).zip(listeners);
+        for (i, ((upstream, inbox), listener)) in each.enumerate() {
+            let thread = Thread {
+                listener,
+                inbox,
+                ctx: Ctx {
+                    me: i,
+                    spread: spread.clone(),
+                    app: router(Serving {
+                        st: st.clone(),
+                        upstream,
+                    }),
+                    http: http.clone(),
+                    phase: w.phase.subscribe(),
+                },
+            };
+            if let Err(e) = w.spawn(format!("proxy-{port}-{i}"), thread) {
                 // Those already started stop serving and end.
                 w.shutdown();
                 return Err(e);
@@ -72,37 +166,15 @@ impl Workers {
         Ok(w)
     }
 
-    fn spawn(
-        &mut self,
-        name: String,
-        listener: &std::net::TcpListener,
-        st: Arc<State>,
-        upstream: Upstream,
-        header_timeout: Duration,
-    ) -> io::Result<()> {
-        let listener = listener.try_clone()?;
-        let app = router(Serving { st, upstream });
-        let handle = axum_server::Handle::new();
+    fn spawn(&mut self, name: String, thread: Thread) -> io::Result<()> {
         let (served_tx, served_rx) = oneshot::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let h = handle.clone();
         let stop = self.stop.clone();
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
-            let serve = || {
-                rt.block_on(async move {
-                    let mut server = axum_server::from_tcp(listener).handle(h);
-                    // Slow or idle agent connections are closed (slowloris).
-                    server
-                        .http_builder()
-                        .http1()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout);
-                    server.serve(app.into_make_service()).await
-                })
-            };
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            let serve = || rt.block_on(thread.serve());
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(serve))
                 .unwrap_or_else(|_| Err(io::Error::other("a serving thread panicked")));
             if let Err(e) = &served {
@@ -116,23 +188,20 @@ impl Workers {
             let _ = release_rx.recv();
             drop(rt);
         })?;
-        self.handles.push(handle);
         self.served.push(served_rx);
         self.release.push(release_tx);
-        self.threads.push(thread);
+        self.threads.push(handle);
         Ok(())
     }
 
-    /// Handles to stop accepting with, while `served` is awaited.
-    pub fn handles(&self) -> Vec<axum_server::Handle> {
-        self.handles.clone()
+    /// What stops accepting and drains, while `served` is awaited.
+    pub fn phase(&self) -> watch::Sender<Phase> {
+        self.phase.clone()
     }
 
     /// Close every connection now.
     pub fn shutdown(&self) {
-        for h in &self.handles {
-            h.shutdown();
-        }
+        self.phase.send_replace(Phase::Close);
     }
 
     /// Wait until every thread has stopped serving; the first error, if
@@ -163,7 +232,139 @@ impl Workers {
     }
 }
 
+/// What one serving thread owns.
+struct Thread {
+    listener: std::net::TcpListener,
+    /// Connections other threads handed to this one.
+    inbox: chan::UnboundedReceiver<Handed>,
+    ctx: Ctx,
+}
+
+/// What one serving thread reads while it serves.
+struct Ctx {
+    me: usize,
+    spread: Arc<Spread>,
+    app: Router,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Thread {
+    async fn serve(self) -> io::Result<()> {
+        let Thread {
+            listener: std_listener,
+            mut inbox,
+            ctx,
+        } = self;
+        let listener = TcpListener::from_std(std_listener)?;
+        let mut phase = ctx.phase.clone();
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = phase.wait_for(|p| *p != Phase::Serve) => break,
+                Some(h) = inbox.recv() => match TcpStream::from_std(h.stream) {
+                    Ok(stream) => ctx.connection(&mut conns, stream, h.open),
+                    Err(e) => tracing::warn!(error = %e, "a handed-over connection was lost"),
+                },
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => ctx.place(&mut conns, stream),
+                    Err(e) if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) => {}
+                    // Out of descriptors or memory: wait rather than spin,
+                    // and never end the proxy for it.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+        // Connections still queued are refused once every thread has let
+        // go of the listening socket; those handed over are closed.
+        drop(listener);
+        inbox.close();
+        while inbox.try_recv().is_ok() {}
+        tokio::select! {
+            _ = async { while conns.join_next().await.is_some() {} } => {}
+            _ = phase.wait_for(|p| *p == Phase::Close) => conns.shutdown().await,
+        }
+        Ok(())
+    }
+}
+
+impl Ctx {
+    /// Serve `stream` here or hand it to a thread with fewer connections.
+    fn place(&self, conns: &mut JoinSet<()>, stream: TcpStream) {
+        let (to, open) = self.spread.take(self.me);
+        if to == self.me {
+            return self.connection(conns, stream, open);
+        }
+        match stream.into_std() {
+            // Refused only by a thread that is draining: the proxy is
+            // stopping, and the connection closes with `open` dropped.
+            Ok(stream) => _ = self.spread.to[to].send(Handed { stream, open }),
+            Err(e) => tracing::warn!(error = %e, "could not hand a connection over"),
+        }
+    }
+
+    fn connection(&self, conns: &mut JoinSet<()>, stream: TcpStream, open: Open) {
+        debug_assert_eq!(open.thread, self.me, "served where it is not counted");
+        // Our answers go out whole, in one write each.
+        let _ = stream.set_nodelay(true);
+        let http = self.http.clone();
+        let service = TowerToHyperService::new(self.app.clone());
+        let mut phase = self.phase.clone();
+        conns.spawn(async move {
+            let _open = open;
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = phase.wait_for(|p| *p != Phase::Serve) => {}
+            }
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn => {}
+                _ = phase.wait_for(|p| *p == Phase::Close) => {}
+            }
+        });
+    }
+}
+
 /// The default number of serving threads: one per core.
 pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spread(n: usize) -> Spread {
+        Spread {
+            open: (0..n).map(|_| Gauge::default()).collect(),
+            to: (0..n).map(|_| chan::unbounded_channel().0).collect(),
+        }
+    }
+
+    #[test]
+    fn a_connection_goes_to_the_thread_with_the_fewest() {
+        let s = spread(3);
+        // Thread 0 wins every accept; it keeps a connection only while
+        // it serves no more than the others.
+        let held: Vec<(usize, Open)> = (0..6).map(|_| s.take(0)).collect();
+        let to: Vec<usize> = held.iter().map(|(t, _)| *t).collect();
+        assert_eq!(to, [0, 1, 2, 0, 1, 2]);
+        assert_eq!(s.open.iter().map(Gauge::get).collect::<Vec<_>>(), [2, 2, 2]);
+        // Connections that end are no longer counted.
+        drop(held);
+        assert_eq!(s.open.iter().map(Gauge::get).collect::<Vec<_>>(), [0, 0, 0]);
+        let (a, _a) = s.take(2);
+        let (b, _b) = s.take(2);
+        assert_eq!((a, b), (2, 0));
+    }
 }

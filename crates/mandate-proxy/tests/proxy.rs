@@ -1012,3 +1012,132 @@ async fn serving_threads_end_when_the_proxy_stops() {
     w.proxy.take().unwrap().stop().await;
     assert_eq!(serving(), 0, "serving threads outlived the proxy");
 }
+
+/// One keep-alive request on a raw connection; the answer's body.
+async fn keep_alive_get(
+    conn: &mut tokio::net::TcpStream,
+    path: &str,
+    bearer: Option<&str>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let auth = bearer.map_or(String::new(), |b| format!("authorization: Bearer {b}\r\n"));
+    let req = format!("GET {path} HTTP/1.1\r\nhost: proxy\r\n{auth}\r\n");
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed mid-answer");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a sized answer");
+        if body.len() >= len {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            return body.to_owned();
+        }
+    }
+}
+
+fn open_per_thread(metrics: &str) -> Vec<u64> {
+    let mut open: Vec<(usize, u64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("mandate_proxy_connections_open{thread=\"")?;
+            let (thread, n) = rest.split_once("\"} ")?;
+            Some((thread.parse().ok()?, n.trim().parse().ok()?))
+        })
+        .collect();
+    open.sort();
+    open.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Connections are spread evenly over the serving threads, whichever
+/// thread wins the accept, and counted until they close.
+#[tokio::test]
+async fn connections_are_spread_over_the_serving_threads() {
+    let mut w = World::new().await;
+    w.proxy.take().unwrap().stop().await;
+    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
+    cfg.worker_threads = Some(3);
+    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    let addr = p.addr();
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        keep_alive_get(&mut c, "/healthz", None).await;
+        conns.push(c);
+    }
+    let text = keep_alive_get(&mut conns[0], "/metrics", Some(support::METRICS_TOKEN)).await;
+    assert_eq!(open_per_thread(&text), [3, 3, 3], "{text}");
+    // Closed connections are no longer counted.
+    conns.truncate(1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = keep_alive_get(&mut conns[0], "/metrics", Some(support::METRICS_TOKEN)).await;
+        let open = open_per_thread(&text);
+        if open.iter().sum::<u64>() == 1 {
+            assert_eq!(open.len(), 3, "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted: {open:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(conns);
+    p.stop().await;
+}
+
+/// A graceful stop (SIGTERM, Ctrl-C) takes no new connection but lets the
+/// call in flight finish and reach the agent.
+#[tokio::test]
+async fn a_graceful_stop_finishes_the_call_in_flight() {
+    let mut w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let addr = w.proxy.as_ref().unwrap().addr();
+    let call = tokio::spawn(
+        reqwest::Client::new()
+            .get(w.url("/echo/items/slow"))
+            .bearer_auth(&token)
+            .send(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !w
+        .up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|s| s.uri.ends_with("/slow"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stop = tokio::spawn(w.proxy.take().unwrap().stop());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "a stopping proxy still takes connections"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = call.await.unwrap().expect("the call in flight is answered");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("/items/slow"));
+    stop.await.unwrap();
+}
