@@ -11,6 +11,9 @@ upstream, so each row differs only in what sits between client and upstream:
 
   direct        GET :18081/items/1                  (no proxy)
   nginx-proxy   GET :18080/items/1                  (static header, no auth)
+  hyper-passthrough GET :8500/items/1            (static header, no auth: the
+                bare tokio/hyper stack Mandate's proxy is built on,
+                `cargo build --release -p mandate-proxy --example passthrough`)
   mandate-proxy GET :8400/items/items/1  Bearer AT  (JWT check against the JWKS,
                 revocation set, route -> action, Cedar decision, secret
                 injection, echo redaction, tool.invoked audit shipped to the
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_mandate import ADDR, BIN, ISS, ROOT, SHARED, loadgen, rss_mb, start  # noqa: E402
 
 PROXY = "http://127.0.0.1:8400"
+PASSTHROUGH = "http://127.0.0.1:8500"
 UPSTREAM = "http://127.0.0.1:18081"
 NGINX = "http://127.0.0.1:18080"
 
@@ -130,6 +134,21 @@ spool_dir = "{work / 'spool'}"
     raise SystemExit("proxy did not become ready; see " + str(work / "proxy.out"))
 
 
+def start_passthrough(work: Path):
+    exe = ROOT / "target/release/examples/passthrough"
+    if not exe.exists():
+        raise SystemExit(f"{exe} is missing: cargo build --release -p mandate-proxy --example passthrough")
+    p = subprocess.Popen([str(exe), "127.0.0.1:8500", UPSTREAM], stdout=open(work / "passthrough.out", "w"),
+                         stderr=subprocess.STDOUT)
+    for _ in range(50):
+        try:
+            if requests.get(PASSTHROUGH + "/items/1", timeout=1).ok:
+                return p
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise SystemExit("passthrough did not start; see " + str(work / "passthrough.out"))
+
+
 def cpu_ticks(pid: int) -> int:
     f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(f[11]) + int(f[12])
@@ -157,8 +176,10 @@ def main():
     ngx_pid = start_nginx(work)
     os.environ["MANDATE_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
     broker, root = start(work, Path(a.jwt_dir))
-    proxy = None
+    proxy = passthrough = None
     try:
+        if "hyper-passthrough" in a.peers:
+            passthrough = start_passthrough(work)
         tokens = seed(root, jwt, a.tokens, a.one_task)
         (work / "tokens.txt").write_text("\n".join(tokens) + "\n")
         proxy = start_proxy(work, root, a.proxy_workers)
@@ -168,6 +189,7 @@ def main():
         targets = {
             "direct": ["--url", UPSTREAM + "/items/1"],
             "nginx-proxy": ["--url", NGINX + "/items/1"],
+            "hyper-passthrough": ["--url", PASSTHROUGH + "/items/1"] + (["--pid", str(passthrough.pid)] if passthrough else []),
             "mandate-proxy": ["--url", PROXY + "/items/items/1", "--tokens-file", str(work / "tokens.txt"),
                               "--token-header", "Authorization", "--token-prefix", "Bearer ",
                               "--pid", str(proxy.pid)],
@@ -195,7 +217,7 @@ def main():
         env = dict(os.environ, MANDATE_ADDR=ADDR, MANDATE_TOKEN=root)
         subprocess.run([str(BIN), "audit", "verify"], env=env, check=True)
     finally:
-        for p in (proxy, broker):
+        for p in (proxy, broker, passthrough):
             if p:
                 p.send_signal(signal.SIGINT)
                 try:
