@@ -65,6 +65,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   max_body_bytes = 10485760          largest request body forwarded
   header_read_timeout_secs = 30      close connections slow to send headers, or idle that long
   worker_threads = 2                 threads serving requests (default: one per core)
+  max_connections = 10000            agent connections at once; more wait in the listen queue
   metrics_token_file = \"scrape.token\"  bearer token a Prometheus scraper presents for /metrics
   unauthenticated_metrics_access = false  or serve /metrics to anyone (not with a token file)
 

@@ -65,6 +65,11 @@ pub struct ProxyConfig {
     /// own upstream connection pool; by default one per core. Fewer than
     /// the cores when the proxy shares its host.
     pub worker_threads: Option<usize>,
+    /// Agent connections served at once, over all threads; past it the
+    /// proxy stops accepting and new connections wait in the listen queue
+    /// (as HAProxy's `maxconn`), so a flood cannot exhaust descriptors or
+    /// memory. Keep it under the process's open-file limit.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -86,6 +91,7 @@ impl Default for ProxyConfig {
             max_body_bytes: 10 * 1024 * 1024,
             header_read_timeout_secs: 30,
             worker_threads: None,
+            max_connections: 10_000,
             metrics_token_file: None,
             metrics_token: None,
             unauthenticated_metrics_access: false,
@@ -207,6 +213,9 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_WORKER_THREADS") {
             self.worker_threads = Some(num("MANDATE_PROXY_WORKER_THREADS", &v)?);
         }
+        if let Some(v) = env("MANDATE_PROXY_MAX_CONNECTIONS") {
+            self.max_connections = num("MANDATE_PROXY_MAX_CONNECTIONS", &v)?;
+        }
         if let Some(v) = env("MANDATE_PROXY_MAX_BODY_BYTES") {
             self.max_body_bytes = num("MANDATE_PROXY_MAX_BODY_BYTES", &v)?;
         }
@@ -285,6 +294,12 @@ impl ProxyConfig {
             return Err(ProxyError::config(
                 "worker_threads",
                 "must be between 1 and 1024",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ProxyError::config(
+                "max_connections",
+                "must be between 1 and 1000000",
             ));
         }
         if self.spool_dir.as_os_str().is_empty() {
@@ -474,6 +489,7 @@ mod tests {
             ("upstream_timeout_secs = 0", "upstream_timeout_secs"),
             ("max_body_bytes = 0", "max_body_bytes"),
             ("worker_threads = 0", "worker_threads"),
+            ("max_connections = 0", "max_connections"),
             ("public_url = \"ftp://proxy\"", "public_url"),
             ("broker = \"ftp://x\"", "broker"),
             ("broker = \"https://\"", "broker"),
@@ -492,9 +508,11 @@ mod tests {
                 ("MANDATE_PROXY_LISTEN", "127.0.0.1:0"),
                 ("MANDATE_PROXY_BROKER", "https://broker.example/"),
                 ("MANDATE_PROXY_WORKER_THREADS", "1"),
+                ("MANDATE_PROXY_MAX_CONNECTIONS", "64"),
             ],
         )
         .unwrap();
+        assert_eq!(c.max_connections, 64);
         assert_eq!(c.staleness_secs, 20);
         assert_eq!(c.environment, Some(Environment::Staging));
         assert_eq!(c.listen.port(), 0);
@@ -506,6 +524,7 @@ mod tests {
             ("MANDATE_PROXY_ENVIRONMENT", "prod"),
             ("MANDATE_PROXY_AUDIT_BATCH_MAX", "-1"),
             ("MANDATE_PROXY_WORKER_THREADS", "many"),
+            ("MANDATE_PROXY_MAX_CONNECTIONS", "lots"),
         ] {
             let e = load("", &[("MANDATE_PROXY_TOKEN", "t"), (var, val)]).unwrap_err();
             assert_eq!(key_of(e), var);

@@ -119,6 +119,7 @@ impl Proxy {
             source,
         })?;
         let header_timeout = Duration::from_secs(config.header_read_timeout_secs);
+        let max_connections = config.max_connections;
         let st = Arc::new(State::new(config, broker, metrics, pipeline.log.clone()));
         let background = vec![
             tokio::spawn(catalog_loop(st.clone())),
@@ -129,17 +130,23 @@ impl Proxy {
         let listener = listener
             .into_std()
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let workers =
-            match workers::Workers::start(listener, upstreams, st, header_timeout, stop.clone()) {
-                Ok(w) => w,
-                Err(source) => {
-                    for b in &background {
-                        b.abort();
-                    }
-                    pipeline.stop(Duration::ZERO).await;
-                    return Err(ProxyError::Bind { addr, source });
+        let workers = match workers::Workers::start(
+            listener,
+            upstreams,
+            st,
+            header_timeout,
+            max_connections,
+            stop.clone(),
+        ) {
+            Ok(w) => w,
+            Err(source) => {
+                for b in &background {
+                    b.abort();
                 }
-            };
+                pipeline.stop(Duration::ZERO).await;
+                return Err(ProxyError::Bind { addr, source });
+            }
+        };
         tracing::info!(%addr, threads, "mandate proxy listening");
         Ok(RunningProxy {
             addr,

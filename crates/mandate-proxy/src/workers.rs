@@ -30,11 +30,12 @@ use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc as chan, oneshot, watch};
+use tokio::sync::{Notify, mpsc as chan, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// What the serving threads are asked to do.
@@ -53,6 +54,12 @@ pub enum Phase {
 struct Spread {
     open: Vec<Gauge>,
     to: Vec<chan::UnboundedSender<Handed>>,
+    /// `max_connections`: past it no thread accepts.
+    max: usize,
+    /// Raised when a connection closes, for threads waiting at the limit.
+    freed: Notify,
+    /// Whether the limit was reached and said so in the log.
+    at_limit: AtomicBool,
 }
 
 /// A connection on its way to another thread; counted there already.
@@ -64,19 +71,41 @@ struct Handed {
 /// One connection counted against `thread` until dropped.
 struct Open {
     thread: usize,
-    gauge: Gauge,
+    spread: Arc<Spread>,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.gauge.dec();
+        self.spread.open[self.thread].dec();
+        self.spread.freed.notify_waiters();
     }
 }
 
 impl Spread {
+    /// Is `max_connections` reached? Said once in the log each time it is.
+    fn is_full(&self) -> bool {
+        let open: i64 = self.open.iter().map(Gauge::get).sum();
+        let full = open >= self.max as i64;
+        if full && !self.at_limit.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                max_connections = self.max,
+                "connection limit reached: new connections wait in the listen queue"
+            );
+        } else if !full && self.at_limit.load(Ordering::Relaxed) {
+            self.at_limit.store(false, Ordering::Relaxed);
+        }
+        full
+    }
+
+    /// Until a connection closes (or a while: a wake-up may be missed
+    /// between the count and the wait).
+    async fn freed(&self) {
+        let _ = tokio::time::timeout(Duration::from_millis(50), self.freed.notified()).await;
+    }
+
     /// The thread to serve a connection accepted by thread `me`: `me`
     /// unless another serves fewer connections. Counted from now on.
-    fn take(&self, me: usize) -> (usize, Open) {
+    fn take(self: &Arc<Self>, me: usize) -> (usize, Open) {
         let counts = self.open.iter().map(Gauge::get);
         let (least, fewest) = counts
             .enumerate()
@@ -87,9 +116,9 @@ impl Spread {
         } else {
             least
         };
-        let gauge = self.open[to].clone();
-        gauge.inc();
-        (to, Open { thread: to, gauge })
+        self.open[to].inc();
+        let spread = self.clone();
+        (to, Open { thread: to, spread })
     }
 }
 
@@ -113,6 +142,7 @@ impl Workers {
         upstreams: Vec<Upstream>,
         st: Arc<State>,
         header_timeout: Duration,
+        max_connections: usize,
         stop: watch::Sender<bool>,
     ) -> io::Result<Workers> {
         let n = upstreams.len();
@@ -131,7 +161,13 @@ impl Workers {
         let open = (0..n)
             .map(|i| st.metrics.connections_open(&i.to_string()))
             .collect();
-        let spread = Arc::new(Spread { open, to });
+        let spread = Arc::new(Spread {
+            open,
+            to,
+            max: max_connections,
+            freed: Notify::new(),
+            at_limit: AtomicBool::new(false),
+        });
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Slow or idle agent connections are closed (slowloris).
         http.http1()
@@ -260,6 +296,7 @@ impl Thread {
         let mut phase = ctx.phase.clone();
         let mut conns = JoinSet::new();
         loop {
+            let full = ctx.spread.is_full();
             tokio::select! {
                 biased;
                 _ = phase.wait_for(|p| *p != Phase::Serve) => break,
@@ -267,7 +304,8 @@ impl Thread {
                     Ok(stream) => ctx.connection(&mut conns, stream, h.open),
                     Err(e) => tracing::warn!(error = %e, "a handed-over connection was lost"),
                 },
-                accepted = listener.accept() => match accepted {
+                _ = ctx.spread.freed(), if full => {}
+                accepted = listener.accept(), if !full => match accepted {
                     Ok((stream, _)) => ctx.place(&mut conns, stream),
                     Err(e) if matches!(
                         e.kind(),
@@ -344,16 +382,19 @@ pub fn default_count() -> usize {
 mod tests {
     use super::*;
 
-    fn spread(n: usize) -> Spread {
-        Spread {
+    fn spread(n: usize, max: usize) -> Arc<Spread> {
+        Arc::new(Spread {
             open: (0..n).map(|_| Gauge::default()).collect(),
             to: (0..n).map(|_| chan::unbounded_channel().0).collect(),
-        }
+            max,
+            freed: Notify::new(),
+            at_limit: AtomicBool::new(false),
+        })
     }
 
     #[test]
     fn a_connection_goes_to_the_thread_with_the_fewest() {
-        let s = spread(3);
+        let s = spread(3, 100);
         // Thread 0 wins every accept; it keeps a connection only while
         // it serves no more than the others.
         let held: Vec<(usize, Open)> = (0..6).map(|_| s.take(0)).collect();
@@ -366,5 +407,30 @@ mod tests {
         let (a, _a) = s.take(2);
         let (b, _b) = s.take(2);
         assert_eq!((a, b), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn the_limit_counts_every_thread_and_a_closed_connection_frees_it() {
+        let s = spread(2, 3);
+        let (_, a) = s.take(0);
+        let (_, b) = s.take(1);
+        assert!(!s.is_full());
+        let (_, c) = s.take(0);
+        assert!(s.is_full(), "3 of 3 across two threads");
+        drop((a, b));
+        let waiting = tokio::spawn({
+            let s = s.clone();
+            async move {
+                let n = s.freed.notified();
+                drop(c);
+                n.await;
+                s.is_full()
+            }
+        });
+        let still_full = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a closed connection wakes a waiting thread")
+            .unwrap();
+        assert!(!still_full);
     }
 }

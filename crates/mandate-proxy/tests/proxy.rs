@@ -1141,3 +1141,40 @@ async fn a_graceful_stop_finishes_the_call_in_flight() {
     assert!(r.text().await.unwrap().contains("/items/slow"));
     stop.await.unwrap();
 }
+
+/// Past `max_connections` the proxy accepts nothing more: a new connection
+/// waits in the listen queue and is served once another closes.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut w = World::new().await;
+    w.proxy.take().unwrap().stop().await;
+    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
+    cfg.worker_threads = Some(2);
+    cfg.max_connections = 2;
+    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    let addr = p.addr();
+    let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut a, "/healthz", None).await;
+    let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    keep_alive_get(&mut b, "/healthz", None).await;
+    // The kernel completes the handshake; nobody reads the request.
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served past max_connections");
+    let text = keep_alive_get(&mut a, "/metrics", Some(support::METRICS_TOKEN)).await;
+    assert_eq!(open_per_thread(&text).iter().sum::<u64>(), 2, "{text}");
+    drop(b);
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    drop((a, third));
+    p.stop().await;
+}
