@@ -39,9 +39,17 @@ impl BrokerError {
 #[derive(Debug, Clone, Deserialize)]
 pub struct CatalogDoc {
     pub issuer: String,
+    /// [`mandate_core::PROXY_PROTOCOL`] of the broker; brokers from before
+    /// the number existed speak 1.
+    #[serde(default = "first_protocol")]
+    pub proxy_protocol: u32,
     pub tools: Vec<Tool>,
     pub secrets: Vec<SecretMeta>,
     pub policy: PolicyDoc,
+}
+
+fn first_protocol() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -96,6 +96,20 @@ impl Credential {
 pub struct Catalog {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     credentials: RwLock<HashMap<String, Arc<Credential>>>,
+    /// Why the last refresh failed, for `/readyz`.
+    error: RwLock<Option<String>>,
+}
+
+/// Can this proxy work beside a broker of `protocol`? Its records would
+/// be refused by an older broker's audit endpoint and pile up unshipped.
+pub fn check_protocol(protocol: u32) -> Result<(), String> {
+    let needs = mandate_core::PROXY_PROTOCOL;
+    if protocol < needs {
+        return Err(format!(
+            "the broker speaks proxy protocol {protocol} and this proxy needs {needs}: upgrade the broker first"
+        ));
+    }
+    Ok(())
 }
 
 impl Catalog {
@@ -118,7 +132,23 @@ impl Catalog {
     /// only when its hash changes; a policy that fails to build keeps the
     /// previous one (or leaves none, and the proxy not ready).
     pub async fn refresh(&self, broker: &Broker, issuer: &str) -> Result<(), String> {
+        let r = self.load(broker, issuer).await;
+        *self.error.write().unwrap_or_else(|p| p.into_inner()) = r.as_ref().err().cloned();
+        r
+    }
+
+    /// Why the last refresh failed, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.error.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    async fn load(&self, broker: &Broker, issuer: &str) -> Result<(), String> {
         let doc = broker.catalog().await.map_err(|e| e.to_string())?;
+        if let Err(e) = check_protocol(doc.proxy_protocol) {
+            // Serve nothing rather than calls whose audit cannot land.
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
+            return Err(e);
+        }
         if doc.issuer != issuer {
             return Err(format!(
                 "catalog issuer `{}` is not the broker's issuer `{issuer}`",
@@ -210,6 +240,24 @@ async fn build_policy(doc: &CatalogDoc) -> Result<PolicySet, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broker_older_than_the_proxy_is_refused_by_name() {
+        let doc = r#"{"issuer": "https://b", "tools": [], "secrets": [],
+                      "policy": {"hash": "h", "schema": "", "policies": []}}"#;
+        let old: CatalogDoc = serde_json::from_str(doc).unwrap();
+        assert_eq!(
+            old.proxy_protocol, 1,
+            "a broker without the number speaks 1"
+        );
+        let e = check_protocol(old.proxy_protocol).unwrap_err();
+        assert!(
+            e.contains("proxy protocol 1") && e.contains("upgrade the broker"),
+            "{e}"
+        );
+        check_protocol(mandate_core::PROXY_PROTOCOL).unwrap();
+        check_protocol(mandate_core::PROXY_PROTOCOL + 1).unwrap();
+    }
 
     #[test]
     fn credentials_are_placed_per_injection_and_never_debug_printed() {

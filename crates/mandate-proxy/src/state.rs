@@ -72,7 +72,10 @@ impl State {
             return Err("the broker's signing keys (JWKS) are not loaded".into());
         }
         if self.catalog.snapshot().is_none() {
-            return Err("the broker's catalog and policy are not loaded".into());
+            return Err(match self.catalog.error() {
+                Some(e) => format!("the broker's catalog and policy are not loaded: {e}"),
+                None => "the broker's catalog and policy are not loaded".into(),
+            });
         }
         if !self
             .revocations
