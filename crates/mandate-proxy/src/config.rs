@@ -48,8 +48,9 @@ pub struct ProxyConfig {
     pub upstream_timeout_secs: u64,
     /// Largest request body forwarded, bytes.
     pub max_body_bytes: usize,
-    /// Seconds an agent has to send a request's headers; an idle keep-alive
-    /// connection is closed after as long (slowloris).
+    /// Seconds an agent has to send a request's headers; a connection idle
+    /// that long is closed (slowloris): HTTP/1 between requests, HTTP/2
+    /// after its last answer, and one that has sent nothing at all.
     pub header_read_timeout_secs: u64,
     /// File holding the bearer token a Prometheus scraper presents for
     /// `/metrics` (or `MANDATE_PROXY_METRICS_TOKEN`).

@@ -32,6 +32,7 @@ mod facts;
 mod feed;
 mod forward;
 mod handle;
+mod idle;
 mod metrics;
 mod overrides;
 mod redact;

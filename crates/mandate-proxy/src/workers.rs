@@ -22,12 +22,17 @@
 
 use crate::forward::Upstream;
 use crate::handle::{Serving, router};
+use crate::idle::{Seen, Tracked};
 use crate::state::State;
 use axum::Router;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::metrics::gauge::Gauge;
+use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -191,6 +196,7 @@ impl Workers {
                     }),
                     http: http.clone(),
                     phase: w.phase.subscribe(),
+                    idle: header_timeout,
                 },
             };
             if let Err(e) = w.spawn(format!("proxy-{port}-{i}"), thread) {
@@ -283,6 +289,8 @@ struct Ctx {
     app: Router,
     http: Arc<auto::Builder<TokioExecutor>>,
     phase: watch::Receiver<Phase>,
+    /// How long a connection may sit idle ([`crate::idle`]).
+    idle: Duration,
 }
 
 impl Thread {
@@ -354,20 +362,37 @@ impl Ctx {
         // Our answers go out whole, in one write each.
         let _ = stream.set_nodelay(true);
         let http = self.http.clone();
-        let service = TowerToHyperService::new(self.app.clone());
+        let seen = Seen::new();
+        let app = TowerToHyperService::new(self.app.clone());
+        let on_request = seen.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let busy = on_request.request(req.version());
+            let answer = app.call(req);
+            async move { Ok::<_, Infallible>(answer.await?.map(|body| Tracked { body, _busy: busy })) }
+        });
         let mut phase = self.phase.clone();
+        let idle = self.idle;
         conns.spawn(async move {
             let _open = open;
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            tokio::select! {
+            // A peer closed for idleness gets as long again to go; one that
+            // never answers HTTP/2's shutdown ping would otherwise stay.
+            let grace = tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = phase.wait_for(|p| *p != Phase::Serve) => {}
-            }
+                _ = phase.wait_for(|p| *p != Phase::Serve) => None,
+                _ = seen.idle(idle) => Some(idle),
+            };
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 _ = conn => {}
                 _ = phase.wait_for(|p| *p == Phase::Close) => {}
+                _ = async {
+                    match grace {
+                        Some(g) => tokio::time::sleep(g).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         });
     }

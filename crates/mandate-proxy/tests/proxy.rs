@@ -986,6 +986,41 @@ async fn slow_and_idle_agent_connections_are_closed() {
         assert!(closed.is_ok(), "connection kept open: {request:?}");
         assert!(start.elapsed() >= Duration::from_millis(900));
     }
+    // Silent from the start (HTTP/1 or 2 undecided), and HTTP/2 that says
+    // hello and nothing more, not even acknowledging the shutdown ping:
+    // closed after the idle second and a second's grace.
+    let h2_hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+    for (what, hello) in [("silent", &b""[..]), ("HTTP/2 hello", &h2_hello[..])] {
+        let mut c = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+        c.write_all(hello).await.unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(n) = c.read(&mut buf).await
+                && n > 0
+            {}
+        })
+        .await;
+        assert!(closed.is_ok(), "{what} connection kept open");
+        assert!(start.elapsed() >= Duration::from_millis(900), "{what}");
+    }
+    // HTTP/2 after an answer: idle from the end of it, then told to go.
+    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(p.addr()).await.unwrap());
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/healthz", p.addr()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answered = send.send_request(req).await.unwrap();
+    assert_eq!(answered.status(), http::StatusCode::OK);
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
+    assert!(ended.is_ok(), "an idle HTTP/2 connection kept open");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    p.stop().await;
 }
 
 /// The serving threads (one per core by default) end, runtimes and all,
