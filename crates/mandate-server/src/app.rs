@@ -3,6 +3,7 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::federation::Federation;
+use crate::first_bytes::FirstBytes;
 use crate::keeper::Keeper;
 use crate::tokens::TokenCache;
 use anyhow::Context;
@@ -305,12 +306,16 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
                         .with_context(|| {
                             format!("loading TLS certificate {}", t.cert_file.display())
                         })?;
-                let mut server = axum_server::from_tcp_rustls(listener, cfg).handle(handle);
+                let mut server = axum_server::from_tcp_rustls(listener, cfg)
+                    .handle(handle)
+                    .map(|tls| FirstBytes::new(tls, header_timeout));
                 limit_slow_clients(server.http_builder(), header_timeout);
                 server.serve(svc).await?
             }
             None => {
-                let mut server = axum_server::from_tcp(listener).handle(handle);
+                let mut server = axum_server::from_tcp(listener)
+                    .handle(handle)
+                    .map(|tcp| FirstBytes::new(tcp, header_timeout));
                 limit_slow_clients(server.http_builder(), header_timeout);
                 server.serve(svc).await?
             }
@@ -330,7 +335,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
 
 /// Close connections that take longer than `timeout` to send a request's
 /// headers, or sit idle that long between requests (hyper's header timer
-/// covers both), so slow or silent connections cannot pile up (slowloris).
+/// covers both; [`FirstBytes`] the time before the first byte), so slow or
+/// silent connections cannot pile up (slowloris).
 fn limit_slow_clients(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     timeout: std::time::Duration,

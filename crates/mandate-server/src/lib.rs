@@ -9,6 +9,7 @@ mod directory;
 mod error;
 mod extract;
 mod federation;
+mod first_bytes;
 mod forwarded;
 mod keeper;
 mod metrics;

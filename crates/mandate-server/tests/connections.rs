@@ -43,6 +43,13 @@ async fn slow_and_idle_connections_are_closed_but_streams_are_not() {
         .expect("a connection sending headers slowly was kept open");
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
+    // A connection that never says anything (HTTP/1 or 2 still undecided).
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let (took, _) = until_closed(&mut silent, Duration::from_secs(10))
+        .await
+        .expect("a silent connection was kept open");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
     // A keep-alive connection that goes quiet after one request.
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -16,6 +16,7 @@ async fn serves_https_with_the_configured_certificate() {
             cert_file: cert_file.clone(),
             key_file: key_file.clone(),
         });
+        c.header_read_timeout_secs = 1;
     })
     .await;
     assert!(s.base.starts_with("https://"), "{}", s.base);
@@ -37,4 +38,31 @@ async fn serves_https_with_the_configured_certificate() {
         reqwest::get(format!("{plain}/healthz")).await.is_err(),
         "plain HTTP must not be served"
     );
+
+    // A client that finishes the handshake and then says nothing is closed
+    // after the header timeout, like a silent plain connection.
+    use tokio::io::AsyncReadExt;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let addr = s.base.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut quiet = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake completes");
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Ok(n) = quiet.read(&mut buf).await
+            && n > 0
+        {}
+    })
+    .await;
+    assert!(closed.is_ok(), "a silent TLS connection was kept open");
+    assert!(start.elapsed() >= std::time::Duration::from_millis(900));
 }
