@@ -58,13 +58,19 @@ def start_nginx(work: Path) -> Path:
     (ngx / "body.txt").write_text("x" * 1024)
     conf = (SHARED / "nginx/nginx.conf").read_text()
     subprocess.run(["nginx", "-c", str(SHARED / "nginx/nginx.conf"), "-p", str(ngx)], check=True)
-    for _ in range(50):
+    wait_ok(UPSTREAM + "/items/1", "nginx did not start: " + conf[:80])
+    return ngx / "nginx.pid"
+
+
+def wait_ok(url: str, failure: str, tries: int = 50):
+    for _ in range(tries):
         try:
-            if requests.get(UPSTREAM + "/items/1", timeout=1).ok:
-                return ngx / "nginx.pid"
+            if requests.get(url, timeout=1).ok:
+                return
         except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit("nginx did not start: " + conf[:80])
+            pass
+        time.sleep(0.1)
+    raise SystemExit(failure)
 
 
 def seed(root: str, jwt: str, n_tokens: int, one_task: bool = False) -> list[str]:
@@ -125,13 +131,8 @@ spool_dir = "{work / 'spool'}"
         env["MANDATE_PROXY_WORKER_THREADS"] = str(workers)
     p = subprocess.Popen([str(BIN), "proxy", "--config", str(work / "proxy.toml")],
                          stdout=out, stderr=out, env=env)
-    for _ in range(100):
-        try:
-            if requests.get(PROXY + "/readyz", timeout=1).ok:
-                return p
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit("proxy did not become ready; see " + str(work / "proxy.out"))
+    wait_ok(PROXY + "/readyz", "proxy did not become ready; see " + str(work / "proxy.out"), tries=100)
+    return p
 
 
 def start_passthrough(work: Path):
@@ -140,13 +141,8 @@ def start_passthrough(work: Path):
         raise SystemExit(f"{exe} is missing: cargo build --release -p mandate-proxy --example passthrough")
     p = subprocess.Popen([str(exe), "127.0.0.1:8500", UPSTREAM], stdout=open(work / "passthrough.out", "w"),
                          stderr=subprocess.STDOUT)
-    for _ in range(50):
-        try:
-            if requests.get(PASSTHROUGH + "/items/1", timeout=1).ok:
-                return p
-        except requests.RequestException:
-            time.sleep(0.1)
-    raise SystemExit("passthrough did not start; see " + str(work / "passthrough.out"))
+    wait_ok(PASSTHROUGH + "/items/1", "passthrough did not start; see " + str(work / "passthrough.out"))
+    return p
 
 
 def cpu_ticks(pid: int) -> int:

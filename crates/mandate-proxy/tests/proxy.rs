@@ -612,10 +612,7 @@ async fn a_stale_broker_makes_the_proxy_refuse_and_not_ready() {
     let mut w = World::new().await;
     let (_, token) = w.grant("echo", &["items:read"]).await;
     // A proxy whose staleness bound is 1 s, then the broker goes away.
-    w.proxy.take().unwrap().stop().await;
-    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
-    cfg.staleness_secs = 1;
-    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    let p = w.replace_proxy(|c| c.staleness_secs = 1).await;
     w.proxy_addr = format!("http://{}", p.addr());
     w.proxy = Some(p);
     w.wait_ready().await;
@@ -1101,10 +1098,7 @@ fn open_per_thread(metrics: &str) -> Vec<u64> {
 #[tokio::test]
 async fn connections_are_spread_over_the_serving_threads() {
     let mut w = World::new().await;
-    w.proxy.take().unwrap().stop().await;
-    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
-    cfg.worker_threads = Some(3);
-    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    let p = w.replace_proxy(|c| c.worker_threads = Some(3)).await;
     let addr = p.addr();
     let mut conns = Vec::new();
     for _ in 0..9 {
@@ -1183,11 +1177,12 @@ async fn a_graceful_stop_finishes_the_call_in_flight() {
 async fn connections_past_the_limit_wait_until_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut w = World::new().await;
-    w.proxy.take().unwrap().stop().await;
-    let mut cfg = support::config(&w.s.base, &w.proxy_token, w.spool.path(), 50);
-    cfg.worker_threads = Some(2);
-    cfg.max_connections = 2;
-    let p = mandate_proxy::Proxy::start(cfg).await.unwrap();
+    let p = w
+        .replace_proxy(|c| {
+            c.worker_threads = Some(2);
+            c.max_connections = 2;
+        })
+        .await;
     let addr = p.addr();
     let mut a = tokio::net::TcpStream::connect(addr).await.unwrap();
     keep_alive_get(&mut a, "/healthz", None).await;

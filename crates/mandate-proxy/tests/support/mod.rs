@@ -314,6 +314,17 @@ impl World {
         self.wait_ready().await;
     }
 
+    /// Stop the world's proxy and start one with `edit`ed settings, not
+    /// waiting for it to be ready.
+    pub async fn replace_proxy(&mut self, edit: impl FnOnce(&mut ProxyConfig)) -> RunningProxy {
+        if let Some(p) = self.proxy.take() {
+            p.stop().await;
+        }
+        let mut cfg = config(&self.s.base, &self.proxy_token, self.spool.path(), 50);
+        edit(&mut cfg);
+        Proxy::start(cfg).await.expect("proxy starts")
+    }
+
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
