@@ -35,6 +35,7 @@ pub struct Metrics {
     pub feed_lag: Gauge<f64, AtomicU64>,
     pub spool_backlog: Gauge,
     connections: Family<ThreadLabels, Gauge>,
+    pub connection_limit_reached: Counter,
 }
 
 impl Default for Metrics {
@@ -76,9 +77,16 @@ impl Default for Metrics {
             "Agent connections open, by serving thread",
             connections.clone(),
         );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times max_connections was reached and accepting stopped",
+            connection_limit_reached.clone(),
+        );
         Metrics {
             registry,
             connections,
+            connection_limit_reached,
             requests,
             decisions,
             upstream_latency,

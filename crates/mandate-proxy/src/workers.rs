@@ -31,6 +31,7 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::io;
@@ -65,6 +66,8 @@ struct Spread {
     freed: Notify,
     /// Whether the limit was reached and said so in the log.
     at_limit: AtomicBool,
+    /// `mandate_proxy_connection_limit_reached_total`.
+    reached: Counter,
 }
 
 /// A connection on its way to another thread; counted there already.
@@ -92,6 +95,7 @@ impl Spread {
         let open: i64 = self.open.iter().map(Gauge::get).sum();
         let full = open >= self.max as i64;
         if full && !self.at_limit.swap(true, Ordering::Relaxed) {
+            self.reached.inc();
             tracing::warn!(
                 max_connections = self.max,
                 "connection limit reached: new connections wait in the listen queue"
@@ -172,6 +176,7 @@ impl Workers {
             max: max_connections,
             freed: Notify::new(),
             at_limit: AtomicBool::new(false),
+            reached: st.metrics.connection_limit_reached.clone(),
         });
         let mut http = auto::Builder::new(TokioExecutor::new());
         // Slow or idle agent connections are closed (slowloris).
@@ -414,6 +419,7 @@ mod tests {
             max,
             freed: Notify::new(),
             at_limit: AtomicBool::new(false),
+            reached: Counter::default(),
         })
     }
 
@@ -442,6 +448,8 @@ mod tests {
         assert!(!s.is_full());
         let (_, c) = s.take(0);
         assert!(s.is_full(), "3 of 3 across two threads");
+        assert!(s.is_full());
+        assert_eq!(s.reached.get(), 1, "counted once per time it is reached");
         drop((a, b));
         let waiting = tokio::spawn({
             let s = s.clone();

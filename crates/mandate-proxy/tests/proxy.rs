@@ -1199,6 +1199,10 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert!(early.is_err(), "served past max_connections");
     let text = keep_alive_get(&mut a, "/metrics", Some(support::METRICS_TOKEN)).await;
     assert_eq!(open_per_thread(&text).iter().sum::<u64>(), 2, "{text}");
+    assert!(
+        text.contains("mandate_proxy_connection_limit_reached_total 1"),
+        "{text}"
+    );
     drop(b);
     let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
         .await
