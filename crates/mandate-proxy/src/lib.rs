@@ -32,7 +32,6 @@ mod facts;
 mod feed;
 mod forward;
 mod handle;
-mod idle;
 mod metrics;
 mod overrides;
 mod redact;

@@ -22,7 +22,6 @@
 
 use crate::forward::Upstream;
 use crate::handle::{Serving, router};
-use crate::idle::{Seen, Tracked};
 use crate::state::State;
 use axum::Router;
 use hyper::Request;
@@ -31,6 +30,7 @@ use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use mandate_conn::{Seen, Tracked};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
@@ -294,7 +294,7 @@ struct Ctx {
     app: Router,
     http: Arc<auto::Builder<TokioExecutor>>,
     phase: watch::Receiver<Phase>,
-    /// How long a connection may sit idle ([`crate::idle`]).
+    /// How long a connection may sit idle ([`mandate_conn`]).
     idle: Duration,
 }
 

@@ -3,7 +3,7 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::federation::Federation;
-use crate::first_bytes::FirstBytes;
+use crate::idle::IdleClose;
 use crate::keeper::Keeper;
 use crate::tokens::TokenCache;
 use anyhow::Context;
@@ -308,14 +308,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
                         })?;
                 let mut server = axum_server::from_tcp_rustls(listener, cfg)
                     .handle(handle)
-                    .map(|tls| FirstBytes::new(tls, header_timeout));
+                    .map(|tls| IdleClose::new(tls, header_timeout));
                 limit_slow_clients(server.http_builder(), header_timeout);
                 server.serve(svc).await?
             }
             None => {
                 let mut server = axum_server::from_tcp(listener)
                     .handle(handle)
-                    .map(|tcp| FirstBytes::new(tcp, header_timeout));
+                    .map(|tcp| IdleClose::new(tcp, header_timeout));
                 limit_slow_clients(server.http_builder(), header_timeout);
                 server.serve(svc).await?
             }
@@ -335,7 +335,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
 
 /// Close connections that take longer than `timeout` to send a request's
 /// headers, or sit idle that long between requests (hyper's header timer
-/// covers both; [`FirstBytes`] the time before the first byte), so slow or
+/// covers both; [`IdleClose`] the time before the first request and HTTP/2 between requests), so slow or
 /// silent connections cannot pile up (slowloris).
 fn limit_slow_clients(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,

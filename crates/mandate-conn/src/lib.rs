@@ -1,8 +1,11 @@
-//! Closing agent connections that sit idle. hyper times HTTP/1 itself (its
-//! header-read timer also runs between requests), but not a connection
-//! that has sent nothing yet (still undecided between HTTP/1 and HTTP/2)
-//! nor an HTTP/2 connection between requests. Left alone, silent
-//! connections would hold `max_connections` places for good.
+//! Closing connections that sit idle, for the broker and the proxy.
+//! hyper times HTTP/1 itself (its header-read timer also runs between
+//! requests), but not a connection that has sent nothing yet (hyper-util
+//! reads the first bytes to choose HTTP/1 or HTTP/2, with no timer) nor an
+//! HTTP/2 connection between requests. Left alone, silent connections
+//! would hold their place (a descriptor, a `max_connections` slot) for
+//! good (slowloris). [`Seen`] is told of each request and says when its
+//! connection has been idle long enough; each server closes it its own way.
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -55,7 +58,7 @@ impl Seen {
     }
 
     /// When the connection may count as idle; `None`: never by this timer.
-    fn due(&self, after: Duration) -> Option<Instant> {
+    pub fn due(&self, after: Duration) -> Option<Instant> {
         let last = self.last.load(Relaxed);
         if last == 0 {
             return Some(self.opened + after);
