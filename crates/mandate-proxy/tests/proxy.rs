@@ -1002,21 +1002,15 @@ async fn slow_and_idle_agent_connections_are_closed() {
         assert!(start.elapsed() >= Duration::from_millis(900), "{what}");
     }
     // HTTP/2 after an answer: idle from the end of it, then told to go.
-    let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(p.addr()).await.unwrap());
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    let driver = tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{}/healthz", p.addr()))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let answered = send.send_request(req).await.unwrap();
-    assert_eq!(answered.status(), http::StatusCode::OK);
-    let start = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
-    assert!(ended.is_ok(), "an idle HTTP/2 connection kept open");
-    assert!(start.elapsed() >= Duration::from_millis(900));
+    let addr = p.addr().to_string();
+    let took = mandate_testkit::http2::answer_then_wait_for_close(
+        &addr,
+        "/healthz",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an idle HTTP/2 connection kept open");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
     p.stop().await;
 }
 

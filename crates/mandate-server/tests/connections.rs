@@ -62,21 +62,14 @@ async fn slow_and_idle_connections_are_closed_but_streams_are_not() {
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
     // HTTP/2 (prior knowledge) that goes quiet after an answer.
-    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(&addr).await.unwrap());
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    let driver = tokio::spawn(conn);
-    let req = http::Request::get(format!("http://{addr}/healthz"))
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let answered = send.send_request(req).await.unwrap();
-    assert_eq!(answered.status(), http::StatusCode::OK);
-    let start = Instant::now();
-    let ended = tokio::time::timeout(Duration::from_secs(10), driver).await;
-    assert!(ended.is_ok(), "an idle HTTP/2 connection was kept open");
-    assert!(start.elapsed() >= Duration::from_millis(900));
+    let took = mandate_testkit::http2::answer_then_wait_for_close(
+        &addr,
+        "/healthz",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("an idle HTTP/2 connection was kept open");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
 
     // A revocation stream outlives the timeout: it keeps receiving.
     let mut stream = TcpStream::connect(&addr).await.unwrap();

@@ -2,6 +2,7 @@
 //! a temporary data dir, spoken to over HTTP exactly like a client would;
 //! a test workload-identity issuer with a JWKS file; agent key helpers.
 
+pub mod http2;
 pub mod postgres;
 
 use mandate_server::{Config, Started};
