@@ -96,8 +96,9 @@ impl Credential {
 pub struct Catalog {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     credentials: RwLock<HashMap<String, Arc<Credential>>>,
-    /// Why the last refresh failed, for `/readyz`.
-    error: RwLock<Option<String>>,
+    /// Why the broker cannot be served beside, for `/readyz` (which anyone
+    /// may read, so other refresh errors go only to the log).
+    refused: RwLock<Option<String>>,
 }
 
 /// Can this proxy work beside a broker of `protocol`? Its records would
@@ -120,6 +121,14 @@ impl Catalog {
             .clone()
     }
 
+    /// Why this proxy will not serve beside its broker, if it will not.
+    pub fn refused(&self) -> Option<String> {
+        self.refused
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn credential(&self, tool: &str) -> Option<Arc<Credential>> {
         self.credentials
             .read()
@@ -132,19 +141,10 @@ impl Catalog {
     /// only when its hash changes; a policy that fails to build keeps the
     /// previous one (or leaves none, and the proxy not ready).
     pub async fn refresh(&self, broker: &Broker, issuer: &str) -> Result<(), String> {
-        let r = self.load(broker, issuer).await;
-        *self.error.write().unwrap_or_else(|p| p.into_inner()) = r.as_ref().err().cloned();
-        r
-    }
-
-    /// Why the last refresh failed, if it did.
-    pub fn error(&self) -> Option<String> {
-        self.error.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    async fn load(&self, broker: &Broker, issuer: &str) -> Result<(), String> {
         let doc = broker.catalog().await.map_err(|e| e.to_string())?;
-        if let Err(e) = check_protocol(doc.proxy_protocol) {
+        let refused = check_protocol(doc.proxy_protocol).err();
+        *self.refused.write().unwrap_or_else(|p| p.into_inner()) = refused.clone();
+        if let Some(e) = refused {
             // Serve nothing rather than calls whose audit cannot land.
             *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = None;
             return Err(e);

@@ -72,7 +72,7 @@ impl State {
             return Err("the broker's signing keys (JWKS) are not loaded".into());
         }
         if self.catalog.snapshot().is_none() {
-            return Err(match self.catalog.error() {
+            return Err(match self.catalog.refused() {
                 Some(e) => format!("the broker's catalog and policy are not loaded: {e}"),
                 None => "the broker's catalog and policy are not loaded".into(),
             });
