@@ -335,8 +335,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
 
 /// Close connections that take longer than `timeout` to send a request's
 /// headers, or sit idle that long between requests (hyper's header timer
-/// covers both; [`IdleClose`] the time before the first request and HTTP/2 between requests), so slow or
-/// silent connections cannot pile up (slowloris).
+/// covers both for HTTP/1; [`IdleClose`] the wait for a first request and
+/// HTTP/2 between requests), so slow or silent connections cannot pile up
+/// (slowloris).
 fn limit_slow_clients(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     timeout: std::time::Duration,
