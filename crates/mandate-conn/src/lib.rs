@@ -5,7 +5,9 @@
 //! HTTP/2 connection between requests. Left alone, silent connections
 //! would hold their place (a descriptor, a `max_connections` slot) for
 //! good (slowloris). [`Seen`] is told of each request and says when its
-//! connection has been idle long enough; each server closes it its own way.
+//! connection has been idle long enough, and [`serve::connection`] closes it.
+
+pub mod serve;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};

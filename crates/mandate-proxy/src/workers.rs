@@ -24,16 +24,11 @@ use crate::forward::Upstream;
 use crate::handle::{Serving, router};
 use crate::state::State;
 use axum::Router;
-use hyper::Request;
-use hyper::body::Incoming;
-use hyper::service::Service as _;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use mandate_conn::{Seen, Tracked};
+pub use mandate_conn::serve::{self, Phase};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use std::convert::Infallible;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,16 +38,6 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc as chan, oneshot, watch};
 use tokio::task::JoinSet;
-
-/// What the serving threads are asked to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Serve,
-    /// Accept nothing new; finish the requests in flight, then close.
-    Drain,
-    /// Close every connection now.
-    Close,
-}
 
 /// Open connections per serving thread (also the
 /// `mandate_proxy_connections_open` gauges), and where to send a
@@ -178,12 +163,7 @@ impl Workers {
             at_limit: AtomicBool::new(false),
             reached: st.metrics.connection_limit_reached.clone(),
         });
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        // Slow or idle agent connections are closed (slowloris).
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout);
-        let http = Arc::new(http);
+        let http = Arc::new(serve::http(header_timeout));
         let listeners = (0..n)
             .map(|_| listener.try_clone())
             .collect::<io::Result<Vec<_>>>()?;
@@ -367,38 +347,12 @@ impl Ctx {
         // Our answers go out whole, in one write each.
         let _ = stream.set_nodelay(true);
         let http = self.http.clone();
-        let seen = Seen::new();
-        let app = TowerToHyperService::new(self.app.clone());
-        let on_request = seen.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let busy = on_request.request(req.version());
-            let answer = app.call(req);
-            async move { Ok::<_, Infallible>(answer.await?.map(|body| Tracked { body, _busy: busy })) }
-        });
-        let mut phase = self.phase.clone();
+        let app = self.app.clone();
+        let phase = self.phase.clone();
         let idle = self.idle;
         conns.spawn(async move {
             let _open = open;
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            // A peer closed for idleness gets as long again to go; one that
-            // never answers HTTP/2's shutdown ping would otherwise stay.
-            let grace = tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = phase.wait_for(|p| *p != Phase::Serve) => None,
-                _ = seen.idle(idle) => Some(idle),
-            };
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn => {}
-                _ = phase.wait_for(|p| *p == Phase::Close) => {}
-                _ = async {
-                    match grace {
-                        Some(g) => tokio::time::sleep(g).await,
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
+            serve::connection(&http, stream, app, phase, idle).await;
         });
     }
 }

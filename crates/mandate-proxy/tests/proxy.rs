@@ -3,6 +3,7 @@
 mod support;
 
 use base64::Engine;
+use mandate_testkit::raw::{keep_alive_get, served_at_last, unserved_request};
 use mandate_testkit::serde_json::{Value, json};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
@@ -1003,14 +1004,15 @@ async fn slow_and_idle_agent_connections_are_closed() {
     }
     // HTTP/2 after an answer: idle from the end of it, then told to go.
     let addr = p.addr().to_string();
-    let took = mandate_testkit::http2::answer_then_wait_for_close(
+    let closed = mandate_testkit::http2::answer_then_wait_for_close(
         &addr,
         "/healthz",
         Duration::from_secs(10),
     )
     .await
     .expect("an idle HTTP/2 connection kept open");
-    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(closed.after >= Duration::from_millis(900), "{closed:?}");
+    assert!(closed.goaway, "closed without GOAWAY: {closed:?}");
     p.stop().await;
 }
 
@@ -1037,41 +1039,6 @@ async fn serving_threads_end_when_the_proxy_stops() {
     }
     w.proxy.take().unwrap().stop().await;
     assert_eq!(serving(), 0, "serving threads outlived the proxy");
-}
-
-/// One keep-alive request on a raw connection; the answer's body.
-async fn keep_alive_get(
-    conn: &mut tokio::net::TcpStream,
-    path: &str,
-    bearer: Option<&str>,
-) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let auth = bearer.map_or(String::new(), |b| format!("authorization: Bearer {b}\r\n"));
-    let req = format!("GET {path} HTTP/1.1\r\nhost: proxy\r\n{auth}\r\n");
-    conn.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = conn.read(&mut buf).await.unwrap();
-        assert!(n > 0, "connection closed mid-answer");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length:")
-                    .map(|v| v.trim().parse().unwrap())
-            })
-            .expect("a sized answer");
-        if body.len() >= len {
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            return body.to_owned();
-        }
-    }
 }
 
 fn open_per_thread(metrics: &str) -> Vec<u64> {
@@ -1169,7 +1136,6 @@ async fn a_graceful_stop_finishes_the_call_in_flight() {
 /// waits in the listen queue and is served once another closes.
 #[tokio::test]
 async fn connections_past_the_limit_wait_until_one_closes() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut w = World::new().await;
     let p = w
         .replace_proxy(|c| {
@@ -1182,15 +1148,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     keep_alive_get(&mut a, "/healthz", None).await;
     let mut b = tokio::net::TcpStream::connect(addr).await.unwrap();
     keep_alive_get(&mut b, "/healthz", None).await;
-    // The kernel completes the handshake; nobody reads the request.
-    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
-    third
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: proxy\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = [0u8; 512];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
-    assert!(early.is_err(), "served past max_connections");
+    let mut third = unserved_request(&addr.to_string(), "/healthz").await;
     let text = keep_alive_get(&mut a, "/metrics", Some(support::METRICS_TOKEN)).await;
     assert_eq!(open_per_thread(&text).iter().sum::<u64>(), 2, "{text}");
     assert!(
@@ -1198,11 +1156,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         "{text}"
     );
     drop(b);
-    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
-        .await
-        .expect("served once a connection closed")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    served_at_last(&mut third).await;
     drop((a, third));
     p.stop().await;
 }

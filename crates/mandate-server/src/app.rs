@@ -3,11 +3,11 @@
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::federation::Federation;
-use crate::idle::IdleClose;
 use crate::keeper::Keeper;
 use crate::tokens::TokenCache;
 use anyhow::Context;
 use mandate_audit::{EventKind, NewEvent};
+use mandate_conn::serve::Phase;
 use mandate_core::{AdminRight, AdminToken, Revocation};
 use mandate_policy::PolicySet;
 use mandate_store::{PostgresStore, SqliteStore, Store};
@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub fn now() -> i64 {
     SystemTime::now()
@@ -58,7 +58,8 @@ pub struct Started {
     pub addr: SocketAddr,
     pub root_token: Option<SecretString>,
     pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    pub shutdown: axum_server::Handle,
+    /// Drains, then closes, the server's connections.
+    pub phase: watch::Sender<Phase>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -66,12 +67,18 @@ impl Started {
     /// Stop serving, stop background work, and close the store so the data
     /// dir can be reopened (by a restart in tests, or the next process).
     pub async fn stop(self) {
-        self.shutdown
-            .graceful_shutdown(Some(Duration::from_secs(5)));
+        self.phase.send_replace(Phase::Drain);
         for b in &self.background {
             b.abort();
         }
-        let _ = self.server.await;
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            self.phase.send_replace(Phase::Close);
+            let _ = server.await;
+        }
         for b in self.background {
             let _ = b.await;
         }
@@ -175,6 +182,15 @@ fn write_if_missing(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// use), bind, and serve until `shutdown` is triggered.
 pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let raw = &settings.raw;
+    // Before anything is written: a first start that fails here must not
+    // leave behind a root token nobody was shown.
+    let tls = match &raw.tls {
+        Some(t) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Some(crate::listen::tls_acceptor(t)?)
+        }
+        None => None,
+    };
     let data = raw.data_dir.clone();
     std::fs::create_dir_all(&data)
         .with_context(|| format!("creating data dir {}", data.display()))?;
@@ -290,61 +306,24 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let background = spawn_background(app.clone());
 
     let router = crate::routes::router(app.clone());
-    let shutdown = axum_server::Handle::new();
-    let handle = shutdown.clone();
-    let tls = app.settings.raw.tls.clone();
-    let header_timeout = Duration::from_secs(app.settings.raw.header_read_timeout_secs);
-    let server = tokio::spawn(async move {
-        // Client addresses feed the token endpoint's failure throttle.
-        let svc = router.into_make_service_with_connect_info::<SocketAddr>();
-        match tls {
-            Some(t) => {
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let cfg =
-                    axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
-                        .await
-                        .with_context(|| {
-                            format!("loading TLS certificate {}", t.cert_file.display())
-                        })?;
-                let mut server = axum_server::from_tcp_rustls(listener, cfg)
-                    .handle(handle)
-                    .map(|tls| IdleClose::new(tls, header_timeout));
-                limit_slow_clients(server.http_builder(), header_timeout);
-                server.serve(svc).await?
-            }
-            None => {
-                let mut server = axum_server::from_tcp(listener)
-                    .handle(handle)
-                    .map(|tcp| IdleClose::new(tcp, header_timeout));
-                limit_slow_clients(server.http_builder(), header_timeout);
-                server.serve(svc).await?
-            }
-        }
-        Ok(())
-    });
+    let limits = crate::listen::Limits {
+        header_timeout: Duration::from_secs(app.settings.raw.header_read_timeout_secs),
+        max_connections: app.settings.raw.max_connections as usize,
+        open: app.metrics.connections_open.clone(),
+        reached: app.metrics.connection_limit_reached.clone(),
+    };
+    let (phase, serving) = watch::channel(Phase::Serve);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let server = tokio::spawn(crate::listen::serve(listener, tls, router, limits, serving));
     tracing::info!(%addr, issuer = %app.issuer, "mandate listening");
     Ok(Started {
         app,
         addr,
         root_token,
         server,
-        shutdown,
+        phase,
         background,
     })
-}
-
-/// Close connections that take longer than `timeout` to send a request's
-/// headers, or sit idle that long between requests (hyper's header timer
-/// covers both for HTTP/1; [`IdleClose`] the wait for a first request and
-/// HTTP/2 between requests), so slow or silent connections cannot pile up
-/// (slowloris).
-fn limit_slow_clients(
-    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
-    timeout: std::time::Duration,
-) {
-    b.http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(timeout);
 }
 
 /// `mandate dev` on an existing data dir: mint a fresh root token in-process

@@ -5,6 +5,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -36,6 +37,10 @@ pub struct Metrics {
     decisions: Family<Outcome, Counter>,
     grants: Family<Outcome, Counter>,
     logins: Family<Outcome, Counter>,
+    /// Client connections open now.
+    pub connections_open: Gauge,
+    /// Times `max_connections` was reached.
+    pub connection_limit_reached: Counter,
 }
 
 impl Default for Metrics {
@@ -72,8 +77,22 @@ impl Default for Metrics {
             "Agent logins, succeeded or failed",
             logins.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open now",
+            connections_open.clone(),
+        );
+        let connection_limit_reached = Counter::default();
+        registry.register(
+            "connection_limit_reached",
+            "Times max_connections was reached and new connections had to wait",
+            connection_limit_reached.clone(),
+        );
         Metrics {
             registry,
+            connections_open,
+            connection_limit_reached,
             requests,
             latency,
             decisions,

@@ -3,6 +3,7 @@
 //! revocation stream, which is a response in progress, is not cut by it.
 
 use mandate_testkit::TestServer;
+use mandate_testkit::raw::{keep_alive_get, served_at_last, unserved_request};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -62,14 +63,15 @@ async fn slow_and_idle_connections_are_closed_but_streams_are_not() {
     assert!(took >= Duration::from_millis(900), "{took:?}");
 
     // HTTP/2 (prior knowledge) that goes quiet after an answer.
-    let took = mandate_testkit::http2::answer_then_wait_for_close(
+    let closed = mandate_testkit::http2::answer_then_wait_for_close(
         &addr,
         "/healthz",
         Duration::from_secs(10),
     )
     .await
     .expect("an idle HTTP/2 connection was kept open");
-    assert!(took >= Duration::from_millis(900), "{took:?}");
+    assert!(closed.after >= Duration::from_millis(900), "{closed:?}");
+    assert!(closed.goaway, "closed without GOAWAY: {closed:?}");
 
     // A revocation stream outlives the timeout: it keeps receiving.
     let mut stream = TcpStream::connect(&addr).await.unwrap();
@@ -125,4 +127,30 @@ async fn revocation_streams_are_capped_and_a_closed_one_frees_its_place() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Past `max_connections` the broker accepts nothing more: a new
+/// connection waits in the listen queue and is served once another
+/// closes; the gauge and the counter say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let s = TestServer::start_with(|c| {
+        c.max_connections = 2;
+        c.unauthenticated_metrics_access = true;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut a = TcpStream::connect(&addr).await.unwrap();
+    keep_alive_get(&mut a, "/healthz", None).await;
+    let mut b = TcpStream::connect(&addr).await.unwrap();
+    keep_alive_get(&mut b, "/healthz", None).await;
+    let mut third = unserved_request(&addr, "/healthz").await;
+    let metrics = keep_alive_get(&mut a, "/metrics", None).await;
+    assert!(metrics.contains("mandate_connections_open 2"), "{metrics}");
+    assert!(
+        metrics.contains("mandate_connection_limit_reached_total 1"),
+        "{metrics}"
+    );
+    drop(b);
+    served_at_last(&mut third).await;
 }

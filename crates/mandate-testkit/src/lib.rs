@@ -4,6 +4,7 @@
 
 pub mod http2;
 pub mod postgres;
+pub mod raw;
 
 use mandate_server::{Config, Started};
 use mandate_token::{SigningAlg, SigningKey, jwt};

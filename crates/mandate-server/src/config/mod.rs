@@ -143,6 +143,11 @@ pub struct Config {
     /// connection is closed after as long (like Vault's
     /// `http_read_header_timeout`): slow connections cannot pile up.
     pub header_read_timeout_secs: u64,
+    /// Client connections open at once; past it the broker accepts nothing
+    /// and new connections wait in the listen queue (as HAProxy's
+    /// `maxconn`), so a flood cannot exhaust descriptors or memory. Keep it
+    /// under the process's open-file limit, less the database's.
+    pub max_connections: u32,
     /// Failed token-endpoint requests a client address may make in a burst
     /// before it gets 429 `slow_down`; 0 turns throttling off.
     pub token_failure_burst: u32,
@@ -192,6 +197,7 @@ impl Default for Config {
             feed_keepalive_secs: 10,
             max_feed_streams: 1024,
             header_read_timeout_secs: 30,
+            max_connections: 10_000,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
             trusted_proxies: Vec::new(),
@@ -312,6 +318,9 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_HEADER_READ_TIMEOUT_SECS") {
             self.header_read_timeout_secs = num("MANDATE_HEADER_READ_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_MAX_CONNECTIONS") {
+            self.max_connections = num("MANDATE_MAX_CONNECTIONS", &v)?;
         }
         if let Some(v) = env("MANDATE_UNAUTHENTICATED_METRICS_ACCESS") {
             self.unauthenticated_metrics_access = v.trim().parse().map_err(|_| {
@@ -443,6 +452,9 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(invalid("max_connections", "must be between 1 and 1000000"));
+        }
         for (i, iss) in self.issuers.iter().enumerate() {
             if iss.issuer.is_empty() {
                 return Err(invalid(
@@ -486,6 +498,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_connections_comes_from_env_and_is_bounded() {
+        let load = |v: &'static str| {
+            Config::load(None, move |k| {
+                (k == "MANDATE_MAX_CONNECTIONS").then(|| v.into())
+            })
+        };
+        assert_eq!(Config::default().max_connections, 10_000);
+        assert_eq!(load("64").unwrap().max_connections, 64);
+        let err = load("lots").unwrap_err().to_string();
+        assert!(err.starts_with("MANDATE_MAX_CONNECTIONS"), "{err}");
+        for bad in [0, 1_000_001] {
+            let err = Config {
+                max_connections: bad,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("max_connections"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn env_overrides_file_and_errors_name_the_key() {
