@@ -19,7 +19,13 @@ use std::collections::HashMap;
 pub struct ApiJson<T>(pub T);
 
 fn body_error(e: axum::extract::rejection::BytesRejection) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if let Some(secs) = crate::deadline::timed_out(&e) {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("request body: not received within {secs} s (body_read_timeout_secs)"),
+        )
+    } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
@@ -170,7 +176,13 @@ impl<S: Send + Sync> FromRequest<S> for OAuthForm {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            if let Some(secs) = crate::deadline::timed_out(&e) {
+                let mut err = OAuthError::invalid_request(format!(
+                    "request body not received within {secs} s (body_read_timeout_secs)"
+                ));
+                err.status = StatusCode::REQUEST_TIMEOUT;
+                err
+            } else if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 let mut err = OAuthError::invalid_request("request body exceeds the size limit");
                 err.status = StatusCode::PAYLOAD_TOO_LARGE;
                 err

@@ -5,6 +5,7 @@
 
 mod app;
 pub mod config;
+mod deadline;
 mod directory;
 mod error;
 mod extract;

@@ -154,3 +154,74 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     drop(b);
     served_at_last(&mut third).await;
 }
+
+/// A body that trickles in (a byte at a time, never stalling long) must
+/// still arrive whole within `body_read_timeout_secs`: 408 with the error
+/// shape of its endpoint, and nothing applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_gets_408_after_the_body_timeout() {
+    let s = TestServer::start_with(|c| c.body_read_timeout_secs = 1).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let admin = format!("authorization: Bearer {}\r\n", s.root);
+    let cases = [
+        (
+            "/v1/agents",
+            "application/json",
+            admin.as_str(),
+            r#"{"name":"trickled","owner":"platform","environment":"staging"}"#,
+        ),
+        (
+            "/oauth/token",
+            "application/x-www-form-urlencoded",
+            "",
+            "grant_type=client_credentials&x=yyyyyyyyyyyy",
+        ),
+    ];
+    for (path, ct, auth, body) in cases {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}content-type: {ct}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        let start = Instant::now();
+        let (mut rx, tx) = c.into_split();
+        let trickle = tokio::spawn(async move {
+            let mut tx = tx;
+            // 200 ms a byte: the whole body would take several seconds.
+            for b in body.bytes() {
+                if tx.write_all(&[b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match rx.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if String::from_utf8_lossy(&got).contains("}") {
+                    break;
+                }
+            }
+        })
+        .await;
+        trickle.abort();
+        assert!(answer.is_ok(), "{path}: no answer to a trickling body");
+        let took = start.elapsed();
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("body_read_timeout_secs"), "{path}: {text}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+            "{path}: {took:?}"
+        );
+    }
+    // Nothing was applied.
+    let (status, _) = s.get("/v1/agents/trickled", Some(&s.root)).await;
+    assert_eq!(status, 404);
+}

@@ -143,6 +143,9 @@ pub struct Config {
     /// connection is closed after as long (like Vault's
     /// `http_read_header_timeout`): slow connections cannot pile up.
     pub header_read_timeout_secs: u64,
+    /// Seconds a request's body has to arrive whole after its headers (as
+    /// Vault's `http_read_timeout`); later, 408 and the connection closes.
+    pub body_read_timeout_secs: u64,
     /// Client connections open at once; past it the broker accepts nothing
     /// and new connections wait in the listen queue (as HAProxy's
     /// `maxconn`), so a flood cannot exhaust descriptors or memory. Keep it
@@ -197,6 +200,7 @@ impl Default for Config {
             feed_keepalive_secs: 10,
             max_feed_streams: 1024,
             header_read_timeout_secs: 30,
+            body_read_timeout_secs: 30,
             max_connections: 10_000,
             token_failure_burst: 100,
             token_failures_per_minute: 600,
@@ -318,6 +322,9 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_HEADER_READ_TIMEOUT_SECS") {
             self.header_read_timeout_secs = num("MANDATE_HEADER_READ_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_BODY_READ_TIMEOUT_SECS") {
+            self.body_read_timeout_secs = num("MANDATE_BODY_READ_TIMEOUT_SECS", &v)?;
         }
         if let Some(v) = env("MANDATE_MAX_CONNECTIONS") {
             self.max_connections = num("MANDATE_MAX_CONNECTIONS", &v)?;
@@ -452,6 +459,12 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=3600).contains(&self.body_read_timeout_secs) {
+            return Err(invalid(
+                "body_read_timeout_secs",
+                "must be between 1 and 3600",
+            ));
+        }
         if !(1..=1_000_000).contains(&self.max_connections) {
             return Err(invalid("max_connections", "must be between 1 and 1000000"));
         }
@@ -500,7 +513,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn max_connections_comes_from_env_and_is_bounded() {
+    fn connection_limits_come_from_env_and_are_bounded() {
         let load = |v: &'static str| {
             Config::load(None, move |k| {
                 (k == "MANDATE_MAX_CONNECTIONS").then(|| v.into())
@@ -520,6 +533,19 @@ mod tests {
             .to_string();
             assert!(err.contains("max_connections"), "{bad}: {err}");
         }
+        let body = Config::load(None, |k| {
+            (k == "MANDATE_BODY_READ_TIMEOUT_SECS").then(|| "5".into())
+        })
+        .unwrap();
+        assert_eq!(body.body_read_timeout_secs, 5);
+        let err = Config {
+            body_read_timeout_secs: 0,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("body_read_timeout_secs"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub type AppState = Arc<App>;
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.settings.raw.max_body_bytes;
+    let body_deadline = std::time::Duration::from_secs(app.settings.raw.body_read_timeout_secs);
     Router::new()
         .route("/healthz", get(meta::healthz))
         .route("/metrics", get(meta::metrics))
@@ -114,6 +115,10 @@ pub fn router(app: Arc<App>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            body_deadline,
+            crate::deadline::layer,
+        ))
         .layer(axum::middleware::from_fn(crate::extract::request_id_layer))
         .with_state(app)
 }
