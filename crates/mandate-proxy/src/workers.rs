@@ -36,7 +36,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, mpsc as chan, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc as chan, oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Open connections per serving thread (also the
@@ -45,10 +45,11 @@ use tokio::task::JoinSet;
 struct Spread {
     open: Vec<Gauge>,
     to: Vec<chan::UnboundedSender<Handed>>,
-    /// `max_connections`: past it no thread accepts.
+    /// `max_connections` places: a thread takes one before it accepts, and
+    /// the connection keeps it until it closes, so the limit holds exactly
+    /// however many threads accept at once.
+    slots: Arc<Semaphore>,
     max: usize,
-    /// Raised when a connection closes, for threads waiting at the limit.
-    freed: Notify,
     /// Whether the limit was reached and said so in the log.
     at_limit: AtomicBool,
     /// `mandate_proxy_connection_limit_reached_total`.
@@ -61,45 +62,48 @@ struct Handed {
     open: Open,
 }
 
-/// One connection counted against `thread` until dropped.
+/// One connection counted against `thread`, holding its place, until
+/// dropped.
 struct Open {
     thread: usize,
     spread: Arc<Spread>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Drop for Open {
     fn drop(&mut self) {
         self.spread.open[self.thread].dec();
-        self.spread.freed.notify_waiters();
     }
 }
 
 impl Spread {
-    /// Is `max_connections` reached? Said once in the log each time it is.
-    fn is_full(&self) -> bool {
+    /// A place for the next connection; waits while every place is taken
+    /// (said once in the log each time the limit is reached).
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+            self.at_limit.store(false, Ordering::Relaxed);
+            return slot;
+        }
+        // Other threads' places held for their next accept are not
+        // connections: only a limit reached by connections is reported.
         let open: i64 = self.open.iter().map(Gauge::get).sum();
-        let full = open >= self.max as i64;
-        if full && !self.at_limit.swap(true, Ordering::Relaxed) {
+        if open >= self.max as i64 && !self.at_limit.swap(true, Ordering::Relaxed) {
             self.reached.inc();
             tracing::warn!(
                 max_connections = self.max,
                 "connection limit reached: new connections wait in the listen queue"
             );
-        } else if !full && self.at_limit.load(Ordering::Relaxed) {
-            self.at_limit.store(false, Ordering::Relaxed);
         }
-        full
-    }
-
-    /// Until a connection closes (or a while: a wake-up may be missed
-    /// between the count and the wait).
-    async fn freed(&self) {
-        let _ = tokio::time::timeout(Duration::from_millis(50), self.freed.notified()).await;
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// The thread to serve a connection accepted by thread `me`: `me`
     /// unless another serves fewer connections. Counted from now on.
-    fn take(self: &Arc<Self>, me: usize) -> (usize, Open) {
+    fn take(self: &Arc<Self>, me: usize, slot: OwnedSemaphorePermit) -> (usize, Open) {
         let counts = self.open.iter().map(Gauge::get);
         let (least, fewest) = counts
             .enumerate()
@@ -111,8 +115,12 @@ impl Spread {
             least
         };
         self.open[to].inc();
-        let spread = self.clone();
-        (to, Open { thread: to, spread })
+        let open = Open {
+            thread: to,
+            spread: self.clone(),
+            _slot: slot,
+        };
+        (to, open)
     }
 }
 
@@ -158,8 +166,8 @@ impl Workers {
         let spread = Arc::new(Spread {
             open,
             to,
+            slots: Arc::new(Semaphore::new(max_connections)),
             max: max_connections,
-            freed: Notify::new(),
             at_limit: AtomicBool::new(false),
             reached: st.metrics.connection_limit_reached.clone(),
         });
@@ -288,8 +296,9 @@ impl Thread {
         let listener = TcpListener::from_std(std_listener)?;
         let mut phase = ctx.phase.clone();
         let mut conns = JoinSet::new();
+        // This thread's place for the connection it accepts next.
+        let mut slot = None;
         loop {
-            let full = ctx.spread.is_full();
             tokio::select! {
                 biased;
                 _ = phase.wait_for(|p| *p != Phase::Serve) => break,
@@ -297,9 +306,13 @@ impl Thread {
                     Ok(stream) => ctx.connection(&mut conns, stream, h.open),
                     Err(e) => tracing::warn!(error = %e, "a handed-over connection was lost"),
                 },
-                _ = ctx.spread.freed(), if full => {}
-                accepted = listener.accept(), if !full => match accepted {
-                    Ok((stream, _)) => ctx.place(&mut conns, stream),
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+                got = ctx.spread.slot(), if slot.is_none() => slot = Some(got),
+                accepted = listener.accept(), if slot.is_some() => match accepted {
+                    Ok((stream, _)) => {
+                        let slot = slot.take().expect("accepting only with a place");
+                        ctx.place(&mut conns, stream, slot);
+                    }
                     Err(e) if matches!(
                         e.kind(),
                         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
@@ -311,9 +324,9 @@ impl Thread {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
-                Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
         }
+        drop(slot);
         // Connections still queued are refused once every thread has let
         // go of the listening socket; those handed over are closed.
         drop(listener);
@@ -329,8 +342,8 @@ impl Thread {
 
 impl Ctx {
     /// Serve `stream` here or hand it to a thread with fewer connections.
-    fn place(&self, conns: &mut JoinSet<()>, stream: TcpStream) {
-        let (to, open) = self.spread.take(self.me);
+    fn place(&self, conns: &mut JoinSet<()>, stream: TcpStream, slot: OwnedSemaphorePermit) {
+        let (to, open) = self.spread.take(self.me, slot);
         if to == self.me {
             return self.connection(conns, stream, open);
         }
@@ -370,54 +383,69 @@ mod tests {
         Arc::new(Spread {
             open: (0..n).map(|_| Gauge::default()).collect(),
             to: (0..n).map(|_| chan::unbounded_channel().0).collect(),
+            slots: Arc::new(Semaphore::new(max)),
             max,
-            freed: Notify::new(),
             at_limit: AtomicBool::new(false),
             reached: Counter::default(),
         })
     }
 
-    #[test]
-    fn a_connection_goes_to_the_thread_with_the_fewest() {
+    /// A connection accepted by thread `me`, with its place.
+    async fn accept(s: &Arc<Spread>, me: usize) -> (usize, Open) {
+        let slot = s.slot().await;
+        s.take(me, slot)
+    }
+
+    #[tokio::test]
+    async fn a_connection_goes_to_the_thread_with_the_fewest() {
         let s = spread(3, 100);
         // Thread 0 wins every accept; it keeps a connection only while
         // it serves no more than the others.
-        let held: Vec<(usize, Open)> = (0..6).map(|_| s.take(0)).collect();
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(accept(&s, 0).await);
+        }
         let to: Vec<usize> = held.iter().map(|(t, _)| *t).collect();
         assert_eq!(to, [0, 1, 2, 0, 1, 2]);
         assert_eq!(s.open.iter().map(Gauge::get).collect::<Vec<_>>(), [2, 2, 2]);
         // Connections that end are no longer counted.
         drop(held);
         assert_eq!(s.open.iter().map(Gauge::get).collect::<Vec<_>>(), [0, 0, 0]);
-        let (a, _a) = s.take(2);
-        let (b, _b) = s.take(2);
+        assert_eq!(s.slots.available_permits(), 100, "every place given back");
+        let (a, _a) = accept(&s, 2).await;
+        let (b, _b) = accept(&s, 2).await;
         assert_eq!((a, b), (2, 0));
     }
 
     #[tokio::test]
-    async fn the_limit_counts_every_thread_and_a_closed_connection_frees_it() {
+    async fn the_limit_holds_across_threads_and_a_closed_connection_frees_a_place() {
         let s = spread(2, 3);
-        let (_, a) = s.take(0);
-        let (_, b) = s.take(1);
-        assert!(!s.is_full());
-        let (_, c) = s.take(0);
-        assert!(s.is_full(), "3 of 3 across two threads");
-        assert!(s.is_full());
-        assert_eq!(s.reached.get(), 1, "counted once per time it is reached");
-        drop((a, b));
-        let waiting = tokio::spawn({
+        // Thread 1 holds a place while it waits to accept: thread 0 can
+        // take only the two left, however the accepts interleave.
+        let waiting_place = s.slot().await;
+        let a = accept(&s, 0).await;
+        let b = accept(&s, 0).await;
+        let blocked = tokio::time::timeout(Duration::from_millis(100), s.slot()).await;
+        assert!(blocked.is_err(), "a fourth place past max_connections = 3");
+        assert_eq!(s.reached.get(), 0, "a held place is not a connection");
+        let c = s.take(1, waiting_place);
+        let blocked = tokio::time::timeout(Duration::from_millis(100), s.slot()).await;
+        assert!(blocked.is_err());
+        assert_eq!(s.reached.get(), 1, "3 connections of 3: reached, said once");
+        let _ = tokio::time::timeout(Duration::from_millis(10), s.slot()).await;
+        assert_eq!(s.reached.get(), 1);
+        // A connection that closes hands its place on at once.
+        let next = tokio::spawn({
             let s = s.clone();
-            async move {
-                let n = s.freed.notified();
-                drop(c);
-                n.await;
-                s.is_full()
-            }
+            async move { s.slot().await }
         });
-        let still_full = tokio::time::timeout(Duration::from_secs(5), waiting)
+        tokio::task::yield_now().await;
+        drop(c);
+        let slot = tokio::time::timeout(Duration::from_secs(5), next)
             .await
-            .expect("a closed connection wakes a waiting thread")
+            .expect("a closed connection frees a place for a waiting thread")
             .unwrap();
-        assert!(!still_full);
+        drop((a, b, slot));
+        assert_eq!(s.slots.available_permits(), 3);
     }
 }
