@@ -63,6 +63,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   audit_flush_ms = 200               how often queued records are shipped
   upstream_timeout_secs = 30         wait for upstream headers, and between body chunks
   max_body_bytes = 10485760          largest request body forwarded
+  max_buffered_body_bytes = 268435456  POST form/JSON bodies held at once to be screened; past it 503 proxy_busy
   header_read_timeout_secs = 30      close connections slow to send headers, or idle that long (HTTP/1 and 2)
   worker_threads = 2                 threads serving requests (default: one per core)
   max_connections = 10000            agent connections at once; more wait in the listen queue

@@ -48,6 +48,10 @@ pub struct ProxyConfig {
     pub upstream_timeout_secs: u64,
     /// Largest request body forwarded, bytes.
     pub max_body_bytes: usize,
+    /// Request bodies held at once, over all requests, while they are read
+    /// whole to be screened (POST forms and JSON); past it, 503
+    /// `proxy_busy`. At least `max_body_bytes`.
+    pub max_buffered_body_bytes: usize,
     /// Seconds an agent has to send a request's headers; a connection idle
     /// that long is closed (slowloris): HTTP/1 between requests, HTTP/2
     /// after its last answer, and one that has sent nothing at all.
@@ -90,6 +94,7 @@ impl Default for ProxyConfig {
             audit_flush_ms: 200,
             upstream_timeout_secs: 30,
             max_body_bytes: 10 * 1024 * 1024,
+            max_buffered_body_bytes: 256 * 1024 * 1024,
             header_read_timeout_secs: 30,
             worker_threads: None,
             max_connections: 10_000,
@@ -217,6 +222,9 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_MAX_CONNECTIONS") {
             self.max_connections = num("MANDATE_PROXY_MAX_CONNECTIONS", &v)?;
         }
+        if let Some(v) = env("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES") {
+            self.max_buffered_body_bytes = num("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", &v)?;
+        }
         if let Some(v) = env("MANDATE_PROXY_MAX_BODY_BYTES") {
             self.max_body_bytes = num("MANDATE_PROXY_MAX_BODY_BYTES", &v)?;
         }
@@ -280,6 +288,12 @@ impl ProxyConfig {
             return Err(ProxyError::config(
                 "max_body_bytes",
                 "must be between 1 and 1073741824",
+            ));
+        }
+        if !(self.max_body_bytes..=1 << 40).contains(&self.max_buffered_body_bytes) {
+            return Err(ProxyError::config(
+                "max_buffered_body_bytes",
+                "must be at least max_body_bytes (or no body that size could be screened) and at most 1099511627776",
             ));
         }
         if self.unauthenticated_metrics_access && self.metrics_token.is_some() {
@@ -489,6 +503,10 @@ mod tests {
             ("audit_flush_ms = 1", "audit_flush_ms"),
             ("upstream_timeout_secs = 0", "upstream_timeout_secs"),
             ("max_body_bytes = 0", "max_body_bytes"),
+            (
+                "max_body_bytes = 2048\nmax_buffered_body_bytes = 1024",
+                "max_buffered_body_bytes",
+            ),
             ("worker_threads = 0", "worker_threads"),
             ("max_connections = 0", "max_connections"),
             ("public_url = \"ftp://proxy\"", "public_url"),
@@ -510,10 +528,12 @@ mod tests {
                 ("MANDATE_PROXY_BROKER", "https://broker.example/"),
                 ("MANDATE_PROXY_WORKER_THREADS", "1"),
                 ("MANDATE_PROXY_MAX_CONNECTIONS", "64"),
+                ("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", "20971520"),
             ],
         )
         .unwrap();
         assert_eq!(c.max_connections, 64);
+        assert_eq!(c.max_buffered_body_bytes, 20 * 1024 * 1024);
         assert_eq!(c.staleness_secs, 20);
         assert_eq!(c.environment, Some(Environment::Staging));
         assert_eq!(c.listen.port(), 0);
@@ -526,6 +546,7 @@ mod tests {
             ("MANDATE_PROXY_AUDIT_BATCH_MAX", "-1"),
             ("MANDATE_PROXY_WORKER_THREADS", "many"),
             ("MANDATE_PROXY_MAX_CONNECTIONS", "lots"),
+            ("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", "1GB"),
         ] {
             let e = load("", &[("MANDATE_PROXY_TOKEN", "t"), (var, val)]).unwrap_err();
             assert_eq!(key_of(e), var);

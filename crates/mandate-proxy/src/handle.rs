@@ -348,7 +348,15 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
         // the proxy hold a body.
         let timeout = Duration::from_secs(st.config.upstream_timeout_secs);
         let max_body = st.config.max_body_bytes;
-        let body = match screen_body(&parts.method, &parts.headers, body, max_body, timeout).await {
+        let screened = screen_body(
+            &parts.method,
+            &parts.headers,
+            body,
+            max_body,
+            timeout,
+            &st.bodies,
+        );
+        let body = match screened.await {
             Ok(b) => b,
             Err(d) => return call.deny(d),
         };

@@ -23,6 +23,7 @@
 
 mod audit;
 mod broker;
+mod budget;
 mod catalog;
 mod config;
 mod decide;

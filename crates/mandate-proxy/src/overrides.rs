@@ -5,6 +5,7 @@
 //! has no `Content-Type`), and Laravel and Express's `method-override`
 //! from JSON. Refused with 400 `method_override`, never forwarded.
 
+use crate::budget::{BodyBudget, Held, Screened};
 use crate::error::Deny;
 use axum::body::Body;
 use bytes::Bytes;
@@ -115,6 +116,7 @@ pub async fn screen_body(
     body: Body,
     max_body: usize,
     timeout: Duration,
+    budget: &BodyBudget,
 ) -> Result<Body, Deny> {
     if crate::forward::announced_too_large(headers, max_body) {
         return Err(Deny::body_too_large(max_body));
@@ -126,6 +128,7 @@ pub async fn screen_body(
     // per piece, as for an upstream's answer.
     let mut body = Limited::new(body, max_body);
     let mut read = bytes::BytesMut::new();
+    let mut held = Held::default();
     loop {
         match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => {
@@ -152,6 +155,7 @@ pub async fn screen_body(
             // Data is kept; request trailers are not forwarded.
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    budget.cover(&mut held, read.len() + data.len())?;
                     read.extend_from_slice(&data);
                 }
             }
@@ -161,7 +165,7 @@ pub async fn screen_body(
     if has_method_field(form, &bytes) {
         return Err(refusal("a `_method` field in the body"));
     }
-    Ok(Body::from(bytes))
+    Ok(Body::new(Screened::new(bytes, held)))
 }
 
 #[cfg(test)]
@@ -280,10 +284,18 @@ mod tests {
             h
         };
         let t = Duration::from_secs(5);
+        let budget = BodyBudget::new(1 << 20);
         let json = form("application/json");
-        let ok = screen_body(&Method::POST, &json, Body::from(r#"{"a":1}"#), 100, t)
-            .await
-            .unwrap();
+        let ok = screen_body(
+            &Method::POST,
+            &json,
+            Body::from(r#"{"a":1}"#),
+            100,
+            t,
+            &budget,
+        )
+        .await
+        .unwrap();
         let sent = ok.collect().await.unwrap().to_bytes();
         assert_eq!(&sent[..], br#"{"a":1}"#);
         let d = screen_body(
@@ -292,13 +304,21 @@ mod tests {
             Body::from(r#"{"_method":"DELETE"}"#),
             100,
             t,
+            &budget,
         )
         .await
         .unwrap_err();
         assert_eq!((d.status.as_u16(), d.code), (400, "method_override"));
-        let d = screen_body(&Method::POST, &json, Body::from("x".repeat(101)), 100, t)
-            .await
-            .unwrap_err();
+        let d = screen_body(
+            &Method::POST,
+            &json,
+            Body::from("x".repeat(101)),
+            100,
+            t,
+            &budget,
+        )
+        .await
+        .unwrap_err();
         assert_eq!((d.status.as_u16(), d.code), (413, "body_too_large"));
         // Not a POST: streamed on as it is, whatever it holds.
         let put = screen_body(
@@ -307,6 +327,7 @@ mod tests {
             Body::from(r#"{"_method":"DELETE"}"#),
             5,
             t,
+            &budget,
         )
         .await
         .unwrap();
@@ -324,19 +345,34 @@ mod tests {
             h
         };
         let t = Duration::from_millis(150);
+        let budget = BodyBudget::new(1 << 20);
         let pieces = ["{\"a\"", ":", "1}"];
         let slow = futures::stream::iter(pieces).then(|p| async move {
             tokio::time::sleep(Duration::from_millis(80)).await;
             Ok::<_, std::io::Error>(Bytes::from_static(p.as_bytes()))
         });
-        let ok = screen_body(&Method::POST, &json, Body::from_stream(slow), 100, t)
-            .await
-            .unwrap();
+        let ok = screen_body(
+            &Method::POST,
+            &json,
+            Body::from_stream(slow),
+            100,
+            t,
+            &budget,
+        )
+        .await
+        .unwrap();
         assert_eq!(&ok.collect().await.unwrap().to_bytes()[..], br#"{"a":1}"#);
         let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-        let d = screen_body(&Method::POST, &json, Body::from_stream(stalled), 100, t)
-            .await
-            .unwrap_err();
+        let d = screen_body(
+            &Method::POST,
+            &json,
+            Body::from_stream(stalled),
+            100,
+            t,
+            &budget,
+        )
+        .await
+        .unwrap_err();
         assert_eq!((d.status.as_u16(), d.code), (408, "body_timeout"));
     }
 }

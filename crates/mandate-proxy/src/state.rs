@@ -23,6 +23,8 @@ pub struct State {
     pub audit: AuditLog,
     /// DPoP proofs already presented here (RFC 9449 §11.1).
     pub dpop_replay: mandate_token::dpop::ReplayGuard,
+    /// Request bodies held while screened (`max_buffered_body_bytes`).
+    pub bodies: crate::budget::BodyBudget,
     issuer: RwLock<Option<String>>,
 }
 
@@ -34,6 +36,7 @@ impl State {
         audit: AuditLog,
     ) -> Self {
         State {
+            bodies: crate::budget::BodyBudget::new(config.max_buffered_body_bytes),
             config,
             broker,
             verifier: Verifier::default(),

@@ -1160,3 +1160,83 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     drop((a, third));
     p.stop().await;
 }
+
+/// Bodies read whole to be screened share `max_buffered_body_bytes`: while
+/// one upload holds it, another is refused with 503 `proxy_busy` (and
+/// never reaches the upstream); once the first is sent, there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screened_bodies_share_one_memory_budget() {
+    let mut w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:write"]).await;
+    let p = w
+        .replace_proxy(|c| {
+            c.max_body_bytes = 64 * 1024;
+            c.max_buffered_body_bytes = 64 * 1024;
+        })
+        .await;
+    let base = format!("http://{}", p.addr());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while w
+        .http
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(Instant::now() < deadline, "proxy never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = format!("{base}/echo/items");
+    let post = |body: reqwest::Body| {
+        w.http
+            .post(&url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    // An upload that has sent 60 KiB and waits.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let mut first = Vec::from(&b"{\"a\":\""[..]);
+    first.extend(vec![b'x'; 60 * 1024]);
+    tx.send(Ok(first)).await.unwrap();
+    let slow = tokio::spawn(
+        post(reqwest::Body::wrap_stream(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|piece| (piece, rx)) },
+        )))
+        .send(),
+    );
+    let busy = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let before = w.up.count();
+            let r = post(format!("{{\"b\":\"{}\"}}", "y".repeat(8 * 1024)).into())
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(w.up.count(), before, "a refused body reached the upstream");
+                return r.text().await.unwrap();
+            }
+            // The first upload's 60 KiB may not have been read yet.
+            assert_eq!(r.status(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a second body was screened while the first held the whole budget");
+    assert_eq!(code(&busy), "proxy_busy", "{busy}");
+    assert!(busy.contains("max_buffered_body_bytes"), "{busy}");
+    // The first upload ends: forwarded whole, and its share is given back.
+    tx.send(Ok(b"\"}".to_vec())).await.unwrap();
+    drop(tx);
+    let first = slow.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let r = post(format!("{{\"b\":\"{}\"}}", "y".repeat(8 * 1024)).into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    p.stop().await;
+}
