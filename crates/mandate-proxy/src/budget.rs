@@ -9,6 +9,7 @@
 use crate::error::Deny;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,23 +22,44 @@ const KIB: usize = 1024;
 pub struct BodyBudget {
     kib: Arc<Semaphore>,
     bytes: usize,
+    /// `mandate_proxy_buffered_body_bytes`.
+    held: Gauge,
 }
 
 /// The share of the budget one body holds, until dropped.
-#[derive(Default)]
-pub struct Held(Option<OwnedSemaphorePermit>);
+pub struct Held {
+    permit: Option<OwnedSemaphorePermit>,
+    gauge: Gauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(p) = &self.permit {
+            self.gauge.dec_by((p.num_permits() * KIB) as i64);
+        }
+    }
+}
 
 impl BodyBudget {
-    pub fn new(bytes: usize) -> Self {
+    pub fn new(bytes: usize, held: Gauge) -> Self {
         BodyBudget {
             kib: Arc::new(Semaphore::new(bytes.div_ceil(KIB))),
             bytes,
+            held,
+        }
+    }
+
+    /// A body's share, empty so far.
+    pub fn share(&self) -> Held {
+        Held {
+            permit: None,
+            gauge: self.held.clone(),
         }
     }
 
     /// Grow `held` to cover `len` bytes, or refuse: the budget is spent.
     pub fn cover(&self, held: &mut Held, len: usize) -> Result<(), Deny> {
-        let have = held.0.as_ref().map_or(0, |p| p.num_permits());
+        let have = held.permit.as_ref().map_or(0, |p| p.num_permits());
         let need = len.div_ceil(KIB).saturating_sub(have);
         if need == 0 {
             return Ok(());
@@ -54,9 +76,10 @@ impl BodyBudget {
                     ),
                 )
             })?;
-        match &mut held.0 {
+        self.held.inc_by((need * KIB) as i64);
+        match &mut held.permit {
             Some(p) => p.merge(more),
-            None => held.0 = Some(more),
+            None => held.permit = Some(more),
         }
         Ok(())
     }
@@ -112,14 +135,15 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_share_the_budget_and_give_it_back_when_sent() {
-        let budget = BodyBudget::new(8 * KIB);
-        let mut a = Held::default();
+        let budget = BodyBudget::new(8 * KIB, Gauge::default());
+        let mut a = budget.share();
         budget.cover(&mut a, 5 * KIB).unwrap();
         budget.cover(&mut a, 5 * KIB + 1).unwrap();
         assert_eq!(budget.free_kib(), 2, "6 KiB held for 5 KiB and a byte");
-        let mut b = Held::default();
+        assert_eq!(budget.held.get(), 6 * KIB as i64);
+        let mut b = budget.share();
         budget.cover(&mut b, 2 * KIB).unwrap();
-        let mut c = Held::default();
+        let mut c = budget.share();
         let busy = budget.cover(&mut c, 1).unwrap_err();
         assert_eq!(busy.status, http::StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.code, "proxy_busy");
@@ -137,5 +161,6 @@ mod tests {
         budget.cover(&mut c, 1).unwrap();
         drop((b, c));
         assert_eq!(budget.free_kib(), 8);
+        assert_eq!(budget.held.get(), 0);
     }
 }

@@ -131,7 +131,8 @@ impl Deny {
         if matches!(
             self.status,
             StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
-        ) {
+        ) || self.code == "proxy_busy"
+        {
             // The request's body was not read to its end, so the connection
             // cannot carry another request: say so, or a client reuses it
             // and its next request fails.

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub upstream_latency: Histogram,
     pub feed_lag: Gauge<f64, AtomicU64>,
     pub spool_backlog: Gauge,
+    pub buffered_body_bytes: Gauge,
     connections: Family<ThreadLabels, Gauge>,
     pub connection_limit_reached: Counter,
 }
@@ -71,6 +72,12 @@ impl Default for Metrics {
             "Audit records written to the spool but not yet acknowledged by the broker",
             spool_backlog.clone(),
         );
+        let buffered_body_bytes = Gauge::default();
+        registry.register(
+            "buffered_body_bytes",
+            "Request bodies held to be screened, in bytes (rounded up per KiB); at most max_buffered_body_bytes",
+            buffered_body_bytes.clone(),
+        );
         let connections = Family::<ThreadLabels, Gauge>::default();
         registry.register(
             "connections_open",
@@ -92,6 +99,7 @@ impl Default for Metrics {
             upstream_latency,
             feed_lag,
             spool_backlog,
+            buffered_body_bytes,
         }
     }
 }

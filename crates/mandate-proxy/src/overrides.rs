@@ -5,7 +5,7 @@
 //! has no `Content-Type`), and Laravel and Express's `method-override`
 //! from JSON. Refused with 400 `method_override`, never forwarded.
 
-use crate::budget::{BodyBudget, Held, Screened};
+use crate::budget::{BodyBudget, Screened};
 use crate::error::Deny;
 use axum::body::Body;
 use bytes::Bytes;
@@ -128,7 +128,7 @@ pub async fn screen_body(
     // per piece, as for an upstream's answer.
     let mut body = Limited::new(body, max_body);
     let mut read = bytes::BytesMut::new();
-    let mut held = Held::default();
+    let mut held = budget.share();
     loop {
         match tokio::time::timeout(timeout, body.frame()).await {
             Err(_) => {
@@ -284,7 +284,7 @@ mod tests {
             h
         };
         let t = Duration::from_secs(5);
-        let budget = BodyBudget::new(1 << 20);
+        let budget = BodyBudget::new(1 << 20, Default::default());
         let json = form("application/json");
         let ok = screen_body(
             &Method::POST,
@@ -345,7 +345,7 @@ mod tests {
             h
         };
         let t = Duration::from_millis(150);
-        let budget = BodyBudget::new(1 << 20);
+        let budget = BodyBudget::new(1 << 20, Default::default());
         let pieces = ["{\"a\"", ":", "1}"];
         let slow = futures::stream::iter(pieces).then(|p| async move {
             tokio::time::sleep(Duration::from_millis(80)).await;

@@ -36,7 +36,10 @@ impl State {
         audit: AuditLog,
     ) -> Self {
         State {
-            bodies: crate::budget::BodyBudget::new(config.max_buffered_body_bytes),
+            bodies: crate::budget::BodyBudget::new(
+                config.max_buffered_body_bytes,
+                metrics.buffered_body_bytes.clone(),
+            ),
             config,
             broker,
             verifier: Verifier::default(),

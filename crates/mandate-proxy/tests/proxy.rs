@@ -1208,24 +1208,47 @@ async fn screened_bodies_share_one_memory_budget() {
         )))
         .send(),
     );
-    let busy = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let before = w.up.count();
-            let r = post(format!("{{\"b\":\"{}\"}}", "y".repeat(8 * 1024)).into())
-                .send()
-                .await
-                .unwrap();
-            if r.status() == StatusCode::SERVICE_UNAVAILABLE {
-                assert_eq!(w.up.count(), before, "a refused body reached the upstream");
-                return r.text().await.unwrap();
-            }
-            // The first upload's 60 KiB may not have been read yet.
-            assert_eq!(r.status(), StatusCode::OK);
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    // Until the proxy holds it: a second body screened first could take
+    // the room the first needs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = w
+            .http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(support::METRICS_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let held: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("mandate_proxy_buffered_body_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if held >= 60 * 1024 {
+            break;
         }
-    })
-    .await
-    .expect("a second body was screened while the first held the whole budget");
+        assert!(
+            Instant::now() < deadline,
+            "the first upload was never held: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = w.up.count();
+    let r = post(format!("{{\"b\":\"{}\"}}", "y".repeat(8 * 1024)).into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(w.up.count(), before, "a refused body reached the upstream");
+    // Its body was not read to the end: the connection goes.
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    let busy = r.text().await.unwrap();
     assert_eq!(code(&busy), "proxy_busy", "{busy}");
     assert!(busy.contains("max_buffered_body_bytes"), "{busy}");
     // The first upload ends: forwarded whole, and its share is given back.
