@@ -155,3 +155,75 @@ impl Deny {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every refusal code the proxy can answer with, read from its own
+    /// source: `Deny::<ctor>(` followed (after an optional status) by a
+    /// string literal.
+    fn codes_in_source() -> std::collections::BTreeSet<String> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut codes = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (at, _) in code.match_indices("Deny::") {
+                let rest = &code[at..];
+                let Some(open) = rest.find('(') else { continue };
+                let args = rest[open + 1..].trim_start();
+                let args = match args.strip_prefix("http::") {
+                    Some(a) => a,
+                    None => args,
+                };
+                let args = match args.strip_prefix("StatusCode::") {
+                    Some(a) => a[a.find(',').unwrap() + 1..].trim_start(),
+                    None => args,
+                };
+                if let Some(lit) = args.strip_prefix('"') {
+                    codes.insert(lit[..lit.find('"').unwrap()].to_owned());
+                }
+            }
+        }
+        codes
+    }
+
+    /// The OpenAPI description names every refusal code and every metric:
+    /// a new one fails here until it is documented.
+    #[test]
+    fn the_openapi_description_names_every_code_and_metric() {
+        let doc = include_str!("../openapi.json");
+        let parsed: serde_json::Value = serde_json::from_str(doc).expect("valid JSON");
+        assert_eq!(parsed["openapi"], "3.1.0");
+        let codes = codes_in_source();
+        assert!(codes.len() >= 25, "the scan found too few codes: {codes:?}");
+        assert!(codes.contains("proxy_busy") && codes.contains("no_route"));
+        let missing: Vec<_> = codes
+            .iter()
+            .filter(|c| !doc.contains(&format!("`{c}`")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "undocumented refusal codes: {missing:?}"
+        );
+        let m = crate::metrics::Metrics::default();
+        // Families show only once they have a member.
+        m.request(Some("tool"), 200);
+        m.decision(true, None);
+        m.connections_open("0").inc();
+        let metrics = m.render();
+        let names: std::collections::BTreeSet<&str> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(names.len() >= 8, "{metrics}");
+        for name in names {
+            // Counters are exposed with `_total`.
+            let shown = [name.to_owned(), format!("{name}_total")];
+            assert!(
+                shown.iter().any(|n| doc.contains(&format!("`{n}"))),
+                "undocumented metric {name}"
+            );
+        }
+    }
+}
