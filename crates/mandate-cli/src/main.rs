@@ -46,7 +46,8 @@ pub struct Cli {
 }
 
 const PROXY_HELP: &str = "\
-Agents call /{tool}/{path} with `Authorization: Bearer <task access token>`, or
+Agents call /{tool}/{path} (or {tool}<tool_host_suffix>/{path}) with
+`Authorization: Bearer <task access token>`, or
 `Authorization: DPoP <token>` plus a `DPoP` proof header for DPoP-bound tokens.
 
 Config (TOML; each key also as MANDATE_PROXY_<KEY>):
@@ -54,6 +55,7 @@ Config (TOML; each key also as MANDATE_PROXY_<KEY>):
   broker = \"http://127.0.0.1:8200\"   the broker's base URL
   token_file = \"proxy.token\"         admin token with the `proxy` right (or MANDATE_PROXY_TOKEN)
   public_url = \"https://proxy.example\" how agents address the proxy, for DPoP `htu` (default http://<Host>)
+  tool_host_suffix = \".tools.internal\" also route Host {tool}.tools.internal to that tool, whole path (optional)
   ca_file = \"/etc/mandate/ca.pem\"     extra CAs trusted for the broker and upstreams (optional)
   environment = \"production\"         serve only this environment's tools (optional)
   spool_dir = \"mandate-proxy-spool\"  audit records wait here while the broker is away

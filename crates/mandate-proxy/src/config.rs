@@ -30,6 +30,12 @@ pub struct ProxyConfig {
     /// The URL agents use to reach this proxy (`https://proxy.example`),
     /// checked against DPoP proofs' `htu`; by default `http://<Host>`.
     pub public_url: Option<String>,
+    /// Host-based routes beside `/{tool}/…`: a request whose Host is
+    /// `{tool}{suffix}` (`github.tools.internal` with `.tools.internal`)
+    /// goes to that tool with its whole path, for agents whose SDK takes a
+    /// host but no base path. Such a request never reaches the proxy's
+    /// own `/healthz`, `/readyz` or `/metrics`.
+    pub tool_host_suffix: Option<String>,
     /// PEM file of extra CA certificates trusted for the broker and the
     /// upstreams (a private PKI), on top of the public web roots.
     pub ca_file: Option<PathBuf>,
@@ -85,6 +91,7 @@ impl Default for ProxyConfig {
             token_file: None,
             token: None,
             public_url: None,
+            tool_host_suffix: None,
             ca_file: None,
             environment: None,
             spool_dir: PathBuf::from("mandate-proxy-spool"),
@@ -167,6 +174,9 @@ impl ProxyConfig {
         if let Some(v) = env("MANDATE_PROXY_PUBLIC_URL") {
             self.public_url = Some(v);
         }
+        if let Some(v) = env("MANDATE_PROXY_TOOL_HOST_SUFFIX") {
+            self.tool_host_suffix = Some(v);
+        }
         if let Some(v) = env("MANDATE_PROXY_CA_FILE") {
             self.ca_file = Some(v.into());
         }
@@ -242,6 +252,23 @@ impl ProxyConfig {
                 return Err(ProxyError::config(
                     "public_url",
                     "must be an http:// or https:// URL with a host and no query",
+                ));
+            }
+        }
+        if let Some(suffix) = &self.tool_host_suffix {
+            let name = suffix.strip_prefix('.').unwrap_or_default();
+            let labels_ok = name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
+            if name.is_empty() || name.len() > 200 || !labels_ok {
+                return Err(ProxyError::config(
+                    "tool_host_suffix",
+                    "must be a dot and a lowercase host name, like `.tools.internal`",
                 ));
             }
         }
@@ -510,6 +537,13 @@ mod tests {
             ("worker_threads = 0", "worker_threads"),
             ("max_connections = 0", "max_connections"),
             ("public_url = \"ftp://proxy\"", "public_url"),
+            ("tool_host_suffix = \"tools.internal\"", "tool_host_suffix"),
+            ("tool_host_suffix = \".Tools.internal\"", "tool_host_suffix"),
+            (
+                "tool_host_suffix = \".tools..internal\"",
+                "tool_host_suffix",
+            ),
+            ("tool_host_suffix = \".\"", "tool_host_suffix"),
             ("broker = \"ftp://x\"", "broker"),
             ("broker = \"https://\"", "broker"),
         ] {
@@ -529,9 +563,11 @@ mod tests {
                 ("MANDATE_PROXY_WORKER_THREADS", "1"),
                 ("MANDATE_PROXY_MAX_CONNECTIONS", "64"),
                 ("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", "20971520"),
+                ("MANDATE_PROXY_TOOL_HOST_SUFFIX", ".tools.internal"),
             ],
         )
         .unwrap();
+        assert_eq!(c.tool_host_suffix.as_deref(), Some(".tools.internal"));
         assert_eq!(c.max_connections, 64);
         assert_eq!(c.max_buffered_body_bytes, 20 * 1024 * 1024);
         assert_eq!(c.staleness_secs, 20);

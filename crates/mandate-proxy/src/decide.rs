@@ -40,6 +40,19 @@ pub fn split_target(path: &str) -> Option<(&str, &str)> {
     (!tool.is_empty()).then_some((tool, rest))
 }
 
+/// The tool a host-based route names: `github.tools.internal:8400` with
+/// the suffix `.tools.internal` is `github` (host names are matched
+/// lowercased, the port ignored). `None`: not a host route.
+pub fn tool_by_host(suffix: &str, authority: &str) -> Option<String> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    let host = host.to_ascii_lowercase();
+    let label = host.strip_suffix(suffix)?;
+    (!label.is_empty() && !label.contains('.')).then(|| label.to_owned())
+}
+
 /// Refuse paths an upstream could read differently from the route rules:
 /// dot segments (`..`, `%2e%2e`, and `..;x`, which servlet containers read
 /// as `..`); empty segments (also `;x`, empty once parameters are
@@ -102,9 +115,27 @@ pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Deny> {
     })
 }
 
-/// The URL the agent addressed, for a DPoP proof's `htu`: the configured
-/// public URL, or this request's Host.
-fn request_url(st: &State, headers: &HeaderMap, path: &str) -> Result<String, Deny> {
+/// Where the agent sent a request: its path and, on a host route, the
+/// authority that chose the tool.
+struct Addressed<'a> {
+    path: &'a str,
+    host: Option<&'a str>,
+}
+
+/// The URL the agent addressed, for a DPoP proof's `htu`: on a host route
+/// that host (with the public URL's scheme), else the configured public
+/// URL, or this request's Host.
+fn request_url(st: &State, headers: &HeaderMap, at: &Addressed<'_>) -> Result<String, Deny> {
+    let path = at.path;
+    if let Some(authority) = at.host {
+        let https = st
+            .config
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        let scheme = if https { "https" } else { "http" };
+        return Ok(format!("{scheme}://{authority}{path}"));
+    }
     if let Some(base) = &st.config.public_url {
         return Ok(format!("{}{path}", base.trim_end_matches('/')));
     }
@@ -121,7 +152,7 @@ fn check_binding(
     st: &State,
     headers: &HeaderMap,
     method: &str,
-    path: &str,
+    at: &Addressed<'_>,
     presented: &Presented<'_>,
     claims: &AccessClaims,
     now: i64,
@@ -155,7 +186,7 @@ fn check_binding(
             ));
         }
     };
-    let url = request_url(st, headers, path)?;
+    let url = request_url(st, headers, at)?;
     let expect = dpop::Expect {
         method,
         url: &url,
@@ -184,6 +215,7 @@ pub async fn decide(
     method: &str,
     tool_name: &str,
     rest: &str,
+    by_host: Option<&str>,
     known: &mut Known,
 ) -> Result<Allowed, Deny> {
     let now = crate::now_secs();
@@ -205,15 +237,16 @@ pub async fn decide(
         .await?;
     let claims = &verified.claims;
     known.jti = Some(claims.jti.clone());
-    check_binding(
-        st,
-        headers,
-        method,
-        &format!("/{tool_name}{rest}"),
-        &presented,
-        claims,
-        now,
-    )?;
+    // The path the agent sent: on a host route, the rest is all of it.
+    let path = match by_host {
+        Some(_) => rest.to_owned(),
+        None => format!("/{tool_name}{rest}"),
+    };
+    let at = Addressed {
+        path: &path,
+        host: by_host,
+    };
+    check_binding(st, headers, method, &at, &presented, claims, now)?;
     let sub = SpiffeId::parse("sub", &claims.sub)
         .map_err(|_| Deny::token("invalid_token", "token `sub` is not an agent SPIFFE ID"))?;
     let agent_name = sub.agent.to_string();
@@ -381,6 +414,25 @@ mod tests {
         assert_eq!(split_target("/github/"), Some(("github", "/")));
         assert_eq!(split_target("/"), None);
         assert_eq!(split_target("//x"), None);
+    }
+
+    #[test]
+    fn host_routes_name_their_tool() {
+        let t = |a: &str| tool_by_host(".tools.internal", a);
+        assert_eq!(t("github.tools.internal").as_deref(), Some("github"));
+        assert_eq!(t("GitHub.Tools.Internal:8400").as_deref(), Some("github"));
+        for not in [
+            "tools.internal",
+            ".tools.internal",
+            "a.b.tools.internal",
+            "github.tools.internal.evil",
+            "githubtools.internal",
+            "[::1]:8400",
+            "127.0.0.1:8400",
+            "github.tools.internal:x",
+        ] {
+            assert_eq!(t(not), None, "{not}");
+        }
     }
 
     #[test]

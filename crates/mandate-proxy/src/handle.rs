@@ -35,12 +35,53 @@ impl axum::extract::FromRef<Serving> for Arc<State> {
 }
 
 pub fn router(serving: Serving) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(proxy)
-        .with_state(serving)
+        .fallback(proxy);
+    // Only with host routes configured: the layer costs every request.
+    let router = match serving.st.config.tool_host_suffix {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(
+            serving.clone(),
+            route_by_host,
+        )),
+        None => router,
+    };
+    router.with_state(serving)
+}
+
+/// The tool a host-based route chose (`tool_host_suffix`), and the
+/// authority the agent addressed.
+#[derive(Clone)]
+struct HostRoute {
+    tool: String,
+    authority: String,
+}
+
+/// A request on a tool's host goes to the proxy route whatever its path,
+/// so a tool's own `/metrics` is never the proxy's.
+async fn route_by_host(
+    Shared(serving): Shared<Serving>,
+    mut req: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(suffix) = serving.st.config.tool_host_suffix.as_deref() else {
+        return next.run(req).await;
+    };
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .map(str::to_owned);
+    let Some((tool, authority)) =
+        authority.and_then(|a| Some((crate::decide::tool_by_host(suffix, &a)?, a)))
+    else {
+        return next.run(req).await;
+    };
+    req.extensions_mut().insert(HostRoute { tool, authority });
+    proxy(Shared(serving), req).await
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -298,9 +339,14 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
         agent = tracing::field::Empty,
         task = tracing::field::Empty,
     );
+    let by_host = parts.extensions.get::<HostRoute>().cloned();
     async move {
         let mut call = call;
-        let Some((tool_name, rest)) = split_target(&path) else {
+        let target = match &by_host {
+            Some(h) => Some((h.tool.as_str(), path.as_str())),
+            None => split_target(&path),
+        };
+        let Some((tool_name, rest)) = target else {
             return call.deny(Deny::new(
                 StatusCode::NOT_FOUND,
                 "unknown_tool",
@@ -323,6 +369,7 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
             parts.method.as_str(),
             tool_name,
             rest,
+            by_host.as_ref().map(|h| h.authority.as_str()),
             &mut call.known,
         )
         .await;

@@ -1175,19 +1175,7 @@ async fn screened_bodies_share_one_memory_budget() {
         })
         .await;
     let base = format!("http://{}", p.addr());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while w
-        .http
-        .get(format!("{base}/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != StatusCode::OK
-    {
-        assert!(Instant::now() < deadline, "proxy never became ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    w.wait_ready_at(&base).await;
     let url = format!("{base}/echo/items");
     let post = |body: reqwest::Body| {
         w.http
@@ -1261,5 +1249,88 @@ async fn screened_bodies_share_one_memory_budget() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    p.stop().await;
+}
+
+/// With `tool_host_suffix`, a request on `{tool}{suffix}` goes to that
+/// tool with its whole path (the proxy's own `/metrics` included), is
+/// checked like any other, and a DPoP proof names that host; other hosts
+/// keep `/{tool}/…` routing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tools_host_routes_to_it_with_the_whole_path() {
+    use mandate_token::{SigningAlg, SigningKey, dpop};
+    let mut w = World::new().await;
+    let (_, token) = w.grant("echo", &["items:read"]).await;
+    let p = w
+        .replace_proxy(|c| c.tool_host_suffix = Some(".tools.test".into()))
+        .await;
+    let base = format!("http://{}", p.addr());
+    w.wait_ready_at(&base).await;
+    let on_host = |host: &str, path: &str, auth: &str| {
+        w.http
+            .get(format!("{base}{path}"))
+            .header("host", host)
+            .header("authorization", auth.to_owned())
+    };
+    let bearer = format!("Bearer {token}");
+
+    let r = on_host("echo.tools.test:8400", "/items/42?x=1", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let seen = w.up.last();
+    assert_eq!(seen.uri, "/items/42?x=1");
+    assert_eq!(
+        seen.headers["authorization"].to_str().unwrap(),
+        format!("Bearer {SECRET}")
+    );
+    assert_no_secret("body", &r.text().await.unwrap());
+
+    // The tool's host owns every path: `/metrics` is the tool's, and no
+    // route rule of its matches.
+    let r = on_host("ECHO.tools.test", "/metrics", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(code(&r.text().await.unwrap()), "no_route");
+    // A host naming no tool.
+    let r = on_host("other.tools.test", "/items/1", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(code(&r.text().await.unwrap()), "unknown_tool");
+    // Any other host: path routing as before.
+    let r = on_host("proxy.example", "/echo/items/1", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = on_host("proxy.example", "/healthz", "Bearer x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // DPoP: the proof names the host route's URL.
+    let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let bound = w.grant_dpop("echo", &["items:read"], &key).await;
+    let now = mandate_testkit::now();
+    let dpop_call = |url: &str| {
+        let proof = dpop::sign_proof(&key, "GET", url, Some(&bound), now).unwrap();
+        on_host("echo.tools.test", "/items/7", &format!("DPoP {bound}"))
+            .header("dpop", proof)
+            .send()
+    };
+    let r = dpop_call(&format!("{base}/echo/items/7")).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a proof for another URL"
+    );
+    let r = dpop_call("http://echo.tools.test/items/7").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     p.stop().await;
 }

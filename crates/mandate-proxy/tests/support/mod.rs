@@ -326,9 +326,19 @@ impl World {
     }
 
     pub async fn wait_ready(&self) {
+        self.wait_ready_at(&self.proxy_addr).await
+    }
+
+    /// Wait until the proxy at `base` (`http://host:port`) is ready.
+    pub async fn wait_ready_at(&self, base: &str) {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let r = self.http.get(self.url("/readyz")).send().await.unwrap();
+            let r = self
+                .http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap();
             if r.status() == StatusCode::OK {
                 return;
             }
