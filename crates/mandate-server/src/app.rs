@@ -42,6 +42,10 @@ pub struct App {
     pub feed: broadcast::Sender<Revocation>,
     /// Permits for open revocation streams (`max_feed_streams`).
     pub feed_streams: Arc<tokio::sync::Semaphore>,
+    /// Raised when the server stops: open revocation streams end at once
+    /// (their clients reconnect elsewhere or to the restarted broker)
+    /// instead of holding the graceful stop for its whole grace period.
+    pub stopping: watch::Sender<bool>,
     /// Seals and opens stored secrets; `None` when no master key is configured.
     pub keeper: Option<Keeper>,
     /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
@@ -67,6 +71,7 @@ impl Started {
     /// Stop serving, stop background work, and close the store so the data
     /// dir can be reopened (by a restart in tests, or the next process).
     pub async fn stop(self) {
+        self.app.stopping.send_replace(true);
         self.phase.send_replace(Phase::Drain);
         for b in &self.background {
             b.abort();
@@ -294,6 +299,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,
+        stopping: watch::channel(false).0,
         feed_streams: Arc::new(tokio::sync::Semaphore::new(
             settings.raw.max_feed_streams as usize,
         )),

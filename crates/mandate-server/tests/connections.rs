@@ -225,3 +225,31 @@ async fn a_body_that_trickles_in_gets_408_after_the_body_timeout() {
     let (status, _) = s.get("/v1/agents/trickled", Some(&s.root)).await;
     assert_eq!(status, 404);
 }
+
+/// A graceful stop ends open revocation streams at once, so it is not held
+/// for its whole grace period (5 s) by every proxy that follows the feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_revocation_streams_at_once() {
+    let mut s = TestServer::start_with(|c| c.feed_keepalive_secs = 60).await;
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /v1/revocations/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let start = Instant::now();
+    s.stop().await;
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the stop waited {took:?} for the stream"
+    );
+    let (_, rest) = until_closed(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the stream was left open");
+    // The response ended properly (the last chunk), not cut mid-stream.
+    assert!(rest.ends_with("0\r\n\r\n"), "{rest:?}");
+}

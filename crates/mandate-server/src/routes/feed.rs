@@ -54,7 +54,8 @@ fn sse(r: &Revocation) -> Event {
 }
 
 /// Backlog after `since`, then live entries. If a slow client falls behind
-/// the broadcast buffer the stream ends; it reconnects with its last id.
+/// the broadcast buffer, or the server stops, the stream ends; the client
+/// reconnects with its last id.
 pub async fn stream(
     State(app): State<AppState>,
     q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
@@ -89,7 +90,11 @@ pub async fn stream(
         .filter_map(move |r| {
             std::future::ready(r.ok().filter(|r| r.seq > last).map(|r| Ok(sse(&r))))
         });
-    let events = backlog.chain(live).map(move |e| {
+    let mut stopping = app.stopping.subscribe();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let events = backlog.chain(live).take_until(stopped).map(move |e| {
         let _held = &permit;
         e
     });
