@@ -69,11 +69,17 @@ async fn route_by_host(
     let Some(suffix) = serving.st.config.tool_host_suffix.as_deref() else {
         return next.run(req).await;
     };
+    // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2);
+    // HTTP/2 has only the authority.
     let authority = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .map(str::to_owned);
     let Some((tool, authority)) =
         authority.and_then(|a| Some((crate::decide::tool_by_host(suffix, &a)?, a)))

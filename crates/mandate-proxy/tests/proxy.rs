@@ -1314,6 +1314,20 @@ async fn a_tools_host_routes_to_it_with_the_whole_path() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 
+    // An absolute-form target names the host, whatever `Host` says.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+        let req = format!(
+            "GET http://echo.tools.test/items/5 HTTP/1.1\r\nhost: proxy.example\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(w.up.last().uri, "/items/5");
+    }
+
     // DPoP: the proof names the host route's URL.
     let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
     let bound = w.grant_dpop("echo", &["items:read"], &key).await;
