@@ -115,35 +115,39 @@ pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Deny> {
     })
 }
 
-/// Where the agent sent a request: its path and, on a host route, the
-/// authority that chose the tool.
+/// The authority the agent named (an absolute-form target's, else `Host`;
+/// HTTP/2's `:authority`), and whether it chose the tool (a host route).
+#[derive(Clone, Copy, Default)]
+pub struct Authority<'a> {
+    pub name: Option<&'a str>,
+    pub routes: bool,
+}
+
+/// Where the agent sent a request.
 struct Addressed<'a> {
     path: &'a str,
-    host: Option<&'a str>,
+    authority: Authority<'a>,
 }
 
 /// The URL the agent addressed, for a DPoP proof's `htu`: on a host route
 /// that host (with the public URL's scheme), else the configured public
-/// URL, or this request's Host.
-fn request_url(st: &State, headers: &HeaderMap, at: &Addressed<'_>) -> Result<String, Deny> {
+/// URL, or the authority the request named.
+fn request_url(st: &State, at: &Addressed<'_>) -> Result<String, Deny> {
     let path = at.path;
-    if let Some(authority) = at.host {
-        let https = st
-            .config
-            .public_url
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"));
-        let scheme = if https { "https" } else { "http" };
-        return Ok(format!("{scheme}://{authority}{path}"));
+    let public = st.config.public_url.as_deref();
+    match (at.authority.routes, at.authority.name, public) {
+        (true, Some(host), _) => {
+            let https = public.is_some_and(|u| u.starts_with("https://"));
+            let scheme = if https { "https" } else { "http" };
+            Ok(format!("{scheme}://{host}{path}"))
+        }
+        (false, _, Some(base)) => Ok(format!("{}{path}", base.trim_end_matches('/'))),
+        (false, Some(host), None) => Ok(format!("http://{host}{path}")),
+        _ => Err(Deny::token(
+            "invalid_dpop_proof",
+            "the request names no host to check the proof's `htu` against",
+        )),
     }
-    if let Some(base) = &st.config.public_url {
-        return Ok(format!("{}{path}", base.trim_end_matches('/')));
-    }
-    let host = headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .ok_or_else(|| Deny::token("invalid_dpop_proof", "request has no Host header"))?;
-    Ok(format!("http://{host}{path}"))
 }
 
 /// RFC 9449 at a resource: a bound token needs a fresh proof by its key,
@@ -186,7 +190,7 @@ fn check_binding(
             ));
         }
     };
-    let url = request_url(st, headers, at)?;
+    let url = request_url(st, at)?;
     let expect = dpop::Expect {
         method,
         url: &url,
@@ -215,7 +219,7 @@ pub async fn decide(
     method: &str,
     tool_name: &str,
     rest: &str,
-    by_host: Option<&str>,
+    authority: Authority<'_>,
     known: &mut Known,
 ) -> Result<Allowed, Deny> {
     let now = crate::now_secs();
@@ -238,13 +242,13 @@ pub async fn decide(
     let claims = &verified.claims;
     known.jti = Some(claims.jti.clone());
     // The path the agent sent: on a host route, the rest is all of it.
-    let path = match by_host {
-        Some(_) => rest.to_owned(),
-        None => format!("/{tool_name}{rest}"),
+    let path = match authority.routes {
+        true => rest.to_owned(),
+        false => format!("/{tool_name}{rest}"),
     };
     let at = Addressed {
         path: &path,
-        host: by_host,
+        authority,
     };
     check_binding(st, headers, method, &at, &presented, claims, now)?;
     let sub = SpiffeId::parse("sub", &claims.sub)

@@ -5,7 +5,7 @@
 //! `completed` record with the outcome.
 
 use crate::audit::{Stage, ToolCall};
-use crate::decide::{Known, check_path, decide, split_target};
+use crate::decide::{Authority, Known, check_path, decide, split_target};
 use crate::error::Deny;
 use crate::forward::{Forward, Upstream, forward};
 use crate::overrides::{check_overrides, screen_body};
@@ -51,12 +51,16 @@ pub fn router(serving: Serving) -> Router {
     router.with_state(serving)
 }
 
-/// The tool a host-based route chose (`tool_host_suffix`), and the
-/// authority the agent addressed.
+/// The tool a host-based route chose (`tool_host_suffix`).
 #[derive(Clone)]
-struct HostRoute {
-    tool: String,
-    authority: String,
+struct HostRoute(String);
+
+/// The authority a request names: an absolute-form target's wins over
+/// `Host` (RFC 9112 §3.2.2); HTTP/2 has only the `:authority`.
+fn authority_of<'a>(uri: &'a http::Uri, headers: &'a http::HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
 /// A request on a tool's host goes to the proxy route whatever its path,
@@ -69,24 +73,12 @@ async fn route_by_host(
     let Some(suffix) = serving.st.config.tool_host_suffix.as_deref() else {
         return next.run(req).await;
     };
-    // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2);
-    // HTTP/2 has only the authority.
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .map(str::to_owned);
-    let Some((tool, authority)) =
-        authority.and_then(|a| Some((crate::decide::tool_by_host(suffix, &a)?, a)))
-    else {
+    let tool =
+        authority_of(req.uri(), req.headers()).and_then(|a| crate::decide::tool_by_host(suffix, a));
+    let Some(tool) = tool else {
         return next.run(req).await;
     };
-    req.extensions_mut().insert(HostRoute { tool, authority });
+    req.extensions_mut().insert(HostRoute(tool));
     proxy(Shared(serving), req).await
 }
 
@@ -349,7 +341,7 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
     async move {
         let mut call = call;
         let target = match &by_host {
-            Some(h) => Some((h.tool.as_str(), path.as_str())),
+            Some(HostRoute(tool)) => Some((tool.as_str(), path.as_str())),
             None => split_target(&path),
         };
         let Some((tool_name, rest)) = target else {
@@ -375,7 +367,10 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
             parts.method.as_str(),
             tool_name,
             rest,
-            by_host.as_ref().map(|h| h.authority.as_str()),
+            Authority {
+                name: authority_of(&parts.uri, &parts.headers),
+                routes: by_host.is_some(),
+            },
             &mut call.known,
         )
         .await;

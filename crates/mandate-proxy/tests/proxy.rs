@@ -1348,3 +1348,47 @@ async fn a_tools_host_routes_to_it_with_the_whole_path() {
     assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
     p.stop().await;
 }
+
+/// Over HTTP/2 a request has no `Host` header, only its `:authority`; with
+/// no `public_url` configured, a DPoP proof is checked against that.
+#[tokio::test]
+async fn dpop_over_http2_is_checked_against_the_authority() {
+    use mandate_token::{SigningAlg, SigningKey, dpop};
+    let w = World::new().await;
+    let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let token = w.grant_dpop("echo", &["items:read"], &key).await;
+    let url = w.url("/echo/items/7");
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let now = mandate_testkit::now();
+    for (proof_for, want) in [
+        (url.clone(), StatusCode::OK),
+        (w.url("/echo/items/8"), StatusCode::UNAUTHORIZED),
+    ] {
+        let proof = dpop::sign_proof(&key, "GET", &proof_for, Some(&token), now).unwrap();
+        let req = http::Request::get(&url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert!(req.headers().get("host").is_none());
+        let answer = send.send_request(req).await.unwrap();
+        assert_eq!(
+            answer.status().as_u16(),
+            want.as_u16(),
+            "proof for {proof_for}"
+        );
+    }
+}
