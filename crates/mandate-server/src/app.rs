@@ -184,7 +184,7 @@ fn write_if_missing(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 /// Open the data dir (creating keys, database and default policies on first
-/// use), bind, and serve until `shutdown` is triggered.
+/// use), bind, and serve until [`Started::stop`].
 pub async fn start(settings: Settings) -> anyhow::Result<Started> {
     let raw = &settings.raw;
     // Before anything is written: a first start that fails here must not
