@@ -87,9 +87,26 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Headers by which a client speaks for a proxy in front of it: an upstream
+/// that trusts them (for an IP allow-list, or links it builds) would take
+/// the agent's word for where the call came from. The proxy cannot vouch
+/// for them, so none is forwarded.
+const FORWARDING: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
 /// The headers the upstream gets: the agent's, less its credential, the
-/// hop-by-hop ones and anything in the injection's place; identity encoding
-/// only (so the answer can be scanned).
+/// hop-by-hop and forwarding ones and anything in the injection's place;
+/// identity encoding only (so the answer can be scanned).
 pub fn upstream_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
     strip_hop_by_hop(&mut h);
     for n in [
@@ -99,6 +116,9 @@ pub fn upstream_headers(mut h: HeaderMap, cred: &Credential) -> HeaderMap {
         header::ACCEPT_ENCODING,
     ] {
         h.remove(n);
+    }
+    for n in FORWARDING {
+        h.remove(*n);
     }
     h.remove("dpop");
     h.insert(
@@ -469,7 +489,7 @@ mod tests {
     }
 
     #[test]
-    fn the_agents_credentials_and_connection_headers_never_reach_the_upstream() {
+    fn the_agents_credentials_connection_and_forwarding_headers_never_reach_the_upstream() {
         let agent = headers(&[
             ("authorization", b"DPoP agent-access-token"),
             ("dpop", b"agent-proof"),
@@ -483,6 +503,12 @@ mod tests {
             ("trailer", b"x-checksum"),
             ("transfer-encoding", b"chunked"),
             ("upgrade", b"h2c"),
+            ("forwarded", b"for=10.0.0.1"),
+            ("x-forwarded-for", b"10.0.0.1"),
+            ("x-forwarded-host", b"internal.example"),
+            ("x-forwarded-proto", b"https"),
+            ("x-real-ip", b"10.0.0.1"),
+            ("true-client-ip", b"10.0.0.1"),
             ("content-type", b"application/json"),
             ("user-agent", b"agent/1"),
             ("x-custom", b"a"),
@@ -501,6 +527,12 @@ mod tests {
             "trailer",
             "transfer-encoding",
             "upgrade",
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-real-ip",
+            "true-client-ip",
         ] {
             assert!(h.get(gone).is_none(), "`{gone}` was forwarded");
         }
