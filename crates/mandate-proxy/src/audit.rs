@@ -58,6 +58,9 @@ pub struct ToolCall {
     pub tool: Option<String>,
     pub action: Option<String>,
     pub jti: Option<String>,
+    /// The agent's address (proxy protocol 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
     pub method: String,
     /// Without the query (which may carry data, or an injected secret).
     pub path: String,
@@ -441,6 +444,7 @@ pub(crate) mod tests {
             tool: None,
             action: None,
             jti: None,
+            client: None,
             method: "GET".into(),
             path: "/".into(),
             status: Some(200),
@@ -464,6 +468,7 @@ pub(crate) mod tests {
             tool: None,
             action: None,
             jti: None,
+            client: None,
             method: "GET".into(),
             path: "/é".repeat(2000),
             status: Some(200),

@@ -51,6 +51,10 @@ pub fn router(serving: Serving) -> Router {
     router.with_state(serving)
 }
 
+/// The address of the agent's connection, for the audit record.
+#[derive(Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// The tool a host-based route chose (`tool_host_suffix`).
 #[derive(Clone)]
 struct HostRoute(String);
@@ -177,6 +181,8 @@ pub struct CallRecord {
     at: i64,
     started: Instant,
     pub known: Known,
+    /// The agent's address, as the connection came in.
+    client: Option<String>,
     method: String,
     path: String,
     pub status: u16,
@@ -189,13 +195,14 @@ pub struct CallRecord {
 }
 
 impl CallRecord {
-    fn new(st: Arc<State>, method: &str, path: &str) -> Self {
+    fn new(st: Arc<State>, client: Option<Peer>, method: &str, path: &str) -> Self {
         CallRecord {
             st,
             id: call_id(),
             at: crate::now_ms(),
             started: Instant::now(),
             known: Known::default(),
+            client: client.map(|p| p.0.ip().to_canonical().to_string()),
             method: method.to_owned(),
             path: path.to_owned(),
             status: 0,
@@ -236,6 +243,7 @@ impl CallRecord {
             tool: k.tool.clone(),
             action: k.action.clone(),
             jti: k.jti.clone(),
+            client: self.client.clone(),
             method: self.method.clone(),
             path: self.path.clone(),
             status: None,
@@ -297,6 +305,7 @@ impl CallRecord {
             tool: k.tool,
             action: k.action,
             jti: k.jti,
+            client: self.client.take(),
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             status: Some(self.status),
@@ -328,7 +337,8 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
     let Serving { st, upstream } = serving;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
-    let call = CallRecord::new(st.clone(), parts.method.as_str(), &path);
+    let peer = parts.extensions.get::<Option<Peer>>().copied().flatten();
+    let call = CallRecord::new(st.clone(), peer, parts.method.as_str(), &path);
     let span = tracing::info_span!(
         "proxy",
         request_id = %call.id,

@@ -362,6 +362,9 @@ impl Ctx {
         let _ = stream.set_nodelay(true);
         let http = self.http.clone();
         let app = self.app.clone();
+        // Each request learns the agent's address, for its audit record.
+        let peer = stream.peer_addr().ok().map(crate::handle::Peer);
+        let app = tower::Layer::layer(&axum::Extension(peer), app);
         let phase = self.phase.clone();
         let idle = self.idle;
         conns.spawn(async move {

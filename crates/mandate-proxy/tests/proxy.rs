@@ -529,6 +529,8 @@ async fn every_call_lands_once_in_the_audit_chain_without_the_secret() {
         mandate_testkit::serde_json::from_str(first["detail"].as_str().unwrap()).unwrap();
     assert_eq!(detail["path"], "/echo/items/1");
     assert_eq!(detail["action"], "items:read");
+    // Where the call came from, as the proxy's connection saw it.
+    assert_eq!(detail["client"], "127.0.0.1", "{detail}");
     // Each allowed call's outcome is chained once (with its opening, or
     // after it); a denied call's record is its outcome.
     for id in &ids[..2] {

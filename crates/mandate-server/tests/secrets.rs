@@ -400,6 +400,13 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
         ),
         (batch(vec![call("c6", u64::MAX)]), "events[0].seq"),
         (
+            batch(vec![with(
+                call("c6", 700),
+                json!({"client": "evil.example"}),
+            )]),
+            "events[0].client",
+        ),
+        (
             json!({"source": "a b", "events": [call("c6", 700)]}),
             "source",
         ),

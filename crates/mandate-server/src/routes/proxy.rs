@@ -131,6 +131,9 @@ pub struct ToolCall {
     tool: Option<String>,
     action: Option<String>,
     jti: Option<String>,
+    /// The agent's address as the proxy saw it (protocol 3).
+    #[serde(default)]
+    client: Option<String>,
     method: String,
     path: String,
     status: Option<u16>,
@@ -229,6 +232,13 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
     for r in &c.reasons {
         short("reasons", i, r, 512)?;
     }
+    if let Some(client) = &c.client
+        && client.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].client: must be an IP address"
+        )));
+    }
     short("method", i, &c.method, 16)?;
     short("path", i, &c.path, 2048)?;
     for (f, v) in [
@@ -282,15 +292,17 @@ pub async fn ingest(
                 Stage::Invoked | Stage::Call => EventKind::ToolInvoked,
                 Stage::Completed => EventKind::ToolCompleted,
             };
+            let mut detail = json!({"at_ms": c.at, "action": c.action, "method": c.method,
+                "path": path, "status": c.status, "latency_ms": c.latency_ms,
+                "bytes": c.bytes});
+            if let Some(client) = c.client {
+                detail["client"] = client.into();
+            }
             let mut event = NewEvent::new(kind, actor.clone())
                 .decision(&c.decision)
                 .reasons(c.reasons)
                 .request_id(Some(c.id.clone()))
-                .detail(
-                    json!({"at_ms": c.at, "action": c.action, "method": c.method,
-                    "path": path, "status": c.status, "latency_ms": c.latency_ms,
-                    "bytes": c.bytes}),
-                );
+                .detail(detail);
             event.agent = c.agent;
             event.task = c.task;
             event.tool = c.tool;
