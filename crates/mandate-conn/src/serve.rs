@@ -36,6 +36,18 @@ pub fn http(header_timeout: Duration) -> auto::Builder<TokioExecutor> {
     http
 }
 
+/// After a failed accept: a connection its peer gave up on is nothing to
+/// act on; out of descriptors or memory, wait a little rather than spin,
+/// and never end the server for it.
+pub async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
+    if matches!(e.kind(), ConnectionAborted | ConnectionReset) {
+        return;
+    }
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// Serve `io` with `service` until the peer goes, the connection has been
 /// idle for `idle`, or `phase` leaves [`Phase::Serve`].
 ///

@@ -117,7 +117,7 @@ pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Deny> {
 
 /// The authority the agent named (an absolute-form target's, else `Host`;
 /// HTTP/2's `:authority`), and whether it chose the tool (a host route).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Authority<'a> {
     pub name: Option<&'a str>,
     pub routes: bool,

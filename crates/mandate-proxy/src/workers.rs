@@ -314,16 +314,7 @@ impl Thread {
                         let slot = slot.take().expect("accepting only with a place");
                         ctx.place(&mut conns, stream, slot);
                     }
-                    Err(e) if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                    ) => {}
-                    // Out of descriptors or memory: wait rather than spin,
-                    // and never end the proxy for it.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    Err(e) => serve::accept_failed(&e).await,
                 },
             }
         }

@@ -1275,11 +1275,12 @@ async fn a_tools_host_routes_to_it_with_the_whole_path() {
             .header("authorization", auth.to_owned())
     };
     let bearer = format!("Bearer {token}");
+    let get = |host: &str, path: &str, auth: &str| {
+        let sent = on_host(host, path, auth).send();
+        async move { sent.await.unwrap() }
+    };
 
-    let r = on_host("echo.tools.test:8400", "/items/42?x=1", &bearer)
-        .send()
-        .await
-        .unwrap();
+    let r = get("echo.tools.test:8400", "/items/42?x=1", &bearer).await;
     assert_eq!(r.status(), StatusCode::OK);
     let seen = w.up.last();
     assert_eq!(seen.uri, "/items/42?x=1");
@@ -1291,29 +1292,17 @@ async fn a_tools_host_routes_to_it_with_the_whole_path() {
 
     // The tool's host owns every path: `/metrics` is the tool's, and no
     // route rule of its matches.
-    let r = on_host("ECHO.tools.test", "/metrics", &bearer)
-        .send()
-        .await
-        .unwrap();
+    let r = get("ECHO.tools.test", "/metrics", &bearer).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert_eq!(code(&r.text().await.unwrap()), "no_route");
     // A host naming no tool.
-    let r = on_host("other.tools.test", "/items/1", &bearer)
-        .send()
-        .await
-        .unwrap();
+    let r = get("other.tools.test", "/items/1", &bearer).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(code(&r.text().await.unwrap()), "unknown_tool");
     // Any other host: path routing as before.
-    let r = on_host("proxy.example", "/echo/items/1", &bearer)
-        .send()
-        .await
-        .unwrap();
+    let r = get("proxy.example", "/echo/items/1", &bearer).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let r = on_host("proxy.example", "/healthz", "Bearer x")
-        .send()
-        .await
-        .unwrap();
+    let r = get("proxy.example", "/healthz", "Bearer x").await;
     assert_eq!(r.status(), StatusCode::OK);
 
     // An absolute-form target names the host, whatever `Host` says.

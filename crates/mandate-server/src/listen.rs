@@ -10,7 +10,6 @@ use axum::extract::ConnectInfo;
 use mandate_conn::serve::{self, Phase};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -92,19 +91,8 @@ pub async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                continue;
-            }
-            // Out of descriptors or memory: wait rather than spin, and never
-            // end the broker for it.
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                serve::accept_failed(&e).await;
                 continue;
             }
         };
