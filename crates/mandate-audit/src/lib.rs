@@ -6,6 +6,8 @@
 //! tokens never enter an event: tokens are referenced by `jti`, secrets by id.
 //! This crate does no I/O; the store appends, the CLI verifies.
 
+#![forbid(unsafe_code)]
+
 mod chain;
 mod event;
 

@@ -1,6 +1,10 @@
 //! `mandate`: the broker (server, dev) and every admin and agent verb
 //! against a running broker. Noun then verb, `--json` for scripts.
 
+// One `unsafe` block, in `run.rs` (kill(2) to forward signals to the
+// wrapped command); everything else is safe.
+#![deny(unsafe_code)]
+
 mod admin;
 mod agent_side;
 mod audit;

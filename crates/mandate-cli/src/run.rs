@@ -311,7 +311,10 @@ async fn wait_forwarding_signals(
     let forward = |sig| {
         if let Some(pid) = pid {
             // SAFETY: kill(2) with a pid we spawned and still wait for.
-            unsafe { libc::kill(pid, sig) };
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, sig)
+            };
         }
     };
     let status = loop {

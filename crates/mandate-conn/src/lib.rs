@@ -7,6 +7,8 @@
 //! good (slowloris). [`Seen`] is told of each request and says when its
 //! connection has been idle long enough, and [`serve::connection`] closes it.
 
+#![forbid(unsafe_code)]
+
 pub mod serve;
 
 use bytes::Bytes;

@@ -3,6 +3,8 @@
 //! machine). Pure values and functions: no I/O, no async, no clocks — callers
 //! pass `now` in, so every rule is testable in isolation.
 
+#![forbid(unsafe_code)]
+
 #[macro_use]
 mod macros;
 

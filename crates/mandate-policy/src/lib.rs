@@ -10,6 +10,8 @@
 //! [`PolicySet::load_dir`]. Which agent, tool and task the facts describe is
 //! the caller's business (the server reads them from its store).
 
+#![forbid(unsafe_code)]
+
 mod decide;
 mod error;
 mod facts;

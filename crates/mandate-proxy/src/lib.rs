@@ -21,6 +21,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod audit;
 mod broker;
 mod budget;

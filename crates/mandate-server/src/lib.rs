@@ -3,6 +3,8 @@
 //! `mandate-core`, persistence in `mandate-store`, decisions in
 //! `mandate-policy`. `start` runs the server and its background sweeper.
 
+#![forbid(unsafe_code)]
+
 mod app;
 pub mod config;
 mod deadline;

@@ -8,6 +8,8 @@
 //! [`PostgresStore`] is the same design against a PostgreSQL server. The
 //! trait speaks domain types only, so callers never know which one they have.
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod postgres;
 mod rules;

@@ -2,6 +2,8 @@
 //! a temporary data dir, spoken to over HTTP exactly like a client would;
 //! a test workload-identity issuer with a JWKS file; agent key helpers.
 
+#![forbid(unsafe_code)]
+
 pub mod http2;
 pub mod postgres;
 pub mod raw;

@@ -14,6 +14,8 @@
 //!
 //! No network and no clocks: callers pass `now`.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod checkpoint;
 pub mod claims;
