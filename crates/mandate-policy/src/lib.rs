@@ -1,5 +1,5 @@
 //! Mandate's policy engine: Cedar, with a schema and default policies shipped
-//! in `policies/` at the repository root, policy files validated against the
+//! in this crate's `policies/` directory, policy files validated against the
 //! schema (strict mode) when loaded, and decisions for Mandate's three Cedar
 //! actions: `invoke` (every request an agent makes with a grant),
 //! `start_task` (an agent asking for a task on a tool) and `require_approval`
@@ -28,9 +28,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The Cedar schema Mandate's requests follow (`policies/schema.cedarschema`).
-pub const DEFAULT_SCHEMA: &str = include_str!("../../../policies/schema.cedarschema");
+pub const DEFAULT_SCHEMA: &str = include_str!("../policies/schema.cedarschema");
 /// The policies a fresh data dir starts with (`policies/default.cedar`).
-pub const DEFAULT_POLICIES: &str = include_str!("../../../policies/default.cedar");
+pub const DEFAULT_POLICIES: &str = include_str!("../policies/default.cedar");
 
 /// The Cedar actions Mandate evaluates; the discriminant indexes
 /// [`Loaded::slices`].
