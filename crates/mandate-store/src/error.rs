@@ -24,6 +24,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A stored value that does not read back as its domain type.
+    pub(crate) fn corrupt(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(e.to_string())
+    }
+
     /// A failed group commit, as told to each caller in the group.
     pub(crate) fn group_failed(&self) -> StoreError {
         StoreError::Backend(match self {

@@ -7,13 +7,36 @@
 //! groups (one fsync for many requests); reads use a small connection pool.
 //! [`PostgresStore`] is the same design against a PostgreSQL server. The
 //! trait speaks domain types only, so callers never know which one they have.
+//!
+//! What the store does is written once: `store.rs` implements [`Store`] for
+//! any backend, by way of one room per noun (`owners`, `agents`, `tools`,
+//! `tasks`, `grants`, `feed`, `secrets`, `ingest`, `events`,
+//! `admin_tokens`) whose SQL runs on both dialects through one small
+//! interface (`sql`). A backend (`sqlite/`, `postgres/`) brings only its
+//! connections, its writer thread, its migrations and its dialect's
+//! conversions.
 
 #![forbid(unsafe_code)]
 
+mod admin_tokens;
+mod agents;
+mod backend;
 mod error;
+mod events;
+mod feed;
+mod grants;
+mod ingest;
+mod owners;
+mod pool;
 mod postgres;
 mod rules;
+mod schema;
+mod secrets;
+mod sql;
 mod sqlite;
+mod store;
+mod tasks;
+mod tools;
 
 pub use crate::postgres::{PostgresAuditReader, PostgresStore, PostgresTls};
 pub use error::StoreError;

@@ -1,6 +1,7 @@
-//! What every backend decides the same way, kept out of the SQL: cascade
-//! events, the last-root-token guard, proxy batch de-duplication, and
-//! reading stored names back into domain types.
+//! Decisions the rooms make in Rust rather than in SQL, kept free of any
+//! connection so they are tested on their own: which task states are live,
+//! cascade events, what may be revoked by id, task page sizes, the
+//! last-root-token guard and proxy batch de-duplication.
 
 use crate::{Invocation, StoreError};
 use mandate_audit::{EventKind, NewEvent};
@@ -16,20 +17,6 @@ pub(crate) fn cascade_event(cause: &NewEvent, kind: EventKind, task: &Task) -> N
         .task(&task.id)
         .request_id(cause.request_id.clone())
         .reasons(vec![format!("cascade from {}", cause.kind)])
-}
-
-pub(crate) fn revocation_kind(stored: &str) -> RevocationKind {
-    match stored {
-        "token" => RevocationKind::Token,
-        "task" => RevocationKind::Task,
-        "key" => RevocationKind::Key,
-        _ => RevocationKind::Agent,
-    }
-}
-
-pub(crate) fn event_kind(stored: &str) -> Result<EventKind, StoreError> {
-    EventKind::parse(stored)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind `{stored}`")))
 }
 
 /// Only tokens and keys are revoked by id; tasks and agents change state.
@@ -50,38 +37,6 @@ pub(crate) fn task_page(limit: usize) -> i64 {
     } else {
         limit.min(1000) as i64
     }
-}
-
-/// An admin token from its stored columns (`rights` is a JSON array).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn admin_token(
-    id: String,
-    hash: String,
-    rights: &str,
-    description: String,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-) -> Result<AdminToken, StoreError> {
-    let names: Vec<String> = serde_json::from_str(rights)?;
-    let rights = names
-        .iter()
-        .map(|n| AdminRight::parse(n).map_err(|e| StoreError::Corrupt(e.to_string())))
-        .collect::<Result<_, _>>()?;
-    Ok(AdminToken {
-        id,
-        hash,
-        rights,
-        description,
-        created_at,
-        expires_at,
-        revoked_at,
-    })
-}
-
-pub(crate) fn admin_rights_json(token: &AdminToken) -> Result<String, StoreError> {
-    let rights: Vec<&str> = token.rights.iter().map(|r| r.as_str()).collect();
-    Ok(serde_json::to_string(&rights)?)
 }
 
 /// The live token `id` among `all`, unless it is the last live root token

@@ -1,11 +1,13 @@
-//! One PostgreSQL connection and the statements prepared on it. Prepared
-//! once per connection (a statement outlives the transactions it ran in),
-//! so a query costs one round trip, not a parse and an execute.
+//! One PostgreSQL connection and the statements prepared on it, behind
+//! the store's one SQL interface ([`Sql`]). Prepared once per connection
+//! (a statement outlives the transactions it ran in), so a query costs one
+//! round trip, not a parse and an execute.
 
 use crate::StoreError;
+use crate::sql::{Arg, Cell, Row, Sql};
 use postgres::error::SqlState;
-use postgres::types::ToSql;
-use postgres::{Client, GenericClient, Row, Statement};
+use postgres::types::{ToSql, Type};
+use postgres::{Client, GenericClient, Statement};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -66,47 +68,88 @@ impl<C: GenericClient> Db<'_, C> {
         Ok(s)
     }
 
-    pub fn exec(&mut self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
+    /// A statement with PostgreSQL-typed parameters (arrays for `unnest`).
+    pub fn execute(&mut self, sql: &str, p: Params<'_>) -> Result<u64, StoreError> {
         let s = self.stmt(sql)?;
         Ok(self.c.execute(&s, p)?)
     }
 
-    pub fn query(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<Row>, StoreError> {
+    /// A query with PostgreSQL-typed parameters; its rows as returned.
+    pub fn rows(&mut self, sql: &str, p: Params<'_>) -> Result<Vec<postgres::Row>, StoreError> {
         let s = self.stmt(sql)?;
         Ok(self.c.query(&s, p)?)
     }
+}
 
-    pub fn opt(&mut self, sql: &str, p: Params<'_>) -> Result<Option<Row>, StoreError> {
-        let s = self.stmt(sql)?;
-        Ok(self.c.query_opt(&s, p)?)
+fn params<'a>(args: &'a [Arg<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Int(v) => v as &(dyn ToSql + Sync),
+            Arg::Text(v) => v as &(dyn ToSql + Sync),
+            Arg::Bytes(v) => v as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+/// Column `i` of a row, for the column types the schema uses.
+fn cell(r: &postgres::Row, i: usize) -> Result<Cell, StoreError> {
+    let bad = |e: postgres::Error| StoreError::Corrupt(format!("column {i}: {e}"));
+    let ty = r.columns()[i].type_();
+    let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
+    Ok(if *ty == Type::INT8 {
+        int(r.try_get::<_, Option<i64>>(i).map_err(bad)?)
+    } else if *ty == Type::INT4 {
+        int(r.try_get::<_, Option<i32>>(i).map_err(bad)?.map(i64::from))
+    } else if *ty == Type::INT2 {
+        int(r.try_get::<_, Option<i16>>(i).map_err(bad)?.map(i64::from))
+    } else if *ty == Type::BOOL {
+        int(r.try_get::<_, Option<bool>>(i).map_err(bad)?.map(i64::from))
+    } else if *ty == Type::BYTEA {
+        r.try_get::<_, Option<Vec<u8>>>(i)
+            .map_err(bad)?
+            .map_or(Cell::Null, Cell::Bytes)
+    } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) {
+        r.try_get::<_, Option<String>>(i)
+            .map_err(bad)?
+            .map_or(Cell::Null, Cell::Text)
+    } else {
+        return Err(StoreError::Corrupt(format!(
+            "column {i} is of type {ty}, which the store does not read"
+        )));
+    })
+}
+
+pub(crate) fn row(r: &postgres::Row) -> Result<Row, StoreError> {
+    (0..r.len())
+        .map(|i| cell(r, i))
+        .collect::<Result<_, _>>()
+        .map(Row)
+}
+
+impl<C: GenericClient> Sql for Db<'_, C> {
+    fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        self.execute(sql, &params(args))
     }
 
-    pub fn exists(&mut self, sql: &str, p: Params<'_>) -> Result<bool, StoreError> {
-        Ok(self.opt(sql, p)?.is_some())
+    fn query(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.rows(sql, &params(args))?.iter().map(row).collect()
     }
 
-    /// An INSERT whose uniqueness (or reference) failure is `Conflict`, as
-    /// SQLite reports any constraint failure.
-    pub fn insert(
-        &mut self,
-        sql: &str,
-        p: Params<'_>,
-        what: &'static str,
-        id: &str,
-    ) -> Result<(), StoreError> {
+    fn try_insert(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<bool, StoreError> {
         let s = self.stmt(sql)?;
-        match self.c.execute(&s, p) {
-            Ok(_) => Ok(()),
+        match self.c.execute(&s, &params(args)) {
+            Ok(_) => Ok(true),
             Err(e)
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
                     || e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) =>
             {
-                Err(StoreError::Conflict {
-                    what,
-                    id: id.to_owned(),
-                })
+                Ok(false)
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.c.batch_execute(sql)?)
     }
 }

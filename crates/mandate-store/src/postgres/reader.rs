@@ -3,11 +3,11 @@
 //! might be down or not trusted. No writer lock, no migrations, and the
 //! session is read-only: an auditor's tool cannot change the evidence.
 
+use super::connect::{self, PostgresTls};
 use super::db::Conn;
-use super::{PostgresTls, describe, tls};
-use crate::StoreError;
+use crate::{StoreError, events};
 use mandate_audit::Event;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 /// A read-only connection to a Mandate PostgreSQL database's audit events.
 /// Blocking: use it from a thread of its own, never an async worker (the
@@ -18,8 +18,8 @@ pub struct PostgresAuditReader {
 
 impl PostgresAuditReader {
     pub fn connect(url: &SecretString, settings: PostgresTls) -> Result<Self, StoreError> {
-        let target = describe(url)?;
-        let mut client = postgres::Client::connect(url.expose_secret(), tls(settings)?)?;
+        let target = connect::describe(url)?;
+        let mut client = connect::client(url, &connect::tls(settings)?)?;
         client.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")?;
         tracing::debug!(database = %target, "reading audit events");
         Ok(PostgresAuditReader {
@@ -29,6 +29,6 @@ impl PostgresAuditReader {
 
     /// Up to `limit` events after `after`, in chain order.
     pub fn events_since(&mut self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-        super::ops::read_events(&mut self.conn.db(), after, limit)
+        events::since(&mut self.conn.db(), after, limit)
     }
 }

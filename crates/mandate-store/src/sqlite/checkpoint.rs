@@ -11,6 +11,7 @@
 //! [`RESTART_FRAMES`] this thread asks the writer to restart it between two
 //! groups: by then nearly every frame is already copied, so that is short.
 
+use super::setup::BUSY_TIMEOUT;
 use crate::StoreError;
 use rusqlite::Connection;
 use std::path::Path;
@@ -93,7 +94,7 @@ pub(crate) fn restart_log(conn: &Connection, restart: &AtomicBool) {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "WAL restart failed; will retry"),
     }
-    let _ = conn.busy_timeout(super::BUSY_TIMEOUT);
+    let _ = conn.busy_timeout(BUSY_TIMEOUT);
 }
 
 #[cfg(test)]

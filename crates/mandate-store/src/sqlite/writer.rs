@@ -1,75 +1,58 @@
 //! The single writer thread and its group commit.
 //!
-//! Requests queue closures; the thread takes everything queued (up to a
-//! cap), runs each inside its own savepoint of one transaction, commits once,
+//! Requests queue jobs; the thread takes everything queued (up to a cap),
+//! runs each inside its own savepoint of one transaction, commits once,
 //! and only then answers every caller. One fsync covers the whole group, so
 //! durable throughput grows with concurrency instead of being capped by the
-//! disk's sync rate. A failing closure rolls back its savepoint only.
+//! disk's sync rate. A failing job rolls back its savepoint only.
 
-use crate::StoreError;
-use mandate_audit::{ChainHead, Event, NewEvent};
-use rusqlite::{Connection, TransactionBehavior, params};
+use super::checkpoint;
+use super::link::Link;
+use crate::backend::{self, Done, Job};
+use crate::sql::{Arg, Row, Sql, Write};
+use crate::{StoreError, events, grants};
+use mandate_audit::{ChainHead, NewEvent};
+use mandate_core::Grant;
+use rusqlite::{Connection, TransactionBehavior};
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 
-const MAX_GROUP: usize = 512;
-
-/// The write-side context a job sees: the connection inside its savepoint
-/// and the audit chain head, which rolls back with the savepoint.
-pub(crate) struct Tx<'a> {
-    pub conn: &'a Connection,
+/// What a job sees: the connection inside its savepoint and the audit
+/// chain head, which rolls back with the savepoint. Events and grants are
+/// inserted at once: in-process, a row costs no round trip.
+struct Tx<'a> {
+    link: Link<'a>,
     chain: &'a mut ChainHead,
     now_ms: i64,
 }
 
-impl Tx<'_> {
-    /// Chain and insert one audit event.
-    pub fn audit(&mut self, ev: NewEvent) -> Result<Event, StoreError> {
-        let e = self.chain.append(ev, self.now_ms);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO events (seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-            )?
-            .execute(params![
-                e.seq as i64,
-                e.time_ms,
-                e.kind.as_str(),
-                e.actor,
-                e.agent,
-                e.task,
-                e.tool,
-                e.jti,
-                e.decision,
-                serde_json::to_string(&e.reasons)?,
-                e.request_id,
-                e.detail,
-                e.prev_hash,
-                e.hash,
-            ])?;
-        Ok(e)
+impl Sql for Tx<'_> {
+    fn exec(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        self.link.exec(sql, args)
+    }
+
+    fn query(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.link.query(sql, args)
+    }
+
+    fn try_insert(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<bool, StoreError> {
+        self.link.try_insert(sql, args)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.link.batch(sql)
     }
 }
 
-type Done = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-pub(crate) type Job = Box<dyn FnOnce(&mut Tx<'_>) -> (bool, Done) + Send>;
+impl Write for Tx<'_> {
+    fn audit(&mut self, ev: NewEvent) -> Result<(), StoreError> {
+        let e = self.chain.append(ev, self.now_ms);
+        events::insert(&mut self.link, &e)
+    }
 
-/// Wrap a typed closure as a job whose answer is sent after commit.
-pub(crate) fn job<R, F>(f: F) -> (Job, tokio::sync::oneshot::Receiver<Result<R, StoreError>>)
-where
-    R: Send + 'static,
-    F: FnOnce(&mut Tx<'_>) -> Result<R, StoreError> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job: Job = Box::new(move |t| {
-        let result = f(t);
-        let ok = result.is_ok();
-        let done: Done = Box::new(move |commit| {
-            let _ = tx.send(commit.and(result));
-        });
-        (ok, done)
-    });
-    (job, rx)
+    fn grant(&mut self, grant: &Grant) -> Result<(), StoreError> {
+        grants::insert(&mut self.link, grant)
+    }
 }
 
 pub(crate) fn run(
@@ -78,38 +61,9 @@ pub(crate) fn run(
     jobs: mpsc::Receiver<Job>,
     restart: &AtomicBool,
 ) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(j) => group.push(j),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = backend::next_group(&jobs) {
         let chain_before = chain.clone();
-        let now_ms = now_ms();
-        let mut dones = Vec::with_capacity(group.len());
-        let outcome = (|| -> Result<(), StoreError> {
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for j in group.drain(..) {
-                let saved = chain.clone();
-                let sp = tx.savepoint()?;
-                let (ok, done) = j(&mut Tx {
-                    conn: &sp,
-                    chain: &mut chain,
-                    now_ms,
-                });
-                if ok {
-                    sp.commit()?;
-                } else {
-                    drop(sp); // rolls back this job only
-                    chain = saved;
-                }
-                dones.push(done);
-            }
-            tx.commit()?;
-            Ok(())
-        })();
+        let (dones, outcome) = commit_group(&mut conn, &mut chain, group);
         if let Err(e) = &outcome {
             tracing::error!(error = %e, group = dones.len(), "group commit failed; every write in it is refused");
             chain = chain_before;
@@ -120,16 +74,42 @@ pub(crate) fn run(
                 .map(|_| ())
                 .map_err(StoreError::group_failed));
         }
-        // Jobs whose closure never ran (an early `?` above) drop their
-        // senders, which callers see as `Closed`; nothing is half-applied.
-        drop(group);
-        super::checkpoint::restart_log(&conn, restart);
+        checkpoint::restart_log(&conn, restart);
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+fn commit_group(
+    conn: &mut Connection,
+    chain: &mut ChainHead,
+    group: Vec<Job>,
+) -> (Vec<Done>, Result<(), StoreError>) {
+    let now_ms = backend::now_ms();
+    let mut dones = Vec::with_capacity(group.len());
+    let mut group = group.into_iter();
+    let outcome = (|| -> Result<(), StoreError> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for j in group.by_ref() {
+            let saved = chain.clone();
+            let sp = tx.savepoint()?;
+            let (ok, done) = j(Ok(&mut Tx {
+                link: Link(&sp),
+                chain: &mut *chain,
+                now_ms,
+            }));
+            dones.push(done);
+            if ok {
+                sp.commit()?;
+            } else {
+                drop(sp); // rolls back this job only
+                *chain = saved;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    // Jobs that never ran (the transaction failed first) are told why.
+    if let Err(e) = &outcome {
+        dones.extend(backend::refuse(group, e));
+    }
+    (dones, outcome)
 }

@@ -1,0 +1,96 @@
+//! The audit chain as stored: one row per event, by `seq`.
+
+use crate::StoreError;
+use crate::sql::{self, Row, Sql, Write, args};
+use mandate_audit::{ChainHead, Event, EventKind, GENESIS_HASH, NewEvent};
+
+/// The columns of an event, in [`event`]'s order.
+pub(crate) const COLUMNS: &str = "seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash";
+
+fn event(r: &Row) -> Result<Event, StoreError> {
+    let kind = r.text(2)?;
+    Ok(Event {
+        seq: r.get::<i64>(0)? as u64,
+        time_ms: r.get(1)?,
+        kind: EventKind::parse(kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown event kind `{kind}`")))?,
+        actor: r.get(3)?,
+        agent: r.get(4)?,
+        task: r.get(5)?,
+        tool: r.get(6)?,
+        jti: r.get(7)?,
+        decision: r.get(8)?,
+        reasons: r.json(9)?,
+        request_id: r.get(10)?,
+        detail: r.get(11)?,
+        prev_hash: r.get(12)?,
+        hash: r.get(13)?,
+    })
+}
+
+/// Store one chained event, for a writer that stores them one at a time.
+pub(crate) fn insert(db: &mut dyn Sql, e: &Event) -> Result<(), StoreError> {
+    db.exec(
+        &format!(
+            "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        ),
+        args![
+            sql::bigint(e.seq),
+            e.time_ms,
+            e.kind.as_str(),
+            &e.actor,
+            e.agent.as_deref(),
+            e.task.as_deref(),
+            e.tool.as_deref(),
+            e.jti.as_deref(),
+            e.decision.as_deref(),
+            &serde_json::to_string(&e.reasons)?,
+            e.request_id.as_deref(),
+            &e.detail,
+            &e.prev_hash,
+            &e.hash
+        ],
+    )?;
+    Ok(())
+}
+
+/// Events with no other change (decisions, refusals).
+pub(crate) fn append(w: &mut dyn Write, events: Vec<NewEvent>) -> Result<(), StoreError> {
+    events.into_iter().try_for_each(|e| w.audit(e))
+}
+
+/// Up to `limit` events after `after`, in chain order.
+pub(crate) fn since(db: &mut dyn Sql, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
+    db.query(
+        &format!("SELECT {COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+        args![sql::bigint(after), sql::bigint(limit as u64)],
+    )?
+    .iter()
+    .map(event)
+    .collect()
+}
+
+/// The event with the highest `seq`, if any.
+pub(crate) fn last(db: &mut dyn Sql) -> Result<Option<Event>, StoreError> {
+    sql::first(
+        db,
+        &format!("SELECT {COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"),
+        &[],
+    )?
+    .map(|r| event(&r))
+    .transpose()
+}
+
+/// Where the next event goes: after the last stored one, or at the start.
+pub(crate) fn chain_head(db: &mut dyn Sql) -> Result<ChainHead, StoreError> {
+    Ok(match last(db)? {
+        Some(e) => ChainHead {
+            next_seq: e.seq + 1,
+            last_hash: e.hash,
+        },
+        None => ChainHead {
+            next_seq: 1,
+            last_hash: GENESIS_HASH.into(),
+        },
+    })
+}
