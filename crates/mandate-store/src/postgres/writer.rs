@@ -142,6 +142,14 @@ pub(crate) fn run(
             );
         }
     }
+    // Release the writer lock before the connection goes: the server drops
+    // a closed session's locks only once it notices, and a broker opened
+    // right after this one closes must find the lock free.
+    if let Some((mut conn, _)) = state {
+        let _ = conn
+            .client
+            .execute("SELECT pg_advisory_unlock($1)", &[&WRITER_LOCK]);
+    }
 }
 
 fn commit_group(
