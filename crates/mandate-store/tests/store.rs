@@ -17,6 +17,7 @@ on_each_backend!(
     client_assertion_jti_is_single_use,
     tasks_expire_and_revocations_are_fed,
     grants_are_stored_with_their_event_beside_refused_writes,
+    a_refused_grant_refuses_only_its_own_write,
 );
 
 fn agent(name: &str, owner: &str) -> Agent {
@@ -417,5 +418,93 @@ async fn grants_are_stored_with_their_event_beside_refused_writes(place: Place) 
         .filter(|e| e.kind == EventKind::GrantMinted)
         .count();
     assert_eq!(minted, 30);
+    verify_chain(events).unwrap();
+}
+
+/// A grant whose `jti` is taken, or whose task is unknown, is `Conflict`
+/// on both backends and takes nothing else down: PostgreSQL, which stores
+/// a group's grants in one statement, once failed the whole group.
+async fn a_refused_grant_refuses_only_its_own_write(place: Place) {
+    let s = seeded(&place).await;
+    let a = agent("a", "platform");
+    s.create_agent(a.clone(), ev(EventKind::AgentCreated))
+        .await
+        .unwrap();
+    let task = Task {
+        id: TaskId::from_random([7; 16]),
+        agent: a.name.clone(),
+        intent: "x".into(),
+        scope: serde_json::from_value(serde_json::json!([{"tool": "t", "actions": ["a"]}]))
+            .unwrap(),
+        environment: Environment::Staging,
+        state: TaskState::Active,
+        requested_by: None,
+        reasons: vec![],
+        created_at: 0,
+        deadline: 100,
+        ended_at: None,
+    };
+    s.create_task(task.clone(), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    let grant = |seed: u8, task: &TaskId, expires_at: i64| Grant {
+        jti: Jti::from_random([seed; 16]),
+        task: task.clone(),
+        agent: a.name.clone(),
+        scope: serde_json::from_value(serde_json::json!({"tool": "t", "actions": ["a"]})).unwrap(),
+        audience: "urn:t".into(),
+        issued_at: 1,
+        expires_at,
+    };
+    let taken = grant(200, &task.id, 50);
+    s.insert_grant(taken.clone(), ev(EventKind::GrantMinted))
+        .await
+        .unwrap();
+    let events_before = s.events_since(0, 1000).await.unwrap().len();
+    let unknown = TaskId::from_random([9; 16]);
+    let mut handles = Vec::new();
+    for i in 0..60u8 {
+        let g = match i % 3 {
+            0 => grant(200, &task.id, 60 + i64::from(i)),
+            1 => grant(i, &unknown, 60),
+            _ => grant(i, &task.id, 60),
+        };
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            (
+                g.clone(),
+                s.insert_grant(g, ev(EventKind::GrantMinted)).await,
+            )
+        }));
+    }
+    let mut minted = 0;
+    for h in handles {
+        let (g, result) = h.await.unwrap();
+        if g.jti == taken.jti || g.task == unknown {
+            assert!(
+                matches!(&result, Err(StoreError::Conflict { what: "grant", id }) if id == g.jti.as_str()),
+                "{result:?}"
+            );
+            if g.task == unknown {
+                assert_eq!(s.get_grant(g.jti.as_str()).await.unwrap(), None);
+            }
+        } else {
+            result.unwrap();
+            assert_eq!(s.get_grant(g.jti.as_str()).await.unwrap(), Some(g));
+            minted += 1;
+        }
+    }
+    assert_eq!(minted, 20);
+    assert_eq!(
+        s.get_grant(taken.jti.as_str()).await.unwrap(),
+        Some(taken),
+        "the first grant of a jti stays"
+    );
+    let events = s.events_since(0, 1000).await.unwrap();
+    assert_eq!(
+        events.len(),
+        events_before + minted,
+        "refused grants left no event"
+    );
     verify_chain(events).unwrap();
 }

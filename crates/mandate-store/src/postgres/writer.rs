@@ -5,7 +5,11 @@
 //!
 //! Round trips are what a group costs here, so a job's audit events are
 //! kept until the end of the group and written with everyone's in one
-//! statement, chained only then.
+//! statement; so is the grant of a job that writes nothing else (minting,
+//! the hot path). Such a grant is checked at the end with the rest: one
+//! whose `jti` is taken or whose task is unknown refuses its own job
+//! (`Conflict`, as on SQLite), events and all, and nothing else. Events
+//! are chained only then, so a refused job leaves no gap in the chain.
 //!
 //! The writer's connection holds a session advisory lock, so a second
 //! broker pointed at the same database refuses to start instead of forking
@@ -23,6 +27,7 @@ use mandate_audit::{ChainHead, Event, NewEvent};
 use mandate_core::Grant;
 use postgres::Transaction;
 use secrecy::SecretString;
+use std::collections::HashSet;
 use std::sync::mpsc;
 
 /// `pg_try_advisory_lock` key: "mandate" in ASCII.
@@ -30,11 +35,18 @@ const WRITER_LOCK: i64 = 0x006d_616e_6461_7465;
 
 const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
 
+/// What a job leaves to the end of its group.
+#[derive(Default)]
+struct Deferred {
+    events: Vec<NewEvent>,
+    grants: Vec<Grant>,
+}
+
 /// What a job sees. Its first statement opens a savepoint (a job that only
-/// appends events needs none).
+/// appends events or mints a grant needs none).
 struct Tx<'a, 't> {
     db: Db<'a, Transaction<'t>>,
-    events: Vec<NewEvent>,
+    deferred: Deferred,
     savepoint: bool,
 }
 
@@ -69,12 +81,13 @@ impl Sql for Tx<'_, '_> {
 
 impl Write for Tx<'_, '_> {
     fn audit(&mut self, ev: NewEvent) -> Result<(), StoreError> {
-        self.events.push(ev);
+        self.deferred.events.push(ev);
         Ok(())
     }
 
     fn grant(&mut self, grant: &Grant) -> Result<(), StoreError> {
-        grants::insert(self, grant)
+        self.deferred.grants.push(grant.clone());
+        Ok(())
     }
 }
 
@@ -123,9 +136,9 @@ pub(crate) fn run(
         let Some((conn, chain)) = state.as_mut() else {
             continue;
         };
-        let (dones, outcome) = commit_group(conn, chain, group);
+        let (ran, outcome) = commit_group(conn, chain, group);
         if let Err(e) = &outcome {
-            tracing::error!(error = %e, group = dones.len(), "group commit failed; every write in it is refused");
+            tracing::error!(error = %e, group = ran.len(), "group commit failed; every write in it is refused");
             // The COMMIT may have landed before the connection broke: the
             // head is whatever the database says, never a guess.
             match events::chain_head(&mut conn.db()) {
@@ -133,13 +146,12 @@ pub(crate) fn run(
                 Err(_) => state = None,
             }
         }
-        for done in dones {
-            done(
-                outcome
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(StoreError::group_failed),
-            );
+        for (done, refused) in ran {
+            done(match (&outcome, refused) {
+                (Err(e), _) => Err(e.group_failed()),
+                (Ok(()), Some(e)) => Err(e),
+                (Ok(()), None) => Ok(()),
+            });
         }
     }
     // Release the writer lock before the connection goes: the server drops
@@ -152,31 +164,50 @@ pub(crate) fn run(
     }
 }
 
+/// How to answer a job, and why it was refused after it ran (if it was).
+type Answer = (Done, Option<StoreError>);
+
+/// A job that ran, with what it left to the end of the group.
+struct Ran {
+    done: Done,
+    refused: Option<StoreError>,
+    deferred: Deferred,
+}
+
 fn commit_group(
     conn: &mut Conn,
     chain: &mut ChainHead,
     group: Vec<Job>,
-) -> (Vec<Done>, Result<(), StoreError>) {
+) -> (Vec<Answer>, Result<(), StoreError>) {
     let now_ms = backend::now_ms();
-    let mut dones = Vec::with_capacity(group.len());
+    let mut ran: Vec<Ran> = Vec::with_capacity(group.len());
     let mut group = group.into_iter();
     let Conn { client, stmts, .. } = conn;
     let outcome = (|| -> Result<(), StoreError> {
         let mut tx = client.transaction()?;
-        let mut chained = Vec::new();
         for j in group.by_ref() {
             let mut t = Tx {
                 db: Db {
                     c: &mut tx,
                     stmts: &mut *stmts,
                 },
-                events: Vec::new(),
+                deferred: Deferred::default(),
                 savepoint: false,
             };
             let (ok, done) = j(Ok(&mut t));
-            let (opened, events) = (t.savepoint, t.events);
-            dones.push(done);
-            match (opened, ok) {
+            // A job that wrote rows of its own (or several grants) stores
+            // its grants in its savepoint, so they share its fate.
+            let refused = if ok && (t.savepoint || t.deferred.grants.len() > 1) {
+                std::mem::take(&mut t.deferred.grants)
+                    .iter()
+                    .try_for_each(|g| grants::insert(&mut t, g))
+                    .err()
+            } else {
+                None
+            };
+            let (opened, deferred) = (t.savepoint, t.deferred);
+            let kept = ok && refused.is_none();
+            match (opened, kept) {
                 (true, true) => tx.batch_execute("RELEASE SAVEPOINT job")?,
                 // This job only.
                 (true, false) => {
@@ -184,25 +215,92 @@ fn commit_group(
                 }
                 (false, _) => {}
             }
-            if ok {
-                chained.extend(events.into_iter().map(|ev| chain.append(ev, now_ms)));
+            ran.push(Ran {
+                done,
+                refused,
+                deferred: if kept { deferred } else { Deferred::default() },
+            });
+        }
+        let mut db = Db {
+            c: &mut tx,
+            stmts: &mut *stmts,
+        };
+        insert_grants(&mut db, &mut ran)?;
+        let mut chained = Vec::new();
+        for r in ran.iter_mut().filter(|r| r.refused.is_none()) {
+            for ev in r.deferred.events.drain(..) {
+                chained.push(chain.append(ev, now_ms));
             }
         }
-        insert_events(
-            &mut Db {
-                c: &mut tx,
-                stmts: &mut *stmts,
-            },
-            &chained,
-        )?;
+        insert_events(&mut db, &chained)?;
         tx.commit()?;
         Ok(())
     })();
+    let mut answers: Vec<_> = ran.into_iter().map(|r| (r.done, r.refused)).collect();
     // Jobs that never ran (the transaction failed first) are told why.
     if let Err(e) = &outcome {
-        dones.extend(backend::refuse(group, e));
+        answers.extend(backend::refuse(group, e).into_iter().map(|d| (d, None)));
     }
-    (dones, outcome)
+    (answers, outcome)
+}
+
+fn refused_grant(g: &Grant) -> Option<StoreError> {
+    Some(StoreError::Conflict {
+        what: "grant",
+        id: g.jti.to_string(),
+    })
+}
+
+/// The deferred grants in one statement. One whose `jti` is taken (before
+/// or earlier in the group) or whose task is unknown is not stored, and
+/// refuses its job. Checked as of the end of the group, so a task created
+/// later in the same group counts (SQLite would refuse that grant; no
+/// caller mints for a task whose creation it has not seen commit).
+fn insert_grants(db: &mut Db<'_, Transaction<'_>>, ran: &mut [Ran]) -> Result<(), StoreError> {
+    let mut seen = HashSet::new();
+    let mut batch = Vec::new();
+    for (i, r) in ran.iter_mut().enumerate() {
+        match r.deferred.grants.first() {
+            Some(g) if r.refused.is_none() && !seen.insert(g.jti.to_string()) => {
+                r.refused = refused_grant(g);
+            }
+            Some(_) if r.refused.is_none() => batch.push(i),
+            _ => {}
+        }
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let grant = |i: &usize| &ran[*i].deferred.grants[0];
+    let bodies = batch
+        .iter()
+        .map(|i| serde_json::to_string(grant(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = db.rows(
+        "INSERT INTO grants (jti, task, body, expires_at)
+         SELECT g.jti, g.task, g.body, g.expires_at
+         FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS g (jti, task, body, expires_at)
+         WHERE EXISTS (SELECT 1 FROM tasks WHERE tasks.id = g.task)
+         ON CONFLICT (jti) DO NOTHING
+         RETURNING jti",
+        &[
+            &batch.iter().map(|i| grant(i).jti.as_str()).collect::<Vec<_>>(),
+            &batch.iter().map(|i| grant(i).task.as_str()).collect::<Vec<_>>(),
+            &bodies,
+            &batch.iter().map(|i| grant(i).expires_at).collect::<Vec<_>>(),
+        ],
+    )?;
+    let stored = stored
+        .iter()
+        .map(|r| r.try_get::<_, String>(0))
+        .collect::<Result<HashSet<_>, _>>()?;
+    for i in batch {
+        let r = &mut ran[i];
+        if !stored.contains(r.deferred.grants[0].jti.as_str()) {
+            r.refused = refused_grant(&r.deferred.grants[0]);
+        }
+    }
+    Ok(())
 }
 
 /// The group's events in one statement.
