@@ -22,14 +22,6 @@ mod tool;
 
 pub use admin::{AdminRight, AdminToken, Owner};
 
-/// The proxy ↔ broker protocol of this release. A broker advertises it in
-/// its proxy catalog and still takes what every earlier protocol sends; a
-/// proxy refuses to serve beside a broker that advertises less than it
-/// needs, so brokers are upgraded first.
-/// 1: `invoked` and `completed` audit records. 2: also merged `call`
-/// records (one `tool.invoked` event per call). 3: records may carry the
-/// agent's address (`client`).
-pub const PROXY_PROTOCOL: u32 = 3;
 pub use agent::{Agent, AgentState, NewAgent};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use error::{Invalid, RuleViolation};

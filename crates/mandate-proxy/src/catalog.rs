@@ -104,7 +104,7 @@ pub struct Catalog {
 /// Can this proxy work beside a broker of `protocol`? Its records would
 /// be refused by an older broker's audit endpoint and pile up unshipped.
 pub fn check_protocol(protocol: u32) -> Result<(), String> {
-    let needs = mandate_core::PROXY_PROTOCOL;
+    let needs = mandate_wire::PROXY_PROTOCOL;
     if protocol < needs {
         return Err(format!(
             "the broker speaks proxy protocol {protocol} and this proxy needs {needs}: upgrade the broker first"
@@ -255,8 +255,8 @@ mod tests {
             e.contains("proxy protocol 1") && e.contains("upgrade the broker"),
             "{e}"
         );
-        check_protocol(mandate_core::PROXY_PROTOCOL).unwrap();
-        check_protocol(mandate_core::PROXY_PROTOCOL + 1).unwrap();
+        check_protocol(mandate_wire::PROXY_PROTOCOL).unwrap();
+        check_protocol(mandate_wire::PROXY_PROTOCOL + 1).unwrap();
     }
 
     #[test]

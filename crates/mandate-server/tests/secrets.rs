@@ -277,7 +277,7 @@ async fn proxy_gets_catalog_and_value_and_its_records_are_chained_once() {
     assert_eq!(st, StatusCode::OK, "{cat}");
     assert_eq!(cat["issuer"], s.base.as_str());
     // Proxies check it: a proxy needing more than its broker speaks stays unready.
-    assert_eq!(cat["proxy_protocol"], mandate_core::PROXY_PROTOCOL);
+    assert_eq!(cat["proxy_protocol"], mandate_wire::PROXY_PROTOCOL);
     assert_eq!(cat["tools"].as_array().unwrap().len(), 3);
     assert_eq!(cat["secrets"][0]["version"], 1);
     assert!(!cat.to_string().contains(VALUE));

@@ -46,7 +46,7 @@ pub async fn catalog(State(app): State<AppState>, caller: Caller) -> Result<Json
     );
     Ok(Json(json!({
         "issuer": app.issuer,
-        "proxy_protocol": mandate_core::PROXY_PROTOCOL,
+        "proxy_protocol": mandate_wire::PROXY_PROTOCOL,
         "tools": tools,
         "secrets": secrets,
         "policy": {"hash": hash, "schema": sources.schema, "policies": files},
