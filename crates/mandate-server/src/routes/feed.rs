@@ -8,9 +8,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
-use mandate_core::Revocation;
+use mandate_wire::{REVOCATION_EVENT, Revocation, RevocationPage};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio_stream::wrappers::BroadcastStream;
@@ -36,20 +35,22 @@ const PAGE: u32 = 1000;
 pub async fn list(
     State(app): State<AppState>,
     q: Result<Query<Since>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevocationPage>, ApiError> {
     let since = since(q)?;
     let entries = app.store.revocations_since(since, now(), PAGE).await?;
     let next = entries.last().map(|r| r.seq).unwrap_or(since);
     let more = entries.len() == PAGE as usize;
-    Ok(Json(
-        json!({"entries": entries, "next": next, "more": more}),
-    ))
+    Ok(Json(RevocationPage {
+        entries,
+        next,
+        more,
+    }))
 }
 
 fn sse(r: &Revocation) -> Event {
     Event::default()
         .id(r.seq.to_string())
-        .event("revocation")
+        .event(REVOCATION_EVENT)
         .data(serde_json::to_string(r).unwrap_or_default())
 }
 

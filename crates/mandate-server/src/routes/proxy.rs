@@ -1,7 +1,8 @@
 //! What a credential-injection proxy needs from the broker (admin right
 //! `proxy`): the catalog (tools, secret versions, the exact policy
 //! sources), a tool's secret value to inject, and somewhere to send its
-//! tool-call records, which are chained exactly once even if resent.
+//! tool-call records, which are chained exactly once even if resent. The
+//! shapes of all three are `mandate_wire`'s, shared with the proxy.
 
 use super::secrets::keeper;
 use super::{AppState, Caller};
@@ -16,41 +17,59 @@ use axum::response::IntoResponse;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, ToolName};
 use mandate_store::Invocation;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use mandate_wire::batch::{
+    MAX_BATCH, MAX_FIELD, MAX_ID, MAX_METHOD, MAX_PATH, MAX_REASON, MAX_REASONS,
+};
+use mandate_wire::{
+    Accepted, Batch, CatalogDoc, PolicyDoc, PolicyFile, SecretMeta, SecretValue, Stage, ToolCall,
+};
+use secrecy::SecretString;
+use serde_json::json;
 
-/// Most records one batch may carry.
-pub const MAX_BATCH: usize = 1000;
-
-pub async fn catalog(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+pub async fn catalog(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<Json<CatalogDoc>, ApiError> {
     caller.require(AdminRight::Proxy)?;
     let tools = app.store.list_tools().await?;
-    let secrets: Vec<Value> = app
+    let secrets: Vec<SecretMeta> = app
         .store
         .list_secrets()
         .await?
         .into_iter()
-        .map(|s| json!({"name": s.name, "tool": s.tool, "version": s.version, "expires_at": s.expires_at}))
+        .map(|s| SecretMeta {
+            name: s.name.into(),
+            tool: s.tool.into(),
+            version: s.version,
+            expires_at: s.expires_at,
+        })
         .collect();
     let policy = app.policy();
     let sources = policy.sources();
-    let files: Vec<Value> = sources
+    let policies: Vec<PolicyFile> = sources
         .files
         .iter()
-        .map(|(file, text)| json!({"file": file, "text": text}))
+        .map(|(file, text)| PolicyFile {
+            file: file.clone(),
+            text: text.clone(),
+        })
         .collect();
     let hash = mandate_token::sha256_hex(
         serde_json::to_string(sources)
             .map_err(ApiError::internal)?
             .as_bytes(),
     );
-    Ok(Json(json!({
-        "issuer": app.issuer,
-        "proxy_protocol": mandate_wire::PROXY_PROTOCOL,
-        "tools": tools,
-        "secrets": secrets,
-        "policy": {"hash": hash, "schema": sources.schema, "policies": files},
-    })))
+    Ok(Json(CatalogDoc {
+        issuer: app.issuer.clone(),
+        proxy_protocol: mandate_wire::PROXY_PROTOCOL,
+        tools,
+        secrets,
+        policy: PolicyDoc {
+            hash,
+            schema: sources.schema.clone(),
+            policies,
+        },
+    }))
 }
 
 /// The current value of a tool's secret, for injection. Audited as
@@ -83,8 +102,9 @@ pub async fn secret(
     let value = keeper
         .open_value(&secret.name, secret.version, &sealed)
         .map_err(ApiError::internal)?;
-    let value =
-        String::from_utf8(value.to_vec()).map_err(|_| ApiError::internal("secret is not UTF-8"))?;
+    let value = SecretString::from(
+        std::str::from_utf8(&value).map_err(|_| ApiError::internal("secret is not UTF-8"))?,
+    );
     let ev = NewEvent::new(EventKind::SecretDelivered, format!("proxy:{}", token.id))
         .tool(&tool)
         .request_id(Some(rid.0))
@@ -92,64 +112,13 @@ pub async fn secret(
     app.store.append_events(vec![ev]).await?;
     Ok((
         [(header::CACHE_CONTROL, "no-store")],
-        Json(
-            json!({"name": secret.name, "tool": secret.tool, "version": secret.version, "value": value}),
-        ),
+        Json(SecretValue {
+            name: secret.name.into(),
+            tool: secret.tool.into(),
+            version: secret.version,
+            value,
+        }),
     ))
-}
-
-/// Which record of a call: an allowed call has an `invoked` record
-/// (written before it went upstream, no status yet) and a `completed` one,
-/// or — when both reach the proxy's shipper in one batch — a single `call`
-/// record merging them; a denied call only an `invoked` record, status
-/// included.
-#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Invoked,
-    Completed,
-    Call,
-}
-
-/// One call through a proxy, as the proxy reports it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolCall {
-    /// The call's id (the proxy's `x-request-id`), chained as the request id.
-    id: String,
-    /// Position in the proxy's spool: strictly increasing per source, so a
-    /// resent record (at or below what was chained) is recognised.
-    seq: u64,
-    /// On a `call` record: the `seq` its `invoked` record had.
-    #[serde(default)]
-    opened_seq: Option<u64>,
-    stage: Stage,
-    /// Unix milliseconds.
-    at: i64,
-    agent: Option<String>,
-    task: Option<String>,
-    tool: Option<String>,
-    action: Option<String>,
-    jti: Option<String>,
-    /// The agent's address as the proxy saw it (protocol 3).
-    #[serde(default)]
-    client: Option<String>,
-    method: String,
-    path: String,
-    status: Option<u16>,
-    latency_ms: u64,
-    bytes: u64,
-    decision: String,
-    #[serde(default)]
-    reasons: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Batch {
-    /// The sending spool's id (stable across the proxy's restarts).
-    source: String,
-    events: Vec<ToolCall>,
 }
 
 fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
@@ -162,9 +131,9 @@ fn short(field: &str, i: usize, v: &str, max: usize) -> Result<(), ApiError> {
 }
 
 fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> {
-    if !is_plain_id(&c.id, 64) {
+    if !is_plain_id(&c.id, MAX_ID) {
         return Err(ApiError::bad_request(format!(
-            "events[{i}].id: must be 1-64 letters, digits, `-` or `_`"
+            "events[{i}].id: must be 1-{MAX_ID} letters, digits, `-` or `_`"
         )));
     }
     if c.seq > i64::MAX as u64 {
@@ -178,7 +147,7 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
             "events[{i}].seq: must be greater than the record before it (records are sent in spool order)"
         )));
     }
-    if !matches!(c.decision.as_str(), "allow" | "deny") {
+    if !matches!(c.decision.as_ref(), "allow" | "deny") {
         return Err(ApiError::bad_request(format!(
             "events[{i}].decision: must be `allow` or `deny`"
         )));
@@ -201,7 +170,7 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
         }
         _ => {}
     }
-    match (c.stage, c.decision.as_str(), c.status) {
+    match (c.stage, c.decision.as_ref(), c.status) {
         (Stage::Invoked, "allow", Some(_)) => {
             return Err(ApiError::bad_request(format!(
                 "events[{i}].status: an allowed call's `invoked` record is written before the upstream answers; the status goes in its `completed` record"
@@ -224,13 +193,13 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
         }
         _ => {}
     }
-    if c.reasons.len() > 16 {
+    if c.reasons.len() > MAX_REASONS {
         return Err(ApiError::bad_request(format!(
-            "events[{i}].reasons: at most 16"
+            "events[{i}].reasons: at most {MAX_REASONS}"
         )));
     }
     for r in &c.reasons {
-        short("reasons", i, r, 512)?;
+        short("reasons", i, r, MAX_REASON)?;
     }
     if let Some(client) = &c.client
         && client.parse::<std::net::IpAddr>().is_err()
@@ -239,8 +208,8 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
             "events[{i}].client: must be an IP address"
         )));
     }
-    short("method", i, &c.method, 16)?;
-    short("path", i, &c.path, 2048)?;
+    short("method", i, &c.method, MAX_METHOD)?;
+    short("path", i, &c.path, MAX_PATH)?;
     for (f, v) in [
         ("agent", &c.agent),
         ("task", &c.task),
@@ -249,7 +218,7 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
         ("jti", &c.jti),
     ] {
         if let Some(v) = v {
-            short(f, i, v, 256)?;
+            short(f, i, v, MAX_FIELD)?;
         }
     }
     Ok(())
@@ -259,7 +228,7 @@ pub async fn ingest(
     State(app): State<AppState>,
     caller: Caller,
     batch: Result<ApiJson<Batch>, ApiError>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let token = caller.require(AdminRight::Proxy)?;
     let ApiJson(batch) = batch?;
     if batch.events.len() > MAX_BATCH {
@@ -267,10 +236,10 @@ pub async fn ingest(
             "events: at most {MAX_BATCH} per batch"
         )));
     }
-    if !is_plain_id(&batch.source, 64) {
-        return Err(ApiError::bad_request(
-            "source: must be 1-64 letters, digits, `-` or `_`",
-        ));
+    if !is_plain_id(&batch.source, MAX_ID) {
+        return Err(ApiError::bad_request(format!(
+            "source: must be 1-{MAX_ID} letters, digits, `-` or `_`"
+        )));
     }
     // Validate all before writing any: a bad record refuses the whole batch.
     let mut prev_seq = None;
@@ -299,7 +268,7 @@ pub async fn ingest(
                 detail["client"] = client.into();
             }
             let mut event = NewEvent::new(kind, actor.clone())
-                .decision(&c.decision)
+                .decision(c.decision)
                 .reasons(c.reasons)
                 .request_id(Some(c.id.clone()))
                 .detail(detail);
@@ -318,7 +287,8 @@ pub async fn ingest(
         .store
         .ingest_invocations(batch.source, invocations, now())
         .await?;
-    Ok(Json(
-        json!({"accepted": accepted, "duplicates": duplicates}),
-    ))
+    Ok(Json(Accepted {
+        accepted: accepted as u64,
+        duplicates: duplicates as u64,
+    }))
 }
