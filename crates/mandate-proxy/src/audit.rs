@@ -9,103 +9,20 @@
 //! the same batch is shipped as one `call` record (half the events to
 //! chain); the broker chains that as `tool.completed` if a resend finds
 //! the call's opening already chained.
+//!
+//! The records and batches are `mandate_wire`'s (`ToolCall`, `Batch`),
+//! which the broker reads; appending them to the spool is `writer`'s job.
 
 use crate::broker::{Broker, BrokerError};
 use crate::metrics::Metrics;
 use crate::spool::{Position, Spool};
 use crate::writer::{Landing, SpoolLog};
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
+use mandate_wire::Batch;
+pub use mandate_wire::{Stage, ToolCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-/// Field limits the broker enforces; records are cut to fit so that one
-/// odd request can never make a batch unacceptable.
-const MAX_PATH: usize = 2048;
-const MAX_FIELD: usize = 256;
-const MAX_REASON: usize = 512;
-const MAX_REASONS: usize = 16;
-
-/// Which record of a call this is. An allowed call has two: `invoked`,
-/// in the spool before the request goes upstream (so no upstream effect is
-/// ever without its record), and `completed` with the outcome. A denied
-/// call has one `invoked` record, outcome included. `call` is never
-/// spooled: it is what the shipper sends for an `invoked` and a
-/// `completed` record of one call that are in the same batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stage {
-    Invoked,
-    Completed,
-    Call,
-}
-
-/// One record of a call through the proxy.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub stage: Stage,
-    /// The record's spool position, set by the writer (see `spool::seq_of`).
-    pub seq: u64,
-    /// On a `call` record: the position of the call's `invoked` record.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub opened_seq: Option<u64>,
-    /// Unix milliseconds when the request arrived.
-    pub at: i64,
-    pub agent: Option<String>,
-    pub task: Option<String>,
-    pub tool: Option<String>,
-    pub action: Option<String>,
-    pub jti: Option<String>,
-    /// The agent's address (proxy protocol 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    pub method: String,
-    /// Without the query (which may carry data, or an injected secret).
-    pub path: String,
-    /// The answer's status; none yet on an allowed call's `invoked` record.
-    pub status: Option<u16>,
-    pub latency_ms: u64,
-    pub bytes: u64,
-    /// `allow` or `deny`.
-    pub decision: Cow<'static, str>,
-    pub reasons: Vec<String>,
-}
-
-fn cut(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-}
-
-impl ToolCall {
-    fn fit(&mut self) {
-        cut(&mut self.path, MAX_PATH);
-        cut(&mut self.method, 16);
-        for f in [
-            &mut self.agent,
-            &mut self.task,
-            &mut self.tool,
-            &mut self.action,
-            &mut self.jti,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            cut(f, MAX_FIELD);
-        }
-        self.reasons.truncate(MAX_REASONS);
-        for r in &mut self.reasons {
-            cut(r, MAX_REASON);
-        }
-    }
-}
-
 /// The front of the audit pipeline.
 #[derive(Clone)]
 pub struct AuditLog {
@@ -124,6 +41,8 @@ impl AuditLog {
     /// within 5 ms, as every record survives a power loss once synced.
     /// False if it could not be written.
     pub fn record(&self, mut call: ToolCall) -> bool {
+        // Cut to the broker's limits: one odd request never makes a batch
+        // unacceptable.
         call.fit();
         // An outcome may wait for the next write (see `writer`); what opens
         // a call, and a denied call's only record, may not.
@@ -308,12 +227,9 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
                 r
             })
             .collect();
-        let lines: Vec<Vec<u8>> = merge_calls(records)
-            .iter()
-            .filter_map(|r| serde_json::to_vec(r).ok())
-            .collect();
-        if !lines.is_empty()
-            && let Err(e) = ship(s, &lines).await
+        let records = merge_calls(records);
+        if !records.is_empty()
+            && let Err(e) = ship(s, records).await
         {
             commit(s).await?;
             return Err(e);
@@ -374,24 +290,13 @@ fn merge_calls(records: Vec<ToolCall>) -> Vec<ToolCall> {
     out.into_iter().flatten().collect()
 }
 
-fn body(source: &str, lines: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum::<usize>() + 64);
-    out.extend_from_slice(b"{\"source\":\"");
-    // A spool id is hex (checked when read), so it needs no escaping.
-    out.extend_from_slice(source.as_bytes());
-    out.extend_from_slice(b"\",\"events\":[");
-    for (i, l) in lines.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(l);
-    }
-    out.extend_from_slice(b"]}");
-    out
-}
-
-async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
-    match s.broker.post_audit(body(s.spool.source(), lines)).await {
+async fn ship(s: &ShipLoop, events: Vec<ToolCall>) -> Result<(), String> {
+    let batch = Batch {
+        // A spool id is hex (checked when read).
+        source: s.spool.source().to_owned(),
+        events,
+    };
+    match s.broker.post_audit(&batch).await {
         Ok(a) => {
             tracing::debug!(
                 accepted = a.accepted,
@@ -404,11 +309,11 @@ async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
             status: 400 | 422,
             message,
             ..
-        }) if lines.len() > 1 => {
+        }) if batch.events.len() > 1 => {
             // One bad record refuses the whole batch: find it, one by one.
             tracing::warn!(%message, "audit batch refused; sending records one at a time");
-            for l in lines {
-                Box::pin(ship(s, std::slice::from_ref(l))).await?;
+            for record in batch.events {
+                Box::pin(ship(s, vec![record])).await?;
             }
             Ok(())
         }
@@ -418,7 +323,8 @@ async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
             ..
         }) => {
             tracing::error!(%message, "broker refuses an audit record; kept in rejected.jsonl");
-            let (spool, line) = (s.spool.clone(), lines[0].clone());
+            let line = serde_json::to_vec(&batch.events[0]).map_err(|e| e.to_string())?;
+            let spool = s.spool.clone();
             tokio::task::spawn_blocking(move || spool.set_aside(&line))
                 .await
                 .map_err(|e| e.to_string())?
@@ -431,6 +337,7 @@ async fn ship(s: &ShipLoop, lines: &[Vec<u8>]) -> Result<(), String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use mandate_wire::batch::MAX_REASONS;
 
     pub(crate) fn call(id: &str) -> ToolCall {
         ToolCall {
@@ -453,35 +360,6 @@ pub(crate) mod tests {
             decision: "allow".into(),
             reasons: vec![],
         }
-    }
-
-    #[test]
-    fn records_are_cut_to_the_brokers_limits() {
-        let mut c = ToolCall {
-            id: "x".into(),
-            stage: Stage::Completed,
-            seq: 0,
-            opened_seq: None,
-            at: 0,
-            agent: Some("a".repeat(300)),
-            task: None,
-            tool: None,
-            action: None,
-            jti: None,
-            client: None,
-            method: "GET".into(),
-            path: "/é".repeat(2000),
-            status: Some(200),
-            latency_ms: 0,
-            bytes: 0,
-            decision: "allow".into(),
-            reasons: vec!["r".repeat(600); 20],
-        };
-        c.fit();
-        assert!(c.path.len() <= MAX_PATH && c.path.is_char_boundary(c.path.len()));
-        assert_eq!(c.agent.unwrap().len(), MAX_FIELD);
-        assert_eq!(c.reasons.len(), MAX_REASONS);
-        assert!(c.reasons.iter().all(|r| r.len() == MAX_REASON));
     }
 
     /// What the shipper makes of a batch: each allowed call whose
@@ -559,16 +437,5 @@ pub(crate) mod tests {
         ] {
             assert!(serde_json::from_slice::<ToolCall>(bad).is_err());
         }
-    }
-
-    #[test]
-    fn batch_body_is_json() {
-        let b = body(
-            "0123abcd",
-            &[br#"{"id":"a"}"#.to_vec(), br#"{"id":"b"}"#.to_vec()],
-        );
-        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
-        assert_eq!(v["source"], "0123abcd");
-        assert_eq!(v["events"][1]["id"], "b");
     }
 }

@@ -1,9 +1,12 @@
 //! The broker as the proxy sees it: a handful of JSON endpoints called with
 //! the proxy's admin token, every call with a timeout. Errors say which
 //! call failed and how, never with the token or a secret value in them.
+//! What the broker answers is read as `mandate_wire`'s types, the ones it
+//! builds them with.
 
 use bytes::Bytes;
-use mandate_core::{Agent, Revocation, Task, Tool};
+use mandate_core::{Agent, Revocation, Task};
+use mandate_wire::{Accepted, Batch, CatalogDoc, RevocationPage, SecretValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -34,73 +37,6 @@ impl BrokerError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, BrokerError::Status { status: 404, .. })
     }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct CatalogDoc {
-    pub issuer: String,
-    /// [`mandate_core::PROXY_PROTOCOL`] of the broker; brokers from before
-    /// the number existed speak 1.
-    #[serde(default = "first_protocol")]
-    pub proxy_protocol: u32,
-    pub tools: Vec<Tool>,
-    pub secrets: Vec<SecretMeta>,
-    pub policy: PolicyDoc,
-}
-
-fn first_protocol() -> u32 {
-    1
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct SecretMeta {
-    pub name: String,
-    pub tool: String,
-    pub version: u32,
-    pub expires_at: Option<i64>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct PolicyDoc {
-    pub hash: String,
-    pub schema: String,
-    pub policies: Vec<PolicyFile>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct PolicyFile {
-    pub file: String,
-    pub text: String,
-}
-
-/// A tool's secret as delivered. `Debug` never shows the value.
-pub struct SecretValue {
-    pub name: String,
-    pub version: u32,
-    pub value: SecretString,
-}
-
-impl std::fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretValue")
-            .field("name", &self.name)
-            .field("version", &self.version)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Deserialize)]
-struct Feed {
-    entries: Vec<Revocation>,
-    /// A full page: ask again from the last entry.
-    #[serde(default)]
-    more: bool,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Accepted {
-    pub accepted: u64,
-    pub duplicates: u64,
 }
 
 pub struct Broker {
@@ -221,24 +157,12 @@ impl Broker {
     /// A tool's secret value. Parse errors are reported without serde's
     /// detail, which could quote part of the value.
     pub async fn secret(&self, tool: &str) -> Result<SecretValue, BrokerError> {
-        #[derive(Deserialize)]
-        struct Doc {
-            name: String,
-            version: u32,
-            value: String,
-        }
         const CALL: &str = "secret";
         let resp = Self::send(CALL, self.get(&format!("/v1/proxy/secrets/{tool}"))).await?;
         let bytes = Zeroizing::new(Self::body(CALL, resp).await?.to_vec());
-        let doc: Doc = serde_json::from_slice(&bytes).map_err(|_| BrokerError::Body {
+        serde_json::from_slice(&bytes).map_err(|_| BrokerError::Body {
             call: CALL,
             message: "expected {\"name\",\"tool\",\"version\",\"value\"}".into(),
-        })?;
-        let value = Zeroizing::new(doc.value);
-        Ok(SecretValue {
-            name: doc.name,
-            version: doc.version,
-            value: SecretString::from(value.as_str().to_owned()),
         })
     }
 
@@ -254,7 +178,7 @@ impl Broker {
     /// Poll the revocation feed: entries after `since` and the next cursor.
     /// One page of the feed after `since`, and whether more follow.
     pub async fn revocations(&self, since: u64) -> Result<(Vec<Revocation>, bool), BrokerError> {
-        let f: Feed = self
+        let f: RevocationPage = self
             .json("revocation poll", &format!("/v1/revocations?since={since}"))
             .await?;
         Ok((f.entries, f.more))
@@ -270,16 +194,15 @@ impl Broker {
         Self::send("revocation stream", req).await
     }
 
-    /// Ship a batch body (`{"events":[...]}`).
-    pub async fn post_audit(&self, body: Vec<u8>) -> Result<Accepted, BrokerError> {
+    /// Ship a batch of tool-call records.
+    pub async fn post_audit(&self, batch: &Batch) -> Result<Accepted, BrokerError> {
         const CALL: &str = "audit";
         let req = self
             .http
             .post(self.url("/v1/audit/tool-invocations"))
             .bearer_auth(self.token.expose_secret())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(CALL_TIMEOUT)
-            .body(body);
+            .json(batch);
         let resp = Self::send(CALL, req).await?;
         let bytes = Self::body(CALL, resp).await?;
         serde_json::from_slice(&bytes).map_err(|e| BrokerError::Body {

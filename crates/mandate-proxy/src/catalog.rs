@@ -4,12 +4,13 @@
 //! when a version changes; the old value serves until the new one is in,
 //! which is how rotation happens without downtime).
 
-use crate::broker::{Broker, CatalogDoc, SecretMeta};
+use crate::broker::Broker;
 use crate::redact::{Patterns, forms};
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
 use mandate_core::{DeliveryMode, Injection, Tool};
 use mandate_policy::PolicySet;
+use mandate_wire::{CatalogDoc, PROXY_PROTOCOL, SecretMeta};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -104,7 +105,7 @@ pub struct Catalog {
 /// Can this proxy work beside a broker of `protocol`? Its records would
 /// be refused by an older broker's audit endpoint and pile up unshipped.
 pub fn check_protocol(protocol: u32) -> Result<(), String> {
-    let needs = mandate_wire::PROXY_PROTOCOL;
+    let needs = PROXY_PROTOCOL;
     if protocol < needs {
         return Err(format!(
             "the broker speaks proxy protocol {protocol} and this proxy needs {needs}: upgrade the broker first"
@@ -255,8 +256,8 @@ mod tests {
             e.contains("proxy protocol 1") && e.contains("upgrade the broker"),
             "{e}"
         );
-        check_protocol(mandate_wire::PROXY_PROTOCOL).unwrap();
-        check_protocol(mandate_wire::PROXY_PROTOCOL + 1).unwrap();
+        check_protocol(PROXY_PROTOCOL).unwrap();
+        check_protocol(PROXY_PROTOCOL + 1).unwrap();
     }
 
     #[test]

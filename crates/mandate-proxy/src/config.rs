@@ -4,15 +4,13 @@
 
 use crate::error::ProxyError;
 use mandate_core::Environment;
+use mandate_wire::MAX_BATCH;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use secrecy::SecretString;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-
-/// Largest audit batch the broker takes (`/v1/audit/tool-invocations`).
-pub const BROKER_MAX_BATCH: usize = 1000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -305,10 +303,10 @@ impl ProxyConfig {
                 ));
             }
         }
-        if !(1..=BROKER_MAX_BATCH).contains(&self.audit_batch_max) {
+        if !(1..=MAX_BATCH).contains(&self.audit_batch_max) {
             return Err(ProxyError::config(
                 "audit_batch_max",
-                format!("must be between 1 and {BROKER_MAX_BATCH}"),
+                format!("must be between 1 and {MAX_BATCH}"),
             ));
         }
         if !(1..=1 << 30).contains(&self.max_body_bytes) {

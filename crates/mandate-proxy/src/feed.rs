@@ -6,7 +6,7 @@
 
 use crate::broker::Broker;
 use futures::StreamExt;
-use mandate_core::{Revocation, RevocationKind};
+use mandate_wire::{REVOCATION_EVENT, Revocation, RevocationKind};
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -277,7 +277,7 @@ async fn stream_once(
             .push(&chunk)
             .map_err(|_| "an SSE line is too long".to_owned())?;
         for ev in events {
-            if ev.event != "revocation" {
+            if ev.event != REVOCATION_EVENT {
                 continue;
             }
             match serde_json::from_str::<Revocation>(&ev.data) {

@@ -15,9 +15,12 @@
 //! broker chained must never vanish from the spool, or its position would
 //! be handed out again and the broker would skip the new record as a
 //! resend.
+//!
+//! Records are `mandate_wire::ToolCall`s, one JSON line each; what a
+//! record holds and when it is shipped is `audit`'s business.
 
-use crate::audit::ToolCall;
 use crate::spool::{Position, SEGMENT_MAX, SpoolWriter, seq_of};
+use mandate_wire::ToolCall;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -287,7 +290,7 @@ mod tests {
         let mut a = call("a");
         assert!(log.append(&mut a, Landing::Now));
         let mut done = call("a-done");
-        done.stage = crate::audit::Stage::Completed;
+        done.stage = mandate_wire::Stage::Completed;
         assert!(log.append(&mut done, Landing::Soon));
         log.lock().w.limit_room(Some(20));
         let mut b = call("b");
@@ -326,7 +329,7 @@ mod tests {
         let (spool, w, committed) = crate::spool::Spool::open(dir.path()).unwrap();
         let log = SpoolLog::new(w);
         let mut done = call("a-done");
-        done.stage = crate::audit::Stage::Completed;
+        done.stage = mandate_wire::Stage::Completed;
         assert!(log.append(&mut call("a"), Landing::Now));
         assert!(log.append(&mut done, Landing::Soon));
         assert_eq!(in_file(&spool, committed), ["a"]);
