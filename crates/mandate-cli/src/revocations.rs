@@ -1,9 +1,10 @@
 //! Following the broker's revocation stream (`GET /v1/revocations/stream`,
 //! server-sent events, no credential: ids only) so `mandate run` learns at
 //! once that its task or agent was revoked, instead of at its next poll.
+//! Entries are `mandate_wire`'s, as the broker sends them.
 
 use crate::client::Client;
-use mandate_core::{Revocation, RevocationKind};
+use mandate_wire::{Revocation, RevocationKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
