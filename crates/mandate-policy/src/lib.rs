@@ -12,16 +12,25 @@
 
 #![forbid(unsafe_code)]
 
+mod authorize;
 mod decide;
 mod error;
 mod facts;
 mod load;
+mod recent;
+mod refusal;
 
+pub use authorize::{
+    Allowed, Asked, DpopProof, Holder, Judge, Live, NBF_LEEWAY_SECS, Operation, Presentation,
+    Refused, Subject, authorize_request, check_claims, check_token,
+};
 pub use error::{PolicyError, Problem};
 pub use facts::{
     AgentFacts, Decision, InvokeRequest, RevealRequest, TaskDecision, TaskFacts, TaskStartRequest,
     ToolFacts,
 };
+pub use recent::RecentDecisions;
+pub use refusal::{Refusal, Stage};
 
 use cedar_policy::{Authorizer, EntityTypeName, EntityUid, PolicyId};
 use std::collections::HashMap;

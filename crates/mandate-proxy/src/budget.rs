@@ -6,7 +6,7 @@
 //! request is refused with 503 `proxy_busy` instead (as nginx writes
 //! bodies past its buffer to disk or refuses them, we refuse).
 
-use crate::error::Deny;
+use crate::error::{Code, Deny};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::gauge::Gauge;
@@ -69,7 +69,7 @@ impl BodyBudget {
             .and_then(|n| self.kib.clone().try_acquire_many_owned(n).ok())
             .ok_or_else(|| {
                 Deny::unavailable(
-                    "proxy_busy",
+                    Code::ProxyBusy,
                     format!(
                         "the proxy already holds {} bytes of request bodies to screen (max_buffered_body_bytes); retry shortly",
                         self.bytes

@@ -1,16 +1,15 @@
-//! From an HTTP request to allow or deny, the way the broker's
-//! `/v1/authorize` decides: token (signature, issuer, times, audience,
-//! scope entry, environment, revocation), route → action and resource,
-//! agent and task facts, then the broker's own Cedar policy set.
+//! From an HTTP request to allow or deny: the proxy reads the request
+//! (target, token, DPoP proof), gathers the facts, and calls the one
+//! decision path the broker's `/v1/authorize` also calls.
 
-use crate::decisions::Inputs;
-use crate::error::Deny;
+use crate::error::{Code, Deny};
 use crate::state::State;
 use http::HeaderMap;
-use mandate_core::{DeliveryMode, RevocationKind, SpiffeId, TaskId, Tool};
-use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
-use mandate_token::claims::AccessClaims;
-use mandate_token::dpop;
+use mandate_core::{DeliveryMode, Tool};
+use mandate_policy::{
+    Asked, DpopProof, Holder, Judge, Operation, Presentation, Subject, authorize_request,
+    check_claims,
+};
 use std::sync::Arc;
 
 /// What is known about a call so far, for its audit record.
@@ -77,7 +76,7 @@ pub fn check_path(rest: &str) -> Result<(), Deny> {
     if bad_encoding || bad_segment || rest.contains('\\') {
         return Err(Deny::new(
             http::StatusCode::BAD_REQUEST,
-            "bad_path",
+            Code::BadPath,
             "path has dot segments, empty segments or encoded separators, which the proxy does not forward",
         ));
     }
@@ -94,18 +93,18 @@ pub struct Presented<'a> {
 pub fn presented(headers: &HeaderMap) -> Result<Presented<'_>, Deny> {
     let Some(v) = headers.get(http::header::AUTHORIZATION) else {
         return Err(Deny::token(
-            "missing_token",
+            Code::MissingToken,
             "send the task's access token as `Authorization: Bearer <token>` (or `DPoP <token>` with a DPoP proof)",
         ));
     };
     let v = v
         .to_str()
-        .map_err(|_| Deny::token("invalid_request", "Authorization header is not ASCII"))?;
+        .map_err(|_| Deny::token(Code::InvalidRequest, "Authorization header is not ASCII"))?;
     let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
     let dpop = scheme.eq_ignore_ascii_case("dpop");
     if !(dpop || scheme.eq_ignore_ascii_case("bearer")) || token.trim().is_empty() {
         return Err(Deny::token(
-            "invalid_request",
+            Code::InvalidRequest,
             "Authorization must use the Bearer or DPoP scheme",
         ));
     }
@@ -132,7 +131,7 @@ struct Addressed<'a> {
 /// The URL the agent addressed, for a DPoP proof's `htu`: on a host route
 /// that host (with the public URL's scheme), else the configured public
 /// URL, or the authority the request named.
-fn request_url(st: &State, at: &Addressed<'_>) -> Result<String, Deny> {
+fn request_url(st: &State, at: &Addressed<'_>) -> Result<String, &'static str> {
     let path = at.path;
     let public = st.config.public_url.as_deref();
     match (at.authority.routes, at.authority.name, public) {
@@ -143,76 +142,41 @@ fn request_url(st: &State, at: &Addressed<'_>) -> Result<String, Deny> {
         }
         (false, _, Some(base)) => Ok(format!("{}{path}", base.trim_end_matches('/'))),
         (false, Some(host), None) => Ok(format!("http://{host}{path}")),
-        _ => Err(Deny::token(
-            "invalid_dpop_proof",
-            "the request names no host to check the proof's `htu` against",
-        )),
+        _ => Err("the request names no host to check the proof's `htu` against"),
     }
 }
 
-/// RFC 9449 at a resource: a bound token needs a fresh proof by its key,
-/// for this very request and token; an unbound one must not pose as bound.
-fn check_binding(
-    st: &State,
-    headers: &HeaderMap,
-    method: &str,
-    at: &Addressed<'_>,
-    presented: &Presented<'_>,
-    claims: &AccessClaims,
-    now: i64,
-) -> Result<(), Deny> {
-    let Some(cnf) = &claims.cnf else {
-        return if presented.dpop {
-            Err(Deny::token(
-                "invalid_token",
-                "token is not DPoP-bound; send it with the Bearer scheme",
-            ))
-        } else {
-            Ok(())
-        };
-    };
+/// How the token came: as a bearer token, or under the DPoP scheme with
+/// exactly one proof for the URL the agent addressed.
+fn presentation<'a>(
+    headers: &'a HeaderMap,
+    method: &'a str,
+    url: &'a Result<String, &'static str>,
+    presented: &Presented<'a>,
+) -> Presentation<'a> {
     if !presented.dpop {
-        return Err(Deny::token(
-            "invalid_token",
-            "token is DPoP-bound: send it as `Authorization: DPoP <token>` with a DPoP proof",
-        ));
+        return Presentation::Bearer;
     }
     let mut proofs = headers.get_all("dpop").iter();
     let proof = match (proofs.next(), proofs.next()) {
-        (Some(p), None) => p
-            .to_str()
-            .map_err(|_| Deny::token("invalid_dpop_proof", "DPoP header is not ASCII"))?,
-        (None, _) => return Err(Deny::token("invalid_dpop_proof", "DPoP header is missing")),
-        _ => {
-            return Err(Deny::token(
-                "invalid_dpop_proof",
-                "send exactly one DPoP header",
-            ));
-        }
+        (Some(p), None) => p.to_str().map_err(|_| "DPoP header is not ASCII"),
+        (None, _) => Err("DPoP header is missing"),
+        _ => Err("send exactly one DPoP header"),
     };
-    let url = request_url(st, at)?;
-    let expect = dpop::Expect {
-        method,
-        url: &url,
-        access_token: Some(presented.token),
-        now,
-    };
-    dpop::verify_bound(&cnf.jkt, proof, &expect, &st.dpop_replay)
-        .map_err(|e| Deny::token("invalid_dpop_proof", e.to_string()))
+    Presentation::Dpop(proof.and_then(|proof| {
+        Ok(DpopProof {
+            proof,
+            method,
+            url: url.as_deref().map_err(|e| *e)?,
+            token: presented.token,
+        })
+    }))
 }
 
-/// A refusal naming both environments.
-fn env_mismatch(what: &str, env: &str, tool: &Tool) -> Deny {
-    Deny::forbidden(
-        "wrong_environment",
-        format!(
-            "{what} is for `{env}` but tool `{}` is in `{}`",
-            tool.name, tool.environment
-        ),
-    )
-}
-
-/// The whole decision for one request. Fills `known` as facts are learnt.
+/// The whole decision for one request: the proxy gathers the facts (token,
+/// revocation feed, broker lookups, catalog) and `mandate_policy` decides,
+/// exactly as for the broker's `/v1/authorize`. Fills `known` as facts are
+/// learnt.
 pub async fn decide(
     st: &State,
     headers: &HeaderMap,
@@ -225,22 +189,43 @@ pub async fn decide(
     let now = crate::now_secs();
     let ready = st.readiness(crate::now_ms());
     if let Err(why) = ready {
-        return Err(Deny::unavailable("not_ready", why));
+        return Err(Deny::unavailable(Code::NotReady, why));
     }
     let snap = st
         .catalog
         .snapshot()
-        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's catalog is not loaded"))?;
+        .ok_or_else(|| Deny::unavailable(Code::NotReady, "the broker's catalog is not loaded"))?;
     let presented = presented(headers)?;
     let issuer = st
         .issuer()
-        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's issuer is not known yet"))?;
+        .ok_or_else(|| Deny::unavailable(Code::NotReady, "the broker's issuer is not known yet"))?;
     let verified = st
         .verifier
-        .verify(&st.broker, &issuer, presented.token, now)
+        .verify(&st.broker, &issuer, presented.token)
         .await?;
     let claims = &verified.claims;
     known.jti = Some(claims.jti.clone());
+    let subject = Subject::of(&verified).ok();
+    if let Some(s) = &subject {
+        known.agent = Some(s.agent.to_string());
+        known.task = Some(s.task.to_string());
+    }
+    // Name the tool in the audit record even when the token is refused.
+    let tool = snap.tools.get(tool_name).cloned();
+    known.tool = tool.as_ref().map(|t| t.name.to_string());
+
+    let revoked = st.revocations.check(
+        &claims.jti,
+        subject.as_ref().map_or("", |s| s.task.as_str()),
+        subject.as_ref().map_or("", |s| s.agent.as_str()),
+        &verified.kid,
+    );
+    // Nothing to look up at the broker for a token already dead by its claims.
+    let (mut agent, mut task) = (None, None);
+    if let Ok(s) = check_claims(&verified, revoked, now) {
+        agent = st.facts.agent(&st.broker, s.agent.as_str()).await?;
+        task = st.facts.task(&st.broker, s.task.as_str()).await?;
+    }
     // The path the agent sent: on a host route, the rest is all of it.
     let path = match authority.routes {
         true => rest.to_owned(),
@@ -250,51 +235,35 @@ pub async fn decide(
         path: &path,
         authority,
     };
-    check_binding(st, headers, method, &at, &presented, claims, now)?;
-    let sub = SpiffeId::parse("sub", &claims.sub)
-        .map_err(|_| Deny::token("invalid_token", "token `sub` is not an agent SPIFFE ID"))?;
-    let agent_name = sub.agent.to_string();
-    known.agent = Some(agent_name.clone());
-    let task_id = TaskId::parse(&claims.txn)
-        .map_err(|_| Deny::token("invalid_token", "token `txn` is not a task id"))?;
-    known.task = Some(task_id.to_string());
-
-    // Name the tool in the audit record even when revocation denies first.
-    let tool = snap.tools.get(tool_name).cloned();
-    known.tool = tool.as_ref().map(|t| t.name.to_string());
-
-    // Revocation before anything else about the token matters.
-    if let Some(kind) =
-        st.revocations
-            .check(&claims.jti, task_id.as_str(), &agent_name, &verified.kid)
-    {
-        let what = match kind {
-            RevocationKind::Token => "the token",
-            RevocationKind::Task => "the token's task",
-            RevocationKind::Agent => "the token's agent",
-            RevocationKind::Key => "the key that signed the token",
-        };
-        return Err(Deny::token("revoked", format!("{what} has been revoked")));
-    }
-
-    let tool = tool.ok_or_else(|| {
-        Deny::new(
-            http::StatusCode::NOT_FOUND,
-            "unknown_tool",
-            format!(
-                "no tool named `{}` is registered",
-                tool_name.chars().take(64).collect::<String>()
-            ),
-        )
+    let url = request_url(st, &at);
+    let holder = Holder {
+        revoked,
+        agent: agent.as_ref(),
+        task: task.as_ref(),
+    };
+    let asked = Asked {
+        tool: tool.as_ref().ok_or(tool_name),
+        operation: Operation::Http { method, path: rest },
+        environment: st.config.environment,
+        data_sensitivity: None,
+        presentation: presentation(headers, method, &url, &presented),
+    };
+    let judge = Judge {
+        policy: &snap.policy,
+        replay: &st.dpop_replay,
+        recent: &st.recent,
+        now,
+    };
+    let allowed = authorize_request(&verified, &holder, &asked, &judge).map_err(|r| {
+        known.action = r.action.clone();
+        Deny::from(r)
     })?;
-    if let Some(env) = st.config.environment
-        && env != tool.environment
-    {
-        return Err(env_mismatch("this proxy", env.as_str(), &tool));
-    }
+    known.action = Some(allowed.action.clone());
+    // Allowed; can this proxy carry it?
+    let tool = allowed.tool.clone();
     if tool.delivery.mode == DeliveryMode::Reveal {
         return Err(Deny::forbidden(
-            "not_proxied",
+            Code::NotProxied,
             format!(
                 "tool `{}` hands its secret to tasks (delivery: reveal) and is not proxied",
                 tool.name
@@ -303,104 +272,14 @@ pub async fn decide(
     }
     if tool.upstream.is_none() {
         return Err(Deny::forbidden(
-            "not_proxied",
+            Code::NotProxied,
             format!("tool `{}` has no upstream to proxy to", tool.name),
         ));
     }
-    if claims.aud != tool.audience {
-        return Err(Deny::forbidden(
-            "wrong_audience",
-            format!("token is not for tool `{}` (audience mismatch)", tool.name),
-        ));
-    }
-    let detail = claims.detail_for(tool.name.as_str()).ok_or_else(|| {
-        Deny::forbidden(
-            "out_of_scope",
-            format!("token grants nothing on tool `{}`", tool.name),
-        )
-    })?;
-    match detail.environment.as_deref() {
-        Some(e) if e == tool.environment.as_str() => {}
-        other => {
-            return Err(env_mismatch(
-                "token",
-                other.unwrap_or("no environment"),
-                &tool,
-            ));
-        }
-    }
-    if let Some(env) = st.config.environment
-        && detail.environment.as_deref() != Some(env.as_str())
-    {
-        return Err(env_mismatch(
-            "token",
-            detail.environment.as_deref().unwrap_or("-"),
-            &tool,
-        ));
-    }
-
-    let routed = tool.route(method, rest).ok_or_else(|| {
-        Deny::forbidden(
-            "no_route",
-            format!("no route of tool `{}` matches {method} {rest}", tool.name),
-        )
-    })?;
-    known.action = Some(routed.action.to_string());
-
-    let agent = st.facts.agent(&st.broker, &agent_name).await?;
-    let task = st.facts.task(&st.broker, task_id.as_str()).await?;
-    if task.agent != sub.agent {
-        return Err(Deny::token(
-            "invalid_token",
-            "token's task belongs to another agent",
-        ));
-    }
-    if !agent.is_active() {
-        return Err(Deny::token("revoked", "the token's agent has been revoked"));
-    }
-    let inputs = Inputs {
-        policy: snap.policy.clone(),
-        tool: tool.clone(),
-        agent: agent.clone(),
-        task: task.clone(),
-        token: verified.clone(),
-    };
-    let decision = st.decisions.decide(
-        &inputs,
-        routed.action.as_str(),
-        &routed.resource,
-        now,
-        || {
-            snap.policy.decide_invoke(&InvokeRequest {
-                agent: AgentFacts::of(&agent),
-                tool: ToolFacts::of(&tool),
-                task: TaskFacts::of(&task, now),
-                action: routed.action.as_str(),
-                resource: &routed.resource,
-                grant_actions: &detail.actions,
-                resource_in_scope: detail.covers_resource(&routed.resource),
-                request_environment: Some(tool.environment),
-                data_sensitivity: None,
-                anomaly_score: 0,
-                now,
-            })
-        },
-    );
-    if !decision.allowed {
-        return Err(Deny::forbidden(
-            "policy_denied",
-            if decision.reasons.is_empty() {
-                "no policy permits this request".to_owned()
-            } else {
-                decision.reasons.join("; ")
-            },
-        )
-        .with_reasons(decision.reasons.clone()));
-    }
-    tracing::debug!(action = %routed.action, resource = %routed.resource, "allowed");
+    tracing::debug!(action = %allowed.action, resource = %allowed.resource, "allowed");
     Ok(Allowed {
         tool,
-        reasons: decision.reasons.clone(),
+        reasons: allowed.decision.reasons.clone(),
     })
 }
 

@@ -4,7 +4,7 @@
 //! [`MAX_AGE`] so a state change the feed does not carry is seen.
 
 use crate::broker::{Broker, BrokerError};
-use crate::error::Deny;
+use crate::error::{Code, Deny};
 use mandate_core::{Agent, Task};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -56,62 +56,52 @@ pub struct Facts {
 }
 
 fn lookup_failed(what: &str, e: BrokerError) -> Deny {
-    if e.is_not_found() {
-        return Deny::token(
-            if what == "agent" {
-                "unknown_agent"
-            } else {
-                "unknown_task"
-            },
-            format!("the token's {what} is not known to the broker"),
-        );
-    }
     tracing::warn!(error = %e, "{what} lookup failed");
     Deny::unavailable(
-        "broker_unavailable",
+        Code::BrokerUnavailable,
         format!("cannot look up the token's {what} at the broker"),
     )
 }
 
 impl Facts {
-    pub async fn agent(&self, broker: &Broker, name: &str) -> Result<Arc<Agent>, Deny> {
+    /// The agent, or `None` if the broker does not know it.
+    pub async fn agent(&self, broker: &Broker, name: &str) -> Result<Option<Arc<Agent>>, Deny> {
         if let Some(a) = self.agents.get(name) {
-            return Ok(a);
+            return Ok(Some(a));
         }
-        let a = Arc::new(
-            broker
-                .agent(name)
-                .await
-                .map_err(|e| lookup_failed("agent", e))?,
-        );
+        let a = match broker.agent(name).await {
+            Ok(a) => Arc::new(a),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(lookup_failed("agent", e)),
+        };
         if a.name.as_str() != name {
             return Err(Deny::unavailable(
-                "broker_unavailable",
+                Code::BrokerUnavailable,
                 "the broker answered for a different agent",
             ));
         }
         self.agents.put(name, a.clone());
-        Ok(a)
+        Ok(Some(a))
     }
 
-    pub async fn task(&self, broker: &Broker, id: &str) -> Result<Arc<Task>, Deny> {
+    /// The task, or `None` if the broker does not know it.
+    pub async fn task(&self, broker: &Broker, id: &str) -> Result<Option<Arc<Task>>, Deny> {
         if let Some(t) = self.tasks.get(id) {
-            return Ok(t);
+            return Ok(Some(t));
         }
-        let t = Arc::new(
-            broker
-                .task(id)
-                .await
-                .map_err(|e| lookup_failed("task", e))?,
-        );
+        let t = match broker.task(id).await {
+            Ok(t) => Arc::new(t),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(lookup_failed("task", e)),
+        };
         if t.id.as_str() != id {
             return Err(Deny::unavailable(
-                "broker_unavailable",
+                Code::BrokerUnavailable,
                 "the broker answered for a different task",
             ));
         }
         self.tasks.put(id, t.clone());
-        Ok(t)
+        Ok(Some(t))
     }
 
     pub fn forget_agent(&self, name: &str) {

@@ -12,9 +12,9 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Entries are kept this long past their `expires_at`, matching the token
-/// leeway, so a revoked token cannot slip through in the grace period.
-pub const KEEP_PAST_EXPIRY_SECS: i64 = crate::verify::LEEWAY_SECS;
+/// Entries are kept this long past their `expires_at`: a margin for clocks
+/// (a token is dead at its `exp`, but the proxy's clock may lag the broker's).
+pub const KEEP_PAST_EXPIRY_SECS: i64 = 10;
 /// Longest SSE line accepted; a broker never sends more than a few hundred bytes.
 const MAX_LINE: usize = 64 * 1024;
 /// Polling interval while the stream is down.

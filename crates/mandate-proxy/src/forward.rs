@@ -3,7 +3,7 @@
 //! response streamed through the redactor so the secret never flows back.
 
 use crate::catalog::{Credential, Placement};
-use crate::error::{Deny, ProxyError};
+use crate::error::{Code, Deny, ProxyError};
 use crate::handle::CallRecord;
 use crate::redact::{Patterns, Redactor};
 use axum::body::Body;
@@ -254,7 +254,7 @@ pub async fn forward(
 ) -> Response {
     let Some(uri) = upstream_uri(f.base, f.rest, parts.uri.query(), &f.cred) else {
         return call.deny(Deny::upstream(
-            "bad_upstream_url",
+            Code::BadUpstreamUrl,
             "the tool's upstream URL and this path do not form a valid URL",
         ));
     };
@@ -273,7 +273,7 @@ pub async fn forward(
         Err(_) => {
             return call.deny(Deny::new(
                 http::StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
+                Code::UpstreamTimeout,
                 format!(
                     "the upstream did not answer within {}s",
                     f.timeout.as_secs()
@@ -287,7 +287,10 @@ pub async fn forward(
             return call.deny(if too_large {
                 Deny::body_too_large(f.max_body)
             } else {
-                Deny::upstream("upstream_unreachable", "the upstream could not be reached")
+                Deny::upstream(
+                    Code::UpstreamUnreachable,
+                    "the upstream could not be reached",
+                )
             });
         }
         Ok(Ok(r)) => r,
@@ -296,7 +299,7 @@ pub async fn forward(
     let (parts, incoming) = resp.into_parts();
     if let Some(enc) = encoded(&parts.headers) {
         return call.deny(Deny::upstream(
-            "upstream_encoded",
+            Code::UpstreamEncoded,
             format!(
                 "the upstream sent a `{}`-encoded body, which the proxy cannot scan for the secret; refused",
                 enc.chars().take(32).collect::<String>()
@@ -345,7 +348,7 @@ async fn read_whole(
         Err(_) => {
             return Err(Deny::new(
                 http::StatusCode::GATEWAY_TIMEOUT,
-                "upstream_timeout",
+                Code::UpstreamTimeout,
                 format!(
                     "the upstream body did not arrive within {}s",
                     timeout.as_secs()
@@ -355,7 +358,7 @@ async fn read_whole(
         Ok(Err(e)) => {
             tracing::warn!(error = %error_chain(&*e, patterns), "upstream body failed");
             return Err(Deny::upstream(
-                "upstream_failed",
+                Code::UpstreamFailed,
                 "the upstream body broke off or did not match its Content-Length",
             ));
         }

@@ -6,7 +6,7 @@
 
 use crate::audit::{Stage, ToolCall};
 use crate::decide::{Authority, Known, check_path, decide, split_target};
-use crate::error::Deny;
+use crate::error::{Code, Deny};
 use crate::forward::{Forward, Upstream, forward};
 use crate::overrides::{check_overrides, screen_body};
 use crate::state::State;
@@ -16,6 +16,7 @@ use axum::extract::State as Shared;
 use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use mandate_policy::Refusal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -110,7 +111,7 @@ fn may_scrape(config: &crate::ProxyConfig, headers: &http::HeaderMap) -> Result<
     }
     let Some(expected) = &config.metrics_token else {
         return Err(Deny::token(
-            "unauthorized",
+            Code::Unauthorized,
             "/metrics needs a token: the proxy sets metrics_token_file, or unauthenticated_metrics_access",
         ));
     };
@@ -124,7 +125,7 @@ fn may_scrape(config: &crate::ProxyConfig, headers: &http::HeaderMap) -> Result<
     let digest = |t: &str| mandate_token::sha256_hex(t.trim().as_bytes());
     if presented.is_empty() || digest(presented) != digest(expected.expose_secret()) {
         return Err(Deny::token(
-            "unauthorized",
+            Code::Unauthorized,
             "send the metrics token as `Authorization: Bearer <token>`",
         ));
     }
@@ -357,7 +358,7 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
         let Some((tool_name, rest)) = target else {
             return call.deny(Deny::new(
                 StatusCode::NOT_FOUND,
-                "unknown_tool",
+                Code::Refused(Refusal::UnknownTool),
                 "requests go to /{tool}/{path}",
             ));
         };
@@ -367,7 +368,7 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
         // No call goes through that could not be audited.
         if !st.audit.is_writable() {
             return call.deny(Deny::unavailable(
-                "audit_unavailable",
+                Code::AuditUnavailable,
                 "the proxy cannot write its audit spool; calls are refused until it can",
             ));
         }
@@ -423,7 +424,7 @@ async fn proxy(Shared(serving): Shared<Serving>, req: Request<Body>) -> Response
         if !call.write_ahead() {
             call.allowed = false;
             return call.deny(Deny::unavailable(
-                "audit_unavailable",
+                Code::AuditUnavailable,
                 "the proxy could not write this call's audit record, so it was not sent upstream",
             ));
         }
@@ -455,10 +456,10 @@ fn credential(
     let snap = st
         .catalog
         .snapshot()
-        .ok_or_else(|| Deny::unavailable("not_ready", "the broker's catalog is not loaded"))?;
+        .ok_or_else(|| Deny::unavailable(Code::NotReady, "the broker's catalog is not loaded"))?;
     let Some(meta) = snap.secrets.get(tool.name.as_str()) else {
         return Err(Deny::unavailable(
-            "no_secret",
+            Code::NoSecret,
             format!(
                 "tool `{}` injects a secret but none is stored at the broker",
                 tool.name
@@ -467,13 +468,13 @@ fn credential(
     };
     if meta.expires_at.is_some_and(|e| e <= crate::now_secs()) {
         return Err(Deny::unavailable(
-            "secret_expired",
+            Code::SecretExpired,
             format!("the secret for tool `{}` has expired", tool.name),
         ));
     }
     st.catalog.credential(tool.name.as_str()).ok_or_else(|| {
         Deny::unavailable(
-            "secret_unavailable",
+            Code::SecretUnavailable,
             format!(
                 "the secret for tool `{}` has not been fetched from the broker yet",
                 tool.name
@@ -515,7 +516,7 @@ mod tests {
         ] {
             let d = super::may_scrape(&locked, &with(bad)).unwrap_err();
             assert_eq!(
-                (d.status.as_u16(), d.code),
+                (d.status.as_u16(), d.code.as_str()),
                 (401, "unauthorized"),
                 "{bad:?}"
             );

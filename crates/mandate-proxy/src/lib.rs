@@ -29,7 +29,6 @@ mod budget;
 mod catalog;
 mod config;
 mod decide;
-mod decisions;
 mod error;
 mod facts;
 mod feed;
@@ -45,7 +44,7 @@ mod workers;
 mod writer;
 
 pub use config::ProxyConfig;
-pub use error::{Deny, ProxyError};
+pub use error::{Code, Deny, ProxyError};
 pub use redact::{Patterns, Redactor, forms};
 
 use mandate_core::RevocationKind;

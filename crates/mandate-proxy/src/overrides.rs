@@ -6,7 +6,7 @@
 //! from JSON. Refused with 400 `method_override`, never forwarded.
 
 use crate::budget::{BodyBudget, Screened};
-use crate::error::Deny;
+use crate::error::{Code, Deny};
 use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, Method, header};
@@ -16,7 +16,7 @@ use std::time::Duration;
 fn refusal(what: &str) -> Deny {
     Deny::new(
         http::StatusCode::BAD_REQUEST,
-        "method_override",
+        Code::MethodOverride,
         format!(
             "{what} would make the upstream act on another method or path than the route rules checked; the proxy does not forward it"
         ),
@@ -134,7 +134,7 @@ pub async fn screen_body(
             Err(_) => {
                 return Err(Deny::new(
                     http::StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
+                    Code::BodyTimeout,
                     format!(
                         "no part of the request body arrived for {}s",
                         timeout.as_secs()
@@ -148,7 +148,7 @@ pub async fn screen_body(
             Ok(Some(Err(_))) => {
                 return Err(Deny::new(
                     http::StatusCode::BAD_REQUEST,
-                    "bad_body",
+                    Code::BadBody,
                     "the request body could not be read",
                 ));
             }
@@ -308,7 +308,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!((d.status.as_u16(), d.code), (400, "method_override"));
+        assert_eq!(
+            (d.status.as_u16(), d.code.as_str()),
+            (400, "method_override")
+        );
         let d = screen_body(
             &Method::POST,
             &json,
@@ -319,7 +322,10 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!((d.status.as_u16(), d.code), (413, "body_too_large"));
+        assert_eq!(
+            (d.status.as_u16(), d.code.as_str()),
+            (413, "body_too_large")
+        );
         // Not a POST: streamed on as it is, whatever it holds.
         let put = screen_body(
             &Method::PUT,
@@ -373,6 +379,6 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!((d.status.as_u16(), d.code), (408, "body_timeout"));
+        assert_eq!((d.status.as_u16(), d.code.as_str()), (408, "body_timeout"));
     }
 }

@@ -4,7 +4,6 @@ use crate::audit::AuditLog;
 use crate::broker::Broker;
 use crate::catalog::Catalog;
 use crate::config::ProxyConfig;
-use crate::decisions::Decisions;
 use crate::facts::Facts;
 use crate::feed::Revocations;
 use crate::metrics::Metrics;
@@ -18,7 +17,8 @@ pub struct State {
     pub revocations: Revocations,
     pub catalog: Catalog,
     pub facts: Facts,
-    pub decisions: Decisions,
+    /// Cedar decisions reused for identical inputs within a second.
+    pub recent: mandate_policy::RecentDecisions,
     pub metrics: Arc<Metrics>,
     pub audit: AuditLog,
     /// DPoP proofs already presented here (RFC 9449 §11.1).
@@ -46,7 +46,7 @@ impl State {
             revocations: Revocations::default(),
             catalog: Catalog::default(),
             facts: Facts::default(),
-            decisions: Decisions::default(),
+            recent: Default::default(),
             metrics,
             audit,
             dpop_replay: Default::default(),

@@ -1,20 +1,22 @@
 //! Checking an agent's access token offline: the broker's JWKS (cached,
 //! refetched on an unknown `kid` at most once a second), the key's own
-//! algorithm, `typ: at+jwt`, issuer and times. A token whose signature
-//! verified once is remembered by `jti` with its exact bytes
-//! ([`mandate_token::cache`]), so a signature is checked once per token.
+//! algorithm, `typ: at+jwt` and issuer. A token whose signature verified
+//! once is remembered with its exact bytes ([`mandate_token::cache`], the
+//! same cache the broker uses), so a signature is checked once per token.
+//! Times and everything else are the one decision path's
+//! ([`mandate_policy::authorize_request`]), on every use.
 
 use crate::broker::Broker;
-use crate::error::Deny;
-use mandate_token::cache::{Expiring, TokenCache};
-use mandate_token::claims::AccessClaims;
+use crate::error::{Code, Deny};
+use mandate_core::RevocationKind;
+use mandate_policy::Refused;
+use mandate_token::cache::TokenCache;
+use mandate_token::claims::{AccessClaims, VerifiedAccess};
 use mandate_token::{TokenError, VerifyingKey, jwt};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-/// Clock skew allowed between broker and proxy, seconds.
-pub const LEEWAY_SECS: i64 = 10;
 const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 /// The broker's published keys, by `kid`.
@@ -108,10 +110,7 @@ impl Keys {
             .unwrap_or_else(|p| p.into_inner())
             .contains(kid)
         {
-            return Err(Deny::token(
-                "revoked",
-                "the key that signed the token has been revoked",
-            ));
+            return Err(Refused::revoked(RevocationKind::Key).into());
         }
         if let Err(e) = self.refresh(broker, false).await {
             tracing::warn!(error = %e, "JWKS refetch failed");
@@ -120,18 +119,13 @@ impl Keys {
         // key set there is no verdict on the token.
         if !self.is_loaded() {
             return Err(Deny::unavailable(
-                "broker_unavailable",
+                Code::BrokerUnavailable,
                 "the broker's signing keys could not be fetched",
             ));
         }
         self.get(kid).ok_or_else(|| {
-            Deny::token(
-                "unknown_key",
-                format!(
-                    "token is signed with key `{}`, which the broker does not publish",
-                    kid.chars().take(64).collect::<String>()
-                ),
-            )
+            let e = TokenError::UnknownKey(kid.chars().take(64).collect());
+            Refused::token_error(&e).into()
         })
     }
 }
@@ -142,24 +136,10 @@ fn throttled(last: Option<Instant>, now: Instant, force: bool) -> bool {
     !force && last.is_some_and(|t| now.saturating_duration_since(t) < REFETCH_AT_MOST_EVERY)
 }
 
-/// A token that verified: its claims and the key that signed it (which
-/// the revocation feed may withdraw).
-pub struct Verified {
-    pub kid: String,
-    pub claims: AccessClaims,
-}
-
-impl Expiring for Verified {
-    fn exp(&self) -> i64 {
-        self.claims.exp
-    }
-}
-
-/// Signature, `typ`, issuer and times. Audience, scope, environment and
-/// revocation are the caller's next steps.
+/// Signature, `typ` and issuer.
 pub struct Verifier {
     pub keys: Keys,
-    cache: TokenCache<Verified>,
+    cache: TokenCache<VerifiedAccess>,
 }
 
 impl Default for Verifier {
@@ -172,12 +152,7 @@ impl Default for Verifier {
 }
 
 fn invalid(e: TokenError) -> Deny {
-    let code = match e {
-        TokenError::Expired => "token_expired",
-        TokenError::NotYetValid => "token_not_yet_valid",
-        _ => "invalid_token",
-    };
-    Deny::token(code, e.to_string())
+    Refused::token_error(&e).into()
 }
 
 impl Verifier {
@@ -186,8 +161,7 @@ impl Verifier {
         broker: &Broker,
         issuer: &str,
         token: &str,
-        now: i64,
-    ) -> Result<Arc<Verified>, Deny> {
+    ) -> Result<Arc<VerifiedAccess>, Deny> {
         let v = match self.cache.get(token) {
             Some(c) => c,
             None => {
@@ -198,18 +172,17 @@ impl Verifier {
                     .header
                     .kid
                     .clone()
-                    .ok_or_else(|| Deny::token("invalid_token", "token header has no `kid`"))?;
+                    .ok_or_else(|| invalid(TokenError::BadHeader("no `kid`".into())))?;
                 let key = self.keys.key(broker, &kid).await?;
                 let claims: AccessClaims = parsed.into_claims(&key).map_err(invalid)?;
                 if claims.iss != issuer {
                     return Err(invalid(TokenError::WrongIssuer));
                 }
-                let v = Arc::new(Verified { kid, claims });
+                let v = Arc::new(VerifiedAccess { kid, claims });
                 self.cache.put(token, v.clone(), generation);
                 v
             }
         };
-        jwt::check_times(v.claims.exp, Some(v.claims.nbf), now, LEEWAY_SECS).map_err(invalid)?;
         Ok(v)
     }
 
@@ -221,7 +194,7 @@ impl Verifier {
     }
 
     pub fn forget_expired(&self, now: i64) {
-        self.cache.forget_expired(now - LEEWAY_SECS);
+        self.cache.forget_expired(now);
     }
 }
 
@@ -323,8 +296,8 @@ mod tests {
         signed(key, &claims(ISS, NOW - 60, NOW + 300))
     }
 
-    async fn refused(v: &Verifier, b: &Broker, token: &str, now: i64) -> Deny {
-        match v.verify(b, ISS, token, now).await {
+    async fn refused(v: &Verifier, b: &Broker, token: &str) -> Deny {
+        match v.verify(b, ISS, token).await {
             Ok(_) => panic!("token accepted"),
             Err(d) => d,
         }
@@ -337,7 +310,7 @@ mod tests {
         published.publish(&[&k]);
         let v = Verifier::default();
         assert!(!v.keys.is_loaded());
-        let ok = v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        let ok = v.verify(&b, ISS, &token(&k)).await.unwrap();
         assert_eq!(ok.kid, k.kid);
         assert_eq!(ok.claims, claims(ISS, NOW - 60, NOW + 300));
         assert!(v.keys.is_loaded());
@@ -368,9 +341,9 @@ mod tests {
             ),
         ];
         for (t, why) in cases {
-            let d = refused(&v, &b, &t, NOW).await;
+            let d = refused(&v, &b, &t).await;
             assert_eq!(
-                (d.status, d.code),
+                (d.status, d.code.as_str()),
                 (StatusCode::UNAUTHORIZED, "invalid_token"),
                 "{why}"
             );
@@ -378,41 +351,10 @@ mod tests {
 
         let fetches = published.fetches();
         let kidless = jwt::encode_with_jwk(&k, jwt::TYP_ACCESS, &c).unwrap();
-        let d = refused(&v, &b, &kidless, NOW).await;
-        assert_eq!(d.code, "invalid_token");
+        let d = refused(&v, &b, &kidless).await;
+        assert_eq!(d.code.as_str(), "invalid_token");
         assert!(d.message.contains("kid"), "{}", d.message);
         assert_eq!(published.fetches(), fetches, "no key to look up, no fetch");
-    }
-
-    #[tokio::test]
-    async fn times_are_checked_with_the_leeway_on_every_use() {
-        let (b, published) = broker().await;
-        let k = key();
-        published.publish(&[&k]);
-        let v = Verifier::default();
-        let t = signed(&k, &claims(ISS, NOW, NOW + 100));
-
-        let d = refused(&v, &b, &t, NOW - LEEWAY_SECS - 1).await;
-        assert_eq!(
-            (d.status, d.code),
-            (StatusCode::UNAUTHORIZED, "token_not_yet_valid")
-        );
-        // From here on the signature is cached: times are still checked.
-        assert!(v.verify(&b, ISS, &t, NOW - LEEWAY_SECS).await.is_ok());
-        assert!(
-            v.verify(&b, ISS, &t, NOW + 100 + LEEWAY_SECS - 1)
-                .await
-                .is_ok()
-        );
-        let d = refused(&v, &b, &t, NOW + 100 + LEEWAY_SECS).await;
-        assert_eq!(
-            (d.status, d.code),
-            (StatusCode::UNAUTHORIZED, "token_expired")
-        );
-
-        let fresh = Verifier::default();
-        let d = refused(&fresh, &b, &t, NOW + 100 + LEEWAY_SECS).await;
-        assert_eq!(d.code, "token_expired");
     }
 
     #[tokio::test]
@@ -421,9 +363,9 @@ mod tests {
         let (k, other) = (key(), key());
         published.publish(&[&k]);
         let v = Verifier::default();
-        let d = refused(&v, &b, &token(&other), NOW).await;
+        let d = refused(&v, &b, &token(&other)).await;
         assert_eq!(
-            (d.status, d.code),
+            (d.status, d.code.as_str()),
             (StatusCode::UNAUTHORIZED, "unknown_key")
         );
         assert!(d.message.contains(&other.kid));
@@ -436,22 +378,25 @@ mod tests {
         let (k, new) = (key(), key());
         published.publish(&[&k]);
         let v = Verifier::default();
-        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        v.verify(&b, ISS, &token(&k)).await.unwrap();
         assert_eq!(published.fetches(), 1);
 
         // The broker rotated, but the last fetch was under a second ago.
         published.publish(&[&k, &new]);
         for _ in 0..3 {
-            assert_eq!(refused(&v, &b, &token(&new), NOW).await.code, "unknown_key");
+            assert_eq!(
+                refused(&v, &b, &token(&new)).await.code.as_str(),
+                "unknown_key"
+            );
         }
         assert_eq!(published.fetches(), 1);
 
         // A known key needs no fetch at all; a forced refresh is never throttled.
-        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        v.verify(&b, ISS, &token(&k)).await.unwrap();
         assert_eq!(published.fetches(), 1);
         v.keys.refresh(&b, true).await.unwrap();
         assert_eq!(published.fetches(), 2);
-        v.verify(&b, ISS, &token(&new), NOW).await.unwrap();
+        v.verify(&b, ISS, &token(&new)).await.unwrap();
     }
 
     #[test]
@@ -473,16 +418,16 @@ mod tests {
         let b = unreachable_broker().await;
         let v = Verifier::default();
         let t = token(&key());
-        let d = refused(&v, &b, &t, NOW).await;
+        let d = refused(&v, &b, &t).await;
         assert_eq!(
-            (d.status, d.code),
+            (d.status, d.code.as_str()),
             (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable")
         );
         assert!(!v.keys.is_loaded());
         // Throttled now, and still nothing loaded: still unavailable, not a
         // verdict on the token.
-        let d = refused(&v, &b, &t, NOW).await;
-        assert_eq!(d.code, "broker_unavailable");
+        let d = refused(&v, &b, &t).await;
+        assert_eq!(d.code.as_str(), "broker_unavailable");
     }
 
     #[tokio::test]
@@ -494,21 +439,21 @@ mod tests {
         v.keys.refresh(&b, true).await.unwrap();
         published.failing.store(true, Ordering::SeqCst);
         let other = token(&key());
-        let d = refused(&v, &b, &other, NOW).await;
+        let d = refused(&v, &b, &other).await;
         assert_eq!(
-            (d.status, d.code),
+            (d.status, d.code.as_str()),
             (StatusCode::UNAUTHORIZED, "unknown_key")
         );
         assert!(v.keys.refresh(&b, true).await.is_err());
         let fetches = published.fetches();
-        assert_eq!(refused(&v, &b, &other, NOW).await.code, "unknown_key");
+        assert_eq!(refused(&v, &b, &other).await.code.as_str(), "unknown_key");
         assert_eq!(
             published.fetches(),
             fetches,
             "a failed fetch counts for the throttle"
         );
         // The keys from before the failure still serve.
-        v.verify(&b, ISS, &token(&k), NOW).await.unwrap();
+        v.verify(&b, ISS, &token(&k)).await.unwrap();
     }
 
     #[tokio::test]
@@ -518,13 +463,16 @@ mod tests {
         published.publish(&[&k, &kept]);
         let v = Verifier::default();
         let t = token(&k);
-        v.verify(&b, ISS, &t, NOW).await.unwrap();
-        v.verify(&b, ISS, &token(&kept), NOW).await.unwrap();
+        v.verify(&b, ISS, &t).await.unwrap();
+        v.verify(&b, ISS, &token(&kept)).await.unwrap();
 
         v.withdraw_key(&k.kid);
         let fetches = published.fetches();
-        let d = refused(&v, &b, &t, NOW).await;
-        assert_eq!((d.status, d.code), (StatusCode::UNAUTHORIZED, "revoked"));
+        let d = refused(&v, &b, &t).await;
+        assert_eq!(
+            (d.status, d.code.as_str()),
+            (StatusCode::UNAUTHORIZED, "revoked")
+        );
         assert_eq!(
             published.fetches(),
             fetches,
@@ -533,8 +481,8 @@ mod tests {
 
         // A JWKS fetched before the withdrawal still lists the key.
         v.keys.refresh(&b, true).await.unwrap();
-        assert_eq!(refused(&v, &b, &t, NOW).await.code, "revoked");
-        v.verify(&b, ISS, &token(&kept), NOW).await.unwrap();
+        assert_eq!(refused(&v, &b, &t).await.code.as_str(), "revoked");
+        v.verify(&b, ISS, &token(&kept)).await.unwrap();
     }
 
     #[tokio::test]
@@ -544,17 +492,17 @@ mod tests {
         published.publish(&[&k]);
         let v = Verifier::default();
         let t = signed(&k, &claims(ISS, NOW, NOW + 100));
-        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        v.verify(&b, ISS, &t).await.unwrap();
 
         // The key is gone from the set, yet the cached token needs none.
         v.keys.set(&JwkSet::default());
-        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        v.verify(&b, ISS, &t).await.unwrap();
         // Kept while it is still good within the leeway.
-        v.forget_expired(NOW + 100 + LEEWAY_SECS - 1);
-        v.verify(&b, ISS, &t, NOW).await.unwrap();
+        v.forget_expired(NOW + 100 - 1);
+        v.verify(&b, ISS, &t).await.unwrap();
         // Forgotten after: verifying now needs the key, which is gone.
-        v.forget_expired(NOW + 100 + LEEWAY_SECS);
-        assert_eq!(refused(&v, &b, &t, NOW).await.code, "unknown_key");
+        v.forget_expired(NOW + 100);
+        assert_eq!(refused(&v, &b, &t).await.code.as_str(), "unknown_key");
         assert_eq!(
             published.fetches(),
             1,

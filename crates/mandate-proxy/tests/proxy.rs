@@ -366,7 +366,7 @@ async fn bad_tokens_and_requests_are_refused_with_a_reason() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(code(&r.text().await.unwrap()), "invalid_token");
+    assert_eq!(code(&r.text().await.unwrap()), "not_dpop_bound");
     // Dot segments, sent raw (HTTP clients normalise them away).
     // So are the forms servlet containers and double-decoding servers
     // read as `..`.
@@ -769,7 +769,7 @@ async fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
     let other = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
     let cases = [
         ("replayed proof", "DPoP", Some(good), "invalid_dpop_proof"),
-        ("as Bearer", "Bearer", None, "invalid_token"),
+        ("as Bearer", "Bearer", None, "dpop_required"),
         ("no proof", "DPoP", None, "invalid_dpop_proof"),
         (
             "other key",
@@ -817,7 +817,7 @@ async fn dpop_bound_tokens_need_a_fresh_proof_by_their_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(code(&r.text().await.unwrap()), "invalid_token");
+    assert_eq!(code(&r.text().await.unwrap()), "not_dpop_bound");
 }
 
 #[tokio::test]

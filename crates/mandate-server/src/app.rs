@@ -12,7 +12,7 @@ use mandate_core::{AdminRight, AdminToken, Revocation};
 use mandate_policy::PolicySet;
 use mandate_store::{PostgresStore, SqliteStore, Store};
 use mandate_token::KeyRing;
-use mandate_token::claims::{AccessClaims, SessionClaims};
+use mandate_token::claims::{SessionClaims, VerifiedAccess};
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,9 @@ pub struct App {
     policy: RwLock<Arc<PolicySet>>,
     pub policy_dir: PathBuf,
     pub directory: Directory,
-    pub verified: TokenCache<AccessClaims>,
+    pub verified: TokenCache<VerifiedAccess>,
+    /// Cedar decisions reused for identical inputs within a second.
+    pub recent: mandate_policy::RecentDecisions,
     pub sessions: TokenCache<SessionClaims>,
     pub federation: Federation,
     pub feed: broadcast::Sender<Revocation>,
@@ -296,6 +298,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         policy_dir,
         directory,
         verified: TokenCache::default(),
+        recent: Default::default(),
         sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,

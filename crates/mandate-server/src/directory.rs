@@ -28,6 +28,7 @@ pub struct Directory {
     tasks: RwLock<HashMap<TaskId, Arc<Task>>>,
     /// Revoked token ids with the time they would expire anyway.
     revoked_tokens: RwLock<HashMap<String, UnixTime>>,
+    revoked_keys: RwLock<HashMap<String, UnixTime>>,
     /// Live admin tokens by hash, so authenticating one is not a database
     /// read. Emptied on every revocation; expiry is checked on each use.
     admin_tokens: RwLock<AdminTokens>,
@@ -63,7 +64,10 @@ impl Directory {
             for r in page {
                 match r.kind {
                     RevocationKind::Token => d.revoke_token(r.id, r.expires_at),
-                    RevocationKind::Key => withdrawn_keys.push(r.id),
+                    RevocationKind::Key => {
+                        d.revoke_key(r.id.clone(), r.expires_at);
+                        withdrawn_keys.push(r.id)
+                    }
                     // Task and agent state live in their own rows.
                     RevocationKind::Task | RevocationKind::Agent => {}
                 }
@@ -142,11 +146,21 @@ impl Directory {
         read(&self.revoked_tokens).contains_key(jti)
     }
 
+    /// A withdrawn signing key, kept until every token it signed expired,
+    /// so such a token is refused as revoked rather than as unknown.
+    pub fn revoke_key(&self, kid: String, expires_at: UnixTime) {
+        write(&self.revoked_keys).insert(kid, expires_at);
+    }
+    pub fn is_key_revoked(&self, kid: &str) -> bool {
+        read(&self.revoked_keys).contains_key(kid)
+    }
+
     /// Drop what can no longer matter: tasks past their deadline (reloaded
     /// from the store if asked for again) and revocations of expired tokens.
     pub fn forget_expired(&self, now: UnixTime) {
         write(&self.tasks).retain(|_, t| t.deadline > now);
         write(&self.revoked_tokens).retain(|_, exp| *exp > now);
+        write(&self.revoked_keys).retain(|_, exp| *exp > now);
     }
 }
 

@@ -5,9 +5,11 @@
 //! the agent's state are still checked on every use.
 
 use crate::app::App;
+use mandate_core::RevocationKind;
 use mandate_core::{Agent, Jti, RandomId};
+use mandate_policy::Refused;
 pub use mandate_token::cache::{Expiring, TokenCache};
-use mandate_token::claims::{AccessClaims, SessionClaims};
+use mandate_token::claims::{SessionClaims, VerifiedAccess};
 use mandate_token::{TokenError, jwt};
 use std::sync::Arc;
 
@@ -101,23 +103,30 @@ impl App {
         Ok((c, agent))
     }
 
-    /// An access token's claims after signature, type, issuer and expiry
-    /// checks. Revocation and task state are the caller's next step.
-    pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<AccessClaims>, TokenError> {
-        let claims = match self.verified.get(token) {
-            Some(c) => c,
-            None => {
-                let generation = self.verified.generation();
-                let c: AccessClaims = self.verify_own(token, jwt::TYP_ACCESS, now)?;
-                if c.iss != self.issuer {
-                    return Err(TokenError::WrongIssuer);
-                }
-                let c = Arc::new(c);
-                self.verified.put(token, c.clone(), generation);
-                c
-            }
-        };
-        jwt::check_times(claims.exp, Some(claims.nbf), now, LEEWAY_SECS)?;
-        Ok(claims)
+    /// An access token after signature, type and issuer checks (cached).
+    /// Times, revocation and task state are checked on every use by
+    /// [`mandate_policy::check_token`]; a token signed by a withdrawn key
+    /// is refused here as revoked, as the proxy does.
+    pub fn verify_access(&self, token: &str, now: i64) -> Result<Arc<VerifiedAccess>, Refused> {
+        if let Some(v) = self.verified.get(token) {
+            return Ok(v);
+        }
+        let generation = self.verified.generation();
+        let kid = jwt::parse(token)
+            .ok()
+            .and_then(|p| p.header.kid.clone())
+            .unwrap_or_default();
+        if self.directory.is_key_revoked(&kid) {
+            return Err(Refused::revoked(RevocationKind::Key));
+        }
+        let claims: mandate_token::claims::AccessClaims = self
+            .verify_own(token, jwt::TYP_ACCESS, now)
+            .map_err(|e| Refused::token_error(&e))?;
+        if claims.iss != self.issuer {
+            return Err(Refused::token_error(&TokenError::WrongIssuer));
+        }
+        let v = Arc::new(VerifiedAccess { kid, claims });
+        self.verified.put(token, v.clone(), generation);
+        Ok(v)
     }
 }

@@ -147,9 +147,10 @@ async fn each_default_deny_policy_fires() {
         json!({"action": "issues:read", "resource": "repo:acme/x", "environment": "production"}),
     )
     .await;
-    assert_eq!(cross_env["decision"], "deny");
-    assert!(
-        reasons(&cross_env).contains("deny-cross-environment"),
+    // One environment is a rule of the decision path, before policy.
+    assert_eq!(
+        (&cross_env["decision"], &cross_env["code"]),
+        (&json!("deny"), &json!("wrong_environment")),
         "{cross_env}"
     );
     let sensitive = decide(&m, json!({"action": "issues:read", "resource": "repo:acme/x", "data_sensitivity": "restricted"})).await;
@@ -182,8 +183,12 @@ async fn revoked_task_denies_on_the_next_request() {
         .await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let v = m.s.authorize(&m.token, "issues:read", "repo:acme/x").await;
-    assert_eq!(v["decision"], "deny");
-    assert!(reasons(&v).contains("deny-inactive-task"), "{v}");
+    assert_eq!(
+        (&v["decision"], &v["code"]),
+        (&json!("deny"), &json!("revoked")),
+        "{v}"
+    );
+    assert!(reasons(&v).contains("task has been revoked"), "{v}");
     let (_, intro) =
         m.s.form("/oauth/introspect", Some(&m.s.root), &[("token", &m.token)])
             .await;

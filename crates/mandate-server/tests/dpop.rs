@@ -170,9 +170,9 @@ async fn authorize_needs_the_proof_that_came_with_a_bound_token() {
 
     let (st, d) = ask(&t.s, &token, Value::Null).await;
     assert_eq!(st, StatusCode::OK, "{d}");
-    assert_eq!(d["decision"], "deny");
-    assert!(
-        d["reasons"][0].as_str().unwrap().starts_with("dpop:"),
+    assert_eq!(
+        (&d["decision"], &d["code"]),
+        (&json!("deny"), &json!("dpop_required")),
         "{d}"
     );
 
@@ -180,10 +180,10 @@ async fn authorize_needs_the_proof_that_came_with_a_bound_token() {
     let (_, d) = ask(&t.s, &token, good.clone()).await;
     assert_eq!(d["decision"], "allow", "{d}");
     let (_, d) = ask(&t.s, &token, good).await;
-    assert_eq!(d["decision"], "deny", "replayed proof: {d}");
+    assert_eq!(d["code"], "invalid_dpop_proof", "replayed proof: {d}");
     let other = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
     let (_, d) = ask(&t.s, &token, evidence(&other, &token)).await;
-    assert_eq!(d["decision"], "deny", "other key: {d}");
+    assert_eq!(d["code"], "invalid_dpop_proof", "other key: {d}");
 
     // An unbound token with a proof is refused too.
     let (_, plain) =
@@ -191,7 +191,7 @@ async fn authorize_needs_the_proof_that_came_with_a_bound_token() {
             .await;
     let plain = plain["access_token"].as_str().unwrap();
     let (_, d) = ask(&t.s, plain, evidence(&key, plain)).await;
-    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(d["code"], "not_dpop_bound", "{d}");
 
     // Every one of those decisions is in the audit log with its agent and task.
     let dpop_denials =
@@ -200,9 +200,11 @@ async fn authorize_needs_the_proof_that_came_with_a_bound_token() {
             .into_iter()
             .filter(|e| {
                 e["kind"] == "decision"
-                    && e["reasons"][0]
-                        .as_str()
-                        .is_some_and(|r| r.starts_with("dpop:"))
+                    && e["reasons"][0].as_str().is_some_and(|r| {
+                        ["dpop_required:", "invalid_dpop_proof:", "not_dpop_bound:"]
+                            .iter()
+                            .any(|c| r.starts_with(c))
+                    })
             })
             .collect::<Vec<_>>();
     assert_eq!(dpop_denials.len(), 4, "{dpop_denials:?}");

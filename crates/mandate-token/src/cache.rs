@@ -7,7 +7,7 @@
 //! caller's job on every use: a hit only means "this exact text verified
 //! before".
 
-use crate::claims::{AccessClaims, SessionClaims};
+use crate::claims::{AccessClaims, SessionClaims, VerifiedAccess};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,6 +23,12 @@ pub trait Expiring {
 impl Expiring for AccessClaims {
     fn exp(&self) -> i64 {
         self.exp
+    }
+}
+
+impl Expiring for VerifiedAccess {
+    fn exp(&self) -> i64 {
+        self.claims.exp
     }
 }
 

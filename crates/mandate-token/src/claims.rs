@@ -64,6 +64,15 @@ pub struct AccessClaims {
     pub cnf: Option<Confirmation>,
 }
 
+/// An access token whose signature, `typ` and issuer checked out, and the
+/// key that signed it (which may be withdrawn later). Times, revocation and
+/// everything the token is used for are checked on every use, not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedAccess {
+    pub kid: String,
+    pub claims: AccessClaims,
+}
+
 /// `cnf` of a DPoP-bound token: the SHA-256 JWK thumbprint of the key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {

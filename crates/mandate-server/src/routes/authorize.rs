@@ -9,60 +9,65 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    AdminRight, Agent, Environment, RevocationKind, Sensitivity, SpiffeId, Task, Tool,
+use mandate_core::{AdminRight, Agent, Environment, RevocationKind, Sensitivity, SpiffeId, Task};
+use mandate_policy::{
+    Allowed, Asked, DpopProof, Holder, Judge, Operation, Presentation, Refused, Subject,
+    authorize_request, check_claims, check_token,
 };
-use mandate_policy::{AgentFacts, InvokeRequest, TaskFacts, ToolFacts};
-use mandate_token::claims::AccessClaims;
-use mandate_token::dpop;
+use mandate_token::claims::VerifiedAccess;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-/// Everything a live access token stands for.
-struct Live {
-    claims: Arc<AccessClaims>,
-    agent: Arc<Agent>,
-    task: Arc<Task>,
-    tool: Arc<Tool>,
+/// The broker's view of a token: verified, and what its directory and
+/// store know about the holder. Judging it is `mandate_policy`'s.
+struct Looked {
+    token: Arc<VerifiedAccess>,
+    revoked: Option<RevocationKind>,
+    agent: Option<Arc<Agent>>,
+    task: Option<Arc<Task>>,
 }
 
-/// Signature, expiry, revocation, agent and tool lookups. The task's state
-/// is returned, not judged: policy decides what an inactive task means.
-async fn resolve(app: &App, token: &str, t: i64) -> Result<Live, String> {
-    let claims = app
-        .verify_access(token, t)
-        .map_err(|e| format!("token: {e}"))?;
-    if app.directory.is_token_revoked(&claims.jti) {
-        return Err("token: revoked".into());
+impl Looked {
+    fn holder(&self) -> Holder<'_> {
+        Holder {
+            revoked: self.revoked,
+            agent: self.agent.as_ref(),
+            task: self.task.as_ref(),
+        }
     }
-    let agent = SpiffeId::parse("sub", &claims.sub)
-        .ok()
-        .and_then(|id| app.directory.agent(&id.agent))
-        .ok_or("token: unknown agent")?;
-    if !agent.is_active() {
-        return Err("agent: revoked".into());
+}
+
+/// Verify `raw` and look up its holder. `Ok(Err)`: the token does not
+/// verify; `Err`: the store failed.
+async fn look_up(
+    app: &App,
+    raw: &str,
+    t: i64,
+) -> Result<Result<Looked, Refused>, mandate_store::StoreError> {
+    let token = match app.verify_access(raw, t) {
+        Ok(v) => v,
+        Err(r) => return Ok(Err(r)),
+    };
+    let revoked = app
+        .directory
+        .is_token_revoked(&token.claims.jti)
+        .then_some(RevocationKind::Token);
+    let (mut agent, mut task) = (None, None);
+    // Nothing to look up for a token already dead by its claims.
+    if let Ok(subject) = check_claims(&token, revoked, t) {
+        agent = app.directory.agent(&subject.agent);
+        task = app
+            .directory
+            .task(app.store.as_ref(), &subject.task)
+            .await?;
     }
-    let tool = app
-        .directory
-        .tool_by_audience(&claims.aud)
-        .ok_or("token: audience is no registered tool")?;
-    let task_id = mandate_core::TaskId::parse(&claims.txn).map_err(|_| "token: bad txn")?;
-    let task = app
-        .directory
-        .task(app.store.as_ref(), &task_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "task lookup failed");
-            "internal: task lookup failed".to_owned()
-        })?
-        .ok_or("token: task unknown")?;
-    Ok(Live {
-        claims,
+    Ok(Ok(Looked {
+        token,
+        revoked,
         agent,
         task,
-        tool,
-    })
+    }))
 }
 
 #[derive(Deserialize)]
@@ -87,34 +92,6 @@ pub struct DpopEvidence {
     proof: String,
     method: String,
     url: String,
-}
-
-/// A DPoP-bound token counts only with a good proof for it; an unbound one
-/// must not come with one (RFC 9449 §7.1).
-fn check_binding(
-    app: &App,
-    claims: &AccessClaims,
-    token: &str,
-    evidence: Option<&DpopEvidence>,
-    now: i64,
-) -> Result<(), String> {
-    match (&claims.cnf, evidence) {
-        (None, None) => Ok(()),
-        (None, Some(_)) => Err("dpop: token is not DPoP-bound, yet a proof came with it".into()),
-        (Some(_), None) => {
-            Err("dpop: token is DPoP-bound; pass the request's proof as `dpop`".into())
-        }
-        (Some(cnf), Some(e)) => {
-            let expect = dpop::Expect {
-                method: &e.method,
-                url: &e.url,
-                access_token: Some(token),
-                now,
-            };
-            dpop::verify_bound(&cnf.jkt, &e.proof, &expect, &app.dpop_replay)
-                .map_err(|e| format!("dpop: {e}"))
-        }
-    }
 }
 
 pub async fn authorize(
@@ -143,64 +120,69 @@ pub async fn authorize(
     let mut ev = NewEvent::new(EventKind::Decision, format!("admin:{}", verifier.id))
         .request_id(Some(rid.0))
         .detail(json!({"audience": req.audience, "action": req.action, "resource": req.resource}));
-    let (decision, reasons, policy_ids) = match resolve(&app, &req.token, t).await {
-        Err(reason) => ("deny", vec![reason], Vec::new()),
-        Ok(live) => {
-            ev.agent = Some(live.agent.name.to_string());
-            ev.task = Some(live.task.id.to_string());
-            ev.tool = Some(live.tool.name.to_string());
-            ev.jti = Some(live.claims.jti.clone());
-            let bound = if live.claims.aud != req.audience {
-                Err(format!(
-                    "token: minted for audience `{}`, not `{}`",
-                    live.claims.aud, req.audience
-                ))
-            } else {
-                check_binding(&app, &live.claims, &req.token, req.dpop.as_ref(), t)
-            };
-            match bound {
-                Err(reason) => ("deny", vec![reason], Vec::new()),
-                Ok(()) => decide(&app, &live, &req, t),
+    let verdict = match look_up(&app, &req.token, t).await? {
+        Err(refused) => Err(refused),
+        Ok(looked) => {
+            if let Ok(s) = Subject::of(&looked.token) {
+                ev.agent = Some(s.agent.to_string());
+                ev.task = Some(s.task.to_string());
             }
+            ev.jti = Some(looked.token.claims.jti.clone());
+            let tool = app.directory.tool_by_audience(&req.audience);
+            ev.tool = tool.as_ref().map(|t| t.name.to_string());
+            let presentation = match &req.dpop {
+                None => Presentation::Bearer,
+                Some(e) => Presentation::Dpop(Ok(DpopProof {
+                    proof: &e.proof,
+                    method: &e.method,
+                    url: &e.url,
+                    token: &req.token,
+                })),
+            };
+            let asked = Asked {
+                tool: tool.as_ref().ok_or(req.audience.as_str()),
+                operation: Operation::Named {
+                    action: &req.action,
+                    resource: &req.resource,
+                },
+                environment: req.environment,
+                data_sensitivity: req.data_sensitivity,
+                presentation,
+            };
+            let policy = app.policy();
+            let judge = Judge {
+                policy: &policy,
+                replay: &app.dpop_replay,
+                recent: &app.recent,
+                now: t,
+            };
+            authorize_request(&looked.token, &looked.holder(), &asked, &judge)
         }
     };
+    let body = match &verdict {
+        Ok(Allowed { decision, .. }) => json!({
+            "decision": "allow", "reasons": decision.reasons, "policy_ids": decision.policy_ids,
+        }),
+        Err(r) => json!({
+            "decision": "deny", "code": r.refusal.as_str(), "reasons": r.reasons(),
+            "policy_ids": r.policy_ids,
+        }),
+    };
+    let decision = if verdict.is_ok() { "allow" } else { "deny" };
     app.metrics.decision(decision);
-    let ev = ev.decision(decision).reasons(reasons.clone());
+    let ev = ev.decision(decision).reasons(
+        body["reasons"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    );
     // The decision is on disk before anyone acts on it.
     app.store.append_events(vec![ev]).await?;
-    Ok(Json(
-        json!({"decision": decision, "reasons": reasons, "policy_ids": policy_ids}),
-    ))
-}
-
-/// Cedar's answer for a live token and this request.
-fn decide(
-    app: &App,
-    live: &Live,
-    req: &AuthorizeRequest,
-    t: i64,
-) -> (&'static str, Vec<String>, Vec<String>) {
-    let detail = live.claims.detail_for(live.tool.name.as_str());
-    let grant_actions: Vec<String> = detail.map(|d| d.actions.clone()).unwrap_or_default();
-    let resource_in_scope = detail.is_some_and(|d| d.covers_resource(&req.resource));
-    let d = app.policy().decide_invoke(&InvokeRequest {
-        agent: AgentFacts::of(&live.agent),
-        tool: ToolFacts::of(&live.tool),
-        task: TaskFacts::of(&live.task, t),
-        action: &req.action,
-        resource: &req.resource,
-        grant_actions: &grant_actions,
-        resource_in_scope,
-        request_environment: req.environment,
-        data_sensitivity: req.data_sensitivity,
-        anomaly_score: 0,
-        now: t,
-    });
-    (
-        if d.allowed { "allow" } else { "deny" },
-        d.reasons,
-        d.policy_ids,
-    )
+    Ok(Json(body))
 }
 
 /// Introspection and revocation need a caller: an admin token, or the agent's own session.
@@ -244,13 +226,22 @@ pub async fn introspect(
             "exp": s.exp, "iat": s.iat, "jti": s.jti, "client_id": s.client_id,
         })));
     }
-    let Ok(live) = resolve(&app, token, t).await else {
-        return Ok(inactive);
+    // `active` is the token stage of the one decision path: alive, its
+    // agent and task known, active and its own.
+    let looked = match look_up(&app, token, t).await {
+        Ok(Ok(l)) => l,
+        Ok(Err(_)) => return Ok(inactive),
+        Err(e) => {
+            tracing::error!(error = %e, "introspection: task lookup failed");
+            return Ok(inactive);
+        }
     };
-    if !may_see(&caller, &live.claims.sub) || !live.task.is_live(t) {
+    if check_token(&looked.token, &looked.holder(), t).is_err()
+        || !may_see(&caller, &looked.token.claims.sub)
+    {
         return Ok(inactive);
     }
-    let c = &live.claims;
+    let c = &looked.token.claims;
     let mut v = json!({
         "active": true, "token_type": "Bearer", "iss": c.iss, "sub": c.sub, "aud": c.aud,
         "exp": c.exp, "iat": c.iat, "nbf": c.nbf, "jti": c.jti, "client_id": c.client_id,
@@ -284,7 +275,11 @@ pub async fn revoke(
     // Which token is it? Revoke access tokens and sessions alike; an unknown,
     // expired or foreign token is answered 200 with no effect (RFC 7009 §2.2).
     let target = match app.verify_access(token, t) {
-        Ok(c) => Some((c.jti.clone(), c.sub.clone(), c.exp, Some(c.txn.clone()))),
+        Ok(v) if t < v.claims.exp => {
+            let c = &v.claims;
+            Some((c.jti.clone(), c.sub.clone(), c.exp, Some(c.txn.clone())))
+        }
+        Ok(_) => None,
         Err(_) => app
             .verify_session(token, t)
             .ok()

@@ -193,6 +193,7 @@ pub async fn revoke_key(
         .store
         .revoke_by_id(RevocationKind::Key, &kid, expires_at, t, ev)
         .await?;
+    app.directory.revoke_key(kid.clone(), expires_at);
     app.withdraw_key(&kid).map_err(ApiError::internal)?;
     app.publish([r.clone()]);
     Ok(Json(

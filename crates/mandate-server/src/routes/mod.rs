@@ -244,6 +244,24 @@ mod tests {
         assert_eq!(documented, served);
     }
 
+    /// A new refusal code cannot ship undocumented: the schema's enum is
+    /// exactly the decision path's codes, in their order.
+    #[test]
+    fn openapi_lists_every_refusal_code() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let documented = &doc["components"]["schemas"]["RefusalCode"];
+        let codes: Vec<&str> = mandate_policy::Refusal::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        assert_eq!(documented["enum"], serde_json::json!(codes));
+        let text = documented["description"].as_str().unwrap();
+        for c in codes {
+            assert!(text.contains(&format!("`{c}`")), "`{c}` is not explained");
+        }
+    }
+
     #[test]
     fn openapi_lists_every_audit_event_kind() {
         let doc: serde_json::Value =

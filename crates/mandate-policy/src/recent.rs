@@ -1,4 +1,5 @@
 //! Cedar decisions reused for identical inputs within the same second.
+//! The broker and the proxy both keep one table of these.
 //!
 //! A Cedar decision is a pure function of the policy set, the entities and
 //! the request. An agent calling the same endpoint again with the same
@@ -12,9 +13,9 @@
 //! fresh evaluation. Revocation is not a policy input: it is checked on
 //! every request before this.
 
-use crate::verify::Verified;
-use mandate_core::{Agent, Task, Tool};
-use mandate_policy::{Decision, PolicySet};
+use crate::{Decision, PolicySet};
+use mandate_core::{Agent, Sensitivity, Task, Tool};
+use mandate_token::claims::VerifiedAccess;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -31,7 +32,9 @@ pub struct Inputs {
     pub tool: Arc<Tool>,
     pub agent: Arc<Agent>,
     pub task: Arc<Task>,
-    pub token: Arc<Verified>,
+    pub token: Arc<VerifiedAccess>,
+    /// A request fact, not an object: compared by value.
+    pub data_sensitivity: Option<Sensitivity>,
 }
 
 impl Inputs {
@@ -41,6 +44,7 @@ impl Inputs {
             && Arc::ptr_eq(&self.agent, &o.agent)
             && Arc::ptr_eq(&self.task, &o.task)
             && Arc::ptr_eq(&self.token, &o.token)
+            && self.data_sensitivity == o.data_sensitivity
     }
 }
 
@@ -61,11 +65,11 @@ struct Table {
 }
 
 #[derive(Default)]
-pub struct Decisions {
+pub struct RecentDecisions {
     table: Mutex<Table>,
 }
 
-impl Decisions {
+impl RecentDecisions {
     /// The decision for these inputs at `now`: reused if one was made for
     /// the very same inputs this second, else `evaluate`d and kept.
     pub fn decide(
@@ -148,7 +152,7 @@ mod tests {
                 "environment": "staging", "state": "active", "requested_by": null,
                 "reasons": [], "created_at": 0, "deadline": 100, "ended_at": null
             })),
-            token: Arc::new(Verified {
+            token: Arc::new(VerifiedAccess {
                 kid: "k1".into(),
                 claims: serde_json::from_value(json!({
                     "iss": "https://mandate.example", "sub": "spiffe://example.org/agent/bot",
@@ -158,6 +162,7 @@ mod tests {
                 }))
                 .unwrap(),
             }),
+            data_sensitivity: None,
         }
     }
 
@@ -184,7 +189,7 @@ mod tests {
     #[test]
     fn identical_inputs_in_the_same_second_are_evaluated_once() {
         let (d, c, i) = (
-            Decisions::default(),
+            RecentDecisions::default(),
             Counter(AtomicUsize::new(0)),
             inputs("j1"),
         );
@@ -196,7 +201,7 @@ mod tests {
 
     #[test]
     fn any_changed_input_is_evaluated_afresh() {
-        let d = Decisions::default();
+        let d = RecentDecisions::default();
         let c = Counter(AtomicUsize::new(0));
         let base = inputs("j1");
         let other = inputs("j1"); // equal content, other objects
@@ -204,6 +209,17 @@ mod tests {
         let mut expected = 1;
         let variants: Vec<(&str, Inputs, &str, &str, i64)> = vec![
             ("next second", base.clone(), "issues:read", "repo:a/b", 11),
+            // Right after the same inputs without it: only this differs.
+            (
+                "other data sensitivity",
+                Inputs {
+                    data_sensitivity: Some(Sensitivity::Restricted),
+                    ..base.clone()
+                },
+                "issues:read",
+                "repo:a/b",
+                11,
+            ),
             ("other action", base.clone(), "issues:write", "repo:a/b", 11),
             (
                 "other resource",
@@ -274,7 +290,7 @@ mod tests {
 
     #[test]
     fn the_table_stays_bounded() {
-        let d = Decisions::default();
+        let d = RecentDecisions::default();
         let c = Counter(AtomicUsize::new(0));
         let i = inputs("j1");
         for n in 0..MAX_ENTRIES {

@@ -1,0 +1,414 @@
+//! The one answer to "may this token do this action on this resource right
+//! now?". The broker's `/v1/authorize`, its introspection (`active`) and the
+//! proxy all call [`authorize_request`] — introspection only its first
+//! stage, [`check_token`] — and none of them keeps a check of its own.
+//!
+//! Callers look the facts up (the broker in its store and caches, the proxy
+//! at the broker and in its revocation feed) and pass them in; the checks
+//! run here, always in this order:
+//!
+//! 1. the token: times, subject, revocation, its agent and task alive and
+//!    belonging together ([`Stage::Token`](crate::Stage::Token));
+//! 2. its presentation: a DPoP-bound token only with a good proof, an
+//!    unbound one never as if bound;
+//! 3. the request: a registered tool, the token's audience, a scope entry
+//!    for the tool, one environment, a route (for HTTP), then Cedar.
+
+use crate::recent::{Inputs, RecentDecisions};
+use crate::{AgentFacts, Decision, InvokeRequest, PolicySet, Refusal, TaskFacts, ToolFacts};
+use mandate_core::{
+    Agent, AgentName, Environment, RevocationKind, Sensitivity, SpiffeId, Task, TaskId, TaskState,
+    Tool,
+};
+use mandate_token::claims::{AuthorizationDetail, VerifiedAccess};
+use mandate_token::dpop;
+use std::sync::Arc;
+
+/// How far a token's `nbf` may be ahead of our clock: the broker that
+/// minted it may run on another host. Expiry has no leeway: a token is
+/// dead at its `exp` everywhere.
+pub const NBF_LEEWAY_SECS: i64 = 10;
+
+/// Who a token speaks for: its agent (`sub`) and task (`txn`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    pub agent: AgentName,
+    pub task: TaskId,
+}
+
+impl Subject {
+    /// Read from the claims; callers use it to know what to look up.
+    pub fn of(token: &VerifiedAccess) -> Result<Subject, Refused> {
+        let sub = SpiffeId::parse("sub", &token.claims.sub).map_err(|_| {
+            Refused::new(
+                Refusal::InvalidToken,
+                "token `sub` is not an agent SPIFFE ID",
+            )
+        })?;
+        let task = TaskId::parse(&token.claims.txn)
+            .map_err(|_| Refused::new(Refusal::InvalidToken, "token `txn` is not a task id"))?;
+        Ok(Subject {
+            agent: sub.agent,
+            task,
+        })
+    }
+}
+
+/// What the caller's live view says about the token's holder.
+#[derive(Clone, Copy)]
+pub struct Holder<'a> {
+    /// Which of the token, its task, its agent or its signing key the
+    /// caller knows to be revoked, if any.
+    pub revoked: Option<RevocationKind>,
+    /// The agent named by `sub`; `None`: not registered.
+    pub agent: Option<&'a Arc<Agent>>,
+    /// The task named by `txn`; `None`: unknown.
+    pub task: Option<&'a Arc<Task>>,
+}
+
+/// A DPoP proof as a resource received it, with the request it came with.
+#[derive(Clone, Copy)]
+pub struct DpopProof<'a> {
+    pub proof: &'a str,
+    pub method: &'a str,
+    /// The URL the client addressed (the proof's `htu`).
+    pub url: &'a str,
+    /// The access token the proof came with (its `ath`).
+    pub token: &'a str,
+}
+
+/// How the token was presented.
+#[derive(Clone, Copy)]
+pub enum Presentation<'a> {
+    /// As a bearer token, no proof.
+    Bearer,
+    /// Under the DPoP scheme: its proof, or why the request carries no
+    /// usable one.
+    Dpop(Result<DpopProof<'a>, &'a str>),
+}
+
+/// What is asked of the tool.
+#[derive(Clone, Copy)]
+pub enum Operation<'a> {
+    /// A resource server names the action and resource itself.
+    Named { action: &'a str, resource: &'a str },
+    /// An HTTP request through the proxy: the tool's routes name them.
+    Http { method: &'a str, path: &'a str },
+}
+
+/// The request a token comes with.
+#[derive(Clone, Copy)]
+pub struct Asked<'a> {
+    /// The tool the request is for, or (`Err`) what the request named
+    /// where no tool is registered.
+    pub tool: Result<&'a Arc<Tool>, &'a str>,
+    pub operation: Operation<'a>,
+    /// Where the request goes, when the asker says (a proxy serving one
+    /// environment); it must be the tool's.
+    pub environment: Option<Environment>,
+    /// How sensitive the request's data is; `None`: public.
+    pub data_sensitivity: Option<Sensitivity>,
+    pub presentation: Presentation<'a>,
+}
+
+/// The policy and the state a decision may touch.
+#[derive(Clone, Copy)]
+pub struct Judge<'a> {
+    pub policy: &'a Arc<PolicySet>,
+    /// DPoP proofs already seen here (RFC 9449 §11.1).
+    pub replay: &'a dpop::ReplayGuard,
+    pub recent: &'a RecentDecisions,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A refusal: its code, a sentence for people, and (when policy decided)
+/// the policy's reasons and ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub message: String,
+    pub reasons: Vec<String>,
+    pub policy_ids: Vec<String>,
+    /// The tool action, when the request got as far as naming one.
+    pub action: Option<String>,
+}
+
+impl Refused {
+    pub fn new(refusal: Refusal, message: impl Into<String>) -> Self {
+        Refused {
+            refusal,
+            message: message.into(),
+            reasons: Vec::new(),
+            policy_ids: Vec::new(),
+            action: None,
+        }
+    }
+
+    /// `revoked`, naming what was.
+    pub fn revoked(kind: RevocationKind) -> Self {
+        let what = match kind {
+            RevocationKind::Token => "the token",
+            RevocationKind::Task => "the token's task",
+            RevocationKind::Agent => "the token's agent",
+            RevocationKind::Key => "the key that signed the token",
+        };
+        Refused::new(Refusal::Revoked, format!("{what} has been revoked"))
+    }
+
+    /// A failed signature, type or issuer check.
+    pub fn token_error(e: &mandate_token::TokenError) -> Self {
+        Refused::new(Refusal::of_token_error(e), e.to_string())
+    }
+
+    /// How the refusal reads in an audit record or a decision: the
+    /// policy's reasons, or `code: message`.
+    pub fn reasons(&self) -> Vec<String> {
+        if self.reasons.is_empty() {
+            vec![format!("{}: {}", self.refusal, self.message)]
+        } else {
+            self.reasons.clone()
+        }
+    }
+}
+
+/// An allowed request: what it does and the policy decision that allowed it.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub tool: Arc<Tool>,
+    pub action: String,
+    pub resource: String,
+    pub decision: Arc<Decision>,
+}
+
+/// A live token's holder: its subject, agent and task.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    pub agent: &'a Arc<Agent>,
+    pub task: &'a Arc<Task>,
+}
+
+/// Stage 1's first half, before any lookup: times, subject, and a
+/// revoked token or signing key. Callers look up the subject it returns,
+/// and nothing for a token it refuses ([`check_token`] refuses it the
+/// same way).
+pub fn check_claims(
+    token: &VerifiedAccess,
+    revoked: Option<RevocationKind>,
+    now: i64,
+) -> Result<Subject, Refused> {
+    let c = &token.claims;
+    if now >= c.exp {
+        return Err(Refused::new(Refusal::TokenExpired, "token has expired"));
+    }
+    if now.saturating_add(NBF_LEEWAY_SECS) < c.nbf {
+        return Err(Refused::new(
+            Refusal::TokenNotYetValid,
+            "token is not yet valid",
+        ));
+    }
+    let subject = Subject::of(token)?;
+    match revoked {
+        Some(kind @ (RevocationKind::Token | RevocationKind::Key)) => Err(Refused::revoked(kind)),
+        _ => Ok(subject),
+    }
+}
+
+/// Stage 1 alone: is the token alive? This is introspection's `active`.
+///
+/// The agent's and task's own state is read before a revocation entry
+/// for them: an entry only says "dead", the row says why (a completed
+/// task is `task_not_active`, not `revoked`), and a proxy drops a cached
+/// row when such an entry arrives, so both see the same row.
+pub fn check_token<'a>(
+    token: &VerifiedAccess,
+    holder: &Holder<'a>,
+    now: i64,
+) -> Result<Live<'a>, Refused> {
+    let subject = check_claims(token, holder.revoked, now)?;
+    let agent = holder.agent.ok_or_else(|| {
+        Refused::new(Refusal::UnknownAgent, "the token's agent is not registered")
+    })?;
+    let task = holder
+        .task
+        .ok_or_else(|| Refused::new(Refusal::UnknownTask, "the token's task is not known"))?;
+    if agent.name != subject.agent || task.agent != subject.agent {
+        return Err(Refused::new(
+            Refusal::InvalidToken,
+            "token's task belongs to another agent",
+        ));
+    }
+    if !agent.is_active() {
+        return Err(Refused::revoked(RevocationKind::Agent));
+    }
+    match task.state_at(now) {
+        TaskState::Active => {}
+        TaskState::Revoked => return Err(Refused::revoked(RevocationKind::Task)),
+        other => {
+            return Err(Refused::new(
+                Refusal::TaskNotActive,
+                format!("the token's task is {other}"),
+            ));
+        }
+    }
+    match holder.revoked {
+        Some(kind) => Err(Refused::revoked(kind)),
+        None => Ok(Live { agent, task }),
+    }
+}
+
+/// Stage 2: RFC 9449 at a resource. A bound token needs a fresh proof by
+/// its key for this very request and token; an unbound one must not pose
+/// as bound.
+fn check_presentation(
+    token: &VerifiedAccess,
+    presentation: &Presentation<'_>,
+    judge: &Judge<'_>,
+) -> Result<(), Refused> {
+    match (&token.claims.cnf, presentation) {
+        (None, Presentation::Bearer) => Ok(()),
+        (None, Presentation::Dpop(_)) => Err(Refused::new(
+            Refusal::NotDpopBound,
+            "token is not DPoP-bound; send it with the Bearer scheme and no proof",
+        )),
+        (Some(_), Presentation::Bearer) => Err(Refused::new(
+            Refusal::DpopRequired,
+            "token is DPoP-bound: send it as `Authorization: DPoP <token>` with a DPoP proof",
+        )),
+        (Some(_), Presentation::Dpop(Err(why))) => {
+            Err(Refused::new(Refusal::InvalidDpopProof, why.to_string()))
+        }
+        (Some(cnf), Presentation::Dpop(Ok(p))) => {
+            let expect = dpop::Expect {
+                method: p.method,
+                url: p.url,
+                access_token: Some(p.token),
+                now: judge.now,
+            };
+            dpop::verify_bound(&cnf.jkt, p.proof, &expect, judge.replay)
+                .map_err(|e| Refused::new(Refusal::InvalidDpopProof, e.to_string()))
+        }
+    }
+}
+
+fn env_mismatch(what: &str, env: &str, tool: &Tool) -> Refused {
+    Refused::new(
+        Refusal::WrongEnvironment,
+        format!(
+            "{what} is for `{env}` but tool `{}` is in `{}`",
+            tool.name, tool.environment
+        ),
+    )
+}
+
+/// Stage 3 up to policy: the tool, the token's entry for it, and the
+/// action and resource asked.
+fn check_request<'t, 'a>(
+    token: &'t VerifiedAccess,
+    asked: &Asked<'a>,
+) -> Result<(&'a Arc<Tool>, &'t AuthorizationDetail, String, String), Refused> {
+    let tool = asked.tool.map_err(|named| {
+        Refused::new(
+            Refusal::UnknownTool,
+            format!(
+                "no tool `{}` is registered",
+                named.chars().take(64).collect::<String>()
+            ),
+        )
+    })?;
+    let c = &token.claims;
+    if c.aud != tool.audience {
+        return Err(Refused::new(
+            Refusal::WrongAudience,
+            format!("token is not for tool `{}` (audience mismatch)", tool.name),
+        ));
+    }
+    let detail = c.detail_for(tool.name.as_str()).ok_or_else(|| {
+        Refused::new(
+            Refusal::OutOfScope,
+            format!("token grants nothing on tool `{}`", tool.name),
+        )
+    })?;
+    if detail.environment.as_deref() != Some(tool.environment.as_str()) {
+        let env = detail.environment.as_deref().unwrap_or("no environment");
+        return Err(env_mismatch("token", env, tool));
+    }
+    if let Some(env) = asked.environment
+        && env != tool.environment
+    {
+        return Err(env_mismatch("this request", env.as_str(), tool));
+    }
+    let (action, resource) = match asked.operation {
+        Operation::Named { action, resource } => (action.to_owned(), resource.to_owned()),
+        Operation::Http { method, path } => {
+            let routed = tool.route(method, path).ok_or_else(|| {
+                Refused::new(
+                    Refusal::NoRoute,
+                    format!("no route of tool `{}` matches {method} {path}", tool.name),
+                )
+            })?;
+            (routed.action.to_string(), routed.resource)
+        }
+    };
+    Ok((tool, detail, action, resource))
+}
+
+/// The whole decision for one request with one token.
+pub fn authorize_request(
+    token: &Arc<VerifiedAccess>,
+    holder: &Holder<'_>,
+    asked: &Asked<'_>,
+    judge: &Judge<'_>,
+) -> Result<Allowed, Refused> {
+    let Live { agent, task } = check_token(token, holder, judge.now)?;
+    check_presentation(token, &asked.presentation, judge)?;
+    let (tool, detail, action, resource) = check_request(token, asked)?;
+    let inputs = Inputs {
+        policy: judge.policy.clone(),
+        tool: tool.clone(),
+        agent: agent.clone(),
+        task: task.clone(),
+        token: token.clone(),
+        data_sensitivity: asked.data_sensitivity,
+    };
+    let now = judge.now;
+    let decision = judge.recent.decide(&inputs, &action, &resource, now, || {
+        judge.policy.decide_invoke(&InvokeRequest {
+            agent: AgentFacts::of(agent),
+            tool: ToolFacts::of(tool),
+            task: TaskFacts::of(task, now),
+            action: &action,
+            resource: &resource,
+            grant_actions: &detail.actions,
+            resource_in_scope: detail.covers_resource(&resource),
+            request_environment: Some(tool.environment),
+            data_sensitivity: asked.data_sensitivity,
+            anomaly_score: 0,
+            now,
+        })
+    });
+    if !decision.allowed {
+        let message = if decision.reasons.is_empty() {
+            "no policy permits this request".to_owned()
+        } else {
+            decision.reasons.join("; ")
+        };
+        return Err(Refused {
+            refusal: Refusal::PolicyDenied,
+            message,
+            reasons: decision.reasons.clone(),
+            policy_ids: decision.policy_ids.clone(),
+            action: Some(action),
+        });
+    }
+    Ok(Allowed {
+        tool: tool.clone(),
+        action,
+        resource,
+        decision,
+    })
+}
+
+#[cfg(test)]
+#[path = "authorize_tests.rs"]
+mod tests;
