@@ -14,7 +14,7 @@
 //! `admin_tokens`) whose SQL runs on both dialects through one small
 //! interface (`sql`). A backend (`sqlite/`, `postgres/`) brings only its
 //! connections, its writer thread, its migrations and its dialect's
-//! conversions.
+//! conversions. `tests/contract/` holds both backends to the same behaviour.
 
 #![forbid(unsafe_code)]
 

@@ -1,10 +1,14 @@
-//! Every store test runs against each backend: a real SQLite file and a
-//! real PostgreSQL server (a throwaway cluster; skipped loudly where none
-//! can be started, a failure when `MANDATE_REQUIRE_POSTGRES=1`).
+//! Where store tests run: each against a real SQLite file and a real
+//! PostgreSQL server (a throwaway cluster; skipped loudly where none can be
+//! started, a failure when `MANDATE_REQUIRE_POSTGRES=1`).
+
+// Each test binary uses only part of this.
+#![allow(dead_code)]
 
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{Owner, OwnerName};
 use mandate_store::{PostgresStore, SqliteStore, Store};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 pub fn ev(kind: EventKind) -> NewEvent {
@@ -42,11 +46,14 @@ impl Place {
         mandate_testkit::postgres::database(test).map(Place::Postgres)
     }
 
+    /// The database file of a SQLite place.
+    pub fn sqlite_file(dir: &tempfile::TempDir) -> PathBuf {
+        dir.path().join("mandate.db")
+    }
+
     pub async fn open(&self) -> Arc<dyn Store> {
         match self {
-            Place::Sqlite(dir) => {
-                Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap())
-            }
+            Place::Sqlite(dir) => Arc::new(SqliteStore::open(&Place::sqlite_file(dir)).unwrap()),
             Place::Postgres(url) => Arc::new(
                 PostgresStore::open(url.clone().into(), Default::default())
                     .await

@@ -1,0 +1,32 @@
+//! The store contract: what the SQLite and the PostgreSQL backend must both
+//! do, to the letter. Every test runs on each backend (`sqlite::…` and
+//! `postgres::…`, see `common`); a rule that holds on one and not on the
+//! other fails here.
+//!
+//! - `registry`: owners, agents, bindings, tools: uniqueness, listing order.
+//! - `tasks`: the state machine's edges, listing, expiry of due tasks.
+//! - `cascade`: revoking an agent, its tasks, feed entries and events.
+//! - `feed`: the revocation feed: revoking by id, paging, pruning.
+//! - `grants`: minted grants beside refused writes.
+//! - `admin_tokens`: creation, listing, revocation, the last root.
+//! - `secrets`: data key, put and rotate versions, use, proxy ingestion.
+//! - `enrolment`: join tokens, client assertions.
+//! - `audit`: the chain under concurrent writes, across reopening.
+//!
+//! A refused write must leave nothing behind: no row, no event, no feed
+//! entry. Tests check that with [`fixtures::Snapshot`], everything the
+//! trait can read, taken before and after.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod fixtures;
+
+mod admin_tokens;
+mod audit;
+mod cascade;
+mod enrolment;
+mod feed;
+mod grants;
+mod registry;
+mod secrets;
+mod tasks;
