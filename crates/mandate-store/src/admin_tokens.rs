@@ -52,12 +52,15 @@ pub(crate) fn by_hash(db: &mut dyn Sql, hash: &str) -> Result<Option<AdminToken>
         .transpose()
 }
 
-/// Oldest first, revoked ones included.
+/// Oldest first, then by id in byte order (see `sql`); revoked ones included.
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<AdminToken>, StoreError> {
-    db.query(&format!("{SELECT} ORDER BY created_at, id"), &[])?
+    let mut tokens = db
+        .query(SELECT, &[])?
         .iter()
         .map(token)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    tokens.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
+    Ok(tokens)
 }
 
 /// Revoke the live token `id` at `at`: `NotFound` if there is no such live

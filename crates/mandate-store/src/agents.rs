@@ -28,9 +28,11 @@ pub(crate) fn get(db: &mut dyn Sql, name: &str) -> Result<Option<Agent>, StoreEr
     sql::body(db, "SELECT body FROM agents WHERE name = $1", args![name])
 }
 
-/// By name.
+/// By name, in byte order (see `sql`).
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Agent>, StoreError> {
-    sql::bodies(db, "SELECT body FROM agents ORDER BY name", &[])
+    let mut agents: Vec<Agent> = sql::bodies(db, "SELECT body FROM agents", &[])?;
+    agents.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    Ok(agents)
 }
 
 fn save(w: &mut dyn Write, agent: &Agent) -> Result<(), StoreError> {

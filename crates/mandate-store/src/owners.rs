@@ -16,21 +16,21 @@ pub(crate) fn create(w: &mut dyn Write, owner: &Owner, ev: NewEvent) -> Result<(
     w.audit(ev)
 }
 
-/// By name.
+/// By name, in byte order (see `sql`).
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Owner>, StoreError> {
-    db.query(
-        "SELECT name, description, created_at FROM owners ORDER BY name",
-        &[],
-    )?
-    .iter()
-    .map(|r| {
-        Ok(Owner {
-            name: OwnerName::parse(r.text(0)?).map_err(StoreError::corrupt)?,
-            description: r.get(1)?,
-            created_at: r.get(2)?,
+    let mut owners = db
+        .query("SELECT name, description, created_at FROM owners", &[])?
+        .iter()
+        .map(|r| {
+            Ok(Owner {
+                name: OwnerName::parse(r.text(0)?).map_err(StoreError::corrupt)?,
+                description: r.get(1)?,
+                created_at: r.get(2)?,
+            })
         })
-    })
-    .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    owners.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    Ok(owners)
 }
 
 /// `NotFound` unless `owner` exists: whatever names an owner names one

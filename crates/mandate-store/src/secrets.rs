@@ -154,12 +154,15 @@ pub(crate) fn for_tool(
     .transpose()
 }
 
-/// By name, without values.
+/// By name, in byte order (see `sql`), without values.
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Secret>, StoreError> {
-    db.query("SELECT body, last_used_at FROM secrets ORDER BY name", &[])?
+    let mut secrets = db
+        .query("SELECT body, last_used_at FROM secrets", &[])?
         .iter()
         .map(metadata)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    secrets.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    Ok(secrets)
 }
 
 /// A value handed out: the secret was used at `now` (never moved back).

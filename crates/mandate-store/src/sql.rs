@@ -6,6 +6,10 @@
 //! renumbers the placeholders. Arguments and rows are converted to and
 //! from the small [`Arg`] and [`Cell`] types, and each backend says which
 //! of its errors mean "a constraint refused the row".
+//!
+//! Listings ordered by text (names, ids) are sorted in Rust, in byte order,
+//! not by `ORDER BY`: a PostgreSQL database sorts text by its locale's
+//! collation (`a_b` before `a1` under ICU or glibc), SQLite by bytes.
 
 use crate::StoreError;
 use mandate_audit::NewEvent;

@@ -9,7 +9,7 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AgentName, Revocation, RevocationKind, Task, TaskState, UnixTime};
 
 /// The order in which a cascade or the sweeper acts on tasks, and so the
-/// order of their feed entries and events: oldest first.
+/// order of their feed entries and events: oldest first (ids: see `list`).
 const OLDEST_FIRST: &str = "ORDER BY created_at, id";
 
 pub(crate) fn create(w: &mut dyn Write, task: &Task, ev: NewEvent) -> Result<(), StoreError> {
@@ -34,7 +34,9 @@ pub(crate) fn get(db: &mut dyn Sql, id: &str) -> Result<Option<Task>, StoreError
     sql::body(db, "SELECT body FROM tasks WHERE id = $1", args![id])
 }
 
-/// Newest first, a page at a time (see [`rules::task_page`]).
+/// Newest first, a page at a time (see [`rules::task_page`]). The tie on
+/// `created_at` is broken in SQL, by id: ids are one prefix and lowercase
+/// hex, which every collation orders as bytes.
 pub(crate) fn list(db: &mut dyn Sql, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
     sql::bodies(
         db,

@@ -59,9 +59,11 @@ pub(crate) fn update(w: &mut dyn Write, tool: &Tool, ev: NewEvent) -> Result<(),
     w.audit(ev)
 }
 
-/// By name.
+/// By name, in byte order (see `sql`).
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Tool>, StoreError> {
-    sql::bodies(db, "SELECT body FROM tools ORDER BY name", &[])
+    let mut tools: Vec<Tool> = sql::bodies(db, "SELECT body FROM tools", &[])?;
+    tools.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+    Ok(tools)
 }
 
 pub(crate) fn exists(db: &mut dyn Sql, name: &str) -> Result<bool, StoreError> {

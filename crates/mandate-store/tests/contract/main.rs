@@ -3,7 +3,8 @@
 //! `postgres::…`, see `common`); a rule that holds on one and not on the
 //! other fails here.
 //!
-//! - `registry`: owners, agents, bindings, tools: uniqueness, listing order.
+//! - `registry`: owners, agents, bindings, tools: uniqueness, what must exist.
+//! - `listings`: names in byte order, whatever the database's collation.
 //! - `tasks`: the state machine's edges, listing, expiry of due tasks.
 //! - `cascade`: revoking an agent, its tasks, feed entries and events.
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
@@ -27,6 +28,7 @@ mod cascade;
 mod enrolment;
 mod feed;
 mod grants;
+mod listings;
 mod registry;
 mod secrets;
 mod tasks;
