@@ -4,7 +4,7 @@
 
 use crate::catalog::{Credential, Placement};
 use crate::error::{Code, Deny, ProxyError};
-use crate::handle::CallRecord;
+use crate::record::CallRecord;
 use crate::redact::{Patterns, Redactor};
 use axum::body::Body;
 use axum::response::Response;

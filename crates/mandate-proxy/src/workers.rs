@@ -21,7 +21,7 @@
 //! that drives it while someone may still use it.
 
 use crate::forward::Upstream;
-use crate::handle::{Serving, router};
+use crate::router::{Serving, router};
 use crate::state::State;
 use axum::Router;
 use hyper_util::rt::TokioExecutor;
@@ -354,7 +354,7 @@ impl Ctx {
         let http = self.http.clone();
         let app = self.app.clone();
         // Each request learns the agent's address, for its audit record.
-        let peer = stream.peer_addr().ok().map(crate::handle::Peer);
+        let peer = stream.peer_addr().ok().map(crate::router::Peer);
         let app = tower::Layer::layer(&axum::Extension(peer), app);
         let phase = self.phase.clone();
         let idle = self.idle;
