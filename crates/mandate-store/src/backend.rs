@@ -9,7 +9,7 @@ use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
 
 /// At most this many writes share one commit.
-pub(crate) const MAX_GROUP: usize = 512;
+const MAX_GROUP: usize = 512;
 
 /// Answers a job's caller once the group's fate is known: `Err` if the
 /// group did not commit (or the job was refused after it ran).

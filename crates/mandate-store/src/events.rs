@@ -4,8 +4,31 @@ use crate::StoreError;
 use crate::sql::{self, Row, Sql, Write, args};
 use mandate_audit::{ChainHead, Event, EventKind, GENESIS_HASH, NewEvent};
 
-/// The columns of an event, in [`event`]'s order.
-pub(crate) const COLUMNS: &str = "seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash";
+/// The columns of an event, in [`event`]'s order; a macro, so that every
+/// statement with them is put together at compile time (one is run for
+/// each audit event).
+macro_rules! columns {
+    () => {
+        "seq, time_ms, kind, actor, agent, task, tool, jti, decision, reasons, request_id, detail, prev_hash, hash"
+    };
+}
+pub(crate) use columns;
+
+const INSERT: &str = concat!(
+    "INSERT INTO events (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+);
+const SINCE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+);
+const LAST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM events ORDER BY seq DESC LIMIT 1"
+);
 
 fn event(r: &Row) -> Result<Event, StoreError> {
     let kind = r.text(2)?;
@@ -31,9 +54,7 @@ fn event(r: &Row) -> Result<Event, StoreError> {
 /// Store one chained event, for a writer that stores them one at a time.
 pub(crate) fn insert(db: &mut dyn Sql, e: &Event) -> Result<(), StoreError> {
     db.exec(
-        &format!(
-            "INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        ),
+        INSERT,
         args![
             sql::bigint(e.seq),
             e.time_ms,
@@ -61,24 +82,15 @@ pub(crate) fn append(w: &mut dyn Write, events: Vec<NewEvent>) -> Result<(), Sto
 
 /// Up to `limit` events after `after`, in chain order.
 pub(crate) fn since(db: &mut dyn Sql, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {
-    db.query(
-        &format!("SELECT {COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
-        args![sql::bigint(after), sql::bigint(limit as u64)],
-    )?
-    .iter()
-    .map(event)
-    .collect()
+    db.query(SINCE, args![sql::bigint(after), sql::bigint(limit as u64)])?
+        .iter()
+        .map(event)
+        .collect()
 }
 
 /// The event with the highest `seq`, if any.
 pub(crate) fn last(db: &mut dyn Sql) -> Result<Option<Event>, StoreError> {
-    sql::first(
-        db,
-        &format!("SELECT {COLUMNS} FROM events ORDER BY seq DESC LIMIT 1"),
-        &[],
-    )?
-    .map(|r| event(&r))
-    .transpose()
+    sql::first(db, LAST, &[])?.map(|r| event(&r)).transpose()
 }
 
 /// Where the next event goes: after the last stored one, or at the start.

@@ -314,11 +314,12 @@ fn insert_events(db: &mut Db<'_, Transaction<'_>>, events: &[Event]) -> Result<(
         .collect::<Result<Vec<_>, _>>()?;
     let col = |f: fn(&Event) -> Option<&str>| events.iter().map(f).collect::<Vec<_>>();
     db.execute(
-        &format!(
-            "INSERT INTO events ({})
-             SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[],
-                                  $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], $13::TEXT[], $14::TEXT[])",
-            events::COLUMNS
+        concat!(
+            "INSERT INTO events (",
+            events::columns!(),
+            ") SELECT * FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[],
+                $13::TEXT[], $14::TEXT[])"
         ),
         &[
             &events.iter().map(|e| e.seq as i64).collect::<Vec<_>>(),
