@@ -5,7 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+mod admin_token;
 mod app;
+mod background;
+mod boot;
 pub mod config;
 mod deadline;
 mod directory;
@@ -16,9 +19,12 @@ mod forwarded;
 mod keeper;
 mod listen;
 mod metrics;
+mod request_metrics;
 mod routes;
 mod throttle;
 mod tokens;
 
-pub use app::{App, Started, dev_admin_token, now, start};
+pub use admin_token::dev_admin_token;
+pub use app::{App, now};
+pub use boot::{Started, start};
 pub use config::{Config, ConfigError, Settings};

@@ -8,7 +8,6 @@ use crate::app::App;
 use mandate_core::RevocationKind;
 use mandate_core::{Agent, Jti, RandomId};
 use mandate_policy::Refused;
-pub use mandate_token::cache::{Expiring, TokenCache};
 use mandate_token::claims::{SessionClaims, VerifiedAccess};
 use mandate_token::{TokenError, jwt};
 use std::sync::Arc;

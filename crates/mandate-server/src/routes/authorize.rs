@@ -1,8 +1,8 @@
 //! Request-time checks: `/v1/authorize` (Cedar decision for one action),
 //! `/oauth/introspect` (RFC 7662) and `/oauth/revoke` (RFC 7009).
 
-use super::{AppState, Caller, bearer};
-use crate::app::{App, now};
+use super::caller::{Caller, bearer};
+use crate::app::{App, AppState, now};
 use crate::error::{ApiError, OAuthError};
 use crate::extract::{ApiJson, OAuthForm, RequestId};
 use axum::Json;

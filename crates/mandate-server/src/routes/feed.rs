@@ -1,8 +1,7 @@
 //! The revocation feed: poll (`GET /v1/revocations?since=SEQ`) or push
 //! (server-sent events). Public like a CRL: entries carry only ids.
 
-use super::AppState;
-use crate::app::now;
+use crate::app::{AppState, now};
 use crate::error::ApiError;
 use axum::Json;
 use axum::extract::{Query, State};

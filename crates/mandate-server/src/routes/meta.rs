@@ -1,7 +1,7 @@
 //! Discovery, keys, health, audit reads and operator actions.
 
-use super::{AppState, Caller};
-use crate::app::{ReloadError, now};
+use super::caller::Caller;
+use crate::app::{AppState, ReloadError, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::RequestId;

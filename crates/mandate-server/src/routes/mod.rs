@@ -1,7 +1,10 @@
-//! HTTP routes. Handlers stay thin: parse at the edge, apply domain rules,
-//! write through the store (with the audit event), update the views.
+//! The router: which handler answers each path, and the layers around them
+//! (metrics, body limits and deadline, request ids). Handlers, one module
+//! per area, stay thin: parse at the edge, apply domain rules, write through
+//! the store (with the audit event), update the views.
 
 mod authorize;
+mod caller;
 mod feed;
 mod meta;
 mod oauth;
@@ -10,16 +13,12 @@ mod registry;
 mod secrets;
 mod tasks;
 
-use crate::app::{App, now};
+use crate::app::App;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use mandate_core::{AdminRight, AdminToken, Agent};
 use std::sync::Arc;
-
-pub type AppState = Arc<App>;
 
 pub fn router(app: Arc<App>) -> Router {
     let limit = app.settings.raw.max_body_bytes;
@@ -104,7 +103,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/policy/reload", post(meta::reload_policy))
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            crate::metrics::layer,
+            crate::request_metrics::layer,
         ))
         .fallback(|| async { ApiError::not_found("route", "this path") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
@@ -121,102 +120,6 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(axum::middleware::from_fn(crate::extract::request_id_layer))
         .with_state(app)
-}
-
-/// Who is calling: an admin token or an agent's identity session.
-pub enum Caller {
-    Admin(Arc<AdminToken>),
-    Agent { agent: Arc<Agent> },
-}
-
-impl Caller {
-    /// The audit `actor` string.
-    pub fn actor(&self) -> String {
-        match self {
-            Caller::Admin(t) => format!("admin:{}", t.id),
-            Caller::Agent { agent, .. } => format!("agent:{}", agent.name),
-        }
-    }
-
-    pub fn require(&self, right: AdminRight) -> Result<&AdminToken, ApiError> {
-        match self {
-            Caller::Admin(t) if t.allows(right, now()) => Ok(t.as_ref()),
-            Caller::Admin(_) => Err(ApiError::forbidden(format!(
-                "this admin token lacks the `{}` right",
-                right.as_str()
-            ))),
-            Caller::Agent { .. } => Err(ApiError::forbidden("this endpoint needs an admin token")),
-        }
-    }
-
-    /// Like [`Caller::require`], satisfied by any one of `rights`.
-    pub fn require_any(&self, rights: &[AdminRight]) -> Result<&AdminToken, ApiError> {
-        match self {
-            Caller::Admin(t) if rights.iter().any(|r| t.allows(*r, now())) => Ok(t.as_ref()),
-            Caller::Admin(_) => Err(ApiError::forbidden(format!(
-                "this admin token lacks the right for this: one of {}",
-                rights
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
-            Caller::Agent { .. } => Err(ApiError::forbidden("this endpoint needs an admin token")),
-        }
-    }
-}
-
-pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers).ok_or_else(|| {
-            ApiError::unauthorized(
-                "missing `Authorization: Bearer` with an admin token or agent session",
-            )
-        })?;
-        Caller::from_bearer(app, token).await
-    }
-}
-
-impl Caller {
-    pub async fn from_bearer(app: &App, token: &str) -> Result<Self, ApiError> {
-        if token.starts_with("mdt_") {
-            let hash = mandate_token::sha256_hex(token.as_bytes());
-            let t = match app.directory.admin_token(&hash) {
-                Ok(t) => t,
-                Err(generation) => {
-                    let t = app
-                        .store
-                        .admin_token_by_hash(&hash)
-                        .await?
-                        .ok_or_else(|| ApiError::unauthorized("admin token is not valid"))?;
-                    if t.revoked_at.is_some() {
-                        return Err(ApiError::unauthorized("admin token has been revoked"));
-                    }
-                    let t = Arc::new(t);
-                    app.directory.put_admin_token(t.clone(), generation);
-                    t
-                }
-            };
-            if t.expires_at.is_some_and(|e| e <= now()) {
-                return Err(ApiError::unauthorized("admin token has expired"));
-            }
-            return Ok(Caller::Admin(t));
-        }
-        let (_, agent) = app
-            .verify_session(token, now())
-            .map_err(|e| ApiError::unauthorized(format!("session is not valid: {e}")))?;
-        Ok(Caller::Agent { agent })
-    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,7 @@
 //! issuer, or `private_key_jwt` client credentials) and just-in-time grants
 //! by token exchange (RFC 8693 + RFC 8707 `resource` + RFC 9396 details).
 
-use super::AppState;
-use crate::app::{App, now};
+use crate::app::{App, AppState, now};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
 use crate::throttle::Verdict;

@@ -4,9 +4,9 @@
 //! tool-call records, which are chained exactly once even if resent. The
 //! shapes of all three are `mandate_wire`'s, shared with the proxy.
 
+use super::caller::Caller;
 use super::secrets::keeper;
-use super::{AppState, Caller};
-use crate::app::now;
+use crate::app::{AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId, is_plain_id};

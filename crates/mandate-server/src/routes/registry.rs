@@ -1,8 +1,9 @@
 //! Owners, agents, tools, workload bindings, join tokens, enrolment and
 //! admin tokens: the broker's registry.
 
-use super::{AppState, Caller};
-use crate::app::{new_admin_token, now};
+use super::caller::Caller;
+use crate::admin_token::new_admin_token;
+use crate::app::{AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, OptionalJson, RequestId};

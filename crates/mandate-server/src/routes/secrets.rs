@@ -3,9 +3,9 @@
 //! says so. Values never appear in responses except the reveal itself and
 //! the proxy's delivery (`proxy.rs`), and never in errors or audit events.
 
+use super::caller::Caller;
 use super::registry::reference;
-use super::{AppState, Caller};
-use crate::app::{App, now};
+use crate::app::{App, AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId, parse_json};

@@ -1,7 +1,7 @@
 //! Tasks (mandates): create under policy, list, show, complete, revoke.
 
-use super::{AppState, Caller};
-use crate::app::now;
+use super::caller::Caller;
+use crate::app::{AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId};
