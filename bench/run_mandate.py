@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Mandate under load, tagged to line up with ../shared/bench OpenBao rows.
+"""Mandate under load, tagged to line up with the peer kit's OpenBao rows.
 
     python3 bench/run_mandate.py --out bench/results/mandate.jsonl [--conc 16 64] [--reps 3]
 
 Starts `target/release/mandate server` on 127.0.0.1:8300 with a throwaway
 data dir (SQLite, audit on: every grant and decision is committed before its
-response), trusts the ES256 issuer made by ../shared/bench/openbao/gen_jwts.py,
+response), trusts the ES256 issuer made by $PEER_BENCH/openbao/gen_jwts.py,
 seeds 100 agents bound to the JWT subjects, then drives peer-loadgen:
 
   jwt-login       POST /oauth/token  grant_type=jwt-bearer   (OpenBao: auth/jwt/login)
@@ -40,7 +40,9 @@ from cryptography.hazmat.primitives import serialization
 ROOT = Path(__file__).resolve().parent.parent
 # The binary under test (an A/B sets another build).
 BIN = Path(os.environ.get("MANDATE_BENCH_BIN", ROOT / "target/release/mandate"))
-SHARED = ROOT.parent / "shared" / "bench"
+# The peer benchmark kit (peer-loadgen, the OpenBao scripts) lives outside
+# this repository: $PEER_BENCH, by default beside the checkout.
+SHARED = Path(os.environ.get("PEER_BENCH", ROOT.parent / "shared" / "bench"))
 ADDR = "http://127.0.0.1:8300"
 ISS = "https://issuer.bench.local"
 FORM = "content-type: application/x-www-form-urlencoded"

@@ -3,7 +3,7 @@
 
     python3 bench/run_proxy.py --out bench/results/proxy.jsonl [--conc 16 64] [--reps 3]
 
-One sitting, one upstream: nginx (../shared/bench/nginx/nginx.conf, 2 workers)
+One sitting, one upstream: nginx ($PEER_BENCH/nginx/nginx.conf, 2 workers)
 serves a static 1 KiB body on :18081 and proxies to it with a static
 `Authorization` header on :18080. Mandate's broker (`mandate server`, SQLite,
 audit on) runs on :8300 and `mandate proxy` on :8400 in front of the same

@@ -561,7 +561,11 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             c.require_token("token authorize (an admin token with the `verify` right)")?;
             let v = c.post("/v1/authorize", &body).await?;
             if !as_json {
-                println!("{}", v["decision"].as_str().unwrap_or_default());
+                // `deny <code>`: the same code the proxy answers with.
+                match v["code"].as_str() {
+                    Some(code) => println!("{} {code}", v["decision"].as_str().unwrap_or_default()),
+                    None => println!("{}", v["decision"].as_str().unwrap_or_default()),
+                }
                 for r in v["reasons"].as_array().into_iter().flatten() {
                     println!("  {}", r.as_str().unwrap_or_default());
                 }

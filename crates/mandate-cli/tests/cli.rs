@@ -121,9 +121,9 @@ async fn walkthrough_from_enrolment_to_revocation_and_audit_verify() {
             )
         };
         assert!(authz("issues:read").starts_with("allow"));
-        assert!(authz("issues:write").starts_with("deny"));
+        assert!(authz("issues:write").starts_with("deny policy_denied"));
         run(&s, &["task", "revoke", &task], &[]);
-        assert!(authz("issues:read").starts_with("deny"));
+        assert!(authz("issues:read").starts_with("deny revoked"));
         assert!(run(&s, &["audit", "verify"], &[]).starts_with("ok:"));
         let export = run(&s, &["audit", "export", "--format", "jsonl"], &[]);
         assert!(export.lines().count() > 10);

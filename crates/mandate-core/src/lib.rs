@@ -1,4 +1,4 @@
-//! Mandate's domain: the nouns of DESIGN.md (Owner, Agent, Tool, Task, Grant)
+//! Mandate's domain: its nouns (Owner, Agent, Tool, Task, Grant)
 //! and the rules between them (scope narrowing, TTL capping, task state
 //! machine). Pure values and functions: no I/O, no async, no clocks — callers
 //! pass `now` in, so every rule is testable in isolation.

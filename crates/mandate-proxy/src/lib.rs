@@ -1,9 +1,11 @@
-//! Mandate's credential-injection proxy (the data plane of DESIGN.md,
-//! flow 4). An agent calls `/{tool}/{path}` with its task's access token;
-//! the proxy verifies the token offline against the broker's keys, checks
-//! the revocation feed, maps method + path to a tool action, evaluates the
-//! broker's own Cedar policy, then forwards to the tool's upstream with the
-//! upstream secret injected — a secret the agent never sees, redacted from
+//! Mandate's credential-injection proxy (the data plane). An agent calls
+//! `/{tool}/{path}` with its task's access token; the proxy verifies the
+//! token offline against the broker's keys, gathers the facts (revocation
+//! feed, the token's agent and task from the broker) and asks the one
+//! decision path the broker's `/v1/authorize` also uses
+//! (`mandate_policy::authorize_request`: the tool's routes map method + path
+//! to an action, then the broker's own Cedar policy), then forwards to the
+//! tool's upstream with the upstream secret injected — a secret the agent never sees, redacted from
 //! anything that comes back. Every call is audited through a local
 //! write-ahead spool to the broker's chain.
 //!

@@ -90,7 +90,7 @@ async fn killed_mid_batch_the_proxy_resends_on_restart_with_no_loss_and_no_dupli
     );
 }
 
-/// DESIGN invariant 4 for tool calls: an allowed call's record is in the
+/// Invariant 4 (audited before the effect) for tool calls: an allowed call's record is in the
 /// spool before the request goes upstream, so a proxy that dies while the
 /// upstream is at work still leaves the record of what it sent.
 #[tokio::test]
