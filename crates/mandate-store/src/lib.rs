@@ -101,13 +101,16 @@ pub struct AgentRevoked {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn create_owner(&self, owner: Owner, ev: NewEvent) -> Result<(), StoreError>;
+    /// By name, in byte order (as are agents, tools and secrets).
     async fn list_owners(&self) -> Result<Vec<Owner>, StoreError>;
 
     async fn create_agent(&self, agent: Agent, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
     async fn list_agents(&self) -> Result<Vec<Agent>, StoreError>;
-    /// Revoke the agent and every task of it that is not yet terminal; one
-    /// feed entry for the agent (expiring at `feed_expires_at`) and one per task.
+    /// Revoke the agent and every task of it that is not yet terminal,
+    /// oldest first (`created_at`, then id); one feed entry for the agent
+    /// (expiring at `feed_expires_at`), then one per task in that order.
+    /// The audit chain gets one `task.revoked` per task, then `ev`.
     async fn revoke_agent(
         &self,
         name: &AgentName,
@@ -118,6 +121,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn add_binding(&self, binding: Binding, ev: NewEvent) -> Result<(), StoreError>;
     async fn bindings_for(&self, issuer: &str, subject: &str) -> Result<Vec<Binding>, StoreError>;
+    /// In the order they were added (as is `bindings_for`).
     async fn list_bindings(&self, agent: &AgentName) -> Result<Vec<Binding>, StoreError>;
 
     /// Store a join token by its hash.
@@ -152,6 +156,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
+    /// Newest first (`created_at`, then id); 100 by default, at most 1000.
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
     /// Apply a state-machine edge. Completion and revocation add a feed
     /// entry for the task, expiring at its deadline.
@@ -162,7 +167,8 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<(Task, Option<Revocation>), StoreError>;
-    /// Move every live task past its deadline to `expired`.
+    /// Move every live task whose deadline is at or before `now` to
+    /// `expired`, oldest first, each with a `task.expired` event.
     async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError>;
 
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;
@@ -189,6 +195,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_admin_token(&self, token: AdminToken, ev: NewEvent) -> Result<(), StoreError>;
     async fn admin_token_by_hash(&self, hash: &str) -> Result<Option<AdminToken>, StoreError>;
+    /// Oldest first, then by id; revoked ones included.
     async fn list_admin_tokens(&self) -> Result<Vec<AdminToken>, StoreError>;
     /// Revoke one admin token at `at`. Refused if it is the last live root
     /// token (nobody could administer the broker any more).
@@ -257,8 +264,8 @@ pub trait Store: Send + Sync + 'static {
     /// The chain's head: the event with the highest `seq`, if any.
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
 
-    /// Forget what no longer matters: used join tokens, old assertion ids,
-    /// feed entries whose tokens have all expired.
+    /// Forget what no longer matters: join tokens and assertion ids past
+    /// their expiry, feed entries whose tokens have all expired.
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError>;
 
     /// Finish queued writes and release the database. Blocks; later calls fail with `Closed`.
