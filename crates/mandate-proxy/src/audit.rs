@@ -220,7 +220,7 @@ async fn drain(s: &mut ShipLoop) -> Result<(), String> {
             .lines
             .iter()
             .filter_map(|l| {
-                let r = serde_json::from_slice(l).ok();
+                let r = spooled(l);
                 if r.is_none() {
                     tracing::error!("unreadable line in the audit spool; skipped");
                 }
@@ -334,6 +334,20 @@ async fn ship(s: &ShipLoop, events: Vec<ToolCall>) -> Result<(), String> {
     }
 }
 
+/// A record read back from the spool. A field this proxy does not know
+/// (written by a newer proxy before a downgrade) is dropped, not the
+/// record: an audit record is never lost to a version change.
+fn spooled(line: &[u8]) -> Option<ToolCall> {
+    if let Ok(r) = serde_json::from_slice(line) {
+        return Some(r);
+    }
+    let serde_json::Value::Object(mut fields) = serde_json::from_slice(line).ok()? else {
+        return None;
+    };
+    fields.retain(|k, _| ToolCall::FIELDS.contains(&k.as_str()));
+    serde_json::from_value(serde_json::Value::Object(fields)).ok()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -427,6 +441,13 @@ pub(crate) mod tests {
         // A line written before `opened_seq` existed still reads.
         let old = br#"{"id":"o","stage":"invoked","seq":3,"at":0,"agent":null,"task":null,"tool":null,"action":null,"jti":null,"method":"GET","path":"/","status":null,"latency_ms":0,"bytes":0,"decision":"allow","reasons":[]}"#;
         assert!(serde_json::from_slice::<ToolCall>(old).is_ok());
+        // One from a newer proxy (before a downgrade) keeps what we know.
+        let newer = br#"{"id":"n","stage":"invoked","seq":3,"at":0,"agent":"bot","task":null,"tool":null,"action":null,"jti":null,"method":"GET","path":"/","status":403,"latency_ms":0,"bytes":0,"decision":"deny","reasons":["r"],"future":{"x":1}}"#;
+        let r = spooled(newer).expect("the record is kept");
+        assert_eq!(
+            (r.id.as_str(), r.agent.as_deref(), r.reasons.len()),
+            ("n", Some("bot"), 1)
+        );
         for bad in [
             &b"[1]"[..],
             b"\"s\"",
@@ -436,6 +457,7 @@ pub(crate) mod tests {
             b"garbage",
         ] {
             assert!(serde_json::from_slice::<ToolCall>(bad).is_err());
+            assert!(spooled(bad).is_none());
         }
     }
 }

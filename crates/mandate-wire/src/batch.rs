@@ -79,6 +79,33 @@ pub struct ToolCall {
     pub reasons: Vec<String>,
 }
 
+impl ToolCall {
+    /// Every field a record may carry (its JSON keys), so a proxy can read
+    /// back a record a newer proxy spooled before a downgrade: it drops the
+    /// fields it does not know rather than the record. Pinned against the
+    /// type by a test.
+    pub const FIELDS: &'static [&'static str] = &[
+        "id",
+        "stage",
+        "seq",
+        "opened_seq",
+        "at",
+        "agent",
+        "task",
+        "tool",
+        "action",
+        "jti",
+        "client",
+        "method",
+        "path",
+        "status",
+        "latency_ms",
+        "bytes",
+        "decision",
+        "reasons",
+    ];
+}
+
 fn cut(s: &mut String, max: usize) {
     if s.len() > max {
         let mut end = max;

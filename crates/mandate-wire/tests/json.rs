@@ -127,6 +127,20 @@ fn what_the_broker_refuses_and_what_it_still_takes() {
 }
 
 #[test]
+fn fields_names_every_field_of_a_record() {
+    let mut full: ToolCall = pinned::<Batch>(BATCH).events.remove(0);
+    full.opened_seq = Some(1);
+    full.client = Some("127.0.0.1".into());
+    let v = serde_json::to_value(&full).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut fields = ToolCall::FIELDS.to_vec();
+    let mut keys = keys;
+    fields.sort_unstable();
+    keys.sort_unstable();
+    assert_eq!(fields, keys);
+}
+
+#[test]
 fn the_brokers_answer_to_a_batch() {
     let a: Accepted = pinned(r#"{"accepted":998,"duplicates":2}"#);
     assert_eq!((a.accepted, a.duplicates), (998, 2));
