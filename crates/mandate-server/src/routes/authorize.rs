@@ -11,8 +11,8 @@ use axum::http::HeaderMap;
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, Agent, Environment, RevocationKind, Sensitivity, SpiffeId, Task};
 use mandate_policy::{
-    Allowed, Asked, DpopProof, Holder, Judge, Operation, Presentation, Refused, Subject,
-    authorize_request, check_claims, check_token,
+    Asked, DpopProof, Holder, Judge, Operation, Presentation, Refused, Subject, authorize_request,
+    check_claims, check_token,
 };
 use mandate_token::claims::VerifiedAccess;
 use serde::Deserialize;
@@ -159,27 +159,21 @@ pub async fn authorize(
             authorize_request(&looked.token, &looked.holder(), &asked, &judge)
         }
     };
+    let (decision, reasons) = match &verdict {
+        Ok(a) => ("allow", a.decision.reasons.clone()),
+        Err(r) => ("deny", r.reasons()),
+    };
     let body = match &verdict {
-        Ok(Allowed { decision, .. }) => json!({
-            "decision": "allow", "reasons": decision.reasons, "policy_ids": decision.policy_ids,
+        Ok(a) => json!({
+            "decision": decision, "reasons": reasons, "policy_ids": a.decision.policy_ids,
         }),
         Err(r) => json!({
-            "decision": "deny", "code": r.refusal.as_str(), "reasons": r.reasons(),
+            "decision": decision, "code": r.refusal.as_str(), "reasons": reasons,
             "policy_ids": r.policy_ids,
         }),
     };
-    let decision = if verdict.is_ok() { "allow" } else { "deny" };
     app.metrics.decision(decision);
-    let ev = ev.decision(decision).reasons(
-        body["reasons"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    );
+    let ev = ev.decision(decision).reasons(reasons);
     // The decision is on disk before anyone acts on it.
     app.store.append_events(vec![ev]).await?;
     Ok(Json(body))
