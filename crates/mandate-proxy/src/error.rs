@@ -113,8 +113,9 @@ impl std::fmt::Display for Code {
     }
 }
 
-/// Algorithms a DPoP proof may be signed with.
-pub const DPOP_ALGS: &str = "EdDSA ES256 RS256";
+/// Algorithms a DPoP proof may be signed with (`WWW-Authenticate`'s `algs`):
+/// [`mandate_token::ACCEPTED_ALG_NAMES`], pinned by a test.
+pub const DPOP_ALGS: &str = "EdDSA Ed25519 ES256 RS256";
 
 /// A refused request: status, a stable machine code and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +243,14 @@ impl Deny {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dpop_algs_are_the_accepted_names() {
+        assert_eq!(
+            super::DPOP_ALGS,
+            mandate_token::ACCEPTED_ALG_NAMES.join(" ")
+        );
+    }
+
     /// The OpenAPI description names every refusal code and every metric:
     /// a new one fails here until it is documented.
     #[test]

@@ -27,7 +27,11 @@ async fn setup() -> Setup {
     let (_, meta) = s.get("/.well-known/oauth-authorization-server", None).await;
     assert_eq!(
         meta["dpop_signing_alg_values_supported"],
-        json!(["EdDSA", "ES256", "RS256"])
+        json!(["EdDSA", "Ed25519", "ES256", "RS256"])
+    );
+    assert_eq!(
+        meta["token_endpoint_auth_signing_alg_values_supported"],
+        meta["dpop_signing_alg_values_supported"]
     );
     Setup {
         token_endpoint: meta["token_endpoint"].as_str().unwrap().to_owned(),

@@ -121,6 +121,27 @@ async fn federated_login_refuses_expired_wrong_aud_wrong_issuer_and_unbound() {
     assert_eq!(failed, 7, "every refused login is audited");
 }
 
+/// RFC 9864: current JOSE libraries sign Ed25519 client assertions as
+/// `alg: Ed25519`; they log in as `EdDSA` ones do.
+#[tokio::test]
+async fn a_client_assertion_signed_as_ed25519_logs_in() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    let key = s.enroll("bot").await;
+    let plain = s.assertion(&key, json!({}));
+    let claims = mandate_testkit::claims(&plain);
+    let header = mandate_token::jwt::Header::new(
+        "Ed25519",
+        "client-authentication+jwt",
+        Some(key.key.kid.clone()),
+        None,
+    );
+    let named = mandate_token::jwt::encode_with_header(&key.key, &header, &claims).unwrap();
+    let (st, v) = s.login_with_assertion(&named).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v["access_token"].is_string(), "{v}");
+}
+
 #[tokio::test]
 async fn alg_none_and_hs256_key_confusion_are_refused() {
     let (s, issuer, _d) = federated().await;

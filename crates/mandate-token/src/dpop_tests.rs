@@ -32,6 +32,19 @@ fn edited(k: &SigningKey, edit: impl Fn(&mut serde_json::Value, &mut serde_json:
     out
 }
 
+/// RFC 9864: a proof naming its Ed25519 key's algorithm `Ed25519` (what
+/// current JOSE libraries emit) is as good as one naming it `EdDSA`.
+#[test]
+fn a_proof_signed_as_ed25519_verifies() {
+    let k = key(SigningAlg::EdDsa);
+    let p = edited(&k, |h, _| h["alg"] = "Ed25519".into());
+    let got = verify_proof(&p, &expect(Some("the-token"))).unwrap();
+    assert_eq!(got.jkt, k.public_jwk().thumbprint().unwrap());
+    let ec = key(SigningAlg::Es256);
+    let p = edited(&ec, |h, _| h["alg"] = "Ed25519".into());
+    assert!(verify_proof(&p, &expect(Some("the-token"))).is_err());
+}
+
 #[test]
 fn a_good_proof_yields_the_keys_thumbprint() {
     for alg in [SigningAlg::EdDsa, SigningAlg::Es256] {

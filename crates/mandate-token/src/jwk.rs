@@ -60,7 +60,7 @@ impl Jwk {
         };
         match self.alg.as_deref() {
             None => Ok(by_type),
-            Some(a) if a == by_type.as_str() => Ok(by_type),
+            Some(a) if by_type.accepts(a) => Ok(by_type),
             Some(a) => Err(TokenError::BadKey(format!(
                 "alg `{a}` does not fit a {} key",
                 self.kty
@@ -192,6 +192,26 @@ impl VerifyingKey {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_ed25519_jwk_may_say_alg_ed25519_or_eddsa() {
+        for alg in ["EdDSA", "Ed25519"] {
+            let k: Jwk = serde_json::from_value(serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                "alg": alg
+            }))
+            .unwrap();
+            assert_eq!(k.algorithm().unwrap(), SigningAlg::EdDsa, "{alg}");
+        }
+        let ec: Jwk = serde_json::from_value(serde_json::json!({
+            "kty": "EC", "crv": "P-256", "alg": "Ed25519",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+        }))
+        .unwrap();
+        assert!(ec.algorithm().is_err());
+    }
+
     use super::*;
 
     #[test]

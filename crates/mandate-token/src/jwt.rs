@@ -29,6 +29,19 @@ pub struct Header {
     crit: Option<serde::de::IgnoredAny>,
 }
 
+impl Header {
+    /// A header naming `alg`, `typ` and either a `kid` or the key itself.
+    pub fn new(alg: &str, typ: &str, kid: Option<String>, jwk: Option<crate::Jwk>) -> Header {
+        Header {
+            alg: alg.into(),
+            typ: Some(typ.into()),
+            kid,
+            jwk,
+            crit: None,
+        }
+    }
+}
+
 /// Sign `claims` with `key` as a compact JWS naming the key by `kid`.
 pub fn encode<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> Result<String, TokenError> {
     let header = Header {
@@ -55,6 +68,21 @@ pub fn encode_with_jwk<C: Serialize>(
         crit: None,
     };
     sign(key, &header, claims)
+}
+
+/// Sign with a header of the caller's choosing (a client naming its
+/// algorithm `Ed25519`, say). Its `alg` must name the key's algorithm.
+pub fn encode_with_header<C: Serialize>(
+    key: &SigningKey,
+    header: &Header,
+    claims: &C,
+) -> Result<String, TokenError> {
+    if !key.alg.accepts(&header.alg) {
+        return Err(TokenError::AlgorithmNotAllowed(
+            header.alg.chars().take(20).collect(),
+        ));
+    }
+    sign(key, header, claims)
 }
 
 fn sign<C: Serialize>(key: &SigningKey, header: &Header, claims: &C) -> Result<String, TokenError> {
@@ -124,10 +152,11 @@ impl Unverified<'_> {
         }
     }
 
-    /// Check the signature with `key`. The header's `alg` must be exactly the
-    /// key's algorithm: a header cannot talk a key into another algorithm.
+    /// Check the signature with `key`. The header's `alg` must name the
+    /// key's own algorithm (for Ed25519, `EdDSA` or RFC 9864's `Ed25519`): a
+    /// header cannot talk a key into another algorithm.
     pub fn verify(&self, key: &VerifyingKey) -> Result<(), TokenError> {
-        if self.header.alg != key.alg.as_str() {
+        if !key.alg.accepts(&self.header.alg) {
             return Err(TokenError::AlgorithmNotAllowed(
                 self.header.alg.chars().take(20).collect(),
             ));
@@ -174,6 +203,38 @@ mod tests {
             b64(claims.to_string().as_bytes()),
             b64(sig)
         )
+    }
+
+    /// RFC 9864: `Ed25519` names the same algorithm as `EdDSA` with an
+    /// Ed25519 key; neither name lets another key type verify.
+    #[test]
+    fn rfc_9864_ed25519_name_verifies_like_eddsa_and_only_for_ed25519_keys() {
+        let (ed, _) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+        let (ec, _) = SigningKey::generate(SigningAlg::Es256).unwrap();
+        let header =
+            |k: &SigningKey, alg: &str| Header::new(alg, TYP_ACCESS, Some(k.kid.clone()), None);
+        for alg in ["EdDSA", "Ed25519"] {
+            let t = encode_with_header(&ed, &header(&ed, alg), &json!({"sub": "x"})).unwrap();
+            let p = parse(&t).unwrap();
+            assert_eq!(p.header.alg, alg);
+            p.verify(ed.verifier()).unwrap();
+            // The same name on another key type is refused.
+            assert!(matches!(
+                p.verify(ec.verifier()),
+                Err(TokenError::AlgorithmNotAllowed(_))
+            ));
+        }
+        for wrong in ["ed25519", "Ed448", "ES256"] {
+            assert!(
+                encode_with_header(&ed, &header(&ed, wrong), &json!({})).is_err(),
+                "{wrong}"
+            );
+        }
+        // An ES256 key cannot be named Ed25519 either.
+        assert!(encode_with_header(&ec, &header(&ec, "Ed25519"), &json!({})).is_err());
+        // Mandate itself still signs as `EdDSA`.
+        let own = encode(&ed, TYP_ACCESS, &json!({})).unwrap();
+        assert_eq!(parse(&own).unwrap().header.alg, "EdDSA");
     }
 
     #[test]

@@ -25,7 +25,14 @@ pub enum SigningAlg {
     Rs256,
 }
 
+/// Every JWS `alg` name Mandate accepts, for the metadata's
+/// `*_signing_alg_values_supported`: RFC 9864's fully-specified `Ed25519`
+/// beside the polymorphic `EdDSA` it deprecates.
+pub const ACCEPTED_ALG_NAMES: &[&str] = &["EdDSA", "Ed25519", "ES256", "RS256"];
+
 impl SigningAlg {
+    /// The name Mandate signs with. Ed25519 keys sign as `EdDSA`: most
+    /// verifiers in the wild do not know RFC 9864's `Ed25519` yet.
     pub fn as_str(self) -> &'static str {
         match self {
             SigningAlg::EdDsa => "EdDSA",
@@ -33,13 +40,19 @@ impl SigningAlg {
             SigningAlg::Rs256 => "RS256",
         }
     }
+
+    /// Whether a JWS or JWK naming `alg` is this algorithm: `EdDSA` with an
+    /// Ed25519 key is RFC 9864's `Ed25519`. Names are case-sensitive.
+    pub fn accepts(self, alg: &str) -> bool {
+        alg == self.as_str() || (self == SigningAlg::EdDsa && alg == "Ed25519")
+    }
 }
 
 impl FromStr for SigningAlg {
     type Err = TokenError;
     fn from_str(s: &str) -> Result<Self, TokenError> {
         match s {
-            "EdDSA" => Ok(SigningAlg::EdDsa),
+            "EdDSA" | "Ed25519" => Ok(SigningAlg::EdDsa),
             "ES256" => Ok(SigningAlg::Es256),
             "RS256" => Ok(SigningAlg::Rs256),
             other => Err(TokenError::AlgorithmNotAllowed(

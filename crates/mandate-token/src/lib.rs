@@ -28,7 +28,7 @@ pub mod seal;
 
 pub use error::TokenError;
 pub use jwk::{Jwk, JwkSet, VerifyingKey};
-pub use keys::{KeyRing, SigningAlg, SigningKey};
+pub use keys::{ACCEPTED_ALG_NAMES, KeyRing, SigningAlg, SigningKey};
 
 /// Random bytes from the OS CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -58,11 +58,11 @@ pub async fn metadata(State(app): State<AppState>) -> Json<Value> {
             "client_credentials"
         ],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
+        "token_endpoint_auth_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
         "introspection_endpoint_auth_methods_supported": ["bearer"],
         "revocation_endpoint_auth_methods_supported": ["bearer"],
         "authorization_details_types_supported": [mandate_token::claims::DETAIL_TYPE],
-        "dpop_signing_alg_values_supported": ["EdDSA", "ES256", "RS256"],
+        "dpop_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
         "response_types_supported": [],
         "scopes_supported": [],
         "mandate_authorize_endpoint": format!("{i}/v1/authorize"),
