@@ -116,6 +116,8 @@ impl OAuthError {
     pub fn new(error: &'static str, description: impl Into<String>) -> Self {
         let status = match error {
             "invalid_client" => StatusCode::UNAUTHORIZED,
+            // RFC 6750 §3.1: authenticated, but without the right for this.
+            "insufficient_scope" => StatusCode::FORBIDDEN,
             "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };

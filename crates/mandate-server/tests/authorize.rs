@@ -286,6 +286,31 @@ async fn introspection_needs_a_caller_and_hides_other_agents_tokens() {
     );
 }
 
+/// A gateway holds `verify` (as the README tells it to): introspection
+/// must answer it truthfully, and an admin token with no introspection
+/// right is told which it lacks instead of hearing every token is dead.
+#[tokio::test]
+async fn a_gateways_verify_right_introspects_and_a_token_without_a_right_gets_403() {
+    let m = minted(&["issues:read"]).await;
+    let gateway = m.s.admin_token(&["verify"]).await;
+    let (st, v) =
+        m.s.form("/oauth/introspect", Some(&gateway), &[("token", &m.token)])
+            .await;
+    assert_eq!((st, &v["active"]), (StatusCode::OK, &json!(true)), "{v}");
+    let secrets_only = m.s.admin_token(&["secrets"]).await;
+    let (st, v) =
+        m.s.form(
+            "/oauth/introspect",
+            Some(&secrets_only),
+            &[("token", &m.token)],
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "insufficient_scope");
+    let why = v["error_description"].as_str().unwrap();
+    assert!(why.contains("verify"), "{why}");
+}
+
 #[tokio::test]
 async fn tampered_or_foreign_tokens_are_denied() {
     let m = minted(&["issues:read"]).await;

@@ -192,11 +192,27 @@ async fn oauth_caller(app: &App, headers: &HeaderMap) -> Result<Caller, OAuthErr
         .map_err(|e| OAuthError::new("invalid_client", e.message))
 }
 
+/// Admin rights that may introspect any token: what gateways hold
+/// (`verify`), and operators who see tasks or the audit log.
+const INTROSPECT_RIGHTS: [AdminRight; 3] =
+    [AdminRight::Verify, AdminRight::Tasks, AdminRight::Audit];
+
+/// An admin token without an introspection right is told so (403): a
+/// silent `active: false` would tell a gateway every token is dead. An
+/// agent session sees only its own tokens.
+fn may_introspect(caller: &Caller) -> Result<(), OAuthError> {
+    match caller {
+        Caller::Agent { .. } => Ok(()),
+        Caller::Admin(_) => caller
+            .require_any(&INTROSPECT_RIGHTS)
+            .map(|_| ())
+            .map_err(|e| OAuthError::new("insufficient_scope", e.message)),
+    }
+}
+
 fn may_see(caller: &Caller, sub: &str) -> bool {
     match caller {
-        Caller::Admin(t) => {
-            t.allows(AdminRight::Tasks, now()) || t.allows(AdminRight::Audit, now())
-        }
+        Caller::Admin(_) => true,
         Caller::Agent { agent, .. } => agent.spiffe_id == sub,
     }
 }
@@ -207,6 +223,7 @@ pub async fn introspect(
     form: OAuthForm,
 ) -> Result<Json<Value>, OAuthError> {
     let caller = oauth_caller(&app, &headers).await?;
+    may_introspect(&caller)?;
     let token = form.require("token")?;
     let t = now();
     let inactive = Json(json!({"active": false}));
