@@ -173,8 +173,7 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_grant(&self, jti: &str) -> Result<Option<Grant>, StoreError>;
-    /// Put one token on the revocation feed until `expires_at`.
-    /// A feed entry and its event for one token (`Token`, by `jti`) or one
+    /// A feed entry (until `expires_at`) and its event for one token (`Token`, by `jti`) or one
     /// signing key (`Key`, by `kid`); tasks and agents have their own methods.
     async fn revoke_by_id(
         &self,
