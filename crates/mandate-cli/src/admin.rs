@@ -71,6 +71,9 @@ pub enum AgentCmd {
     Enroll {
         #[arg(long, env = "MANDATE_JOIN_TOKEN", hide_env_values = true)]
         join_token: String,
+        /// Where to write the key file: JSON with `client_id`, `alg`, `kid` and
+        /// `private_key`, a PKCS#8 v1 PEM that OpenSSL, Node and Python load as
+        /// it is (`jq -r .private_key F | openssl pkey`). Must not exist yet.
         #[arg(long)]
         key_file: PathBuf,
         /// EdDSA, ES256 or RS256.

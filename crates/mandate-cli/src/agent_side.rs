@@ -5,16 +5,53 @@ use crate::client::{Client, path_segment};
 use crate::output;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use mandate_token::{SigningAlg, SigningKey, b64, b64_decode, jwt};
+use mandate_token::{SigningAlg, SigningKey, b64_decode, jwt};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
-/// The agent's private key file: its client id and PKCS#8 key (mode 0600).
-#[derive(serde::Serialize, serde::Deserialize)]
+/// The agent's key file (mode 0600), in the shape of a cloud
+/// service-account key: JSON naming the client id, the algorithm and the
+/// key id, with the private key as standard PKCS#8 v1 PEM, which OpenSSL,
+/// Node's crypto, Python's `cryptography` and JOSE libraries load as it is.
+/// Files from before (`pkcs8`: base64url PKCS#8 v2) are still read.
+#[derive(serde::Serialize, serde::Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+#[serde(deny_unknown_fields)]
 struct KeyFile {
     client_id: String,
+    #[zeroize(skip)]
     alg: SigningAlg,
-    pkcs8: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pkcs8: Option<String>,
+}
+
+impl KeyFile {
+    fn read(path: &Path) -> Result<(KeyFile, SigningKey)> {
+        let bytes = zeroize::Zeroizing::new(
+            std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a Mandate key file (JSON with client_id, alg and private_key): {e}",
+                path.display()
+            )
+        })?;
+        let der = match (&file.private_key, &file.pkcs8) {
+            (Some(pem), _) => mandate_token::pem::pkcs8_from_pem(pem)
+                .with_context(|| format!("{}: private_key", path.display()))?,
+            (None, Some(old)) => zeroize::Zeroizing::new(
+                b64_decode(old)
+                    .with_context(|| format!("{}: pkcs8 is not base64url", path.display()))?,
+            ),
+            (None, None) => bail!("{}: the key file has no private_key", path.display()),
+        };
+        let key = SigningKey::from_pkcs8(file.alg, &der)
+            .with_context(|| format!("{}: the key is not a {} key", path.display(), file.alg))?;
+        Ok((file, key))
+    }
 }
 
 /// Create the key file (mode 0600) before anything else, so a path that
@@ -54,10 +91,14 @@ pub async fn enroll(
             .as_str()
             .context("server response lacks client_id")?
             .to_owned();
+        let pem = mandate_token::pem::pkcs8_to_pem(&key.to_pkcs8_v1()?);
+        drop(pkcs8);
         let saved = KeyFile {
             client_id: client_id.clone(),
             alg,
-            pkcs8: b64(&pkcs8),
+            kid: Some(key.kid.clone()),
+            private_key: Some(pem.to_string()),
+            pkcs8: None,
         };
         file.write_all(&serde_json::to_vec_pretty(&saved)?)?;
         file.sync_all()?;
@@ -140,14 +181,7 @@ pub async fn log_in(c: &Client, credential: &Credential) -> Result<Value> {
     let anon = c.with_token(None);
     let jwt = match credential {
         Credential::KeyFile(path) => {
-            let file: KeyFile = serde_json::from_slice(
-                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-            )
-            .with_context(|| format!("{} is not a Mandate key file", path.display()))?;
-            let pkcs8 = zeroize::Zeroizing::new(
-                b64_decode(&file.pkcs8).context("key file: pkcs8 is not base64url")?,
-            );
-            let key = SigningKey::from_pkcs8(file.alg, &pkcs8)?;
+            let (file, key) = KeyFile::read(path)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs() as i64;

@@ -706,6 +706,121 @@ async fn ids_cannot_address_another_resource() {
     drop(s);
 }
 
+/// Whether `program` runs here; says so loudly when it does not.
+fn have(program: &str) -> bool {
+    let found = Command::new(program).arg("--version").output().is_ok();
+    if !found {
+        eprintln!("SKIPPED: `{program}` not found; the key file is not checked with it");
+    }
+    found
+}
+
+/// The key file `mandate agent enroll` writes holds standard PKCS#8 v1
+/// PEM that OpenSSL, Python's `cryptography` and Node load as it is (with
+/// the client id, algorithm and key id beside it); a file in the earlier
+/// format (base64url PKCS#8 v2) still logs in; a file of an unknown
+/// format is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_file_is_standard_pkcs8_pem_and_old_key_files_still_log_in() {
+    use mandate_token::{SigningAlg, SigningKey};
+    let s = TestServer::start().await;
+    s.seed().await;
+    // An agent enrolled the way earlier releases wrote its key file.
+    let old_jt = s
+        .admin_post(
+            "/v1/agents/bot/join-tokens",
+            mandate_testkit::serde_json::json!({}),
+        )
+        .await["join_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (old_key, v2) = SigningKey::generate(SigningAlg::EdDsa).unwrap();
+    let (st, v) = s
+        .post(
+            "/v1/enroll",
+            None,
+            &mandate_testkit::serde_json::json!({"join_token": old_jt, "jwk": old_key.public_jwk()}),
+        )
+        .await;
+    assert!(st.is_success(), "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.json");
+    std::fs::write(
+        &old,
+        mandate_testkit::serde_json::json!({
+            "client_id": v["client_id"], "alg": "EdDSA", "pkcs8": mandate_token::b64(&v2),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    s.admin_post(
+        "/v1/agents",
+        mandate_testkit::serde_json::json!({"name": "ec", "owner": "platform", "environment": "staging"}),
+    )
+    .await;
+    let dir_path = dir.path().to_owned();
+    let s = tokio::task::spawn_blocking(move || {
+        let old = old.to_str().unwrap();
+        assert!(run(&s, &["login", "--key-file", old], &[]).contains('.'));
+        for (agent, alg) in [("bot", "EdDSA"), ("ec", "ES256")] {
+            let jt = run(&s, &["agent", "join-token", agent], &[]);
+            let file = dir_path.join(format!("{agent}.json"));
+            let f = file.to_str().unwrap();
+            run(&s, &["agent", "enroll", "--join-token", &jt, "--key-file", f, "--alg", alg], &[]);
+            let v: mandate_testkit::serde_json::Value =
+                mandate_testkit::serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+            assert_eq!(v["alg"], alg);
+            assert!(v["client_id"].as_str().unwrap().ends_with(&format!("/agent/{agent}")));
+            assert!(v["kid"].is_string() && v.get("pkcs8").is_none(), "{v}");
+            let pem = dir_path.join(format!("{agent}.pem"));
+            std::fs::write(&pem, v["private_key"].as_str().unwrap()).unwrap();
+            let p = pem.to_str().unwrap();
+            let loads = [
+                ("openssl", vec!["pkey", "-in", p, "-noout"]),
+                (
+                    "python3",
+                    vec![
+                        "-c",
+                        "import sys; from cryptography.hazmat.primitives.serialization import load_pem_private_key as l; l(open(sys.argv[1],'rb').read(), None)",
+                        p,
+                    ],
+                ),
+                (
+                    "node",
+                    vec!["-e", "require('crypto').createPrivateKey(require('fs').readFileSync(process.argv[1]))", p],
+                ),
+            ];
+            for (program, args) in loads {
+                if have(program) {
+                    let o = Command::new(program).args(&args).output().unwrap();
+                    assert!(
+                        o.status.success(),
+                        "{program} cannot load the {alg} key: {}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
+                }
+            }
+            assert!(run(&s, &["login", "--key-file", f], &[]).contains('.'));
+        }
+        // Unknown formats are refused by name, with a non-zero exit.
+        let bare = dir_path.join("bot.pem");
+        let o = mandate(&s, &["login", "--key-file", bare.to_str().unwrap()], &[]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("is not a Mandate key file"));
+        let broken = dir_path.join("broken.json");
+        std::fs::write(&broken, r#"{"client_id":"x","alg":"EdDSA","private_key":"nonsense"}"#).unwrap();
+        let o = mandate(&s, &["login", "--key-file", broken.to_str().unwrap()], &[]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("private_key") && err.contains("BEGIN PRIVATE KEY"), "{err}");
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
 /// A key file that cannot be created fails the enrolment before the join
 /// token is spent: the same token then works with a good path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -192,6 +192,23 @@ impl SigningKey {
         &self.public
     }
 
+    /// The private key as a PKCS#8 v1 document (RFC 5208; RFC 8410 for
+    /// Ed25519), the version every PKCS#8 reader takes. (aws-lc writes
+    /// Ed25519 keys as v2, with the public key, which OpenSSL 3.0, Node and
+    /// Python's `cryptography` refuse.)
+    pub fn to_pkcs8_v1(&self) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        let failed = |_| TokenError::BadKey("cannot encode the key as PKCS#8".into());
+        let der = match &self.pair {
+            Pair::Ed(p) => p.to_pkcs8v1().map_err(failed)?.as_ref().to_vec(),
+            Pair::Ec(p) => p.to_pkcs8v1().map_err(failed)?.as_ref().to_vec(),
+            Pair::Rsa(p) => {
+                let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = p.as_der().map_err(failed)?;
+                der.as_ref().to_vec()
+            }
+        };
+        Ok(Zeroizing::new(der))
+    }
+
     pub fn verifier(&self) -> &VerifyingKey {
         &self.verifier
     }
@@ -568,6 +585,26 @@ mod tests {
             let sig = k.sign(b"msg").unwrap();
             k.verifier().verify(b"msg", &sig).unwrap();
             assert!(k.verifier().verify(b"msh", &sig).is_err());
+        }
+    }
+
+    /// PKCS#8 v1 is what every reader takes: the same key comes back, and
+    /// an Ed25519 document is RFC 8410's 48 bytes with version 0 (aws-lc's
+    /// own v2 form, which OpenSSL 3.0 refuses, carries the public key too).
+    #[test]
+    fn keys_export_as_pkcs8_v1_and_read_back() {
+        for alg in [SigningAlg::EdDsa, SigningAlg::Es256, SigningAlg::Rs256] {
+            let (k, v2) = SigningKey::generate(alg).unwrap();
+            let v1 = k.to_pkcs8_v1().unwrap();
+            let back = SigningKey::from_pkcs8(alg, &v1).unwrap();
+            assert_eq!(back.kid, k.kid, "{alg}");
+            // SEQUENCE, then INTEGER version: 0 is v1.
+            let version_at = if v1[1] & 0x80 == 0 { 2 } else { 2 + (v1[1] & 0x7f) as usize };
+            assert_eq!(&v1[version_at..version_at + 3], &[0x02, 0x01, 0x00], "{alg}");
+            if alg == SigningAlg::EdDsa {
+                assert_eq!(v1.len(), 48);
+                assert_ne!(*v1, *v2, "aws-lc generates v2 for Ed25519");
+            }
         }
     }
 

@@ -24,6 +24,7 @@ mod error;
 mod jwk;
 pub mod jwt;
 mod keys;
+pub mod pem;
 pub mod seal;
 
 pub use error::TokenError;
