@@ -599,8 +599,16 @@ mod tests {
             let back = SigningKey::from_pkcs8(alg, &v1).unwrap();
             assert_eq!(back.kid, k.kid, "{alg}");
             // SEQUENCE, then INTEGER version: 0 is v1.
-            let version_at = if v1[1] & 0x80 == 0 { 2 } else { 2 + (v1[1] & 0x7f) as usize };
-            assert_eq!(&v1[version_at..version_at + 3], &[0x02, 0x01, 0x00], "{alg}");
+            let version_at = if v1[1] & 0x80 == 0 {
+                2
+            } else {
+                2 + (v1[1] & 0x7f) as usize
+            };
+            assert_eq!(
+                &v1[version_at..version_at + 3],
+                &[0x02, 0x01, 0x00],
+                "{alg}"
+            );
             if alg == SigningAlg::EdDsa {
                 assert_eq!(v1.len(), 48);
                 assert_ne!(*v1, *v2, "aws-lc generates v2 for Ed25519");
