@@ -50,6 +50,9 @@ pub struct App {
     pub keeper: Option<Keeper>,
     /// DPoP proofs already presented at the token endpoint (RFC 9449 §11.1).
     pub dpop_replay: mandate_token::dpop::ReplayGuard,
+    /// Client assertion `jti`s used at the exchange, introspection and
+    /// revocation (login records its own durably).
+    pub assertion_replay: mandate_token::dpop::ReplayGuard,
     pub metrics: crate::metrics::Metrics,
     /// Failed token-endpoint requests per client address; `None` = off.
     pub(crate) throttle: Option<crate::throttle::Throttle>,

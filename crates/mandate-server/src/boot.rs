@@ -191,6 +191,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         keeper,
         settings,
         dpop_replay: Default::default(),
+        assertion_replay: Default::default(),
         metrics: Default::default(),
         throttle,
     });

@@ -190,9 +190,17 @@ impl ReplayGuard {
 
     /// Record `proof` as used at `now`; an error if it was used before.
     pub fn first_use(&self, proof: &Proof, now: i64) -> Result<(), TokenError> {
+        // A proof stays acceptable for PROOF_WINDOW_SECS past its iat,
+        // which may itself be that far ahead of our clock.
         let key = format!("{}:{}", proof.jkt, proof.jti);
+        self.first_use_until(&key, now + 2 * PROOF_WINDOW_SECS, now)
+    }
+
+    /// Record `key` as used until `until` (the last second the thing it
+    /// names can still verify); an error if it was used before.
+    pub fn first_use_until(&self, key: &str, until: i64, now: i64) -> Result<(), TokenError> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains_key(&key) {
+        if seen.contains_key(key) {
             return Err(bad("proof has been used before"));
         }
         if seen.len() >= self.capacity {
@@ -202,9 +210,7 @@ impl ReplayGuard {
                 return Err(bad("too many proofs in flight; retry shortly"));
             }
         }
-        // A proof stays acceptable for PROOF_WINDOW_SECS past its iat,
-        // which may itself be that far ahead of our clock.
-        seen.insert(key, now + 2 * PROOF_WINDOW_SECS);
+        seen.insert(key.to_owned(), until);
         Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! Request-time checks: `/v1/authorize` (Cedar decision for one action),
 //! `/oauth/introspect` (RFC 7662) and `/oauth/revoke` (RFC 7009).
 
-use super::caller::{Caller, bearer};
+use super::caller::Caller;
+use super::client_auth::{self, Client};
 use crate::app::{App, AppState, now};
 use crate::error::{ApiError, OAuthError};
 use crate::extract::{ApiJson, OAuthForm, RequestId};
@@ -179,17 +180,28 @@ pub async fn authorize(
     Ok(Json(body))
 }
 
-/// Introspection and revocation need a caller: an admin token, or the agent's own session.
-async fn oauth_caller(app: &App, headers: &HeaderMap) -> Result<Caller, OAuthError> {
-    let token = bearer(headers).ok_or_else(|| {
-        OAuthError::new(
+/// Introspection and revocation authenticate their caller by the one
+/// client-authentication rule: an agent by `private_key_jwt` or its
+/// session, an operator or gateway by its admin token.
+async fn oauth_caller(
+    app: &App,
+    form: &OAuthForm,
+    headers: &HeaderMap,
+    endpoint: &str,
+) -> Result<Caller, OAuthError> {
+    let url = format!("{}{endpoint}", app.issuer);
+    match client_auth::authenticate(app, form, headers, &url).await {
+        Ok(Client::Key(a)) => {
+            app.assertion_seen(&a)?;
+            Ok(Caller::Agent { agent: a.agent })
+        }
+        Ok(Client::Bearer(c)) => Ok(c),
+        Ok(Client::Anonymous) => Err(OAuthError::new(
             "invalid_client",
-            "authenticate with `Authorization: Bearer` (admin token or agent session)",
-        )
-    })?;
-    Caller::from_bearer(app, token)
-        .await
-        .map_err(|e| OAuthError::new("invalid_client", e.message))
+            "authenticate: an agent with private_key_jwt (client_assertion) or its session, an operator or gateway with `Authorization: Bearer <admin token>`",
+        )),
+        Err(r) => Err(r.error),
+    }
 }
 
 /// Admin rights that may introspect any token: what gateways hold
@@ -222,7 +234,7 @@ pub async fn introspect(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<Value>, OAuthError> {
-    let caller = oauth_caller(&app, &headers).await?;
+    let caller = oauth_caller(&app, &form, &headers, "/oauth/introspect").await?;
     may_introspect(&caller)?;
     let token = form.require("token")?;
     let t = now();
@@ -272,7 +284,7 @@ pub async fn revoke(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Json<Value>, OAuthError> {
-    let caller = oauth_caller(&app, &headers).await?;
+    let caller = oauth_caller(&app, &form, &headers, "/oauth/revoke").await?;
     let token = form.require("token")?;
     if let Some(h) = form.get("token_type_hint")
         && !matches!(h, "access_token" | "refresh_token")

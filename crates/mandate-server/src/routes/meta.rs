@@ -59,8 +59,13 @@ pub async fn metadata(State(app): State<AppState>) -> Json<Value> {
         ],
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
-        "introspection_endpoint_auth_methods_supported": ["bearer"],
-        "revocation_endpoint_auth_methods_supported": ["bearer"],
+        // Registered method names only (RFC 8414 §2). Operators and
+        // gateways use their admin bearer token, which is no client
+        // authentication method: documented in the OpenAPI description.
+        "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "introspection_endpoint_auth_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
+        "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "revocation_endpoint_auth_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
         "authorization_details_types_supported": [mandate_token::claims::DETAIL_TYPE],
         "dpop_signing_alg_values_supported": mandate_token::ACCEPTED_ALG_NAMES,
         "response_types_supported": [],

@@ -5,6 +5,7 @@
 
 mod authorize;
 mod caller;
+mod client_auth;
 mod feed;
 mod meta;
 mod oauth;

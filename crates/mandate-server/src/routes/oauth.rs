@@ -2,6 +2,8 @@
 //! issuer, or `private_key_jwt` client credentials) and just-in-time grants
 //! by token exchange (RFC 8693 + RFC 8707 `resource` + RFC 9396 details).
 
+use super::caller::Caller;
+use super::client_auth::{self, Client};
 use crate::app::{App, AppState, now};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
@@ -13,20 +15,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{
-    Action, Agent, Grant, ResourcePattern, RuleViolation, SpiffeId, TaskId, ToolName, cap_grant_ttl,
+    Action, Agent, Grant, ResourcePattern, RuleViolation, TaskId, ToolName, cap_grant_ttl,
 };
 use mandate_token::claims::{AccessClaims, AuthorizationDetail, Confirmation, DETAIL_TYPE};
-use mandate_token::{Jwk, VerifyingKey, dpop, jwt};
+use mandate_token::{dpop, jwt};
 use serde_json::json;
-use std::sync::Arc;
 
 pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
-/// A client assertion may live at most this long (RFC 7523 asks for short).
-const MAX_ASSERTION_LIFETIME: i64 = 300;
 
 /// The failure throttle in front of the token endpoint (see `throttle`):
 /// a client address out of allowance gets 429 `slow_down` before anything
@@ -100,7 +98,7 @@ pub async fn token(
     match form.require("grant_type")? {
         GT_TOKEN_EXCHANGE => exchange(&app, &rid.0, &form, &headers).await,
         GT_JWT_BEARER => federated_login(&app, &rid.0, &form).await,
-        "client_credentials" => key_login(&app, &rid.0, &form).await,
+        "client_credentials" => key_login(&app, &rid.0, &form, &headers).await,
         other => Err(OAuthError::new(
             "unsupported_grant_type",
             format!(
@@ -210,119 +208,37 @@ async fn federated_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Respo
     }
 }
 
-#[derive(serde::Deserialize)]
-struct AssertionClaims {
-    iss: String,
-    sub: String,
-    aud: serde_json::Value,
-    exp: i64,
-    nbf: Option<i64>,
-    iat: Option<i64>,
-    jti: String,
-}
-
-/// RFC 7523 §2.2 `private_key_jwt` with the key enrolled by join token.
-async fn key_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Response, OAuthError> {
+/// RFC 7523 §2.2 `private_key_jwt` with the key enrolled by join token:
+/// the `client_credentials` grant needs exactly that client credential.
+async fn key_login(
+    app: &App,
+    rid: &str,
+    form: &OAuthForm,
+    headers: &http::HeaderMap,
+) -> Result<Response, OAuthError> {
     const METHOD: &str = "private_key_jwt";
-    if form.require("client_assertion_type")? != CLIENT_ASSERTION_JWT {
-        return Err(OAuthError::invalid_request(format!(
-            "client_assertion_type must be {CLIENT_ASSERTION_JWT}"
-        )));
-    }
-    let assertion = form.require("client_assertion")?;
-    let client = |d: String| OAuthError::new("invalid_client", d);
-    let parsed = match jwt::parse(assertion) {
-        Ok(p) => p,
-        Err(e) => {
-            return Err(refuse_login(
+    let endpoint = format!("{}/oauth/token", app.issuer);
+    let refused = match client_auth::authenticate(app, form, headers, &endpoint).await {
+        Ok(Client::Key(a)) => {
+            return issue_session(
                 app,
                 rid,
+                &a.agent,
                 METHOD,
-                None,
-                client(format!("client assertion: {e}")),
+                Some((a.jti.clone(), a.replay_until)),
             )
-            .await);
+            .await;
         }
+        Ok(_) => client_auth::Refused {
+            agent: None,
+            error: OAuthError::new(
+                "invalid_client",
+                "client_credentials needs a client assertion (private_key_jwt): client_assertion_type and client_assertion",
+            ),
+        },
+        Err(r) => r,
     };
-    let claims: AssertionClaims = match parsed.peek_claims() {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(refuse_login(
-                app,
-                rid,
-                METHOD,
-                None,
-                client(format!("client assertion: {e}")),
-            )
-            .await);
-        }
-    };
-    let Ok(id) = SpiffeId::parse("iss", &claims.iss) else {
-        let err = client("client assertion: `iss` must be the agent's SPIFFE ID".into());
-        return Err(refuse_login(app, rid, METHOD, None, err).await);
-    };
-    let agent_name = id.agent.to_string();
-    let fail = |d: &str| client(format!("client assertion: {d}"));
-    let check = || -> Result<(Arc<Agent>, i64), OAuthError> {
-        if claims.sub != claims.iss {
-            return Err(fail("`sub` must equal `iss`"));
-        }
-        if form.get("client_id").is_some_and(|c| c != claims.iss) {
-            return Err(fail("`client_id` does not match the assertion"));
-        }
-        if id.trust_domain != app.settings.trust_domain {
-            return Err(fail("agent is in another trust domain"));
-        }
-        let agent = app
-            .directory
-            .agent(&id.agent)
-            .ok_or_else(|| fail("unknown agent"))?;
-        if !agent.is_active() {
-            return Err(fail("agent is revoked"));
-        }
-        let jwk: Jwk = agent
-            .enrolled_key
-            .clone()
-            .and_then(|k| serde_json::from_value(k).ok())
-            .ok_or_else(|| fail("agent has not enrolled a key"))?;
-        let key = VerifyingKey::from_jwk(&jwk).map_err(|e| fail(&e.to_string()))?;
-        parsed.verify(&key).map_err(|e| fail(&e.to_string()))?;
-        let endpoint = format!("{}/oauth/token", app.issuer);
-        let aud_ok = |a: &str| a == endpoint || a == app.issuer;
-        let aud_ok = match &claims.aud {
-            serde_json::Value::String(a) => aud_ok(a),
-            serde_json::Value::Array(v) => v.iter().any(|a| a.as_str().is_some_and(aud_ok)),
-            _ => false,
-        };
-        if !aud_ok {
-            return Err(fail("`aud` must be the token endpoint or the issuer"));
-        }
-        let t = now();
-        jwt::check_times(claims.exp, claims.nbf, t, 30).map_err(|e| fail(&e.to_string()))?;
-        // Saturating: an extreme `iat` must fail the check, not wrap past it.
-        if claims.exp.saturating_sub(claims.iat.unwrap_or(t).min(t)) > MAX_ASSERTION_LIFETIME {
-            return Err(fail(&format!(
-                "lifetime must be at most {MAX_ASSERTION_LIFETIME}s"
-            )));
-        }
-        if claims.jti.is_empty() || claims.jti.len() > 256 {
-            return Err(fail("`jti` is required (1 to 256 characters)"));
-        }
-        Ok((agent, claims.exp))
-    };
-    match check() {
-        Ok((agent, exp)) => {
-            issue_session(
-                app,
-                rid,
-                &agent,
-                METHOD,
-                Some((claims.jti.clone(), exp + 30)),
-            )
-            .await
-        }
-        Err(err) => Err(refuse_login(app, rid, METHOD, Some(&agent_name), err).await),
-    }
+    Err(refuse_login(app, rid, METHOD, refused.agent.as_deref(), refused.error).await)
 }
 
 /// A refused exchange: audited, then the RFC error.
@@ -487,10 +403,43 @@ async fn exchange(
             "actor_token is not supported yet (delegation comes with sub-tasks)",
         ));
     }
+    // A client credential, when presented, must verify and be the
+    // session's own agent; the session alone suffices without one.
+    let endpoint = format!("{}/oauth/token", app.issuer);
+    let client = client_auth::authenticate(app, form, headers, &endpoint)
+        .await
+        .map_err(|r| r.error)?;
     let t = now();
     let (session, agent) = app
         .verify_session(subject, t)
         .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
+    match &client {
+        Client::Anonymous => {
+            if form
+                .get("client_id")
+                .is_some_and(|id| id != agent.spiffe_id)
+            {
+                return Err(OAuthError::new(
+                    "invalid_client",
+                    "`client_id` does not name the subject token's agent",
+                ));
+            }
+        }
+        Client::Key(a) if a.agent.name == agent.name => app.assertion_seen(a)?,
+        Client::Bearer(Caller::Agent { agent: by }) if by.name == agent.name => {}
+        Client::Bearer(Caller::Admin(_)) => {
+            return Err(OAuthError::new(
+                "invalid_client",
+                "an admin token is not a client of the token exchange; the agent authenticates (private_key_jwt or its session)",
+            ));
+        }
+        Client::Key(_) | Client::Bearer(_) => {
+            return Err(OAuthError::new(
+                "invalid_client",
+                "the client that authenticated is not the subject token's agent",
+            ));
+        }
+    }
     let task_id = TaskId::parse(form.require("task_id")?)
         .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let requested_ttl = form
