@@ -226,16 +226,24 @@ pub async fn decide(
         agent = st.facts.agent(&st.broker, s.agent.as_str()).await?;
         task = st.facts.task(&st.broker, s.task.as_str()).await?;
     }
-    // The path the agent sent: on a host route, the rest is all of it.
-    let path = match authority.routes {
-        true => rest.to_owned(),
-        false => format!("/{tool_name}{rest}"),
+    // The URL the agent addressed matters only to a DPoP proof's `htu`:
+    // not built for a bearer token. On a host route the path is all `rest`.
+    let url = match presented.dpop {
+        false => Err("no proof"),
+        true => {
+            let path = match authority.routes {
+                true => rest.to_owned(),
+                false => format!("/{tool_name}{rest}"),
+            };
+            request_url(
+                st,
+                &Addressed {
+                    path: &path,
+                    authority,
+                },
+            )
+        }
     };
-    let at = Addressed {
-        path: &path,
-        authority,
-    };
-    let url = request_url(st, &at);
     let holder = Holder {
         revoked,
         agent: agent.as_ref(),
