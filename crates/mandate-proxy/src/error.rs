@@ -127,9 +127,15 @@ pub struct Deny {
     pub reasons: Vec<String>,
 }
 
+/// A decision's refusal, answered with the status its code carries.
 impl From<Refused> for Deny {
     fn from(r: Refused) -> Self {
-        Deny::of_refused(r)
+        Deny {
+            status: StatusCode::from_u16(r.refusal.status()).unwrap_or(StatusCode::FORBIDDEN),
+            code: Code::Refused(r.refusal),
+            message: r.message,
+            reasons: r.reasons,
+        }
     }
 }
 
@@ -170,17 +176,6 @@ impl Deny {
     /// The upstream is down or answered something we cannot pass on safely.
     pub fn upstream(code: Code, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_GATEWAY, code, message)
-    }
-
-    /// The status each decision code is answered with.
-    fn of_refused(r: Refused) -> Self {
-        let status = StatusCode::from_u16(r.refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
-        Deny {
-            status,
-            code: Code::Refused(r.refusal),
-            message: r.message,
-            reasons: r.reasons,
-        }
     }
 
     /// How the refusal reads in an audit record: the policy's reasons, or

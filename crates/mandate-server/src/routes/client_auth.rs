@@ -41,13 +41,13 @@ pub struct Assertion {
 
 /// Why client authentication failed: the error, and the agent the
 /// credential named when that much was readable (for the audit record).
-pub struct Refused {
+pub struct AuthFailure {
     pub agent: Option<String>,
     pub error: OAuthError,
 }
 
-fn invalid_client(agent: Option<String>, d: impl Into<String>) -> Refused {
-    Refused {
+fn invalid_client(agent: Option<String>, d: impl Into<String>) -> AuthFailure {
+    AuthFailure {
         agent,
         error: OAuthError::new("invalid_client", d),
     }
@@ -85,7 +85,7 @@ fn verify_assertion(
     app: &App,
     form: &OAuthForm,
     endpoint: &str,
-) -> Result<Option<Assertion>, Refused> {
+) -> Result<Option<Assertion>, AuthFailure> {
     let (kind, assertion) = match (
         form.get("client_assertion_type"),
         form.get("client_assertion"),
@@ -170,7 +170,7 @@ pub async fn authenticate(
     form: &OAuthForm,
     headers: &http::HeaderMap,
     endpoint: &str,
-) -> Result<Client, Refused> {
+) -> Result<Client, AuthFailure> {
     let assertion = verify_assertion(app, form, endpoint)?;
     let caller = match headers.get(http::header::AUTHORIZATION) {
         None => None,

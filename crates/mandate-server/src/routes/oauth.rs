@@ -229,7 +229,7 @@ async fn key_login(
             )
             .await;
         }
-        Ok(_) => client_auth::Refused {
+        Ok(_) => client_auth::AuthFailure {
             agent: None,
             error: OAuthError::new(
                 "invalid_client",
