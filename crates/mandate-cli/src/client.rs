@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, anyhow, bail};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 pub struct Client {
@@ -29,7 +30,8 @@ pub fn path_segment(s: &str) -> Result<String, String> {
 }
 
 impl Client {
-    pub fn new(addr: &str, token: Option<String>) -> Result<Self> {
+    /// `ca_file`: extra CA certificates (PEM) trusted for the server.
+    pub fn new(addr: &str, token: Option<String>, ca_file: Option<&Path>) -> Result<Self> {
         let base = addr.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             bail!("MANDATE_ADDR must start with http:// or https:// (got `{base}`)");
@@ -42,11 +44,25 @@ impl Client {
         {
             bail!("MANDATE_TOKEN (or --token) holds characters a token cannot have");
         }
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--ca-file {}: cannot read", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--ca-file {}: no PEM certificate in the file",
+                        path.display()
+                    )
+                })?;
+            for cert in certs {
+                http = http.add_root_certificate(cert);
+            }
+        }
         Ok(Client {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .context("building HTTP client")?,
+            http: http.build().context("building HTTP client")?,
             base,
             token,
         })

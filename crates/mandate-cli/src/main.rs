@@ -28,7 +28,7 @@ use std::path::PathBuf;
 short-lived, audience-bound tokens, authorised by Cedar policy on every request and recorded in a \
 hash-chained audit log.\n\nStart a throwaway broker with `mandate dev`, then paste the printed \
 export lines into another shell.",
-    after_help = "Environment: MANDATE_ADDR (server URL), MANDATE_TOKEN (admin token), MANDATE_SESSION (agent session)."
+    after_help = "Environment: MANDATE_ADDR (server URL), MANDATE_TOKEN (admin token), MANDATE_SESSION (agent session), MANDATE_CA_FILE (extra CA certificates, PEM)."
 )]
 pub struct Cli {
     /// Server URL.
@@ -42,6 +42,10 @@ pub struct Cli {
     /// Admin token (`mdt_…`).
     #[arg(long, global = true, env = "MANDATE_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of CA certificates to trust for the server's TLS
+    /// certificate (a private PKI), beside the system's roots.
+    #[arg(long, global = true, env = "MANDATE_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -187,7 +191,7 @@ fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime> {
 
 /// The process's exit code: 0, or `mandate run`'s command's.
 async fn run(cli: Cli) -> Result<u8> {
-    let client = || client::Client::new(&cli.addr, cli.token.clone());
+    let client = || client::Client::new(&cli.addr, cli.token.clone(), cli.ca_file.as_deref());
     match cli.command {
         Command::Run(a) => return run::under_task(&client()?, a).await,
         Command::Server { config } => serve::server(config).await,

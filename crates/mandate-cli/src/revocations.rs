@@ -118,7 +118,7 @@ mod tests {
         let (other, _) = s.read_grant(&session).await;
         let wake = Arc::new(Notify::new());
         let follower = tokio::spawn(follow(
-            Client::new(&s.base, None).unwrap(),
+            Client::new(&s.base, None, None).unwrap(),
             mine.clone(),
             "bot".into(),
             wake.clone(),

@@ -137,7 +137,7 @@ pub async fn dev(listen: &str, data_dir: Option<PathBuf>) -> Result<()> {
 
 /// Example data for dev mode, created through the API like any client would.
 async fn seed(base: &str, root: &str) -> Result<()> {
-    let c = crate::client::Client::new(base, Some(root.to_owned()))?;
+    let c = crate::client::Client::new(base, Some(root.to_owned()), None)?;
     c.post(
         "/v1/owners",
         &json!({"name": "platform", "description": "Platform team (example)"}),

@@ -438,6 +438,12 @@ async fn cli_errors_are_clear_and_exit_non_zero() {
         for (k, v, says) in [
             ("MANDATE_ADDR", "http://[::1", "not a valid URL"),
             ("MANDATE_TOKEN", "x\ny", "characters a token cannot have"),
+            (
+                "MANDATE_CA_FILE",
+                "/nonexistent/ca.pem",
+                "--ca-file /nonexistent/ca.pem: cannot read",
+            ),
+            ("MANDATE_CA_FILE", "Cargo.toml", "no PEM certificate"),
         ] {
             let o = mandate(&s, &["agent", "list"], &[(k, v)]);
             assert!(!o.status.success());

@@ -329,7 +329,7 @@ async fn client_assertion_replay_and_bad_claims_are_refused() {
             "expired",
             s.assertion(&k, json!({"exp": t - 60, "iat": t - 120})),
         ),
-        ("too long-lived", s.assertion(&k, json!({"exp": t + 3600}))),
+        ("too long-lived", s.assertion(&k, json!({"exp": t + 3601}))),
         // Extreme numbers must be refused, not overflow past the checks.
         (
             "iat i64::MIN",

@@ -44,7 +44,10 @@ pub fn database(name_hint: &str) -> Option<String> {
             panic!("PostgreSQL is required (MANDATE_REQUIRE_POSTGRES=1) but unavailable: {reason}")
         }
         Err(reason) => {
-            eprintln!(
+            // Straight to stderr: the test harness captures `eprintln!`.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: PostgreSQL unavailable, test passes without running \
                  (set MANDATE_REQUIRE_POSTGRES=1 to fail instead): {reason}"
             );

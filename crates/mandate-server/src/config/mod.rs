@@ -98,6 +98,11 @@ pub struct Config {
     pub signing_alg: String,
     /// Lifetime of identity sessions, seconds (≤ 3600).
     pub session_ttl_secs: u32,
+    /// Longest client assertion (`private_key_jwt`) accepted, `iat` to
+    /// `exp`, seconds (60–3600). An hour is what Okta and Google accept
+    /// and what client libraries sign by default (Authlib: 3600); each
+    /// `jti` is refused a second time for as long as the assertion lives.
+    pub client_assertion_max_lifetime_secs: u32,
     /// Task lifetime when the request names none, seconds.
     pub task_default_ttl_secs: u32,
     /// Longest task lifetime allowed, seconds.
@@ -183,6 +188,7 @@ impl Default for Config {
             trust_domain: "mandate.local".into(),
             signing_alg: "EdDSA".into(),
             session_ttl_secs: 900,
+            client_assertion_max_lifetime_secs: 3600,
             task_default_ttl_secs: 900,
             task_max_ttl_secs: 8 * 3600,
             max_body_bytes: 64 * 1024,
@@ -268,6 +274,10 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_SESSION_TTL_SECS") {
             self.session_ttl_secs = num("MANDATE_SESSION_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS") {
+            self.client_assertion_max_lifetime_secs =
+                num("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS", &v)?;
         }
         if let Some(v) = env("MANDATE_TASK_DEFAULT_TTL_SECS") {
             self.task_default_ttl_secs = num("MANDATE_TASK_DEFAULT_TTL_SECS", &v)?;
@@ -377,6 +387,12 @@ impl Config {
             return Err(invalid(
                 "token_failures_per_minute",
                 "must be at least 1 while token_failure_burst is set (0 turns throttling off)",
+            ));
+        }
+        if !(60..=3600).contains(&self.client_assertion_max_lifetime_secs) {
+            return Err(invalid(
+                "client_assertion_max_lifetime_secs",
+                "must be between 60 and 3600",
             ));
         }
         if !(60..=3600).contains(&self.session_ttl_secs) {
@@ -591,6 +607,29 @@ mod tests {
                 .to_string()
                 .starts_with("signing_alg")
         );
+    }
+
+    #[test]
+    fn client_assertion_lifetime_comes_from_env_and_is_bounded() {
+        assert_eq!(Config::default().client_assertion_max_lifetime_secs, 3600);
+        let c = Config::load(None, |k| {
+            (k == "MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS").then(|| "300".into())
+        })
+        .unwrap();
+        assert_eq!(c.client_assertion_max_lifetime_secs, 300);
+        for bad in [59, 3601] {
+            let err = Config {
+                client_assertion_max_lifetime_secs: bad,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("client_assertion_max_lifetime_secs"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

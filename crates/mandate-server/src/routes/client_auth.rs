@@ -15,8 +15,6 @@ use mandate_token::{Jwk, VerifyingKey, jwt};
 use std::sync::Arc;
 
 pub const CLIENT_ASSERTION_JWT: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// A client assertion may live at most this long (RFC 7523 asks for short).
-const MAX_ASSERTION_LIFETIME: i64 = 300;
 /// Clock skew allowed on an assertion's times, seconds.
 const ASSERTION_LEEWAY_SECS: i64 = 30;
 
@@ -148,9 +146,10 @@ fn verify_assertion(
     jwt::check_times(claims.exp, claims.nbf, t, ASSERTION_LEEWAY_SECS)
         .map_err(|e| fail(&e.to_string()))?;
     // Saturating: an extreme `iat` must fail the check, not wrap past it.
-    if claims.exp.saturating_sub(claims.iat.unwrap_or(t).min(t)) > MAX_ASSERTION_LIFETIME {
+    let max_lifetime = i64::from(app.settings.raw.client_assertion_max_lifetime_secs);
+    if claims.exp.saturating_sub(claims.iat.unwrap_or(t).min(t)) > max_lifetime {
         return Err(fail(&format!(
-            "lifetime must be at most {MAX_ASSERTION_LIFETIME}s"
+            "lifetime must be at most {max_lifetime}s (client_assertion_max_lifetime_secs)"
         )));
     }
     if claims.jti.is_empty() || claims.jti.len() > 256 {
