@@ -28,6 +28,8 @@ pub enum EventKind {
     TaskCreated,
     #[serde(rename = "task.denied")]
     TaskDenied,
+    #[serde(rename = "task.delegated")]
+    TaskDelegated,
     #[serde(rename = "task.completed")]
     TaskCompleted,
     #[serde(rename = "task.revoked")]
@@ -86,7 +88,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 34] = [
+    pub const ALL: [EventKind; 35] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -99,6 +101,7 @@ impl EventKind {
         EventKind::LoginFailed,
         EventKind::TaskCreated,
         EventKind::TaskDenied,
+        EventKind::TaskDelegated,
         EventKind::TaskCompleted,
         EventKind::TaskRevoked,
         EventKind::TaskExpired,
@@ -138,6 +141,7 @@ impl EventKind {
             LoginFailed => "login.failed",
             TaskCreated => "task.created",
             TaskDenied => "task.denied",
+            TaskDelegated => "task.delegated",
             TaskCompleted => "task.completed",
             TaskRevoked => "task.revoked",
             TaskExpired => "task.expired",

@@ -45,6 +45,8 @@ pub enum RuleViolation {
     },
     #[error("{field}: `{requested}` is outside the task's scope")]
     OutsideScope { field: String, requested: String },
+    #[error("{field}: {why}")]
+    Delegation { field: String, why: String },
     #[error("task is {state}, not active")]
     TaskNotActive { state: String },
     #[error("task cannot go from {from} to {to}")]

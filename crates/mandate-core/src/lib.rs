@@ -10,6 +10,7 @@ mod macros;
 
 mod admin;
 mod agent;
+mod delegation;
 mod delivery;
 mod error;
 mod grant;
@@ -23,6 +24,7 @@ mod tool;
 pub use admin::{AdminRight, AdminToken, Owner};
 
 pub use agent::{Agent, AgentState, NewAgent};
+pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};

@@ -1,6 +1,6 @@
 //! The task (mandate) and its state machine.
 
-use crate::{AgentName, Environment, RuleViolation, Scope, TaskId, UnixTime};
+use crate::{AgentName, Delegation, Environment, RuleViolation, Scope, TaskId, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -99,6 +99,9 @@ pub struct Task {
     pub created_at: UnixTime,
     pub deadline: UnixTime,
     pub ended_at: Option<UnixTime>,
+    /// Set on a task another task delegated: its parent, root and chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delegation: Option<Delegation>,
 }
 
 impl Task {
@@ -183,6 +186,7 @@ mod tests {
             created_at: 0,
             deadline,
             ended_at: None,
+            delegation: None,
         }
     }
 

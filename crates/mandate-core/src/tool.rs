@@ -46,6 +46,9 @@ pub struct Tool {
     pub routes: Vec<RouteRule>,
     #[serde(default)]
     pub delivery: Delivery,
+    /// Tasks holding this tool cannot hand it to a sub-agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_delegation: bool,
 }
 
 impl Tool {
@@ -107,6 +110,8 @@ pub struct NewTool {
     pub routes: Vec<RouteRule>,
     #[serde(default)]
     pub delivery: Delivery,
+    #[serde(default)]
+    pub no_delegation: bool,
 }
 
 impl NewTool {
@@ -161,6 +166,7 @@ impl NewTool {
             upstream: self.upstream,
             routes: self.routes,
             delivery: self.delivery,
+            no_delegation: self.no_delegation,
         })
     }
 }

@@ -37,6 +37,8 @@ fn task() -> TaskFacts<'static> {
         environment: Environment::Staging,
         approved: false,
         delegation_depth: 0,
+        delegation_chain: &[],
+        root_intent: "triage",
     }
 }
 

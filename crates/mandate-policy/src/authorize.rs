@@ -29,28 +29,54 @@ use std::sync::Arc;
 /// dead at its `exp` everywhere.
 pub const NBF_LEEWAY_SECS: i64 = 10;
 
-/// Who a token speaks for: its agent (`sub`) and task (`txn`).
+/// Who a token speaks for: its holder's agent and task (`txn`), and for a
+/// delegated task every agent and task it was handed down through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
+    /// The holder: `sub`, or the outermost `act` of a delegated token.
     pub agent: AgentName,
     pub task: TaskId,
+    /// The root (`sub`, `root_txn`) and each earlier actor; empty for a
+    /// task nobody delegated. Revoking any of them revokes the token.
+    pub chain: Vec<(AgentName, TaskId)>,
 }
 
 impl Subject {
     /// Read from the claims; callers use it to know what to look up.
     pub fn of(token: &VerifiedAccess) -> Result<Subject, Refused> {
-        let sub = SpiffeId::parse("sub", &token.claims.sub).map_err(|_| {
-            Refused::new(
-                Refusal::InvalidToken,
-                "token `sub` is not an agent SPIFFE ID",
-            )
-        })?;
-        let task = TaskId::parse(&token.claims.txn)
-            .map_err(|_| Refused::new(Refusal::InvalidToken, "token `txn` is not a task id"))?;
+        let c = &token.claims;
+        let agent = |s: &str| {
+            SpiffeId::parse("sub", s).map(|id| id.agent).map_err(|_| {
+                Refused::new(
+                    Refusal::InvalidToken,
+                    "token `sub` or `act.sub` is not an agent SPIFFE ID",
+                )
+            })
+        };
+        let task = |t: &str| {
+            TaskId::parse(t).map_err(|_| {
+                Refused::new(
+                    Refusal::InvalidToken,
+                    "token `txn`, `act.txn` or `root_txn` is not a task id",
+                )
+            })
+        };
+        let chain = c
+            .ancestors()
+            .into_iter()
+            .map(|(a, t)| Ok((agent(a)?, task(t)?)))
+            .collect::<Result<_, Refused>>()?;
         Ok(Subject {
-            agent: sub.agent,
-            task,
+            agent: agent(c.holder())?,
+            task: task(&c.txn)?,
+            chain,
         })
+    }
+
+    /// Every agent and task the token depends on: its holder's, then the
+    /// chain's.
+    pub fn parties(&self) -> impl Iterator<Item = (&AgentName, &TaskId)> {
+        std::iter::once((&self.agent, &self.task)).chain(self.chain.iter().map(|(a, t)| (a, t)))
     }
 }
 

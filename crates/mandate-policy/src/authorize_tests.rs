@@ -59,6 +59,8 @@ fn claims() -> AccessClaims {
             sensitivity: None,
         }],
         cnf: None,
+        act: None,
+        root_txn: None,
     }
 }
 

@@ -49,6 +49,13 @@ fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
             "delegation_depth".into(),
             RestrictedExpression::new_long(t.delegation_depth),
         ),
+        (
+            "delegation_chain".into(),
+            RestrictedExpression::new_set(
+                t.delegation_chain.iter().map(|l| string(l.agent.as_str())),
+            ),
+        ),
+        ("root_intent".into(), string(t.root_intent)),
     ])
     .map_err(|e| format!("task record: {e}"))
 }

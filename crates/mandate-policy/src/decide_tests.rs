@@ -28,6 +28,8 @@ fn task(state: TaskState, environment: Environment, approved: bool) -> TaskFacts
         environment,
         approved,
         delegation_depth: 0,
+        delegation_chain: &[],
+        root_intent: "triage",
     }
 }
 
@@ -42,6 +44,7 @@ struct Case {
     in_scope: bool,
     req_env: Option<Environment>,
     data: Option<Sensitivity>,
+    delegation_depth: i64,
 }
 
 impl Default for Case {
@@ -56,6 +59,7 @@ impl Default for Case {
             in_scope: true,
             req_env: None,
             data: None,
+            delegation_depth: 0,
         }
     }
 }
@@ -65,7 +69,10 @@ fn invoke_with(set: &PolicySet, c: Case) -> Decision {
     set.decide_invoke(&InvokeRequest {
         agent: agent(c.agent_env),
         tool: tool(Staging, c.tool_sens),
-        task: task(c.state, c.task_env, c.approved),
+        task: TaskFacts {
+            delegation_depth: c.delegation_depth,
+            ..task(c.state, c.task_env, c.approved)
+        },
         action: c.action,
         resource: "repo:acme/widgets",
         grant_actions: &grant,
@@ -129,6 +136,65 @@ fn cached_entities_follow_attribute_changes() {
     assert!(!restricted.allowed, "{restricted:?}");
     assert!(invoke_with(&set, Case::default()).allowed);
     assert_eq!(set.0.parties.0.read().unwrap().len(), 3);
+}
+
+#[test]
+fn a_delegated_task_never_reaches_a_restricted_tool() {
+    let approved_restricted = |depth| Case {
+        tool_sens: Restricted,
+        approved: true,
+        delegation_depth: depth,
+        ..Case::default()
+    };
+    assert!(invoke(approved_restricted(0)).allowed);
+    denied_only_by(&invoke(approved_restricted(1)), "deny-delegated-restricted");
+    assert!(
+        invoke(Case {
+            delegation_depth: 2,
+            ..Case::default()
+        })
+        .allowed,
+        "an internal tool stays usable down the chain"
+    );
+}
+
+#[test]
+fn policy_sees_the_chain_and_the_root_intent() {
+    let set = custom(
+        r#"
+        permit (principal, action == Mandate::Action::"invoke", resource)
+        when { context.task.delegation_chain.contains("lead") && context.task.root_intent == "release 1.2" };
+        "#,
+    );
+    let link = |agent: &str| mandate_core::Link {
+        agent: mandate_core::AgentName::parse(agent).unwrap(),
+        task: mandate_core::TaskId::parse("task_0123456789abcdef0123456789abcdef").unwrap(),
+    };
+    let grant = vec!["issues:read".to_owned()];
+    let decide = |chain: &[mandate_core::Link], root_intent: &str| {
+        set.decide_invoke(&InvokeRequest {
+            agent: agent(Staging),
+            tool: tool(Staging, Internal),
+            task: TaskFacts {
+                delegation_depth: chain.len() as i64,
+                delegation_chain: chain,
+                root_intent,
+                ..task(TaskState::Active, Staging, false)
+            },
+            action: "issues:read",
+            resource: "repo:acme/widgets",
+            grant_actions: &grant,
+            resource_in_scope: true,
+            request_environment: None,
+            data_sensitivity: None,
+            anomaly_score: 0,
+            now: 1_700_000_000,
+        })
+        .allowed
+    };
+    assert!(decide(&[link("lead")], "release 1.2"));
+    assert!(!decide(&[link("other")], "release 1.2"));
+    assert!(!decide(&[link("lead")], "something else"));
 }
 
 #[test]

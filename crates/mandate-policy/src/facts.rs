@@ -1,7 +1,7 @@
 //! What a caller tells the policy engine, and what it answers. Facts are
 //! borrowed: the caller already holds the agent, tool and task rows.
 
-use mandate_core::{Agent, Environment, Sensitivity, Task, TaskState, Tool};
+use mandate_core::{Agent, Environment, Link, Sensitivity, Task, TaskState, Tool};
 
 /// The principal: `Mandate::Agent::"<name>"`.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,10 @@ pub struct TaskFacts<'a> {
     pub environment: Environment,
     pub approved: bool,
     pub delegation_depth: i64,
+    /// The agents that delegated down to this task, the root's first.
+    pub delegation_chain: &'a [Link],
+    /// The root task's intent (this task's own for a root).
+    pub root_intent: &'a str,
 }
 
 impl<'a> AgentFacts<'a> {
@@ -51,16 +55,19 @@ impl<'a> ToolFacts<'a> {
 }
 
 impl<'a> TaskFacts<'a> {
-    /// The task as policy sees it at `now`. Approvals and delegation are
-    /// not built yet: `approved` is false and the depth 0.
+    /// The task as policy sees it at `now`. Approvals are not built yet:
+    /// `approved` is false.
     pub fn of(task: &'a Task, now: i64) -> Self {
+        let d = task.delegation.as_ref();
         TaskFacts {
             id: task.id.as_str(),
             state: task.state_at(now),
             intent: &task.intent,
             environment: task.environment,
             approved: false,
-            delegation_depth: 0,
+            delegation_depth: d.map_or(0, |d| i64::from(d.depth())),
+            delegation_chain: d.map_or(&[], |d| d.chain.as_slice()),
+            root_intent: d.map_or(&task.intent, |d| &d.root_intent),
         }
     }
 }

@@ -21,7 +21,7 @@ fn custom(policies: &str) -> PolicySet {
 
 #[test]
 fn default_policies_validate_against_default_schema() {
-    assert_eq!(PolicySet::defaults().policy_count(), 10);
+    assert_eq!(PolicySet::defaults().policy_count(), 11);
 }
 
 #[test]
@@ -160,6 +160,7 @@ fn default_policy_ids_are_the_documented_set() {
             "deny-inactive-task",
             "deny-out-of-scope",
             "deny-restricted-without-approval",
+            "deny-delegated-restricted",
             "deny-data-above-tool-sensitivity",
             "restricted-needs-approval",
             "allow-reveal-for-reveal-tools",
@@ -182,7 +183,7 @@ fn slice_ids(set: &PolicySet, action: MandateAction, tool: &str) -> Vec<String> 
 #[test]
 fn slices_hold_only_policies_for_their_action() {
     let set = PolicySet::defaults();
-    assert_eq!(slice_ids(&set, MandateAction::Invoke, "github").len(), 6);
+    assert_eq!(slice_ids(&set, MandateAction::Invoke, "github").len(), 7);
     assert_eq!(
         slice_ids(&set, MandateAction::StartTask, "github"),
         vec!["allow-task-start", "deny-cross-environment"]

@@ -214,12 +214,9 @@ pub async fn decide(
     let tool = snap.tools.get(tool_name).cloned();
     known.tool = tool.as_ref().map(|t| t.name.to_string());
 
-    let revoked = st.revocations.check(
-        &claims.jti,
-        subject.as_ref().map_or("", |s| s.task.as_str()),
-        subject.as_ref().map_or("", |s| s.agent.as_str()),
-        &verified.kid,
-    );
+    let revoked = st
+        .revocations
+        .check(&claims.jti, &verified.kid, subject.as_ref());
     // Nothing to look up at the broker for a token already dead by its claims.
     let (mut agent, mut task) = (None, None);
     if let Ok(s) = check_claims(&verified, revoked, now) {

@@ -6,6 +6,7 @@
 
 use crate::broker::Broker;
 use futures::StreamExt;
+use mandate_policy::Subject;
 use mandate_wire::{REVOCATION_EVENT, Revocation, RevocationKind};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -72,21 +73,27 @@ impl Revocations {
         self.seq.load(Ordering::Acquire)
     }
 
-    /// Which of the token, its task, its agent or its signing key is
-    /// revoked, if any.
-    pub fn check(&self, jti: &str, task: &str, agent: &str, kid: &str) -> Option<RevocationKind> {
+    /// Which of the token, its signing key, or any task or agent it
+    /// depends on (its holder's, and a delegated token's whole chain, so
+    /// one entry for a task revokes its subtree) is revoked, if any.
+    pub fn check(&self, jti: &str, kid: &str, subject: Option<&Subject>) -> Option<RevocationKind> {
         let e = self.entries.read().unwrap_or_else(|p| p.into_inner());
         if e.keys.contains_key(kid) {
-            Some(RevocationKind::Key)
-        } else if e.tokens.contains_key(jti) {
-            Some(RevocationKind::Token)
-        } else if e.tasks.contains_key(task) {
-            Some(RevocationKind::Task)
-        } else if e.agents.contains_key(agent) {
-            Some(RevocationKind::Agent)
-        } else {
-            None
+            return Some(RevocationKind::Key);
         }
+        if e.tokens.contains_key(jti) {
+            return Some(RevocationKind::Token);
+        }
+        let parties = subject.into_iter().flat_map(Subject::parties);
+        for (agent, task) in parties {
+            if e.tasks.contains_key(task.as_str()) {
+                return Some(RevocationKind::Task);
+            }
+            if e.agents.contains_key(agent.as_str()) {
+                return Some(RevocationKind::Agent);
+            }
+        }
+        None
     }
 
     /// Drop entries that can no longer matter: what they revoke has expired.
@@ -306,27 +313,68 @@ mod tests {
         }
     }
 
+    const T1: &str = "task_11111111111111111111111111111111";
+    const T2: &str = "task_22222222222222222222222222222222";
+    const T3: &str = "task_33333333333333333333333333333333";
+
+    /// `agent`'s token on `task`, delegated through `chain`.
+    fn subject(agent: &str, task: &str, chain: &[(&str, &str)]) -> Subject {
+        let a = |n: &str| mandate_core::AgentName::parse(n).unwrap();
+        let t = |n: &str| mandate_core::TaskId::parse(n).unwrap();
+        Subject {
+            agent: a(agent),
+            task: t(task),
+            chain: chain.iter().map(|(x, y)| (a(x), t(y))).collect(),
+        }
+    }
+
     #[test]
     fn each_kind_revokes_and_entries_expire_after_the_leeway() {
         let s = Revocations::default();
         s.apply(&rev(1, RevocationKind::Token, "j1", 100));
-        s.apply(&rev(3, RevocationKind::Task, "tsk_1", 200));
+        s.apply(&rev(3, RevocationKind::Task, T1, 200));
         s.apply(&rev(2, RevocationKind::Agent, "bot", 300));
         s.apply(&rev(4, RevocationKind::Key, "k1", 400));
         assert_eq!(s.since(), 4);
-        assert_eq!(s.check("j1", "x", "y", "k0"), Some(RevocationKind::Token));
+        let other = subject("y", T3, &[]);
+        let check = |jti, kid, sub: &Subject| s.check(jti, kid, Some(sub));
+        assert_eq!(check("j1", "k0", &other), Some(RevocationKind::Token));
         assert_eq!(
-            s.check("j2", "tsk_1", "y", "k0"),
+            check("j2", "k0", &subject("y", T1, &[])),
             Some(RevocationKind::Task)
         );
-        assert_eq!(s.check("j2", "x", "bot", "k0"), Some(RevocationKind::Agent));
-        assert_eq!(s.check("j2", "x", "y", "k1"), Some(RevocationKind::Key));
-        assert_eq!(s.check("j2", "x", "y", "k0"), None);
+        assert_eq!(
+            check("j2", "k0", &subject("bot", T3, &[])),
+            Some(RevocationKind::Agent)
+        );
+        assert_eq!(check("j2", "k1", &other), Some(RevocationKind::Key));
+        assert_eq!(check("j2", "k0", &other), None);
+        assert_eq!(s.check("j2", "k0", None), None);
         s.sweep(100);
-        assert_eq!(s.check("j1", "x", "y", "k0"), Some(RevocationKind::Token));
+        assert_eq!(check("j1", "k0", &other), Some(RevocationKind::Token));
         s.sweep(100 + KEEP_PAST_EXPIRY_SECS);
-        assert_eq!(s.check("j1", "x", "y", "k0"), None);
+        assert_eq!(check("j1", "k0", &other), None);
         assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn one_entry_for_a_task_or_agent_revokes_every_token_delegated_below_it() {
+        let s = Revocations::default();
+        s.apply(&rev(1, RevocationKind::Task, T1, 200));
+        s.apply(&rev(2, RevocationKind::Agent, "lead", 200));
+        // C's token on T3, delegated A (T1) -> B (T2) -> C.
+        let below_task = subject("c", T3, &[("a", T1), ("b", T2)]);
+        assert_eq!(
+            s.check("j", "k", Some(&below_task)),
+            Some(RevocationKind::Task)
+        );
+        let below_agent = subject("c", T3, &[("x", T2), ("lead", T2)]);
+        assert_eq!(
+            s.check("j", "k", Some(&below_agent)),
+            Some(RevocationKind::Agent)
+        );
+        let beside = subject("c", T3, &[("x", T2)]);
+        assert_eq!(s.check("j", "k", Some(&beside)), None);
     }
 
     #[test]

@@ -284,6 +284,8 @@ mod tests {
             scope: "read".into(),
             authorization_details: vec![],
             cnf: None,
+            act: None,
+            root_txn: None,
         }
     }
 

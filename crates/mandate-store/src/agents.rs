@@ -5,7 +5,9 @@
 use crate::sql::{self, Sql, Write, args};
 use crate::{AgentRevoked, StoreError, feed, owners, rules, tasks};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{Agent, AgentName, AgentState, Binding, RevocationKind, TaskState, UnixTime};
+use mandate_core::{
+    Agent, AgentName, AgentState, Binding, RevocationKind, Task, TaskState, UnixTime,
+};
 
 pub(crate) fn create(w: &mut dyn Write, agent: &Agent, ev: NewEvent) -> Result<(), StoreError> {
     owners::require(w, &agent.owner)?;
@@ -73,15 +75,15 @@ pub(crate) fn revoke(
     let live = tasks::live_of(w, name)?;
     let mut revoked = Vec::with_capacity(live.len());
     for mut task in live {
+        // Its own task may already have gone with a parent it also held.
+        if revoked.iter().any(|t: &Task| t.id == task.id) {
+            continue;
+        }
         let cascade = rules::cascade_event(&ev, EventKind::TaskRevoked, &task);
-        revocations.extend(tasks::transition(
-            w,
-            &mut task,
-            TaskState::Revoked,
-            now,
-            cascade,
-        )?);
-        revoked.push(task);
+        let moved = tasks::transition(w, &mut task, TaskState::Revoked, now, cascade)?;
+        revocations.extend(moved.revocations);
+        revoked.push(moved.task);
+        revoked.extend(moved.subtree);
     }
     w.audit(ev)?;
     Ok(AgentRevoked {

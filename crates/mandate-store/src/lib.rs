@@ -90,6 +90,15 @@ pub struct Invocation {
     pub event: NewEvent,
 }
 
+/// A task after a state change, and the live tasks delegated below it that
+/// the change revoked (oldest first), with the feed entries written.
+#[derive(Debug, Clone)]
+pub struct TaskMoved {
+    pub task: Task,
+    pub subtree: Vec<Task>,
+    pub revocations: Vec<Revocation>,
+}
+
 /// What revoking an agent took down with it.
 #[derive(Debug, Clone)]
 pub struct AgentRevoked {
@@ -108,9 +117,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_agent(&self, name: &AgentName) -> Result<Option<Agent>, StoreError>;
     async fn list_agents(&self) -> Result<Vec<Agent>, StoreError>;
     /// Revoke the agent and every task of it that is not yet terminal,
-    /// oldest first (`created_at`, then id); one feed entry for the agent
-    /// (expiring at `feed_expires_at`), then one per task in that order.
-    /// The audit chain gets one `task.revoked` per task, then `ev`.
+    /// oldest first (`created_at`, then id), each with its delegated
+    /// subtree; one feed entry for the agent (expiring at
+    /// `feed_expires_at`), then one per task in that order. The audit chain
+    /// gets one `task.revoked` per task, then `ev`. `tasks` holds every
+    /// task changed, subtrees included.
     async fn revoke_agent(
         &self,
         name: &AgentName,
@@ -155,20 +166,33 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;
+    /// Create a delegated task (its `delegation` names the parent), refused
+    /// with [`RuleViolation::TaskNotActive`](mandate_core::RuleViolation)
+    /// unless the parent is active at `now` as this write reads it.
+    async fn delegate_task(
+        &self,
+        task: Task,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    /// Every task delegated below `id`, at any depth, oldest first.
+    async fn task_subtree(&self, id: &TaskId) -> Result<Vec<Task>, StoreError>;
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError>;
     /// Newest first (`created_at`, then id); 100 by default, at most 1000.
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Vec<Task>, StoreError>;
-    /// Apply a state-machine edge. Completion and revocation add a feed
-    /// entry for the task, expiring at its deadline.
+    /// Apply a state-machine edge in one transaction. Completion and
+    /// revocation add a feed entry for the task, expiring at its deadline;
+    /// ending or suspending it revokes its live delegated subtree.
     async fn transition_task(
         &self,
         id: &TaskId,
         to: TaskState,
         now: UnixTime,
         ev: NewEvent,
-    ) -> Result<(Task, Option<Revocation>), StoreError>;
+    ) -> Result<TaskMoved, StoreError>;
     /// Move every live task whose deadline is at or before `now` to
-    /// `expired`, oldest first, each with a `task.expired` event.
+    /// `expired`, oldest first, each with a `task.expired` event; returns
+    /// every task changed (subtrees revoked with them included).
     async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError>;
 
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;

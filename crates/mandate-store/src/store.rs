@@ -4,8 +4,8 @@
 
 use crate::backend::Backend;
 use crate::{
-    AgentRevoked, Invocation, SealedValue, Store, StoreError, TaskFilter, admin_tokens, agents,
-    events, feed, grants, ingest, owners, secrets, tasks, tools,
+    AgentRevoked, Invocation, SealedValue, Store, StoreError, TaskFilter, TaskMoved, admin_tokens,
+    agents, events, feed, grants, ingest, owners, secrets, tasks, tools,
 };
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
@@ -121,6 +121,21 @@ impl<B: Backend> Store for B {
         self.write(move |w| tasks::create(w, &task, ev)).await
     }
 
+    async fn delegate_task(
+        &self,
+        task: Task,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| tasks::delegate(w, &task, now, ev))
+            .await
+    }
+
+    async fn task_subtree(&self, id: &TaskId) -> Result<Vec<Task>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| tasks::subtree(db, &id)).await
+    }
+
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StoreError> {
         let id = id.to_string();
         self.read(move |db| tasks::get(db, &id)).await
@@ -136,7 +151,7 @@ impl<B: Backend> Store for B {
         to: TaskState,
         now: UnixTime,
         ev: NewEvent,
-    ) -> Result<(Task, Option<Revocation>), StoreError> {
+    ) -> Result<TaskMoved, StoreError> {
         let id = id.to_string();
         self.write(move |w| tasks::transition_by_id(w, &id, to, now, ev))
             .await

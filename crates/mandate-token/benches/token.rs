@@ -25,6 +25,8 @@ fn claims() -> AccessClaims {
             sensitivity: Some("internal".into()),
         }],
         cnf: None,
+        act: None,
+        root_txn: None,
     }
 }
 

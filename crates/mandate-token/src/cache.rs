@@ -238,6 +238,8 @@ mod tests {
             scope: String::new(),
             authorization_details: vec![],
             cnf: None,
+            act: None,
+            root_txn: None,
         };
         let session = SessionClaims {
             iss: "i".into(),

@@ -40,11 +40,50 @@ impl AuthorizationDetail {
     }
 }
 
+/// RFC 8693 §4.1 `act`: the party acting, with its task; a nested `act`
+/// is who acted before it (who delegated to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting agent's SPIFFE ID.
+    pub sub: String,
+    /// The task it acts under.
+    pub txn: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
+}
+
+impl Actor {
+    /// The `act` claim for `holder` (SPIFFE ID) acting under `task`, with
+    /// the earlier actors of `ancestors` (SPIFFE ID and task, the root
+    /// first) nested most recent first. The root itself is the token's
+    /// `sub`, not an actor. `None` for a task nobody delegated.
+    pub fn chain(holder: &str, task: &str, ancestors: &[(String, String)]) -> Option<Actor> {
+        if ancestors.is_empty() {
+            return None;
+        }
+        let earlier = ancestors[1..].iter().fold(None, |inner, (sub, txn)| {
+            Some(Box::new(Actor {
+                sub: sub.clone(),
+                txn: txn.clone(),
+                act: inner,
+            }))
+        });
+        Some(Actor {
+            sub: holder.to_owned(),
+            txn: task.to_owned(),
+            act: earlier,
+        })
+    }
+}
+
 /// RFC 9068 access token claims, plus `txn` (the task) and the granted scope.
+/// A delegated task's token is RFC 8693 delegation: `sub` is the root
+/// task's agent, on whose behalf the whole chain acts, and `act` names the
+/// current actor (the holder) outermost, with every earlier one nested.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
-    /// The agent's SPIFFE ID.
+    /// The agent's SPIFFE ID; for a delegated task, the root task's agent.
     pub sub: String,
     /// The tool's audience URI (exactly one).
     pub aud: String,
@@ -62,6 +101,12 @@ pub struct AccessClaims {
     /// token is only good with a DPoP proof signed by this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Confirmation>,
+    /// Delegated tasks only: who acts, outermost first (see above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// Delegated tasks only: the root task of the tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_txn: Option<String>,
 }
 
 /// An access token whose signature, `typ` and issuer checked out, and the
@@ -96,6 +141,28 @@ pub struct SessionClaims {
 }
 
 impl AccessClaims {
+    /// The agent holding the token (the one whose task `txn` is): the
+    /// outermost actor of a delegated token, else `sub`.
+    pub fn holder(&self) -> &str {
+        self.act.as_ref().map_or(&self.sub, |a| &a.sub)
+    }
+
+    /// Every (agent, task) the token stands on besides its holder's own:
+    /// the root (`sub`, `root_txn`), then each earlier actor, most recent
+    /// first. Empty for a task nobody delegated.
+    pub fn ancestors(&self) -> Vec<(&str, &str)> {
+        let Some(act) = &self.act else {
+            return Vec::new();
+        };
+        let mut out = vec![(self.sub.as_str(), self.root_txn.as_deref().unwrap_or(""))];
+        let mut next = act.act.as_deref();
+        while let Some(a) = next {
+            out.push((a.sub.as_str(), a.txn.as_str()));
+            next = a.act.as_deref();
+        }
+        out
+    }
+
     /// The `authorization_details` entry for `tool`, if the grant has one.
     pub fn detail_for(&self, tool: &str) -> Option<&AuthorizationDetail> {
         self.authorization_details.iter().find(|d| d.tool == tool)
@@ -105,6 +172,58 @@ impl AccessClaims {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn claims_for_test() -> AccessClaims {
+        AccessClaims {
+            iss: "https://mandate.example".into(),
+            sub: "spiffe://example.org/agent/bot".into(),
+            aud: "https://api.github.com".into(),
+            exp: 2,
+            iat: 1,
+            nbf: 1,
+            jti: "j".into(),
+            client_id: "bot".into(),
+            txn: "t".into(),
+            scope: "issues:read tickets:write".into(),
+            authorization_details: vec![],
+            cnf: None,
+            act: None,
+            root_txn: None,
+        }
+    }
+
+    #[test]
+    fn a_delegated_chain_nests_the_current_actor_outermost() {
+        let ancestors = [
+            ("spiffe://t/agent/a".to_owned(), "task_a".to_owned()),
+            ("spiffe://t/agent/b".to_owned(), "task_b".to_owned()),
+            ("spiffe://t/agent/c".to_owned(), "task_c".to_owned()),
+        ];
+        let act = Actor::chain("spiffe://t/agent/d", "task_d", &ancestors).unwrap();
+        assert_eq!(
+            serde_json::to_value(&act).unwrap(),
+            serde_json::json!({"sub": "spiffe://t/agent/d", "txn": "task_d",
+                "act": {"sub": "spiffe://t/agent/c", "txn": "task_c",
+                    "act": {"sub": "spiffe://t/agent/b", "txn": "task_b"}}})
+        );
+        assert!(Actor::chain("spiffe://t/agent/d", "task_d", &[]).is_none());
+        let mut c = claims_for_test();
+        c.sub = ancestors[0].0.clone();
+        c.root_txn = Some("task_a".into());
+        c.act = Some(act);
+        assert_eq!(c.holder(), "spiffe://t/agent/d");
+        assert_eq!(
+            c.ancestors(),
+            [
+                ("spiffe://t/agent/a", "task_a"),
+                ("spiffe://t/agent/c", "task_c"),
+                ("spiffe://t/agent/b", "task_b")
+            ]
+        );
+        let plain = claims_for_test();
+        assert_eq!(plain.holder(), plain.sub);
+        assert!(plain.ancestors().is_empty());
+    }
 
     fn detail(resources: &[&str]) -> AuthorizationDetail {
         AuthorizationDetail {
@@ -125,18 +244,8 @@ mod tests {
         jira.tool = "jira".into();
         jira.actions = vec!["tickets:write".into()];
         let claims = AccessClaims {
-            iss: "https://mandate.example".into(),
-            sub: "spiffe://example.org/agent/bot".into(),
-            aud: "https://api.github.com".into(),
-            exp: 2,
-            iat: 1,
-            nbf: 1,
-            jti: "j".into(),
-            client_id: "bot".into(),
-            txn: "t".into(),
-            scope: "issues:read tickets:write".into(),
             authorization_details: vec![detail(&[]), jira.clone()],
-            cnf: None,
+            ..claims_for_test()
         };
         assert_eq!(claims.detail_for("jira"), Some(&jira));
         assert_eq!(claims.detail_for("github"), Some(&detail(&[])));

@@ -7,6 +7,7 @@ mod authorize;
 mod caller;
 mod client_auth;
 mod feed;
+mod grant;
 mod meta;
 mod oauth;
 mod proxy;

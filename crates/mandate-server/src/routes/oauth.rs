@@ -4,26 +4,24 @@
 
 use super::caller::Caller;
 use super::client_auth::{self, Client};
+use super::grant::{self, TT_ACCESS, no_store};
 use crate::app::{App, AppState, now};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
 use crate::throttle::Verdict;
-use crate::tokens::new_jti;
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{
-    Action, Agent, Grant, ResourcePattern, RuleViolation, TaskId, ToolName, cap_grant_ttl,
+    Action, Agent, ResourcePattern, RuleViolation, TaskId, ToolName, cap_grant_ttl,
 };
-use mandate_token::claims::{AccessClaims, AuthorizationDetail, Confirmation, DETAIL_TYPE};
-use mandate_token::{dpop, jwt};
+use mandate_token::claims::{AuthorizationDetail, Confirmation, DETAIL_TYPE};
+use mandate_token::dpop;
 use serde_json::json;
 
 pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const GT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 const TT_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// The failure throttle in front of the token endpoint (see `throttle`):
@@ -78,15 +76,6 @@ pub async fn throttled(
         throttle.failed(ip, at);
     }
     resp
-}
-
-fn no_store(body: serde_json::Value) -> Response {
-    let mut r = Json(body).into_response();
-    r.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    r
 }
 
 pub async fn token(
@@ -481,64 +470,14 @@ async fn exchange(
         Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
     };
 
-    let jti = new_jti();
-    let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
-    let claims = AccessClaims {
-        iss: app.issuer.clone(),
-        sub: agent.spiffe_id.clone(),
-        aud: tool.audience.clone(),
-        exp: t + ttl as i64,
-        iat: t,
-        nbf: t,
-        jti: jti.to_string(),
-        client_id: agent.spiffe_id.clone(),
-        txn: task.id.to_string(),
-        scope: actions.join(" "),
-        authorization_details: vec![AuthorizationDetail {
-            type_: DETAIL_TYPE.into(),
-            tool: tool.name.to_string(),
-            actions,
-            resources: item
-                .resources
-                .iter()
-                .map(|r| r.as_str().to_owned())
-                .collect(),
-            environment: Some(tool.environment.to_string()),
-            sensitivity: Some(tool.sensitivity.to_string()),
-        }],
+    let minted = grant::Minted {
+        agent: &agent,
+        task: &task,
+        tool: &tool,
+        item,
+        ttl,
         cnf,
+        session: &session.jti,
     };
-    let token =
-        jwt::encode(&app.keys.current(), jwt::TYP_ACCESS, &claims).map_err(OAuthError::server)?;
-    let grant = Grant {
-        jti: jti.clone(),
-        task: task.id.clone(),
-        agent: agent.name.clone(),
-        scope: item,
-        audience: tool.audience.clone(),
-        issued_at: t,
-        expires_at: claims.exp,
-    };
-    let ev = NewEvent::new(EventKind::GrantMinted, format!("agent:{}", agent.name))
-        .agent(&agent.name)
-        .task(&task.id)
-        .tool(&tool.name)
-        .jti(&jti)
-        .request_id(Some(rid.to_owned()))
-        .decision("allow")
-        .detail(
-            json!({"scope": claims.scope, "exp": claims.exp, "session": session.jti,
-            "dpop_jkt": claims.cnf.as_ref().map(|c| &c.jkt)}),
-        );
-    // Durable before the token leaves: the grant and its event commit first.
-    app.store.insert_grant(grant, ev).await?;
-    app.metrics.grant(true);
-    Ok(no_store(json!({
-        "access_token": token,
-        "issued_token_type": TT_ACCESS,
-        "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
-        "expires_in": ttl,
-        "scope": claims.scope,
-        "authorization_details": claims.authorization_details,
-    })))
+    grant::mint(app, rid, minted, t).await
 }

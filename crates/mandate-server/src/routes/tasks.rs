@@ -162,6 +162,7 @@ pub async fn create(
         created_at: t,
         deadline: t + ttl as i64,
         ended_at: None,
+        delegation: None,
     };
     let ev = NewEvent::new(EventKind::TaskCreated, caller.actor())
         .agent(&agent.name)
@@ -304,10 +305,18 @@ async fn end(
         .agent(&task.agent)
         .task(&task.id)
         .request_id(Some(rid.0));
-    let (task, rev) = app.store.transition_task(&task.id, to, now(), ev).await?;
-    app.directory.put_task(task.clone());
-    app.publish(rev);
-    Ok(Json(json!(task)))
+    let moved = app.store.transition_task(&task.id, to, now(), ev).await?;
+    app.directory.put_task(moved.task.clone());
+    let subtree: Vec<String> = moved.subtree.iter().map(|t| t.id.to_string()).collect();
+    for t in moved.subtree {
+        app.directory.put_task(t);
+    }
+    app.publish(moved.revocations);
+    let mut body = json!(moved.task);
+    if !subtree.is_empty() {
+        body["revoked_subtree"] = json!(subtree);
+    }
+    Ok(Json(body))
 }
 
 pub async fn complete(

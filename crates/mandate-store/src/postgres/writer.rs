@@ -33,7 +33,10 @@ use std::sync::mpsc;
 /// `pg_try_advisory_lock` key: "mandate" in ASCII.
 const WRITER_LOCK: i64 = 0x006d_616e_6461_7465;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_delegation.sql"),
+];
 
 /// What a job leaves to the end of its group.
 #[derive(Default)]

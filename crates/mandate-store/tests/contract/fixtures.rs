@@ -52,6 +52,29 @@ pub fn task(seed: u8, agent: &Agent, state: TaskState, created_at: i64, deadline
         created_at,
         deadline,
         ended_at: None,
+        delegation: None,
+    }
+}
+
+/// Task `seed` of `agent`, delegated from `parent` (active, same deadline).
+pub fn child(seed: u8, parent: &Task, agent: &Agent, created_at: i64) -> Task {
+    let mut chain = parent
+        .delegation
+        .as_ref()
+        .map(|d| d.chain.clone())
+        .unwrap_or_default();
+    chain.push(Link {
+        agent: parent.agent.clone(),
+        task: parent.id.clone(),
+    });
+    Task {
+        delegation: Some(Delegation {
+            parent: parent.id.clone(),
+            root: chain[0].task.clone(),
+            chain,
+            root_intent: "x".into(),
+        }),
+        ..task(seed, agent, TaskState::Active, created_at, parent.deadline)
     }
 }
 

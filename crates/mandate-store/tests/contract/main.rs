@@ -7,6 +7,7 @@
 //! - `listings`: names in byte order, whatever the database's collation.
 //! - `tasks`: the state machine's edges, listing, expiry of due tasks.
 //! - `cascade`: revoking an agent, its tasks, feed entries and events.
+//! - `delegation`: delegated tasks and their subtrees ending with them.
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
 //! - `grants`: minted grants beside refused writes.
 //! - `admin_tokens`: creation, listing, revocation, the last root.
@@ -25,6 +26,7 @@ mod fixtures;
 mod admin_tokens;
 mod audit;
 mod cascade;
+mod delegation;
 mod enrolment;
 mod feed;
 mod grants;

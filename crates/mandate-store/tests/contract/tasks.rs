@@ -52,7 +52,10 @@ async fn every_edge_of_the_state_machine_and_no_other(place: Place) {
                 continue;
             }
             let feed_before = s.revocations_since(0, 0, 1000).await.unwrap();
-            let (moved, fed) = s.transition_task(&t.id, to, 5, cause).await.unwrap();
+            let done = s.transition_task(&t.id, to, 5, cause).await.unwrap();
+            assert!(done.subtree.is_empty());
+            let (moved, fed) = (done.task, done.revocations.first().cloned());
+            assert!(done.revocations.len() <= 1);
             assert_eq!(moved.state, to, "{from} -> {to}");
             assert_eq!(
                 moved.ended_at,

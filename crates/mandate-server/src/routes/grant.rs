@@ -1,0 +1,147 @@
+//! Minting one access token for one tool of a task: the claims (with the
+//! delegation chain of a delegated task), the grant row and its event,
+//! durable before the token leaves.
+
+use crate::app::App;
+use crate::error::OAuthError;
+use crate::tokens::new_jti;
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{Agent, Grant, ScopeItem, SpiffeId, Task, Tool};
+use mandate_token::claims::{AccessClaims, Actor, AuthorizationDetail, Confirmation, DETAIL_TYPE};
+use mandate_token::jwt;
+use serde_json::json;
+
+pub const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// RFC 6749 §5.1: token responses must not be cached.
+pub fn no_store(body: serde_json::Value) -> Response {
+    let mut r = Json(body).into_response();
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// What one token is minted for, already decided.
+pub struct Minted<'a> {
+    pub agent: &'a Agent,
+    pub task: &'a Task,
+    pub tool: &'a Tool,
+    pub item: ScopeItem,
+    pub ttl: u32,
+    pub cnf: Option<Confirmation>,
+    /// The `jti` of the session (or parent token) it was exchanged for.
+    pub session: &'a str,
+}
+
+/// The agents of a delegated task's chain, root first, by name: what an
+/// audit event's `chain` lists.
+pub fn chain_names(task: &Task) -> Vec<String> {
+    task.delegation
+        .iter()
+        .flat_map(|d| d.chain.iter().map(|l| l.agent.to_string()))
+        .collect()
+}
+
+/// `sub`, `act` and `root_txn` for `task`'s holder (RFC 8693 §4.1): the
+/// agent itself for a root task; for a delegated one the root's agent,
+/// with the holder as the outermost actor and earlier ones nested.
+fn subject_claims(
+    app: &App,
+    agent: &Agent,
+    task: &Task,
+) -> (String, Option<Actor>, Option<String>) {
+    let Some(d) = &task.delegation else {
+        return (agent.spiffe_id.clone(), None, None);
+    };
+    let ancestors: Vec<(String, String)> = d
+        .chain
+        .iter()
+        .map(|l| {
+            let id = SpiffeId::new(app.settings.trust_domain.clone(), l.agent.clone());
+            (id.to_string(), l.task.to_string())
+        })
+        .collect();
+    let act = Actor::chain(&agent.spiffe_id, task.id.as_str(), &ancestors);
+    let root = ancestors.first().map(|(sub, _)| sub.clone());
+    (
+        root.unwrap_or_else(|| agent.spiffe_id.clone()),
+        act,
+        Some(d.root.to_string()),
+    )
+}
+
+/// Sign the token, store the grant with its `grant.minted` event, and
+/// answer as RFC 8693 §2.2.1 says.
+pub async fn mint(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Response, OAuthError> {
+    let (agent, task, tool) = (m.agent, m.task, m.tool);
+    let jti = new_jti();
+    let actions: Vec<String> = m.item.actions.iter().map(|a| a.to_string()).collect();
+    let (sub, act, root_txn) = subject_claims(app, agent, task);
+    let claims = AccessClaims {
+        iss: app.issuer.clone(),
+        sub,
+        aud: tool.audience.clone(),
+        exp: t + m.ttl as i64,
+        iat: t,
+        nbf: t,
+        jti: jti.to_string(),
+        client_id: agent.spiffe_id.clone(),
+        txn: task.id.to_string(),
+        scope: actions.join(" "),
+        authorization_details: vec![AuthorizationDetail {
+            type_: DETAIL_TYPE.into(),
+            tool: tool.name.to_string(),
+            actions,
+            resources: m
+                .item
+                .resources
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            environment: Some(tool.environment.to_string()),
+            sensitivity: Some(tool.sensitivity.to_string()),
+        }],
+        cnf: m.cnf,
+        act,
+        root_txn,
+    };
+    let token =
+        jwt::encode(&app.keys.current(), jwt::TYP_ACCESS, &claims).map_err(OAuthError::server)?;
+    let grant = Grant {
+        jti: jti.clone(),
+        task: task.id.clone(),
+        agent: agent.name.clone(),
+        scope: m.item,
+        audience: tool.audience.clone(),
+        issued_at: t,
+        expires_at: claims.exp,
+    };
+    let mut detail = json!({"scope": claims.scope, "exp": claims.exp, "session": m.session,
+        "dpop_jkt": claims.cnf.as_ref().map(|c| &c.jkt)});
+    if task.delegation.is_some() {
+        detail["chain"] = json!(chain_names(task));
+    }
+    let ev = NewEvent::new(EventKind::GrantMinted, format!("agent:{}", agent.name))
+        .agent(&agent.name)
+        .task(&task.id)
+        .tool(&tool.name)
+        .jti(&jti)
+        .request_id(Some(rid.to_owned()))
+        .decision("allow")
+        .detail(detail);
+    // Durable before the token leaves: the grant and its event commit first.
+    app.store.insert_grant(grant, ev).await?;
+    app.metrics.grant(true);
+    Ok(no_store(json!({
+        "access_token": token,
+        "issued_token_type": TT_ACCESS,
+        "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
+        "expires_in": m.ttl,
+        "scope": claims.scope,
+        "authorization_details": claims.authorization_details,
+    })))
+}
