@@ -258,13 +258,18 @@ impl World {
 
     async fn build(flush_ms: u64, tls: Option<&TestCert>) -> World {
         let s = match tls {
-            None => TestServer::start().await,
+            // Deep enough for the delegation trees the tests generate.
+            None => TestServer::start_with(|cfg| cfg.max_delegation_depth = 5).await,
             Some(c) => {
                 let tls = mandate_server::config::TlsConfig {
                     cert_file: c.cert_file(),
                     key_file: c.key_file(),
                 };
-                TestServer::start_with(move |cfg| cfg.tls = Some(tls.clone())).await
+                TestServer::start_with(move |cfg| {
+                    cfg.tls = Some(tls.clone());
+                    cfg.max_delegation_depth = 5;
+                })
+                .await
             }
         };
         s.seed().await;

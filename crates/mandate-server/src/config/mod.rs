@@ -107,6 +107,9 @@ pub struct Config {
     pub task_default_ttl_secs: u32,
     /// Longest task lifetime allowed, seconds.
     pub task_max_ttl_secs: u32,
+    /// How many hops a task may be handed down (1–16): a root task's
+    /// children are at depth 1.
+    pub max_delegation_depth: u32,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
     /// `text` or `json`.
@@ -191,6 +194,7 @@ impl Default for Config {
             client_assertion_max_lifetime_secs: 3600,
             task_default_ttl_secs: 900,
             task_max_ttl_secs: 8 * 3600,
+            max_delegation_depth: 3,
             max_body_bytes: 64 * 1024,
             log_format: "text".into(),
             tls: None,
@@ -278,6 +282,9 @@ impl Config {
         if let Some(v) = env("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS") {
             self.client_assertion_max_lifetime_secs =
                 num("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_MAX_DELEGATION_DEPTH") {
+            self.max_delegation_depth = num("MANDATE_MAX_DELEGATION_DEPTH", &v)?;
         }
         if let Some(v) = env("MANDATE_TASK_DEFAULT_TTL_SECS") {
             self.task_default_ttl_secs = num("MANDATE_TASK_DEFAULT_TTL_SECS", &v)?;
@@ -387,6 +394,15 @@ impl Config {
             return Err(invalid(
                 "token_failures_per_minute",
                 "must be at least 1 while token_failure_burst is set (0 turns throttling off)",
+            ));
+        }
+        if !(1..=mandate_core::MAX_DELEGATION_DEPTH).contains(&self.max_delegation_depth) {
+            return Err(invalid(
+                "max_delegation_depth",
+                format!(
+                    "must be between 1 and {}",
+                    mandate_core::MAX_DELEGATION_DEPTH
+                ),
             ));
         }
         if !(60..=3600).contains(&self.client_assertion_max_lifetime_secs) {
@@ -607,6 +623,26 @@ mod tests {
                 .to_string()
                 .starts_with("signing_alg")
         );
+    }
+
+    #[test]
+    fn delegation_depth_comes_from_env_and_is_bounded() {
+        assert_eq!(Config::default().max_delegation_depth, 3);
+        let c = Config::load(None, |k| {
+            (k == "MANDATE_MAX_DELEGATION_DEPTH").then(|| "5".into())
+        })
+        .unwrap();
+        assert_eq!(c.max_delegation_depth, 5);
+        for bad in [0, 17] {
+            let err = Config {
+                max_delegation_depth: bad,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("max_delegation_depth"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -22,15 +22,15 @@ use std::sync::Arc;
 
 /// The broker's view of a token: verified, and what its directory and
 /// store know about the holder. Judging it is `mandate_policy`'s.
-struct Looked {
-    token: Arc<VerifiedAccess>,
+pub(super) struct Looked {
+    pub token: Arc<VerifiedAccess>,
     revoked: Option<RevocationKind>,
     agent: Option<Arc<Agent>>,
-    task: Option<Arc<Task>>,
+    pub task: Option<Arc<Task>>,
 }
 
 impl Looked {
-    fn holder(&self) -> Holder<'_> {
+    pub fn holder(&self) -> Holder<'_> {
         Holder {
             revoked: self.revoked,
             agent: self.agent.as_ref(),
@@ -41,7 +41,7 @@ impl Looked {
 
 /// Verify `raw` and look up its holder. `Ok(Err)`: the token does not
 /// verify; `Err`: the store failed.
-async fn look_up(
+pub(super) async fn look_up(
     app: &App,
     raw: &str,
     t: i64,

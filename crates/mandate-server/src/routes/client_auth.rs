@@ -215,6 +215,37 @@ pub async fn authenticate(
     Ok(client)
 }
 
+/// At the token exchange, the client must be `agent` (`whose`: the agent
+/// the request's proof names, for the message): by its key (the assertion
+/// then spent), its session as a bearer, or no credential but a matching
+/// `client_id`. An admin token is never the exchange's client.
+pub fn require_agent(
+    app: &App,
+    client: &Client,
+    form: &OAuthForm,
+    agent: &Agent,
+    whose: &str,
+) -> Result<(), OAuthError> {
+    let refuse = |d: String| Err(OAuthError::new("invalid_client", d));
+    match client {
+        Client::Anonymous => match form.get("client_id") {
+            Some(id) if id != agent.spiffe_id => {
+                refuse(format!("`client_id` does not name {whose}"))
+            }
+            _ => Ok(()),
+        },
+        Client::Key(a) if a.agent.name == agent.name => app.assertion_seen(a),
+        Client::Bearer(Caller::Agent { agent: by }) if by.name == agent.name => Ok(()),
+        Client::Bearer(Caller::Admin(_)) => refuse(
+            "an admin token is not a client of the token exchange; the agent authenticates (private_key_jwt or its session)"
+                .into(),
+        ),
+        Client::Key(_) | Client::Bearer(_) => {
+            refuse(format!("the client that authenticated is not {whose}"))
+        }
+    }
+}
+
 impl App {
     /// Refuse an assertion `jti` seen before at an endpoint other than
     /// login (which records it durably with the session).

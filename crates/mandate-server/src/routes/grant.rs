@@ -1,16 +1,20 @@
-//! Minting one access token for one tool of a task: the claims (with the
-//! delegation chain of a delegated task), the grant row and its event,
-//! durable before the token leaves.
+//! Minting one access token for one tool of a task: what the client asked
+//! for (`scope` or `authorization_details`, a DPoP binding), the claims
+//! (with the delegation chain of a delegated task), the grant row and its
+//! event, durable before the token leaves.
 
 use crate::app::App;
 use crate::error::OAuthError;
+use crate::extract::OAuthForm;
 use crate::tokens::new_jti;
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{Agent, Grant, ScopeItem, SpiffeId, Task, Tool};
+use mandate_core::{
+    Action, Agent, Grant, ResourcePattern, RuleViolation, ScopeItem, SpiffeId, Task, Tool, ToolName,
+};
 use mandate_token::claims::{AccessClaims, Actor, AuthorizationDetail, Confirmation, DETAIL_TYPE};
-use mandate_token::jwt;
+use mandate_token::{dpop, jwt};
 use serde_json::json;
 
 pub const TT_ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -23,6 +27,119 @@ pub fn no_store(body: serde_json::Value) -> Response {
         http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+pub fn rule_error(e: RuleViolation) -> OAuthError {
+    match &e {
+        RuleViolation::TaskNotActive { .. } => OAuthError::invalid_grant(e.to_string()),
+        RuleViolation::OutsideScope { field, .. } if field == "resource" => {
+            OAuthError::new("invalid_target", e.to_string())
+        }
+        _ => OAuthError::new("invalid_scope", e.to_string()),
+    }
+}
+
+/// What the client asked for, from `scope` or `authorization_details`.
+pub struct Requested {
+    pub actions: Option<Vec<Action>>,
+    pub resources: Option<Vec<ResourcePattern>>,
+}
+
+pub fn requested(form: &OAuthForm, tool: &ToolName) -> Result<Requested, OAuthError> {
+    match (form.get("scope"), form.get("authorization_details")) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
+            "send `scope` or `authorization_details`, not both",
+        )),
+        (Some(scope), None) => {
+            let actions = scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    Action::parse(s).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Requested {
+                actions: Some(actions),
+                resources: None,
+            })
+        }
+        (None, Some(details)) => {
+            let bad = |m: String| OAuthError::new("invalid_authorization_details", m);
+            let list: Vec<AuthorizationDetail> = serde_json::from_str(details)
+                .map_err(|e| bad(format!("authorization_details: {e}")))?;
+            let [d] = list.as_slice() else {
+                return Err(bad(
+                    "authorization_details: send exactly one entry (one tool per token)".into(),
+                ));
+            };
+            if d.type_ != DETAIL_TYPE {
+                return Err(bad(format!(
+                    "authorization_details[0].type: must be `{DETAIL_TYPE}`"
+                )));
+            }
+            if d.tool != tool.as_str() {
+                return Err(bad(
+                    "authorization_details[0].tool: does not match `resource`".into(),
+                ));
+            }
+            let actions = d
+                .actions
+                .iter()
+                .map(|a| {
+                    Action::parse(a).map_err(|e| {
+                        bad(format!("authorization_details[0].actions: {}", e.message))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let resources = d
+                .resources
+                .iter()
+                .map(|r| {
+                    ResourcePattern::parse(r).map_err(|e| {
+                        bad(format!("authorization_details[0].resources: {}", e.message))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Requested {
+                actions: Some(actions),
+                resources: (!resources.is_empty()).then_some(resources),
+            })
+        }
+        (None, None) => Ok(Requested {
+            actions: None,
+            resources: None,
+        }),
+    }
+}
+
+/// The `DPoP` header, if any: at most one (RFC 9449 §4.3).
+pub fn dpop_header(headers: &http::HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut all = headers.get_all("dpop").iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| OAuthError::new("invalid_dpop_proof", "DPoP header is not ASCII")),
+        (Some(_), Some(_)) => Err(OAuthError::new(
+            "invalid_dpop_proof",
+            "send exactly one DPoP header",
+        )),
+    }
+}
+
+/// A DPoP proof at the token endpoint binds the new token to its key.
+pub fn bind_to_proof(app: &App, proof: &str, now: i64) -> Result<Confirmation, OAuthError> {
+    let expect = dpop::Expect {
+        method: "POST",
+        url: &format!("{}/oauth/token", app.issuer),
+        access_token: None,
+        now,
+    };
+    let p = dpop::verify_proof(proof, &expect)
+        .and_then(|p| app.dpop_replay.first_use(&p, now).map(|()| p))
+        .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?;
+    Ok(Confirmation { jkt: p.jkt })
 }
 
 /// What one token is minted for, already decided.

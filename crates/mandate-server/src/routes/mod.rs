@@ -6,6 +6,7 @@
 mod authorize;
 mod caller;
 mod client_auth;
+mod delegate;
 mod feed;
 mod grant;
 mod meta;
@@ -76,6 +77,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke))
+        .route("/v1/tasks/{id}/delegate", post(delegate::by_api))
+        .route("/v1/tasks/{id}/tree", get(delegate::tree))
         .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))
         .route("/v1/secrets", post(secrets::put).get(secrets::list))
         .route("/v1/secrets/{name}", get(secrets::show))

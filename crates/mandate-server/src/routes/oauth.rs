@@ -2,9 +2,9 @@
 //! issuer, or `private_key_jwt` client credentials) and just-in-time grants
 //! by token exchange (RFC 8693 + RFC 8707 `resource` + RFC 9396 details).
 
-use super::caller::Caller;
 use super::client_auth::{self, Client};
-use super::grant::{self, TT_ACCESS, no_store};
+use super::delegate;
+use super::grant::{self, TT_ACCESS, bind_to_proof, dpop_header, no_store, requested, rule_error};
 use crate::app::{App, AppState, now};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
@@ -13,11 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    Action, Agent, ResourcePattern, RuleViolation, TaskId, ToolName, cap_grant_ttl,
-};
-use mandate_token::claims::{AuthorizationDetail, Confirmation, DETAIL_TYPE};
-use mandate_token::dpop;
+use mandate_core::{Agent, TaskId, cap_grant_ttl};
 use serde_json::json;
 
 pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -251,119 +247,6 @@ async fn refuse_grant(
     err
 }
 
-fn rule_error(e: RuleViolation) -> OAuthError {
-    match &e {
-        RuleViolation::TaskNotActive { .. } => OAuthError::invalid_grant(e.to_string()),
-        RuleViolation::OutsideScope { field, .. } if field == "resource" => {
-            OAuthError::new("invalid_target", e.to_string())
-        }
-        _ => OAuthError::new("invalid_scope", e.to_string()),
-    }
-}
-
-/// What the client asked for, from `scope` or `authorization_details`.
-struct Requested {
-    actions: Option<Vec<Action>>,
-    resources: Option<Vec<ResourcePattern>>,
-}
-
-fn requested(form: &OAuthForm, tool: &ToolName) -> Result<Requested, OAuthError> {
-    match (form.get("scope"), form.get("authorization_details")) {
-        (Some(_), Some(_)) => Err(OAuthError::invalid_request(
-            "send `scope` or `authorization_details`, not both",
-        )),
-        (Some(scope), None) => {
-            let actions = scope
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    Action::parse(s).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Requested {
-                actions: Some(actions),
-                resources: None,
-            })
-        }
-        (None, Some(details)) => {
-            let bad = |m: String| OAuthError::new("invalid_authorization_details", m);
-            let list: Vec<AuthorizationDetail> = serde_json::from_str(details)
-                .map_err(|e| bad(format!("authorization_details: {e}")))?;
-            let [d] = list.as_slice() else {
-                return Err(bad(
-                    "authorization_details: send exactly one entry (one tool per token)".into(),
-                ));
-            };
-            if d.type_ != DETAIL_TYPE {
-                return Err(bad(format!(
-                    "authorization_details[0].type: must be `{DETAIL_TYPE}`"
-                )));
-            }
-            if d.tool != tool.as_str() {
-                return Err(bad(
-                    "authorization_details[0].tool: does not match `resource`".into(),
-                ));
-            }
-            let actions = d
-                .actions
-                .iter()
-                .map(|a| {
-                    Action::parse(a).map_err(|e| {
-                        bad(format!("authorization_details[0].actions: {}", e.message))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let resources = d
-                .resources
-                .iter()
-                .map(|r| {
-                    ResourcePattern::parse(r).map_err(|e| {
-                        bad(format!("authorization_details[0].resources: {}", e.message))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Requested {
-                actions: Some(actions),
-                resources: (!resources.is_empty()).then_some(resources),
-            })
-        }
-        (None, None) => Ok(Requested {
-            actions: None,
-            resources: None,
-        }),
-    }
-}
-
-/// The `DPoP` header, if any: at most one (RFC 9449 §4.3).
-fn dpop_header(headers: &http::HeaderMap) -> Result<Option<&str>, OAuthError> {
-    let mut all = headers.get_all("dpop").iter();
-    match (all.next(), all.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| OAuthError::new("invalid_dpop_proof", "DPoP header is not ASCII")),
-        (Some(_), Some(_)) => Err(OAuthError::new(
-            "invalid_dpop_proof",
-            "send exactly one DPoP header",
-        )),
-    }
-}
-
-/// A DPoP proof at the token endpoint binds the new token to its key.
-fn bind_to_proof(app: &App, proof: &str, now: i64) -> Result<Confirmation, OAuthError> {
-    let expect = dpop::Expect {
-        method: "POST",
-        url: &format!("{}/oauth/token", app.issuer),
-        access_token: None,
-        now,
-    };
-    let p = dpop::verify_proof(proof, &expect)
-        .and_then(|p| app.dpop_replay.first_use(&p, now).map(|()| p))
-        .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?;
-    Ok(Confirmation { jkt: p.jkt })
-}
-
 /// RFC 8693 exchange: session + task + resource → one tool's access token.
 /// With a `DPoP` proof the token is sender-constrained (RFC 9449).
 async fn exchange(
@@ -388,9 +271,7 @@ async fn exchange(
         )));
     }
     if form.get("actor_token").is_some() {
-        return Err(OAuthError::invalid_request(
-            "actor_token is not supported yet (delegation comes with sub-tasks)",
-        ));
+        return delegate::by_exchange(app, rid, form, headers).await;
     }
     // A client credential, when presented, must verify and be the
     // session's own agent; the session alone suffices without one.
@@ -402,33 +283,7 @@ async fn exchange(
     let (session, agent) = app
         .verify_session(subject, t)
         .map_err(|e| OAuthError::invalid_grant(format!("subject_token: {e}")))?;
-    match &client {
-        Client::Anonymous => {
-            if form
-                .get("client_id")
-                .is_some_and(|id| id != agent.spiffe_id)
-            {
-                return Err(OAuthError::new(
-                    "invalid_client",
-                    "`client_id` does not name the subject token's agent",
-                ));
-            }
-        }
-        Client::Key(a) if a.agent.name == agent.name => app.assertion_seen(a)?,
-        Client::Bearer(Caller::Agent { agent: by }) if by.name == agent.name => {}
-        Client::Bearer(Caller::Admin(_)) => {
-            return Err(OAuthError::new(
-                "invalid_client",
-                "an admin token is not a client of the token exchange; the agent authenticates (private_key_jwt or its session)",
-            ));
-        }
-        Client::Key(_) | Client::Bearer(_) => {
-            return Err(OAuthError::new(
-                "invalid_client",
-                "the client that authenticated is not the subject token's agent",
-            ));
-        }
-    }
+    client_auth::require_agent(app, &client, form, &agent, "the subject token's agent")?;
     let task_id = TaskId::parse(form.require("task_id")?)
         .map_err(|e| OAuthError::invalid_request(e.to_string()))?;
     let requested_ttl = form

@@ -1,7 +1,7 @@
 //! Tasks (mandates): create under policy, list, show, complete, revoke.
 
 use super::caller::Caller;
-use crate::app::{AppState, now};
+use crate::app::{App, AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId};
@@ -29,8 +29,8 @@ pub struct NewTask {
 
 /// Run the start policy for every tool in the scope: any deny wins, then
 /// any approval requirement, else allow.
-fn decide(
-    app: &AppState,
+pub(super) fn decide(
+    app: &App,
     agent: &mandate_core::Agent,
     task: &Task,
 ) -> Result<TaskDecision, ApiError> {
@@ -258,7 +258,7 @@ pub async fn list(
 /// The task if the caller may see it: its own agent, or an admin holding
 /// one of `rights`. An admin's rights are checked before the path is
 /// looked at, so one without them learns nothing from a 400 about it.
-async fn visible_task(
+pub(super) async fn visible_task(
     app: &AppState,
     caller: &Caller,
     path: Result<Path<String>, ApiError>,
