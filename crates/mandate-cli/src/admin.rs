@@ -120,6 +120,9 @@ pub enum ToolCmd {
         /// Flagged exception: hand the secret to active tasks instead of injecting it.
         #[arg(long)]
         reveal: bool,
+        /// Tasks holding this tool cannot hand it to a sub-agent.
+        #[arg(long)]
+        no_delegation: bool,
     },
     /// Change a tool; flags not given keep their value. Name, audience,
     /// owner and environment are fixed; actions can only be added.
@@ -146,6 +149,12 @@ pub enum ToolCmd {
         /// Switch to the flagged reveal exception.
         #[arg(long)]
         reveal: bool,
+        /// Forbid handing this tool to a sub-agent.
+        #[arg(long, conflicts_with = "allow_delegation")]
+        no_delegation: bool,
+        /// Allow handing this tool to a sub-agent again.
+        #[arg(long)]
+        allow_delegation: bool,
     },
     /// List tools.
     List,
@@ -349,6 +358,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             routes,
             inject,
             reveal,
+            no_delegation,
         } => {
             let routes = parse_routes(&routes)?;
             let delivery = if reveal {
@@ -360,7 +370,8 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
                 "/v1/tools",
                 &json!({"name": name, "audience": audience, "owner": owner, "environment": environment,
                         "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description,
-                        "upstream": upstream, "routes": routes, "delivery": delivery}),
+                        "upstream": upstream, "routes": routes, "delivery": delivery,
+                        "no_delegation": no_delegation}),
             )
             .await?
         }
@@ -374,6 +385,8 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             routes,
             inject,
             reveal,
+            no_delegation,
+            allow_delegation,
         } => {
             let mut tool = c.get(&format!("/v1/tools/{name}")).await?;
             if let Some(o) = tool.as_object_mut() {
@@ -401,6 +414,9 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
                 tool["delivery"] = json!({"mode": "reveal"});
             } else if let Some(i) = inject {
                 tool["delivery"] = json!({"mode": "inject", "inject": parse_inject(&i)?});
+            }
+            if no_delegation || allow_delegation {
+                tool["no_delegation"] = json!(no_delegation);
             }
             c.put(&format!("/v1/tools/{name}"), &tool).await?
         }

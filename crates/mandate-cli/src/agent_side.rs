@@ -282,8 +282,46 @@ pub enum TaskCmd {
         #[command(flatten)]
         session: Session,
     },
-    /// Revoke a task: every grant under it dies now.
+    /// Revoke a task: every grant under it, and every task delegated below
+    /// it, dies now.
     Revoke {
+        #[arg(value_parser = path_segment)]
+        id: String,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Take part of another agent's task: run as the receiving agent (its
+    /// session), with an access token of the parent task that its agent
+    /// handed over. The child's scope lies inside the parent's, its
+    /// deadline no later. Prints the child task's id.
+    Delegate {
+        /// The parent task.
+        #[arg(value_parser = path_segment)]
+        parent: String,
+        /// The receiving agent: must be the session's.
+        #[arg(long, value_parser = path_segment)]
+        to: String,
+        /// An access token of the parent task (the parent agent's consent).
+        #[arg(long, env = "MANDATE_PARENT_TOKEN", hide_env_values = true)]
+        parent_token: String,
+        /// TOOL=ACTION[,ACTION…] (repeatable), within the parent's scope.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// TOOL=RESOURCE[,RESOURCE…]: only narrower than the parent's.
+        #[arg(long = "resources")]
+        resources: Vec<String>,
+        /// Lifetime in seconds (default: what the parent has left).
+        #[arg(long)]
+        ttl: Option<u32>,
+        /// Default: the parent's intent.
+        #[arg(long)]
+        intent: Option<String>,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Print a task and every task delegated below it, indented: each
+    /// node's id, agent, state, deadline and scope.
+    Tree {
         #[arg(value_parser = path_segment)]
         id: String,
         #[command(flatten)]
@@ -365,17 +403,7 @@ pub struct TaskRequest {
 impl TaskRequest {
     /// The body of `POST /v1/tasks`.
     pub fn body(&self) -> Result<Value> {
-        let resources = parse_pairs(&self.resources, "--resources")?;
-        let scope: Vec<Value> = parse_pairs(&self.scopes, "--scope")?
-            .into_iter()
-            .map(|(tool, actions)| {
-                let mut item = json!({"tool": tool, "actions": actions});
-                if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
-                    item["resources"] = json!(r);
-                }
-                item
-            })
-            .collect();
+        let scope = scope_items(&self.scopes, &self.resources)?;
         let mut body = json!({"intent": self.intent, "scope": scope});
         if let Some(t) = self.ttl {
             body["ttl_secs"] = json!(t);
@@ -384,6 +412,58 @@ impl TaskRequest {
             body["requested_by"] = json!(r);
         }
         Ok(body)
+    }
+}
+
+/// A scope from `--scope TOOL=ACTIONS` and `--resources TOOL=RESOURCES`.
+fn scope_items(scopes: &[String], resources: &[String]) -> Result<Vec<Value>> {
+    let resources = parse_pairs(resources, "--resources")?;
+    Ok(parse_pairs(scopes, "--scope")?
+        .into_iter()
+        .map(|(tool, actions)| {
+            let mut item = json!({"tool": tool, "actions": actions});
+            if let Some((_, r)) = resources.iter().find(|(t, _)| *t == tool) {
+                item["resources"] = json!(r);
+            }
+            item
+        })
+        .collect())
+}
+
+/// `mandate task tree`: one line per task, indented by depth.
+fn print_tree(node: &Value, depth: usize) {
+    let scope: Vec<String> = node["scope"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let list = |k: &str| {
+                i[k].as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            format!(
+                "{}={} [{}]",
+                i["tool"].as_str().unwrap_or("?"),
+                list("actions"),
+                list("resources")
+            )
+        })
+        .collect();
+    println!(
+        "{}{}  {}  {}  until {}  {}",
+        "  ".repeat(depth),
+        node["id"].as_str().unwrap_or("?"),
+        node["agent"].as_str().unwrap_or("?"),
+        node["state"].as_str().unwrap_or("?"),
+        node["deadline"],
+        scope.join(" ")
+    );
+    for child in node["children"].as_array().into_iter().flatten() {
+        print_tree(child, depth + 1);
     }
 }
 
@@ -453,6 +533,62 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
                 .client(c)?
                 .post(&format!("/v1/tasks/{id}/revoke"), &json!({}))
                 .await?
+        }
+        TaskCmd::Delegate {
+            parent,
+            to,
+            parent_token,
+            scopes,
+            resources,
+            ttl,
+            intent,
+            session,
+        } => {
+            let Some(token) = session.token()? else {
+                bail!(
+                    "task delegate runs as the receiving agent: set MANDATE_SESSION (its session from `mandate login`)"
+                );
+            };
+            let me = unverified_claim(&token, "sub").unwrap_or_default();
+            if me.rsplit('/').next() != Some(to.as_str()) {
+                bail!(
+                    "--to {to}: the session is `{me}`'s; the receiving agent asks with its own session"
+                );
+            }
+            let mut body =
+                json!({"subject_token": parent_token, "scope": scope_items(&scopes, &resources)?});
+            if let Some(t) = ttl {
+                body["ttl_secs"] = json!(t);
+            }
+            if let Some(i) = intent {
+                body["intent"] = json!(i);
+            }
+            let v = session
+                .client(c)?
+                .post(&format!("/v1/tasks/{parent}/delegate"), &body)
+                .await?;
+            if !as_json {
+                println!("{}", v["id"].as_str().unwrap_or_default());
+                eprintln!(
+                    "task {} for {to} until {} (unix), depth {}",
+                    v["state"].as_str().unwrap_or_default(),
+                    v["deadline"],
+                    v["delegation"]["chain"].as_array().map_or(0, Vec::len)
+                );
+                return Ok(());
+            }
+            v
+        }
+        TaskCmd::Tree { id, session } => {
+            let v = session
+                .client(c)?
+                .get(&format!("/v1/tasks/{id}/tree"))
+                .await?;
+            if !as_json {
+                print_tree(&v, 0);
+                return Ok(());
+            }
+            v
         }
     };
     if as_json {

@@ -937,3 +937,152 @@ async fn proxy_config_errors_are_named_and_sigterm_stops_it_cleanly() {
     assert!(stopped.success(), "after SIGTERM: {stopped}");
     assert_eq!(served, reqwest::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_handed_down_and_shown_as_a_tree() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    tokio::task::spawn_blocking(move || {
+        run(&s, &["owner", "create", "platform"], &[]);
+        for (tool, flags) in [("github", &[][..]), ("payroll", &["--no-delegation"][..])] {
+            let aud = format!("https://{tool}.example");
+            let mut args = vec![
+                "tool",
+                "create",
+                tool,
+                "--audience",
+                &aud,
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--sensitivity",
+                "internal",
+                "--action",
+                "issues:read",
+                "--action",
+                "issues:write",
+            ];
+            args.extend_from_slice(flags);
+            run(&s, &args, &[]);
+        }
+        let mut sessions = Vec::new();
+        for agent in ["lead", "helper"] {
+            run(
+                &s,
+                &[
+                    "agent", "create", agent, "--owner", "platform", "--env", "staging", "--tool",
+                    "github", "--tool", "payroll",
+                ],
+                &[],
+            );
+            let jt = run(&s, &["agent", "join-token", agent], &[]);
+            let key = dir.path().join(format!("{agent}.key"));
+            let key = key.to_str().unwrap();
+            run(
+                &s,
+                &["agent", "enroll", "--join-token", &jt, "--key-file", key],
+                &[],
+            );
+            sessions.push(run(&s, &["login", "--key-file", key], &[]));
+        }
+        let lead = [("MANDATE_SESSION", sessions[0].as_str())];
+        let helper = [("MANDATE_SESSION", sessions[1].as_str())];
+        let parent = run(
+            &s,
+            &[
+                "task",
+                "create",
+                "--intent",
+                "release",
+                "--scope",
+                "github=issues:read,issues:write",
+                "--scope",
+                "payroll=issues:read",
+            ],
+            &lead,
+        );
+        let token = run(
+            &s,
+            &[
+                "token",
+                "exchange",
+                "--task",
+                &parent,
+                "--resource",
+                "https://github.example",
+            ],
+            &lead,
+        );
+        let child = run(
+            &s,
+            &[
+                "task",
+                "delegate",
+                &parent,
+                "--to",
+                "helper",
+                "--parent-token",
+                &token,
+                "--scope",
+                "github=issues:read",
+                "--resources",
+                "github=repo:acme/*",
+            ],
+            &helper,
+        );
+        assert!(child.starts_with("task_") && child != parent, "{child}");
+        let tree = run(&s, &["task", "tree", &parent], &[]);
+        let lines: Vec<&str> = tree.lines().collect();
+        assert!(
+            lines[0].starts_with(&parent) && lines[0].contains("lead"),
+            "{tree}"
+        );
+        assert!(
+            lines[1].starts_with(&format!("  {child}  helper  active")),
+            "{tree}"
+        );
+        assert!(
+            lines[1].contains("github=issues:read [repo:acme/*]"),
+            "{tree}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&run(&s, &["--json", "task", "tree", &parent], &[])).unwrap();
+        assert_eq!(json["children"][0]["id"], child.as_str());
+        // Named errors, non-zero exit: the wrong --to, a tool that may not
+        // be handed on, a scope wider than the parent's.
+        for (args, says) in [
+            (
+                vec!["--to", "lead", "--scope", "github=issues:read"],
+                "--to lead",
+            ),
+            (
+                vec!["--to", "helper", "--scope", "payroll=issues:read"],
+                "cannot be delegated",
+            ),
+            (
+                vec!["--to", "helper", "--scope", "github=issues:delete"],
+                "scope[0].actions[0]",
+            ),
+        ] {
+            let mut full = vec![
+                "task",
+                "delegate",
+                parent.as_str(),
+                "--parent-token",
+                token.as_str(),
+            ];
+            full.extend(args);
+            let o = mandate(&s, &full, &helper);
+            assert!(!o.status.success());
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(says), "{says}: {err}");
+        }
+        // Revoking the parent takes the child with it.
+        let out = run(&s, &["--json", "task", "revoke", &parent], &[]);
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["revoked_subtree"], serde_json::json!([child]));
+    })
+    .await
+    .unwrap();
+}
