@@ -36,12 +36,26 @@ pub enum EventKind {
     TaskRevoked,
     #[serde(rename = "task.expired")]
     TaskExpired,
+    /// Paused (by an operator, or for token misuse): its tokens are
+    /// revoked and everything delegated below it ends.
+    #[serde(rename = "task.suspended")]
+    TaskSuspended,
+    #[serde(rename = "task.resumed")]
+    TaskResumed,
+    /// Its scope or intent changed (`rescope`), or its agent's declared
+    /// model or version did.
+    #[serde(rename = "task.context_changed")]
+    TaskContextChanged,
     #[serde(rename = "grant.minted")]
     GrantMinted,
     #[serde(rename = "grant.refused")]
     GrantRefused,
     #[serde(rename = "token.revoked")]
     TokenRevoked,
+    /// A verified token presented as its holder never would (relayed,
+    /// replayed, at another tool, after its task ended), with the evidence.
+    #[serde(rename = "token.misuse")]
+    TokenMisuse,
     #[serde(rename = "decision")]
     Decision,
     #[serde(rename = "admin_token.created")]
@@ -88,7 +102,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 35] = [
+    pub const ALL: [EventKind; 39] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -105,9 +119,13 @@ impl EventKind {
         EventKind::TaskCompleted,
         EventKind::TaskRevoked,
         EventKind::TaskExpired,
+        EventKind::TaskSuspended,
+        EventKind::TaskResumed,
+        EventKind::TaskContextChanged,
         EventKind::GrantMinted,
         EventKind::GrantRefused,
         EventKind::TokenRevoked,
+        EventKind::TokenMisuse,
         EventKind::Decision,
         EventKind::AdminTokenCreated,
         EventKind::AdminTokenRevoked,
@@ -145,9 +163,13 @@ impl EventKind {
             TaskCompleted => "task.completed",
             TaskRevoked => "task.revoked",
             TaskExpired => "task.expired",
+            TaskSuspended => "task.suspended",
+            TaskResumed => "task.resumed",
+            TaskContextChanged => "task.context_changed",
             GrantMinted => "grant.minted",
             GrantRefused => "grant.refused",
             TokenRevoked => "token.revoked",
+            TokenMisuse => "token.misuse",
             Decision => "decision",
             AdminTokenCreated => "admin_token.created",
             AdminTokenRevoked => "admin_token.revoked",

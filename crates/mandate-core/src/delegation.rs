@@ -4,8 +4,7 @@
 //! who delegated to whom is fixed when the child is made.
 
 use crate::{
-    Agent, AgentName, RuleViolation, Scope, ScopeItem, Task, TaskId, TaskState, Tool, ToolName,
-    UnixTime,
+    Agent, AgentName, RuleViolation, Scope, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +98,7 @@ pub fn delegate<'t>(
         );
     }
     for (i, item) in req.scope.items().iter().enumerate() {
-        within_parent(parent, item, i)?;
+        parent.scope.contains(item, i)?;
         if tool(&item.tool).is_some_and(|t| t.no_delegation) {
             return refuse(
                 &format!("scope[{i}].tool"),
@@ -158,28 +157,6 @@ pub fn delegate<'t>(
 
 /// `item` (the child's `scope[i]`) asks nothing the parent lacks: its tool,
 /// each action, each resource pattern covered by one of the parent's.
-fn within_parent(parent: &Task, item: &ScopeItem, i: usize) -> Result<(), RuleViolation> {
-    let outside = |field: String, requested: &str| RuleViolation::OutsideScope {
-        field,
-        requested: requested.to_owned(),
-    };
-    let mine = parent
-        .scope
-        .item(&item.tool)
-        .ok_or_else(|| outside(format!("scope[{i}].tool"), item.tool.as_str()))?;
-    for (j, a) in item.actions.iter().enumerate() {
-        if !mine.actions.contains(a) {
-            return Err(outside(format!("scope[{i}].actions[{j}]"), a.as_str()));
-        }
-    }
-    for (j, r) in item.resources.iter().enumerate() {
-        if !mine.resources.iter().any(|m| m.covers(r)) {
-            return Err(outside(format!("scope[{i}].resources[{j}]"), r.as_str()));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 #[path = "delegation_tests.rs"]
 mod tests;

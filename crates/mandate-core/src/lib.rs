@@ -15,6 +15,8 @@ mod delivery;
 mod error;
 mod grant;
 mod ids;
+mod misuse;
+mod rescope;
 mod route;
 mod scope;
 mod secret;
@@ -31,6 +33,8 @@ pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
     AgentName, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName, TrustDomain,
 };
+pub use misuse::{Misuse, MisuseCheck, OnMisuse};
+pub use rescope::{RescopeRequest, Rescoped, child_fits, grant_fits, rescope};
 pub use route::{RouteRule, RoutedRequest, route};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
 pub use secret::{NewSecret, Secret, SecretClass};

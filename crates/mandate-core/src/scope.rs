@@ -163,6 +163,30 @@ impl Scope {
         self.0.iter().find(|i| &i.tool == tool)
     }
 
+    /// Is `item` (the `i`th of a request) within this scope: its tool
+    /// here, every action here, every resource pattern only narrower?
+    /// Refused naming the first part outside.
+    pub fn contains(&self, item: &ScopeItem, i: usize) -> Result<(), RuleViolation> {
+        let outside = |field: String, requested: &str| RuleViolation::OutsideScope {
+            field,
+            requested: requested.to_owned(),
+        };
+        let mine = self
+            .item(&item.tool)
+            .ok_or_else(|| outside(format!("scope[{i}].tool"), item.tool.as_str()))?;
+        for (j, a) in item.actions.iter().enumerate() {
+            if !mine.actions.contains(a) {
+                return Err(outside(format!("scope[{i}].actions[{j}]"), a.as_str()));
+            }
+        }
+        for (j, r) in item.resources.iter().enumerate() {
+            if !mine.resources.iter().any(|m| m.covers(r)) {
+                return Err(outside(format!("scope[{i}].resources[{j}]"), r.as_str()));
+            }
+        }
+        Ok(())
+    }
+
     /// Check the scope against the agent's allowed tools and the tools
     /// themselves (actions exist, same environment). `tool` looks a tool up.
     pub fn check_against<'t>(

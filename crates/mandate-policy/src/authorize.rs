@@ -17,8 +17,8 @@
 use crate::recent::{Inputs, RecentDecisions};
 use crate::{AgentFacts, Decision, InvokeRequest, PolicySet, Refusal, TaskFacts, ToolFacts};
 use mandate_core::{
-    Agent, AgentName, Environment, RevocationKind, Sensitivity, SpiffeId, Task, TaskId, TaskState,
-    Tool,
+    Agent, AgentName, Environment, Misuse, MisuseCheck, RevocationKind, Sensitivity, SpiffeId,
+    Task, TaskId, TaskState, Tool,
 };
 use mandate_token::claims::{AuthorizationDetail, VerifiedAccess};
 use mandate_token::dpop;
@@ -71,6 +71,17 @@ impl Subject {
             task: task(&c.txn)?,
             chain,
         })
+    }
+
+    /// The agents the token was handed down through, root first, parent
+    /// last (an audit record's `chain`); empty for an undelegated token.
+    pub fn chain_names(&self) -> Vec<String> {
+        // `chain` is the root, then the other ancestors most recent first.
+        let mut names: Vec<String> = self.chain.iter().map(|(a, _)| a.to_string()).collect();
+        if names.len() > 2 {
+            names[1..].reverse();
+        }
+        names
     }
 
     /// Every agent and task the token depends on: its holder's, then the
@@ -158,6 +169,9 @@ pub struct Refused {
     pub policy_ids: Vec<String>,
     /// The tool action, when the request got as far as naming one.
     pub action: Option<String>,
+    /// Set when the refusal is evidence that the token left its holder
+    /// or outlived its task (see [`MisuseCheck`]).
+    pub misuse: Option<Misuse>,
 }
 
 impl Refused {
@@ -168,7 +182,13 @@ impl Refused {
             reasons: Vec::new(),
             policy_ids: Vec::new(),
             action: None,
+            misuse: None,
         }
+    }
+
+    fn misuse(mut self, m: Misuse) -> Self {
+        self.misuse = Some(m);
+        self
     }
 
     /// `revoked`, naming what was.
@@ -264,20 +284,34 @@ pub fn check_token<'a>(
             "token's task belongs to another agent",
         ));
     }
+    // A token used after its task (or, for a delegated one, any task
+    // or agent of its chain) ended is misuse; one merely early or paused
+    // (pending approval, suspended) is not.
+    let ended = Misuse::new(match token.claims.act {
+        Some(_) => MisuseCheck::RevokedChain,
+        None => MisuseCheck::EndedTask,
+    });
     if !agent.is_active() {
-        return Err(Refused::revoked(RevocationKind::Agent));
+        return Err(Refused::revoked(RevocationKind::Agent).misuse(ended));
     }
     match task.state_at(now) {
         TaskState::Active => {}
-        TaskState::Revoked => return Err(Refused::revoked(RevocationKind::Task)),
+        TaskState::Revoked => return Err(Refused::revoked(RevocationKind::Task).misuse(ended)),
         other => {
-            return Err(Refused::new(
+            let refused = Refused::new(
                 Refusal::TaskNotActive,
                 format!("the token's task is {other}"),
-            ));
+            );
+            return Err(match other {
+                TaskState::Completed | TaskState::Expired => refused.misuse(ended),
+                _ => refused,
+            });
         }
     }
     match holder.revoked {
+        Some(kind @ (RevocationKind::Task | RevocationKind::Agent)) => {
+            Err(Refused::revoked(kind).misuse(ended))
+        }
         Some(kind) => Err(Refused::revoked(kind)),
         None => Ok(Live { agent, task }),
     }
@@ -297,10 +331,14 @@ fn check_presentation(
             Refusal::NotDpopBound,
             "token is not DPoP-bound; send it with the Bearer scheme and no proof",
         )),
-        (Some(_), Presentation::Bearer) => Err(Refused::new(
+        (Some(cnf), Presentation::Bearer) => Err(Refused::new(
             Refusal::DpopRequired,
             "token is DPoP-bound: send it as `Authorization: DPoP <token>` with a DPoP proof",
-        )),
+        )
+        .misuse(Misuse {
+            bound_jkt: Some(cnf.jkt.clone()),
+            ..Misuse::new(MisuseCheck::DpopAsBearer)
+        })),
         (Some(_), Presentation::Dpop(Err(why))) => {
             Err(Refused::new(Refusal::InvalidDpopProof, why.to_string()))
         }
@@ -311,8 +349,24 @@ fn check_presentation(
                 access_token: Some(p.token),
                 now: judge.now,
             };
-            dpop::verify_bound(&cnf.jkt, p.proof, &expect, judge.replay)
-                .map_err(|e| Refused::new(Refusal::InvalidDpopProof, e.to_string()))
+            let refused =
+                |e: &dpop::BoundError| Refused::new(Refusal::InvalidDpopProof, e.to_string());
+            let evidence = |check, proof: &dpop::Proof| Misuse {
+                bound_jkt: Some(cnf.jkt.clone()),
+                presented_jkt: Some(proof.jkt.clone()),
+                proof_jti: Some(proof.jti.clone()),
+                ..Misuse::new(check)
+            };
+            match dpop::verify_bound(&cnf.jkt, p.proof, &expect, judge.replay) {
+                Ok(_) => Ok(()),
+                Err(e @ dpop::BoundError::Proof(_)) => Err(refused(&e)),
+                Err(ref e @ dpop::BoundError::OtherKey(ref proof)) => {
+                    Err(refused(e).misuse(evidence(MisuseCheck::DpopOtherKey, proof)))
+                }
+                Err(ref e @ dpop::BoundError::Replayed(ref proof)) => {
+                    Err(refused(e).misuse(evidence(MisuseCheck::DpopReplayed, proof)))
+                }
+            }
         }
     }
 }
@@ -347,7 +401,8 @@ fn check_request<'t, 'a>(
         return Err(Refused::new(
             Refusal::WrongAudience,
             format!("token is not for tool `{}` (audience mismatch)", tool.name),
-        ));
+        )
+        .misuse(Misuse::new(MisuseCheck::WrongAudience)));
     }
     let detail = c.detail_for(tool.name.as_str()).ok_or_else(|| {
         Refused::new(
@@ -425,6 +480,7 @@ pub fn authorize_request(
             reasons: decision.reasons.clone(),
             policy_ids: decision.policy_ids.clone(),
             action: Some(action),
+            misuse: None,
         });
     }
     Ok(Allowed {

@@ -1,4 +1,5 @@
 use super::*;
+use mandate_core::MisuseCheck;
 use mandate_token::claims::{AccessClaims, AuthorizationDetail, Confirmation, DETAIL_TYPE};
 use mandate_token::{SigningAlg, SigningKey};
 use serde_json::json;
@@ -478,4 +479,149 @@ fn a_dead_token_is_refused_at_the_token_stage_before_anything_else() {
         (r.refusal, r.refusal.stage()),
         (Refusal::Revoked, crate::Stage::Token)
     );
+}
+
+#[test]
+fn refusals_that_show_a_token_left_its_holder_carry_the_evidence() {
+    let check = |c: &Case| c.run().unwrap_err().misuse.map(|m| m.check);
+    let key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let jkt = key.public_jwk().thumbprint().unwrap();
+    let mut bound = claims();
+    bound.cnf = Some(Confirmation { jkt: jkt.clone() });
+
+    // Relayed: a bound token as a bearer token, or with another key's proof.
+    let as_bearer = Case {
+        token: token(bound.clone()),
+        ..Case::ok()
+    }
+    .run()
+    .unwrap_err();
+    let m = as_bearer.misuse.expect("bound token as bearer is misuse");
+    assert_eq!(
+        (m.check, m.bound_jkt.as_deref(), m.presented_jkt),
+        (MisuseCheck::DpopAsBearer, Some(jkt.as_str()), None)
+    );
+    let proof = |k: &SigningKey| {
+        dpop::sign_proof(
+            k,
+            "GET",
+            "https://proxy.test/github/x",
+            Some("the.raw.token"),
+            NOW,
+        )
+        .unwrap()
+    };
+    let thief = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
+    let r = Case {
+        dpop: Some(Ok(proof(&thief))),
+        token: token(bound.clone()),
+        ..Case::ok()
+    }
+    .run()
+    .unwrap_err();
+    let m = r.misuse.expect("another key's proof is misuse");
+    assert_eq!(m.check, MisuseCheck::DpopOtherKey);
+    assert_eq!(m.bound_jkt.as_deref(), Some(jkt.as_str()));
+    assert_eq!(
+        m.presented_jkt,
+        Some(thief.public_jwk().thumbprint().unwrap())
+    );
+    assert!(m.proof_jti.is_some());
+
+    // Replayed: the second use of one good proof.
+    let c = Case {
+        dpop: Some(Ok(proof(&key))),
+        token: token(bound),
+        ..Case::ok()
+    };
+    let (policy, replay) = (
+        Arc::new(PolicySet::defaults()),
+        dpop::ReplayGuard::default(),
+    );
+    assert!(c.run_with(&policy, &replay).is_ok());
+    let again = c.run_with(&policy, &replay).unwrap_err();
+    assert_eq!(
+        again.misuse.map(|m| m.check),
+        Some(MisuseCheck::DpopReplayed)
+    );
+
+    // A bad proof is a client's mistake, not evidence.
+    let c = Case {
+        dpop: Some(Err("DPoP header is missing")),
+        token: token({
+            let mut b = claims();
+            b.cnf = Some(Confirmation { jkt: jkt.clone() });
+            b
+        }),
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), None);
+
+    // Another tool's token.
+    let mut other_aud = claims();
+    other_aud.aud = "https://jira.example".into();
+    let c = Case {
+        token: token(other_aud),
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), Some(MisuseCheck::WrongAudience));
+
+    // After the task ended; not while it is merely paused or waiting.
+    for (state, want) in [
+        ("completed", Some(MisuseCheck::EndedTask)),
+        ("revoked", Some(MisuseCheck::EndedTask)),
+        ("expired", Some(MisuseCheck::EndedTask)),
+        ("suspended", None),
+        ("pending_approval", None),
+    ] {
+        let c = Case {
+            task: Some(task("bot", state, NOW + 600)),
+            ..Case::ok()
+        };
+        assert_eq!(check(&c), want, "{state}");
+    }
+    let c = Case {
+        task: Some(task("bot", "active", NOW - 1)),
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), Some(MisuseCheck::EndedTask), "past deadline");
+    // A revocation entry for the task or agent (what a proxy learns first).
+    for kind in [RevocationKind::Task, RevocationKind::Agent] {
+        let c = Case {
+            revoked: Some(kind),
+            ..Case::ok()
+        };
+        assert_eq!(check(&c), Some(MisuseCheck::EndedTask), "{kind:?}");
+    }
+    // A delegated token whose chain was cut.
+    let mut child = claims();
+    child.act = Some(mandate_token::claims::Actor {
+        sub: "spiffe://example.org/agent/bot".into(),
+        txn: TASK.into(),
+        act: None,
+    });
+    child.sub = "spiffe://example.org/agent/lead".into();
+    child.root_txn = Some("task_fedcba9876543210fedcba9876543210".into());
+    let c = Case {
+        token: token(child),
+        revoked: Some(RevocationKind::Agent),
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), Some(MisuseCheck::RevokedChain));
+
+    // Neither a revoked token (its holder revoked it) nor an out-of-scope
+    // request is evidence of relay.
+    let c = Case {
+        revoked: Some(RevocationKind::Token),
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), None);
+    let c = Case {
+        operation: Operation::Named {
+            action: "issues:write",
+            resource: "repo:acme/widgets",
+        },
+        ..Case::ok()
+    };
+    assert_eq!(check(&c), None);
 }

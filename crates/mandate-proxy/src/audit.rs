@@ -366,6 +366,8 @@ pub(crate) mod tests {
             action: None,
             jti: None,
             client: None,
+            chain: vec![],
+            misuse: None,
             method: "GET".into(),
             path: "/".into(),
             status: Some(200),

@@ -5,7 +5,7 @@
 use crate::error::{Code, Deny};
 use crate::state::State;
 use http::HeaderMap;
-use mandate_core::{DeliveryMode, Tool};
+use mandate_core::{DeliveryMode, Misuse, Tool};
 use mandate_policy::{
     Asked, DpopProof, Holder, Judge, Operation, Presentation, Subject, authorize_request,
     check_claims,
@@ -20,6 +20,10 @@ pub struct Known {
     pub tool: Option<String>,
     pub action: Option<String>,
     pub jti: Option<String>,
+    /// A delegated token's earlier agents, root first.
+    pub chain: Vec<String>,
+    /// Evidence, when the refusal shows the token left its holder.
+    pub misuse: Option<Misuse>,
 }
 
 /// An allowed call: the tool and why it was allowed.
@@ -209,6 +213,7 @@ pub async fn decide(
     if let Some(s) = &subject {
         known.agent = Some(s.agent.to_string());
         known.task = Some(s.task.to_string());
+        known.chain = s.chain_names();
     }
     // Name the tool in the audit record even when the token is refused.
     let tool = snap.tools.get(tool_name).cloned();
@@ -261,6 +266,7 @@ pub async fn decide(
     };
     let allowed = authorize_request(&verified, &holder, &asked, &judge).map_err(|r| {
         known.action = r.action.clone();
+        known.misuse = r.misuse.clone();
         Deny::from(r)
     })?;
     known.action = Some(allowed.action.clone());

@@ -109,6 +109,8 @@ impl CallRecord {
             action: k.action.clone(),
             jti: k.jti.clone(),
             client: self.client.clone(),
+            chain: k.chain.clone(),
+            misuse: None,
             method: self.method.clone(),
             path: self.path.clone(),
             status: None,
@@ -171,6 +173,9 @@ impl CallRecord {
             action: k.action,
             jti: k.jti,
             client: self.client.take(),
+            // Said once per call: on its opening record.
+            chain: if self.allowed { Vec::new() } else { k.chain },
+            misuse: k.misuse,
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             status: Some(self.status),

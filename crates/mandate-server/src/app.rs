@@ -7,9 +7,9 @@ use crate::directory::Directory;
 use crate::federation::Federation;
 use crate::keeper::Keeper;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::Revocation;
+use mandate_core::{Revocation, RevocationKind, Task};
 use mandate_policy::PolicySet;
-use mandate_store::Store;
+use mandate_store::{Store, TaskMoved};
 use mandate_token::KeyRing;
 use mandate_token::cache::TokenCache;
 use mandate_token::claims::{SessionClaims, VerifiedAccess};
@@ -119,11 +119,27 @@ impl App {
         Ok(count)
     }
 
-    /// Tell in-process subscribers (SSE clients) about new feed entries.
+    /// Tell in-process subscribers (SSE clients) about new feed entries;
+    /// a revoked token is refused here from now on too.
     pub fn publish(&self, revs: impl IntoIterator<Item = Revocation>) {
         for r in revs {
+            if r.kind == RevocationKind::Token {
+                self.directory.revoke_token(r.id.clone(), r.expires_at);
+            }
             let _ = self.feed.send(r);
         }
+    }
+
+    /// A task's state change (and the subtree it took with it) as the
+    /// store wrote it: into the broker's own view, and onto the feed.
+    pub fn moved(&self, moved: TaskMoved) -> Task {
+        let task = moved.task.clone();
+        self.directory.put_task(moved.task);
+        for t in moved.subtree {
+            self.directory.put_task(t);
+        }
+        self.publish(moved.revocations);
+        task
     }
 
     /// Stop trusting a withdrawn signing key: out of the ring (and off

@@ -19,6 +19,7 @@ mod forwarded;
 mod keeper;
 mod listen;
 mod metrics;
+mod misuse;
 mod request_metrics;
 mod routes;
 mod throttle;

@@ -2,16 +2,16 @@
 //! proxy spool's position (`seq`), marking the tools' secrets used.
 
 use crate::sql::{self, Write, args};
-use crate::{Invocation, StoreError, rules, secrets};
+use crate::{Ingested, Invocation, StoreError, rules, secrets};
 use mandate_core::UnixTime;
 
-/// Returns (accepted, duplicates); a refused batch writes nothing.
+/// A refused batch writes nothing.
 pub(crate) fn invocations(
     w: &mut dyn Write,
     source: &str,
     batch: Vec<Invocation>,
     now: UnixTime,
-) -> Result<(usize, usize), StoreError> {
+) -> Result<Ingested, StoreError> {
     let high = sql::first(
         w,
         "SELECT seq FROM ingest_sources WHERE source = $1",
@@ -21,8 +21,13 @@ pub(crate) fn invocations(
     .transpose()?;
     let plan = rules::plan_ingest(high, batch)?;
     let accepted = plan.events.len();
-    for e in plan.events {
+    let mut misuse = Vec::new();
+    for (e, m) in plan.events {
         w.audit(e)?;
+        if let Some(m) = m {
+            w.audit(m.clone())?;
+            misuse.push(m);
+        }
     }
     for tool in &plan.used_tools {
         secrets::mark_used_by_tool(w, tool, now)?;
@@ -34,5 +39,9 @@ pub(crate) fn invocations(
             args![source, h, now],
         )?;
     }
-    Ok((accepted, plan.duplicates))
+    Ok(Ingested {
+        accepted,
+        duplicates: plan.duplicates,
+        misuse,
+    })
 }

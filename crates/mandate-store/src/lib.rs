@@ -29,6 +29,7 @@ mod ingest;
 mod owners;
 mod pool;
 mod postgres;
+mod rescope;
 mod rules;
 mod schema;
 mod secrets;
@@ -88,6 +89,20 @@ pub struct Invocation {
     /// `tool.completed`.
     pub opened: Option<u64>,
     pub event: NewEvent,
+    /// A `token.misuse` event the record gave evidence for, chained right
+    /// after it (and, like it, once).
+    pub misuse: Option<NewEvent>,
+}
+
+/// What a batch of proxy records did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    /// Records chained now.
+    pub accepted: usize,
+    /// Records skipped as already chained.
+    pub duplicates: usize,
+    /// The `token.misuse` events chained now, for the broker to act on.
+    pub misuse: Vec<NewEvent>,
 }
 
 /// A task after a state change, and the live tasks delegated below it that
@@ -190,6 +205,17 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<TaskMoved, StoreError>;
+    /// A live task's context switch: store `next` (same task, new scope
+    /// and intent) with `ev` if the task is active as the write reads it,
+    /// revoking in the same write each unexpired token and each live
+    /// delegated child (with its subtree) that the new scope no longer
+    /// covers. `subtree`: the tasks revoked.
+    async fn rescope_task(
+        &self,
+        next: Task,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<TaskMoved, StoreError>;
     /// Move every live task whose deadline is at or before `now` to
     /// `expired`, oldest first, each with a `task.expired` event; returns
     /// every task changed (subtrees revoked with them included).
@@ -278,7 +304,7 @@ pub trait Store: Send + Sync + 'static {
         source: String,
         batch: Vec<Invocation>,
         now: UnixTime,
-    ) -> Result<(usize, usize), StoreError>;
+    ) -> Result<Ingested, StoreError>;
 
     /// Audit events with no other change (decisions, refusals).
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;

@@ -68,7 +68,8 @@ pub(crate) fn revocable_admin_token(
 /// What to do with a proxy's batch, given the highest `seq` already
 /// chained from its spool.
 pub(crate) struct IngestPlan {
-    pub events: Vec<NewEvent>,
+    /// Records to chain, each with its misuse event if it has one.
+    pub events: Vec<(NewEvent, Option<NewEvent>)>,
     pub duplicates: usize,
     /// Tools whose secrets the batch used (once each, not once per call).
     pub used_tools: Vec<String>,
@@ -110,7 +111,7 @@ pub(crate) fn plan_ingest(
         {
             plan.used_tools.push(tool.clone());
         }
-        plan.events.push(event);
+        plan.events.push((event, inv.misuse));
     }
     Ok(plan)
 }
@@ -126,6 +127,7 @@ mod tests {
             seq,
             opened: None,
             event,
+            misuse: None,
         }
     }
 
@@ -138,7 +140,7 @@ mod tests {
             ..inv(seq, "a", "allow")
         };
         let plan = plan_ingest(Some(5), vec![whole(8, 5), whole(9, 6), whole(12, 4)]).unwrap();
-        let kinds: Vec<EventKind> = plan.events.iter().map(|e| e.kind).collect();
+        let kinds: Vec<EventKind> = plan.events.iter().map(|(e, _)| e.kind).collect();
         assert_eq!(
             kinds,
             vec![
@@ -148,7 +150,7 @@ mod tests {
             ]
         );
         let first = plan_ingest(None, vec![whole(3, 1)]).unwrap();
-        assert_eq!(first.events[0].kind, EventKind::ToolInvoked);
+        assert_eq!(first.events[0].0.kind, EventKind::ToolInvoked);
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use crate::backend::Backend;
 use crate::{
-    AgentRevoked, Invocation, SealedValue, Store, StoreError, TaskFilter, TaskMoved, admin_tokens,
-    agents, events, feed, grants, ingest, owners, secrets, tasks, tools,
+    AgentRevoked, Ingested, Invocation, SealedValue, Store, StoreError, TaskFilter, TaskMoved,
+    admin_tokens, agents, events, feed, grants, ingest, owners, rescope, secrets, tasks, tools,
 };
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
@@ -157,6 +157,16 @@ impl<B: Backend> Store for B {
             .await
     }
 
+    async fn rescope_task(
+        &self,
+        next: Task,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<TaskMoved, StoreError> {
+        self.write(move |w| rescope::rescope(w, &next, now, ev))
+            .await
+    }
+
     async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError> {
         self.write(move |w| tasks::expire_due(w, now)).await
     }
@@ -289,7 +299,7 @@ impl<B: Backend> Store for B {
         source: String,
         batch: Vec<Invocation>,
         now: UnixTime,
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<Ingested, StoreError> {
         self.write(move |w| ingest::invocations(w, &source, batch, now))
             .await
     }

@@ -123,7 +123,10 @@ pub(crate) fn live_of(db: &mut dyn Sql, agent: &AgentName) -> Result<Vec<Task>, 
 
 /// Apply the edge to `to` (refused, with nothing written, if the state
 /// machine has no such edge), with `ev`. Completion and revocation add a
-/// feed entry for the task, expiring at its deadline. Ending or suspending
+/// feed entry for the task, expiring at its deadline; suspension one for
+/// each of its unexpired tokens, which stay dead if the task is resumed
+/// (it mints new ones), so no verifier needs to see the resumption in
+/// time. Ending or suspending
 /// a task revokes every live task delegated below it, each with a
 /// `task.revoked` event; no feed entry is needed for them when the task
 /// has one (a delegated token names every ancestor task, and a verifier
@@ -148,7 +151,12 @@ pub(crate) fn transition(
             task.deadline,
         )?);
     }
-    let task_fed = !revocations.is_empty();
+    if to == TaskState::Suspended {
+        for (jti, exp) in live_grants(w, task.id.as_str(), now)? {
+            revocations.push(feed::add(w, RevocationKind::Token, &jti, now, exp)?);
+        }
+    }
+    let task_fed = matches!(to, TaskState::Revoked | TaskState::Completed);
     let mut subtree = live_subtree(w, task.id.as_str())?;
     for child in &mut subtree {
         let cascade =
@@ -181,7 +189,22 @@ pub(crate) fn transition(
     })
 }
 
-fn save(w: &mut dyn Write, task: &Task) -> Result<(), StoreError> {
+/// The `jti` and expiry of a task's tokens still unexpired at `now`.
+fn live_grants(
+    db: &mut dyn Sql,
+    task: &str,
+    now: UnixTime,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    db.query(
+        "SELECT jti, expires_at FROM grants WHERE task = $1 AND expires_at > $2 ORDER BY jti",
+        args![task, now],
+    )?
+    .iter()
+    .map(|r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))
+    .collect()
+}
+
+pub(crate) fn save(w: &mut dyn Write, task: &Task) -> Result<(), StoreError> {
     w.exec(
         "UPDATE tasks SET state = $2, body = $3 WHERE id = $1",
         args![

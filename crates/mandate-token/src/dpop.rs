@@ -105,6 +105,31 @@ pub fn verify_proof(proof: &str, expect: &Expect<'_>) -> Result<Proof, TokenErro
     })
 }
 
+/// Why a proof for a bound token failed. A proof that is itself good but
+/// signed by another key, or used before, is evidence that the token left
+/// its holder: the caller gets the proof to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundError {
+    /// The proof itself is bad (or the replay guard is full).
+    Proof(TokenError),
+    /// A good proof, by another key than the token is bound to.
+    OtherKey(Proof),
+    /// A good proof by the bound key, seen before.
+    Replayed(Proof),
+}
+
+impl std::fmt::Display for BoundError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundError::Proof(e) => e.fmt(f),
+            BoundError::OtherKey(_) => {
+                f.write_str("proof is signed by another key than the token is bound to")
+            }
+            BoundError::Replayed(_) => f.write_str("proof has been used before"),
+        }
+    }
+}
+
 /// A resource's whole check of a proof for a token bound to `jkt`: the
 /// proof itself, signed by the bound key, not seen before.
 pub fn verify_bound(
@@ -112,15 +137,17 @@ pub fn verify_bound(
     proof: &str,
     expect: &Expect<'_>,
     guard: &ReplayGuard,
-) -> Result<(), TokenError> {
-    let p = verify_proof(proof, expect)?;
+) -> Result<Proof, BoundError> {
+    let p = verify_proof(proof, expect).map_err(BoundError::Proof)?;
     // Both thumbprints are public (one is in the token): no timing concern.
     if p.jkt != jkt {
-        return Err(bad(
-            "proof is signed by another key than the token is bound to",
-        ));
+        return Err(BoundError::OtherKey(p));
     }
-    guard.first_use(&p, expect.now)
+    match guard.first_use(&p, expect.now) {
+        Ok(()) => Ok(p),
+        Err(TokenError::ProofReplayed) => Err(BoundError::Replayed(p)),
+        Err(e) => Err(BoundError::Proof(e)),
+    }
 }
 
 /// Make a proof (the client's side): signed by `key`, naming this request.
@@ -201,7 +228,7 @@ impl ReplayGuard {
     pub fn first_use_until(&self, key: &str, until: i64, now: i64) -> Result<(), TokenError> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.contains_key(key) {
-            return Err(bad("proof has been used before"));
+            return Err(TokenError::ProofReplayed);
         }
         if seen.len() >= self.capacity {
             // `until` is the last second a proof can still verify: keep it.

@@ -240,19 +240,28 @@ fn a_bound_token_needs_a_fresh_proof_from_its_own_key() {
     let guard = ReplayGuard::default();
     let e = expect(Some("the-token"));
     let p = sign_proof(&k, "GET", URL, Some("the-token"), NOW).unwrap();
-    assert_eq!(verify_bound(&jkt, &p, &e, &guard), Ok(()));
-    assert!(
-        verify_bound(&jkt, &p, &e, &guard).is_err(),
-        "replay accepted"
+    let first = verify_bound(&jkt, &p, &e, &guard).unwrap();
+    assert_eq!(first.jkt, jkt);
+    // A replay is told apart from a bad proof: it is evidence of relay.
+    assert_eq!(
+        verify_bound(&jkt, &p, &e, &guard),
+        Err(BoundError::Replayed(first))
     );
     // A valid proof, but from a key the token is not bound to.
     let thief = key(SigningAlg::EdDsa);
     let p = sign_proof(&thief, "GET", URL, Some("the-token"), NOW).unwrap();
-    assert!(verify_proof(&p, &e).is_ok());
-    assert!(verify_bound(&jkt, &p, &e, &guard).is_err());
+    let theirs = verify_proof(&p, &e).unwrap();
+    assert_ne!(theirs.jkt, jkt);
+    assert_eq!(
+        verify_bound(&jkt, &p, &e, &guard),
+        Err(BoundError::OtherKey(theirs))
+    );
     // The bound key, but a proof for another request.
     let p = sign_proof(&k, "POST", URL, Some("the-token"), NOW).unwrap();
-    assert!(verify_bound(&jkt, &p, &e, &guard).is_err());
+    assert!(matches!(
+        verify_bound(&jkt, &p, &e, &guard),
+        Err(BoundError::Proof(_))
+    ));
 }
 
 #[test]

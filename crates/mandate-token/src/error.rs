@@ -30,6 +30,9 @@ pub enum TokenError {
     BadKey(String),
     #[error("DPoP proof is invalid: {0}")]
     BadProof(String),
+    /// A DPoP proof (or another single-use JWT) presented a second time.
+    #[error("DPoP proof is invalid: proof has been used before")]
+    ProofReplayed,
     #[error("key storage: {0}")]
     Storage(String),
 }

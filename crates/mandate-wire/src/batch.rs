@@ -7,6 +7,7 @@
 //! protocol number instead ([`crate::PROXY_PROTOCOL`]). The proxy's spool
 //! holds the same records, one JSON line each.
 
+pub use mandate_core::{Misuse, MisuseCheck};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -24,6 +25,9 @@ pub const MAX_FIELD: usize = 256;
 pub const MAX_REASON: usize = 512;
 /// Most reasons on one record.
 pub const MAX_REASONS: usize = 16;
+/// Most agents a record's `chain` names (a delegation's depth is at
+/// most this).
+pub const MAX_CHAIN: usize = mandate_core::MAX_DELEGATION_DEPTH as usize;
 
 /// Which record of a call this is. An allowed call has two: `invoked`,
 /// in the proxy's spool before the request goes upstream (so no upstream
@@ -66,6 +70,14 @@ pub struct ToolCall {
     /// The agent's address as the proxy saw it (protocol 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// A delegated token's earlier agents, root first (protocol 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
+    /// On a denied call whose refusal is evidence that the token left its
+    /// holder or outlived its task (protocol 4): the broker records
+    /// `token.misuse` and acts on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misuse: Option<Misuse>,
     pub method: String,
     /// Without the query (which may carry data, or an injected secret).
     pub path: String,
@@ -96,6 +108,8 @@ impl ToolCall {
         "action",
         "jti",
         "client",
+        "chain",
+        "misuse",
         "method",
         "path",
         "status",
@@ -134,6 +148,18 @@ impl ToolCall {
         .flatten()
         {
             cut(f, MAX_FIELD);
+        }
+        self.chain.truncate(MAX_CHAIN);
+        for a in &mut self.chain {
+            cut(a, MAX_FIELD);
+        }
+        if let Some(m) = &mut self.misuse {
+            for f in [&mut m.bound_jkt, &mut m.presented_jkt, &mut m.proof_jti]
+                .into_iter()
+                .flatten()
+            {
+                cut(f, MAX_FIELD);
+            }
         }
         self.reasons.truncate(MAX_REASONS);
         for r in &mut self.reasons {

@@ -7,8 +7,9 @@
 /// upgraded first.
 /// 1: `invoked` and `completed` audit records. 2: also merged `call`
 /// records (one `tool.invoked` event per call). 3: records may carry the
-/// agent's address (`client`).
-pub const PROXY_PROTOCOL: u32 = 3;
+/// agent's address (`client`). 4: records may carry a delegated token's
+/// `chain` and `misuse` evidence.
+pub const PROXY_PROTOCOL: u32 = 4;
 
 /// What a broker from before the number existed speaks.
 pub const FIRST_PROTOCOL: u32 = 1;

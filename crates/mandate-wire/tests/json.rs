@@ -76,13 +76,15 @@ fn a_delivered_secret_and_its_debug() {
 }
 
 /// An allowed call whose two records were in one batch (merged into a
-/// `call`, with the agent's address), one still open, and a denied one
-/// from a proxy that sent no `client`.
+/// `call`, with the agent's address), one still open, a denied one from a
+/// proxy that sent no `client`, and a delegated token's refusal that is
+/// evidence of relay.
 const BATCH: &str = concat!(
     r#"{"source":"0123abcd","events":["#,
     r#"{"id":"req_1","stage":"call","seq":40,"opened_seq":12,"at":1700000000123,"agent":"bot","task":"task_01","tool":"github","action":"issues:read","jti":"j1","client":"127.0.0.1","method":"GET","path":"/repos/a/b/issues","status":200,"latency_ms":31,"bytes":5120,"decision":"allow","reasons":["allow-in-scope"]},"#,
     r#"{"id":"req_2","stage":"invoked","seq":41,"at":1700000000200,"agent":"bot","task":"task_01","tool":"github","action":"issues:read","jti":"j1","method":"GET","path":"/x","status":null,"latency_ms":0,"bytes":0,"decision":"allow","reasons":[]},"#,
-    r#"{"id":"req_3","stage":"invoked","seq":42,"at":1700000000300,"agent":null,"task":null,"tool":null,"action":null,"jti":null,"method":"DELETE","path":"/","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_token"]}"#,
+    r#"{"id":"req_3","stage":"invoked","seq":42,"at":1700000000300,"agent":null,"task":null,"tool":null,"action":null,"jti":null,"method":"DELETE","path":"/","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_token"]},"#,
+    r#"{"id":"req_4","stage":"invoked","seq":43,"at":1700000000400,"agent":"helper","task":"task_02","tool":"github","action":null,"jti":"j2","client":"10.0.0.9","chain":["lead"],"misuse":{"check":"dpop_other_key","bound_jkt":"b0und","presented_jkt":"0ther","proof_jti":"p1"},"method":"GET","path":"/x","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_dpop_proof"]}"#,
     r#"]}"#
 );
 
@@ -100,7 +102,18 @@ fn an_audit_batch() {
             (Stage::Call, Some(12), Some("127.0.0.1")),
             (Stage::Invoked, None, None),
             (Stage::Invoked, None, None),
+            (Stage::Invoked, None, Some("10.0.0.9")),
         ]
+    );
+    let relayed = &b.events[3];
+    assert_eq!(relayed.chain, ["lead"]);
+    let m = relayed.misuse.as_ref().unwrap();
+    assert_eq!(
+        (m.check, m.presented_jkt.as_deref()),
+        (
+            mandate_wire::batch::MisuseCheck::DpopOtherKey,
+            Some("0ther")
+        )
     );
     // Each record as the proxy spools it, one line.
     let line = serde_json::to_string(&b.events[2]).unwrap();
@@ -128,9 +141,8 @@ fn what_the_broker_refuses_and_what_it_still_takes() {
 
 #[test]
 fn fields_names_every_field_of_a_record() {
-    let mut full: ToolCall = pinned::<Batch>(BATCH).events.remove(0);
+    let mut full: ToolCall = pinned::<Batch>(BATCH).events.remove(3);
     full.opened_seq = Some(1);
-    full.client = Some("127.0.0.1".into());
     let v = serde_json::to_value(&full).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     let mut fields = ToolCall::FIELDS.to_vec();

@@ -2,10 +2,11 @@
 //! `MANDATE_*` environment variable, validated at start with errors that
 //! name the key.
 
-use mandate_core::TrustDomain;
+use mandate_core::{Environment, OnMisuse, TrustDomain};
 use mandate_token::SigningAlg;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,28 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
+}
+
+/// `production=suspend,staging=alert`.
+fn parse_on_misuse(v: &str) -> Result<BTreeMap<Environment, OnMisuse>, ConfigError> {
+    let key = "MANDATE_ON_MISUSE";
+    v.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (env, action) = pair.split_once('=').ok_or_else(|| {
+                invalid(
+                    key,
+                    "expected environment=action pairs, e.g. production=suspend",
+                )
+            })?;
+            let named =
+                |e: mandate_core::Invalid| invalid(key, format!("{}: {}", e.field, e.message));
+            Ok((
+                env.trim().parse().map_err(named)?,
+                action.trim().parse().map_err(named)?,
+            ))
+        })
+        .collect()
 }
 
 fn invalid(key: &str, message: impl ToString) -> ConfigError {
@@ -180,6 +203,21 @@ pub struct Config {
     /// Seconds between signed checkpoints of the audit head written into
     /// the chain (`audit.checkpoint`), when anything new was logged; 0 = off.
     pub audit_checkpoint_secs: u64,
+    /// What a token's misuse (relayed, replayed, at another tool) does to
+    /// its live task, per environment: `suspend` or `alert` (recorded
+    /// only). Unlisted environments: `suspend` in production, else `alert`.
+    #[serde(default)]
+    pub on_misuse: BTreeMap<Environment, OnMisuse>,
+}
+
+impl Config {
+    /// What misuse of a token of a task in `env` does.
+    pub fn on_misuse(&self, env: Environment) -> OnMisuse {
+        self.on_misuse.get(&env).copied().unwrap_or(match env {
+            Environment::Production => OnMisuse::Suspend,
+            _ => OnMisuse::Alert,
+        })
+    }
 }
 
 impl Default for Config {
@@ -218,6 +256,7 @@ impl Default for Config {
             forwarding_header: Default::default(),
             unauthenticated_metrics_access: false,
             audit_checkpoint_secs: 3600,
+            on_misuse: BTreeMap::new(),
         }
     }
 }
@@ -282,6 +321,9 @@ impl Config {
         if let Some(v) = env("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS") {
             self.client_assertion_max_lifetime_secs =
                 num("MANDATE_CLIENT_ASSERTION_MAX_LIFETIME_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_ON_MISUSE") {
+            self.on_misuse = parse_on_misuse(&v)?;
         }
         if let Some(v) = env("MANDATE_MAX_DELEGATION_DEPTH") {
             self.max_delegation_depth = num("MANDATE_MAX_DELEGATION_DEPTH", &v)?;
@@ -643,6 +685,47 @@ mod tests {
             .to_string();
             assert!(err.starts_with("max_delegation_depth"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn misuse_suspends_in_production_unless_configured_otherwise() {
+        use mandate_core::{Environment as E, OnMisuse as M};
+        let c = Config::default();
+        assert_eq!(
+            [E::Production, E::Staging, E::Sandbox].map(|e| c.on_misuse(e)),
+            [M::Suspend, M::Alert, M::Alert]
+        );
+        let env = |v: &'static str| {
+            Config::load(None, move |k| (k == "MANDATE_ON_MISUSE").then(|| v.into()))
+        };
+        let c = env("staging=suspend, production=alert").unwrap();
+        assert_eq!(
+            [E::Production, E::Staging, E::Sandbox].map(|e| c.on_misuse(e)),
+            [M::Alert, M::Suspend, M::Alert]
+        );
+        for (bad, names) in [
+            ("prod=suspend", "environment"),
+            ("production=revoke", "on_misuse"),
+            ("production", "environment=action"),
+        ] {
+            let err = env(bad).unwrap_err().to_string();
+            assert!(
+                err.starts_with("MANDATE_ON_MISUSE") && err.contains(names),
+                "{bad}: {err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "[on_misuse]\nsandbox = \"suspend\"\n").unwrap();
+        let c = Config::load(Some(&path), |_| None).unwrap();
+        assert_eq!(c.on_misuse(E::Sandbox), M::Suspend);
+        assert_eq!(c.on_misuse(E::Production), M::Suspend);
+        std::fs::write(&path, "[on_misuse]\nproduction = \"ignore\"\n").unwrap();
+        let err = Config::load(Some(&path), |_| None).unwrap_err().to_string();
+        assert!(
+            err.contains("on_misuse") && err.contains("suspend, alert"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::client_auth::{self, Client};
 use crate::app::{App, AppState, now};
 use crate::error::{ApiError, OAuthError};
 use crate::extract::{ApiJson, OAuthForm, RequestId};
+use crate::misuse::{self, Sighting};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -84,6 +85,9 @@ pub struct AuthorizeRequest {
     data_sensitivity: Option<Sensitivity>,
     /// What the resource server received with a DPoP-bound token.
     dpop: Option<DpopEvidence>,
+    /// The presenting client's address as the resource server saw it:
+    /// evidence if the token turns out to be misused.
+    client: Option<std::net::IpAddr>,
 }
 
 /// The DPoP proof a resource server received, and the request it came with.
@@ -118,15 +122,16 @@ pub async fn authorize(
         ));
     }
     let t = now();
-    let mut ev = NewEvent::new(EventKind::Decision, format!("admin:{}", verifier.id))
-        .request_id(Some(rid.0))
-        .detail(json!({"audience": req.audience, "action": req.action, "resource": req.resource}));
+    let actor = format!("admin:{}", verifier.id);
+    let mut ev = NewEvent::new(EventKind::Decision, actor.clone()).request_id(Some(rid.0.clone()));
+    let mut chain = Vec::new();
     let verdict = match look_up(&app, &req.token, t).await? {
         Err(refused) => Err(refused),
         Ok(looked) => {
             if let Ok(s) = Subject::of(&looked.token) {
                 ev.agent = Some(s.agent.to_string());
                 ev.task = Some(s.task.to_string());
+                chain = s.chain_names();
             }
             ev.jti = Some(looked.token.claims.jti.clone());
             let tool = app.directory.tool_by_audience(&req.audience);
@@ -174,9 +179,32 @@ pub async fn authorize(
         }),
     };
     app.metrics.decision(decision);
-    let ev = ev.decision(decision).reasons(reasons);
+    let mut events = Vec::with_capacity(2);
+    if let Err(r) = &verdict
+        && let Some(m) = &r.misuse
+    {
+        events.push(misuse::event(Sighting {
+            actor: &actor,
+            misuse: m,
+            refusal: format!("{}: {}", r.refusal, r.message),
+            agent: ev.agent.clone(),
+            task: ev.task.clone(),
+            tool: ev.tool.clone(),
+            jti: ev.jti.clone(),
+            client: req.client.map(|ip| ip.to_canonical().to_string()),
+            chain: chain.clone(),
+            request_id: Some(rid.0),
+        }));
+    }
+    let mut detail =
+        json!({"audience": req.audience, "action": req.action, "resource": req.resource});
+    if !chain.is_empty() {
+        detail["chain"] = json!(chain);
+    }
+    events.insert(0, ev.decision(decision).reasons(reasons).detail(detail));
     // The decision is on disk before anyone acts on it.
-    app.store.append_events(vec![ev]).await?;
+    app.store.append_events(events.clone()).await?;
+    misuse::respond(&app, &events[1..]).await;
     Ok(Json(body))
 }
 
@@ -329,7 +357,6 @@ pub async fn revoke(
         .store
         .revoke_by_id(RevocationKind::Token, &jti, exp, t, ev)
         .await?;
-    app.directory.revoke_token(jti, exp);
     app.publish([r]);
     Ok(Json(json!({})))
 }

@@ -77,6 +77,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}", get(tasks::show))
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke))
+        .route("/v1/tasks/{id}/suspend", post(tasks::suspend))
+        .route("/v1/tasks/{id}/resume", post(tasks::resume))
         .route("/v1/tasks/{id}/delegate", post(delegate::by_api))
         .route("/v1/tasks/{id}/tree", get(delegate::tree))
         .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))
@@ -168,6 +170,18 @@ mod tests {
         for c in codes {
             assert!(text.contains(&format!("`{c}`")), "`{c}` is not explained");
         }
+    }
+
+    #[test]
+    fn openapi_lists_every_misuse_check() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../openapi.json")).unwrap();
+        let documented = &doc["components"]["schemas"]["MisuseCheck"]["enum"];
+        let checks: Vec<&str> = mandate_core::MisuseCheck::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(documented, &serde_json::json!(checks));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::app::{AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId, is_plain_id};
+use crate::misuse::{self, Sighting};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -18,7 +19,7 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, ToolName};
 use mandate_store::Invocation;
 use mandate_wire::batch::{
-    MAX_BATCH, MAX_FIELD, MAX_ID, MAX_METHOD, MAX_PATH, MAX_REASON, MAX_REASONS,
+    MAX_BATCH, MAX_CHAIN, MAX_FIELD, MAX_ID, MAX_METHOD, MAX_PATH, MAX_REASON, MAX_REASONS,
 };
 use mandate_wire::{
     Accepted, Batch, CatalogDoc, PolicyDoc, PolicyFile, SecretMeta, SecretValue, Stage, ToolCall,
@@ -210,6 +211,30 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
     }
     short("method", i, &c.method, MAX_METHOD)?;
     short("path", i, &c.path, MAX_PATH)?;
+    if c.chain.len() > MAX_CHAIN {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].chain: at most {MAX_CHAIN} agents"
+        )));
+    }
+    for a in &c.chain {
+        short("chain", i, a, MAX_FIELD)?;
+    }
+    if let Some(m) = &c.misuse {
+        if c.decision != "deny" {
+            return Err(ApiError::bad_request(format!(
+                "events[{i}].misuse: only on a denied call"
+            )));
+        }
+        for (f, v) in [
+            ("misuse.bound_jkt", &m.bound_jkt),
+            ("misuse.presented_jkt", &m.presented_jkt),
+            ("misuse.proof_jti", &m.proof_jti),
+        ] {
+            if let Some(v) = v {
+                short(f, i, v, MAX_FIELD)?;
+            }
+        }
+    }
     for (f, v) in [
         ("agent", &c.agent),
         ("task", &c.task),
@@ -264,9 +289,28 @@ pub async fn ingest(
             let mut detail = json!({"at_ms": c.at, "action": c.action, "method": c.method,
                 "path": path, "status": c.status, "latency_ms": c.latency_ms,
                 "bytes": c.bytes});
-            if let Some(client) = c.client {
-                detail["client"] = client.into();
+            if let Some(client) = &c.client {
+                detail["client"] = client.as_str().into();
             }
+            if !c.chain.is_empty() {
+                detail["chain"] = json!(c.chain);
+            }
+            // The refusal as the agent got it: a denied record's last reason.
+            let refusal = c.reasons.last().cloned().unwrap_or_default();
+            let misuse = c.misuse.as_ref().map(|m| {
+                misuse::event(Sighting {
+                    actor: &actor,
+                    misuse: m,
+                    refusal,
+                    agent: c.agent.clone(),
+                    task: c.task.clone(),
+                    tool: c.tool.clone(),
+                    jti: c.jti.clone(),
+                    client: c.client.clone(),
+                    chain: c.chain.clone(),
+                    request_id: Some(c.id.clone()),
+                })
+            });
             let mut event = NewEvent::new(kind, actor.clone())
                 .decision(c.decision)
                 .reasons(c.reasons)
@@ -280,15 +324,17 @@ pub async fn ingest(
                 seq: c.seq,
                 opened: c.opened_seq,
                 event,
+                misuse,
             }
         })
         .collect();
-    let (accepted, duplicates) = app
+    let done = app
         .store
         .ingest_invocations(batch.source, invocations, now())
         .await?;
+    misuse::respond(&app, &done.misuse).await;
     Ok(Json(Accepted {
-        accepted: accepted as u64,
-        duplicates: duplicates as u64,
+        accepted: done.accepted as u64,
+        duplicates: done.duplicates as u64,
     }))
 }

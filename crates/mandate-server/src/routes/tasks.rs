@@ -292,7 +292,9 @@ pub async fn show(
     Ok(Json(json!(task.as_ref())))
 }
 
-async fn end(
+/// Move a task along one edge of its state machine (its subtree with it,
+/// where the edge ends or suspends it), answering the task as it is now.
+async fn move_task(
     app: AppState,
     caller: Caller,
     rid: RequestId,
@@ -306,13 +308,8 @@ async fn end(
         .task(&task.id)
         .request_id(Some(rid.0));
     let moved = app.store.transition_task(&task.id, to, now(), ev).await?;
-    app.directory.put_task(moved.task.clone());
     let subtree: Vec<String> = moved.subtree.iter().map(|t| t.id.to_string()).collect();
-    for t in moved.subtree {
-        app.directory.put_task(t);
-    }
-    app.publish(moved.revocations);
-    let mut body = json!(moved.task);
+    let mut body = json!(app.moved(moved));
     if !subtree.is_empty() {
         body["revoked_subtree"] = json!(subtree);
     }
@@ -325,7 +322,7 @@ pub async fn complete(
     rid: RequestId,
     path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    end(
+    move_task(
         app,
         caller,
         rid,
@@ -342,13 +339,57 @@ pub async fn revoke(
     rid: RequestId,
     path: Result<Path<String>, ApiError>,
 ) -> Result<Json<Value>, ApiError> {
-    end(
+    move_task(
         app,
         caller,
         rid,
         path,
         TaskState::Revoked,
         EventKind::TaskRevoked,
+    )
+    .await
+}
+
+/// Pause a task: its tokens are revoked and everything delegated below it
+/// ends; an operator may resume it. Its own agent may suspend it too.
+pub async fn suspend(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    path: Result<Path<String>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    move_task(
+        app,
+        caller,
+        rid,
+        path,
+        TaskState::Suspended,
+        EventKind::TaskSuspended,
+    )
+    .await
+}
+
+/// Let a suspended task go on: an operator's call only (a task suspended
+/// for its token's misuse must not be resumed by the agent that misused
+/// it). Its old tokens stay revoked; its agent exchanges for new ones.
+pub async fn resume(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    path: Result<Path<String>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    if let Caller::Agent { .. } = caller {
+        return Err(ApiError::forbidden(
+            "only an operator (admin right `tasks`) may resume a suspended task",
+        ));
+    }
+    move_task(
+        app,
+        caller,
+        rid,
+        path,
+        TaskState::Active,
+        EventKind::TaskResumed,
     )
     .await
 }

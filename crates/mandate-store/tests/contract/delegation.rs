@@ -3,7 +3,7 @@
 //! in the same write, and nothing beside it.
 
 use crate::common::{Place, ev};
-use crate::fixtures::{agent, child, refused, snapshot, task, task_id, with_agents};
+use crate::fixtures::{agent, child, grant, refused, snapshot, task, task_id, with_agents};
 use crate::on_each_backend;
 use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
@@ -122,6 +122,14 @@ async fn a_revoked_child_leaves_its_parent_and_siblings(place: Place) {
 
 async fn a_suspended_task_revokes_its_subtree_with_an_entry_per_child(place: Place) {
     let (s, _) = tree(&place).await;
+    // Task 10's tokens: one still live at the suspension, one expired.
+    let live = grant(1, &task_id(10), &agent("a"), 900);
+    let spent = grant(2, &task_id(10), &agent("a"), 40);
+    for g in [&live, &spent] {
+        s.insert_grant(g.clone(), ev(EventKind::GrantMinted))
+            .await
+            .unwrap();
+    }
     let moved = s
         .transition_task(
             &task_id(10),
@@ -133,10 +141,26 @@ async fn a_suspended_task_revokes_its_subtree_with_an_entry_per_child(place: Pla
         .unwrap();
     assert_eq!(moved.task.state, TaskState::Suspended);
     assert_eq!(ids(&moved.subtree), [task_id(11), task_id(12), task_id(13)]);
-    // A suspended task may come back, so it gets no entry; its children
-    // do, each covering its own subtree.
-    let fed: Vec<_> = moved.revocations.iter().map(|r| r.id.clone()).collect();
-    assert_eq!(fed, [task_id(11).to_string(), task_id(12).to_string()]);
+    // A suspended task may come back, so it gets no entry of its own: its
+    // live tokens do (they stay dead; a resumed task mints new ones), and
+    // its children each get one covering their own subtree.
+    let fed: Vec<_> = moved
+        .revocations
+        .iter()
+        .map(|r| (r.kind, r.id.clone(), r.expires_at))
+        .collect();
+    assert_eq!(
+        fed,
+        [
+            (RevocationKind::Token, live.jti.to_string(), 900),
+            (RevocationKind::Task, task_id(11).to_string(), 1000),
+            (RevocationKind::Task, task_id(12).to_string(), 1000),
+        ]
+    );
+    assert_eq!(
+        s.revocations_since(0, 0, 1000).await.unwrap(),
+        moved.revocations
+    );
 }
 
 async fn a_parent_that_is_not_live_takes_no_child(place: Place) {

@@ -8,6 +8,7 @@
 //! - `tasks`: the state machine's edges, listing, expiry of due tasks.
 //! - `cascade`: revoking an agent, its tasks, feed entries and events.
 //! - `delegation`: delegated tasks and their subtrees ending with them.
+//! - `rescope`: a task's context switch and what it cuts off.
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
 //! - `grants`: minted grants beside refused writes.
 //! - `admin_tokens`: creation, listing, revocation, the last root.
@@ -32,5 +33,6 @@ mod feed;
 mod grants;
 mod listings;
 mod registry;
+mod rescope;
 mod secrets;
 mod tasks;

@@ -207,25 +207,26 @@ async fn resent_invocations_are_chained_once_and_mark_the_secret_used(place: Pla
             .tool("github")
             .decision(decision)
             .request_id(Some(format!("call-{seq}"))),
+        misuse: None,
     };
     let before = s.events_since(0, 100).await.unwrap().len();
     let r = s
         .ingest_invocations("p1".into(), vec![inv(10, "deny"), inv(20, "allow")], 50)
         .await
         .unwrap();
-    assert_eq!(r, (2, 0));
+    assert_eq!((r.accepted, r.duplicates), (2, 0));
     // A resend overlapping what was chained: only the new record counts.
     let r = s
         .ingest_invocations("p1".into(), vec![inv(20, "allow"), inv(30, "allow")], 60)
         .await
         .unwrap();
-    assert_eq!(r, (1, 1));
+    assert_eq!((r.accepted, r.duplicates), (1, 1));
     // Another spool's positions are its own.
     let r = s
         .ingest_invocations("p2".into(), vec![inv(5, "deny")], 60)
         .await
         .unwrap();
-    assert_eq!(r, (1, 0));
+    assert_eq!((r.accepted, r.duplicates), (1, 0));
     // Out of the store's range: refused, nothing written.
     let err = refused(
         &s,
