@@ -290,6 +290,41 @@ pub enum TaskCmd {
         #[command(flatten)]
         session: Session,
     },
+    /// Pause a task: its tokens are revoked and every task delegated below
+    /// it ends. Only an operator can resume it.
+    Suspend {
+        #[arg(value_parser = path_segment)]
+        id: String,
+        #[command(flatten)]
+        session: Session,
+    },
+    /// Let a suspended task go on (operators only, with the admin token).
+    /// Its old tokens stay revoked; the agent exchanges for new ones.
+    Resume {
+        #[arg(value_parser = path_segment)]
+        id: String,
+    },
+    /// Switch a live task to a new scope (and intent). Narrowing cuts off
+    /// at once every token and delegated task outside the new scope;
+    /// anything wider is decided by policy like a new task.
+    #[command(
+        after_help = "Example:\n  mandate task rescope task_… --scope github=issues:read --intent \"only reading now\""
+    )]
+    Rescope {
+        #[arg(value_parser = path_segment)]
+        id: String,
+        /// TOOL=ACTION[,ACTION…] (repeatable): the whole new scope.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// TOOL=RESOURCE[,RESOURCE…] narrowing a tool to resources.
+        #[arg(long = "resources")]
+        resources: Vec<String>,
+        /// The new intent (default: unchanged).
+        #[arg(long)]
+        intent: Option<String>,
+        #[command(flatten)]
+        session: Session,
+    },
     /// Take part of another agent's task: run as the receiving agent (its
     /// session), with an access token of the parent task that its agent
     /// handed over. The child's scope lies inside the parent's, its
@@ -533,6 +568,42 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
                 .client(c)?
                 .post(&format!("/v1/tasks/{id}/revoke"), &json!({}))
                 .await?
+        }
+        TaskCmd::Suspend { id, session } => {
+            session
+                .client(c)?
+                .post(&format!("/v1/tasks/{id}/suspend"), &json!({}))
+                .await?
+        }
+        TaskCmd::Resume { id } => {
+            c.post(&format!("/v1/tasks/{id}/resume"), &json!({}))
+                .await?
+        }
+        TaskCmd::Rescope {
+            id,
+            scopes,
+            resources,
+            intent,
+            session,
+        } => {
+            let mut body = json!({"scope": scope_items(&scopes, &resources)?});
+            if let Some(i) = intent {
+                body["intent"] = json!(i);
+            }
+            let v = session
+                .client(c)?
+                .post(&format!("/v1/tasks/{id}/rescope"), &body)
+                .await?;
+            if !as_json {
+                println!("{id}  {}", v["state"].as_str().unwrap_or("?"));
+                for (what, key) in [("token", "revoked_tokens"), ("task", "revoked_subtree")] {
+                    for x in v[key].as_array().into_iter().flatten() {
+                        println!("revoked {what} {}", x.as_str().unwrap_or("?"));
+                    }
+                }
+                return Ok(());
+            }
+            v
         }
         TaskCmd::Delegate {
             parent,

@@ -1082,6 +1082,61 @@ async fn a_task_is_handed_down_and_shown_as_a_tree() {
         let out = run(&s, &["--json", "task", "revoke", &parent], &[]);
         let out: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(out["revoked_subtree"], serde_json::json!([child]));
+
+        // A context switch narrows a task and names the token it cut off.
+        let task = run(
+            &s,
+            &[
+                "task",
+                "create",
+                "--intent",
+                "triage",
+                "--scope",
+                "github=issues:read,issues:write",
+            ],
+            &lead,
+        );
+        let writes = run(
+            &s,
+            &[
+                "token",
+                "exchange",
+                "--task",
+                &task,
+                "--resource",
+                "https://github.example",
+            ],
+            &lead,
+        );
+        let out = run(
+            &s,
+            &[
+                "task",
+                "rescope",
+                &task,
+                "--scope",
+                "github=issues:read",
+                "--intent",
+                "only reading",
+            ],
+            &lead,
+        );
+        let jti = mandate_testkit::claims(&writes)["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(out, format!("{task}  active\nrevoked token {jti}"));
+        let o = mandate(&s, &["task", "rescope", &task, "--scope", "github"], &lead);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("TOOL=ITEM"));
+        // Suspended by its agent, resumed by an operator (the server
+        // refuses an agent's resume: tested there).
+        run(&s, &["task", "suspend", &task], &lead);
+        let shown = run(&s, &["--json", "task", "show", &task], &[]);
+        assert!(shown.contains("\"suspended\""), "{shown}");
+        let out = run(&s, &["--json", "task", "resume", &task], &[]);
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(out["state"], "active");
     })
     .await
     .unwrap();

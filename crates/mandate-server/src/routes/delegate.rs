@@ -160,7 +160,8 @@ async fn delegate(
         t,
     )
     .map_err(Refusal::Rule)?;
-    let decision = decide(app, &ask.child, &child).map_err(|e| Refusal::Internal(e.message))?;
+    let decision = decide(app, &ask.child, &child, child.created_at)
+        .map_err(|e| Refusal::Internal(e.message))?;
     let chain = grant::chain_names(&child);
     let ev = NewEvent::new(
         EventKind::TaskDelegated,

@@ -13,6 +13,7 @@ mod meta;
 mod oauth;
 mod proxy;
 mod registry;
+mod rescope;
 mod secrets;
 mod tasks;
 
@@ -79,6 +80,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}/revoke", post(tasks::revoke))
         .route("/v1/tasks/{id}/suspend", post(tasks::suspend))
         .route("/v1/tasks/{id}/resume", post(tasks::resume))
+        .route("/v1/tasks/{id}/rescope", post(rescope::rescope))
         .route("/v1/tasks/{id}/delegate", post(delegate::by_api))
         .route("/v1/tasks/{id}/tree", get(delegate::tree))
         .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))

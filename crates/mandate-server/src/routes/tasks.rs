@@ -27,12 +27,13 @@ pub struct NewTask {
     requested_by: Option<String>,
 }
 
-/// Run the start policy for every tool in the scope: any deny wins, then
-/// any approval requirement, else allow.
+/// Run the start policy for every tool in the scope at `now`: any deny
+/// wins, then any approval requirement, else allow.
 pub(super) fn decide(
     app: &App,
     agent: &mandate_core::Agent,
     task: &Task,
+    now: i64,
 ) -> Result<TaskDecision, ApiError> {
     let policy = app.policy();
     let mut pending: Option<(Vec<String>, Vec<String>)> = None;
@@ -46,10 +47,10 @@ pub(super) fn decide(
         let req = TaskStartRequest {
             agent: AgentFacts::of(agent),
             tool: ToolFacts::of(&tool),
-            task: TaskFacts::of(task, task.created_at),
+            task: TaskFacts::of(task, now),
             requested_actions: &actions,
             anomaly_score: 0,
-            now: task.created_at,
+            now,
         };
         match policy.decide_task_start(&req) {
             deny @ TaskDecision::Deny { .. } => return Ok(deny),
@@ -169,7 +170,7 @@ pub async fn create(
         .task(&task.id)
         .request_id(Some(rid.0.clone()));
     let scope_json = json!({"scope": task.scope, "intent": task.intent, "deadline": task.deadline});
-    match decide(&app, &agent, &task)? {
+    match decide(&app, &agent, &task, t)? {
         TaskDecision::Deny {
             reasons,
             policy_ids,
