@@ -34,6 +34,13 @@ pub enum AgentCmd {
         tools: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// The model the agent runs on (its sessions declare it unless a
+        /// login names another).
+        #[arg(long)]
+        model: Option<String>,
+        /// The model's version.
+        #[arg(long, requires = "model")]
+        model_version: Option<String>,
     },
     /// List agents.
     List,
@@ -298,10 +305,11 @@ pub async fn agent(c: &Client, cmd: AgentCmd, as_json: bool) -> Result<()> {
     }
     c.require_token("agent")?;
     let v = match cmd {
-        AgentCmd::Create { name, owner, environment, tools, description } => {
+        AgentCmd::Create { name, owner, environment, tools, description, model, model_version } => {
             c.post(
                 "/v1/agents",
-                &json!({"name": name, "owner": owner, "environment": environment, "allowed_tools": tools, "description": description}),
+                &json!({"name": name, "owner": owner, "environment": environment, "allowed_tools": tools,
+                        "description": description, "model": model, "model_version": model_version}),
             )
             .await?
         }

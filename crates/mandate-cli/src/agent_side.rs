@@ -137,6 +137,35 @@ pub struct LoginArgs {
     /// Print `export MANDATE_SESSION=…` instead of the bare token.
     #[arg(long)]
     export: bool,
+    #[command(flatten)]
+    model: ModelFlags,
+}
+
+/// The model the agent declares at login (the session carries it; a
+/// task records what it started under, and a change mid-task is decided
+/// by policy, by default suspending the task).
+#[derive(Args, Clone, Default)]
+pub struct ModelFlags {
+    /// The model this agent runs on (default: the agent's record).
+    #[arg(long, env = "MANDATE_MODEL")]
+    model: Option<String>,
+    /// Its version.
+    #[arg(long, env = "MANDATE_MODEL_VERSION", requires = "model")]
+    model_version: Option<String>,
+}
+
+impl ModelFlags {
+    /// The login form's `model` and `model_version`, as declared.
+    fn form(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(m) = &self.model {
+            out.push(("model", m.as_str()));
+        }
+        if let Some(v) = &self.model_version {
+            out.push(("model_version", v.as_str()));
+        }
+        out
+    }
 }
 
 async fn token_endpoint(c: &Client) -> Result<String> {
@@ -150,9 +179,15 @@ async fn token_endpoint(c: &Client) -> Result<String> {
         .to_owned())
 }
 
-/// How an agent proves who it is at login.
+/// How an agent proves who it is at login, and the model it declares.
 #[derive(Clone)]
-pub enum Credential {
+pub struct Credential {
+    proof: Proof,
+    model: ModelFlags,
+}
+
+#[derive(Clone)]
+enum Proof {
     /// An enrolled key (`private_key_jwt`).
     KeyFile(PathBuf),
     /// A workload JWT, given or read from a file (re-read at every login,
@@ -166,21 +201,24 @@ impl Credential {
         key_file: Option<PathBuf>,
         jwt: Option<String>,
         jwt_file: Option<PathBuf>,
+        model: ModelFlags,
     ) -> Option<Credential> {
-        match (key_file, jwt, jwt_file) {
-            (Some(k), _, _) => Some(Credential::KeyFile(k)),
-            (None, Some(j), _) => Some(Credential::Jwt(j)),
-            (None, None, Some(f)) => Some(Credential::JwtFile(f)),
-            (None, None, None) => None,
-        }
+        let proof = match (key_file, jwt, jwt_file) {
+            (Some(k), _, _) => Proof::KeyFile(k),
+            (None, Some(j), _) => Proof::Jwt(j),
+            (None, None, Some(f)) => Proof::JwtFile(f),
+            (None, None, None) => return None,
+        };
+        Some(Credential { proof, model })
     }
 }
 
 /// Log in: the token endpoint's answer (`access_token`, `expires_in`).
 pub async fn log_in(c: &Client, credential: &Credential) -> Result<Value> {
     let anon = c.with_token(None);
-    let jwt = match credential {
-        Credential::KeyFile(path) => {
+    let model = credential.model.form();
+    let jwt = match &credential.proof {
+        Proof::KeyFile(path) => {
             let (file, key) = KeyFile::read(path)?;
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
@@ -193,39 +231,34 @@ pub async fn log_in(c: &Client, credential: &Credential) -> Result<Value> {
                     "iat": now, "exp": now + 60, "jti": hex::encode(mandate_token::random_bytes::<16>()),
                 }),
             )?;
-            return anon
-                .post_form(
-                    "/oauth/token",
-                    &[
-                        ("grant_type", "client_credentials"),
-                        ("client_id", &file.client_id),
-                        (
-                            "client_assertion_type",
-                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                        ),
-                        ("client_assertion", &assertion),
-                    ],
-                )
-                .await;
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", file.client_id.as_str()),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", &assertion),
+            ];
+            form.extend(model);
+            return anon.post_form("/oauth/token", &form).await;
         }
-        Credential::Jwt(j) => j.clone(),
-        Credential::JwtFile(p) => std::fs::read_to_string(p)
+        Proof::Jwt(j) => j.clone(),
+        Proof::JwtFile(p) => std::fs::read_to_string(p)
             .with_context(|| format!("reading {}", p.display()))?
             .trim()
             .to_owned(),
     };
-    anon.post_form(
-        "/oauth/token",
-        &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", &jwt),
-        ],
-    )
-    .await
+    let mut form = vec![
+        ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+        ("assertion", jwt.as_str()),
+    ];
+    form.extend(model);
+    anon.post_form("/oauth/token", &form).await
 }
 
 pub async fn login(c: &Client, a: LoginArgs, as_json: bool) -> Result<()> {
-    let Some(credential) = Credential::from_flags(a.key_file, a.jwt, a.jwt_file) else {
+    let Some(credential) = Credential::from_flags(a.key_file, a.jwt, a.jwt_file, a.model) else {
         bail!("pass --key-file (enrolled key) or --jwt/--jwt-file (workload token)")
     };
     let v = log_in(c, &credential).await?;

@@ -5,7 +5,7 @@
 //! otherwise, so every grant under it dies with the process. And the other
 //! way round: a task that ends first (revoked, expired) stops the command.
 
-use crate::agent_side::{Credential, TaskRequest, log_in};
+use crate::agent_side::{Credential, ModelFlags, TaskRequest, log_in};
 use crate::client::Client;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -29,6 +29,8 @@ pub struct RunArgs {
     session: Option<String>,
     #[command(flatten)]
     task: TaskRequest,
+    #[command(flatten)]
+    model: ModelFlags,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -117,7 +119,7 @@ impl Drop for SessionDir {
 
 /// Run the command under a task of its own; its exit code.
 pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
-    let credential = Credential::from_flags(a.key_file, None, a.jwt_file);
+    let credential = Credential::from_flags(a.key_file, None, a.jwt_file, a.model);
     let first = match (&credential, &a.session) {
         (Some(cr), _) => from_login(&log_in(c, cr).await?)?,
         (None, Some(s)) => Current {

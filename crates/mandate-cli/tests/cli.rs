@@ -1141,3 +1141,112 @@ async fn a_task_is_handed_down_and_shown_as_a_tree() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_declares_its_model_and_a_change_mid_task_stops_the_task() {
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    tokio::task::spawn_blocking(move || {
+        run(&s, &["owner", "create", "platform"], &[]);
+        run(
+            &s,
+            &[
+                "tool",
+                "create",
+                "github",
+                "--audience",
+                "https://github.example",
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--sensitivity",
+                "internal",
+                "--action",
+                "issues:read",
+            ],
+            &[],
+        );
+        let agent = run(
+            &s,
+            &[
+                "--json",
+                "agent",
+                "create",
+                "bot",
+                "--owner",
+                "platform",
+                "--env",
+                "staging",
+                "--tool",
+                "github",
+                "--model",
+                "claude-sonnet-4",
+                "--model-version",
+                "1",
+            ],
+            &[],
+        );
+        assert!(agent.contains("\"model_version\": \"1\""), "{agent}");
+        let jt = run(&s, &["agent", "join-token", "bot"], &[]);
+        let key = dir.path().join("bot.key");
+        let key = key.to_str().unwrap();
+        run(
+            &s,
+            &["agent", "enroll", "--join-token", &jt, "--key-file", key],
+            &[],
+        );
+        let first = run(&s, &["login", "--key-file", key], &[]);
+        let task = run(
+            &s,
+            &[
+                "task",
+                "create",
+                "--intent",
+                "triage",
+                "--scope",
+                "github=issues:read",
+            ],
+            &[("MANDATE_SESSION", first.as_str())],
+        );
+        // The next login declares a new version (flag or MANDATE_MODEL_*).
+        let next = run(
+            &s,
+            &["login", "--key-file", key],
+            &[
+                ("MANDATE_MODEL", "claude-sonnet-4"),
+                ("MANDATE_MODEL_VERSION", "2"),
+            ],
+        );
+        let o = mandate(
+            &s,
+            &[
+                "token",
+                "exchange",
+                "--task",
+                &task,
+                "--resource",
+                "https://github.example",
+            ],
+            &[("MANDATE_SESSION", next.as_str())],
+        );
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("model changed from claude-sonnet-4@1 to claude-sonnet-4@2"),
+            "{err}"
+        );
+        let shown = run(&s, &["--json", "task", "show", &task], &[]);
+        assert!(shown.contains("\"suspended\""), "{shown}");
+        // A version alone is refused before anything is sent.
+        let o = mandate(
+            &s,
+            &["login", "--key-file", key, "--model-version", "3"],
+            &[],
+        );
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--model"));
+    })
+    .await
+    .unwrap();
+}

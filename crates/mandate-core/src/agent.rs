@@ -25,6 +25,10 @@ pub struct Agent {
     /// Public JWK the agent enrolled with a join token; used for `private_key_jwt`.
     pub enrolled_key: Option<serde_json::Value>,
     pub created_at: UnixTime,
+    /// The model it runs on, as its operator declared it (a login may
+    /// declare its own instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::Model>,
 }
 
 impl Agent {
@@ -44,6 +48,8 @@ pub struct NewAgent {
     pub allowed_tools: Vec<ToolName>,
     #[serde(default)]
     pub description: String,
+    pub model: Option<String>,
+    pub model_version: Option<String>,
 }
 
 impl NewAgent {
@@ -59,6 +65,7 @@ impl NewAgent {
                 ));
             }
         }
+        let model = crate::Model::declared(self.model.as_deref(), self.model_version.as_deref())?;
         if self.description.len() > 1024 {
             return Err(Invalid::new("description", "must be at most 1024 bytes"));
         }
@@ -72,6 +79,7 @@ impl NewAgent {
             state: AgentState::Active,
             enrolled_key: None,
             created_at: now,
+            model,
         })
     }
 }

@@ -43,6 +43,8 @@ pub struct ChildRequest<'a> {
     pub scope: Scope,
     /// Seconds from `now`; `None`: what is left of the parent.
     pub ttl_secs: Option<u32>,
+    /// The model the child agent's session declares.
+    pub model: Option<crate::Model>,
 }
 
 /// The child task of `parent` for `req`, or the rule it breaks (each
@@ -152,11 +154,10 @@ pub fn delegate<'t>(
                 .map_or_else(|| parent.intent.clone(), |d| d.root_intent.clone()),
             chain,
         }),
+        model: req.model,
     })
 }
 
-/// `item` (the child's `scope[i]`) asks nothing the parent lacks: its tool,
-/// each action, each resource pattern covered by one of the parent's.
 #[cfg(test)]
 #[path = "delegation_tests.rs"]
 mod tests;

@@ -13,6 +13,7 @@ fn agent(name: &str, env: Environment, tools: &[&str]) -> Agent {
         description: String::new(),
         state: AgentState::Active,
         enrolled_key: None,
+        model: None,
         created_at: 0,
     }
 }
@@ -49,6 +50,7 @@ fn root(agent: &str, s: Scope, deadline: UnixTime) -> Task {
         deadline,
         ended_at: None,
         delegation: None,
+        model: None,
     }
 }
 
@@ -76,6 +78,7 @@ impl World {
             intent: "sub".into(),
             scope: s,
             ttl_secs: ttl,
+            model: None,
         };
         delegate(
             parent,

@@ -16,6 +16,7 @@ mod error;
 mod grant;
 mod ids;
 mod misuse;
+mod model;
 mod rescope;
 mod route;
 mod scope;
@@ -34,6 +35,7 @@ pub use ids::{
     AgentName, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName, TrustDomain,
 };
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
+pub use model::Model;
 pub use rescope::{RescopeRequest, Rescoped, child_fits, grant_fits, rescope};
 pub use route::{RouteRule, RoutedRequest, route};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};

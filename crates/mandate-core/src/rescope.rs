@@ -185,7 +185,7 @@ mod tests {
         let narrow = scope(json!([{"tool": "a", "actions": ["read"], "resources": ["repo:x/y*"]}]));
         let grant = |actions: serde_json::Value, resources: serde_json::Value| -> Grant {
             from(
-                json!({"jti": "j", "task": "task_0123456789abcdef0123456789abcdef",
+                json!({"jti": "jti_0123456789abcdef0123456789abcdef", "task": "task_0123456789abcdef0123456789abcdef",
                 "agent": "bot", "scope": {"tool": "a", "actions": actions, "resources": resources},
                 "audience": "https://a.test", "issued_at": 0, "expires_at": 100}),
             )

@@ -507,6 +507,7 @@ mod tests {
                 description: String::new(),
                 state: AgentState::Active,
                 enrolled_key: None,
+                model: None,
                 created_at: 0,
             }
         }

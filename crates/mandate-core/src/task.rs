@@ -102,6 +102,10 @@ pub struct Task {
     /// Set on a task another task delegated: its parent, root and chain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<Delegation>,
+    /// The model the task's agent declared when the task started (or when
+    /// policy last let it go on under another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::Model>,
 }
 
 impl Task {
@@ -187,6 +191,7 @@ mod tests {
             deadline,
             ended_at: None,
             delegation: None,
+            model: None,
         }
     }
 

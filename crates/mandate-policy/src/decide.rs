@@ -3,7 +3,8 @@
 //! a policy it cannot evaluate denies.
 
 use crate::facts::{
-    AgentFacts, Decision, InvokeRequest, RevealRequest, TaskFacts, TaskStartRequest, ToolFacts,
+    AgentFacts, ContinueRequest, Decision, InvokeRequest, RevealRequest, TaskFacts,
+    TaskStartRequest, ToolFacts,
 };
 use crate::{MandateAction, PolicySet, TaskDecision};
 use cedar_policy::{
@@ -286,6 +287,37 @@ impl PolicySet {
         match context {
             Ok(c) => {
                 self.evaluate(MandateAction::Invoke, r.tool.name, &parties, c)
+                    .decision
+            }
+            Err(e) => failure(e).decision,
+        }
+    }
+
+    /// May this live task go on after its context changed (for a tool of
+    /// its scope)? A deny suspends the task.
+    pub fn decide_continue(&self, r: &ContinueRequest<'_>) -> Decision {
+        let parties = match self.parties(&r.agent, &r.tool) {
+            Ok(p) => p,
+            Err(e) => return failure(e).decision,
+        };
+        let context = (|| {
+            let change = RestrictedExpression::new_record([
+                ("kind".into(), string(r.change)),
+                ("from".into(), string(r.from)),
+                ("to".into(), string(r.to)),
+            ])
+            .map_err(|e| format!("change record: {e}"))?;
+            Context::from_pairs([
+                ("task".into(), task_record(&r.task)?),
+                ("change".into(), change),
+                ("anomaly_score".into(), RestrictedExpression::new_long(0)),
+                ("now".into(), RestrictedExpression::new_long(r.now)),
+            ])
+            .map_err(|e| format!("context: {e}"))
+        })();
+        match context {
+            Ok(c) => {
+                self.evaluate(MandateAction::ContinueTask, r.tool.name, &parties, c)
                     .decision
             }
             Err(e) => failure(e).decision,

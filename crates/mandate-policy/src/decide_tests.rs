@@ -1,7 +1,7 @@
 //! One test per default policy rule, plus the fail-closed rules.
 
 use super::*;
-use crate::DEFAULT_SCHEMA;
+use crate::{DEFAULT_POLICIES, DEFAULT_SCHEMA};
 use mandate_core::{Environment, Environment::*, Sensitivity::*, TaskState};
 
 fn agent(environment: Environment) -> AgentFacts<'static> {
@@ -509,4 +509,35 @@ fn reveal_only_for_reveal_tools_active_tasks_and_never_human_credentials() {
         &reveal("reveal", TaskState::Active, false, Production),
         "deny-cross-environment",
     );
+}
+
+#[test]
+fn a_model_change_mid_task_is_stopped_by_default_and_a_policy_can_narrow_that() {
+    let ask = |set: &PolicySet, from: &str, to: &str| {
+        set.decide_continue(&ContinueRequest {
+            agent: agent(Staging),
+            tool: tool(Staging, Internal),
+            task: task(TaskState::Active, Staging, false),
+            change: "model",
+            from,
+            to,
+            now: 0,
+        })
+    };
+    let d = ask(
+        &PolicySet::defaults(),
+        "claude-sonnet-4@1",
+        "claude-sonnet-4@2",
+    );
+    denied_only_by(&d, "suspend-on-model-change");
+    assert!(d.reasons[0].contains("model changed"), "{:?}", d.reasons);
+    let d = ask(&PolicySet::defaults(), "gpt-5", "gpt-5");
+    assert!(d.allowed, "nothing changed: {:?}", d.reasons);
+    // A team that accepts a model's new versions says so in Cedar.
+    let set = custom(&DEFAULT_POLICIES.replace(
+        "context.change.from != context.change.to",
+        "!(context.change.from like \"claude-sonnet-4@*\" && context.change.to like \"claude-sonnet-4@*\")",
+    ));
+    assert!(ask(&set, "claude-sonnet-4@1", "claude-sonnet-4@2").allowed);
+    assert!(!ask(&set, "claude-sonnet-4@1", "gpt-5").allowed);
 }

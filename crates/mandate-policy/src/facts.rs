@@ -108,6 +108,21 @@ pub struct TaskStartRequest<'a> {
     pub now: i64,
 }
 
+/// A live task whose context changed under it (Cedar action
+/// `continue_task`), for one tool of its scope.
+#[derive(Debug, Clone, Copy)]
+pub struct ContinueRequest<'a> {
+    pub agent: AgentFacts<'a>,
+    pub tool: ToolFacts<'a>,
+    pub task: TaskFacts<'a>,
+    /// What changed: `model`.
+    pub change: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Unix seconds.
+    pub now: i64,
+}
+
 /// A task asking for a tool's secret value itself (Cedar action
 /// `reveal_secret`): the flagged exception to injection by the proxy.
 #[derive(Debug, Clone, Copy)]

@@ -26,8 +26,8 @@ pub use authorize::{
 };
 pub use error::{PolicyError, Problem};
 pub use facts::{
-    AgentFacts, Decision, InvokeRequest, RevealRequest, TaskDecision, TaskFacts, TaskStartRequest,
-    ToolFacts,
+    AgentFacts, ContinueRequest, Decision, InvokeRequest, RevealRequest, TaskDecision, TaskFacts,
+    TaskStartRequest, ToolFacts,
 };
 pub use recent::RecentDecisions;
 pub use refusal::{Refusal, Stage};
@@ -49,6 +49,7 @@ pub(crate) enum MandateAction {
     StartTask = 1,
     RequireApproval = 2,
     RevealSecret = 3,
+    ContinueTask = 4,
 }
 
 impl MandateAction {
@@ -58,6 +59,7 @@ impl MandateAction {
             MandateAction::StartTask => "start_task",
             MandateAction::RequireApproval => "require_approval",
             MandateAction::RevealSecret => "reveal_secret",
+            MandateAction::ContinueTask => "continue_task",
         }
     }
 }
@@ -82,7 +84,7 @@ impl Slice {
 
 pub(crate) struct Loaded {
     /// Indexed by `MandateAction as usize`.
-    pub slices: [Slice; 4],
+    pub slices: [Slice; 5],
     /// `"<id>: <@reason>"` by policy id, ready to copy into a decision.
     pub reasons: HashMap<PolicyId, String>,
     /// Policy ids in load order (file name, then position in the file).

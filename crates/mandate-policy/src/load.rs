@@ -109,6 +109,7 @@ fn build(
         slice(&all, MandateAction::StartTask, &tool_type)?,
         slice(&all, MandateAction::RequireApproval, &tool_type)?,
         slice(&all, MandateAction::RevealSecret, &tool_type)?,
+        slice(&all, MandateAction::ContinueTask, &tool_type)?,
     ];
     Ok(Loaded {
         slices,

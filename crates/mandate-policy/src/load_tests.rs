@@ -21,7 +21,7 @@ fn custom(policies: &str) -> PolicySet {
 
 #[test]
 fn default_policies_validate_against_default_schema() {
-    assert_eq!(PolicySet::defaults().policy_count(), 11);
+    assert_eq!(PolicySet::defaults().policy_count(), 13);
 }
 
 #[test]
@@ -165,6 +165,8 @@ fn default_policy_ids_are_the_documented_set() {
             "restricted-needs-approval",
             "allow-reveal-for-reveal-tools",
             "deny-reveal-human-credential",
+            "allow-continue-task",
+            "suspend-on-model-change",
         ]
     );
 }

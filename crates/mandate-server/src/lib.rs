@@ -10,6 +10,7 @@ mod app;
 mod background;
 mod boot;
 pub mod config;
+mod context_change;
 mod deadline;
 mod directory;
 mod error;

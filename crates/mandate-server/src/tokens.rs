@@ -26,6 +26,7 @@ impl App {
         &self,
         agent: &Agent,
         amr: &str,
+        model: Option<&mandate_core::Model>,
         now: i64,
     ) -> Result<(String, SessionClaims), TokenError> {
         let claims = SessionClaims {
@@ -38,6 +39,8 @@ impl App {
             jti: new_jti().to_string(),
             client_id: agent.spiffe_id.clone(),
             amr: vec![amr.to_owned()],
+            model: model.map(|m| m.model.clone()),
+            model_version: model.and_then(|m| m.version.clone()),
         };
         let token = jwt::encode(&self.keys.current(), jwt::TYP_SESSION, &claims)?;
         Ok((token, claims))

@@ -251,6 +251,8 @@ mod tests {
             jti: "j".into(),
             client_id: "c".into(),
             amr: vec![],
+            model: None,
+            model_version: None,
         };
         assert_eq!((access.exp(), session.exp()), (EXP, EXP));
         let t = token(&k, "j");

@@ -138,6 +138,22 @@ pub struct SessionClaims {
     pub client_id: String,
     /// How the agent proved itself: `jwt_bearer` or `private_key_jwt`.
     pub amr: Vec<String>,
+    /// The model the agent runs on, as declared at login (or on its
+    /// record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+}
+
+impl SessionClaims {
+    /// The declared model, as the domain names it.
+    pub fn model(&self) -> Option<mandate_core::Model> {
+        self.model.as_ref().map(|m| mandate_core::Model {
+            model: m.clone(),
+            version: self.model_version.clone(),
+        })
+    }
 }
 
 impl AccessClaims {

@@ -221,7 +221,10 @@ async fn oauth_caller(
     match client_auth::authenticate(app, form, headers, &url).await {
         Ok(Client::Key(a)) => {
             app.assertion_seen(&a)?;
-            Ok(Caller::Agent { agent: a.agent })
+            Ok(Caller::Agent {
+                model: a.agent.model.clone(),
+                agent: a.agent,
+            })
         }
         Ok(Client::Bearer(c)) => Ok(c),
         Ok(Client::Anonymous) => Err(OAuthError::new(

@@ -12,7 +12,11 @@ use std::sync::Arc;
 /// Who is calling: an admin token or an agent's identity session.
 pub enum Caller {
     Admin(Arc<AdminToken>),
-    Agent { agent: Arc<Agent> },
+    Agent {
+        agent: Arc<Agent>,
+        /// The model its session declares (at login, or on its record).
+        model: Option<mandate_core::Model>,
+    },
 }
 
 impl Caller {
@@ -98,9 +102,12 @@ impl Caller {
             }
             return Ok(Caller::Admin(t));
         }
-        let (_, agent) = app
+        let (session, agent) = app
             .verify_session(token, now())
             .map_err(|e| ApiError::unauthorized(format!("session is not valid: {e}")))?;
-        Ok(Caller::Agent { agent })
+        Ok(Caller::Agent {
+            agent,
+            model: session.model(),
+        })
     }
 }

@@ -67,7 +67,7 @@ impl Client {
     pub fn agent(&self) -> Option<&Arc<Agent>> {
         match self {
             Client::Key(a) => Some(&a.agent),
-            Client::Bearer(Caller::Agent { agent }) => Some(agent),
+            Client::Bearer(Caller::Agent { agent, .. }) => Some(agent),
             Client::Bearer(Caller::Admin(_)) | Client::Anonymous => None,
         }
     }
@@ -190,7 +190,9 @@ pub async fn authenticate(
         (None, None) => Client::Anonymous,
         (Some(a), None) => Client::Key(a),
         (None, Some(c)) => Client::Bearer(c),
-        (Some(a), Some(Caller::Agent { agent })) if agent.name == a.agent.name => Client::Key(a),
+        (Some(a), Some(Caller::Agent { agent, .. })) if agent.name == a.agent.name => {
+            Client::Key(a)
+        }
         (Some(a), Some(_)) => {
             return Err(invalid_client(
                 Some(a.agent.name.to_string()),
@@ -235,7 +237,7 @@ pub fn require_agent(
             _ => Ok(()),
         },
         Client::Key(a) if a.agent.name == agent.name => app.assertion_seen(a),
-        Client::Bearer(Caller::Agent { agent: by }) if by.name == agent.name => Ok(()),
+        Client::Bearer(Caller::Agent { agent: by, .. }) if by.name == agent.name => Ok(()),
         Client::Bearer(Caller::Admin(_)) => refuse(
             "an admin token is not a client of the token exchange; the agent authenticates (private_key_jwt or its session)"
                 .into(),

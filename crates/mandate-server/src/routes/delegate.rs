@@ -93,6 +93,8 @@ impl From<Refusal> for ApiError {
 /// What the child asks for, by either surface.
 struct Ask {
     child: Arc<Agent>,
+    /// The model the child's session declares.
+    model: Option<mandate_core::Model>,
     scope: Scope,
     intent: Option<String>,
     ttl_secs: Option<u32>,
@@ -150,6 +152,7 @@ async fn delegate(
         intent,
         scope: ask.scope,
         ttl_secs: ask.ttl_secs,
+        model: ask.model,
     };
     let mut child = mandate_core::delegate(
         &parent,
@@ -306,6 +309,7 @@ pub async fn by_exchange(
         Scope::try_from(vec![item]).map_err(|e| OAuthError::new("invalid_scope", e.to_string()))?;
     let ask = Ask {
         child: child.clone(),
+        model: session.model(),
         scope,
         intent: form.get("intent").map(str::to_owned),
         ttl_secs: task_ttl,
@@ -347,7 +351,7 @@ pub async fn by_api(
     path: Result<Path<String>, ApiError>,
     ApiJson(body): ApiJson<NewChild>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
-    let Caller::Agent { agent } = caller else {
+    let Caller::Agent { agent, model } = caller else {
         return Err(ApiError::forbidden(
             "the child agent delegates to itself with its own session: an admin token cannot",
         ));
@@ -356,6 +360,7 @@ pub async fn by_api(
     let id = TaskId::parse(&id)?;
     let ask = Ask {
         child: agent,
+        model,
         scope: body.scope,
         intent: body.intent,
         ttl_secs: body.ttl_secs,

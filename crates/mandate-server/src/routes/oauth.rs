@@ -6,6 +6,7 @@ use super::client_auth::{self, Client};
 use super::delegate;
 use super::grant::{self, TT_ACCESS, bind_to_proof, dpop_header, no_store, requested, rule_error};
 use crate::app::{App, AppState, now};
+use crate::context_change::{self, Stopped};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
 use crate::throttle::Verdict;
@@ -13,7 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{Agent, TaskId, cap_grant_ttl};
+use mandate_core::{Agent, Model, TaskId, cap_grant_ttl};
 use serde_json::json;
 
 pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -115,23 +116,33 @@ async fn refuse_login(
     err
 }
 
+/// A session for `agent`, declaring the model the login names (`model`,
+/// `model_version`) or else the one on the agent's record.
 async fn issue_session(
     app: &App,
     rid: &str,
+    form: &OAuthForm,
     agent: &Agent,
     method: &str,
     assertion: Option<(String, i64)>,
 ) -> Result<Response, OAuthError> {
+    let model = match Model::declared(form.get("model"), form.get("model_version")) {
+        Ok(m) => m.or_else(|| agent.model.clone()),
+        Err(e) => {
+            let err = OAuthError::invalid_request(e.to_string());
+            return Err(refuse_login(app, rid, method, Some(agent.name.as_str()), err).await);
+        }
+    };
     let t = now();
     let (token, claims) = app
-        .mint_session(agent, method, t)
+        .mint_session(agent, method, model.as_ref(), t)
         .map_err(OAuthError::server)?;
     let ev = NewEvent::new(EventKind::LoginSucceeded, format!("agent:{}", agent.name))
         .agent(&agent.name)
         .jti(&claims.jti)
         .request_id(Some(rid.to_owned()))
         .decision("allow")
-        .detail(json!({"method": method, "exp": claims.exp}));
+        .detail(json!({"method": method, "exp": claims.exp, "model": model}));
     match app.store.record_login(assertion, ev).await {
         Ok(()) => {}
         Err(mandate_store::StoreError::Replay) => {
@@ -188,7 +199,7 @@ async fn federated_login(app: &App, rid: &str, form: &OAuthForm) -> Result<Respo
         .filter(|a| a.is_active())
         .ok_or_else(|| OAuthError::invalid_grant("the bound agent is revoked"));
     match agent {
-        Ok(agent) => issue_session(app, rid, &agent, METHOD, None).await,
+        Ok(agent) => issue_session(app, rid, form, &agent, METHOD, None).await,
         Err(err) => Err(refuse_login(app, rid, METHOD, Some(agent_name.as_str()), err).await),
     }
 }
@@ -208,6 +219,7 @@ async fn key_login(
             return issue_session(
                 app,
                 rid,
+                form,
                 &a.agent,
                 METHOD,
                 Some((a.jti.clone(), a.replay_until)),
@@ -300,6 +312,14 @@ async fn exchange(
         let err = OAuthError::invalid_grant("task_id: no such task for this agent");
         return Err(refuse_grant(app, rid, &agent, None, err).await);
     };
+    // The session may declare another model than the task started under.
+    let task =
+        match context_change::on_model(app, &agent, task, session.model().as_ref(), rid).await {
+            Ok(t) => t,
+            Err(Stopped(why)) => {
+                return Err(OAuthError::invalid_grant(format!("task_id: {why}")));
+            }
+        };
     let resource = form.require("resource")?;
     let Some(tool) = app.directory.tool_by_audience(resource) else {
         let err = OAuthError::new("invalid_target", "resource: no tool has this audience");

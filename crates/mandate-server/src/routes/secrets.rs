@@ -210,7 +210,7 @@ pub async fn reveal(
     rid: RequestId,
     path: Result<Path<RevealPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Caller::Agent { agent } = &caller else {
+    let Caller::Agent { agent, .. } = &caller else {
         return Err(ApiError::forbidden(
             "only the task's own agent (with its session) may fetch a secret",
         ));

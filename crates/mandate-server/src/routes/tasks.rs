@@ -164,6 +164,12 @@ pub async fn create(
         deadline: t + ttl as i64,
         ended_at: None,
         delegation: None,
+        // What the task starts under: its agent's session's declaration,
+        // or (created by an operator) the agent's record.
+        model: match &caller {
+            Caller::Agent { model, .. } => model.clone(),
+            Caller::Admin(_) => agent.model.clone(),
+        },
     };
     let ev = NewEvent::new(EventKind::TaskCreated, caller.actor())
         .agent(&agent.name)

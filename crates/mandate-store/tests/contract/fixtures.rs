@@ -53,6 +53,7 @@ pub fn task(seed: u8, agent: &Agent, state: TaskState, created_at: i64, deadline
         deadline,
         ended_at: None,
         delegation: None,
+        model: None,
     }
 }
 
