@@ -171,7 +171,7 @@ pub struct Refused {
     pub action: Option<String>,
     /// Set when the refusal is evidence that the token left its holder
     /// or outlived its task (see [`MisuseCheck`]).
-    pub misuse: Option<Misuse>,
+    pub misuse: Option<Box<Misuse>>,
 }
 
 impl Refused {
@@ -187,7 +187,7 @@ impl Refused {
     }
 
     fn misuse(mut self, m: Misuse) -> Self {
-        self.misuse = Some(m);
+        self.misuse = Some(Box::new(m));
         self
     }
 

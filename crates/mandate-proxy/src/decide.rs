@@ -266,7 +266,7 @@ pub async fn decide(
     };
     let allowed = authorize_request(&verified, &holder, &asked, &judge).map_err(|r| {
         known.action = r.action.clone();
-        known.misuse = r.misuse.clone();
+        known.misuse = r.misuse.as_deref().cloned();
         Deny::from(r)
     })?;
     known.action = Some(allowed.action.clone());

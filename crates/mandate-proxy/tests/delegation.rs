@@ -216,3 +216,41 @@ async fn revoking_any_node_refuses_exactly_its_subtree_everywhere() {
         "the generated trees were too shallow to mean much"
     );
 }
+
+#[tokio::test]
+async fn a_call_by_the_third_agent_of_a_chain_names_all_three() {
+    let w = World::new().await;
+    let nodes = build(&w, 99, &[None, Some(0), Some(1)]).await;
+    let c = mandate_testkit::claims(&nodes[2].token);
+    let spiffe = |i: usize| format!("spiffe://test.local/agent/n99x{i}");
+    // RFC 8693 §4.1: the root agent is `sub`, the current actor outermost.
+    assert_eq!(c["sub"], spiffe(0));
+    assert_eq!(c["act"]["sub"], spiffe(2));
+    assert_eq!(c["act"]["txn"], nodes[2].task.as_str());
+    assert_eq!(c["act"]["act"]["sub"], spiffe(1));
+    assert_eq!(c["act"]["act"]["txn"], nodes[1].task.as_str());
+    assert!(c["act"]["act"]["act"].is_null(), "{c}");
+    assert_eq!(c["root_txn"], nodes[0].task.as_str());
+
+    let (st, headers, body) = w.call("GET", "/echo/items/7", Some(&nodes[2].token)).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let id = support::request_id(&headers);
+    let (event, detail) = w.outcome(&id).await;
+    assert_eq!(
+        (event["agent"].as_str(), event["task"].as_str()),
+        (Some("n99x2"), Some(nodes[2].task.as_str()))
+    );
+    assert_eq!(detail["chain"], json!(["n99x0", "n99x1"]));
+    // The broker's own decisions name it the same way.
+    let v = w.s.authorize(&nodes[2].token, "items:read", "item:7").await;
+    assert_eq!(v["decision"], "allow", "{v}");
+    let decision = w
+        .events_of("decision")
+        .await
+        .into_iter()
+        .rfind(|e| e["task"] == nodes[2].task.as_str())
+        .unwrap();
+    let d: Value =
+        mandate_testkit::serde_json::from_str(decision["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(d["chain"], json!(["n99x0", "n99x1"]));
+}

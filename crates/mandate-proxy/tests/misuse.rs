@@ -190,7 +190,9 @@ async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtre
 
     assert_eq!(task_state(&w, &t).await, "suspended");
     assert_eq!(task_state(&w, &child_task).await, "revoked");
-    let misuse = w.wait_for("token.misuse", &[relayed_at.clone()]).await;
+    let misuse = w
+        .wait_for("token.misuse", std::slice::from_ref(&relayed_at))
+        .await;
     let m = misuse
         .iter()
         .find(|e| e["request_id"] == relayed_at.as_str())
@@ -273,7 +275,7 @@ async fn a_proof_by_another_key_is_misuse_with_both_thumbprints() {
         (st, code(&body)),
         (StatusCode::UNAUTHORIZED, "invalid_dpop_proof".into())
     );
-    let evs = w.wait_for("token.misuse", &[id.clone()]).await;
+    let evs = w.wait_for("token.misuse", std::slice::from_ref(&id)).await;
     let d = &detail(evs.iter().find(|e| e["request_id"] == id.as_str()).unwrap());
     assert_eq!(d["check"], "dpop_other_key");
     assert_eq!(d["bound_jkt"], lead_key.public_jwk().thumbprint().unwrap());
@@ -307,7 +309,7 @@ async fn outside_production_misuse_is_recorded_and_the_task_goes_on() {
     let (st, headers, _) = w.call("GET", "/echo/items/7", Some(&kept)).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let id = request_id(&headers);
-    let evs = w.wait_for("token.misuse", &[id.clone()]).await;
+    let evs = w.wait_for("token.misuse", std::slice::from_ref(&id)).await;
     let m = evs.iter().find(|e| e["request_id"] == id.as_str()).unwrap();
     assert_eq!(detail(m)["check"], "dpop_as_bearer");
     // Staging's `on_misuse` is `alert`: nothing more happens.

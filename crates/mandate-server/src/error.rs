@@ -34,6 +34,12 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    /// 403 `policy_denied`, with the policy's reasons.
+    pub fn policy_denied(message: impl Into<String>, reasons: Vec<String>) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, "policy_denied", message);
+        e.reasons = reasons;
+        e
+    }
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

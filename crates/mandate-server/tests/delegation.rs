@@ -383,3 +383,80 @@ async fn a_dpop_bound_parent_token_is_not_handed_on() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn a_foreign_actor_token_or_an_expired_parent_is_refused_by_name() {
+    let t = team_with(3).await;
+    // A session from another broker, of another trust domain: its key is
+    // not this broker's.
+    let other = TestServer::start_with(|c| c.trust_domain = "other.example".into()).await;
+    other.seed().await;
+    other
+        .admin_post(
+            "/v1/agents",
+            json!({"name": "helper", "owner": "platform", "environment": "staging",
+                   "allowed_tools": ["github"]}),
+        )
+        .await;
+    let foreign = other.session("helper").await;
+    assert!(
+        claims(&foreign)["sub"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://other.example/")
+    );
+    let before = t.counts().await.0;
+    let (st, v) = t.hand_down(&t.root_token, &foreign, &[]).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{v}"
+    );
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("actor_token"),
+        "{v}"
+    );
+    let (st, v) = t
+        .delegate_api(
+            &t.root,
+            &foreign,
+            json!({"subject_token": t.root_token,
+                   "scope": [{"tool": "github", "actions": ["issues:read"]}]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+
+    // A parent token whose task has run out.
+    let (st, task) =
+        t.s.create_task(
+            &t.lead,
+            json!([{"tool": "github", "actions": ["issues:read"]}]),
+            Some(1),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{task}");
+    let (_, v) =
+        t.s.exchange(&t.lead, task["id"].as_str().unwrap(), GITHUB, &[])
+            .await;
+    let short = v["access_token"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (st, v) = t.hand_down(&short, &t.helper, &[]).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        "{v}"
+    );
+    let why = v["error_description"].as_str().unwrap();
+    assert!(
+        why.starts_with("subject_token") && why.contains("expired"),
+        "{why}"
+    );
+    assert_eq!(
+        t.counts().await.0,
+        before + 1,
+        "only the short task was written"
+    );
+}

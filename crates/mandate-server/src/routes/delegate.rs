@@ -79,11 +79,7 @@ impl From<Refusal> for ApiError {
                 format!("subject_token: {m}"),
             ),
             Refusal::Rule(e) => e.into(),
-            Refusal::Policy(m, reasons) => {
-                let mut e = ApiError::new(StatusCode::FORBIDDEN, "policy_denied", m);
-                e.reasons = reasons;
-                e
-            }
+            Refusal::Policy(m, reasons) => ApiError::policy_denied(m, reasons),
             Refusal::Store(e) => e.into(),
             Refusal::Internal(m) => ApiError::internal(m),
         }

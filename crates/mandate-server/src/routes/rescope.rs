@@ -94,13 +94,10 @@ pub async fn rescope(
                 detail["policy_ids"] = json!(policy_ids);
                 let ev = ev("deny").reasons(reasons.clone()).detail(detail);
                 app.store.append_events(vec![ev]).await?;
-                let mut err = ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "policy_denied",
+                return Err(ApiError::policy_denied(
                     "policy denied the wider scope; the task keeps its scope",
-                );
-                err.reasons = reasons;
-                return Err(err);
+                    reasons,
+                ));
             }
             TaskDecision::PendingApproval {
                 reasons,

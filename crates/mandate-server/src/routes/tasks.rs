@@ -188,13 +188,7 @@ pub async fn create(
                 .reasons(reasons.clone())
                 .detail(json!({"policy_ids": policy_ids, "intent": task.intent}));
             app.store.append_events(vec![ev]).await?;
-            let mut err = ApiError::new(
-                StatusCode::FORBIDDEN,
-                "policy_denied",
-                "policy denied this task",
-            );
-            err.reasons = reasons;
-            Err(err)
+            Err(ApiError::policy_denied("policy denied this task", reasons))
         }
         TaskDecision::PendingApproval {
             reasons,

@@ -21,6 +21,8 @@ pub fn agent_of(name: &str, owner: &str) -> Agent {
         environment: Environment::Staging,
         allowed_tools: vec![],
         description: String::new(),
+        model: None,
+        model_version: None,
     }
     .into_agent(&TrustDomain::parse("example.org").unwrap(), 0)
     .unwrap()
