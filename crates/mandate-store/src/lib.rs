@@ -183,12 +183,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;
     /// Create a delegated task (its `delegation` names the parent), refused
     /// with [`RuleViolation::TaskNotActive`](mandate_core::RuleViolation)
-    /// unless the parent is active at `now` as this write reads it.
+    /// unless the parent is active at `now` as this write reads it; with
+    /// `first`, the child's first grant and its event in the same write.
     async fn delegate_task(
         &self,
         task: Task,
         now: UnixTime,
         ev: NewEvent,
+        first: Option<(Grant, NewEvent)>,
     ) -> Result<(), StoreError>;
     /// Every task delegated below `id`, at any depth, oldest first.
     async fn task_subtree(&self, id: &TaskId) -> Result<Vec<Task>, StoreError>;

@@ -126,9 +126,16 @@ impl<B: Backend> Store for B {
         task: Task,
         now: UnixTime,
         ev: NewEvent,
+        first: Option<(Grant, NewEvent)>,
     ) -> Result<(), StoreError> {
-        self.write(move |w| tasks::delegate(w, &task, now, ev))
-            .await
+        self.write(move |w| {
+            tasks::delegate(w, &task, now, ev)?;
+            match first {
+                Some((grant, ev)) => grants::mint(w, &grant, ev),
+                None => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn task_subtree(&self, id: &TaskId) -> Result<Vec<Task>, StoreError> {

@@ -86,6 +86,34 @@ impl From<Refusal> for ApiError {
     }
 }
 
+/// A child task the rules and policy allow, with its `task.delegated`
+/// event, not stored yet.
+struct Planned {
+    child: Task,
+    ev: NewEvent,
+    at: i64,
+}
+
+impl Planned {
+    /// Store the child (refused unless its parent is still live as the
+    /// write reads it) and, when given, its first grant in the same write.
+    async fn store(
+        self,
+        app: &App,
+        first: Option<(mandate_core::Grant, NewEvent)>,
+    ) -> Result<Task, Refusal> {
+        app.store
+            .delegate_task(self.child.clone(), self.at, self.ev, first)
+            .await
+            .map_err(|e| match e {
+                mandate_store::StoreError::Rule(r) => Refusal::Rule(r),
+                other => Refusal::Store(other),
+            })?;
+        app.directory.put_task(self.child.clone());
+        Ok(self.child)
+    }
+}
+
 /// What the child asks for, by either surface.
 struct Ask {
     child: Arc<Agent>,
@@ -97,15 +125,16 @@ struct Ask {
 }
 
 /// The one delegation: check the parent's token (the one decision path's
-/// token stage), apply the domain rules, run the task-start policy for the
-/// child, and store it with `task.delegated`.
-async fn delegate(
+/// token stage), apply the domain rules and run the task-start policy for
+/// the child. Nothing is stored yet (a refusal by policy is audited):
+/// [`Planned::store`] writes the child.
+async fn plan(
     app: &App,
     rid: &str,
     parent_token: &str,
     expect_parent: Option<&TaskId>,
     ask: Ask,
-) -> Result<Task, Refusal> {
+) -> Result<Planned, Refusal> {
     let t = now();
     let looked = match look_up(app, parent_token, t).await {
         Ok(Ok(l)) => l,
@@ -178,15 +207,7 @@ async fn delegate(
                 "scope": child.scope, "intent": child.intent, "deadline": child.deadline,
                 "policy_ids": policy_ids,
             }));
-            app.store
-                .delegate_task(child.clone(), t, ev)
-                .await
-                .map_err(|e| match e {
-                    mandate_store::StoreError::Rule(r) => Refusal::Rule(r),
-                    other => Refusal::Store(other),
-                })?;
-            app.directory.put_task(child.clone());
-            Ok(child)
+            Ok(Planned { child, ev, at: t })
         }
         TaskDecision::Deny {
             reasons,
@@ -310,22 +331,29 @@ pub async fn by_exchange(
         intent: form.get("intent").map(str::to_owned),
         ttl_secs: task_ttl,
     };
-    let task = delegate(app, rid, subject, None, ask).await?;
+    let planned = plan(app, rid, subject, None, ask).await?;
+    let task = &planned.child;
     let item = task.scope.items()[0].clone();
-    let ttl = cap_grant_ttl(token_ttl, tool.max_ttl_secs, &task, t).map_err(rule_error)?;
+    let ttl = cap_grant_ttl(token_ttl, tool.max_ttl_secs, task, t).map_err(rule_error)?;
     let cnf = dpop_header(headers)?
         .map(|p| bind_to_proof(app, p, t))
         .transpose()?;
     let minted = grant::Minted {
         agent: &child,
-        task: &task,
+        task,
         tool: &tool,
         item,
         ttl,
         cnf,
         session: &session.jti,
     };
-    grant::mint(app, rid, minted, t).await
+    // The child and its first token in one write: durable together
+    // before the token leaves.
+    let signed = grant::sign(app, rid, minted, t)?;
+    planned
+        .store(app, Some((signed.grant.clone(), signed.event.clone())))
+        .await?;
+    Ok(signed.answer(app))
 }
 
 #[derive(Deserialize)]
@@ -361,7 +389,10 @@ pub async fn by_api(
         intent: body.intent,
         ttl_secs: body.ttl_secs,
     };
-    let task = delegate(&app, &rid.0, &body.subject_token, Some(&id), ask).await?;
+    let task = plan(&app, &rid.0, &body.subject_token, Some(&id), ask)
+        .await?
+        .store(&app, None)
+        .await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 

@@ -191,9 +191,35 @@ fn subject_claims(
     )
 }
 
+/// A signed token with its grant row and `grant.minted` event, not yet
+/// stored: it may leave only once they are.
+pub struct Signed {
+    pub grant: Grant,
+    pub event: NewEvent,
+    body: serde_json::Value,
+}
+
+impl Signed {
+    /// The RFC 8693 §2.2.1 answer (after the grant is stored).
+    pub fn answer(self, app: &App) -> Response {
+        app.metrics.grant(true);
+        no_store(self.body)
+    }
+}
+
 /// Sign the token, store the grant with its `grant.minted` event, and
 /// answer as RFC 8693 §2.2.1 says.
 pub async fn mint(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Response, OAuthError> {
+    let signed = sign(app, rid, m, t)?;
+    // Durable before the token leaves: the grant and its event commit first.
+    app.store
+        .insert_grant(signed.grant.clone(), signed.event.clone())
+        .await?;
+    Ok(signed.answer(app))
+}
+
+/// The token for `m`, its grant and event.
+pub fn sign(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Signed, OAuthError> {
     let (agent, task, tool) = (m.agent, m.task, m.tool);
     let jti = new_jti();
     let actions: Vec<String> = m.item.actions.iter().map(|a| a.to_string()).collect();
@@ -250,15 +276,17 @@ pub async fn mint(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Respons
         .request_id(Some(rid.to_owned()))
         .decision("allow")
         .detail(detail);
-    // Durable before the token leaves: the grant and its event commit first.
-    app.store.insert_grant(grant, ev).await?;
-    app.metrics.grant(true);
-    Ok(no_store(json!({
+    let body = json!({
         "access_token": token,
         "issued_token_type": TT_ACCESS,
         "token_type": if claims.cnf.is_some() { "DPoP" } else { "Bearer" },
         "expires_in": m.ttl,
         "scope": claims.scope,
         "authorization_details": claims.authorization_details,
-    })))
+    });
+    Ok(Signed {
+        grant,
+        event: ev,
+        body,
+    })
 }

@@ -31,7 +31,7 @@ async fn tree(place: &Place) -> (Arc<dyn Store>, Vec<Task>) {
         .await
         .unwrap();
     for t in [&c11, &c12, &c13] {
-        s.delegate_task(t.clone(), 10, ev(EventKind::TaskDelegated))
+        s.delegate_task(t.clone(), 10, ev(EventKind::TaskDelegated), None)
             .await
             .unwrap();
     }
@@ -175,11 +175,19 @@ async fn a_parent_that_is_not_live_takes_no_child(place: Place) {
     .unwrap();
     let before = snapshot(&s).await;
     let under_revoked = child(15, &t[2], &agent("d"), 30);
+    // With its first grant: neither is stored.
+    let first = grant(15, &task_id(15), &agent("d"), 900);
     let err = refused(
         &s,
-        s.delegate_task(under_revoked, 30, ev(EventKind::TaskDelegated)),
+        s.delegate_task(
+            under_revoked,
+            30,
+            ev(EventKind::TaskDelegated),
+            Some((first.clone(), ev(EventKind::GrantMinted))),
+        ),
     )
     .await;
+    assert_eq!(s.get_grant(first.jti.as_str()).await.unwrap(), None);
     assert!(
         matches!(&err, StoreError::Rule(RuleViolation::TaskNotActive { state }) if state == "revoked"),
         "{err:?}"
@@ -188,7 +196,7 @@ async fn a_parent_that_is_not_live_takes_no_child(place: Place) {
     let overdue = child(16, &t[1], &agent("c"), 30);
     let err = refused(
         &s,
-        s.delegate_task(overdue, 1000, ev(EventKind::TaskDelegated)),
+        s.delegate_task(overdue, 1000, ev(EventKind::TaskDelegated), None),
     )
     .await;
     assert!(
@@ -196,6 +204,30 @@ async fn a_parent_that_is_not_live_takes_no_child(place: Place) {
         "{err:?}"
     );
     assert_eq!(snapshot(&s).await, before);
+    // Under a live parent, the child and its first grant land together,
+    // the grant's event after the child's.
+    let fresh = child(17, &t[0], &agent("b"), 30);
+    let first = grant(17, &task_id(17), &agent("b"), 900);
+    s.delegate_task(
+        fresh.clone(),
+        30,
+        ev(EventKind::TaskDelegated),
+        Some((first.clone(), ev(EventKind::GrantMinted))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.get_task(&fresh.id).await.unwrap(), Some(fresh));
+    assert_eq!(s.get_grant(first.jti.as_str()).await.unwrap(), Some(first));
+    let kinds: Vec<EventKind> = s
+        .events_since(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::GrantMinted, EventKind::TaskDelegated]);
 }
 
 async fn revoking_an_agent_takes_the_subtrees_of_its_tasks(place: Place) {

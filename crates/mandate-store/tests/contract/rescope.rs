@@ -39,7 +39,7 @@ async fn narrowing_cuts_off_the_tokens_and_children_outside_the_new_scope(place:
     let c12 = child(12, &root, &agent("c"), 3);
     let c13 = child(13, &c11, &agent("d"), 4);
     for t in [&c11, &c12, &c13] {
-        s.delegate_task(t.clone(), 10, ev(EventKind::TaskDelegated))
+        s.delegate_task(t.clone(), 10, ev(EventKind::TaskDelegated), None)
             .await
             .unwrap();
     }
