@@ -135,8 +135,8 @@ impl App {
     pub fn moved(&self, moved: TaskMoved) -> Task {
         let task = moved.task.clone();
         self.directory.put_task(moved.task);
-        for t in moved.subtree {
-            self.directory.put_task(t);
+        for id in &moved.subtree {
+            self.directory.forget_task(id);
         }
         self.publish(moved.revocations);
         task

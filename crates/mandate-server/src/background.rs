@@ -41,9 +41,10 @@ pub fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             let t = now();
             match a.store.expire_due_tasks(t).await {
                 Ok(expired) => {
-                    for task in expired {
-                        tracing::info!(task = %task.id, agent = %task.agent, "task expired");
-                        a.directory.put_task(task);
+                    for moved in expired {
+                        tracing::info!(task = %moved.task.id, agent = %moved.task.agent, below = moved.subtree.len(), "task expired");
+                        // Children revoked with it go on the feed now.
+                        a.moved(moved);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "task sweeper failed"),

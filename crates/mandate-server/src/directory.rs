@@ -133,6 +133,11 @@ impl Directory {
         }
         Ok(store.get_task(id).await?.map(|t| self.put_task(t)))
     }
+    /// Drop a task whose row changed in the store (a cascade ended it): the
+    /// next lookup reads it again.
+    pub fn forget_task(&self, id: &TaskId) {
+        write(&self.tasks).remove(id);
+    }
     pub fn put_task(&self, t: Task) -> Arc<Task> {
         let t = Arc::new(t);
         write(&self.tasks).insert(t.id.clone(), t.clone());

@@ -5,9 +5,7 @@
 use crate::sql::{self, Sql, Write, args};
 use crate::{AgentRevoked, StoreError, feed, owners, rules, tasks};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    Agent, AgentName, AgentState, Binding, RevocationKind, Task, TaskState, UnixTime,
-};
+use mandate_core::{Agent, AgentName, AgentState, Binding, RevocationKind, TaskState, UnixTime};
 
 pub(crate) fn create(w: &mut dyn Write, agent: &Agent, ev: NewEvent) -> Result<(), StoreError> {
     owners::require(w, &agent.owner)?;
@@ -73,22 +71,28 @@ pub(crate) fn revoke(
         feed_expires_at,
     )?];
     let live = tasks::live_of(w, name)?;
-    let mut revoked = Vec::with_capacity(live.len());
+    let (mut revoked, mut below) = (Vec::with_capacity(live.len()), Vec::new());
     for mut task in live {
         // Its own task may already have gone with a parent it also held.
-        if revoked.iter().any(|t: &Task| t.id == task.id) {
+        if below.contains(&task.id) {
             continue;
         }
-        let cascade = rules::cascade_event(&ev, EventKind::TaskRevoked, &task);
+        let cascade = rules::cascade_event(
+            &ev,
+            EventKind::TaskRevoked,
+            task.agent.as_str(),
+            task.id.as_str(),
+        );
         let moved = tasks::transition(w, &mut task, TaskState::Revoked, now, cascade)?;
         revocations.extend(moved.revocations);
         revoked.push(moved.task);
-        revoked.extend(moved.subtree);
+        below.extend(moved.subtree);
     }
     w.audit(ev)?;
     Ok(AgentRevoked {
         agent,
         tasks: revoked,
+        below,
         revocations,
     })
 }

@@ -105,20 +105,23 @@ pub struct Ingested {
     pub misuse: Vec<NewEvent>,
 }
 
-/// A task after a state change, and the live tasks delegated below it that
-/// the change revoked (oldest first), with the feed entries written.
+/// A task after a state change, the live tasks delegated below it that the
+/// change revoked (their ids, oldest first: read them again for their
+/// rows), and the feed entries written.
 #[derive(Debug, Clone)]
 pub struct TaskMoved {
     pub task: Task,
-    pub subtree: Vec<Task>,
+    pub subtree: Vec<TaskId>,
     pub revocations: Vec<Revocation>,
 }
 
-/// What revoking an agent took down with it.
+/// What revoking an agent took down with it: its own live tasks, and the
+/// ids of the tasks delegated below them.
 #[derive(Debug, Clone)]
 pub struct AgentRevoked {
     pub agent: Agent,
     pub tasks: Vec<Task>,
+    pub below: Vec<TaskId>,
     pub revocations: Vec<Revocation>,
 }
 
@@ -221,7 +224,7 @@ pub trait Store: Send + Sync + 'static {
     /// Move every live task whose deadline is at or before `now` to
     /// `expired`, oldest first, each with a `task.expired` event; returns
     /// every task changed (subtrees revoked with them included).
-    async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError>;
+    async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<TaskMoved>, StoreError>;
 
     async fn insert_grant(&self, grant: Grant, ev: NewEvent) -> Result<(), StoreError>;
     async fn get_grant(&self, jti: &str) -> Result<Option<Grant>, StoreError>;

@@ -51,10 +51,11 @@ pub(crate) fn rescope(
         )?);
         revoked_tokens.push(g.jti.to_string());
     }
-    let children: Vec<Task> = sql::bodies(
+    let children: Vec<Task> = tasks::many(
         w,
         &format!(
-            "SELECT body FROM tasks WHERE parent = $1 AND state IN {LIVE_TASK_STATES} ORDER BY created_at, id"
+            "SELECT {} FROM tasks WHERE parent = $1 AND state IN {LIVE_TASK_STATES} ORDER BY created_at, id",
+            tasks::COLUMNS
         ),
         args![id],
     )?;
@@ -63,11 +64,16 @@ pub(crate) fn rescope(
         .into_iter()
         .filter(|c| !mandate_core::child_fits(&next.scope, c))
     {
-        let cause = rules::cascade_event(&ev, EventKind::TaskRevoked, &child)
-            .reasons(vec![format!("outside the new scope of task {id}")]);
+        let cause = rules::cascade_event(
+            &ev,
+            EventKind::TaskRevoked,
+            child.agent.as_str(),
+            child.id.as_str(),
+        )
+        .reasons(vec![format!("outside the new scope of task {id}")]);
         let moved = tasks::transition(w, &mut child, TaskState::Revoked, now, cause)?;
         revocations.extend(moved.revocations);
-        subtree.push(moved.task);
+        subtree.push(moved.task.id);
         subtree.extend(moved.subtree);
     }
     let mut detail: serde_json::Value =

@@ -5,18 +5,24 @@
 
 use crate::{Invocation, StoreError};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AdminRight, AdminToken, RevocationKind, Task};
+use mandate_core::{AdminRight, AdminToken, RevocationKind};
 
 /// Task states a revocation or the sweeper still has to act on.
 pub(crate) const LIVE_TASK_STATES: &str = "('pending_approval', 'active', 'suspended')";
 
 /// The event for one task of a cascade: same actor and request as the cause.
-pub(crate) fn cascade_event(cause: &NewEvent, kind: EventKind, task: &Task) -> NewEvent {
-    NewEvent::new(kind, cause.actor.clone())
-        .agent(&task.agent)
-        .task(&task.id)
+pub(crate) fn cascade_event(
+    cause: &NewEvent,
+    kind: EventKind,
+    agent: &str,
+    task: &str,
+) -> NewEvent {
+    let mut ev = NewEvent::new(kind, cause.actor.clone())
         .request_id(cause.request_id.clone())
-        .reasons(vec![format!("cascade from {}", cause.kind)])
+        .reasons(vec![format!("cascade from {}", cause.kind)]);
+    ev.agent = Some(agent.to_owned());
+    ev.task = Some(task.to_owned());
+    ev
 }
 
 /// Only tokens and keys are revoked by id; tasks and agents change state.

@@ -174,7 +174,7 @@ impl<B: Backend> Store for B {
             .await
     }
 
-    async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<Task>, StoreError> {
+    async fn expire_due_tasks(&self, now: UnixTime) -> Result<Vec<TaskMoved>, StoreError> {
         self.write(move |w| tasks::expire_due(w, now)).await
     }
 

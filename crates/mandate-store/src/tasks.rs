@@ -4,14 +4,40 @@
 //! whole delegated subtree down in the same transaction.
 
 use crate::rules::{self, LIVE_TASK_STATES};
-use crate::sql::{self, Sql, Write, args};
+use crate::sql::{self, Arg, Row, Sql, Write, args};
 use crate::{StoreError, TaskFilter, TaskMoved, feed};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AgentName, RevocationKind, RuleViolation, Task, TaskState, UnixTime};
+use mandate_core::{AgentName, RevocationKind, RuleViolation, Task, TaskId, TaskState, UnixTime};
 
 /// The order in which a cascade or the sweeper acts on tasks, and so the
 /// order of their feed entries and events: oldest first (ids: see `list`).
 const OLDEST_FIRST: &str = "ORDER BY created_at, id";
+
+/// What a task is read from: its JSON body, with the `state` and
+/// `ended_at` columns laid over it (a cascade writes only those).
+pub(crate) const COLUMNS: &str = "body, state, ended_at";
+
+fn read(row: &Row) -> Result<Task, StoreError> {
+    let mut task: Task = row.json(0)?;
+    task.state = TaskState::parse(row.text(1)?)
+        .map_err(|e| StoreError::Corrupt(format!("task state: {e}")))?;
+    if let Some(at) = row.get::<Option<i64>>(2)? {
+        task.ended_at = Some(at);
+    }
+    Ok(task)
+}
+
+/// Tasks selected by `sql`, which names [`COLUMNS`] first.
+pub(crate) fn many(db: &mut dyn Sql, sql: &str, args: &[Arg<'_>]) -> Result<Vec<Task>, StoreError> {
+    db.query(sql, args)?.iter().map(read).collect()
+}
+
+/// The live subtree of `$1`: a recursive query both dialects accept.
+const SUBTREE: &str = "WITH RECURSIVE subtree(id) AS (
+       SELECT id FROM tasks WHERE parent = $1
+       UNION ALL
+       SELECT t.id FROM tasks t JOIN subtree s ON t.parent = s.id)
+     SELECT id FROM subtree";
 
 pub(crate) fn create(w: &mut dyn Write, task: &Task, ev: NewEvent) -> Result<(), StoreError> {
     sql::insert(
@@ -58,50 +84,64 @@ pub(crate) fn delegate(
     create(w, child, ev)
 }
 
+/// A live task below another: what a cascade needs of it, without its body.
+struct Below {
+    id: String,
+    agent: String,
+    parent: String,
+    deadline: i64,
+}
+
 /// Live tasks below `id` (children, their children, …), oldest first.
-fn live_subtree(db: &mut dyn Sql, id: &str) -> Result<Vec<Task>, StoreError> {
-    sql::bodies(
-        db,
+fn live_below(db: &mut dyn Sql, id: &str) -> Result<Vec<Below>, StoreError> {
+    db.query(
         &format!(
-            "WITH RECURSIVE subtree(id) AS (
-               SELECT id FROM tasks WHERE parent = $1
-               UNION ALL
-               SELECT t.id FROM tasks t JOIN subtree s ON t.parent = s.id)
-             SELECT body FROM tasks
-             WHERE id IN (SELECT id FROM subtree) AND state IN {LIVE_TASK_STATES} {OLDEST_FIRST}"
+            "SELECT id, agent, parent, deadline FROM tasks
+             WHERE id IN ({SUBTREE}) AND state IN {LIVE_TASK_STATES} {OLDEST_FIRST}"
         ),
         args![id],
-    )
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Below {
+            id: r.get(0)?,
+            agent: r.get(1)?,
+            parent: r.get(2)?,
+            deadline: r.get(3)?,
+        })
+    })
+    .collect()
 }
 
 /// Every task below `id`, whatever its state, oldest first: a tree view.
 pub(crate) fn subtree(db: &mut dyn Sql, id: &str) -> Result<Vec<Task>, StoreError> {
-    sql::bodies(
+    many(
         db,
-        &format!(
-            "WITH RECURSIVE subtree(id) AS (
-               SELECT id FROM tasks WHERE parent = $1
-               UNION ALL
-               SELECT t.id FROM tasks t JOIN subtree s ON t.parent = s.id)
-             SELECT body FROM tasks WHERE id IN (SELECT id FROM subtree) {OLDEST_FIRST}"
-        ),
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id IN ({SUBTREE}) {OLDEST_FIRST}"),
         args![id],
     )
 }
 
 pub(crate) fn get(db: &mut dyn Sql, id: &str) -> Result<Option<Task>, StoreError> {
-    sql::body(db, "SELECT body FROM tasks WHERE id = $1", args![id])
+    Ok(many(
+        db,
+        &format!("SELECT {COLUMNS} FROM tasks WHERE id = $1"),
+        args![id],
+    )?
+    .pop())
 }
 
 /// Newest first, a page at a time (see [`rules::task_page`]). The tie on
 /// `created_at` is broken in SQL, by id: ids are one prefix and lowercase
 /// hex, which every collation orders as bytes.
 pub(crate) fn list(db: &mut dyn Sql, f: &TaskFilter) -> Result<Vec<Task>, StoreError> {
-    sql::bodies(
+    many(
         db,
-        "SELECT body FROM tasks
-         WHERE (CAST($1 AS TEXT) IS NULL OR agent = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2)
-         ORDER BY created_at DESC, id LIMIT $3",
+        &format!(
+            "SELECT {COLUMNS} FROM tasks
+             WHERE (CAST($1 AS TEXT) IS NULL OR agent = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2)
+             ORDER BY created_at DESC, id LIMIT $3"
+        ),
         args![
             f.agent.as_ref().map(|a| a.as_str()),
             f.state.map(|s| s.as_str()),
@@ -112,10 +152,10 @@ pub(crate) fn list(db: &mut dyn Sql, f: &TaskFilter) -> Result<Vec<Task>, StoreE
 
 /// An agent's tasks that a revocation still has to end.
 pub(crate) fn live_of(db: &mut dyn Sql, agent: &AgentName) -> Result<Vec<Task>, StoreError> {
-    sql::bodies(
+    many(
         db,
         &format!(
-            "SELECT body FROM tasks WHERE agent = $1 AND state IN {LIVE_TASK_STATES} {OLDEST_FIRST}"
+            "SELECT {COLUMNS} FROM tasks WHERE agent = $1 AND state IN {LIVE_TASK_STATES} {OLDEST_FIRST}"
         ),
         args![agent.as_str()],
     )
@@ -157,31 +197,32 @@ pub(crate) fn transition(
         }
     }
     let task_fed = matches!(to, TaskState::Revoked | TaskState::Completed);
-    let mut subtree = live_subtree(w, task.id.as_str())?;
-    for child in &mut subtree {
-        let cascade =
-            rules::cascade_event(&ev, EventKind::TaskRevoked, child).reasons(vec![format!(
-                "cascade from {} of task {}",
-                ev.kind, task.id
-            )]);
-        child.transition(TaskState::Revoked, now)?;
-        save(w, child)?;
-        let is_child = child
-            .delegation
-            .as_ref()
-            .is_some_and(|d| d.parent == task.id);
-        if !task_fed && is_child {
-            revocations.push(feed::add(
-                w,
-                RevocationKind::Task,
-                child.id.as_str(),
-                now,
-                child.deadline,
-            )?);
+    let below = live_below(w, task.id.as_str())?;
+    if !below.is_empty() {
+        // One statement for the whole subtree: the state and end columns,
+        // which reads lay over each body.
+        w.exec(
+            &format!(
+                "UPDATE tasks SET state = 'revoked', ended_at = $2
+                 WHERE id IN ({SUBTREE}) AND state IN {LIVE_TASK_STATES}"
+            ),
+            args![task.id.as_str(), now],
+        )?;
+    }
+    let why = format!("cascade from {} of task {}", ev.kind, task.id);
+    for b in &below {
+        if !task_fed && b.parent == task.id.as_str() {
+            revocations.push(feed::add(w, RevocationKind::Task, &b.id, now, b.deadline)?);
         }
+        let cascade = rules::cascade_event(&ev, EventKind::TaskRevoked, &b.agent, &b.id)
+            .reasons(vec![why.clone()]);
         w.audit(cascade)?;
     }
     w.audit(ev)?;
+    let subtree = below
+        .into_iter()
+        .map(|b| TaskId::parse(&b.id).map_err(|e| StoreError::Corrupt(format!("task id: {e}"))))
+        .collect::<Result<_, _>>()?;
     Ok(TaskMoved {
         task: task.clone(),
         subtree,
@@ -206,11 +247,12 @@ fn live_grants(
 
 pub(crate) fn save(w: &mut dyn Write, task: &Task) -> Result<(), StoreError> {
     w.exec(
-        "UPDATE tasks SET state = $2, body = $3 WHERE id = $1",
+        "UPDATE tasks SET state = $2, body = $3, ended_at = $4 WHERE id = $1",
         args![
             task.id.as_str(),
             task.state.as_str(),
-            &serde_json::to_string(task)?
+            &serde_json::to_string(task)?,
+            task.ended_at
         ],
     )?;
     Ok(())
@@ -232,28 +274,30 @@ pub(crate) fn transition_by_id(
 
 /// Move every live task whose deadline is at or before `now` to `expired`,
 /// oldest first, each with a `task.expired` event by `system` (a subtree
-/// still live under one is revoked with it). Every task changed.
-pub(crate) fn expire_due(w: &mut dyn Write, now: UnixTime) -> Result<Vec<Task>, StoreError> {
-    let due: Vec<Task> = sql::bodies(
+/// still live under one is revoked with it). Each change, with the feed
+/// entries it wrote.
+pub(crate) fn expire_due(w: &mut dyn Write, now: UnixTime) -> Result<Vec<TaskMoved>, StoreError> {
+    let due: Vec<Task> = many(
         w,
         &format!(
-            "SELECT body FROM tasks WHERE state IN {LIVE_TASK_STATES} AND deadline <= $1 {OLDEST_FIRST}"
+            "SELECT {COLUMNS} FROM tasks WHERE state IN {LIVE_TASK_STATES} AND deadline <= $1 {OLDEST_FIRST}"
         ),
         args![now],
     )?;
-    let mut changed = Vec::with_capacity(due.len());
+    let mut changed: Vec<TaskMoved> = Vec::with_capacity(due.len());
     for mut task in due {
         // A child due at the same moment may already have gone with its parent.
-        if changed.iter().any(|t: &Task| t.id == task.id) {
+        let gone = changed
+            .iter()
+            .any(|m| m.task.id == task.id || m.subtree.contains(&task.id));
+        if gone {
             continue;
         }
         let ev = NewEvent::new(EventKind::TaskExpired, "system")
             .agent(&task.agent)
             .task(&task.id)
             .reasons(vec!["deadline passed".into()]);
-        let moved = transition(w, &mut task, TaskState::Expired, now, ev)?;
-        changed.push(moved.task);
-        changed.extend(moved.subtree);
+        changed.push(transition(w, &mut task, TaskState::Expired, now, ev)?);
     }
     Ok(changed)
 }

@@ -149,9 +149,18 @@ pub async fn revoke_agent(
         .revoke_agent(&name, t, t + app.max_token_ttl(), ev)
         .await?;
     app.directory.put_agent(out.agent.clone());
-    let tasks: Vec<String> = out.tasks.iter().map(|t| t.id.to_string()).collect();
+    let tasks: Vec<String> = out
+        .tasks
+        .iter()
+        .map(|t| &t.id)
+        .chain(&out.below)
+        .map(|id| id.to_string())
+        .collect();
     for task in out.tasks {
         app.directory.put_task(task);
+    }
+    for id in &out.below {
+        app.directory.forget_task(id);
     }
     app.publish(out.revocations);
     Ok(Json(json!({"agent": out.agent, "revoked_tasks": tasks})))

@@ -132,7 +132,7 @@ pub async fn rescope(
         .filter(|r| r.kind == mandate_core::RevocationKind::Token)
         .map(|r| r.id.clone())
         .collect();
-    let subtree: Vec<String> = moved.subtree.iter().map(|t| t.id.to_string()).collect();
+    let subtree: Vec<String> = moved.subtree.iter().map(|id| id.to_string()).collect();
     let mut body = json!(app.moved(moved));
     body["revoked_tokens"] = json!(revoked_tokens);
     body["revoked_subtree"] = json!(subtree);

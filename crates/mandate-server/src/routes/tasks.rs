@@ -309,7 +309,7 @@ async fn move_task(
         .task(&task.id)
         .request_id(Some(rid.0));
     let moved = app.store.transition_task(&task.id, to, now(), ev).await?;
-    let subtree: Vec<String> = moved.subtree.iter().map(|t| t.id.to_string()).collect();
+    let subtree: Vec<String> = moved.subtree.iter().map(|id| id.to_string()).collect();
     let mut body = json!(app.moved(moved));
     if !subtree.is_empty() {
         body["revoked_subtree"] = json!(subtree);

@@ -36,6 +36,7 @@ const WRITER_LOCK: i64 = 0x006d_616e_6461_7465;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_delegation.sql"),
+    include_str!("../../migrations/postgres/0003_task_ended_at.sql"),
 ];
 
 /// What a job leaves to the end of its group.

@@ -7,7 +7,7 @@ use crate::fixtures::{agent, child, grant, refused, snapshot, task, task_id, wit
 use crate::on_each_backend;
 use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
-use mandate_store::{Store, StoreError};
+use mandate_store::{Store, StoreError, TaskFilter};
 use std::sync::Arc;
 
 on_each_backend!(
@@ -66,11 +66,24 @@ async fn a_revoked_task_takes_its_subtree_in_one_write_with_one_feed_entry(place
         .await
         .unwrap();
     assert_eq!(moved.task.state, TaskState::Revoked);
-    assert_eq!(ids(&moved.subtree), [task_id(11), task_id(12), task_id(13)]);
-    for t in &moved.subtree {
+    assert_eq!(moved.subtree, [task_id(11), task_id(12), task_id(13)]);
+    for id in &moved.subtree {
+        // Read back whole: the state and end time over the body.
+        let t = s.get_task(id).await.unwrap().unwrap();
         assert_eq!((t.state, t.ended_at), (TaskState::Revoked, Some(50)));
-        assert_eq!(s.get_task(&t.id).await.unwrap().as_ref(), Some(t));
+        assert_eq!(t.delegation.as_ref().unwrap().root, task_id(10));
+        assert_eq!(t.state_at(60), TaskState::Revoked);
     }
+    let listed = s
+        .list_tasks(TaskFilter {
+            state: Some(TaskState::Revoked),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4, "the revoked subtree lists as revoked");
+    assert!(listed.iter().all(|t| t.state == TaskState::Revoked));
     assert_eq!(state(&s, 14).await, TaskState::Active, "beside the tree");
     // One entry: every token below names task 10 in its chain.
     let fed: Vec<_> = moved.revocations.iter().map(|r| r.id.clone()).collect();
@@ -114,7 +127,7 @@ async fn a_revoked_child_leaves_its_parent_and_siblings(place: Place) {
         )
         .await
         .unwrap();
-    assert_eq!(ids(&moved.subtree), [task_id(13)]);
+    assert_eq!(moved.subtree, [task_id(13)]);
     assert_eq!(state(&s, 10).await, TaskState::Active);
     assert_eq!(state(&s, 12).await, TaskState::Active);
     assert_eq!(state(&s, 13).await, TaskState::Revoked);
@@ -140,7 +153,7 @@ async fn a_suspended_task_revokes_its_subtree_with_an_entry_per_child(place: Pla
         .await
         .unwrap();
     assert_eq!(moved.task.state, TaskState::Suspended);
-    assert_eq!(ids(&moved.subtree), [task_id(11), task_id(12), task_id(13)]);
+    assert_eq!(moved.subtree, [task_id(11), task_id(12), task_id(13)]);
     // A suspended task may come back, so it gets no entry of its own: its
     // live tokens do (they stay dead; a resumed task mints new ones), and
     // its children each get one covering their own subtree.
@@ -236,7 +249,8 @@ async fn revoking_an_agent_takes_the_subtrees_of_its_tasks(place: Place) {
         .revoke_agent(&agent("b").name, 60, 900, ev(EventKind::AgentRevoked))
         .await
         .unwrap();
-    assert_eq!(ids(&out.tasks), [task_id(11), task_id(13)]);
+    assert_eq!(ids(&out.tasks), [task_id(11)]);
+    assert_eq!(out.below, [task_id(13)]);
     assert_eq!(state(&s, 13).await, TaskState::Revoked);
     assert_eq!(state(&s, 10).await, TaskState::Active);
 }
@@ -245,16 +259,17 @@ async fn an_expired_task_takes_its_subtree(place: Place) {
     let (s, _) = tree(&place).await;
     let changed = s.expire_due_tasks(1000).await.unwrap();
     // Oldest first; each descendant once, revoked with its root.
-    assert_eq!(
-        ids(&changed),
-        [
-            task_id(10),
-            task_id(11),
-            task_id(12),
-            task_id(13),
-            task_id(14)
-        ]
-    );
+    let expired: Vec<TaskId> = changed.iter().map(|m| m.task.id.clone()).collect();
+    assert_eq!(expired, [task_id(10), task_id(14)]);
+    assert_eq!(changed[0].subtree, [task_id(11), task_id(12), task_id(13)]);
+    // Its children are fed (the expired task itself is not: its tokens
+    // expire with it), each entry covering its own subtree.
+    let fed: Vec<String> = changed[0]
+        .revocations
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(fed, [task_id(11).to_string(), task_id(12).to_string()]);
     assert_eq!(state(&s, 10).await, TaskState::Expired);
     assert_eq!(state(&s, 13).await, TaskState::Revoked);
 }

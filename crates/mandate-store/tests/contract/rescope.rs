@@ -63,8 +63,7 @@ async fn narrowing_cuts_off_the_tokens_and_children_outside_the_new_scope(place:
     assert_eq!(moved.task, next);
     assert_eq!(s.get_task(&root.id).await.unwrap(), Some(next));
     // 11 writes: it goes, with 13 below it; 12 only reads and stays.
-    let gone: Vec<TaskId> = moved.subtree.iter().map(|t| t.id.clone()).collect();
-    assert_eq!(gone, [task_id(11), task_id(13)]);
+    assert_eq!(moved.subtree, [task_id(11), task_id(13)]);
     for (seed, want) in [
         (11, TaskState::Revoked),
         (13, TaskState::Revoked),

@@ -211,7 +211,13 @@ async fn due_tasks_expire_oldest_first_and_nothing_else_moves(place: Place) {
     }
     let feed_before = s.revocations_since(0, i64::MIN, 1000).await.unwrap();
     let events_before = s.events_since(0, 1000).await.unwrap().len();
-    let expired = s.expire_due_tasks(100).await.unwrap();
+    let expired: Vec<Task> = s
+        .expire_due_tasks(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.task)
+        .collect();
     // Oldest first (created_at, then id); a deadline at `now` is due.
     let order = [task_id(2), task_id(9), task_id(1), task_id(5)];
     assert_eq!(
