@@ -4,7 +4,8 @@
     MANDATE_BENCH_BIN=target/release/mandate python3 bench/run_cascade.py \
         --out-dir bench/results/cascade-YYYY-MM-DD \
         [--runs 1000=20 10000=20] [--quiet-runs 1000=10 10000=10] [--conc 16 64] [--reps 3] \
-        [--checkers 2] [--quiet-pct 25 --max-quiet-wait 20] [--perf DIR]
+        [--checkers 2] [--quiet-pct 25 --max-quiet-wait 20] [--perf DIR] \
+        [--relay-runs 100=20 1000=20] [--relay-light-runs 100=10 1000=10] [--audit-flush-ms MS]
 
 One sitting: nginx serves a static 1 KiB body on :18081 (the upstream, as in
 run_proxy.py), the broker (`target/release/mandate server`, SQLite, audit on)
@@ -47,6 +48,32 @@ running, then check every child once. With --perf DIR the quiet runs are
 profiled instead (perf record of the broker over the revoke call; recorded
 as mode=perf and left out of the summary).
 
+Relayed token (--relay-runs N=runs, --relay-light-runs N=runs): a root
+task of `lead` with a plain token, a second token of it bound by DPoP
+(RFC 9449: the exchange carries a `DPoP` proof, ES256, fresh P-256 key),
+and N children. Every child's token and the root's plain token once through
+the proxy (all 200), settle as above, then at t0 the bound token is sent to
+the proxy as `Authorization: Bearer` without a proof: the proxy refuses it
+(401 dpop_required, recorded as relay_answer) and ships the misuse evidence
+with its next audit batch (every audit_flush_ms, 200 by default;
+--audit-flush-ms sets MANDATE_PROXY_AUDIT_FLUSH_MS); the broker, started
+with MANDATE_ON_MISUSE=staging=suspend,production=suspend (the bench tool
+is staging), suspends the task, which revokes the root's tokens and its
+children. Recorded from t0: suspended_logged_ms (the broker's "task
+suspended for token misuse" log line, wall clock, written after the
+suspension's write), and
+  relay-checked  the checkers (as above, 64 connections) cycle through the
+                 children's tokens and the root's plain token from t0:
+                 first_refused_ms, last_ok_ms, all_refused_ms,
+                 root_plain_refused_ms, served_after_first_refusal;
+  relay-light    one connection cycles over three tokens (the root's plain
+                 token, the first and the last child; 2 ms pause a round)
+                 until all three are refused: probe_refused_ms; then every token once, all must
+                 be refused (after_codes).
+A relay run with foreign CPU above --max-foreign, or that never found the
+machine quiet before it, is marked contaminated and run again (at most
+--retries times); the summary leaves those out. Records: relay.jsonl.
+
 Then token-exchange throughput with peer-loadgen (form POSTs from a bodies
 file, one body reused), same sitting, interleaved A/B/B/A per repetition:
   plain      helper's session exchanges for its own task (task_id)
@@ -54,7 +81,8 @@ file, one body reused), same sitting, interleaved A/B/B/A per repetition:
 A run whose foreign CPU (the load generator's noisy-neighbour figure) is
 above --max-foreign % of a core is marked contaminated and run again (at
 most --retries times); the summary leaves contaminated runs out.
-With --runs and --quiet-runs empty only the exchange runs.
+With --runs and --quiet-runs empty only the exchange runs (and the relay
+runs, if asked for); --reps 0 skips the exchange.
 
 Everything lands as JSON lines in --out-dir: cascade.jsonl, exchange.jsonl,
 plus server.out / proxy.out (the broker's and proxy's logs).
@@ -79,9 +107,10 @@ from pathlib import Path
 
 import jwt as pyjwt
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_mandate import ADDR, BIN, ISS, ROOT, loadgen, rss_mb, start  # noqa: E402
+from run_mandate import ADDR, BIN, ISS, ROOT, b64u, loadgen, rss_mb, start  # noqa: E402
 from run_proxy import PROXY, UPSTREAM, cpu_ticks, start_nginx, start_proxy  # noqa: E402
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -177,7 +206,7 @@ async def proxy_once(tokens: list[str], conc: int) -> dict[int, int]:
 
 # ------------------------------------------------------------ the checker ----
 
-def checker(tokens: list[str], conc: int, ready, go, results, limit_s: float):
+def checker(tokens: list[str], conc: int, ready, go, results, limit_s: float, who: int = 0):
     """Runs in its own process: cycle through the tokens until every one is refused."""
 
     async def main():
@@ -231,7 +260,7 @@ def checker(tokens: list[str], conc: int, ready, go, results, limit_s: float):
         for c in conns:
             c.close()
         results.put({"start": start, "end": end, "last_ok": max(last_ok), "last_ok_sent": max(last_ok_sent),
-                     "ok_sends": ok_sends, "refused": [x for x in refused_at if x],
+                     "ok_sends": ok_sends, "refused": [x for x in refused_at if x], "refused_at": refused_at, "who": who,
                      "never_refused": sum(1 for x in refused_at if not x), "requests": sent, "codes": codes,
                      "sample": sample})
 
@@ -339,8 +368,18 @@ class World:
         r.raise_for_status()
         return task, r.json()["access_token"]
 
-    def tree(self, n: int) -> tuple[str, list[str], float]:
-        task, token = self.root_task()
+    def bound_token(self, task: str) -> str:
+        """A second token of `lead`'s task, DPoP-bound (RFC 9449) to a fresh P-256 key."""
+        proof = dpop_proof(*dpop_key(), "POST", ADDR + "/oauth/token")
+        r = self.http.post(ADDR + "/oauth/token", data=self.plain_body(self.lead, task), timeout=10,
+                           headers={"content-type": "application/x-www-form-urlencoded", "DPoP": proof})
+        if not r.ok or r.json().get("token_type", "").lower() != "dpop":
+            raise SystemExit(f"DPoP-bound exchange: {r.status_code} {r.text[:300]}")
+        return r.json()["access_token"]
+
+    def tree(self, n: int, task: str | None = None, token: str | None = None) -> tuple[str, list[str], float]:
+        if task is None:
+            task, token = self.root_task()
         body = self.delegated_body(token).encode()
         t = time.monotonic()
         answers = asyncio.run(post_many([body] * n, 32))
@@ -349,6 +388,18 @@ class World:
         if bad:
             raise SystemExit(f"{len(bad)} of {n} delegations failed, e.g. {bad[0][0]} {bad[0][1][:300]!r}")
         return task, [json.loads(a[1])["access_token"] for a in answers], took
+
+
+def dpop_key() -> tuple[ec.EllipticCurvePrivateKey, dict]:
+    k = ec.generate_private_key(ec.SECP256R1())
+    pub = k.public_key().public_numbers()
+    return k, {"kty": "EC", "crv": "P-256", "x": b64u(pub.x), "y": b64u(pub.y)}
+
+
+def dpop_proof(key, jwk: dict, method: str, url: str) -> str:
+    """A DPoP proof: ES256 JWS, typ dpop+jwt, the public key in the header."""
+    return pyjwt.encode({"jti": os.urandom(16).hex(), "htm": method, "htu": url, "iat": int(time.time())},
+                        key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
 
 
 def revoke_conn() -> http.client.HTTPConnection:
@@ -464,6 +515,153 @@ def one_run(w: World, n: int, rep: int, quiet: bool, conc: int, limit_s: float, 
     return rec
 
 
+def suspended_at(log: Path, task: str, tries: int = 20) -> tuple[float | None, int | None]:
+    """The broker's `task suspended for token misuse` log line for `task`:
+    its wall-clock time (logged after the suspension's write) and subtree size."""
+    import datetime
+    import re
+    for _ in range(tries):
+        for line in reversed(log.read_text(errors="replace").splitlines()):
+            if "task suspended for token misuse" not in line or task not in line:
+                continue
+            try:
+                j = json.loads(line)
+                ts = re.sub(r"(\.\d{6})\d*", r"\1", j["timestamp"]).replace("Z", "+00:00")
+                f = j.get("fields", j)
+                return datetime.datetime.fromisoformat(ts).timestamp(), f.get("subtree")
+            except (ValueError, KeyError):
+                return None, None
+        time.sleep(0.1)
+    return None, None
+
+
+def relay_run(w: World, n: int, rep: int, quiet: bool, conc: int, limit_s: float, broker_pid: int,
+              proxy_pid: int, quiet_pct: float, max_quiet_s: float, checkers: int, server_log: Path) -> dict:
+    """A relayed token: the root's DPoP-bound token presented to the proxy as
+    a plain bearer token. The proxy refuses it (401 dpop_required) and ships
+    the misuse with its next audit batch; the broker suspends the task
+    (on_misuse = suspend), which revokes the root's tokens and its N
+    children. Measured: from that request until the proxy refuses the
+    root's other (plain) token and every child's."""
+    task, root_tok = w.root_task()
+    bound = w.bound_token(task)
+    _, kids, create_s = w.tree(n, task, root_tok)
+    tokens = kids + [root_tok]  # the root's plain token last
+    pre = asyncio.run(proxy_once(tokens, 64))
+    if pre != {200: n + 1}:
+        raise SystemExit(f"before the relay, not every token was served: {pre}")
+    calm = settle([broker_pid, proxy_pid], quiet_pct, max_quiet_s)
+    rc = http.client.HTTPConnection("127.0.0.1", 8400, timeout=30)
+    rc.request("GET", "/readyz")
+    rc.getresponse().read()
+    rec = {"workload": f"relay-{n}", "children": n, "rep": rep, "mode": "relay-light" if quiet else "relay-checked",
+           "children_create_s": round(create_s, 2), "children_create_rps": round(n / create_s), **calm}
+    hdr = {"Authorization": f"Bearer {bound}"}
+
+    def relay() -> tuple[float, float, float]:
+        w0, t0 = time.time(), time.monotonic()
+        rc.request("GET", "/items/items/1", headers=hdr)
+        resp = rc.getresponse()
+        data = resp.read()
+        t1 = time.monotonic()
+        try:
+            code = json.loads(data)["error"]["code"]
+        except Exception:
+            code = data[:100].decode(errors="replace")
+        rec["relay_answer"] = f"{resp.status}:{code}"
+        return w0, t0, t1
+
+    b0, p0, s0, m0 = cpu_ticks(broker_pid), cpu_ticks(proxy_pid), self_ticks(), sys_snap()
+    if quiet:
+        # Light probe: one connection cycling over the root's plain token and
+        # two children (first and last made) until all three are refused,
+        # then every token once (all must be refused).
+        w0, t0, t1 = relay()
+        pc = http.client.HTTPConnection("127.0.0.1", 8400, timeout=30)
+        probe = {0: tokens[-1], 1: kids[0], 2: kids[-1]}
+        refused: dict[int, float] = {}
+        sent = 0
+        while len(refused) < len(probe) and time.monotonic() - t0 < limit_s:
+            for i, tok in probe.items():
+                if i in refused:
+                    continue
+                pc.request("GET", "/items/items/1", headers={"Authorization": f"Bearer {tok}"})
+                r = pc.getresponse()
+                body = r.read()
+                sent += 1
+                if r.status in (401, 403):
+                    refused[i] = time.monotonic()
+                    rec.setdefault("refusal_sample", body[:200].decode(errors="replace"))
+            time.sleep(0.002)  # light: about 1,000 requests a second, 3 ms resolution
+        pc.close()
+        end = time.monotonic()
+        time.sleep(0.3)
+        post = asyncio.run(proxy_once(tokens, 64))
+        rec.update({"relay_call_ms": round((t1 - t0) * 1000, 2),
+                    "root_plain_refused_ms": round((refused[0] - t0) * 1000, 1) if 0 in refused else None,
+                    "probe_refused_ms": round((max(refused.values()) - t0) * 1000, 1)
+                    if len(refused) == len(probe) else None,
+                    "probe_requests": sent, "probe_rps": round(sent / max(end - t0, 1e-6)),
+                    "after_codes": {str(k): v for k, v in post.items()}})
+    else:
+        ctx = mp.get_context("fork")
+        go, results = ctx.Event(), ctx.Queue()
+        readies, procs = [], []
+        for k in range(checkers):
+            ready = ctx.Event()
+            procs.append(ctx.Process(target=checker, args=(tokens[k::checkers], max(1, conc // checkers), ready,
+                                                           go, results, limit_s, k)))
+            readies.append(ready)
+            procs[-1].start()
+        if not all(r.wait(30) for r in readies):
+            raise SystemExit("checker did not connect")
+        go.set()
+        w0, t0, t1 = relay()
+        parts = [results.get(timeout=limit_s + 60) for _ in procs]
+        for p in procs:
+            p.join()
+        refused = sorted(x for q in parts for x in q["refused"])
+        codes: dict[str, int] = {}
+        for q in parts:
+            for k, v in q["codes"].items():
+                codes[k] = codes.get(k, 0) + v
+        root_k = (len(tokens) - 1) % checkers  # the checker that held the root's plain token
+        root_at = None
+        for q in parts:
+            if q.get("who") == root_k:
+                root_at = q["refused_at"][-1] or None
+        first = refused[0] if refused else None
+        never = sum(q["never_refused"] for q in parts)
+        start, end = min(q["start"] for q in parts), max(q["end"] for q in parts)
+        last_ok = max(q["last_ok"] for q in parts)
+        rec.update({
+            "relay_call_ms": round((t1 - t0) * 1000, 2),
+            "checker_start_ms": round((start - t0) * 1000, 2),
+            "first_refused_ms": round((first - t0) * 1000, 1) if first else None,
+            "last_ok_ms": round((last_ok - t0) * 1000, 1) if last_ok else None,
+            "all_refused_ms": round((refused[-1] - t0) * 1000, 1) if refused and not never else None,
+            "root_plain_refused_ms": round((root_at - t0) * 1000, 1) if root_at else None,
+            "served_after_first_refusal": sum(1 for q in parts for x in q["ok_sends"] if first and x > first),
+            "never_refused": never, "checker_requests": sum(q["requests"] for q in parts), "checkers": checkers,
+            "checker_rps": round(sum(q["requests"] for q in parts) / max(end - start, 1e-6)),
+            "codes": codes, "refusal_sample": next((q["sample"] for q in parts if q["sample"]), None)})
+    dt = max(time.monotonic() - t0, 1e-3)
+    tck = os.sysconf("SC_CLK_TCK")
+    own = [cpu_ticks(broker_pid) - b0, cpu_ticks(proxy_pid) - p0, self_ticks() - s0]
+    rec["broker_cpu_pct"] = round(100 * own[0] / tck / dt, 1)
+    rec["proxy_cpu_pct"] = round(100 * own[1] / tck / dt, 1)
+    m1 = sys_snap()
+    busy_ticks = ((m1[0] - m0[0]) - (m1[1] - m0[1])) / max(m1[0] - m0[0], 1) * dt * tck * os.cpu_count()
+    rec["foreign_cpu_pct"] = round(max(0.0, 100 * (busy_ticks - sum(own)) / tck / dt), 1)
+    at, subtree = suspended_at(server_log, task)
+    rec["suspended_logged_ms"] = round((at - w0) * 1000, 1) if at else None
+    rec["suspended_subtree"] = subtree
+    rc.close()
+    if not rec["relay_answer"].startswith("401:dpop_required"):
+        raise SystemExit(f"relay answered {rec['relay_answer']}, expected 401 dpop_required")
+    return rec
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     k = (len(xs) - 1) * q
@@ -471,16 +669,18 @@ def pct(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def summarize(recs: list[dict]) -> list[dict]:
+def summarize(recs: list[dict], modes=("checked", "quiet"),
+              keys=("revoke_call_ms", "last_ok_ms", "all_refused_ms", "first_refused_ms", "checker_rps",
+                    "children_create_rps", "served_after_first_refusal", "busy_before_pct",
+                    "foreign_cpu_pct")) -> list[dict]:
     out = []
     for n in sorted({r["children"] for r in recs}):
-        for mode in ("checked", "quiet"):
+        for mode in modes:
             rs = [r for r in recs if r["children"] == n and r["mode"] == mode]
             if not rs:
                 continue
             s = {"children": n, "mode": mode, "runs": len(rs)}
-            for k in ("revoke_call_ms", "last_ok_ms", "all_refused_ms", "first_refused_ms", "checker_rps",
-                      "children_create_rps", "served_after_first_refusal", "busy_before_pct", "foreign_cpu_pct"):
+            for k in keys:
                 v = [r[k] for r in rs if r.get(k) is not None]
                 if v:
                     s[k] = {"p50": round(pct(v, 0.5), 1), "p99": round(pct(v, 0.99), 1),
@@ -513,6 +713,12 @@ def main():
     ap.add_argument("--max-foreign", type=float, default=25,
                     help="an exchange run with more foreign CPU (%% of a core) is marked contaminated and repeated")
     ap.add_argument("--retries", type=int, default=2, help="... at most this many times")
+    ap.add_argument("--relay-runs", nargs="*", default=[],
+                    help="N=runs of a relayed DPoP-bound token (root with N children) under checker load")
+    ap.add_argument("--relay-light-runs", nargs="*", default=[],
+                    help="N=runs of the same with a light probe (one connection, three tokens) instead")
+    ap.add_argument("--audit-flush-ms", type=int,
+                    help="the proxy's audit_flush_ms (MANDATE_PROXY_AUDIT_FLUSH_MS; default: the proxy's, 200)")
     ap.add_argument("--perf", metavar="DIR",
                     help="profile the broker (perf record) over each quiet revoke; those runs are "
                          "recorded as mode=perf, not measurements")
@@ -523,6 +729,12 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="mandate-cascade-"))
     ngx_pid = start_nginx(work)
     os.environ["MANDATE_MASTER_KEY"] = base64.b64encode(os.urandom(32)).decode()
+    relaying = bool(a.relay_runs or a.relay_light_runs)
+    if relaying:
+        # The bench tool and agents are staging: misuse there must suspend.
+        os.environ.setdefault("MANDATE_ON_MISUSE", "staging=suspend,production=suspend")
+    if a.audit_flush_ms:
+        os.environ["MANDATE_PROXY_AUDIT_FLUSH_MS"] = str(a.audit_flush_ms)
     broker, root = start(work, Path(a.jwt_dir))
     proxy = None
     try:
@@ -532,6 +744,8 @@ def main():
         recs = []
         meta = {"peer": "mandate", "config": "sqlite-audit", "bin": str(BIN),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if relaying:
+            meta.update(on_misuse=os.environ["MANDATE_ON_MISUSE"], audit_flush_ms=a.audit_flush_ms or 200)
         # Round robin over (size, mode) so drift in the machine's load spreads over all of them.
         groups = [[(n, False)] * k for n, k in parse_runs(a.runs)]
         groups += [[(n, True)] * k for n, k in parse_runs(a.quiet_runs)]
@@ -562,6 +776,32 @@ def main():
                                                         "all_refused_ms", "checker_rps", "busy_before_pct",
                                                         "foreign_cpu_pct")}),
                   flush=True)
+
+        # Relayed tokens: round robin over (size, mode), as above.
+        groups = [[(n, False)] * k for n, k in parse_runs(a.relay_runs)]
+        groups += [[(n, True)] * k for n, k in parse_runs(a.relay_light_runs)]
+        plan = [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
+        relay_file, relays, reps = out / "relay.jsonl", [], {}
+        for n, light in plan:
+            reps[(n, light)] = reps.get((n, light), 0) + 1
+            # A run that shared the machine (foreign CPU above --max-foreign, or
+            # never quiet before) is kept, marked, and run again (--retries).
+            for attempt in range(a.retries + 1):
+                rec = dict(meta, **relay_run(w, n, reps[(n, light)], light, a.check_conc, a.limit, broker.pid,
+                                             proxy.pid, a.quiet_pct, a.max_quiet_wait, a.checkers,
+                                             work / "server.out"))
+                rec["broker_rss_mb"] = round(rss_mb(broker.pid), 1)
+                rec["attempt"] = attempt + 1
+                rec["contaminated"] = rec["foreign_cpu_pct"] > a.max_foreign or not rec["quiet_ok"]
+                relays.append(rec)
+                with relay_file.open("a") as f:
+                    f.write(json.dumps(rec, sort_keys=True) + "\n")
+                print(json.dumps({k: rec.get(k) for k in (
+                    "workload", "mode", "rep", "relay_answer", "suspended_logged_ms", "first_refused_ms",
+                    "last_ok_ms", "all_refused_ms", "root_plain_refused_ms", "probe_refused_ms", "after_codes",
+                    "busy_before_pct", "foreign_cpu_pct", "contaminated")}), flush=True)
+                if not rec["contaminated"]:
+                    break
 
         # Token exchange throughput: plain vs delegated, same sitting, A/B/B/A.
         plain_task = w.task(w.helper, "plain exchange benchmark")
@@ -594,14 +834,22 @@ def main():
                         if not last["contaminated"]:
                             break
         # The throughput root now has every delegated child of those runs: time its revoke too.
-        c = revoke_conn()
-        t0, t1, sub = revoke(c, root, tp_task)
-        big = dict(meta, workload="cascade-throughput-root", mode="quiet", children=len(sub),
-                   revoke_call_ms=round((t1 - t0) * 1000, 2))
-        with cascade_file.open("a") as f:
-            f.write(json.dumps(big, sort_keys=True) + "\n")
+        big = None
+        if a.reps:
+            c = revoke_conn()
+            t0, t1, sub = revoke(c, root, tp_task)
+            big = dict(meta, workload="cascade-throughput-root", mode="quiet", children=len(sub),
+                       revoke_call_ms=round((t1 - t0) * 1000, 2))
+            with cascade_file.open("a") as f:
+                f.write(json.dumps(big, sort_keys=True) + "\n")
 
         summary = {"cascade": summarize(recs), "throughput_root_revoke": big}
+        if relays:
+            summary["relay"] = summarize([r for r in relays if not r["contaminated"]], ("relay-checked", "relay-light"),
+                                         ("relay_call_ms", "suspended_logged_ms", "first_refused_ms", "last_ok_ms",
+                                          "all_refused_ms", "root_plain_refused_ms", "probe_refused_ms",
+                                          "served_after_first_refusal", "checker_rps", "busy_before_pct",
+                                          "foreign_cpu_pct"))
         xs = [json.loads(l) for l in xfile.read_text().splitlines()] if xfile.exists() else []
         xs = [x for x in xs if not x.get("contaminated")]
         ratios = {}
