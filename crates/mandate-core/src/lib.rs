@@ -40,7 +40,7 @@ pub use rescope::{RescopeRequest, Rescoped, child_fits, grant_fits, rescope};
 pub use route::{RouteRule, RoutedRequest, route};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
 pub use secret::{NewSecret, Secret, SecretClass};
-pub use task::{Task, TaskState, cap_grant_ttl};
+pub use task::{Task, TaskState, cap_grant_ttl, intent};
 pub use tool::{Environment, NewTool, Sensitivity, Tool};
 
 /// Seconds since the Unix epoch. All domain times use this unit.

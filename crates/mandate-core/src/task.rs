@@ -147,6 +147,18 @@ impl Task {
 
 /// A grant's lifetime: the least of what was asked, the tool's maximum and
 /// what is left of the task. A grant never outlives its task.
+/// A task's intent as given (trimmed), or why it cannot be one.
+pub fn intent(raw: &str) -> Result<String, crate::Invalid> {
+    let intent = raw.trim();
+    if intent.is_empty() || intent.len() > 2048 {
+        return Err(crate::Invalid::new(
+            "intent",
+            "must be 1 to 2048 characters",
+        ));
+    }
+    Ok(intent.to_owned())
+}
+
 pub fn cap_grant_ttl(
     requested: Option<u32>,
     tool_max: u32,
@@ -272,6 +284,15 @@ mod tests {
                 to: "active".into()
             })
         );
+    }
+
+    #[test]
+    fn an_intent_is_trimmed_and_bounded() {
+        assert_eq!(intent("  triage issues ").unwrap(), "triage issues");
+        for bad in ["", "   ", &"x".repeat(2049)] {
+            assert_eq!(intent(bad).unwrap_err().field, "intent");
+        }
+        assert!(intent(&format!(" {} ", "x".repeat(2048))).is_ok());
     }
 
     #[test]

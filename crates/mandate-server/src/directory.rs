@@ -4,7 +4,7 @@
 //! paths (token exchange, authorize) a database read per request.
 
 use mandate_core::{
-    AdminToken, Agent, AgentName, RevocationKind, Task, TaskId, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, RevocationKind, Scope, Task, TaskId, Tool, ToolName, UnixTime,
 };
 use mandate_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -115,6 +115,15 @@ impl Directory {
     }
     pub fn tool_by_audience(&self, aud: &str) -> Option<Arc<Tool>> {
         read(&self.audiences).get(aud).cloned()
+    }
+    /// The registered tools a scope names (an unknown one is left out:
+    /// the scope's own check names it).
+    pub fn tools_of(&self, scope: &Scope) -> Vec<Arc<Tool>> {
+        scope
+            .items()
+            .iter()
+            .filter_map(|i| self.tool(&i.tool))
+            .collect()
     }
     pub fn put_tool(&self, t: Tool) {
         let t = Arc::new(t);

@@ -156,22 +156,17 @@ async fn plan(
             parent.id
         )));
     }
-    let intent = match ask.intent {
-        Some(i) if i.trim().is_empty() || i.len() > 2048 => {
+    let intent = match ask.intent.as_deref().map(mandate_core::intent) {
+        Some(Err(e)) => {
             return Err(Refusal::Rule(RuleViolation::Delegation {
-                field: "intent".into(),
-                why: "must be 1 to 2048 characters".into(),
+                field: e.field,
+                why: e.message,
             }));
         }
-        Some(i) => i.trim().to_owned(),
+        Some(Ok(i)) => i,
         None => parent.intent.clone(),
     };
-    let tools: Vec<_> = ask
-        .scope
-        .items()
-        .iter()
-        .filter_map(|i| app.directory.tool(&i.tool))
-        .collect();
+    let tools = app.directory.tools_of(&ask.scope);
     let req = ChildRequest {
         agent: &ask.child,
         intent,

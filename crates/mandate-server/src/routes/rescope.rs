@@ -36,14 +36,11 @@ pub async fn rescope(
 ) -> Result<Json<Value>, ApiError> {
     let task = visible_task(&app, &caller, path, &[AdminRight::Tasks]).await?;
     let ApiJson(body) = body?;
-    let intent = match body.intent.as_deref().map(str::trim) {
-        Some(i) if i.is_empty() || i.len() > 2048 => {
-            return Err(ApiError::bad_request(
-                "intent: must be 1 to 2048 characters",
-            ));
-        }
-        i => i.map(str::to_owned),
-    };
+    let intent = body
+        .intent
+        .as_deref()
+        .map(mandate_core::intent)
+        .transpose()?;
     let agent = app.directory.agent(&task.agent).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
@@ -51,12 +48,7 @@ pub async fn rescope(
             format!("agent `{}` is not registered", task.agent),
         )
     })?;
-    let tools: Vec<_> = body
-        .scope
-        .items()
-        .iter()
-        .filter_map(|i| app.directory.tool(&i.tool))
-        .collect();
+    let tools = app.directory.tools_of(&body.scope);
     let t = now();
     let req = RescopeRequest {
         agent: &agent,

@@ -117,12 +117,7 @@ pub async fn create(
             format!("agent `{}` is revoked", agent.name),
         ));
     }
-    let intent = body.intent.trim();
-    if intent.is_empty() || intent.len() > 2048 {
-        return Err(ApiError::bad_request(
-            "intent: must be 1 to 2048 characters",
-        ));
-    }
+    let intent = mandate_core::intent(&body.intent)?;
     if body
         .requested_by
         .as_ref()
@@ -140,12 +135,7 @@ pub async fn create(
             raw.task_max_ttl_secs
         )));
     }
-    let tools: Vec<_> = body
-        .scope
-        .items()
-        .iter()
-        .filter_map(|i| app.directory.tool(&i.tool))
-        .collect();
+    let tools = app.directory.tools_of(&body.scope);
     body.scope.check_against(&agent, |name| {
         tools.iter().find(|t| &t.name == name).map(Arc::as_ref)
     })?;
@@ -154,7 +144,7 @@ pub async fn create(
     let mut task = Task {
         id: TaskId::from_random(mandate_token::random_bytes()),
         agent: agent.name.clone(),
-        intent: intent.to_owned(),
+        intent,
         scope: body.scope,
         environment: agent.environment,
         state: TaskState::Active,
