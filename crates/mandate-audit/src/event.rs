@@ -98,11 +98,22 @@ pub enum EventKind {
     /// too many failures (once per run of refusals, not per request).
     #[serde(rename = "client.throttled")]
     ClientThrottled,
+    /// Policy held a task start, a grant or a request for a person.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested,
+    #[serde(rename = "approval.granted")]
+    ApprovalGranted,
+    /// Final: the same thing asked again stays refused.
+    #[serde(rename = "approval.denied")]
+    ApprovalDenied,
+    /// A granted approval let its thing through (a `once` one is spent).
+    #[serde(rename = "approval.used")]
+    ApprovalUsed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 39] = [
+    pub const ALL: [EventKind; 43] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -142,6 +153,10 @@ impl EventKind {
         EventKind::ToolInvoked,
         EventKind::ToolCompleted,
         EventKind::ClientThrottled,
+        EventKind::ApprovalRequested,
+        EventKind::ApprovalGranted,
+        EventKind::ApprovalDenied,
+        EventKind::ApprovalUsed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +201,10 @@ impl EventKind {
             ToolCompleted => "tool.completed",
             ClientThrottled => "client.throttled",
             AuditCheckpoint => "audit.checkpoint",
+            ApprovalRequested => "approval.requested",
+            ApprovalGranted => "approval.granted",
+            ApprovalDenied => "approval.denied",
+            ApprovalUsed => "approval.used",
         }
     }
 

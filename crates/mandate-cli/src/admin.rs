@@ -208,7 +208,8 @@ pub enum KeysCmd {
 pub enum AdminTokenCmd {
     /// Create an admin token with some rights (needs the root token).
     Create {
-        /// agents, tools, tasks, audit, policy, secrets, proxy, verify or metrics (repeatable).
+        /// agents, tools, tasks, audit, policy, secrets, proxy, verify,
+        /// metrics, approve or breakglass (repeatable).
         #[arg(long = "right", required = true)]
         rights: Vec<String>,
         #[arg(long, default_value = "")]
@@ -216,6 +217,11 @@ pub enum AdminTokenCmd {
         /// Expire after this many seconds.
         #[arg(long)]
         ttl: Option<u32>,
+        /// Issue the token to this agent (a supervising agent acting as
+        /// approver): it can never approve that agent's requests nor those
+        /// of agents with the same owner.
+        #[arg(long, value_parser = path_segment)]
+        agent: Option<String>,
     },
     /// List admin tokens: id, rights, description, expiry, revocation (never the token).
     List,
@@ -520,12 +526,13 @@ pub async fn keys(c: &Client, cmd: KeysCmd, as_json: bool) -> Result<()> {
 
 pub async fn admin_token(c: &Client, cmd: AdminTokenCmd, as_json: bool) -> Result<()> {
     c.require_token("admin-token")?;
-    let (rights, description, ttl) = match cmd {
+    let (rights, description, ttl, agent) = match cmd {
         AdminTokenCmd::Create {
             rights,
             description,
             ttl,
-        } => (rights, description, ttl),
+            agent,
+        } => (rights, description, ttl, agent),
         AdminTokenCmd::List => {
             let v = c.get("/v1/admin/tokens").await?;
             if as_json {
@@ -566,7 +573,7 @@ pub async fn admin_token(c: &Client, cmd: AdminTokenCmd, as_json: bool) -> Resul
     let v = c
         .post(
             "/v1/admin/tokens",
-            &json!({"rights": rights, "description": description, "ttl_secs": ttl}),
+            &json!({"rights": rights, "description": description, "ttl_secs": ttl, "agent": agent}),
         )
         .await?;
     if as_json {

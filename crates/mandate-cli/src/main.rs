@@ -7,8 +7,10 @@
 
 mod admin;
 mod agent_side;
+mod approvals;
 mod audit;
 mod client;
+mod duration;
 mod output;
 mod revocations;
 mod run;
@@ -151,6 +153,12 @@ enum Command {
     /// Admin tokens with a subset of rights: create, list, revoke.
     #[command(subcommand, name = "admin-token")]
     AdminToken(admin::AdminTokenCmd),
+    /// Requests policy holds for a person: list, show (and wait), approve, deny.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mandate approval list --state pending\n  mandate approval show apr_… \n  mandate approval approve apr_… --for 15m --note \"refund run, ticket 4411\"\n  mandate approval deny apr_… --note \"not during the freeze\"\n\nAn approval covers exactly what was asked (that task, tool, action,\nresource and amount), once or until the time-box ends; a denial is final.\nAn admin token issued to an agent (`admin-token create --agent`) cannot\ndecide that agent's requests nor those of agents with the same owner."
+    )]
+    Approval(approvals::ApprovalCmd),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -208,6 +216,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Keys(c) => admin::keys(&client()?, c, cli.json).await,
         Command::Secret(c) => secrets::run(&client()?, c, cli.json).await,
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
+        Command::Approval(c) => approvals::run(&client()?, c, cli.json).await,
     }?;
     Ok(0)
 }

@@ -155,6 +155,32 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         .context("no task id in the answer")?
         .to_owned();
     let current = Arc::new(Mutex::new(first));
+    // Kept fresh from here on: waiting for a person may outlast a session.
+    let renewer = credential.as_ref().map(|cr| {
+        tokio::spawn(keep_fresh(
+            c.with_token(None),
+            cr.clone(),
+            current.clone(),
+            dir.0.clone(),
+        ))
+    });
+    let mut task = task;
+    if task["state"] == "pending_approval" {
+        let session = || {
+            current
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .token
+                .clone()
+        };
+        match crate::approvals::wait_for_task(c, &task, session).await {
+            Ok(now) => task = now,
+            Err(e) => {
+                let _ = end(c, &current, credential.as_ref(), &id, false).await;
+                bail!("{e:#}; `{}` was not run", a.command[0]);
+            }
+        }
+    }
     if task["state"] != "active" {
         let state = task["state"].as_str().unwrap_or("?").to_owned();
         // Nobody will use it: a later approval must not wake it up.
@@ -188,14 +214,6 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             bail!("cannot run `{}`: {e}; {ended}", a.command[0]);
         }
     };
-    let renewer = credential.as_ref().map(|cr| {
-        tokio::spawn(keep_fresh(
-            c.with_token(None),
-            cr.clone(),
-            current.clone(),
-            dir.0.clone(),
-        ))
-    });
     let wake = Arc::new(tokio::sync::Notify::new());
     let follower = tokio::spawn(crate::revocations::follow(
         c.with_token(None),

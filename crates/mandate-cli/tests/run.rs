@@ -32,7 +32,9 @@ fn admin(s: &TestServer, args: &[&str]) -> String {
     ok(mandate(s, args, &[]).output().unwrap())
 }
 
-/// Owner, tool `github`, agent `bot` with an enrolled key at `key`.
+/// Owner, tools `github` and `payments` (restricted: its tasks wait for a
+/// person's approval), agent `bot` allowed both, with an enrolled key at
+/// `key`.
 fn agent_with_key(s: &TestServer, key: &Path) {
     admin(s, &["owner", "create", "platform"]);
     admin(
@@ -58,7 +60,26 @@ fn agent_with_key(s: &TestServer, key: &Path) {
     admin(
         s,
         &[
-            "agent", "create", "bot", "--owner", "platform", "--env", "staging", "--tool", "github",
+            "tool",
+            "create",
+            "payments",
+            "--audience",
+            "https://pay.example",
+            "--owner",
+            "platform",
+            "--env",
+            "staging",
+            "--sensitivity",
+            "restricted",
+            "--action",
+            "charges:read",
+        ],
+    );
+    admin(
+        s,
+        &[
+            "agent", "create", "bot", "--owner", "platform", "--env", "staging", "--tool",
+            "github", "--tool", "payments",
         ],
     );
     let jt = admin(s, &["agent", "join-token", "bot"]);
@@ -380,6 +401,77 @@ cat "$MANDATE_SESSION_FILE" > "$out/second"
         assert_eq!(claims(&first)["sub"], claims(&second)["sub"]);
         assert!(claims(&second)["exp"].as_i64() > claims(&first)["exp"].as_i64());
         assert!(read(&out.join("token")).starts_with("ey"), "exchange with the renewed session");
+    })
+    .await;
+}
+
+/// `mandate run` on a held task, until it prints the approval to decide:
+/// the wrapper, the approval id, and the file the command would write.
+fn run_held(s: &TestServer, key: &Path, ran: &Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut run = mandate(
+        s,
+        &[
+            "run",
+            "--key-file",
+            key.to_str().unwrap(),
+            "--intent",
+            "refund run",
+            "--scope",
+            "payments=charges:read",
+            "--",
+            "sh",
+            "-c",
+            &format!("echo yes > {}", ran.display()),
+        ],
+        &[],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stderr = std::io::BufReader::new(run.stderr.take().unwrap());
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if let Some(at) = line.find("mandate approval approve ") {
+            let id = line[at + "mandate approval approve ".len()..]
+                .trim()
+                .to_owned();
+            assert!(id.starts_with("apr_"), "{line}");
+            assert!(line.contains("waits for a person's approval"), "{line}");
+            return (run, id);
+        }
+    }
+    panic!("mandate run never said which approval to decide");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_waits_visibly_for_a_person_then_runs_or_gives_up() {
+    let s = TestServer::start().await;
+    with_agent(s, |s, key, dir| {
+        let ran = dir.join("ran");
+        let (mut run, id) = run_held(s, key, &ran);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(!ran.exists(), "nothing runs before a person approves");
+        let shown = admin(s, &["approval", "show", &id]);
+        assert!(
+            shown.contains("pending") && shown.contains("refund run"),
+            "{shown}"
+        );
+        admin(s, &["approval", "approve", &id, "--note", "ticket 4411"]);
+        assert!(run.wait().unwrap().success());
+        assert_eq!(read(&ran), "yes");
+
+        let ran = dir.join("ran-again");
+        let (mut run, id) = run_held(s, key, &ran);
+        admin(s, &["approval", "deny", &id, "--note", "not today"]);
+        assert!(!run.wait().unwrap().success(), "a denial fails the run");
+        assert!(!ran.exists(), "the command never ran");
+        // Bad durations are refused before anything is sent.
+        let o = mandate(s, &["approval", "approve", &id, "--for", "-5m"], &[])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("negative"));
     })
     .await;
 }

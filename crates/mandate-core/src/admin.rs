@@ -29,6 +29,10 @@ pub enum AdminRight {
     Verify,
     /// Read `/metrics`, as a Prometheus scraper does.
     Metrics,
+    /// Decide approval requests (approve or deny).
+    Approve,
+    /// Open break-glass tasks.
+    Breakglass,
 }
 
 impl AdminRight {
@@ -43,6 +47,8 @@ impl AdminRight {
         AdminRight::Proxy,
         AdminRight::Verify,
         AdminRight::Metrics,
+        AdminRight::Approve,
+        AdminRight::Breakglass,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +62,8 @@ impl AdminRight {
             AdminRight::Proxy => "proxy",
             AdminRight::Verify => "verify",
             AdminRight::Metrics => "metrics",
+            AdminRight::Approve => "approve",
+            AdminRight::Breakglass => "breakglass",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -67,8 +75,13 @@ impl AdminRight {
                 Invalid::new(
                     "rights",
                     format!(
-                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics",
-                        s.chars().take(40).collect::<String>()
+                        "`{}` is not one of: {}",
+                        s.chars().take(40).collect::<String>(),
+                        AdminRight::ALL[1..]
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })
@@ -87,6 +100,11 @@ pub struct AdminToken {
     pub expires_at: Option<UnixTime>,
     #[serde(default)]
     pub revoked_at: Option<UnixTime>,
+    /// The agent this token was issued to, if any (a supervising agent
+    /// acting as approver): it never approves that agent's requests, nor
+    /// those of agents with the same owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<crate::AgentName>,
 }
 
 impl AdminToken {

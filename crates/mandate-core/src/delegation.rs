@@ -155,6 +155,7 @@ pub fn delegate<'t>(
             chain,
         }),
         model: req.model,
+        approval: None,
     })
 }
 

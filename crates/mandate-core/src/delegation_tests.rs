@@ -51,6 +51,7 @@ fn root(agent: &str, s: Scope, deadline: UnixTime) -> Task {
         ended_at: None,
         delegation: None,
         model: None,
+        approval: None,
     }
 }
 

@@ -234,6 +234,10 @@ random_id!(
     /// A JWT id: identifies one minted token (grant or session).
     Jti, "jti_", "jti"
 );
+random_id!(
+    /// An approval request's id.
+    ApprovalId, "apr_", "approval_id"
+);
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ mod macros;
 
 mod admin;
 mod agent;
+mod approval;
 mod delegation;
 mod delivery;
 mod error;
@@ -27,12 +28,16 @@ mod tool;
 pub use admin::{AdminRight, AdminToken, Owner};
 
 pub use agent::{Agent, AgentState, NewAgent};
+pub use approval::{
+    Approval, ApprovalError, ApprovalState, Approver, Decided, Extent, Held, Standing, Verdict,
+};
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
-    AgentName, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName, TrustDomain,
+    AgentName, ApprovalId, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName,
+    TrustDomain,
 };
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
 pub use model::Model;

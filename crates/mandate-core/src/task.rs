@@ -106,6 +106,10 @@ pub struct Task {
     /// policy last let it go on under another).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::Model>,
+    /// The approval request that held this task's start for a person,
+    /// when policy held it (granted once the task is active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::ApprovalId>,
 }
 
 impl Task {
@@ -145,8 +149,6 @@ impl Task {
     }
 }
 
-/// A grant's lifetime: the least of what was asked, the tool's maximum and
-/// what is left of the task. A grant never outlives its task.
 /// A task's intent as given (trimmed), or why it cannot be one.
 pub fn intent(raw: &str) -> Result<String, crate::Invalid> {
     let intent = raw.trim();
@@ -159,6 +161,8 @@ pub fn intent(raw: &str) -> Result<String, crate::Invalid> {
     Ok(intent.to_owned())
 }
 
+/// A grant's lifetime: the least of what was asked, the tool's maximum and
+/// what is left of the task. A grant never outlives its task.
 pub fn cap_grant_ttl(
     requested: Option<u32>,
     tool_max: u32,
@@ -204,6 +208,7 @@ mod tests {
             ended_at: None,
             delegation: None,
             model: None,
+            approval: None,
         }
     }
 

@@ -55,6 +55,7 @@ fn invoke<'a>(grant: &'a [String], action: &'a str) -> InvokeRequest<'a> {
         data_sensitivity: None,
         anomaly_score: 0,
         now: 1_700_000_000,
+        amount: None,
     }
 }
 

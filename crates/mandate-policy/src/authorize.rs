@@ -15,10 +15,12 @@
 //!    for the tool, one environment, a route (for HTTP), then Cedar.
 
 use crate::recent::{Inputs, RecentDecisions};
-use crate::{AgentFacts, Decision, InvokeRequest, PolicySet, Refusal, TaskFacts, ToolFacts};
+use crate::{
+    AgentFacts, ApprovalNeed, Decision, InvokeRequest, PolicySet, Refusal, TaskFacts, ToolFacts,
+};
 use mandate_core::{
-    Agent, AgentName, Environment, Misuse, MisuseCheck, RevocationKind, Sensitivity, SpiffeId,
-    Task, TaskId, TaskState, Tool,
+    Agent, AgentName, Approval, ApprovalId, Environment, Held, Misuse, MisuseCheck, RevocationKind,
+    Sensitivity, SpiffeId, Task, TaskId, TaskState, Tool,
 };
 use mandate_token::claims::{AuthorizationDetail, VerifiedAccess};
 use mandate_token::dpop;
@@ -145,6 +147,8 @@ pub struct Asked<'a> {
     pub environment: Option<Environment>,
     /// How sensitive the request's data is; `None`: public.
     pub data_sensitivity: Option<Sensitivity>,
+    /// An amount the asker states (a payment's); `None`: none stated.
+    pub amount: Option<i64>,
     pub presentation: Presentation<'a>,
 }
 
@@ -172,6 +176,31 @@ pub struct Refused {
     /// Set when the refusal is evidence that the token left its holder
     /// or outlived its task (see [`MisuseCheck`]).
     pub misuse: Option<Box<Misuse>>,
+    /// Set on `approval_pending` by [`authorize_request`]: what waits for
+    /// a person. The caller looks its approval up and [`settle`]s it.
+    pub pending: Option<Box<Pending>>,
+}
+
+/// A request policy allowed but holds for a person: the held thing on its
+/// task, and the allowance a granted approval for exactly it releases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub task: TaskId,
+    pub held: Held,
+    pub need: ApprovalNeed,
+    pub allowed: Allowed,
+    /// Once settled: the approval request a person decides
+    /// (`approval_pending`) or denied (`approval_denied`).
+    pub approval: Option<ApprovalId>,
+}
+
+/// What the approval store answered for a held request.
+#[derive(Debug, Clone, Copy)]
+pub enum Settled<'a> {
+    /// Granted (a `once` one now spent by this request).
+    Allowed(&'a Approval),
+    Waiting(&'a Approval),
+    Denied(&'a Approval),
 }
 
 impl Refused {
@@ -183,7 +212,13 @@ impl Refused {
             policy_ids: Vec::new(),
             action: None,
             misuse: None,
+            pending: None,
         }
+    }
+
+    /// The approval request this refusal names, once settled.
+    pub fn approval(&self) -> Option<&ApprovalId> {
+        self.pending.as_ref().and_then(|p| p.approval.as_ref())
     }
 
     fn misuse(mut self, m: Misuse) -> Self {
@@ -219,7 +254,7 @@ impl Refused {
 }
 
 /// An allowed request: what it does and the policy decision that allowed it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
     pub tool: Arc<Tool>,
     pub action: String,
@@ -451,10 +486,11 @@ pub fn authorize_request(
         task: task.clone(),
         token: token.clone(),
         data_sensitivity: asked.data_sensitivity,
+        amount: asked.amount,
     };
     let now = judge.now;
     let decision = judge.recent.decide(&inputs, &action, &resource, now, || {
-        judge.policy.decide_invoke(&InvokeRequest {
+        judge.policy.decide_request(&InvokeRequest {
             agent: AgentFacts::of(agent),
             tool: ToolFacts::of(tool),
             task: TaskFacts::of(task, now),
@@ -464,6 +500,7 @@ pub fn authorize_request(
             resource_in_scope: detail.covers_resource(&resource),
             request_environment: Some(tool.environment),
             data_sensitivity: asked.data_sensitivity,
+            amount: asked.amount,
             anomaly_score: 0,
             now,
         })
@@ -480,17 +517,92 @@ pub fn authorize_request(
             reasons: decision.reasons.clone(),
             policy_ids: decision.policy_ids.clone(),
             action: Some(action),
-            misuse: None,
+            ..Refused::new(Refusal::PolicyDenied, "")
         });
     }
-    Ok(Allowed {
+    let allowed = Allowed {
         tool: tool.clone(),
         action,
         resource,
         decision,
-    })
+    };
+    match allowed.decision.approval.clone() {
+        None => Ok(allowed),
+        Some(need) => Err(Refused {
+            message: format!(
+                "a person must approve this request first ({})",
+                need.reasons.join("; ")
+            ),
+            reasons: need.reasons.clone(),
+            policy_ids: need.policy_ids.clone(),
+            action: Some(allowed.action.clone()),
+            pending: Some(Box::new(Pending {
+                task: task.id.clone(),
+                held: Held::Request {
+                    tool: tool.name.clone(),
+                    action: allowed.action.clone(),
+                    resource: allowed.resource.clone(),
+                    amount: asked.amount,
+                },
+                need,
+                allowed,
+                approval: None,
+            })),
+            ..Refused::new(Refusal::ApprovalPending, "")
+        }),
+    }
+}
+
+/// A held request once its approval was looked up: a granted approval for
+/// exactly what is held releases the allowance; otherwise it stays
+/// refused, naming the approval (`approval_pending` or, final,
+/// `approval_denied`). Any other refusal is returned as it is.
+pub fn settle(refused: Refused, settled: Settled<'_>) -> Result<Allowed, Refused> {
+    let Some(pending) = refused.pending.as_deref() else {
+        return Err(refused);
+    };
+    let approval = match settled {
+        Settled::Allowed(a) | Settled::Waiting(a) | Settled::Denied(a) => a,
+    };
+    if !approval.covers(&pending.task, &pending.held) {
+        return Err(Refused {
+            pending: None,
+            ..Refused::new(
+                Refusal::PolicyDenied,
+                format!("approval {} is for something else", approval.id),
+            )
+        });
+    }
+    let named = |id: &ApprovalId| {
+        let mut p = refused.pending.clone();
+        if let Some(p) = p.as_mut() {
+            p.approval = Some(id.clone());
+        }
+        p
+    };
+    match settled {
+        Settled::Allowed(_) => Ok(pending.allowed.clone()),
+        Settled::Waiting(a) => Err(Refused {
+            message: format!(
+                "{}; approval {} is waiting for a person (until {})",
+                refused.message, a.id, a.valid_until
+            ),
+            pending: named(&a.id),
+            ..refused
+        }),
+        Settled::Denied(a) => Err(Refused {
+            refusal: Refusal::ApprovalDenied,
+            message: format!("a person denied this request (approval {})", a.id),
+            pending: named(&a.id),
+            ..refused
+        }),
+    }
 }
 
 #[cfg(test)]
 #[path = "authorize_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "hold_tests.rs"]
+mod hold_tests;

@@ -130,6 +130,7 @@ impl Case {
             environment: self.environment,
             data_sensitivity: None,
             presentation,
+            amount: None,
         };
         let recent = RecentDecisions::default();
         let judge = Judge {

@@ -3,15 +3,15 @@
 //! a policy it cannot evaluate denies.
 
 use crate::facts::{
-    AgentFacts, ContinueRequest, Decision, InvokeRequest, RevealRequest, TaskFacts,
-    TaskStartRequest, ToolFacts,
+    AgentFacts, ApprovalNeed, ContinueRequest, Decision, Hold, HoldRequest, HoldStage,
+    InvokeRequest, RequestFacts, RevealRequest, TaskFacts, TaskStartRequest, ToolFacts,
 };
 use crate::{MandateAction, PolicySet, TaskDecision};
 use cedar_policy::{
     AuthorizationError, Context, Entities, Entity, EntityId, EntityUid, PolicyId, Request,
     RestrictedExpression,
 };
-use mandate_core::Sensitivity;
+use mandate_core::{Environment, Sensitivity};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -61,6 +61,36 @@ fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
     .map_err(|e| format!("task record: {e}"))
 }
 
+/// `context.request`: `amount` only when the asker stated one.
+fn request_record(
+    action: &str,
+    resource: &str,
+    environment: Environment,
+    data_sensitivity: Option<Sensitivity>,
+    amount: Option<i64>,
+) -> Result<RestrictedExpression, String> {
+    let mut fields = vec![
+        ("action".to_owned(), string(action)),
+        ("resource".to_owned(), string(resource)),
+        ("environment".to_owned(), string(environment.as_str())),
+        (
+            "data_sensitivity_rank".to_owned(),
+            RestrictedExpression::new_long(data_sensitivity.map_or(0, rank)),
+        ),
+    ];
+    if let Some(a) = amount {
+        fields.push(("amount".to_owned(), RestrictedExpression::new_long(a)));
+    }
+    RestrictedExpression::new_record(fields).map_err(|e| format!("request record: {e}"))
+}
+
+/// The UTC hour (0-23) and weekday (0 = Monday) of a Unix time.
+pub(crate) fn hour_and_weekday(now: i64) -> (i64, i64) {
+    let days = now.div_euclid(86_400);
+    // 1970-01-01 was a Thursday (3 with Monday = 0).
+    (now.rem_euclid(86_400) / 3600, (days + 3).rem_euclid(7))
+}
+
 /// Principal, resource, and the two entities Cedar needs to read their
 /// attributes. Built from code, so no schema conformance check here.
 pub(crate) struct Parties {
@@ -102,6 +132,7 @@ fn failure(message: String) -> Outcome {
             allowed: false,
             reasons: vec![format!("policy-error: request: {message}")],
             policy_ids: Vec::new(),
+            approval: None,
         },
         failed: true,
     }
@@ -198,12 +229,14 @@ impl PolicySet {
                     allowed,
                     reasons: vec![NO_PERMIT.to_owned()],
                     policy_ids: Vec::new(),
+                    approval: None,
                 }
             } else {
                 Decision {
                     allowed,
                     reasons: determining.iter().map(|id| self.reason(id)).collect(),
                     policy_ids: determining.iter().map(|id| id.to_string()).collect(),
+                    approval: None,
                 }
             };
             return Outcome {
@@ -238,6 +271,7 @@ impl PolicySet {
                 allowed: false,
                 reasons,
                 policy_ids,
+                approval: None,
             },
             failed: true,
         }
@@ -258,16 +292,13 @@ impl PolicySet {
         };
         let context = (|| {
             let environment = r.request_environment.unwrap_or(r.task.environment);
-            let request = RestrictedExpression::new_record([
-                ("action".into(), string(r.action)),
-                ("resource".into(), string(r.resource)),
-                ("environment".into(), string(environment.as_str())),
-                (
-                    "data_sensitivity_rank".into(),
-                    RestrictedExpression::new_long(r.data_sensitivity.map_or(0, rank)),
-                ),
-            ])
-            .map_err(|e| format!("request record: {e}"))?;
+            let request = request_record(
+                r.action,
+                r.resource,
+                environment,
+                r.data_sensitivity,
+                r.amount,
+            )?;
             Context::from_pairs([
                 ("task".into(), task_record(&r.task)?),
                 ("request".into(), request),
@@ -396,25 +427,121 @@ impl PolicySet {
         if !start.decision.allowed {
             return deny(start.decision);
         }
-        let approval = self.evaluate(
+        let hold = self.decide_hold(&HoldRequest {
+            agent: r.agent,
+            tool: r.tool,
+            task: r.task,
+            stage: HoldStage::Task,
+            requested_actions: r.requested_actions,
+            request: None,
+            anomaly_score: r.anomaly_score,
+            now: r.now,
+        });
+        match hold {
+            // Cannot tell whether a person must approve: do not start it unapproved.
+            Hold::Failed(d) => deny(d),
+            Hold::Held(need) => TaskDecision::PendingApproval {
+                reasons: need.reasons,
+                policy_ids: need.policy_ids,
+            },
+            Hold::Free => TaskDecision::Allow {
+                policy_ids: start.decision.policy_ids,
+            },
+        }
+    }
+
+    /// Must a person approve this task start, grant or request first?
+    /// Any permit for `require_approval` holds it; a rule that cannot be
+    /// evaluated fails closed.
+    pub fn decide_hold(&self, r: &HoldRequest<'_>) -> Hold {
+        let built = self.parties(&r.agent, &r.tool).and_then(|parties| {
+            let (hour, weekday) = hour_and_weekday(r.now);
+            let mut pairs = vec![
+                ("task".to_owned(), task_record(&r.task)?),
+                ("stage".to_owned(), string(r.stage.as_str())),
+                (
+                    "requested_actions".to_owned(),
+                    string_set(r.requested_actions),
+                ),
+                ("hour_utc".to_owned(), RestrictedExpression::new_long(hour)),
+                (
+                    "weekday_utc".to_owned(),
+                    RestrictedExpression::new_long(weekday),
+                ),
+                (
+                    "anomaly_score".to_owned(),
+                    RestrictedExpression::new_long(r.anomaly_score),
+                ),
+                ("now".to_owned(), RestrictedExpression::new_long(r.now)),
+            ];
+            if let Some(q) = r.request {
+                pairs.push((
+                    "request".to_owned(),
+                    request_record(
+                        q.action,
+                        q.resource,
+                        q.environment,
+                        q.data_sensitivity,
+                        q.amount,
+                    )?,
+                ));
+            }
+            let context = Context::from_pairs(pairs).map_err(|e| format!("context: {e}"))?;
+            Ok((parties, context))
+        });
+        let (parties, context) = match built {
+            Ok(b) => b,
+            Err(e) => return Hold::Failed(failure(e).decision),
+        };
+        let held = self.evaluate(
             MandateAction::RequireApproval,
             r.tool.name,
             &parties,
             context,
         );
-        if approval.failed {
-            // Cannot tell whether a person must approve: do not start it unapproved.
-            deny(approval.decision)
-        } else if approval.decision.allowed {
-            TaskDecision::PendingApproval {
-                reasons: approval.decision.reasons,
-                policy_ids: approval.decision.policy_ids,
-            }
+        if held.failed {
+            Hold::Failed(held.decision)
+        } else if held.decision.allowed {
+            Hold::Held(ApprovalNeed {
+                reasons: held.decision.reasons,
+                policy_ids: held.decision.policy_ids,
+            })
         } else {
-            TaskDecision::Allow {
-                policy_ids: start.decision.policy_ids,
-            }
+            Hold::Free
         }
+    }
+
+    /// `invoke`, then for an allowed request `require_approval` at stage
+    /// `request`: the decision a request with a grant gets. An allowed one
+    /// may carry [`Decision::approval`]: a person must approve it first.
+    pub fn decide_request(&self, r: &InvokeRequest<'_>) -> Decision {
+        let mut decision = self.decide_invoke(r);
+        if !decision.allowed {
+            return decision;
+        }
+        let actions = [r.action.to_owned()];
+        let hold = self.decide_hold(&HoldRequest {
+            agent: r.agent,
+            tool: r.tool,
+            task: r.task,
+            stage: HoldStage::Request,
+            requested_actions: &actions,
+            request: Some(RequestFacts {
+                action: r.action,
+                resource: r.resource,
+                environment: r.request_environment.unwrap_or(r.task.environment),
+                data_sensitivity: r.data_sensitivity,
+                amount: r.amount,
+            }),
+            anomaly_score: r.anomaly_score,
+            now: r.now,
+        });
+        match hold {
+            Hold::Free => {}
+            Hold::Held(need) => decision.approval = Some(need),
+            Hold::Failed(d) => return d,
+        }
+        decision
     }
 }
 

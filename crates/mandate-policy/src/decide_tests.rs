@@ -81,6 +81,7 @@ fn invoke_with(set: &PolicySet, c: Case) -> Decision {
         data_sensitivity: c.data,
         anomaly_score: 0,
         now: 1_700_000_000,
+        amount: None,
     })
 }
 
@@ -189,6 +190,7 @@ fn policy_sees_the_chain_and_the_root_intent() {
             data_sensitivity: None,
             anomaly_score: 0,
             now: 1_700_000_000,
+            amount: None,
         })
         .allowed
     };
@@ -366,6 +368,7 @@ fn names_cedar_would_not_parse_still_decide() {
             data_sensitivity: None,
             anomaly_score: i64::MAX,
             now: i64::MIN,
+            amount: None,
         });
         denied_only_by(&d, "deny-out-of-scope");
     }
@@ -466,6 +469,7 @@ fn policy_naming_a_tool_decides_for_that_tool_only() {
         data_sensitivity: None,
         anomaly_score: 0,
         now: 0,
+        amount: None,
     });
     assert!(other.allowed, "{other:?}");
 }

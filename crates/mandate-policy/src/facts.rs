@@ -55,8 +55,8 @@ impl<'a> ToolFacts<'a> {
 }
 
 impl<'a> TaskFacts<'a> {
-    /// The task as policy sees it at `now`. Approvals are not built yet:
-    /// `approved` is false.
+    /// The task as policy sees it at `now`; `approved` when a person
+    /// approved its start.
     pub fn of(task: &'a Task, now: i64) -> Self {
         let d = task.delegation.as_ref();
         TaskFacts {
@@ -64,7 +64,7 @@ impl<'a> TaskFacts<'a> {
             state: task.state_at(now),
             intent: &task.intent,
             environment: task.environment,
-            approved: false,
+            approved: task.approval.is_some() && task.state != TaskState::PendingApproval,
             delegation_depth: d.map_or(0, |d| i64::from(d.depth())),
             delegation_chain: d.map_or(&[], |d| d.chain.as_slice()),
             root_intent: d.map_or(&task.intent, |d| &d.root_intent),
@@ -90,9 +90,77 @@ pub struct InvokeRequest<'a> {
     pub request_environment: Option<Environment>,
     /// How sensitive the data in the request is; `None` means public.
     pub data_sensitivity: Option<Sensitivity>,
+    /// An amount the asker states (a payment's), for policies that hold
+    /// large ones for a person.
+    pub amount: Option<i64>,
     pub anomaly_score: i64,
     /// Unix seconds.
     pub now: i64,
+}
+
+/// Where a person's approval may be required (`context.stage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldStage {
+    /// A new task, before it starts.
+    Task,
+    /// A token for one tool of a live task.
+    Grant,
+    /// One request `invoke` allowed.
+    Request,
+}
+
+impl HoldStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStage::Task => "task",
+            HoldStage::Grant => "grant",
+            HoldStage::Request => "request",
+        }
+    }
+}
+
+/// Must a person approve this first (Cedar action `require_approval`)?
+#[derive(Debug, Clone, Copy)]
+pub struct HoldRequest<'a> {
+    pub agent: AgentFacts<'a>,
+    pub tool: ToolFacts<'a>,
+    pub task: TaskFacts<'a>,
+    pub stage: HoldStage,
+    pub requested_actions: &'a [String],
+    /// The request, at stage `Request`: its action, resource, environment,
+    /// data sensitivity and amount.
+    pub request: Option<RequestFacts<'a>>,
+    pub anomaly_score: i64,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// `context.request` of a held request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub environment: Environment,
+    pub data_sensitivity: Option<Sensitivity>,
+    pub amount: Option<i64>,
+}
+
+/// The policies that want a person's approval, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ApprovalNeed {
+    pub reasons: Vec<String>,
+    pub policy_ids: Vec<String>,
+}
+
+/// The answer to a [`HoldRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// No policy holds it.
+    Free,
+    /// A person must approve first.
+    Held(ApprovalNeed),
+    /// A rule could not be evaluated: fail closed (deny, with the reasons).
+    Failed(Decision),
 }
 
 /// An agent asking for a task that touches one tool (Cedar actions
@@ -154,6 +222,10 @@ pub struct Decision {
     pub allowed: bool,
     pub reasons: Vec<String>,
     pub policy_ids: Vec<String>,
+    /// For an allowed request: the policies that still want a person's
+    /// approval first (Cedar `require_approval` at stage `request`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalNeed>,
 }
 
 /// The answer to a [`TaskStartRequest`]: start it, refuse it, or start it

@@ -21,13 +21,14 @@ mod recent;
 mod refusal;
 
 pub use authorize::{
-    Allowed, Asked, DpopProof, Holder, Judge, Live, NBF_LEEWAY_SECS, Operation, Presentation,
-    Refused, Subject, authorize_request, check_claims, check_token,
+    Allowed, Asked, DpopProof, Holder, Judge, Live, NBF_LEEWAY_SECS, Operation, Pending,
+    Presentation, Refused, Settled, Subject, authorize_request, check_claims, check_token, settle,
 };
 pub use error::{PolicyError, Problem};
 pub use facts::{
-    AgentFacts, ContinueRequest, Decision, InvokeRequest, RevealRequest, TaskDecision, TaskFacts,
-    TaskStartRequest, ToolFacts,
+    AgentFacts, ApprovalNeed, ContinueRequest, Decision, Hold, HoldRequest, HoldStage,
+    InvokeRequest, RequestFacts, RevealRequest, TaskDecision, TaskFacts, TaskStartRequest,
+    ToolFacts,
 };
 pub use recent::RecentDecisions;
 pub use refusal::{Refusal, Stage};

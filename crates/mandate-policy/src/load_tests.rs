@@ -21,7 +21,7 @@ fn custom(policies: &str) -> PolicySet {
 
 #[test]
 fn default_policies_validate_against_default_schema() {
-    assert_eq!(PolicySet::defaults().policy_count(), 13);
+    assert_eq!(PolicySet::defaults().policy_count(), 14);
 }
 
 #[test]
@@ -163,6 +163,7 @@ fn default_policy_ids_are_the_documented_set() {
             "deny-delegated-restricted",
             "deny-data-above-tool-sensitivity",
             "restricted-needs-approval",
+            "restricted-write-needs-approval",
             "allow-reveal-for-reveal-tools",
             "deny-reveal-human-credential",
             "allow-continue-task",
@@ -192,7 +193,10 @@ fn slices_hold_only_policies_for_their_action() {
     );
     assert_eq!(
         slice_ids(&set, MandateAction::RequireApproval, "github"),
-        vec!["restricted-needs-approval"]
+        vec![
+            "restricted-needs-approval",
+            "restricted-write-needs-approval"
+        ]
     );
 }
 

@@ -33,8 +33,9 @@ pub struct Inputs {
     pub agent: Arc<Agent>,
     pub task: Arc<Task>,
     pub token: Arc<VerifiedAccess>,
-    /// A request fact, not an object: compared by value.
+    /// Request facts, not objects: compared by value.
     pub data_sensitivity: Option<Sensitivity>,
+    pub amount: Option<i64>,
 }
 
 impl Inputs {
@@ -45,6 +46,7 @@ impl Inputs {
             && Arc::ptr_eq(&self.task, &o.task)
             && Arc::ptr_eq(&self.token, &o.token)
             && self.data_sensitivity == o.data_sensitivity
+            && self.amount == o.amount
     }
 }
 
@@ -163,6 +165,7 @@ mod tests {
                 .unwrap(),
             }),
             data_sensitivity: None,
+            amount: None,
         }
     }
 
@@ -178,6 +181,7 @@ mod tests {
                     allowed: true,
                     reasons: vec![n.to_string()],
                     policy_ids: vec![],
+                    approval: None,
                 }
             }
         }

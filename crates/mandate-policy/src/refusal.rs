@@ -82,6 +82,11 @@ refusals! {
     NoRoute = "no_route", Request, 403;
     /// Policy did not permit the request.
     PolicyDenied = "policy_denied", Request, 403;
+    /// Policy holds the request for a person; the answer names the
+    /// approval request to wait on.
+    ApprovalPending = "approval_pending", Request, 403;
+    /// A person denied exactly this request; final.
+    ApprovalDenied = "approval_denied", Request, 403;
 }
 
 impl Refusal {

@@ -6,7 +6,9 @@
 
 use bytes::Bytes;
 use mandate_core::{Agent, Revocation, Task};
-use mandate_wire::{Accepted, Batch, CatalogDoc, RevocationPage, SecretValue};
+use mandate_wire::{
+    Accepted, ApprovalAnswer, ApprovalAsk, Batch, CatalogDoc, RevocationPage, SecretValue,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -192,6 +194,24 @@ impl Broker {
             .bearer_auth(self.token.expose_secret())
             .header(reqwest::header::ACCEPT, "text/event-stream");
         Self::send("revocation stream", req).await
+    }
+
+    /// What stands for a request policy held for a person (a `once`
+    /// approval that lets it through is spent by this call).
+    pub async fn resolve_approval(&self, ask: &ApprovalAsk) -> Result<ApprovalAnswer, BrokerError> {
+        const CALL: &str = "approval";
+        let req = self
+            .http
+            .post(self.url("/v1/approvals/resolve"))
+            .bearer_auth(self.token.expose_secret())
+            .timeout(CALL_TIMEOUT)
+            .json(ask);
+        let resp = Self::send(CALL, req).await?;
+        let bytes = Self::body(CALL, resp).await?;
+        serde_json::from_slice(&bytes).map_err(|e| BrokerError::Body {
+            call: CALL,
+            message: e.to_string(),
+        })
     }
 
     /// Ship a batch of tool-call records.

@@ -7,9 +7,10 @@ use crate::state::State;
 use http::HeaderMap;
 use mandate_core::{DeliveryMode, Misuse, Tool};
 use mandate_policy::{
-    Asked, DpopProof, Holder, Judge, Operation, Presentation, Subject, authorize_request,
-    check_claims,
+    Asked, DpopProof, Holder, Judge, Operation, Presentation, Settled, Subject, authorize_request,
+    check_claims, settle,
 };
+use mandate_wire::{ApprovalAsk, ApprovalOutcome};
 use std::sync::Arc;
 
 /// What is known about a call so far, for its audit record.
@@ -257,6 +258,7 @@ pub async fn decide(
         environment: st.config.environment,
         data_sensitivity: None,
         presentation: presentation(headers, method, &url, &presented),
+        amount: None,
     };
     let judge = Judge {
         policy: &snap.policy,
@@ -264,7 +266,37 @@ pub async fn decide(
         recent: &st.recent,
         now,
     };
-    let allowed = authorize_request(&verified, &holder, &asked, &judge).map_err(|r| {
+    let verdict = match authorize_request(&verified, &holder, &asked, &judge) {
+        // A held request is past the token stage: its agent is known.
+        Err(held) if held.pending.is_some() && agent.is_some() => {
+            let pending = held.pending.as_deref().expect("checked");
+            let ask = ApprovalAsk {
+                agent: agent.as_ref().expect("checked").name.clone(),
+                task: pending.task.clone(),
+                held: pending.held.clone(),
+                reasons: pending.need.reasons.clone(),
+                policy_ids: pending.need.policy_ids.clone(),
+                request_id: None,
+            };
+            let answer = st.broker.resolve_approval(&ask).await.map_err(|e| {
+                Deny::unavailable(
+                    Code::BrokerUnavailable,
+                    format!("policy holds this request for a person, and the broker could not be asked: {e}"),
+                )
+            })?;
+            let a = &answer.approval;
+            settle(
+                held,
+                match answer.outcome {
+                    ApprovalOutcome::Allowed => Settled::Allowed(a),
+                    ApprovalOutcome::Waiting => Settled::Waiting(a),
+                    ApprovalOutcome::Denied => Settled::Denied(a),
+                },
+            )
+        }
+        verdict => verdict,
+    };
+    let allowed = verdict.map_err(|r| {
         known.action = r.action.clone();
         known.misuse = r.misuse.as_deref().cloned();
         Deny::from(r)

@@ -125,12 +125,16 @@ pub struct Deny {
     pub message: String,
     /// Policy reasons, when policy decided; the audit record lists these.
     pub reasons: Vec<String>,
+    /// The approval request to wait on (`approval_pending`) or that a
+    /// person denied (`approval_denied`).
+    pub approval: Option<mandate_core::ApprovalId>,
 }
 
 /// A decision's refusal, answered with the status its code carries.
 impl From<Refused> for Deny {
     fn from(r: Refused) -> Self {
         Deny {
+            approval: r.approval().cloned(),
             status: StatusCode::from_u16(r.refusal.status()).unwrap_or(StatusCode::FORBIDDEN),
             code: Code::Refused(r.refusal),
             message: r.message,
@@ -146,6 +150,7 @@ impl Deny {
             code,
             message: message.into(),
             reasons: Vec::new(),
+            approval: None,
         }
     }
 
@@ -189,10 +194,11 @@ impl Deny {
     }
 
     pub fn body(&self) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "error": {"code": self.code.as_str(), "message": self.message}
-        }))
-        .unwrap_or_default()
+        let mut error = serde_json::json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(id) = &self.approval {
+            error["approval_id"] = serde_json::json!(id);
+        }
+        serde_json::to_vec(&serde_json::json!({ "error": error })).unwrap_or_default()
     }
 
     pub fn into_response(self, request_id: &str) -> Response {

@@ -37,6 +37,7 @@ pub fn new_admin_token(
         created_at: now(),
         expires_at,
         revoked_at: None,
+        agent: None,
     };
     (SecretString::from(secret), token)
 }

@@ -40,6 +40,8 @@ pub struct App {
     pub sessions: TokenCache<SessionClaims>,
     pub federation: Federation,
     pub feed: broadcast::Sender<Revocation>,
+    /// Each approval a person decided, for requests waiting on it.
+    pub decided: broadcast::Sender<mandate_core::ApprovalId>,
     /// Permits for open revocation streams (`max_feed_streams`).
     pub feed_streams: Arc<tokio::sync::Semaphore>,
     /// Raised when the server stops: open revocation streams end at once

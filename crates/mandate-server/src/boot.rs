@@ -184,6 +184,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         sessions: TokenCache::default(),
         federation,
         feed: broadcast::channel(4096).0,
+        decided: broadcast::channel(1024).0,
         stopping: watch::channel(false).0,
         feed_streams: Arc::new(tokio::sync::Semaphore::new(
             settings.raw.max_feed_streams as usize,

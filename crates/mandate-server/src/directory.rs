@@ -191,6 +191,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             revoked_at: None,
+            agent: None,
         })
     }
 

@@ -89,6 +89,7 @@ impl From<StoreError> for ApiError {
                 format!("{what} `{id}` already exists"),
             ),
             StoreError::Rule(r) => r.into(),
+            StoreError::Approval(a) => a.into(),
             StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             StoreError::JoinTokenInvalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -96,6 +97,19 @@ impl From<StoreError> for ApiError {
                 StoreError::JoinTokenInvalid.to_string(),
             ),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<mandate_core::ApprovalError> for ApiError {
+    fn from(e: mandate_core::ApprovalError) -> Self {
+        use mandate_core::ApprovalError as E;
+        let message = e.to_string();
+        match e {
+            E::Decided { .. } => ApiError::new(StatusCode::CONFLICT, "approval_decided", message),
+            E::Expired { .. } => ApiError::new(StatusCode::CONFLICT, "approval_expired", message),
+            E::Conflict(_) => ApiError::new(StatusCode::FORBIDDEN, "approver_conflict", message),
+            E::Invalid(_) => ApiError::bad_request(message),
         }
     }
 }
@@ -116,7 +130,15 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
+    /// The approval request an `authorization_pending` or `access_denied`
+    /// answer is about.
+    pub approval: Option<mandate_core::ApprovalId>,
 }
+
+/// Seconds a client waiting on an approval should leave between polls of
+/// the token endpoint (RFC 8628 §3.5 `interval`); it can instead wait on
+/// `GET /v1/approvals/{id}?wait=`.
+pub const APPROVAL_POLL_INTERVAL_SECS: u32 = 5;
 
 impl OAuthError {
     pub fn new(error: &'static str, description: impl Into<String>) -> Self {
@@ -131,6 +153,30 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
+            approval: None,
+        }
+    }
+    /// RFC 8628 §3.5 `authorization_pending`: a person has not decided yet.
+    pub fn pending(a: &mandate_core::Approval) -> Self {
+        OAuthError {
+            approval: Some(a.id.clone()),
+            ..Self::new(
+                "authorization_pending",
+                format!(
+                    "{} waits for a person's approval ({}); wait on GET /v1/approvals/{} or retry after {APPROVAL_POLL_INTERVAL_SECS} s",
+                    a.held, a.id, a.id
+                ),
+            )
+        }
+    }
+    /// RFC 8628 §3.5 `access_denied`: a person said no; final.
+    pub fn denied(a: &mandate_core::Approval) -> Self {
+        OAuthError {
+            approval: Some(a.id.clone()),
+            ..Self::new(
+                "access_denied",
+                format!("a person denied {} (approval {})", a.held, a.id),
+            )
         }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
@@ -153,11 +199,14 @@ impl From<StoreError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({"error": self.error, "error_description": self.description})),
-        )
-            .into_response();
+        let mut body = json!({"error": self.error, "error_description": self.description});
+        if let Some(id) = &self.approval {
+            body["approval_id"] = json!(id);
+            if self.error == "authorization_pending" {
+                body["interval"] = json!(APPROVAL_POLL_INTERVAL_SECS);
+            }
+        }
+        let mut resp = (self.status, Json(body)).into_response();
         // RFC 6749 §5.1: token responses must not be cached; errors neither.
         resp.headers_mut().insert(
             http::header::CACHE_CONTROL,

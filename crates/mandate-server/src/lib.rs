@@ -7,6 +7,7 @@
 
 mod admin_token;
 mod app;
+mod approvals;
 mod background;
 mod boot;
 pub mod config;

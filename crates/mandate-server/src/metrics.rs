@@ -37,6 +37,7 @@ pub struct Metrics {
     decisions: Family<Outcome, Counter>,
     grants: Family<Outcome, Counter>,
     logins: Family<Outcome, Counter>,
+    approvals: Family<Outcome, Counter>,
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Times `max_connections` was reached.
@@ -77,6 +78,12 @@ impl Default for Metrics {
             "Agent logins, succeeded or failed",
             logins.clone(),
         );
+        let approvals = Family::<Outcome, Counter>::default();
+        registry.register(
+            "approvals",
+            "Approval requests opened (requested) and decided (granted, denied)",
+            approvals.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -98,6 +105,7 @@ impl Default for Metrics {
             decisions,
             grants,
             logins,
+            approvals,
         }
     }
 }
@@ -136,6 +144,11 @@ impl Metrics {
 
     pub fn login(&self, succeeded: bool) {
         outcome(&self.logins, if succeeded { "succeeded" } else { "failed" });
+    }
+
+    /// `requested`, `granted` or `denied`.
+    pub fn approval(&self, what: &str) {
+        outcome(&self.approvals, what);
     }
 
     pub fn render(&self) -> String {

@@ -434,15 +434,20 @@ async fn a_foreign_actor_token_or_an_expired_parent_is_refused_by_name() {
         t.s.create_task(
             &t.lead,
             json!([{"tool": "github", "actions": ["issues:read"]}]),
-            Some(1),
+            // Two seconds: at one, a clock tick between creating and
+            // exchanging left no token to hand down.
+            Some(2),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{task}");
     let (_, v) =
         t.s.exchange(&t.lead, task["id"].as_str().unwrap(), GITHUB, &[])
             .await;
-    let short = v["access_token"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let short = v["access_token"]
+        .as_str()
+        .expect("a token while the task lives")
+        .to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     let (st, v) = t.hand_down(&short, &t.helper, &[]).await;
     assert_eq!(
         (st, v["error"].as_str()),

@@ -97,9 +97,10 @@ async fn restricted_tool_task_waits_for_approval_and_mints_nothing() {
         .await;
     assert_eq!(
         (st, v["error"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+        (StatusCode::BAD_REQUEST, Some("authorization_pending")),
         "{v}"
     );
+    assert_eq!(v["approval_id"], task["approval"], "{v}");
 }
 
 #[tokio::test]

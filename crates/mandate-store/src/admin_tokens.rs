@@ -4,10 +4,9 @@
 use crate::sql::{self, Row, Sql, Write, args};
 use crate::{StoreError, rules};
 use mandate_audit::NewEvent;
-use mandate_core::{AdminRight, AdminToken, UnixTime};
+use mandate_core::{AdminRight, AdminToken, AgentName, UnixTime};
 
-const SELECT: &str =
-    "SELECT id, hash, rights, description, created_at, expires_at, revoked_at FROM admin_tokens";
+const SELECT: &str = "SELECT id, hash, rights, description, created_at, expires_at, revoked_at, agent FROM admin_tokens";
 
 /// `rights` is stored as a JSON array of right names.
 fn token(r: &Row) -> Result<AdminToken, StoreError> {
@@ -23,6 +22,10 @@ fn token(r: &Row) -> Result<AdminToken, StoreError> {
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
         revoked_at: r.get(6)?,
+        agent: r
+            .get::<Option<String>>(7)?
+            .map(|a| AgentName::parse(&a).map_err(StoreError::corrupt))
+            .transpose()?,
     })
 }
 
@@ -31,14 +34,15 @@ pub(crate) fn create(w: &mut dyn Write, t: &AdminToken, ev: NewEvent) -> Result<
     let rights: Vec<&str> = t.rights.iter().map(|r| r.as_str()).collect();
     sql::insert(
         w,
-        "INSERT INTO admin_tokens (id, hash, rights, description, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO admin_tokens (id, hash, rights, description, created_at, expires_at, agent) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         args![
             &t.id,
             &t.hash,
             &serde_json::to_string(&rights)?,
             &t.description,
             t.created_at,
-            t.expires_at
+            t.expires_at,
+            t.agent.as_ref().map(|a| a.as_str())
         ],
         "admin token",
         &t.id,

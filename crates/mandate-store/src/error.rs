@@ -1,4 +1,4 @@
-use mandate_core::RuleViolation;
+use mandate_core::{ApprovalError, RuleViolation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -8,6 +8,8 @@ pub enum StoreError {
     Conflict { what: &'static str, id: String },
     #[error(transparent)]
     Rule(#[from] RuleViolation),
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
     #[error("join token is unknown, expired or already used")]
     JoinTokenInvalid,
     #[error("client assertion `jti` was already used")]

@@ -10,8 +10,8 @@
 //!
 //! What the store does is written once: `store.rs` implements [`Store`] for
 //! any backend, by way of one room per noun (`owners`, `agents`, `tools`,
-//! `tasks`, `grants`, `feed`, `secrets`, `ingest`, `events`,
-//! `admin_tokens`) whose SQL runs on both dialects through one small
+//! `tasks`, `grants`, `approvals`, `feed`, `secrets`, `ingest`,
+//! `events`, `admin_tokens`) whose SQL runs on both dialects through one small
 //! interface (`sql`). A backend (`sqlite/`, `postgres/`) brings only its
 //! connections, its writer thread, its migrations and its dialect's
 //! conversions. `tests/contract/` holds both backends to the same behaviour.
@@ -20,6 +20,7 @@
 
 mod admin_tokens;
 mod agents;
+mod approvals;
 mod backend;
 mod error;
 mod events;
@@ -46,8 +47,9 @@ pub use sqlite::{SqliteStore, read_events};
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_core::{
-    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, RevocationKind, Secret,
-    SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, Approval, ApprovalId, ApprovalState, Approver, Binding, Grant,
+    Owner, Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
+    UnixTime, Verdict,
 };
 
 /// Which tasks to list.
@@ -56,6 +58,36 @@ pub struct TaskFilter {
     pub agent: Option<AgentName>,
     pub state: Option<TaskState>,
     pub limit: usize,
+}
+
+/// Which approval requests to list.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    /// As of `now` (a pending request past its validity is `expired`).
+    pub state: Option<ApprovalState>,
+    pub task: Option<TaskId>,
+    pub now: UnixTime,
+    pub limit: usize,
+}
+
+/// What stands for a held thing once the store has looked.
+#[derive(Debug, Clone)]
+pub enum Resolved {
+    /// A granted approval covers it (a `once` one is now used).
+    Allowed(Approval),
+    /// Waiting for a person; `opened` when this call opened the request.
+    Waiting { approval: Approval, opened: bool },
+    /// A person denied exactly this; final.
+    Denied(Approval),
+}
+
+/// A recorded verdict: the approval, its task as it now is, and for a
+/// denied task start what revoking it wrote.
+#[derive(Debug, Clone)]
+pub struct DecidedApproval {
+    pub approval: Approval,
+    pub task: Task,
+    pub moved: Option<TaskMoved>,
 }
 
 /// A secret's value as stored: sealed under the data key `data_key`.
@@ -184,6 +216,42 @@ pub trait Store: Send + Sync + 'static {
     async fn list_tools(&self) -> Result<Vec<Tool>, StoreError>;
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError>;
+    /// Create a task held for a person (`pending_approval`) together with
+    /// its approval request (which holds the task's scope).
+    async fn create_held_task(
+        &self,
+        task: Task,
+        ev: NewEvent,
+        approval: Approval,
+        approval_ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    /// What stands for `candidate`'s held thing at `now`: the latest
+    /// request for the same thing on the same task while it still speaks
+    /// (a granted `once` one is used up by this call, with an
+    /// `approval.used` event), else `candidate`, opened with `ev`.
+    async fn resolve_approval(
+        &self,
+        candidate: Approval,
+        ev: NewEvent,
+        now: UnixTime,
+    ) -> Result<Resolved, StoreError>;
+    /// Record a person's verdict (the rules are [`Approval::decide`]'s);
+    /// `ev` (`approval.granted` or `approval.denied`) gets the outcome as
+    /// its detail. A held task starts or is revoked in the same write.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        verdict: Verdict,
+        approver: Approver,
+        note: Option<String>,
+        now: UnixTime,
+        max_secs: u32,
+        ev: NewEvent,
+    ) -> Result<DecidedApproval, StoreError>;
+    async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError>;
+    /// Newest first; 100 by default, at most 1000.
+    async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<Approval>, StoreError>;
     /// Create a delegated task (its `delegation` names the parent), refused
     /// with [`RuleViolation::TaskNotActive`](mandate_core::RuleViolation)
     /// unless the parent is active at `now` as this write reads it; with

@@ -195,6 +195,7 @@ mod tests {
             created_at: 0,
             expires_at: None,
             revoked_at: revoked,
+            agent: None,
         };
         let all = vec![
             tok("root", vec![AdminRight::Root], None),

@@ -4,14 +4,16 @@
 
 use crate::backend::Backend;
 use crate::{
-    AgentRevoked, Ingested, Invocation, SealedValue, Store, StoreError, TaskFilter, TaskMoved,
-    admin_tokens, agents, events, feed, grants, ingest, owners, rescope, secrets, tasks, tools,
+    AgentRevoked, ApprovalFilter, DecidedApproval, Ingested, Invocation, Resolved, SealedValue,
+    Store, StoreError, TaskFilter, TaskMoved, admin_tokens, agents, approvals, events, feed,
+    grants, ingest, owners, rescope, secrets, tasks, tools,
 };
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent};
 use mandate_core::{
-    AdminToken, Agent, AgentName, Binding, Grant, Owner, Revocation, RevocationKind, Secret,
-    SecretName, Task, TaskId, TaskState, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, Approval, ApprovalId, Approver, Binding, Grant, Owner,
+    Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
+    UnixTime, Verdict,
 };
 
 #[async_trait]
@@ -119,6 +121,51 @@ impl<B: Backend> Store for B {
 
     async fn create_task(&self, task: Task, ev: NewEvent) -> Result<(), StoreError> {
         self.write(move |w| tasks::create(w, &task, ev)).await
+    }
+
+    async fn create_held_task(
+        &self,
+        task: Task,
+        ev: NewEvent,
+        approval: Approval,
+        approval_ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| approvals::create_held_task(w, &task, ev, &approval, approval_ev))
+            .await
+    }
+
+    async fn resolve_approval(
+        &self,
+        candidate: Approval,
+        ev: NewEvent,
+        now: UnixTime,
+    ) -> Result<Resolved, StoreError> {
+        self.write(move |w| approvals::resolve(w, candidate, ev, now))
+            .await
+    }
+
+    async fn decide_approval(
+        &self,
+        id: &ApprovalId,
+        verdict: Verdict,
+        approver: Approver,
+        note: Option<String>,
+        now: UnixTime,
+        max_secs: u32,
+        ev: NewEvent,
+    ) -> Result<DecidedApproval, StoreError> {
+        let id = id.to_string();
+        self.write(move |w| approvals::decide(w, &id, verdict, &approver, note, now, max_secs, ev))
+            .await
+    }
+
+    async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
+        let id = id.to_string();
+        self.read(move |db| approvals::get(db, &id)).await
+    }
+
+    async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<Approval>, StoreError> {
+        self.read(move |db| approvals::list(db, &filter)).await
     }
 
     async fn delegate_task(

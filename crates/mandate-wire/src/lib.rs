@@ -5,6 +5,7 @@
 //! reads and builds the very same types, so the two cannot drift apart.
 //!
 //! - [`protocol`]: the proxy ↔ broker protocol number.
+//! - [`approval`]: `POST /v1/approvals/resolve` (a request policy held).
 //! - [`catalog`]: `GET /v1/proxy/catalog` (tools, secret versions, policy).
 //! - [`secret`]: `GET /v1/proxy/secrets/{tool}` (a tool's secret value).
 //! - [`batch`]: `POST /v1/audit/tool-invocations` (tool-call records, the
@@ -17,12 +18,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approval;
 pub mod batch;
 pub mod catalog;
 pub mod feed;
 pub mod protocol;
 pub mod secret;
 
+pub use approval::{ApprovalAnswer, ApprovalAsk, ApprovalOutcome};
 pub use batch::{Accepted, Batch, MAX_BATCH, Stage, ToolCall};
 pub use catalog::{CatalogDoc, PolicyDoc, PolicyFile, SecretMeta};
 pub use feed::{REVOCATION_EVENT, Revocation, RevocationKind, RevocationPage};

@@ -133,6 +133,11 @@ pub struct Config {
     /// How many hops a task may be handed down (1–16): a root task's
     /// children are at depth 1.
     pub max_delegation_depth: u32,
+    /// How long a person has to decide an approval request (seconds,
+    /// never past the task's deadline).
+    pub approval_request_ttl_secs: u32,
+    /// The longest time-box an approver may grant (seconds).
+    pub approval_max_secs: u32,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
     /// `text` or `json`.
@@ -233,6 +238,8 @@ impl Default for Config {
             task_default_ttl_secs: 900,
             task_max_ttl_secs: 8 * 3600,
             max_delegation_depth: 3,
+            approval_request_ttl_secs: 900,
+            approval_max_secs: 3600,
             max_body_bytes: 64 * 1024,
             log_format: "text".into(),
             tls: None,
@@ -324,6 +331,12 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_ON_MISUSE") {
             self.on_misuse = parse_on_misuse(&v)?;
+        }
+        if let Some(v) = env("MANDATE_APPROVAL_REQUEST_TTL_SECS") {
+            self.approval_request_ttl_secs = num("MANDATE_APPROVAL_REQUEST_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_APPROVAL_MAX_SECS") {
+            self.approval_max_secs = num("MANDATE_APPROVAL_MAX_SECS", &v)?;
         }
         if let Some(v) = env("MANDATE_MAX_DELEGATION_DEPTH") {
             self.max_delegation_depth = num("MANDATE_MAX_DELEGATION_DEPTH", &v)?;
@@ -437,6 +450,14 @@ impl Config {
                 "token_failures_per_minute",
                 "must be at least 1 while token_failure_burst is set (0 turns throttling off)",
             ));
+        }
+        for (name, v) in [
+            ("approval_request_ttl_secs", self.approval_request_ttl_secs),
+            ("approval_max_secs", self.approval_max_secs),
+        ] {
+            if !(1..=86_400).contains(&v) {
+                return Err(invalid(name, "must be between 1 and 86400 seconds"));
+            }
         }
         if !(1..=mandate_core::MAX_DELEGATION_DEPTH).contains(&self.max_delegation_depth) {
             return Err(invalid(
@@ -668,8 +689,26 @@ mod tests {
     }
 
     #[test]
-    fn delegation_depth_comes_from_env_and_is_bounded() {
+    fn delegation_depth_and_approval_limits_come_from_env_and_are_bounded() {
         assert_eq!(Config::default().max_delegation_depth, 3);
+        let c = Config::load(None, |k| {
+            (k == "MANDATE_APPROVAL_MAX_SECS").then(|| "600".to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            (c.approval_max_secs, c.approval_request_ttl_secs),
+            (600, 900)
+        );
+        for bad in [0, 86_401] {
+            let err = Config {
+                approval_max_secs: bad,
+                ..Config::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string();
+            assert!(err.starts_with("approval_max_secs"), "{bad}: {err}");
+        }
         let c = Config::load(None, |k| {
             (k == "MANDATE_MAX_DELEGATION_DEPTH").then(|| "5".into())
         })

@@ -4,6 +4,7 @@
 use super::caller::Caller;
 use super::client_auth::{self, Client};
 use crate::app::{App, AppState, now};
+use crate::approvals::{self, Asker};
 use crate::error::{ApiError, OAuthError};
 use crate::extract::{ApiJson, OAuthForm, RequestId};
 use crate::misuse::{self, Sighting};
@@ -14,7 +15,7 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{AdminRight, Agent, Environment, RevocationKind, Sensitivity, SpiffeId, Task};
 use mandate_policy::{
     Asked, DpopProof, Holder, Judge, Operation, Presentation, Refused, Subject, authorize_request,
-    check_claims, check_token,
+    check_claims, check_token, settle,
 };
 use mandate_token::claims::VerifiedAccess;
 use serde::Deserialize;
@@ -88,6 +89,18 @@ pub struct AuthorizeRequest {
     /// The presenting client's address as the resource server saw it:
     /// evidence if the token turns out to be misused.
     client: Option<std::net::IpAddr>,
+    /// Facts about the request that policy may weigh.
+    #[serde(default)]
+    context: RequestContext,
+}
+
+/// What the resource server knows about the request beyond its action
+/// and resource (Cedar `context.request.amount`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RequestContext {
+    /// A payment's (or transfer's) amount, in the tool's unit.
+    amount: Option<i64>,
 }
 
 /// The DPoP proof a resource server received, and the request it came with.
@@ -154,6 +167,7 @@ pub async fn authorize(
                 environment: req.environment,
                 data_sensitivity: req.data_sensitivity,
                 presentation,
+                amount: req.context.amount,
             };
             let policy = app.policy();
             let judge = Judge {
@@ -162,7 +176,23 @@ pub async fn authorize(
                 recent: &app.recent,
                 now: t,
             };
-            authorize_request(&looked.token, &looked.holder(), &asked, &judge)
+            let verdict = authorize_request(&looked.token, &looked.holder(), &asked, &judge);
+            match (verdict, &looked.agent, &looked.task) {
+                (Err(held), Some(agent), Some(task)) if held.pending.is_some() => {
+                    let pending = held.pending.as_deref().expect("checked");
+                    let asker = Asker {
+                        agent,
+                        task,
+                        actor: &actor,
+                        request_id: Some(rid.0.clone()),
+                    };
+                    let resolved =
+                        approvals::resolve(&app, &asker, pending.held.clone(), &pending.need, t)
+                            .await?;
+                    settle(held, approvals::settled(&resolved))
+                }
+                (verdict, _, _) => verdict,
+            }
         }
     };
     let (decision, reasons) = match &verdict {
@@ -173,10 +203,16 @@ pub async fn authorize(
         Ok(a) => json!({
             "decision": decision, "reasons": reasons, "policy_ids": a.decision.policy_ids,
         }),
-        Err(r) => json!({
-            "decision": decision, "code": r.refusal.as_str(), "reasons": reasons,
-            "policy_ids": r.policy_ids,
-        }),
+        Err(r) => {
+            let mut body = json!({
+                "decision": decision, "code": r.refusal.as_str(), "reasons": reasons,
+                "policy_ids": r.policy_ids,
+            });
+            if let Some(id) = r.approval() {
+                body["approval_id"] = json!(id);
+            }
+            body
+        }
     };
     app.metrics.decision(decision);
     let mut events = Vec::with_capacity(2);
@@ -200,6 +236,12 @@ pub async fn authorize(
         json!({"audience": req.audience, "action": req.action, "resource": req.resource});
     if !chain.is_empty() {
         detail["chain"] = json!(chain);
+    }
+    if let Some(a) = req.context.amount {
+        detail["amount"] = json!(a);
+    }
+    if let Some(id) = verdict.as_ref().err().and_then(Refused::approval) {
+        detail["approval"] = json!(id);
     }
     events.insert(0, ev.decision(decision).reasons(reasons).detail(detail));
     // The decision is on disk before anyone acts on it.

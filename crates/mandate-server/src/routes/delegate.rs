@@ -333,6 +333,17 @@ pub async fn by_exchange(
     let cnf = dpop_header(headers)?
         .map(|p| bind_to_proof(app, p, t))
         .transpose()?;
+    // The child does not exist until this write, so no approval can be
+    // opened for its first token: a held grant is refused, never skipped.
+    if let Some(need) = grant::grant_hold(app, &child, task, &tool, &item, t)? {
+        return Err(OAuthError::new(
+            "access_denied",
+            format!(
+                "policy holds this grant for a person's approval ({}); delegate with POST /v1/tasks/{{id}}/delegate, then exchange the child's session for its token",
+                need.policy_ids.join(", ")
+            ),
+        ));
+    }
     let minted = grant::Minted {
         agent: &child,
         task,

@@ -11,7 +11,11 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{
-    Action, Agent, Grant, ResourcePattern, RuleViolation, ScopeItem, SpiffeId, Task, Tool, ToolName,
+    Action, Agent, Grant, Held, ResourcePattern, RuleViolation, ScopeItem, SpiffeId, Task, Tool,
+    ToolName,
+};
+use mandate_policy::{
+    AgentFacts, ApprovalNeed, Hold, HoldRequest, HoldStage, TaskFacts, ToolFacts,
 };
 use mandate_token::claims::{AccessClaims, Actor, AuthorizationDetail, Confirmation, DETAIL_TYPE};
 use mandate_token::{dpop, jwt};
@@ -140,6 +144,49 @@ pub fn bind_to_proof(app: &App, proof: &str, now: i64) -> Result<Confirmation, O
         .and_then(|p| app.dpop_replay.first_use(&p, now).map(|()| p))
         .map_err(|e| OAuthError::new("invalid_dpop_proof", e.to_string()))?;
     Ok(Confirmation { jkt: p.jkt })
+}
+
+/// Does policy hold this grant (a token for `item` on `tool`) for a
+/// person (Cedar `require_approval` at stage `grant`)? `Ok(None)`: no.
+pub fn grant_hold(
+    app: &App,
+    agent: &Agent,
+    task: &Task,
+    tool: &Tool,
+    item: &ScopeItem,
+    t: i64,
+) -> Result<Option<ApprovalNeed>, OAuthError> {
+    let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
+    let hold = app.policy().decide_hold(&HoldRequest {
+        agent: AgentFacts::of(agent),
+        tool: ToolFacts::of(tool),
+        task: TaskFacts::of(task, t),
+        stage: HoldStage::Grant,
+        requested_actions: &actions,
+        request: None,
+        anomaly_score: 0,
+        now: t,
+    });
+    match hold {
+        Hold::Free => Ok(None),
+        Hold::Held(need) => Ok(Some(need)),
+        Hold::Failed(d) => Err(OAuthError::new(
+            "invalid_scope",
+            format!(
+                "policy could not decide this grant: {}",
+                d.reasons.join("; ")
+            ),
+        )),
+    }
+}
+
+/// The grant as an approval holds it: exactly these actions and resources.
+pub fn held_grant(tool: &Tool, item: &ScopeItem) -> Held {
+    Held::Grant {
+        tool: tool.name.clone(),
+        actions: item.actions.clone(),
+        resources: Some(item.resources.clone()),
+    }
 }
 
 /// What one token is minted for, already decided.

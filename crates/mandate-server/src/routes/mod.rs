@@ -3,6 +3,7 @@
 //! per area, stay thin: parse at the edge, apply domain rules, write through
 //! the store (with the audit event), update the views.
 
+mod approvals;
 mod authorize;
 mod caller;
 mod client_auth;
@@ -94,6 +95,11 @@ pub fn router(app: Arc<App>) -> Router {
             // Batches of records are larger than any other request.
             post(proxy::ingest).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
+        .route("/v1/approvals", get(approvals::list))
+        .route("/v1/approvals/resolve", post(approvals::resolve))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/v1/approvals/{id}/deny", post(approvals::deny))
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))

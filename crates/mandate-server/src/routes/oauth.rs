@@ -6,6 +6,7 @@ use super::client_auth::{self, Client};
 use super::delegate;
 use super::grant::{self, TT_ACCESS, bind_to_proof, dpop_header, no_store, requested, rule_error};
 use crate::app::{App, AppState, now};
+use crate::approvals::{self, Asker};
 use crate::context_change::{self, Stopped};
 use crate::error::OAuthError;
 use crate::extract::{OAuthForm, RequestId};
@@ -14,7 +15,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{Agent, Model, TaskId, cap_grant_ttl};
+use mandate_core::{Agent, Model, Standing, Task, TaskId, TaskState, cap_grant_ttl};
+use mandate_store::Resolved;
 use serde_json::json;
 
 pub const GT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -61,6 +63,7 @@ pub async fn throttled(
             description: format!(
                 "too many failed requests from this address; retry in {retry_after_secs} s"
             ),
+            approval: None,
         }
         .into_response();
         if let Ok(v) = http::HeaderValue::from_str(&retry_after_secs.to_string()) {
@@ -320,6 +323,9 @@ async fn exchange(
                 return Err(OAuthError::invalid_grant(format!("task_id: {why}")));
             }
         };
+    if let Some(err) = held_task(app, &task).await? {
+        return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await);
+    }
     let resource = form.require("resource")?;
     let Some(tool) = app.directory.tool_by_audience(resource) else {
         let err = OAuthError::new("invalid_target", "resource: no tool has this audience");
@@ -345,6 +351,29 @@ async fn exchange(
         Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
     };
 
+    // A grant policy holds for a person waits for an approval of exactly it.
+    let need = match grant::grant_hold(app, &agent, &task, &tool, &item, t) {
+        Ok(n) => n,
+        Err(err) => return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await),
+    };
+    if let Some(need) = need {
+        let actor = format!("agent:{}", agent.name);
+        let asker = Asker {
+            agent: &agent,
+            task: &task,
+            actor: &actor,
+            request_id: Some(rid.to_owned()),
+        };
+        let held = grant::held_grant(&tool, &item);
+        let err = match approvals::resolve(app, &asker, held, &need, t).await? {
+            Resolved::Allowed(_) => None,
+            Resolved::Waiting { approval, .. } => Some(OAuthError::pending(&approval)),
+            Resolved::Denied(approval) => Some(OAuthError::denied(&approval)),
+        };
+        if let Some(err) = err {
+            return Err(refuse_grant(app, rid, &agent, Some(task.id.as_str()), err).await);
+        }
+    }
     let minted = grant::Minted {
         agent: &agent,
         task: &task,
@@ -355,4 +384,30 @@ async fn exchange(
         session: &session.jti,
     };
     grant::mint(app, rid, minted, t).await
+}
+
+/// A task whose start a person has yet to decide, or refused: RFC 8628's
+/// `authorization_pending` (with the approval to wait on) and
+/// `access_denied`. `None` for any other task.
+async fn held_task(app: &App, task: &Task) -> Result<Option<OAuthError>, OAuthError> {
+    let Some(id) = &task.approval else {
+        return Ok(None);
+    };
+    if !matches!(task.state, TaskState::PendingApproval | TaskState::Revoked) {
+        return Ok(None);
+    }
+    let Some(a) = app.store.get_approval(id).await? else {
+        return Ok(None);
+    };
+    Ok(match a.standing(now()) {
+        Standing::Waits => Some(OAuthError::pending(&a)),
+        Standing::Refuses => Some(OAuthError::denied(&a)),
+        Standing::Lapsed if task.state == TaskState::PendingApproval => {
+            Some(OAuthError::invalid_grant(format!(
+                "task_id: nobody decided approval {} before it expired; ask for a new task",
+                a.id
+            )))
+        }
+        _ => None,
+    })
 }

@@ -472,6 +472,10 @@ pub struct NewAdminToken {
     #[serde(default)]
     description: String,
     ttl_secs: Option<u32>,
+    /// The agent the token is issued to (a supervising agent acting as
+    /// approver): it can never approve that agent's requests nor those of
+    /// agents with its owner.
+    agent: Option<AgentName>,
 }
 
 pub async fn create_admin_token(
@@ -483,9 +487,11 @@ pub async fn create_admin_token(
     caller.require(AdminRight::Root)?;
     let ApiJson(body) = body?;
     if body.rights.is_empty() {
-        return Err(ApiError::bad_request(
-            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics",
-        ));
+        let names: Vec<&str> = AdminRight::ALL[1..].iter().map(|r| r.as_str()).collect();
+        return Err(ApiError::bad_request(format!(
+            "rights: list at least one of {}",
+            names.join(", ")
+        )));
     }
     let mut rights = Vec::new();
     for (i, r) in body.rights.iter().enumerate() {
@@ -510,15 +516,25 @@ pub async fn create_admin_token(
         Some(s) => Some(now() + s as i64),
         None => None,
     };
-    let (secret, token) = new_admin_token(rights, body.description, expires_at);
+    if let Some(a) = &body.agent
+        && app.directory.agent(a).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_reference",
+            format!("agent: agent `{a}` does not exist"),
+        ));
+    }
+    let (secret, mut token) = new_admin_token(rights, body.description, expires_at);
+    token.agent = body.agent;
     let ev = NewEvent::new(EventKind::AdminTokenCreated, caller.actor())
         .request_id(Some(rid.0))
-        .detail(json!({"id": token.id, "rights": token.rights, "expires_at": token.expires_at}));
+        .detail(json!({"id": token.id, "rights": token.rights, "expires_at": token.expires_at, "agent": token.agent}));
     app.store.create_admin_token(token.clone(), ev).await?;
     Ok((
         StatusCode::CREATED,
         Json(
-            json!({"id": token.id, "token": secret.expose_secret(), "rights": token.rights, "expires_at": token.expires_at}),
+            json!({"id": token.id, "token": secret.expose_secret(), "rights": token.rights, "expires_at": token.expires_at, "agent": token.agent}),
         ),
     ))
 }

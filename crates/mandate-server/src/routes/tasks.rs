@@ -2,6 +2,7 @@
 
 use super::caller::Caller;
 use crate::app::{App, AppState, now};
+use crate::approvals::{self, Asker};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
 use crate::extract::{ApiJson, RequestId};
@@ -9,8 +10,10 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AdminRight, AgentName, RandomId, Scope, Task, TaskId, TaskState};
-use mandate_policy::{AgentFacts, TaskDecision, TaskFacts, TaskStartRequest, ToolFacts};
+use mandate_core::{AdminRight, AgentName, Held, RandomId, Scope, Task, TaskId, TaskState};
+use mandate_policy::{
+    AgentFacts, ApprovalNeed, TaskDecision, TaskFacts, TaskStartRequest, ToolFacts,
+};
 use mandate_store::TaskFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -160,6 +163,7 @@ pub async fn create(
             Caller::Agent { model, .. } => model.clone(),
             Caller::Admin(_) => agent.model.clone(),
         },
+        approval: None,
     };
     let ev = NewEvent::new(EventKind::TaskCreated, caller.actor())
         .agent(&agent.name)
@@ -186,11 +190,29 @@ pub async fn create(
         } => {
             task.state = TaskState::PendingApproval;
             task.reasons = reasons.clone();
-            let ev = ev
-                .decision("pending_approval")
-                .reasons(reasons)
-                .detail(json!({"policy_ids": policy_ids, "task": scope_json}));
-            app.store.create_task(task.clone(), ev).await?;
+            let need = ApprovalNeed {
+                reasons: reasons.clone(),
+                policy_ids: policy_ids.clone(),
+            };
+            let asker = Asker {
+                agent: &agent,
+                task: &task,
+                actor: &caller.actor(),
+                request_id: Some(rid.0.clone()),
+            };
+            let held = Held::Task {
+                scope: task.scope.clone(),
+            };
+            let approval = approvals::candidate(&app, &asker, held, &need, t);
+            let approval_ev = approvals::requested_event(&approval, &asker);
+            task.approval = Some(approval.id.clone());
+            let ev = ev.decision("pending_approval").reasons(reasons).detail(
+                json!({"policy_ids": policy_ids, "task": scope_json, "approval": approval.id}),
+            );
+            app.store
+                .create_held_task(task.clone(), ev, approval, approval_ev)
+                .await?;
+            app.metrics.approval("requested");
             app.directory.put_task(task.clone());
             Ok((StatusCode::ACCEPTED, Json(task)))
         }

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_delegation.sql"),
     include_str!("../../migrations/postgres/0003_task_ended_at.sql"),
+    include_str!("../../migrations/postgres/0004_approvals.sql"),
 ];
 
 /// What a job leaves to the end of its group.

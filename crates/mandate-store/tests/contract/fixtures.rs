@@ -56,6 +56,7 @@ pub fn task(seed: u8, agent: &Agent, state: TaskState, created_at: i64, deadline
         ended_at: None,
         delegation: None,
         model: None,
+        approval: None,
     }
 }
 
@@ -132,6 +133,7 @@ pub fn admin_token(id: &str, rights: Vec<AdminRight>, created_at: i64) -> AdminT
         created_at,
         expires_at: None,
         revoked_at: None,
+        agent: None,
     }
 }
 
@@ -147,6 +149,7 @@ pub struct Snapshot {
     /// With each value's data key and bytes.
     secrets: Vec<(Secret, i64, Vec<u8>)>,
     admin_tokens: Vec<AdminToken>,
+    approvals: Vec<Approval>,
     /// Every entry, expired or not.
     feed: Vec<Revocation>,
     events: Vec<Event>,
@@ -177,6 +180,13 @@ pub async fn snapshot(s: &Arc<dyn Store>) -> Snapshot {
             .unwrap(),
         secrets,
         admin_tokens: s.list_admin_tokens().await.unwrap(),
+        approvals: s
+            .list_approvals(mandate_store::ApprovalFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap(),
         feed: s.revocations_since(0, i64::MIN, u32::MAX).await.unwrap(),
         events: s.events_since(0, 100_000).await.unwrap(),
     }

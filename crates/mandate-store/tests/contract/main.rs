@@ -12,6 +12,8 @@
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
 //! - `grants`: minted grants beside refused writes.
 //! - `admin_tokens`: creation, listing, revocation, the last root.
+//! - `approvals`: held tasks, finding or opening a request, spending a
+//!   `once` approval, a final verdict.
 //! - `secrets`: data key, put and rotate versions, use, proxy ingestion.
 //! - `enrolment`: join tokens, client assertions.
 //! - `audit`: the chain under concurrent writes, across reopening.
@@ -25,6 +27,7 @@ mod common;
 mod fixtures;
 
 mod admin_tokens;
+mod approvals;
 mod audit;
 mod cascade;
 mod delegation;
