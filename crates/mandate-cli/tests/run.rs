@@ -407,7 +407,11 @@ cat "$MANDATE_SESSION_FILE" > "$out/second"
 
 /// `mandate run` on a held task, until it prints the approval to decide:
 /// the wrapper, the approval id, and the file the command would write.
-fn run_held(s: &TestServer, key: &Path, ran: &Path) -> (std::process::Child, String) {
+fn run_held(
+    s: &TestServer,
+    key: &Path,
+    ran: &Path,
+) -> (std::process::Child, String, std::thread::JoinHandle<String>) {
     use std::io::BufRead;
     let mut run = mandate(
         s,
@@ -429,8 +433,8 @@ fn run_held(s: &TestServer, key: &Path, ran: &Path) -> (std::process::Child, Str
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let stderr = std::io::BufReader::new(run.stderr.take().unwrap());
-    for line in stderr.lines() {
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(at) = line.find("mandate approval approve ") {
             let id = line[at + "mandate approval approve ".len()..]
@@ -438,7 +442,11 @@ fn run_held(s: &TestServer, key: &Path, ran: &Path) -> (std::process::Child, Str
                 .to_owned();
             assert!(id.starts_with("apr_"), "{line}");
             assert!(line.contains("waits for a person's approval"), "{line}");
-            return (run, id);
+            // Keep reading: a closed pipe would fail the wrapper's next line.
+            let rest = std::thread::spawn(move || {
+                lines.map_while(Result::ok).collect::<Vec<_>>().join("\n")
+            });
+            return (run, id, rest);
         }
     }
     panic!("mandate run never said which approval to decide");
@@ -449,7 +457,7 @@ async fn run_waits_visibly_for_a_person_then_runs_or_gives_up() {
     let s = TestServer::start().await;
     with_agent(s, |s, key, dir| {
         let ran = dir.join("ran");
-        let (mut run, id) = run_held(s, key, &ran);
+        let (mut run, id, rest) = run_held(s, key, &ran);
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert!(!ran.exists(), "nothing runs before a person approves");
         let shown = admin(s, &["approval", "show", &id]);
@@ -458,20 +466,29 @@ async fn run_waits_visibly_for_a_person_then_runs_or_gives_up() {
             "{shown}"
         );
         admin(s, &["approval", "approve", &id, "--note", "ticket 4411"]);
-        assert!(run.wait().unwrap().success());
+        let ok = run.wait().unwrap().success();
+        let said = rest.join().unwrap();
+        assert!(ok, "{said}");
+        assert!(said.contains(&format!("approval {id} granted")), "{said}");
         assert_eq!(read(&ran), "yes");
 
         let ran = dir.join("ran-again");
-        let (mut run, id) = run_held(s, key, &ran);
+        let (mut run, id, rest) = run_held(s, key, &ran);
         admin(s, &["approval", "deny", &id, "--note", "not today"]);
         assert!(!run.wait().unwrap().success(), "a denial fails the run");
+        let said = rest.join().unwrap();
+        assert!(
+            said.contains("denied") && said.contains("not today"),
+            "{said}"
+        );
         assert!(!ran.exists(), "the command never ran");
         // Bad durations are refused before anything is sent.
-        let o = mandate(s, &["approval", "approve", &id, "--for", "-5m"], &[])
+        let o = mandate(s, &["approval", "approve", &id, "--for=-5m"], &[])
             .output()
             .unwrap();
         assert!(!o.status.success());
-        assert!(String::from_utf8_lossy(&o.stderr).contains("negative"));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("negative"), "{err}");
     })
     .await;
 }
