@@ -12,6 +12,7 @@ mod admin;
 mod agent;
 mod delegation;
 mod delivery;
+mod egress;
 mod error;
 mod grant;
 mod ids;
@@ -29,6 +30,7 @@ pub use admin::{AdminRight, AdminToken, Owner};
 pub use agent::{Agent, AgentState, NewAgent};
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
+pub use egress::{EgressHost, Host, MAX_EGRESS_HOSTS, Target, host_name_problem};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
