@@ -23,7 +23,7 @@ pub mod feed;
 pub mod protocol;
 pub mod secret;
 
-pub use batch::{Accepted, Batch, MAX_BATCH, Stage, ToolCall};
+pub use batch::{Accepted, Batch, MAX_BATCH, Mode, Stage, ToolCall};
 pub use catalog::{CatalogDoc, PolicyDoc, PolicyFile, SecretMeta};
 pub use feed::{REVOCATION_EVENT, Revocation, RevocationKind, RevocationPage};
 pub use protocol::PROXY_PROTOCOL;
