@@ -9,6 +9,7 @@ mod admin;
 mod agent_side;
 mod audit;
 mod client;
+mod egress;
 mod output;
 mod revocations;
 mod run;
