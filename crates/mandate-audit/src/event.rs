@@ -94,6 +94,19 @@ pub enum EventKind {
     /// An allowed call's outcome: status, latency, bytes.
     #[serde(rename = "tool.completed")]
     ToolCompleted,
+    /// A tunnel through the proxy's egress listener to a host the task's
+    /// tools declare (written before it opens; with its outcome when the
+    /// proxy ships both at once).
+    #[serde(rename = "egress.allowed")]
+    EgressAllowed,
+    /// A tunnel refused: no or a dead token, a host no tool of the task
+    /// declares, a malformed request.
+    #[serde(rename = "egress.denied")]
+    EgressDenied,
+    /// An allowed tunnel's outcome, when shipped apart from its opening:
+    /// bytes each way, how long, why it ended.
+    #[serde(rename = "egress.closed")]
+    EgressClosed,
     /// A client address starts being refused at the token endpoint after
     /// too many failures (once per run of refusals, not per request).
     #[serde(rename = "client.throttled")]
@@ -113,7 +126,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 43] = [
+    pub const ALL: [EventKind; 46] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -152,6 +165,9 @@ impl EventKind {
         EventKind::SecretRefused,
         EventKind::ToolInvoked,
         EventKind::ToolCompleted,
+        EventKind::EgressAllowed,
+        EventKind::EgressDenied,
+        EventKind::EgressClosed,
         EventKind::ClientThrottled,
         EventKind::ApprovalRequested,
         EventKind::ApprovalGranted,
@@ -199,12 +215,24 @@ impl EventKind {
             SecretRefused => "secret.refused",
             ToolInvoked => "tool.invoked",
             ToolCompleted => "tool.completed",
+            EgressAllowed => "egress.allowed",
+            EgressDenied => "egress.denied",
+            EgressClosed => "egress.closed",
             ClientThrottled => "client.throttled",
             AuditCheckpoint => "audit.checkpoint",
             ApprovalRequested => "approval.requested",
             ApprovalGranted => "approval.granted",
             ApprovalDenied => "approval.denied",
             ApprovalUsed => "approval.used",
+        }
+    }
+
+    /// The kind an opening record's outcome is chained as when the opening
+    /// itself was chained before (a proxy record resent across batches).
+    pub fn outcome(self) -> EventKind {
+        match self {
+            EventKind::EgressAllowed | EventKind::EgressClosed => EventKind::EgressClosed,
+            _ => EventKind::ToolCompleted,
         }
     }
 

@@ -130,6 +130,11 @@ pub enum ToolCmd {
         /// Tasks holding this tool cannot hand it to a sub-agent.
         #[arg(long)]
         no_delegation: bool,
+        /// A host besides the upstream's that a task may tunnel to through
+        /// the proxy's egress listener (reveal tools only): NAME[:PORT],
+        /// *.DOMAIN[:PORT] or an IP; port 443 by default (repeatable).
+        #[arg(long = "egress-host", requires = "reveal")]
+        egress_hosts: Vec<String>,
     },
     /// Change a tool; flags not given keep their value. Name, audience,
     /// owner and environment are fixed; actions can only be added.
@@ -162,6 +167,12 @@ pub enum ToolCmd {
         /// Allow handing this tool to a sub-agent again.
         #[arg(long)]
         allow_delegation: bool,
+        /// Replace the egress hosts with these (repeatable), as for create.
+        #[arg(long = "egress-host", conflicts_with = "no_egress_hosts")]
+        egress_hosts: Vec<String>,
+        /// Remove every egress host.
+        #[arg(long)]
+        no_egress_hosts: bool,
     },
     /// List tools.
     List,
@@ -373,6 +384,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             inject,
             reveal,
             no_delegation,
+            egress_hosts,
         } => {
             let routes = parse_routes(&routes)?;
             let delivery = if reveal {
@@ -385,7 +397,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
                 &json!({"name": name, "audience": audience, "owner": owner, "environment": environment,
                         "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description,
                         "upstream": upstream, "routes": routes, "delivery": delivery,
-                        "no_delegation": no_delegation}),
+                        "no_delegation": no_delegation, "egress_hosts": egress_hosts}),
             )
             .await?
         }
@@ -401,6 +413,8 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             reveal,
             no_delegation,
             allow_delegation,
+            egress_hosts,
+            no_egress_hosts,
         } => {
             let mut tool = c.get(&format!("/v1/tools/{name}")).await?;
             if let Some(o) = tool.as_object_mut() {
@@ -431,6 +445,9 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             }
             if no_delegation || allow_delegation {
                 tool["no_delegation"] = json!(no_delegation);
+            }
+            if no_egress_hosts || !egress_hosts.is_empty() {
+                tool["egress_hosts"] = json!(egress_hosts);
             }
             c.put(&format!("/v1/tools/{name}"), &tool).await?
         }

@@ -768,6 +768,36 @@ pub enum TokenCmd {
     },
 }
 
+/// RFC 8693: the agent's session for an access token of `task` at the
+/// tool whose audience is `resource`; the token endpoint's answer.
+pub async fn exchange(
+    c: &Client,
+    session: &str,
+    task: &str,
+    resource: &str,
+    scope: Option<&str>,
+    ttl: Option<u32>,
+) -> Result<Value> {
+    let ttl = ttl.map(|t| t.to_string());
+    let mut form = vec![
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("subject_token", session),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("task_id", task),
+        ("resource", resource),
+    ];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    if let Some(t) = &ttl {
+        form.push(("requested_ttl", t));
+    }
+    c.with_token(None).post_form("/oauth/token", &form).await
+}
+
 pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
     let v = match cmd {
         TokenCmd::Exchange {
@@ -777,29 +807,12 @@ pub async fn token(c: &Client, cmd: TokenCmd, as_json: bool) -> Result<()> {
             ttl,
             session,
         } => {
-            let ttl = ttl.map(|t| t.to_string());
             let Some(session) = session.token()? else {
                 bail!(
                     "an agent session is needed: --session, MANDATE_SESSION or MANDATE_SESSION_FILE (from `mandate login`)"
                 )
             };
-            let mut form = vec![
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", session.as_str()),
-                ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("task_id", task.as_str()),
-                ("resource", resource.as_str()),
-            ];
-            if let Some(s) = &scope {
-                form.push(("scope", s));
-            }
-            if let Some(t) = &ttl {
-                form.push(("requested_ttl", t));
-            }
-            let v = c.with_token(None).post_form("/oauth/token", &form).await?;
+            let v = exchange(c, &session, &task, &resource, scope.as_deref(), ttl).await?;
             if !as_json {
                 println!("{}", v["access_token"].as_str().unwrap_or_default());
                 eprintln!(

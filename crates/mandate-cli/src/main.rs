@@ -11,6 +11,7 @@ mod approvals;
 mod audit;
 mod client;
 mod duration;
+mod egress;
 mod output;
 mod revocations;
 mod run;

@@ -31,6 +31,8 @@ pub struct RunArgs {
     task: TaskRequest,
     #[command(flatten)]
     model: ModelFlags,
+    #[command(flatten)]
+    egress: crate::egress::EgressArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -119,6 +121,7 @@ impl Drop for SessionDir {
 
 /// Run the command under a task of its own; its exit code.
 pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
+    a.egress.check()?;
     let credential = Credential::from_flags(a.key_file, None, a.jwt_file, a.model);
     let first = match (&credential, &a.session) {
         (Some(cr), _) => from_login(&log_in(c, cr).await?)?,
@@ -195,11 +198,25 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         task["deadline"], a.command[0]
     );
 
+    let deadline = task["deadline"].as_u64().unwrap_or(u64::MAX);
+    let session = current
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .token
+        .clone();
+    let egress_env = match a.egress.env(c, &session, &id, deadline).await {
+        Ok(env) => env,
+        Err(e) => {
+            let _ = end(c, &current, credential.as_ref(), &id, false).await;
+            return Err(e.context(format!("`{}` was not run; task {id} revoked", a.command[0])));
+        }
+    };
     let mut child = match tokio::process::Command::new(&a.command[0])
         .args(&a.command[1..])
         .env("MANDATE_ADDR", &c.base)
         .env("MANDATE_TASK", &id)
         .env("MANDATE_SESSION_FILE", dir.file())
+        .envs(egress_env)
         // The agent gets its own session, never the operator's powers.
         .env_remove("MANDATE_TOKEN")
         .env_remove("MANDATE_SESSION")
@@ -225,7 +242,7 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
         c,
         current: &current,
         id: &id,
-        deadline: task["deadline"].as_u64().unwrap_or(u64::MAX),
+        deadline,
         wake: &wake,
     };
     let waited = wait_forwarding_signals(&mut child, &watch, &a.command[0]).await;

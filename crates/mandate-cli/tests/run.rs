@@ -449,6 +449,8 @@ fn run_held(
             return (run, id, rest);
         }
     }
+    let _ = run.kill();
+    let _ = run.wait();
     panic!("mandate run never said which approval to decide");
 }
 
@@ -489,6 +491,92 @@ async fn run_waits_visibly_for_a_person_then_runs_or_gives_up() {
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("negative"), "{err}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_egress_proxy_the_command_tunnels_through_the_proxy_with_its_tasks_token() {
+    with_agent(TestServer::start().await, |s, key, dir| {
+        let out = dir.join("proxy");
+        let script = format!(
+            "echo \"$HTTPS_PROXY\" > {0}; echo \"$https_proxy\" >> {0}; echo \"${{HTTP_PROXY:-none}}\" >> {0}; echo \"$NO_PROXY\" >> {0}; echo \"$MANDATE_TASK\" >> {0}",
+            out.display()
+        );
+        let o = mandate(
+            s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "fetch through the egress proxy",
+                "--scope",
+                "github=issues:read",
+                "--egress-proxy",
+                "http://127.0.0.1:8401",
+                "--egress-resource",
+                "https://api.github.com",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ],
+            &[("NO_PROXY", "localhost")],
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let seen = read(&out);
+        let lines: Vec<&str> = seen.lines().collect();
+        let [https, https_lower, http, no_proxy, task] = lines[..] else {
+            panic!("{seen}");
+        };
+        assert_eq!(https, https_lower);
+        let token = https
+            .strip_prefix("http://mandate:")
+            .and_then(|r| r.strip_suffix("@127.0.0.1:8401"))
+            .unwrap_or_else(|| panic!("HTTPS_PROXY is {https}"));
+        let claims = mandate_testkit::claims(token);
+        assert_eq!(claims["txn"], task, "a token of the command's own task");
+        assert_eq!(claims["aud"], "https://api.github.com");
+        assert_eq!(http, "none", "the egress listener takes only CONNECT");
+        assert_eq!(no_proxy, "localhost,127.0.0.1", "the broker stays direct");
+        assert_eq!(self::task(s, task)["state"], "completed");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_egress_proxy_is_refused_before_any_task_opens() {
+    with_agent(TestServer::start().await, |s, key, _| {
+        let o = mandate(
+            s,
+            &[
+                "run",
+                "--key-file",
+                key.to_str().unwrap(),
+                "--intent",
+                "x",
+                "--scope",
+                "github=issues:read",
+                "--egress-proxy",
+                "https://127.0.0.1:8401",
+                "--egress-resource",
+                "https://api.github.com",
+                "--",
+                "true",
+            ],
+            &[],
+        )
+        .output()
+        .unwrap();
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("--egress-proxy must be http://host:port")
+        );
+        let tasks = admin(s, &["--json", "task", "list"]);
+        assert!(!tasks.contains("task_"), "{tasks}");
     })
     .await;
 }

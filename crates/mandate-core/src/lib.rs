@@ -13,6 +13,7 @@ mod agent;
 mod approval;
 mod delegation;
 mod delivery;
+mod egress;
 mod error;
 mod grant;
 mod ids;
@@ -33,6 +34,7 @@ pub use approval::{
 };
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
+pub use egress::{EgressHost, Host, MAX_EGRESS_HOSTS, Target, host_name_problem};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{

@@ -1,6 +1,7 @@
+use crate::egress::{EgressHost, Target, parse_egress_hosts};
 use crate::{
-    Action, Delivery, Invalid, OwnerName, RouteRule, RoutedRequest, ToolName, UnixTime,
-    check_upstream,
+    Action, Delivery, DeliveryMode, Invalid, OwnerName, RouteRule, RoutedRequest, ToolName,
+    UnixTime, check_upstream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,10 @@ pub struct Tool {
     /// Tasks holding this tool cannot hand it to a sub-agent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_delegation: bool,
+    /// Hosts besides the upstream's that a task holding this (`reveal`)
+    /// tool may tunnel to through the proxy's egress listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_hosts: Vec<EgressHost>,
 }
 
 impl Tool {
@@ -89,6 +94,22 @@ impl Tool {
     pub fn route(&self, method: &str, path: &str) -> Option<RoutedRequest> {
         crate::route(&self.routes, method, path)
     }
+
+    /// The hosts this tool declares: its upstream's, then `egress_hosts`.
+    pub fn declared_hosts(&self) -> impl Iterator<Item = EgressHost> + '_ {
+        let upstream = self.upstream.as_deref().and_then(EgressHost::of_upstream);
+        upstream
+            .into_iter()
+            .chain(self.egress_hosts.iter().cloned())
+    }
+
+    /// Whether a task holding this tool may tunnel to `target`: only a
+    /// `reveal` tool's hosts (an injected tool is reached through the
+    /// proxy, whose routes and policy a raw tunnel would bypass).
+    pub fn admits_egress(&self, target: &Target) -> bool {
+        self.delivery.mode == DeliveryMode::Reveal
+            && self.declared_hosts().any(|h| h.allows(target))
+    }
 }
 
 /// A tool registration request, validated by [`NewTool::into_tool`].
@@ -112,6 +133,9 @@ pub struct NewTool {
     pub delivery: Delivery,
     #[serde(default)]
     pub no_delegation: bool,
+    /// As written: `host`, `host:port`, `*.domain`, an IP (IPv6 in brackets).
+    #[serde(default)]
+    pub egress_hosts: Vec<String>,
 }
 
 impl NewTool {
@@ -153,6 +177,13 @@ impl NewTool {
             ));
         }
         self.delivery.validate()?;
+        let egress_hosts = parse_egress_hosts(&self.egress_hosts)?;
+        if !egress_hosts.is_empty() && self.delivery.mode != DeliveryMode::Reveal {
+            return Err(Invalid::new(
+                "egress_hosts",
+                "only a `reveal` tool declares hosts for egress; an injected tool is reached through the proxy",
+            ));
+        }
         Ok(Tool {
             name: self.name,
             audience: self.audience,
@@ -167,6 +198,7 @@ impl NewTool {
             routes: self.routes,
             delivery: self.delivery,
             no_delegation: self.no_delegation,
+            egress_hosts,
         })
     }
 }
@@ -361,6 +393,56 @@ mod tests {
         ] {
             assert_eq!(aud(bad).as_deref(), Some("audience"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn only_a_reveal_tools_hosts_admit_egress() {
+        let mut t = new_tool();
+        t.upstream = Some("https://api.github.com".into());
+        t.egress_hosts = vec![
+            "uploads.github.com".into(),
+            "*.githubusercontent.com".into(),
+        ];
+        assert_eq!(
+            field_of(t.clone()).as_deref(),
+            Some("egress_hosts"),
+            "an injected tool"
+        );
+        t.delivery = Delivery {
+            mode: DeliveryMode::Reveal,
+            ..Delivery::default()
+        };
+        let tool = t.clone().into_tool(0).unwrap();
+        let to = |s: &str| Target::parse(s).unwrap();
+        assert!(
+            tool.admits_egress(&to("api.github.com:443")),
+            "the upstream's host"
+        );
+        assert!(tool.admits_egress(&to("uploads.github.com:443")));
+        assert!(tool.admits_egress(&to("objects.githubusercontent.com:443")));
+        assert!(!tool.admits_egress(&to("api.github.com:80")));
+        assert!(!tool.admits_egress(&to("evil.example:443")));
+        let json = serde_json::to_value(&tool).unwrap();
+        assert_eq!(
+            json["egress_hosts"],
+            serde_json::json!(["uploads.github.com:443", "*.githubusercontent.com:443"])
+        );
+        let back: Tool = serde_json::from_value(json).unwrap();
+        assert_eq!(back, tool);
+        // A tool stored before egress_hosts existed reads with none.
+        let mut old = serde_json::to_value(&tool).unwrap();
+        old.as_object_mut().unwrap().remove("egress_hosts");
+        let old: Tool = serde_json::from_value(old).unwrap();
+        assert!(old.egress_hosts.is_empty());
+        assert!(old.admits_egress(&to("api.github.com:443")));
+        // The same upstream on an injected tool admits nothing.
+        t.egress_hosts.clear();
+        t.delivery = Delivery::default();
+        assert!(
+            !t.into_tool(0)
+                .unwrap()
+                .admits_egress(&to("api.github.com:443"))
+        );
     }
 
     #[test]

@@ -278,6 +278,7 @@ fn merge_calls(records: Vec<ToolCall>) -> Vec<ToolCall> {
                     call.status = r.status;
                     call.latency_ms = r.latency_ms;
                     call.bytes = r.bytes;
+                    call.bytes_up = r.bytes_up;
                     call.reasons.extend(r.reasons);
                     call.fit();
                     out.push(Some(call));
@@ -368,11 +369,13 @@ pub(crate) mod tests {
             client: None,
             chain: vec![],
             misuse: None,
+            mode: Default::default(),
             method: "GET".into(),
             path: "/".into(),
             status: Some(200),
             latency_ms: 0,
             bytes: 0,
+            bytes_up: None,
             decision: "allow".into(),
             reasons: vec![],
         }

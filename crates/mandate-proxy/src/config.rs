@@ -17,6 +17,11 @@ use std::path::{Path, PathBuf};
 pub struct ProxyConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// A second listener, for `HTTPS_PROXY`: HTTP `CONNECT host:port`
+    /// tunnels, each admitted only with a live task token (as
+    /// `Proxy-Authorization`) and only to a host declared by a `reveal`
+    /// tool in the task's scope. Off when unset.
+    pub egress_listen: Option<SocketAddr>,
     /// The broker's base URL (`https://mandate.example`).
     pub broker: String,
     /// File holding the proxy's admin token (right `proxy`).
@@ -85,6 +90,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8400)),
+            egress_listen: None,
             broker: "http://127.0.0.1:8200".into(),
             token_file: None,
             token: None,
@@ -165,6 +171,14 @@ impl ProxyConfig {
             self.listen = v.parse().map_err(|_| {
                 ProxyError::config("MANDATE_PROXY_LISTEN", format!("`{v}` is not host:port"))
             })?;
+        }
+        if let Some(v) = env("MANDATE_PROXY_EGRESS_LISTEN") {
+            self.egress_listen = Some(v.parse().map_err(|_| {
+                ProxyError::config(
+                    "MANDATE_PROXY_EGRESS_LISTEN",
+                    format!("`{v}` is not host:port"),
+                )
+            })?);
         }
         if let Some(v) = env("MANDATE_PROXY_BROKER") {
             self.broker = v;
@@ -253,16 +267,18 @@ impl ProxyConfig {
                 ));
             }
         }
+        if self
+            .egress_listen
+            .is_some_and(|e| e == self.listen && e.port() != 0)
+        {
+            return Err(ProxyError::config(
+                "egress_listen",
+                "must be another address than `listen`: the egress listener takes only CONNECT",
+            ));
+        }
         if let Some(suffix) = &self.tool_host_suffix {
             let name = suffix.strip_prefix('.').unwrap_or_default();
-            let labels_ok = name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && !l.starts_with('-')
-                    && !l.ends_with('-')
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            });
+            let labels_ok = mandate_core::host_name_problem(name).is_none();
             if name.is_empty() || name.len() > 200 || !labels_ok {
                 return Err(ProxyError::config(
                     "tool_host_suffix",
@@ -543,6 +559,10 @@ mod tests {
             ),
             ("tool_host_suffix = \".\"", "tool_host_suffix"),
             ("broker = \"ftp://x\"", "broker"),
+            (
+                "listen = \"127.0.0.1:8400\"\negress_listen = \"127.0.0.1:8400\"",
+                "egress_listen",
+            ),
             ("broker = \"https://\"", "broker"),
         ] {
             assert_eq!(key_of(load(toml, &[tok]).unwrap_err()), key, "{toml}");
@@ -562,9 +582,11 @@ mod tests {
                 ("MANDATE_PROXY_MAX_CONNECTIONS", "64"),
                 ("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", "20971520"),
                 ("MANDATE_PROXY_TOOL_HOST_SUFFIX", ".tools.internal"),
+                ("MANDATE_PROXY_EGRESS_LISTEN", "127.0.0.1:8401"),
             ],
         )
         .unwrap();
+        assert_eq!(c.egress_listen, Some("127.0.0.1:8401".parse().unwrap()));
         assert_eq!(c.tool_host_suffix.as_deref(), Some(".tools.internal"));
         assert_eq!(c.max_connections, 64);
         assert_eq!(c.max_buffered_body_bytes, 20 * 1024 * 1024);
@@ -581,6 +603,7 @@ mod tests {
             ("MANDATE_PROXY_WORKER_THREADS", "many"),
             ("MANDATE_PROXY_MAX_CONNECTIONS", "lots"),
             ("MANDATE_PROXY_MAX_BUFFERED_BODY_BYTES", "1GB"),
+            ("MANDATE_PROXY_EGRESS_LISTEN", "8401"),
         ] {
             let e = load("", &[("MANDATE_PROXY_TOKEN", "t"), (var, val)]).unwrap_err();
             assert_eq!(key_of(e), var);

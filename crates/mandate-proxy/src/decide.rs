@@ -5,11 +5,12 @@
 use crate::error::{Code, Deny};
 use crate::state::State;
 use http::HeaderMap;
-use mandate_core::{DeliveryMode, Misuse, Tool};
+use mandate_core::{Agent, DeliveryMode, Misuse, RevocationKind, Task, Tool};
 use mandate_policy::{
     Asked, DpopProof, Holder, Judge, Operation, Presentation, Settled, Subject, authorize_request,
     check_claims, settle,
 };
+use mandate_token::claims::VerifiedAccess;
 use mandate_wire::{ApprovalAsk, ApprovalOutcome};
 use std::sync::Arc;
 
@@ -178,6 +179,47 @@ fn presentation<'a>(
     }))
 }
 
+/// What the proxy's live view says of a verified token's holder: the
+/// revocation feed's verdict, and the agent and task rows from the broker
+/// (not looked up for a token already dead by its claims).
+pub struct HolderFacts {
+    revoked: Option<RevocationKind>,
+    agent: Option<Arc<Agent>>,
+    task: Option<Arc<Task>>,
+}
+
+impl HolderFacts {
+    pub async fn gather(
+        st: &State,
+        verified: &VerifiedAccess,
+        subject: Option<&Subject>,
+        now: i64,
+    ) -> Result<HolderFacts, Deny> {
+        let revoked = st
+            .revocations
+            .check(&verified.claims.jti, &verified.kid, subject);
+        let (mut agent, mut task) = (None, None);
+        if let Ok(s) = check_claims(verified, revoked, now) {
+            agent = st.facts.agent(&st.broker, s.agent.as_str()).await?;
+            task = st.facts.task(&st.broker, s.task.as_str()).await?;
+        }
+        Ok(HolderFacts {
+            revoked,
+            agent,
+            task,
+        })
+    }
+
+    /// For the one decision path.
+    pub fn holder(&self) -> Holder<'_> {
+        Holder {
+            revoked: self.revoked,
+            agent: self.agent.as_ref(),
+            task: self.task.as_ref(),
+        }
+    }
+}
+
 /// The whole decision for one request: the proxy gathers the facts (token,
 /// revocation feed, broker lookups, catalog) and `mandate_policy` decides,
 /// exactly as for the broker's `/v1/authorize`. Fills `known` as facts are
@@ -220,15 +262,7 @@ pub async fn decide(
     let tool = snap.tools.get(tool_name).cloned();
     known.tool = tool.as_ref().map(|t| t.name.to_string());
 
-    let revoked = st
-        .revocations
-        .check(&claims.jti, &verified.kid, subject.as_ref());
-    // Nothing to look up at the broker for a token already dead by its claims.
-    let (mut agent, mut task) = (None, None);
-    if let Ok(s) = check_claims(&verified, revoked, now) {
-        agent = st.facts.agent(&st.broker, s.agent.as_str()).await?;
-        task = st.facts.task(&st.broker, s.task.as_str()).await?;
-    }
+    let facts = HolderFacts::gather(st, &verified, subject.as_ref(), now).await?;
     // The URL the agent addressed matters only to a DPoP proof's `htu`:
     // not built for a bearer token. On a host route the path is all `rest`.
     let url = match presented.dpop {
@@ -247,11 +281,7 @@ pub async fn decide(
             )
         }
     };
-    let holder = Holder {
-        revoked,
-        agent: agent.as_ref(),
-        task: task.as_ref(),
-    };
+    let holder = facts.holder();
     let asked = Asked {
         tool: tool.as_ref().ok_or(tool_name),
         operation: Operation::Http { method, path: rest },
@@ -268,10 +298,10 @@ pub async fn decide(
     };
     let verdict = match authorize_request(&verified, &holder, &asked, &judge) {
         // A held request is past the token stage: its agent is known.
-        Err(held) if held.pending.is_some() && agent.is_some() => {
+        Err(held) if held.pending.is_some() && facts.agent.is_some() => {
             let pending = held.pending.as_deref().expect("checked");
             let ask = ApprovalAsk {
-                agent: agent.as_ref().expect("checked").name.clone(),
+                agent: facts.agent.as_ref().expect("checked").name.clone(),
                 task: pending.task.clone(),
                 held: pending.held.clone(),
                 reasons: pending.need.reasons.clone(),

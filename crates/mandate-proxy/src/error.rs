@@ -73,9 +73,11 @@ macro_rules! codes {
 }
 
 codes! {
-    /// No `Authorization` header.
+    /// No `Authorization` header (on the egress listener: no
+    /// `Proxy-Authorization`).
     MissingToken = "missing_token";
-    /// `Authorization` is not the Bearer or DPoP scheme.
+    /// `Authorization` is not the Bearer or DPoP scheme (on the egress
+    /// listener: `Proxy-Authorization` is not Bearer or Basic with a token).
     InvalidRequest = "invalid_request";
     /// `/metrics` without its token.
     Unauthorized = "unauthorized";
@@ -98,6 +100,17 @@ codes! {
     UpstreamFailed = "upstream_failed";
     UpstreamTimeout = "upstream_timeout";
     UpstreamUnreachable = "upstream_unreachable";
+    /// Egress listener: anything but `CONNECT`.
+    NotConnect = "not_connect";
+    /// Egress listener: not an HTTP/1 request head, or one too large.
+    BadRequest = "bad_request";
+    /// Egress listener: the `CONNECT` target is not `host:port`.
+    BadTarget = "bad_target";
+    /// Egress listener: no `reveal` tool of the token's task declares the host.
+    EgressDenied = "egress_denied";
+    /// Egress listener: a DPoP-bound token, whose possession a tunnel
+    /// cannot prove.
+    DpopBoundToken = "dpop_bound_token";
 }
 
 /// Compares the wire form.

@@ -31,6 +31,7 @@ mod budget;
 mod catalog;
 mod config;
 mod decide;
+mod egress;
 mod error;
 mod facts;
 mod feed;
@@ -42,6 +43,7 @@ mod router;
 mod screen;
 mod spool;
 mod state;
+mod tunnel;
 mod verify;
 mod workers;
 mod writer;
@@ -110,6 +112,21 @@ impl Proxy {
             addr: config.listen,
             source,
         })?;
+        let egress_listener = match config.egress_listen {
+            None => None,
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ProxyError::Bind { addr, source })?,
+            ),
+        };
+        let egress_addr = match &egress_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| ProxyError::Bind {
+                addr: config.egress_listen.unwrap_or(addr),
+                source,
+            })?),
+            None => None,
+        };
         let pipeline = audit::start(
             &config.spool_dir,
             broker.clone(),
@@ -125,6 +142,9 @@ impl Proxy {
         })?;
         let header_timeout = Duration::from_secs(config.header_read_timeout_secs);
         let max_connections = config.max_connections;
+        // One limit over both listeners: a tunnel holds a place as a
+        // connection to the injection listener does.
+        let places = Arc::new(tokio::sync::Semaphore::new(max_connections));
         let st = Arc::new(State::new(config, broker, metrics, pipeline.log.clone()));
         let background = vec![
             tokio::spawn(catalog_loop(st.clone())),
@@ -138,8 +158,9 @@ impl Proxy {
         let workers = match workers::Workers::start(
             listener,
             upstreams,
-            st,
+            st.clone(),
             header_timeout,
+            places.clone(),
             max_connections,
             stop.clone(),
         ) {
@@ -153,11 +174,18 @@ impl Proxy {
             }
         };
         tracing::info!(%addr, threads, "mandate proxy listening");
+        let egress = egress_listener.map(|l| {
+            let phase = workers.phase().subscribe();
+            tracing::info!(addr = ?egress_addr, "egress listener (CONNECT) listening");
+            tokio::spawn(egress::serve(l, st.clone(), places, phase))
+        });
         Ok(RunningProxy {
             addr,
+            egress_addr,
             stop,
             workers,
             background,
+            egress,
             pipeline,
         })
     }
@@ -166,9 +194,12 @@ impl Proxy {
 /// A started proxy.
 pub struct RunningProxy {
     addr: SocketAddr,
+    egress_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     workers: workers::Workers,
     background: Vec<JoinHandle<()>>,
+    /// The egress listener and its tunnels, when `egress_listen` is set.
+    egress: Option<JoinHandle<()>>,
     pipeline: audit::Pipeline,
 }
 
@@ -186,6 +217,11 @@ impl RunningProxy {
     /// The address actually bound (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The egress listener's address (`egress_listen`), if it has one.
+    pub fn egress_addr(&self) -> Option<SocketAddr> {
+        self.egress_addr
     }
 
     pub fn stopper(&self) -> Stopper {
@@ -214,6 +250,12 @@ impl RunningProxy {
                 self.workers.served().await
             }
         };
+        // Tunnels close with the injection listener's last connection (or
+        // its drain period); their records are written before shipping stops.
+        phase.send_replace(workers::Phase::Close);
+        if let Some(e) = self.egress.take() {
+            let _ = e.await;
+        }
         for b in &self.background {
             b.abort();
         }
@@ -226,7 +268,7 @@ impl RunningProxy {
     /// shipping. Records already in the spool are sent by the next start.
     pub async fn kill(mut self) {
         self.workers.shutdown();
-        for b in &self.background {
+        for b in self.background.iter().chain(&self.egress) {
             b.abort();
         }
         self.pipeline.kill().await;

@@ -7,7 +7,7 @@ use crate::decide::Known;
 use crate::error::Deny;
 use crate::state::State;
 use axum::response::Response;
-use mandate_wire::{Stage, ToolCall};
+use mandate_wire::{Mode, Stage, ToolCall};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,8 +50,13 @@ pub struct CallRecord {
     client: Option<String>,
     method: String,
     path: String,
+    /// Which listener: a call to `/{tool}/…`, or an egress tunnel.
+    mode: Mode,
     pub status: u16,
+    /// Bytes to the agent.
     pub bytes: u64,
+    /// Bytes from the agent (a tunnel's only).
+    pub bytes_up: Option<u64>,
     pub allowed: bool,
     pub reasons: Vec<String>,
     /// How many of `reasons` the `invoked` record already carries.
@@ -70,8 +75,10 @@ impl CallRecord {
             client: client.map(|a| a.ip().to_canonical().to_string()),
             method: method.to_owned(),
             path: path.to_owned(),
+            mode: Mode::Inject,
             status: 0,
             bytes: 0,
+            bytes_up: None,
             allowed: false,
             reasons: Vec::new(),
             reasons_written: 0,
@@ -79,16 +86,28 @@ impl CallRecord {
         }
     }
 
+    /// The record of a `CONNECT` to `target` on the egress listener.
+    pub fn egress(st: Arc<State>, client: Option<SocketAddr>, target: &str) -> Self {
+        let mut r = CallRecord::new(st, client, "CONNECT", target);
+        r.mode = Mode::Egress;
+        r
+    }
+
     /// Answer with `d`. After an allow (upstream failures) the decision
     /// stays `allow` and the failure is added to the reasons.
-    pub fn deny(mut self, d: Deny) -> Response {
+    pub fn deny(self, d: Deny) -> Response {
+        let id = self.refused(&d);
+        d.into_response(&id)
+    }
+
+    /// Record that the agent is answered `d` (the answer is the caller's
+    /// to send); the call's id.
+    pub fn refused(mut self, d: &Deny) -> String {
         self.status = d.status.as_u16();
         self.reasons.extend(d.audit_reasons());
-        let body = d.body();
-        self.bytes = body.len() as u64;
-        let id = self.id.clone();
+        self.bytes = d.body().len() as u64;
         self.complete();
-        d.into_response(&id)
+        std::mem::take(&mut self.id)
     }
 
     /// An allowed call's `invoked` record, in the spool file before
@@ -111,11 +130,13 @@ impl CallRecord {
             client: self.client.clone(),
             chain: k.chain.clone(),
             misuse: None,
+            mode: self.mode,
             method: self.method.clone(),
             path: self.path.clone(),
             status: None,
             latency_ms: self.started.elapsed().as_millis() as u64,
             bytes: 0,
+            bytes_up: None,
             decision: "allow".into(),
             reasons: self.reasons.clone(),
         })
@@ -176,11 +197,13 @@ impl CallRecord {
             // Said once per call: on its opening record.
             chain: if self.allowed { Vec::new() } else { k.chain },
             misuse: k.misuse,
+            mode: self.mode,
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             status: Some(self.status),
             latency_ms,
             bytes: self.bytes,
+            bytes_up: self.bytes_up,
             decision: decision.into(),
             reasons,
         });

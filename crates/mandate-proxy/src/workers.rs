@@ -139,12 +139,14 @@ pub struct Workers {
 
 impl Workers {
     /// Start a serving thread on `listener` per upstream client given,
-    /// named `proxy-{port}-{i}` (what `top -H` shows).
+    /// named `proxy-{port}-{i}` (what `top -H` shows). A connection holds
+    /// one of `places` (`max_connections`, shared with the egress listener).
     pub fn start(
         listener: std::net::TcpListener,
         upstreams: Vec<Upstream>,
         st: Arc<State>,
         header_timeout: Duration,
+        places: Arc<Semaphore>,
         max_connections: usize,
         stop: watch::Sender<bool>,
     ) -> io::Result<Workers> {
@@ -167,7 +169,7 @@ impl Workers {
         let spread = Arc::new(Spread {
             open,
             to,
-            slots: Arc::new(Semaphore::new(max_connections)),
+            slots: places,
             max: max_connections,
             at_limit: AtomicBool::new(false),
             reached: st.metrics.connection_limit_reached.clone(),

@@ -113,6 +113,8 @@ async fn a_batch_the_proxy_sends_is_taken_and_answered_in_the_wire_shape() {
         client: Some("127.0.0.1".into()),
         chain: vec![],
         misuse: None,
+        mode: Default::default(),
+        bytes_up: None,
         method: "GET".into(),
         path: "/t/7".into(),
         status: (stage != Stage::Invoked).then_some(200),

@@ -109,9 +109,15 @@ pub(crate) fn plan_ingest(
         if let Some(opened) = inv.opened
             && chained.is_some_and(|h| i64::try_from(opened).is_ok_and(|o| o <= h))
         {
-            event.kind = EventKind::ToolCompleted;
+            event.kind = event.kind.outcome();
         }
-        if event.decision.as_deref() == Some("allow")
+        // A tunnel's host may be a tool's, but the proxy used no secret.
+        let proxied = matches!(
+            event.kind,
+            EventKind::ToolInvoked | EventKind::ToolCompleted
+        );
+        if proxied
+            && event.decision.as_deref() == Some("allow")
             && let Some(tool) = &event.tool
             && !plan.used_tools.contains(tool)
         {
@@ -157,6 +163,18 @@ mod tests {
         );
         let first = plan_ingest(None, vec![whole(3, 1)]).unwrap();
         assert_eq!(first.events[0].0.kind, EventKind::ToolInvoked);
+    }
+
+    /// A tunnel's outcome resent after its opening was chained is
+    /// `egress.closed`, and a tunnel marks no secret used.
+    #[test]
+    fn a_tunnels_outcome_is_chained_as_egress_closed_and_uses_no_secret() {
+        let mut tunnel = inv(8, "a", "allow");
+        tunnel.event.kind = EventKind::EgressAllowed;
+        tunnel.opened = Some(5);
+        let plan = plan_ingest(Some(5), vec![tunnel]).unwrap();
+        assert_eq!(plan.events[0].0.kind, EventKind::EgressClosed);
+        assert!(plan.used_tools.is_empty());
     }
 
     #[test]

@@ -44,6 +44,27 @@ pub enum Stage {
     Call,
 }
 
+/// Which of the proxy's listeners a record comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A call to `/{tool}/…` with the secret injected: `tool.invoked`,
+    /// `tool.completed`.
+    #[default]
+    Inject,
+    /// A `CONNECT` tunnel on the egress listener (protocol 5): `method`
+    /// is `CONNECT`, `path` the `host:port` asked for, `bytes` what came
+    /// back to the agent and `bytes_up` what it sent; chained as
+    /// `egress.allowed`, `egress.denied` and `egress.closed`.
+    Egress,
+}
+
+impl Mode {
+    fn is_inject(&self) -> bool {
+        *self == Mode::Inject
+    }
+}
+
 /// One record of a call through a proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,13 +99,22 @@ pub struct ToolCall {
     /// `token.misuse` and acts on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub misuse: Option<Misuse>,
+    /// Absent on a call to `/{tool}/…` (protocol 5).
+    #[serde(default, skip_serializing_if = "Mode::is_inject")]
+    pub mode: Mode,
     pub method: String,
     /// Without the query (which may carry data, or an injected secret).
     pub path: String,
     /// The answer's status; none yet on an allowed call's `invoked` record.
     pub status: Option<u16>,
     pub latency_ms: u64,
+    /// Bytes sent to the agent: the answer's body, or what a tunnel
+    /// carried from the upstream.
     pub bytes: u64,
+    /// What an egress tunnel carried from the agent (protocol 5); only on
+    /// an egress record's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
     /// `allow` or `deny`.
     pub decision: Cow<'static, str>,
     #[serde(default)]
@@ -110,11 +140,13 @@ impl ToolCall {
         "client",
         "chain",
         "misuse",
+        "mode",
         "method",
         "path",
         "status",
         "latency_ms",
         "bytes",
+        "bytes_up",
         "decision",
         "reasons",
     ];

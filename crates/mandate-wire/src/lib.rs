@@ -26,7 +26,8 @@ pub mod protocol;
 pub mod secret;
 
 pub use approval::{ApprovalAnswer, ApprovalAsk, ApprovalOutcome};
-pub use batch::{Accepted, Batch, MAX_BATCH, Stage, ToolCall};
+
+pub use batch::{Accepted, Batch, MAX_BATCH, Mode, Stage, ToolCall};
 pub use catalog::{CatalogDoc, PolicyDoc, PolicyFile, SecretMeta};
 pub use feed::{REVOCATION_EVENT, Revocation, RevocationKind, RevocationPage};
 pub use protocol::PROXY_PROTOCOL;

@@ -8,8 +8,9 @@
 /// 1: `invoked` and `completed` audit records. 2: also merged `call`
 /// records (one `tool.invoked` event per call). 3: records may carry the
 /// agent's address (`client`). 4: records may carry a delegated token's
-/// `chain` and `misuse` evidence.
-pub const PROXY_PROTOCOL: u32 = 4;
+/// `chain` and `misuse` evidence. 5: records of the egress listener's
+/// tunnels (`mode: egress`, `bytes_up`).
+pub const PROXY_PROTOCOL: u32 = 5;
 
 /// What a broker from before the number existed speaks.
 pub const FIRST_PROTOCOL: u32 = 1;

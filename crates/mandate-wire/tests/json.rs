@@ -4,7 +4,7 @@
 
 use mandate_wire::batch::{MAX_FIELD, MAX_PATH, MAX_REASON, MAX_REASONS};
 use mandate_wire::{
-    Accepted, Batch, CatalogDoc, PROXY_PROTOCOL, Revocation, RevocationKind, RevocationPage,
+    Accepted, Batch, CatalogDoc, Mode, PROXY_PROTOCOL, Revocation, RevocationKind, RevocationPage,
     SecretValue, Stage, ToolCall,
 };
 use secrecy::ExposeSecret;
@@ -78,13 +78,15 @@ fn a_delivered_secret_and_its_debug() {
 /// An allowed call whose two records were in one batch (merged into a
 /// `call`, with the agent's address), one still open, a denied one from a
 /// proxy that sent no `client`, and a delegated token's refusal that is
-/// evidence of relay.
+/// evidence of relay; a tunnel through the egress listener, opened and
+/// closed within the batch.
 const BATCH: &str = concat!(
     r#"{"source":"0123abcd","events":["#,
     r#"{"id":"req_1","stage":"call","seq":40,"opened_seq":12,"at":1700000000123,"agent":"bot","task":"task_01","tool":"github","action":"issues:read","jti":"j1","client":"127.0.0.1","method":"GET","path":"/repos/a/b/issues","status":200,"latency_ms":31,"bytes":5120,"decision":"allow","reasons":["allow-in-scope"]},"#,
     r#"{"id":"req_2","stage":"invoked","seq":41,"at":1700000000200,"agent":"bot","task":"task_01","tool":"github","action":"issues:read","jti":"j1","method":"GET","path":"/x","status":null,"latency_ms":0,"bytes":0,"decision":"allow","reasons":[]},"#,
     r#"{"id":"req_3","stage":"invoked","seq":42,"at":1700000000300,"agent":null,"task":null,"tool":null,"action":null,"jti":null,"method":"DELETE","path":"/","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_token"]},"#,
-    r#"{"id":"req_4","stage":"invoked","seq":43,"at":1700000000400,"agent":"helper","task":"task_02","tool":"github","action":null,"jti":"j2","client":"10.0.0.9","chain":["lead"],"misuse":{"check":"dpop_other_key","bound_jkt":"b0und","presented_jkt":"0ther","proof_jti":"p1"},"method":"GET","path":"/x","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_dpop_proof"]}"#,
+    r#"{"id":"req_4","stage":"invoked","seq":43,"at":1700000000400,"agent":"helper","task":"task_02","tool":"github","action":null,"jti":"j2","client":"10.0.0.9","chain":["lead"],"misuse":{"check":"dpop_other_key","bound_jkt":"b0und","presented_jkt":"0ther","proof_jti":"p1"},"method":"GET","path":"/x","status":401,"latency_ms":1,"bytes":0,"decision":"deny","reasons":["invalid_dpop_proof"]},"#,
+    r#"{"id":"req_5","stage":"call","seq":45,"opened_seq":44,"at":1700000000500,"agent":"bot","task":"task_01","tool":"vault","action":null,"jti":"j1","client":"127.0.0.1","mode":"egress","method":"CONNECT","path":"vault.example:443","status":200,"latency_ms":9000,"bytes":40960,"bytes_up":1024,"decision":"allow","reasons":["egress to a host of tool `vault`"]}"#,
     r#"]}"#
 );
 
@@ -103,7 +105,15 @@ fn an_audit_batch() {
             (Stage::Invoked, None, None),
             (Stage::Invoked, None, None),
             (Stage::Invoked, None, Some("10.0.0.9")),
+            (Stage::Call, Some(44), Some("127.0.0.1")),
         ]
+    );
+    let modes: Vec<Mode> = b.events.iter().map(|e| e.mode).collect();
+    assert_eq!(modes[..4], [Mode::Inject; 4]);
+    let tunnel = &b.events[4];
+    assert_eq!(
+        (tunnel.mode, tunnel.bytes, tunnel.bytes_up),
+        (Mode::Egress, 40960, Some(1024))
     );
     let relayed = &b.events[3];
     assert_eq!(relayed.chain, ["lead"]);
@@ -131,6 +141,11 @@ fn what_the_broker_refuses_and_what_it_still_takes() {
     // or null-valued fields at all, still read.
     let old: ToolCall = serde_json::from_str(&record("")).unwrap();
     assert_eq!((old.agent, old.client, old.reasons), (None, None, vec![]));
+    assert_eq!(
+        (old.mode, old.bytes_up),
+        (Mode::Inject, None),
+        "before protocol 5"
+    );
     // A field the broker does not know refuses the record, and the batch.
     assert!(serde_json::from_str::<ToolCall>(&record(r#","extra":1"#)).is_err());
     let batch = r#"{"source":"s","events":[],"extra":1}"#;
@@ -143,6 +158,8 @@ fn what_the_broker_refuses_and_what_it_still_takes() {
 fn fields_names_every_field_of_a_record() {
     let mut full: ToolCall = pinned::<Batch>(BATCH).events.remove(3);
     full.opened_seq = Some(1);
+    full.mode = Mode::Egress;
+    full.bytes_up = Some(1);
     let v = serde_json::to_value(&full).unwrap();
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     let mut fields = ToolCall::FIELDS.to_vec();

@@ -319,6 +319,22 @@ impl World {
         self.wait_ready().await;
     }
 
+    /// Restart the world's proxy with an egress listener; its address.
+    pub async fn start_egress(&mut self) -> std::net::SocketAddr {
+        let ca_file = self.ca_file.clone();
+        let p = self
+            .replace_proxy(|c| {
+                c.egress_listen = Some("127.0.0.1:0".parse().unwrap());
+                c.ca_file = ca_file;
+            })
+            .await;
+        let egress = p.egress_addr().expect("an egress listener");
+        self.proxy_addr = format!("http://{}", p.addr());
+        self.proxy = Some(p);
+        self.wait_ready().await;
+        egress
+    }
+
     /// Stop the world's proxy and start one with `edit`ed settings, not
     /// waiting for it to be ready.
     pub async fn replace_proxy(&mut self, edit: impl FnOnce(&mut ProxyConfig)) -> RunningProxy {

@@ -22,7 +22,8 @@ use mandate_wire::batch::{
     MAX_BATCH, MAX_CHAIN, MAX_FIELD, MAX_ID, MAX_METHOD, MAX_PATH, MAX_REASON, MAX_REASONS,
 };
 use mandate_wire::{
-    Accepted, Batch, CatalogDoc, PolicyDoc, PolicyFile, SecretMeta, SecretValue, Stage, ToolCall,
+    Accepted, Batch, CatalogDoc, Mode, PolicyDoc, PolicyFile, SecretMeta, SecretValue, Stage,
+    ToolCall,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -202,6 +203,11 @@ fn check(i: usize, c: &ToolCall, prev_seq: Option<u64>) -> Result<(), ApiError> 
     for r in &c.reasons {
         short("reasons", i, r, MAX_REASON)?;
     }
+    if c.bytes_up.is_some() && c.mode != Mode::Egress {
+        return Err(ApiError::bad_request(format!(
+            "events[{i}].bytes_up: only on an egress record"
+        )));
+    }
     if let Some(client) = &c.client
         && client.parse::<std::net::IpAddr>().is_err()
     {
@@ -282,13 +288,22 @@ pub async fn ingest(
             // A whole call is one `tool.invoked` event with its outcome
             // (as a denied call's is); the store chains it as
             // `tool.completed` if its opening was chained already.
-            let kind = match c.stage {
-                Stage::Invoked | Stage::Call => EventKind::ToolInvoked,
-                Stage::Completed => EventKind::ToolCompleted,
+            let kind = match (c.mode, c.stage, c.decision.as_ref()) {
+                (Mode::Inject, Stage::Invoked | Stage::Call, _) => EventKind::ToolInvoked,
+                (Mode::Inject, Stage::Completed, _) => EventKind::ToolCompleted,
+                (Mode::Egress, Stage::Invoked | Stage::Call, "allow") => EventKind::EgressAllowed,
+                (Mode::Egress, Stage::Invoked | Stage::Call, _) => EventKind::EgressDenied,
+                (Mode::Egress, Stage::Completed, _) => EventKind::EgressClosed,
             };
-            let mut detail = json!({"at_ms": c.at, "action": c.action, "method": c.method,
-                "path": path, "status": c.status, "latency_ms": c.latency_ms,
-                "bytes": c.bytes});
+            let mut detail = match c.mode {
+                Mode::Inject => json!({"at_ms": c.at, "action": c.action, "method": c.method,
+                    "path": path, "status": c.status, "latency_ms": c.latency_ms,
+                    "bytes": c.bytes}),
+                // A tunnel's target is its `path` (the CONNECT request target).
+                Mode::Egress => json!({"at_ms": c.at, "method": c.method, "host": c.path,
+                    "status": c.status, "duration_ms": c.latency_ms, "bytes_down": c.bytes,
+                    "bytes_up": c.bytes_up}),
+            };
             if let Some(client) = &c.client {
                 detail["client"] = client.as_str().into();
             }

@@ -403,8 +403,8 @@ pub async fn update_tool(
     if changed.iter().any(|f| SECRET_BEARING.contains(f)) {
         caller.require(AdminRight::Secrets).map_err(|_| {
             ApiError::forbidden(
-                "upstream, delivery: changing where or how the tool's secret is sent \
-                 also needs the `secrets` right",
+                "upstream, delivery, egress_hosts: changing where or how the tool's secret \
+                 is sent also needs the `secrets` right",
             )
         })?;
     }
@@ -422,8 +422,9 @@ pub async fn update_tool(
     Ok(Json(json!(next)))
 }
 
-/// Tool fields that steer the upstream secret (values only, never the secret).
-const SECRET_BEARING: [&str; 2] = ["upstream", "delivery"];
+/// Tool fields that steer the upstream secret (values only, never the
+/// secret): `egress_hosts` says where a revealed one may be taken.
+const SECRET_BEARING: [&str; 3] = ["upstream", "delivery", "egress_hosts"];
 
 /// Names of the fields that differ, for the audit record.
 fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'static str> {
@@ -436,6 +437,7 @@ fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'stati
         "upstream",
         "routes",
         "delivery",
+        "egress_hosts",
     ]
     .into_iter()
     .filter(|f| a[f] != b[f])
