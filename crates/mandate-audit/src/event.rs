@@ -122,11 +122,20 @@ pub enum EventKind {
     /// A granted approval let its thing through (a `once` one is spent).
     #[serde(rename = "approval.used")]
     ApprovalUsed,
+    /// An operator opened an emergency task that skipped approval.
+    #[serde(rename = "breakglass.opened")]
+    BreakglassOpened,
+    /// A break-glass task minted a token or made a call.
+    #[serde(rename = "breakglass.used")]
+    BreakglassUsed,
+    /// A break-glass task ended (its deadline, completion or revocation).
+    #[serde(rename = "breakglass.closed")]
+    BreakglassClosed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 46] = [
+    pub const ALL: [EventKind; 49] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -173,6 +182,9 @@ impl EventKind {
         EventKind::ApprovalGranted,
         EventKind::ApprovalDenied,
         EventKind::ApprovalUsed,
+        EventKind::BreakglassOpened,
+        EventKind::BreakglassUsed,
+        EventKind::BreakglassClosed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -224,6 +236,9 @@ impl EventKind {
             ApprovalGranted => "approval.granted",
             ApprovalDenied => "approval.denied",
             ApprovalUsed => "approval.used",
+            BreakglassOpened => "breakglass.opened",
+            BreakglassUsed => "breakglass.used",
+            BreakglassClosed => "breakglass.closed",
         }
     }
 

@@ -9,6 +9,7 @@ mod admin;
 mod agent_side;
 mod approvals;
 mod audit;
+mod breakglass;
 mod client;
 mod duration;
 mod egress;
@@ -160,6 +161,12 @@ enum Command {
         after_help = "Example:\n  mandate approval list --state pending\n  mandate approval show apr_… \n  mandate approval approve apr_… --for 15m --note \"refund run, ticket 4411\"\n  mandate approval deny apr_… --note \"not during the freeze\"\n\nAn approval covers exactly what was asked (that task, tool, action,\nresource and amount), once or until the time-box ends; a denial is final.\nAn admin token issued to an agent (`admin-token create --agent`) cannot\ndecide that agent's requests nor those of agents with the same owner."
     )]
     Approval(approvals::ApprovalCmd),
+    /// Emergency tasks that skip approval, loudly: open, list, close.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mandate breakglass open --agent db-bot --tool orders-db --actions db:read,db:write \\\n      --justification \"INC-2231: orders table locked, restoring\" --duration 30m\n  mandate breakglass list\n  mandate breakglass close task_…"
+    )]
+    Breakglass(breakglass::BreakglassCmd),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -218,6 +225,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Secret(c) => secrets::run(&client()?, c, cli.json).await,
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
         Command::Approval(c) => approvals::run(&client()?, c, cli.json).await,
+        Command::Breakglass(c) => breakglass::run(&client()?, c, cli.json).await,
     }?;
     Ok(0)
 }

@@ -69,6 +69,12 @@ pub fn delegate<'t>(
             state: parent.state_at(now).to_string(),
         });
     }
+    if parent.breakglass.is_some() {
+        return refuse(
+            "subject_token",
+            "a break-glass task is not handed on: open one for the other agent".to_owned(),
+        );
+    }
     if req.agent.name == parent.agent {
         return refuse(
             "actor_token",
@@ -156,6 +162,7 @@ pub fn delegate<'t>(
         }),
         model: req.model,
         approval: None,
+        breakglass: None,
     })
 }
 

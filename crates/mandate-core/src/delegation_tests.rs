@@ -52,6 +52,7 @@ fn root(agent: &str, s: Scope, deadline: UnixTime) -> Task {
         delegation: None,
         model: None,
         approval: None,
+        breakglass: None,
     }
 }
 

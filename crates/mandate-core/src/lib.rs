@@ -11,6 +11,7 @@ mod macros;
 mod admin;
 mod agent;
 mod approval;
+mod breakglass;
 mod delegation;
 mod delivery;
 mod egress;
@@ -31,6 +32,9 @@ pub use admin::{AdminRight, AdminToken, Owner};
 pub use agent::{Agent, AgentState, NewAgent};
 pub use approval::{
     Approval, ApprovalError, ApprovalState, Approver, Decided, Extent, Held, Standing, Verdict,
+};
+pub use breakglass::{
+    BreakGlass, MAX_BREAKGLASS_SECS, duration as breakglass_duration, justification,
 };
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};

@@ -110,6 +110,10 @@ pub struct Task {
     /// when policy held it (granted once the task is active).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::ApprovalId>,
+    /// Set on an emergency task an operator opened: it skipped approval,
+    /// and every token and record of it says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breakglass: Option<crate::BreakGlass>,
 }
 
 impl Task {
@@ -209,6 +213,7 @@ mod tests {
             delegation: None,
             model: None,
             approval: None,
+            breakglass: None,
         }
     }
 

@@ -39,6 +39,7 @@ fn task() -> TaskFacts<'static> {
         delegation_depth: 0,
         delegation_chain: &[],
         root_intent: "triage",
+        breakglass: false,
     }
 }
 

@@ -47,6 +47,10 @@ fn task_record(t: &TaskFacts<'_>) -> Result<RestrictedExpression, String> {
             RestrictedExpression::new_bool(t.approved),
         ),
         (
+            "breakglass".into(),
+            RestrictedExpression::new_bool(t.breakglass),
+        ),
+        (
             "delegation_depth".into(),
             RestrictedExpression::new_long(t.delegation_depth),
         ),
@@ -516,7 +520,8 @@ impl PolicySet {
     /// may carry [`Decision::approval`]: a person must approve it first.
     pub fn decide_request(&self, r: &InvokeRequest<'_>) -> Decision {
         let mut decision = self.decide_invoke(r);
-        if !decision.allowed {
+        // Break-glass skips approval, and nothing else.
+        if !decision.allowed || r.task.breakglass {
             return decision;
         }
         let actions = [r.action.to_owned()];

@@ -30,6 +30,7 @@ fn task(state: TaskState, environment: Environment, approved: bool) -> TaskFacts
         delegation_depth: 0,
         delegation_chain: &[],
         root_intent: "triage",
+        breakglass: false,
     }
 }
 

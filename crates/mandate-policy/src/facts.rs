@@ -26,7 +26,10 @@ pub struct TaskFacts<'a> {
     pub state: TaskState,
     pub intent: &'a str,
     pub environment: Environment,
+    /// A person approved its start, or it is break-glass.
     pub approved: bool,
+    /// An emergency task an operator opened (it skips approval).
+    pub breakglass: bool,
     pub delegation_depth: i64,
     /// The agents that delegated down to this task, the root's first.
     pub delegation_chain: &'a [Link],
@@ -64,7 +67,9 @@ impl<'a> TaskFacts<'a> {
             state: task.state_at(now),
             intent: &task.intent,
             environment: task.environment,
-            approved: task.approval.is_some() && task.state != TaskState::PendingApproval,
+            approved: (task.approval.is_some() && task.state != TaskState::PendingApproval)
+                || task.breakglass.is_some(),
+            breakglass: task.breakglass.is_some(),
             delegation_depth: d.map_or(0, |d| i64::from(d.depth())),
             delegation_chain: d.map_or(&[], |d| d.chain.as_slice()),
             root_intent: d.map_or(&task.intent, |d| &d.root_intent),

@@ -45,6 +45,7 @@ struct Req {
     approved_task: bool,
     task_state: &'static str,
     amount: Option<i64>,
+    breakglass: bool,
 }
 
 impl Req {
@@ -59,6 +60,7 @@ impl Req {
             approved_task: true,
             task_state: "active",
             amount: None,
+            breakglass: false,
         }
     }
 
@@ -82,6 +84,10 @@ impl Req {
         });
         if self.approved_task {
             task["approval"] = json!("apr_0123456789abcdef0123456789abcdef");
+        }
+        if self.breakglass {
+            task["breakglass"] =
+                json!({"justification": "INC-1", "opened_by": "admin:o", "opened_at": 0});
         }
         let task: Arc<Task> = from(task);
         let token = Arc::new(VerifiedAccess {
@@ -108,6 +114,7 @@ impl Req {
                 cnf: None,
                 act: None,
                 root_txn: None,
+                breakglass: false,
             },
         });
         let recent = RecentDecisions::default();
@@ -335,6 +342,7 @@ fn reqs() -> impl Strategy<Value = Req> {
         any::<bool>(),
         state,
         proptest::option::of(0i64..3000),
+        any::<bool>(),
     )
         .prop_map(
             |(
@@ -347,6 +355,7 @@ fn reqs() -> impl Strategy<Value = Req> {
                 approved_task,
                 task_state,
                 amount,
+                breakglass,
             )| Req {
                 tool_env,
                 token_env,
@@ -357,12 +366,15 @@ fn reqs() -> impl Strategy<Value = Req> {
                 approved_task,
                 task_state,
                 amount,
+                breakglass,
             },
         )
 }
 
 proptest! {
-    /// An approval only ever releases what `invoke` alone allows: whatever
+    /// An approval or a break-glass only ever releases what `invoke` alone
+    /// allows (a break-glass task counts as approved, and is never held):
+    /// whatever
     /// the request (other environments, tools, actions, resources, task
     /// states), a held request settled by a granted approval for exactly
     /// it is allowed iff the same request is allowed with no approval
@@ -380,8 +392,14 @@ proptest! {
             )
             .unwrap(),
         );
-        let plain = req.run(&no_holds);
+        // What `invoke` alone says, the task approved by a person.
+        let plain = Req { approved_task: req.approved_task || req.breakglass, breakglass: false, ..req.clone() }
+            .run(&no_holds);
         let settled = match req.run(&held_everywhere) {
+            Err(r) if r.pending.is_some() && req.breakglass => {
+                prop_assert!(false, "a break-glass request was held: {:?}", r);
+                unreachable!()
+            }
             Err(r) if r.pending.is_some() => {
                 let held = r.pending.as_ref().unwrap().held.clone();
                 let mut other = held.clone();

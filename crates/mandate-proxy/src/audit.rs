@@ -378,6 +378,7 @@ pub(crate) mod tests {
             bytes_up: None,
             decision: "allow".into(),
             reasons: vec![],
+            breakglass: false,
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Known {
     pub jti: Option<String>,
     /// A delegated token's earlier agents, root first.
     pub chain: Vec<String>,
+    /// The token says its task is break-glass.
+    pub breakglass: bool,
     /// Evidence, when the refusal shows the token left its holder.
     pub misuse: Option<Misuse>,
 }
@@ -258,6 +260,7 @@ pub async fn decide(
         known.task = Some(s.task.to_string());
         known.chain = s.chain_names();
     }
+    known.breakglass = verified.claims.breakglass;
     // Name the tool in the audit record even when the token is refused.
     let tool = snap.tools.get(tool_name).cloned();
     known.tool = tool.as_ref().map(|t| t.name.to_string());

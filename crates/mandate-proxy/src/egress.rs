@@ -325,6 +325,7 @@ async fn live_task(
         known.agent = Some(s.agent.to_string());
         known.task = Some(s.task.to_string());
         known.chain = s.chain_names();
+        known.breakglass = verified.claims.breakglass;
     }
     let facts = HolderFacts::gather(st, verified, subject.as_ref(), now).await?;
     match check_token(verified, &facts.holder(), now) {

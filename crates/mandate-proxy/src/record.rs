@@ -139,6 +139,7 @@ impl CallRecord {
             bytes_up: None,
             decision: "allow".into(),
             reasons: self.reasons.clone(),
+            breakglass: k.breakglass,
         })
     }
 
@@ -206,6 +207,7 @@ impl CallRecord {
             bytes_up: self.bytes_up,
             decision: decision.into(),
             reasons,
+            breakglass: k.breakglass,
         });
     }
 }

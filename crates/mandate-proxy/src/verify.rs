@@ -286,6 +286,7 @@ mod tests {
             cnf: None,
             act: None,
             root_txn: None,
+            breakglass: false,
         }
     }
 

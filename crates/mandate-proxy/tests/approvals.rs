@@ -1,7 +1,9 @@
 //! A request policy holds for a person, through the real proxy and a real
 //! upstream: refused `approval_pending` with the approval to wait on and
 //! never forwarded; once approved, forwarded exactly once; once denied,
-//! refused for good. The broker's `/v1/authorize` answers the same.
+//! refused for good. The broker's `/v1/authorize` answers the same. A
+//! break-glass task's calls skip the hold and are flagged in the proxy's
+//! records.
 
 mod support;
 
@@ -147,4 +149,49 @@ async fn a_held_request_waits_for_a_person_and_passes_exactly_once() {
         forwarded + 1,
         "only the approved call went through"
     );
+}
+
+#[tokio::test]
+async fn a_break_glass_call_skips_the_hold_and_its_record_says_so() {
+    let w = World::new().await;
+    approved(&w).await;
+    let officer = w.s.admin_token(&["breakglass"]).await;
+    let (st, task) =
+        w.s.post(
+            "/v1/breakglass",
+            Some(&officer),
+            &json!({"agent": "payer", "tool": "ledger", "actions": ["items:write"],
+                    "justification": "INC-9: ledger stuck", "duration_secs": 300}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{task}");
+    let session = w.s.session("payer").await;
+    let (_, v) =
+        w.s.exchange(
+            &session,
+            task["id"].as_str().unwrap(),
+            "https://ledger.test",
+            &[],
+        )
+        .await;
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    let (st, h, text) = w.call("POST", "/ledger/items", Some(&token)).await;
+    assert_eq!(st, StatusCode::OK, "not held: {text}");
+    let id = support::request_id(&h);
+    let records = w.wait_for_records(std::slice::from_ref(&id)).await;
+    let record = records
+        .iter()
+        .find(|e| e["request_id"] == id.as_str())
+        .unwrap();
+    let detail: Value =
+        mandate_testkit::serde_json::from_str(record["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["breakglass"], true, "{detail}");
+    let used = w
+        .wait_for("breakglass.used", std::slice::from_ref(&id))
+        .await;
+    let used = used
+        .iter()
+        .find(|e| e["request_id"] == id.as_str())
+        .unwrap();
+    assert_eq!(used["task"], task["id"]);
 }

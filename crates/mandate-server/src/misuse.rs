@@ -62,7 +62,7 @@ pub fn event(s: Sighting<'_>) -> NewEvent {
 /// still active where its environment's `on_misuse` says so. Failures
 /// are logged: the evidence is already on record.
 pub async fn respond(app: &App, events: &[NewEvent]) {
-    for ev in events {
+    for ev in events.iter().filter(|e| e.kind == EventKind::TokenMisuse) {
         let check = serde_json::from_str::<serde_json::Value>(&ev.detail)
             .ok()
             .and_then(|d| {

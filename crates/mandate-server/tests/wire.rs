@@ -122,6 +122,7 @@ async fn a_batch_the_proxy_sends_is_taken_and_answered_in_the_wire_shape() {
         bytes: 10,
         decision: "allow".into(),
         reasons: vec!["allow-in-scope".into()],
+        breakglass: false,
     };
     let batch = Batch {
         source: "0123abcd".into(),

@@ -3,6 +3,7 @@
 
 use crate::sql::{self, Write, args};
 use crate::{Ingested, Invocation, StoreError, rules, secrets};
+use mandate_audit::EventKind;
 use mandate_core::UnixTime;
 
 /// A refused batch writes nothing.
@@ -22,11 +23,13 @@ pub(crate) fn invocations(
     let plan = rules::plan_ingest(high, batch)?;
     let accepted = plan.events.len();
     let mut misuse = Vec::new();
-    for (e, m) in plan.events {
+    for (e, also) in plan.events {
         w.audit(e)?;
-        if let Some(m) = m {
-            w.audit(m.clone())?;
-            misuse.push(m);
+        for a in also {
+            if a.kind == EventKind::TokenMisuse {
+                misuse.push(a.clone());
+            }
+            w.audit(a)?;
         }
     }
     for tool in &plan.used_tools {

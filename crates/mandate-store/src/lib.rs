@@ -57,6 +57,8 @@ use mandate_core::{
 pub struct TaskFilter {
     pub agent: Option<AgentName>,
     pub state: Option<TaskState>,
+    /// Only break-glass tasks.
+    pub breakglass: bool,
     pub limit: usize,
 }
 
@@ -121,9 +123,9 @@ pub struct Invocation {
     /// `tool.completed`.
     pub opened: Option<u64>,
     pub event: NewEvent,
-    /// A `token.misuse` event the record gave evidence for, chained right
-    /// after it (and, like it, once).
-    pub misuse: Option<NewEvent>,
+    /// Events chained right after it (and, like it, once): the
+    /// `token.misuse` it gave evidence for, the `breakglass.used` it was.
+    pub also: Vec<NewEvent>,
 }
 
 /// What a batch of proxy records did.

@@ -74,8 +74,8 @@ pub(crate) fn revocable_admin_token(
 /// What to do with a proxy's batch, given the highest `seq` already
 /// chained from its spool.
 pub(crate) struct IngestPlan {
-    /// Records to chain, each with its misuse event if it has one.
-    pub events: Vec<(NewEvent, Option<NewEvent>)>,
+    /// Records to chain, each with the events that follow it.
+    pub events: Vec<(NewEvent, Vec<NewEvent>)>,
     pub duplicates: usize,
     /// Tools whose secrets the batch used (once each, not once per call).
     pub used_tools: Vec<String>,
@@ -123,7 +123,7 @@ pub(crate) fn plan_ingest(
         {
             plan.used_tools.push(tool.clone());
         }
-        plan.events.push((event, inv.misuse));
+        plan.events.push((event, inv.also));
     }
     Ok(plan)
 }
@@ -139,7 +139,7 @@ mod tests {
             seq,
             opened: None,
             event,
-            misuse: None,
+            also: Vec::new(),
         }
     }
 

@@ -140,12 +140,16 @@ pub(crate) fn list(db: &mut dyn Sql, f: &TaskFilter) -> Result<Vec<Task>, StoreE
         &format!(
             "SELECT {COLUMNS} FROM tasks
              WHERE (CAST($1 AS TEXT) IS NULL OR agent = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2)
+               AND ($4 = 0 OR body LIKE '%\"breakglass\":{{%')
              ORDER BY created_at DESC, id LIMIT $3"
         ),
+        // The body is this crate's own compact JSON: a break-glass task's
+        // holds `"breakglass":{` and no other task's does.
         args![
             f.agent.as_ref().map(|a| a.as_str()),
             f.state.map(|s| s.as_str()),
-            rules::task_page(f.limit)
+            rules::task_page(f.limit),
+            i64::from(f.breakglass)
         ],
     )
 }
@@ -219,6 +223,19 @@ pub(crate) fn transition(
         w.audit(cascade)?;
     }
     w.audit(ev)?;
+    if to.is_terminal()
+        && let Some(b) = &task.breakglass
+    {
+        w.audit(
+            NewEvent::new(EventKind::BreakglassClosed, "system")
+                .agent(&task.agent)
+                .task(&task.id)
+                .reasons(vec![format!("the task is {to}")])
+                .detail(serde_json::json!({
+                    "opened_by": b.opened_by, "opened_at": b.opened_at, "closed_at": now,
+                })),
+        )?;
+    }
     let subtree = below
         .into_iter()
         .map(|b| TaskId::parse(&b.id).map_err(|e| StoreError::Corrupt(format!("task id: {e}"))))

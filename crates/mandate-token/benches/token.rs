@@ -27,6 +27,7 @@ fn claims() -> AccessClaims {
         cnf: None,
         act: None,
         root_txn: None,
+        breakglass: false,
     }
 }
 

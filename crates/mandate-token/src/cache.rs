@@ -240,6 +240,7 @@ mod tests {
             cnf: None,
             act: None,
             root_txn: None,
+            breakglass: false,
         };
         let session = SessionClaims {
             iss: "i".into(),

@@ -107,6 +107,10 @@ pub struct AccessClaims {
     /// Delegated tasks only: the root task of the tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_txn: Option<String>,
+    /// Present (`true`) on every token of a break-glass task: an emergency
+    /// grant that skipped approval, for resource servers and logs to see.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breakglass: bool,
 }
 
 /// An access token whose signature, `typ` and issuer checked out, and the
@@ -205,6 +209,7 @@ mod tests {
             cnf: None,
             act: None,
             root_txn: None,
+            breakglass: false,
         }
     }
 

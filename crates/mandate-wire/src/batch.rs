@@ -94,6 +94,10 @@ pub struct ToolCall {
     /// A delegated token's earlier agents, root first (protocol 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<String>,
+    /// The token was a break-glass task's (its `breakglass` claim): the
+    /// broker flags the record and announces the use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub breakglass: bool,
     /// On a denied call whose refusal is evidence that the token left its
     /// holder or outlived its task (protocol 4): the broker records
     /// `token.misuse` and acts on it.

@@ -138,6 +138,9 @@ pub struct Config {
     pub approval_request_ttl_secs: u32,
     /// The longest time-box an approver may grant (seconds).
     pub approval_max_secs: u32,
+    /// The hard cap on a break-glass task's life (seconds); longer is
+    /// refused, never shortened.
+    pub breakglass_max_secs: u32,
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
     /// `text` or `json`.
@@ -240,6 +243,7 @@ impl Default for Config {
             max_delegation_depth: 3,
             approval_request_ttl_secs: 900,
             approval_max_secs: 3600,
+            breakglass_max_secs: 3600,
             max_body_bytes: 64 * 1024,
             log_format: "text".into(),
             tls: None,
@@ -334,6 +338,9 @@ impl Config {
         }
         if let Some(v) = env("MANDATE_APPROVAL_REQUEST_TTL_SECS") {
             self.approval_request_ttl_secs = num("MANDATE_APPROVAL_REQUEST_TTL_SECS", &v)?;
+        }
+        if let Some(v) = env("MANDATE_BREAKGLASS_MAX_SECS") {
+            self.breakglass_max_secs = num("MANDATE_BREAKGLASS_MAX_SECS", &v)?;
         }
         if let Some(v) = env("MANDATE_APPROVAL_MAX_SECS") {
             self.approval_max_secs = num("MANDATE_APPROVAL_MAX_SECS", &v)?;
@@ -454,6 +461,7 @@ impl Config {
         for (name, v) in [
             ("approval_request_ttl_secs", self.approval_request_ttl_secs),
             ("approval_max_secs", self.approval_max_secs),
+            ("breakglass_max_secs", self.breakglass_max_secs),
         ] {
             if !(1..=86_400).contains(&v) {
                 return Err(invalid(name, "must be between 1 and 86400 seconds"));

@@ -138,6 +138,7 @@ pub async fn authorize(
     let actor = format!("admin:{}", verifier.id);
     let mut ev = NewEvent::new(EventKind::Decision, actor.clone()).request_id(Some(rid.0.clone()));
     let mut chain = Vec::new();
+    let mut breakglass = false;
     let verdict = match look_up(&app, &req.token, t).await? {
         Err(refused) => Err(refused),
         Ok(looked) => {
@@ -147,6 +148,7 @@ pub async fn authorize(
                 chain = s.chain_names();
             }
             ev.jti = Some(looked.token.claims.jti.clone());
+            breakglass = looked.token.claims.breakglass;
             let tool = app.directory.tool_by_audience(&req.audience);
             ev.tool = tool.as_ref().map(|t| t.name.to_string());
             let presentation = match &req.dpop {
@@ -229,7 +231,7 @@ pub async fn authorize(
             jti: ev.jti.clone(),
             client: req.client.map(|ip| ip.to_canonical().to_string()),
             chain: chain.clone(),
-            request_id: Some(rid.0),
+            request_id: Some(rid.0.clone()),
         }));
     }
     let mut detail =
@@ -239,6 +241,22 @@ pub async fn authorize(
     }
     if let Some(a) = req.context.amount {
         detail["amount"] = json!(a);
+    }
+    if breakglass {
+        detail["breakglass"] = json!(true);
+        if verdict.is_ok() {
+            let mut used = NewEvent::new(EventKind::BreakglassUsed, actor.clone())
+                .decision("allow")
+                .request_id(Some(rid.0.clone()))
+                .detail(
+                    json!({"via": "authorize", "action": req.action, "resource": req.resource}),
+                );
+            used.agent = ev.agent.clone();
+            used.task = ev.task.clone();
+            used.tool = ev.tool.clone();
+            used.jti = ev.jti.clone();
+            events.push(used);
+        }
     }
     if let Some(id) = verdict.as_ref().err().and_then(Refused::approval) {
         detail["approval"] = json!(id);

@@ -156,6 +156,10 @@ pub fn grant_hold(
     item: &ScopeItem,
     t: i64,
 ) -> Result<Option<ApprovalNeed>, OAuthError> {
+    // Break-glass skips approval, and nothing else.
+    if task.breakglass.is_some() {
+        return Ok(None);
+    }
     let actions: Vec<String> = item.actions.iter().map(|a| a.to_string()).collect();
     let hold = app.policy().decide_hold(&HoldRequest {
         agent: AgentFacts::of(agent),
@@ -257,11 +261,24 @@ impl Signed {
 /// Sign the token, store the grant with its `grant.minted` event, and
 /// answer as RFC 8693 §2.2.1 says.
 pub async fn mint(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Response, OAuthError> {
+    let used = m.task.breakglass.is_some().then(|| {
+        NewEvent::new(EventKind::BreakglassUsed, format!("agent:{}", m.agent.name))
+            .agent(&m.agent.name)
+            .task(&m.task.id)
+            .decision("allow")
+            .request_id(Some(rid.to_owned()))
+            .detail(json!({"via": "token", "tool": m.tool.name}))
+    });
     let signed = sign(app, rid, m, t)?;
     // Durable before the token leaves: the grant and its event commit first.
     app.store
         .insert_grant(signed.grant.clone(), signed.event.clone())
         .await?;
+    // Announced on its own (webhooks follow it); the grant's event above
+    // already carries the flag.
+    if let Some(used) = used {
+        app.store.append_events(vec![used]).await?;
+    }
     Ok(signed.answer(app))
 }
 
@@ -298,6 +315,7 @@ pub fn sign(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Signed, OAuth
         cnf: m.cnf,
         act,
         root_txn,
+        breakglass: task.breakglass.is_some(),
     };
     let token =
         jwt::encode(&app.keys.current(), jwt::TYP_ACCESS, &claims).map_err(OAuthError::server)?;
@@ -314,6 +332,9 @@ pub fn sign(app: &App, rid: &str, m: Minted<'_>, t: i64) -> Result<Signed, OAuth
         "dpop_jkt": claims.cnf.as_ref().map(|c| &c.jkt)});
     if task.delegation.is_some() {
         detail["chain"] = json!(chain_names(task));
+    }
+    if task.breakglass.is_some() {
+        detail["breakglass"] = json!(true);
     }
     let ev = NewEvent::new(EventKind::GrantMinted, format!("agent:{}", agent.name))
         .agent(&agent.name)

@@ -5,6 +5,7 @@
 
 mod approvals;
 mod authorize;
+mod breakglass;
 mod caller;
 mod client_auth;
 mod delegate;
@@ -100,6 +101,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/approve", post(approvals::approve))
         .route("/v1/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/v1/breakglass",
+            post(breakglass::open).get(breakglass::list),
+        )
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))

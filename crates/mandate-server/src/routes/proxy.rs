@@ -326,6 +326,21 @@ pub async fn ingest(
                     request_id: Some(c.id.clone()),
                 })
             });
+            // A break-glass task's call: flagged, and announced on its own.
+            let breakglass = c.breakglass.then(|| {
+                let mut used = NewEvent::new(EventKind::BreakglassUsed, actor.clone())
+                    .decision(c.decision.clone())
+                    .request_id(Some(c.id.clone()))
+                    .detail(json!({"via": "proxy", "method": c.method, "path": path}));
+                used.agent = c.agent.clone();
+                used.task = c.task.clone();
+                used.tool = c.tool.clone();
+                used.jti = c.jti.clone();
+                used
+            });
+            if c.breakglass {
+                detail["breakglass"] = json!(true);
+            }
             let mut event = NewEvent::new(kind, actor.clone())
                 .decision(c.decision)
                 .reasons(c.reasons)
@@ -339,7 +354,7 @@ pub async fn ingest(
                 seq: c.seq,
                 opened: c.opened_seq,
                 event,
-                misuse,
+                also: misuse.into_iter().chain(breakglass).collect(),
             }
         })
         .collect();

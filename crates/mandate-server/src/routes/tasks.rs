@@ -164,6 +164,7 @@ pub async fn create(
             Caller::Admin(_) => agent.model.clone(),
         },
         approval: None,
+        breakglass: None,
     };
     let ev = NewEvent::new(EventKind::TaskCreated, caller.actor())
         .agent(&agent.name)
@@ -261,6 +262,7 @@ pub async fn list(
         agent,
         state: q.state.as_deref().map(TaskState::parse).transpose()?,
         limit: q.limit.unwrap_or(100),
+        breakglass: false,
     };
     if filter.limit == 0 || filter.limit > 1000 {
         return Err(ApiError::bad_request("limit: must be between 1 and 1000"));

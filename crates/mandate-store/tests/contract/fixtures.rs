@@ -57,6 +57,7 @@ pub fn task(seed: u8, agent: &Agent, state: TaskState, created_at: i64, deadline
         delegation: None,
         model: None,
         approval: None,
+        breakglass: None,
     }
 }
 

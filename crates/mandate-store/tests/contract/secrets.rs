@@ -207,7 +207,7 @@ async fn resent_invocations_are_chained_once_and_mark_the_secret_used(place: Pla
             .tool("github")
             .decision(decision)
             .request_id(Some(format!("call-{seq}"))),
-        misuse: None,
+        also: Vec::new(),
     };
     let before = s.events_since(0, 100).await.unwrap().len();
     let r = s

@@ -147,6 +147,7 @@ async fn tasks_list_newest_first_filtered_and_in_pages(place: Place) {
                     agent,
                     state,
                     limit,
+                    breakglass: false,
                 })
                 .await
                 .unwrap())
