@@ -98,11 +98,16 @@ pub enum EventKind {
     /// too many failures (once per run of refusals, not per request).
     #[serde(rename = "client.throttled")]
     ClientThrottled,
+    /// A webhook endpoint was added (its URL and kinds; never its secret).
+    #[serde(rename = "webhook.created")]
+    WebhookCreated,
+    #[serde(rename = "webhook.deleted")]
+    WebhookDeleted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 39] = [
+    pub const ALL: [EventKind; 41] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -142,6 +147,8 @@ impl EventKind {
         EventKind::ToolInvoked,
         EventKind::ToolCompleted,
         EventKind::ClientThrottled,
+        EventKind::WebhookCreated,
+        EventKind::WebhookDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +193,8 @@ impl EventKind {
             ToolCompleted => "tool.completed",
             ClientThrottled => "client.throttled",
             AuditCheckpoint => "audit.checkpoint",
+            WebhookCreated => "webhook.created",
+            WebhookDeleted => "webhook.deleted",
         }
     }
 

@@ -29,6 +29,9 @@ pub enum AdminRight {
     Verify,
     /// Read `/metrics`, as a Prometheus scraper does.
     Metrics,
+    /// Add, list and delete webhook endpoints (each shown its signing
+    /// secret once, at creation).
+    Webhooks,
 }
 
 impl AdminRight {
@@ -43,6 +46,7 @@ impl AdminRight {
         AdminRight::Proxy,
         AdminRight::Verify,
         AdminRight::Metrics,
+        AdminRight::Webhooks,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +60,7 @@ impl AdminRight {
             AdminRight::Proxy => "proxy",
             AdminRight::Verify => "verify",
             AdminRight::Metrics => "metrics",
+            AdminRight::Webhooks => "webhooks",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {
@@ -67,7 +72,7 @@ impl AdminRight {
                 Invalid::new(
                     "rights",
                     format!(
-                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics",
+                        "`{}` is not one of: agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics, webhooks",
                         s.chars().take(40).collect::<String>()
                     ),
                 )

@@ -234,6 +234,10 @@ random_id!(
     /// A JWT id: identifies one minted token (grant or session).
     Jti, "jti_", "jti"
 );
+random_id!(
+    /// A webhook endpoint that audit events are delivered to.
+    WebhookId, "whk_", "id"
+);
 
 #[cfg(test)]
 mod tests {

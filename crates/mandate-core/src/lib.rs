@@ -33,6 +33,7 @@ pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
     AgentName, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName, TrustDomain,
+    WebhookId,
 };
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
 pub use model::Model;

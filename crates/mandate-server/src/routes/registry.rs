@@ -484,7 +484,7 @@ pub async fn create_admin_token(
     let ApiJson(body) = body?;
     if body.rights.is_empty() {
         return Err(ApiError::bad_request(
-            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics",
+            "rights: list at least one of agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics, webhooks",
         ));
     }
     let mut rights = Vec::new();

@@ -15,6 +15,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_ingest_sources.sql"),
     include_str!("../../migrations/sqlite/0005_delegation.sql"),
     include_str!("../../migrations/sqlite/0006_task_ended_at.sql"),
+    // 0007 is taken by approvals (another branch).
+    include_str!("../../migrations/sqlite/0008_webhooks.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.
