@@ -208,7 +208,7 @@ pub enum KeysCmd {
 pub enum AdminTokenCmd {
     /// Create an admin token with some rights (needs the root token).
     Create {
-        /// agents, tools, tasks, audit, policy, secrets, proxy, verify or metrics (repeatable).
+        /// agents, tools, tasks, audit, policy, secrets, proxy, verify, metrics or webhooks (repeatable).
         #[arg(long = "right", required = true)]
         rights: Vec<String>,
         #[arg(long, default_value = "")]

@@ -14,6 +14,7 @@ mod revocations;
 mod run;
 mod secrets;
 mod serve;
+mod webhooks;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -151,6 +152,10 @@ enum Command {
     /// Admin tokens with a subset of rights: create, list, revoke.
     #[command(subcommand, name = "admin-token")]
     AdminToken(admin::AdminTokenCmd),
+    /// Webhook endpoints told of audit events (signed per Standard
+    /// Webhooks): create, list, delete.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCmd),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -208,6 +213,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Keys(c) => admin::keys(&client()?, c, cli.json).await,
         Command::Secret(c) => secrets::run(&client()?, c, cli.json).await,
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
+        Command::Webhook(c) => webhooks::run(&client()?, c, cli.json).await,
     }?;
     Ok(0)
 }
