@@ -131,11 +131,16 @@ pub enum EventKind {
     /// A break-glass task ended (its deadline, completion or revocation).
     #[serde(rename = "breakglass.closed")]
     BreakglassClosed,
+    /// A webhook endpoint was added (its URL and kinds; never its secret).
+    #[serde(rename = "webhook.created")]
+    WebhookCreated,
+    #[serde(rename = "webhook.deleted")]
+    WebhookDeleted,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 49] = [
+    pub const ALL: [EventKind; 51] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -185,6 +190,8 @@ impl EventKind {
         EventKind::BreakglassOpened,
         EventKind::BreakglassUsed,
         EventKind::BreakglassClosed,
+        EventKind::WebhookCreated,
+        EventKind::WebhookDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -239,6 +246,8 @@ impl EventKind {
             BreakglassOpened => "breakglass.opened",
             BreakglassUsed => "breakglass.used",
             BreakglassClosed => "breakglass.closed",
+            WebhookCreated => "webhook.created",
+            WebhookDeleted => "webhook.deleted",
         }
     }
 

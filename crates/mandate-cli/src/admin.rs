@@ -220,7 +220,7 @@ pub enum AdminTokenCmd {
     /// Create an admin token with some rights (needs the root token).
     Create {
         /// agents, tools, tasks, audit, policy, secrets, proxy, verify,
-        /// metrics, approve or breakglass (repeatable).
+        /// metrics, approve, breakglass or webhooks (repeatable).
         #[arg(long = "right", required = true)]
         rights: Vec<String>,
         #[arg(long, default_value = "")]

@@ -123,6 +123,10 @@ impl Client {
         self.send(self.request(Method::PUT, path)?.json(body)).await
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value> {
+        self.send(self.request(Method::DELETE, path)?).await
+    }
+
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> Result<Value> {
         self.send(self.request(Method::POST, path)?.form(form))
             .await

@@ -18,6 +18,7 @@ mod revocations;
 mod run;
 mod secrets;
 mod serve;
+mod webhooks;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -167,6 +168,10 @@ enum Command {
         after_help = "Example:\n  mandate breakglass open --agent db-bot --tool orders-db --actions db:read,db:write \\\n      --justification \"INC-2231: orders table locked, restoring\" --duration 30m\n  mandate breakglass list\n  mandate breakglass close task_…"
     )]
     Breakglass(breakglass::BreakglassCmd),
+    /// Webhook endpoints told of audit events (signed per Standard
+    /// Webhooks): create, list, delete.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCmd),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -226,6 +231,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::AdminToken(c) => admin::admin_token(&client()?, c, cli.json).await,
         Command::Approval(c) => approvals::run(&client()?, c, cli.json).await,
         Command::Breakglass(c) => breakglass::run(&client()?, c, cli.json).await,
+        Command::Webhook(c) => webhooks::run(&client()?, c, cli.json).await,
     }?;
     Ok(0)
 }

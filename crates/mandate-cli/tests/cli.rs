@@ -648,6 +648,62 @@ async fn admin_tokens_are_created_listed_and_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_created_listed_and_deleted() {
+    let s = TestServer::start().await;
+    let s = tokio::task::spawn_blocking(move || {
+        let secret = run(
+            &s,
+            &[
+                "webhook",
+                "create",
+                "--url",
+                "https://pager.example/mandate",
+                "--kind",
+                "task.*",
+                "--kind",
+                "token.misuse",
+                "--description",
+                "pager",
+            ],
+            &[],
+        );
+        assert!(secret.starts_with("whsec_"), "{secret}");
+        let listed = run(&s, &["--json", "webhook", "list"], &[]);
+        assert!(!listed.contains(&secret), "list printed a secret");
+        let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let hook = &v["webhooks"][0];
+        assert_eq!(hook["kinds"], serde_json::json!(["task.*", "token.misuse"]));
+        let id = hook["id"].as_str().unwrap().to_owned();
+        assert!(run(&s, &["webhook", "list"], &[]).contains(&id));
+        assert_eq!(
+            run(&s, &["webhook", "delete", &id], &[]),
+            format!("deleted {id}")
+        );
+        let o = mandate(
+            &s,
+            &[
+                "webhook",
+                "create",
+                "--url",
+                "ftp://x.example",
+                "--kind",
+                "task.*",
+            ],
+            &[],
+        );
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("url"));
+        let o = mandate(&s, &["webhook", "delete", &id], &[]);
+        assert!(!o.status.success());
+        assert!(String::from_utf8_lossy(&o.stderr).contains("not found"));
+        s
+    })
+    .await
+    .unwrap();
+    drop(s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_then_revoke_the_old_one() {
     let s = TestServer::start().await;
     let s = tokio::task::spawn_blocking(move || {

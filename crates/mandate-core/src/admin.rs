@@ -33,6 +33,9 @@ pub enum AdminRight {
     Approve,
     /// Open break-glass tasks.
     Breakglass,
+    /// Add, list and delete webhook endpoints (each shown its signing
+    /// secret once, at creation).
+    Webhooks,
 }
 
 impl AdminRight {
@@ -49,6 +52,7 @@ impl AdminRight {
         AdminRight::Metrics,
         AdminRight::Approve,
         AdminRight::Breakglass,
+        AdminRight::Webhooks,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -64,6 +68,7 @@ impl AdminRight {
             AdminRight::Metrics => "metrics",
             AdminRight::Approve => "approve",
             AdminRight::Breakglass => "breakglass",
+            AdminRight::Webhooks => "webhooks",
         }
     }
     pub fn parse(s: &str) -> Result<Self, Invalid> {

@@ -238,6 +238,10 @@ random_id!(
     /// An approval request's id.
     ApprovalId, "apr_", "approval_id"
 );
+random_id!(
+    /// A webhook endpoint that audit events are delivered to.
+    WebhookId, "whk_", "id"
+);
 
 #[cfg(test)]
 mod tests {

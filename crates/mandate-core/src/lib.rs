@@ -43,7 +43,7 @@ pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
     AgentName, ApprovalId, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName,
-    TrustDomain,
+    TrustDomain, WebhookId,
 };
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
 pub use model::Model;

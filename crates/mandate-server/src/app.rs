@@ -58,6 +58,10 @@ pub struct App {
     pub metrics: crate::metrics::Metrics,
     /// Failed token-endpoint requests per client address; `None` = off.
     pub(crate) throttle: Option<crate::throttle::Throttle>,
+    /// The webhook sender's HTTP client (no redirects, a timeout).
+    pub(crate) webhook_http: reqwest::Client,
+    /// Raised when a webhook endpoint is added or deleted.
+    pub(crate) webhooks_changed: tokio::sync::Notify,
 }
 
 /// The state every handler receives (axum `State`).

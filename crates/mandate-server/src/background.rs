@@ -1,5 +1,6 @@
 //! Background work while the broker runs: the task sweeper (expiry and
-//! pruning), policy hot reload, issuer key refresh and audit checkpoints.
+//! pruning), policy hot reload, issuer key refresh, audit checkpoints and
+//! the webhook sender.
 
 use crate::app::{App, ReloadError, now};
 use mandate_audit::{EventKind, NewEvent};
@@ -96,7 +97,8 @@ pub fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
             a_jwks.federation.refresh_due().await;
         }
     });
-    let mut tasks = vec![sweeper, reloader, jwks];
+    let webhooks = tokio::spawn(crate::webhooks::supervise(a_check.clone()));
+    let mut tasks = vec![sweeper, reloader, jwks, webhooks];
     let every = a_check.settings.raw.audit_checkpoint_secs;
     if every > 0 {
         tasks.push(tokio::spawn(async move {

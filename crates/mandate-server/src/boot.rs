@@ -172,6 +172,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
 
     let throttle =
         crate::throttle::Throttle::new(raw.token_failure_burst, raw.token_failures_per_minute);
+    let webhook_http = crate::webhooks::client(Duration::from_secs(raw.webhook_timeout_secs))
+        .context("building the webhook client")?;
     let app = Arc::new(App {
         issuer,
         store,
@@ -195,6 +197,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         assertion_replay: Default::default(),
         metrics: Default::default(),
         throttle,
+        webhook_http,
+        webhooks_changed: Default::default(),
     });
     let background = crate::background::spawn_background(app.clone());
 

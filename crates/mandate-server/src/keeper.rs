@@ -1,11 +1,12 @@
 //! The secret keeper: opens the master key, unwraps (or creates) the data
-//! key, and seals/opens secret values. Values are bound to their name and
-//! version as associated data, so a ciphertext copied to another row or an
-//! older version's row does not open.
+//! key, and seals/opens secret values and webhook signing secrets. Values
+//! are bound to their name and version (a webhook's secret to its id) as
+//! associated data, so a ciphertext copied to another row or an older
+//! version's row does not open.
 
 use crate::config::Config;
 use anyhow::{Context, bail};
-use mandate_core::SecretName;
+use mandate_core::{SecretName, WebhookId};
 use mandate_store::{SealedValue, Store};
 use mandate_token::seal::SealKey;
 use secrecy::ExposeSecret;
@@ -22,6 +23,11 @@ pub struct Keeper {
 
 fn aad(name: &SecretName, version: u32) -> Vec<u8> {
     format!("mandate-secret-v1:{name}:{version}").into_bytes()
+}
+
+/// A webhook's signing secret is bound to its endpoint the same way.
+fn webhook_aad(id: &WebhookId) -> Vec<u8> {
+    format!("mandate-webhook-v1:{id}").into_bytes()
 }
 
 /// The master key from `MANDATE_MASTER_KEY`, `master_key_file`, or (dev
@@ -91,10 +97,7 @@ impl Keeper {
     }
 
     pub fn seal(&self, name: &SecretName, version: u32, value: &[u8]) -> SealedValue {
-        SealedValue {
-            data_key: self.data_key_id,
-            bytes: self.data_key.seal(&aad(name, version), value),
-        }
+        self.seal_bound(&aad(name, version), value)
     }
 
     /// The value, or an error that says the stored row is not what it claims.
@@ -104,15 +107,40 @@ impl Keeper {
         version: u32,
         sealed: &SealedValue,
     ) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.open_bound(&aad(name, version), sealed)
+            .map_err(|e| format!("secret `{name}` version {version}: {e}"))
+    }
+
+    pub fn seal_webhook(&self, id: &WebhookId, secret: &[u8]) -> SealedValue {
+        self.seal_bound(&webhook_aad(id), secret)
+    }
+
+    pub fn open_webhook(
+        &self,
+        id: &WebhookId,
+        sealed: &SealedValue,
+    ) -> Result<Zeroizing<Vec<u8>>, String> {
+        self.open_bound(&webhook_aad(id), sealed)
+            .map_err(|e| format!("signing secret of webhook `{id}`: {e}"))
+    }
+
+    fn seal_bound(&self, aad: &[u8], value: &[u8]) -> SealedValue {
+        SealedValue {
+            data_key: self.data_key_id,
+            bytes: self.data_key.seal(aad, value),
+        }
+    }
+
+    fn open_bound(&self, aad: &[u8], sealed: &SealedValue) -> Result<Zeroizing<Vec<u8>>, String> {
         if sealed.data_key != self.data_key_id {
             return Err(format!(
-                "secret `{name}` is sealed under data key {} which this server does not hold",
+                "sealed under data key {} which this server does not hold",
                 sealed.data_key
             ));
         }
         self.data_key
-            .open(&aad(name, version), &sealed.bytes)
-            .map_err(|e| format!("secret `{name}` version {version}: {e}"))
+            .open(aad, &sealed.bytes)
+            .map_err(|e| e.to_string())
     }
 }
 

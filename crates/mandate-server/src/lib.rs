@@ -1,7 +1,8 @@
 //! Mandate's control plane: the HTTP/JSON API and OAuth endpoints over the
 //! store, token and policy crates. Handlers are thin; domain rules live in
 //! `mandate-core`, persistence in `mandate-store`, decisions in
-//! `mandate-policy`. `start` runs the server and its background sweeper.
+//! `mandate-policy`. `start` runs the server and its background work
+//! (sweeper, checkpoints, the webhook sender).
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ mod request_metrics;
 mod routes;
 mod throttle;
 mod tokens;
+mod webhooks;
 
 pub use admin_token::dev_admin_token;
 pub use app::{App, now};

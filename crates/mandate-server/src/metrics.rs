@@ -1,7 +1,9 @@
 //! Prometheus metrics for the broker (`GET /metrics`, OpenMetrics text):
-//! requests by route template, latency, decisions, grants and logins.
-//! Labels are route templates and outcomes only, never ids or tokens.
+//! requests by route template, latency, decisions, grants and logins,
+//! webhook deliveries. Labels are route templates, outcomes and webhook
+//! endpoint ids (few, made by operators), never other ids or tokens.
 
+use mandate_core::WebhookId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +30,11 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabel {
+    pub webhook: String,
+}
+
 type Latency = Family<RouteOnly, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -42,6 +49,9 @@ pub struct Metrics {
     pub connections_open: Gauge,
     /// Times `max_connections` was reached.
     pub connection_limit_reached: Counter,
+    webhook_delivered: Family<WebhookLabel, Counter>,
+    webhook_failed: Family<WebhookLabel, Counter>,
+    webhook_lag: Family<WebhookLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -96,8 +106,29 @@ impl Default for Metrics {
             "Times max_connections was reached and new connections had to wait",
             connection_limit_reached.clone(),
         );
+        let webhook_delivered = Family::<WebhookLabel, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Events a webhook endpoint accepted (2xx), by endpoint",
+            webhook_delivered.clone(),
+        );
+        let webhook_failed = Family::<WebhookLabel, Counter>::default();
+        registry.register(
+            "webhook_failed_attempts",
+            "Webhook attempts that failed (not 2xx, timeout, no connection), by endpoint; each is retried",
+            webhook_failed.clone(),
+        );
+        let webhook_lag = Family::<WebhookLabel, Gauge>::default();
+        registry.register(
+            "webhook_lag_events",
+            "Audit events chained after an endpoint's cursor (not all of them match its kinds), by endpoint",
+            webhook_lag.clone(),
+        );
         Metrics {
             registry,
+            webhook_delivered,
+            webhook_failed,
+            webhook_lag,
             connections_open,
             connection_limit_reached,
             requests,
@@ -107,6 +138,12 @@ impl Default for Metrics {
             logins,
             approvals,
         }
+    }
+}
+
+fn webhook(id: &WebhookId) -> WebhookLabel {
+    WebhookLabel {
+        webhook: id.to_string(),
     }
 }
 
@@ -151,6 +188,28 @@ impl Metrics {
         outcome(&self.approvals, what);
     }
 
+    pub fn webhook_delivered(&self, id: &WebhookId) {
+        self.webhook_delivered.get_or_create(&webhook(id)).inc();
+    }
+
+    pub fn webhook_failed(&self, id: &WebhookId) {
+        self.webhook_failed.get_or_create(&webhook(id)).inc();
+    }
+
+    pub fn webhook_lag(&self, id: &WebhookId, events: u64) {
+        self.webhook_lag
+            .get_or_create(&webhook(id))
+            .set(i64::try_from(events).unwrap_or(i64::MAX));
+    }
+
+    /// A deleted endpoint's series go.
+    pub fn webhook_gone(&self, id: &WebhookId) {
+        let l = webhook(id);
+        self.webhook_delivered.remove(&l);
+        self.webhook_failed.remove(&l);
+        self.webhook_lag.remove(&l);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -171,6 +230,11 @@ mod tests {
         m.decision("deny");
         m.grant(true);
         m.login(false);
+        let hook = WebhookId::parse("whk_0123456789abcdef0123456789abcdef").unwrap();
+        m.webhook_delivered(&hook);
+        m.webhook_failed(&hook);
+        m.webhook_failed(&hook);
+        m.webhook_lag(&hook, 3);
         let text = m.render();
         for want in [
             r#"mandate_http_requests_total{route="/v1/tasks/{id}",method="GET",class="4xx"} 1"#,
@@ -178,8 +242,13 @@ mod tests {
             r#"mandate_grants_total{outcome="minted"} 1"#,
             r#"mandate_logins_total{outcome="failed"} 1"#,
             "mandate_http_request_duration_seconds_count{route=\"/v1/tasks/{id}\"} 1",
+            r#"mandate_webhook_deliveries_total{webhook="whk_0123456789abcdef0123456789abcdef"} 1"#,
+            r#"mandate_webhook_failed_attempts_total{webhook="whk_0123456789abcdef0123456789abcdef"} 2"#,
+            r#"mandate_webhook_lag_events{webhook="whk_0123456789abcdef0123456789abcdef"} 3"#,
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
+        m.webhook_gone(&hook);
+        assert!(!m.render().contains("whk_"));
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::StoreError;
 use crate::sql::{Sql, Write};
+use mandate_audit::ChainHead;
 use std::future::Future;
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -66,27 +67,54 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The writer's side of [`Store::appended`](crate::Store::appended):
+/// the chain's last `seq`, published after each commit that moved it.
+#[derive(Clone)]
+pub(crate) struct Head(tokio::sync::watch::Sender<u64>);
+
+impl Head {
+    pub fn committed(&self, chain: &ChainHead) {
+        let seq = chain.next_seq.saturating_sub(1);
+        self.0.send_if_modified(|h| {
+            let moved = *h != seq;
+            *h = seq;
+            moved
+        });
+    }
+}
+
 /// The writer thread and its queue.
 pub(crate) struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    head: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Writer {
-    /// Start `run` on a thread of its own with the queue's receiving end.
+    /// Start `run` on a thread of its own with the queue's receiving end
+    /// and the handle it publishes the chain's head with (`head` until then).
     pub fn start(
         name: &str,
-        run: impl FnOnce(mpsc::Receiver<Job>) + Send + 'static,
+        head: Option<&ChainHead>,
+        run: impl FnOnce(mpsc::Receiver<Job>, Head) + Send + 'static,
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel();
+        let first = head.map_or(0, |h| h.next_seq.saturating_sub(1));
+        let (head_tx, head) = tokio::sync::watch::channel(first);
         let thread = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || run(rx))
+            .spawn(move || run(rx, Head(head_tx)))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Writer {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            head,
         })
+    }
+
+    /// The chain's head as of the last commit.
+    pub fn head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head.clone()
     }
 
     /// Queue a job; `Closed` once stopped.
@@ -123,6 +151,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
 
     /// Finish queued writes and release the database.
     fn shut(&self);
+
+    /// The chain's head `seq` as of the last commit.
+    fn head(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Run `f` as one write with its audit events, answered after commit.
     fn write<R, F>(&self, f: F) -> impl Future<Output = Result<R, StoreError>> + Send

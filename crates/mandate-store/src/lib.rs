@@ -11,7 +11,7 @@
 //! What the store does is written once: `store.rs` implements [`Store`] for
 //! any backend, by way of one room per noun (`owners`, `agents`, `tools`,
 //! `tasks`, `grants`, `approvals`, `feed`, `secrets`, `ingest`,
-//! `events`, `admin_tokens`) whose SQL runs on both dialects through one small
+//! `events`, `admin_tokens`, `webhooks`) whose SQL runs on both dialects through one small
 //! interface (`sql`). A backend (`sqlite/`, `postgres/`) brings only its
 //! connections, its writer thread, its migrations and its dialect's
 //! conversions. `tests/contract/` holds both backends to the same behaviour.
@@ -39,18 +39,28 @@ mod sqlite;
 mod store;
 mod tasks;
 mod tools;
+mod webhooks;
 
 pub use crate::postgres::{PostgresAuditReader, PostgresStore, PostgresTls};
 pub use error::StoreError;
 pub use sqlite::{SqliteStore, read_events};
 
 use async_trait::async_trait;
-use mandate_audit::{Event, NewEvent};
+use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
     AdminToken, Agent, AgentName, Approval, ApprovalId, ApprovalState, Approver, Binding, Grant,
     Owner, Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
-    UnixTime, Verdict,
+    UnixTime, Verdict, WebhookId,
 };
+
+/// A webhook endpoint as stored: the endpoint, its signing secret (sealed
+/// like an upstream secret) and how far delivery to it has got.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWebhook {
+    pub webhook: Webhook,
+    pub secret: SealedValue,
+    pub progress: WebhookProgress,
+}
 
 /// Which tasks to list.
 #[derive(Debug, Clone, Default)]
@@ -94,7 +104,7 @@ pub struct DecidedApproval {
 
 /// A secret's value as stored: sealed under the data key `data_key`.
 /// Opaque to the store; only the server holds the keys to open it.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SealedValue {
     pub data_key: i64,
     pub bytes: Vec<u8>,
@@ -387,6 +397,31 @@ pub trait Store: Send + Sync + 'static {
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// The chain's head: the event with the highest `seq`, if any.
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
+    /// The chain's last `seq` (0 while empty), updated after each commit
+    /// that appended events: a follower of the chain waits on it rather
+    /// than polling.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Add a webhook endpoint whose delivery starts after event `after`.
+    async fn create_webhook(
+        &self,
+        hook: Webhook,
+        secret: SealedValue,
+        after: u64,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<StoredWebhook>, StoreError>;
+    /// Oldest first, then by id.
+    async fn list_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError>;
+    /// Remove an endpoint with its secret and progress (`NotFound` if none).
+    async fn delete_webhook(&self, id: &WebhookId, ev: NewEvent) -> Result<Webhook, StoreError>;
+    /// Record how far delivery has got (not audited); the cursor never
+    /// moves back. `NotFound` once the endpoint is deleted.
+    async fn save_webhook_progress(
+        &self,
+        id: &WebhookId,
+        progress: WebhookProgress,
+    ) -> Result<(), StoreError>;
 
     /// Forget what no longer matters: join tokens and assertion ids past
     /// their expiry, feed entries whose tokens have all expired.

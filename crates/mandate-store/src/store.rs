@@ -5,15 +5,15 @@
 use crate::backend::Backend;
 use crate::{
     AgentRevoked, ApprovalFilter, DecidedApproval, Ingested, Invocation, Resolved, SealedValue,
-    Store, StoreError, TaskFilter, TaskMoved, admin_tokens, agents, approvals, events, feed,
-    grants, ingest, owners, rescope, secrets, tasks, tools,
+    Store, StoreError, StoredWebhook, TaskFilter, TaskMoved, admin_tokens, agents, approvals,
+    events, feed, grants, ingest, owners, rescope, secrets, tasks, tools, webhooks,
 };
 use async_trait::async_trait;
-use mandate_audit::{Event, NewEvent};
+use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
     AdminToken, Agent, AgentName, Approval, ApprovalId, Approver, Binding, Grant, Owner,
     Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
-    UnixTime, Verdict,
+    UnixTime, Verdict, WebhookId,
 };
 
 #[async_trait]
@@ -368,6 +368,45 @@ impl<B: Backend> Store for B {
 
     async fn last_event(&self) -> Result<Option<Event>, StoreError> {
         self.read(events::last).await
+    }
+
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.head()
+    }
+
+    async fn create_webhook(
+        &self,
+        hook: Webhook,
+        secret: SealedValue,
+        after: u64,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| webhooks::create(w, &hook, &secret, after, ev))
+            .await
+    }
+
+    async fn get_webhook(&self, id: &WebhookId) -> Result<Option<StoredWebhook>, StoreError> {
+        let id = id.clone();
+        self.read(move |db| webhooks::get(db, &id)).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<StoredWebhook>, StoreError> {
+        self.read(webhooks::list).await
+    }
+
+    async fn delete_webhook(&self, id: &WebhookId, ev: NewEvent) -> Result<Webhook, StoreError> {
+        let id = id.clone();
+        self.write(move |w| webhooks::delete(w, &id, ev)).await
+    }
+
+    async fn save_webhook_progress(
+        &self,
+        id: &WebhookId,
+        progress: WebhookProgress,
+    ) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(move |w| webhooks::save_progress(w, &id, &progress))
+            .await
     }
 
     async fn prune(&self, now: UnixTime) -> Result<(), StoreError> {

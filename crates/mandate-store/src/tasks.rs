@@ -140,7 +140,7 @@ pub(crate) fn list(db: &mut dyn Sql, f: &TaskFilter) -> Result<Vec<Task>, StoreE
         &format!(
             "SELECT {COLUMNS} FROM tasks
              WHERE (CAST($1 AS TEXT) IS NULL OR agent = $1) AND (CAST($2 AS TEXT) IS NULL OR state = $2)
-               AND ($4 = 0 OR body LIKE '%\"breakglass\":{{%')
+               AND (CAST($4 AS BIGINT) = 0 OR body LIKE '%\"breakglass\":{{%')
              ORDER BY created_at DESC, id LIMIT $3"
         ),
         // The body is this crate's own compact JSON: a break-glass task's

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http2;
+pub mod interop;
 pub mod postgres;
 pub mod raw;
 
@@ -422,9 +423,8 @@ impl TestServer {
             .to_owned()
     }
 
-    /// The common case: a task reading GitHub issues and one grant for it.
-    /// Returns the task id and the access token.
-    pub async fn read_grant(&self, session: &str) -> (String, String) {
+    /// A task reading GitHub issues (the seeded `github` tool); its id.
+    pub async fn read_task(&self, session: &str) -> String {
         let (s, task) = self
             .create_task(
                 session,
@@ -433,7 +433,13 @@ impl TestServer {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{task}");
-        let id = task["id"].as_str().unwrap().to_owned();
+        task["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The common case: a task reading GitHub issues and one grant for it.
+    /// Returns the task id and the access token.
+    pub async fn read_grant(&self, session: &str) -> (String, String) {
+        let id = self.read_task(session).await;
         let (s, v) = self
             .exchange(session, &id, "https://api.github.com", &[])
             .await;

@@ -216,6 +216,9 @@ pub struct Config {
     /// only). Unlisted environments: `suspend` in production, else `alert`.
     #[serde(default)]
     pub on_misuse: BTreeMap<Environment, OnMisuse>,
+    /// Seconds one webhook attempt may take (connect and answer) before
+    /// it counts as failed and is retried later.
+    pub webhook_timeout_secs: u64,
 }
 
 impl Config {
@@ -268,6 +271,7 @@ impl Default for Config {
             unauthenticated_metrics_access: false,
             audit_checkpoint_secs: 3600,
             on_misuse: BTreeMap::new(),
+            webhook_timeout_secs: 5,
         }
     }
 }
@@ -419,6 +423,9 @@ impl Config {
         if let Some(v) = env("MANDATE_AUDIT_CHECKPOINT_SECS") {
             self.audit_checkpoint_secs = num("MANDATE_AUDIT_CHECKPOINT_SECS", &v)?;
         }
+        if let Some(v) = env("MANDATE_WEBHOOK_TIMEOUT_SECS") {
+            self.webhook_timeout_secs = num("MANDATE_WEBHOOK_TIMEOUT_SECS", &v)?;
+        }
         if let Some(v) = env("MANDATE_TOKEN_FAILURE_BURST") {
             self.token_failure_burst = num("MANDATE_TOKEN_FAILURE_BURST", &v)?;
         }
@@ -552,6 +559,9 @@ impl Config {
                 "audit_checkpoint_secs",
                 "must be between 0 (off) and 604800 (a week)",
             ));
+        }
+        if !(1..=60).contains(&self.webhook_timeout_secs) {
+            return Err(invalid("webhook_timeout_secs", "must be between 1 and 60"));
         }
         if !(1..=100_000).contains(&self.max_feed_streams) {
             return Err(invalid("max_feed_streams", "must be between 1 and 100000"));

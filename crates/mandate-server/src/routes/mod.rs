@@ -18,6 +18,7 @@ mod registry;
 mod rescope;
 mod secrets;
 mod tasks;
+mod webhooks;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -121,6 +122,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/keys/{kid}/revoke", post(meta::revoke_key))
         .route("/v1/policy", get(meta::policy_info))
         .route("/v1/policy/reload", post(meta::reload_policy))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::show).delete(webhooks::delete),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::request_metrics::layer,

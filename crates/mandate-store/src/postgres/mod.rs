@@ -53,17 +53,22 @@ impl PostgresStore {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         // The synchronous client runs its own small runtime: it must live
         // and die on a thread of its own, never on an async worker.
-        let writer = Writer::start("mandate-pg-writer", move |jobs| {
-            match writer::connect(&writer_url, &writer_tls) {
-                Ok(first) => {
-                    let _ = ready_tx.send(Ok(()));
-                    writer::run(writer_url, writer_tls, first, jobs);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                }
-            }
-        })?;
+        // The head is known once connected: published before `open` returns.
+        let writer =
+            Writer::start(
+                "mandate-pg-writer",
+                None,
+                move |jobs, published| match writer::connect(&writer_url, &writer_tls) {
+                    Ok(first) => {
+                        published.committed(&first.1);
+                        let _ = ready_tx.send(Ok(()));
+                        writer::run(writer_url, writer_tls, first, jobs, &published);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                },
+            )?;
         match ready_rx.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -140,6 +145,10 @@ impl Backend for PostgresStore {
 
     fn shut(&self) {
         self.close()
+    }
+
+    fn head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.head()
     }
 }
 

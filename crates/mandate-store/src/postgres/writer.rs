@@ -20,7 +20,7 @@
 
 use super::connect::{self, Tls};
 use super::db::{Conn, Db};
-use crate::backend::{self, Done, Job};
+use crate::backend::{self, Done, Head, Job};
 use crate::sql::{Arg, Row, Sql, Write};
 use crate::{StoreError, events, grants, schema};
 use mandate_audit::{ChainHead, Event, NewEvent};
@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_delegation.sql"),
     include_str!("../../migrations/postgres/0003_task_ended_at.sql"),
     include_str!("../../migrations/postgres/0004_approvals.sql"),
+    include_str!("../../migrations/postgres/0005_webhooks.sql"),
 ];
 
 /// What a job leaves to the end of its group.
@@ -118,6 +119,7 @@ pub(crate) fn run(
     tls: Tls,
     first: (Conn, ChainHead),
     jobs: mpsc::Receiver<Job>,
+    published: &Head,
 ) {
     let mut state = Some(first);
     while let Some(group) = backend::next_group(&jobs) {
@@ -150,6 +152,9 @@ pub(crate) fn run(
                 Ok(head) => *chain = head,
                 Err(_) => state = None,
             }
+        }
+        if let Some((_, chain)) = &state {
+            published.committed(chain);
         }
         for (done, refused) in ran {
             done(match (&outcome, refused) {

@@ -46,9 +46,12 @@ impl SqliteStore {
         let (conn, head) = setup::open_writer(path)?;
         let restart = Arc::new(AtomicBool::new(false));
         let checkpointer = checkpoint::Checkpointer::start(path, restart.clone())?;
-        let writer = Writer::start("mandate-sqlite-writer", move |jobs| {
-            writer::run(conn, head, jobs, &restart)
-        })?;
+        let first = head.clone();
+        let writer = Writer::start(
+            "mandate-sqlite-writer",
+            Some(&first),
+            move |jobs, published| writer::run(conn, head, jobs, &restart, &published),
+        )?;
         Ok(SqliteStore {
             path: path.to_owned(),
             writer,
@@ -113,6 +116,10 @@ impl Backend for SqliteStore {
 
     fn shut(&self) {
         self.close()
+    }
+
+    fn head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.head()
     }
 }
 

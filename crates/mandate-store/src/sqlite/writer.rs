@@ -8,7 +8,7 @@
 
 use super::checkpoint;
 use super::link::Link;
-use crate::backend::{self, Done, Job};
+use crate::backend::{self, Done, Head, Job};
 use crate::sql::{Arg, Row, Sql, Write};
 use crate::{StoreError, events, grants};
 use mandate_audit::{ChainHead, NewEvent};
@@ -60,6 +60,7 @@ pub(crate) fn run(
     mut chain: ChainHead,
     jobs: mpsc::Receiver<Job>,
     restart: &AtomicBool,
+    published: &Head,
 ) {
     while let Some(group) = backend::next_group(&jobs) {
         let chain_before = chain.clone();
@@ -68,6 +69,7 @@ pub(crate) fn run(
             tracing::error!(error = %e, group = dones.len(), "group commit failed; every write in it is refused");
             chain = chain_before;
         }
+        published.committed(&chain);
         for d in dones {
             d(outcome
                 .as_ref()

@@ -4,7 +4,7 @@
 use crate::common::Place;
 use mandate_audit::Event;
 use mandate_core::*;
-use mandate_store::{SealedValue, Store, StoreError, TaskFilter};
+use mandate_store::{SealedValue, Store, StoreError, StoredWebhook, TaskFilter};
 use mandate_testkit::postgres::psql;
 use std::fmt::Debug;
 use std::future::Future;
@@ -154,6 +154,7 @@ pub struct Snapshot {
     /// Every entry, expired or not.
     feed: Vec<Revocation>,
     events: Vec<Event>,
+    webhooks: Vec<StoredWebhook>,
 }
 
 pub async fn snapshot(s: &Arc<dyn Store>) -> Snapshot {
@@ -190,6 +191,7 @@ pub async fn snapshot(s: &Arc<dyn Store>) -> Snapshot {
             .unwrap(),
         feed: s.revocations_since(0, i64::MIN, u32::MAX).await.unwrap(),
         events: s.events_since(0, 100_000).await.unwrap(),
+        webhooks: s.list_webhooks().await.unwrap(),
     }
 }
 

@@ -17,6 +17,8 @@
 //! - `secrets`: data key, put and rotate versions, use, proxy ingestion.
 //! - `enrolment`: join tokens, client assertions.
 //! - `audit`: the chain under concurrent writes, across reopening.
+//! - `webhooks`: endpoints with sealed secrets, delivery progress, and the
+//!   chain head a sender waits on.
 //!
 //! A refused write must leave nothing behind: no row, no event, no feed
 //! entry. Tests check that with [`fixtures::Snapshot`], everything the
@@ -39,3 +41,4 @@ mod registry;
 mod rescope;
 mod secrets;
 mod tasks;
+mod webhooks;

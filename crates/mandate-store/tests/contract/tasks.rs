@@ -14,6 +14,7 @@ on_each_backend!(
     a_task_id_is_taken_once_and_an_unknown_task_is_not_found,
     tasks_list_newest_first_filtered_and_in_pages,
     due_tasks_expire_oldest_first_and_nothing_else_moves,
+    break_glass_tasks_list_apart_and_announce_their_end,
 );
 
 /// The edges a task may take, written out rather than asked of the core
@@ -275,4 +276,47 @@ async fn due_tasks_expire_oldest_first_and_nothing_else_moves(place: Place) {
     assert!(s.expire_due_tasks(100).await.unwrap().is_empty());
     assert_eq!(snapshot(&s).await, before);
     verify_chain(events).unwrap();
+}
+
+async fn break_glass_tasks_list_apart_and_announce_their_end(place: Place) {
+    let s = with_agents(&place, &["a"]).await;
+    let plain = task(1, &agent("a"), TaskState::Active, 1, 1000);
+    let mut bg = task(2, &agent("a"), TaskState::Active, 2, 20);
+    bg.breakglass = Some(BreakGlass {
+        justification: "INC-1 \"breakglass\":{ in the text".into(),
+        opened_by: "admin:o".into(),
+        opened_at: 2,
+    });
+    let mut quoted = task(3, &agent("a"), TaskState::Active, 3, 1000);
+    quoted.intent = "\"breakglass\":{ only in the intent".into();
+    for t in [&plain, &bg, &quoted] {
+        s.create_task(t.clone(), ev(EventKind::TaskCreated))
+            .await
+            .unwrap();
+    }
+    let listed = s
+        .list_tasks(TaskFilter {
+            breakglass: true,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id.clone()).collect::<Vec<_>>(),
+        vec![bg.id.clone()],
+        "only the break-glass task, not one whose text merely quotes the key"
+    );
+    // Its end, by the sweeper here, is announced with it.
+    let moved = s.expire_due_tasks(30).await.unwrap();
+    assert_eq!(moved.len(), 1);
+    let closed: Vec<_> = s
+        .events_since(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::BreakglassClosed)
+        .collect();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].task.as_deref(), Some(bg.id.as_str()));
 }
