@@ -110,6 +110,18 @@ pub async fn run(c: &Client, cmd: ApprovalCmd, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Policy reasons on one line.
+fn reasons(v: &Value) -> String {
+    v.as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
 /// An approval request for people: who, what, why, until when, and the
 /// decision if there is one.
 pub fn describe(a: &Value) -> String {
@@ -146,14 +158,7 @@ pub fn describe(a: &Value) -> String {
         s("/task"),
         what,
         s("/intent"),
-        a["reasons"]
-            .as_array()
-            .map(|r| r
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("; "))
-            .unwrap_or_default(),
+        reasons(&a["reasons"]),
         a["valid_until"],
     );
     if let Some(d) = a.get("decided").filter(|d| d.is_object()) {
@@ -189,14 +194,7 @@ pub async fn wait_for_task(
     };
     eprintln!(
         "mandate run: task {id} waits for a person's approval {apr} ({}); to approve: mandate approval approve {apr}",
-        task["reasons"]
-            .as_array()
-            .map(|r| r
-                .iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("; "))
-            .unwrap_or_default()
+        reasons(&task["reasons"])
     );
     loop {
         let a = c
