@@ -136,11 +136,15 @@ pub enum EventKind {
     WebhookCreated,
     #[serde(rename = "webhook.deleted")]
     WebhookDeleted,
+    /// The anomaly detector flagged a task (rule, evidence, the action
+    /// taken for its environment).
+    #[serde(rename = "anomaly.detected")]
+    AnomalyDetected,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 51] = [
+    pub const ALL: [EventKind; 52] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -192,6 +196,7 @@ impl EventKind {
         EventKind::BreakglassClosed,
         EventKind::WebhookCreated,
         EventKind::WebhookDeleted,
+        EventKind::AnomalyDetected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -248,6 +253,7 @@ impl EventKind {
             BreakglassClosed => "breakglass.closed",
             WebhookCreated => "webhook.created",
             WebhookDeleted => "webhook.deleted",
+            AnomalyDetected => "anomaly.detected",
         }
     }
 

@@ -8,8 +8,8 @@
 //! final.
 
 use crate::{
-    Action, AgentName, ApprovalId, Environment, Invalid, OwnerName, ResourcePattern, Scope, TaskId,
-    ToolName, UnixTime,
+    Action, AgentName, AnomalyRule, ApprovalId, Environment, Invalid, OwnerName, ResourcePattern,
+    Scope, TaskId, ToolName, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -36,6 +36,9 @@ pub enum Held {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         amount: Option<i64>,
     },
+    /// A task the anomaly detector suspended for a person to look at:
+    /// approving resumes it, denying revokes it (and its subtree).
+    Resume { rule: AnomalyRule },
 }
 
 impl Held {
@@ -45,13 +48,14 @@ impl Held {
             Held::Task { .. } => "task",
             Held::Grant { .. } => "grant",
             Held::Request { .. } => "request",
+            Held::Resume { .. } => "resume",
         }
     }
 
     /// The tool it concerns, for a grant or request.
     pub fn tool(&self) -> Option<&ToolName> {
         match self {
-            Held::Task { .. } => None,
+            Held::Task { .. } | Held::Resume { .. } => None,
             Held::Grant { tool, .. } | Held::Request { tool, .. } => Some(tool),
         }
     }
@@ -268,10 +272,12 @@ impl Approval {
                 None
             }
             Verdict::Approve { extent, for_secs } => {
-                if matches!(self.held, Held::Task { .. }) && extent == Extent::Timebox {
+                if matches!(self.held, Held::Task { .. } | Held::Resume { .. })
+                    && extent == Extent::Timebox
+                {
                     return Err(Invalid::new(
                         "for_secs",
-                        "a task's start is approved once; its deadline bounds it",
+                        "a task's start or resumption is approved once; its deadline bounds it",
                     )
                     .into());
                 }
@@ -320,6 +326,7 @@ impl fmt::Display for Held {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Held::Task { .. } => f.write_str("the task's start"),
+            Held::Resume { rule } => write!(f, "resuming the task after anomaly `{rule}`"),
             Held::Grant { tool, actions, .. } => {
                 let actions: Vec<&str> = actions.iter().map(Action::as_str).collect();
                 write!(f, "a token for `{tool}` ({})", actions.join(" "))

@@ -10,6 +10,7 @@ mod macros;
 
 mod admin;
 mod agent;
+mod anomaly;
 mod approval;
 mod breakglass;
 mod delegation;
@@ -30,6 +31,7 @@ mod tool;
 pub use admin::{AdminRight, AdminToken, Owner};
 
 pub use agent::{Agent, AgentState, NewAgent};
+pub use anomaly::{AnomalyAction, AnomalyRule};
 pub use approval::{
     Approval, ApprovalError, ApprovalState, Approver, Decided, Extent, Held, Standing, Verdict,
 };

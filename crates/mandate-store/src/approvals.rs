@@ -4,7 +4,7 @@
 //! write, so two requests can never both spend one approval.
 
 use crate::sql::{self, Row, Sql, Write, args};
-use crate::{ApprovalFilter, DecidedApproval, Resolved, StoreError, tasks};
+use crate::{ApprovalFilter, DecidedApproval, Resolved, StoreError, TaskMoved, tasks};
 use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{Approval, Approver, Held, Standing, Task, TaskState, UnixTime, Verdict};
 
@@ -184,6 +184,32 @@ pub(crate) fn create_held_task(
     w.audit(approval_ev)
 }
 
+/// Suspend a live task and open the request that asks a person whether
+/// to resume it (`Held::Resume`), in one write.
+pub(crate) fn suspend_for_review(
+    w: &mut dyn Write,
+    approval: &Approval,
+    suspend_ev: NewEvent,
+    approval_ev: NewEvent,
+    now: UnixTime,
+) -> Result<TaskMoved, StoreError> {
+    if !matches!(approval.held, Held::Resume { .. }) {
+        return Err(StoreError::Refused(
+            "a task is held for review by a request to resume it",
+        ));
+    }
+    let moved = tasks::transition_by_id(
+        w,
+        approval.task.as_str(),
+        TaskState::Suspended,
+        now,
+        suspend_ev,
+    )?;
+    insert(w, approval)?;
+    w.audit(approval_ev)?;
+    Ok(moved)
+}
+
 /// Record a person's verdict. For a held task, approving starts it and
 /// denying revokes it, in the same write.
 #[allow(clippy::too_many_arguments)]
@@ -205,13 +231,31 @@ pub(crate) fn decide(
         what: "task",
         id: a.task.to_string(),
     })?;
-    if !matches!(a.held, Held::Task { .. }) && !task.is_live(now) {
+    let waits = match a.held {
+        Held::Task { .. } => true,
+        Held::Resume { .. } => task.state == TaskState::Suspended && now < task.deadline,
+        _ => task.is_live(now),
+    };
+    if !waits && !matches!(a.held, Held::Task { .. }) {
         return Err(StoreError::Refused(
             "the approval's task has ended; there is nothing left to approve",
         ));
     }
     a.decide(verdict, approver, note, now, max_secs, task.deadline)?;
     let mut moved = None;
+    if let Held::Resume { rule } = &a.held {
+        // Approving resumes the task the detector suspended; denying ends
+        // it (and its subtree) for good.
+        let (to, kind) = match verdict {
+            Verdict::Approve { .. } => (TaskState::Active, EventKind::TaskResumed),
+            Verdict::Deny => (TaskState::Revoked, EventKind::TaskRevoked),
+        };
+        let ev = NewEvent::new(kind, approver.actor.clone())
+            .agent(&task.agent)
+            .task(&task.id)
+            .reasons(vec![format!("approval {} after anomaly {rule}", a.id)]);
+        moved = Some(tasks::transition(w, &mut task, to, now, ev)?);
+    }
     if let Held::Task { scope } = &a.held {
         if task.state != TaskState::PendingApproval
             || &task.scope != scope

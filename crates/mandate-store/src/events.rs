@@ -24,6 +24,34 @@ const SINCE: &str = concat!(
     columns!(),
     " FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
 );
+/// Newest first; the partial index `events_anomalies` serves them.
+const ANOMALIES: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM events WHERE kind = 'anomaly.detected' AND seq < $1 ORDER BY seq DESC LIMIT $2"
+);
+const TASK_ANOMALIES: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM events WHERE kind = 'anomaly.detected' AND seq < $1 AND task = $3 ORDER BY seq DESC LIMIT $2"
+);
+
+/// `anomaly.detected` events, newest first (see `Store::anomalies`).
+pub(crate) fn anomalies(
+    db: &mut dyn Sql,
+    task: Option<&str>,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<Vec<Event>, StoreError> {
+    let before = sql::bigint(before.unwrap_or(i64::MAX as u64));
+    let limit = limit.min(1000) as i64;
+    let rows = match task {
+        Some(t) => db.query(TASK_ANOMALIES, args![before, limit, t])?,
+        None => db.query(ANOMALIES, args![before, limit])?,
+    };
+    rows.iter().map(event).collect()
+}
+
 const LAST: &str = concat!(
     "SELECT ",
     columns!(),

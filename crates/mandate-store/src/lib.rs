@@ -261,6 +261,15 @@ pub trait Store: Send + Sync + 'static {
         max_secs: u32,
         ev: NewEvent,
     ) -> Result<DecidedApproval, StoreError>;
+    /// Suspend `approval.task` (live) and open `approval` (`Held::Resume`)
+    /// in one write: a person's yes resumes the task, a no revokes it.
+    async fn suspend_for_review(
+        &self,
+        approval: Approval,
+        suspend_ev: NewEvent,
+        approval_ev: NewEvent,
+        now: UnixTime,
+    ) -> Result<TaskMoved, StoreError>;
     async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError>;
     /// Newest first; 100 by default, at most 1000.
     async fn list_approvals(&self, filter: ApprovalFilter) -> Result<Vec<Approval>, StoreError>;
@@ -395,6 +404,14 @@ pub trait Store: Send + Sync + 'static {
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError>;
     /// Events with `seq > after`, oldest first, at most `limit`.
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// `anomaly.detected` events, newest first: of `task` if given, with
+    /// `seq < before` if given, at most `limit`.
+    async fn anomalies(
+        &self,
+        task: Option<TaskId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
     /// The chain's head: the event with the highest `seq`, if any.
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
     /// The chain's last `seq` (0 while empty), updated after each commit

@@ -159,6 +159,19 @@ impl<B: Backend> Store for B {
             .await
     }
 
+    async fn suspend_for_review(
+        &self,
+        approval: Approval,
+        suspend_ev: NewEvent,
+        approval_ev: NewEvent,
+        now: UnixTime,
+    ) -> Result<TaskMoved, StoreError> {
+        self.write(move |w| {
+            approvals::suspend_for_review(w, &approval, suspend_ev, approval_ev, now)
+        })
+        .await
+    }
+
     async fn get_approval(&self, id: &ApprovalId) -> Result<Option<Approval>, StoreError> {
         let id = id.to_string();
         self.read(move |db| approvals::get(db, &id)).await
@@ -360,6 +373,16 @@ impl<B: Backend> Store for B {
 
     async fn append_events(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
         self.write(move |w| events::append(w, events)).await
+    }
+
+    async fn anomalies(
+        &self,
+        task: Option<TaskId>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.read(move |db| events::anomalies(db, task.as_ref().map(TaskId::as_str), before, limit))
+            .await
     }
 
     async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Event>, StoreError> {

@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_task_ended_at.sql"),
     include_str!("../../migrations/postgres/0004_approvals.sql"),
     include_str!("../../migrations/postgres/0005_webhooks.sql"),
+    include_str!("../../migrations/postgres/0006_anomalies.sql"),
 ];
 
 /// What a job leaves to the end of its group.

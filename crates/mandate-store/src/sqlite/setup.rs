@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_task_ended_at.sql"),
     include_str!("../../migrations/sqlite/0007_approvals.sql"),
     include_str!("../../migrations/sqlite/0008_webhooks.sql"),
+    include_str!("../../migrations/sqlite/0009_anomalies.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

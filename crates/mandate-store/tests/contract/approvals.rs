@@ -4,7 +4,7 @@
 //! task in the same write.
 
 use crate::common::{Place, ev};
-use crate::fixtures::{agent, refused, task, with_agents};
+use crate::fixtures::{agent, refused, task, task_id, with_agents};
 use crate::on_each_backend;
 use mandate_audit::EventKind;
 use mandate_core::*;
@@ -17,6 +17,8 @@ on_each_backend!(
     a_once_approval_is_spent_by_one_use,
     a_denial_is_final,
     approving_or_denying_a_held_task_moves_the_task,
+    a_task_held_for_review_resumes_on_approval_and_ends_on_denial,
+    anomalies_are_listed_newest_first_by_task,
 );
 
 fn request(resource: &str) -> Held {
@@ -407,4 +409,129 @@ async fn approving_or_denying_a_held_task_moves_the_task(place: Place) {
     )
     .await;
     assert!(e.to_string().starts_with("for_secs"), "{e}");
+}
+
+async fn a_task_held_for_review_resumes_on_approval_and_ends_on_denial(place: Place) {
+    let (s, t1) = active(&place).await;
+    let t2 = task(2, &agent("a"), TaskState::Active, 1, 1000);
+    s.create_task(t2.clone(), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    let review = |seed, t: &Task| {
+        pending(
+            seed,
+            t,
+            Held::Resume {
+                rule: AnomalyRule::DenialBurst,
+            },
+        )
+    };
+    let hold = |a: Approval| {
+        s.suspend_for_review(
+            a,
+            ev(EventKind::TaskSuspended),
+            ev(EventKind::ApprovalRequested),
+            10,
+        )
+    };
+    // Only a request to resume holds a task for review; nothing is left.
+    refused(&s, hold(pending(9, &t1, request("r")))).await;
+    let moved = hold(review(1, &t1)).await.unwrap();
+    assert_eq!(moved.task.state, TaskState::Suspended);
+    assert_eq!(
+        s.get_approval(&review(1, &t1).id).await.unwrap().unwrap(),
+        review(1, &t1)
+    );
+    // A suspended task cannot be held again: refused whole.
+    refused(&s, hold(review(3, &t1))).await;
+    hold(review(2, &t2)).await.unwrap();
+
+    let decide = |id: ApprovalId, verdict, kind| {
+        let s = s.clone();
+        async move {
+            s.decide_approval(&id, verdict, admin(), None, 20, 3600, ev(kind))
+                .await
+        }
+    };
+    // A time-box makes no sense for resuming: approved once.
+    let timebox = Verdict::Approve {
+        extent: Extent::Timebox,
+        for_secs: Some(60),
+    };
+    refused(
+        &s,
+        decide(review(1, &t1).id, timebox, EventKind::ApprovalGranted),
+    )
+    .await;
+    let done = decide(review(1, &t1).id, ONCE, EventKind::ApprovalGranted)
+        .await
+        .unwrap();
+    assert_eq!(done.task.state, TaskState::Active);
+    assert_eq!(done.moved.expect("resumed").task.state, TaskState::Active);
+    assert_eq!(
+        s.get_task(&t1.id).await.unwrap().unwrap().state,
+        TaskState::Active
+    );
+    let done = decide(review(2, &t2).id, Verdict::Deny, EventKind::ApprovalDenied)
+        .await
+        .unwrap();
+    let moved = done.moved.expect("revoked");
+    assert_eq!(moved.task.state, TaskState::Revoked);
+    assert_eq!(
+        moved.revocations.len(),
+        1,
+        "on the feed like any revoked task"
+    );
+    let kinds: Vec<EventKind> = s
+        .events_since(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&EventKind::TaskResumed), "{kinds:?}");
+    // A task revoked meanwhile has nothing left to resume.
+    let (s3, t3) = (s.clone(), task(3, &agent("a"), TaskState::Active, 1, 1000));
+    s3.create_task(t3.clone(), ev(EventKind::TaskCreated))
+        .await
+        .unwrap();
+    hold(review(4, &t3)).await.unwrap();
+    s.transition_task(&t3.id, TaskState::Revoked, 30, ev(EventKind::TaskRevoked))
+        .await
+        .unwrap();
+    refused(
+        &s,
+        decide(review(4, &t3).id, ONCE, EventKind::ApprovalGranted),
+    )
+    .await;
+}
+
+async fn anomalies_are_listed_newest_first_by_task(place: Place) {
+    let (s, t1) = active(&place).await;
+    let finding = |task: &TaskId| ev(EventKind::AnomalyDetected).task(task);
+    let other = task_id(7);
+    s.append_events(vec![
+        finding(&t1.id),
+        ev(EventKind::Decision).task(&t1.id),
+        finding(&other),
+        finding(&t1.id),
+    ])
+    .await
+    .unwrap();
+    let all = s.anomalies(None, None, 10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|e| e.kind == EventKind::AnomalyDetected));
+    assert!(all.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    let mine = s.anomalies(Some(t1.id.clone()), None, 10).await.unwrap();
+    assert_eq!(mine.len(), 2);
+    assert!(
+        mine.iter()
+            .all(|e| e.task.as_deref() == Some(t1.id.as_str()))
+    );
+    let older = s
+        .anomalies(Some(t1.id.clone()), Some(mine[0].seq), 10)
+        .await
+        .unwrap();
+    assert_eq!(older, mine[1..].to_vec());
+    assert_eq!(s.anomalies(None, None, 1).await.unwrap().len(), 1);
 }
