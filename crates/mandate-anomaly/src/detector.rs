@@ -221,12 +221,10 @@ fn calls(
             AnomalyRule::UnrequestedTool,
             json!({"code": call.code, "chain_tools": t.chain_tools.as_deref()}),
         ));
-    } else if matches!(call.code, Some("out_of_scope" | "wrong_environment"))
-        || call.above_sensitivity
-    {
+    } else if let Some(part) = call.outside {
         hits.push((
             AnomalyRule::OutOfScope,
-            json!({"code": call.code, "sensitivity": call.above_sensitivity}),
+            json!({"code": call.code, "outside": part}),
         ));
     }
 }

@@ -193,6 +193,9 @@ fn refusals_outside_scope_environment_or_sensitivity_are_out_of_scope() {
     for reason in [
         "out_of_scope: the token's scope does not cover items:write",
         "wrong_environment: production is not staging",
+        "deny-out-of-scope: the action or resource is outside the task's scope",
+        "no-permit: no policy permits this request",
+        "deny-cross-environment: agent, task, request and tool must share one environment",
         "deny-data-above-tool-sensitivity: the data is more sensitive than the tool is cleared for",
     ] {
         let mut d = Detector::new(small());
@@ -209,7 +212,8 @@ fn a_delegated_token_at_a_tool_its_chain_never_asked_for_is_unrequested() {
     let mut d = Detector::new(small());
     let root = Event {
         decision: Some("allow".into()),
-        detail: json!({"scope": [{"tool": "echo", "actions": ["items:read"]}]}).to_string(),
+        detail: json!({"task": {"scope": [{"tool": "echo", "actions": ["items:read"]}]}})
+            .to_string(),
         ..ev(1, 0, EventKind::TaskCreated, "root")
     };
     let child = Event {

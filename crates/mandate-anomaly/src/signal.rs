@@ -9,9 +9,19 @@ use serde::Deserialize;
 /// The refusal code of a decision refused because the token itself
 /// (not its task or agent) was revoked, and the message that says so.
 const TOKEN_REVOKED: &str = "revoked: the token has been revoked";
-/// The default policy that refuses data above a tool's clearance.
-const SENSITIVITY_POLICY: &str = "deny-data-above-tool-sensitivity";
-const SENSITIVITY_REASON: &str = "more sensitive than the tool";
+/// Refusal codes, and the default policies (a Cedar refusal's reasons
+/// read `<policy id>: <reason>`), that say a request lies outside what
+/// its task declared, and which part it left.
+const OUTSIDE: &[(&str, &str)] = &[
+    ("out_of_scope", "scope"),
+    ("wrong_environment", "environment"),
+    ("deny-out-of-scope", "scope"),
+    // Only `allow-in-scope` permits `invoke`: nothing permits an action
+    // beyond the grant.
+    ("no-permit", "scope"),
+    ("deny-cross-environment", "environment"),
+    ("deny-data-above-tool-sensitivity", "sensitivity"),
+];
 
 #[derive(Debug)]
 pub(crate) enum Signal<'a> {
@@ -36,7 +46,8 @@ pub(crate) struct Call<'a> {
     /// The refusal code, for a refused call (`out_of_scope`, …).
     pub code: Option<&'a str>,
     pub token_revoked: bool,
-    pub above_sensitivity: bool,
+    /// Outside the task's `scope`, `environment` or data `sensitivity`.
+    pub outside: Option<&'static str>,
     pub client: Option<String>,
     /// A delegated token: its chain of earlier agents is not empty.
     pub delegated: bool,
@@ -57,8 +68,11 @@ struct MisuseDetail {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct StartDetail {
+    /// A delegated task's.
     scope: Vec<ScopeTool>,
     parent: Option<String>,
+    /// A root task's (`task.created` nests it).
+    task: Option<Box<StartDetail>>,
 }
 
 #[derive(Deserialize)]
@@ -79,11 +93,7 @@ pub(crate) fn read(ev: &Event) -> Signal<'_> {
                 denied,
                 code,
                 token_revoked: denied && first == TOKEN_REVOKED,
-                above_sensitivity: denied
-                    && ev
-                        .reasons
-                        .iter()
-                        .any(|r| r.contains(SENSITIVITY_POLICY) || r.contains(SENSITIVITY_REASON)),
+                outside: if denied { outside(&ev.reasons) } else { None },
                 client: d.client,
                 delegated: !d.chain.is_empty(),
             })
@@ -95,7 +105,10 @@ pub(crate) fn read(ev: &Event) -> Signal<'_> {
         EventKind::TaskCreated | EventKind::TaskDelegated
             if ev.decision.as_deref() != Some("deny") =>
         {
-            let d: StartDetail = serde_json::from_str(&ev.detail).unwrap_or_default();
+            let mut d: StartDetail = serde_json::from_str(&ev.detail).unwrap_or_default();
+            if let Some(inner) = d.task.take() {
+                d.scope = inner.scope;
+            }
             Signal::Started {
                 tools: d.scope.into_iter().map(|s| s.tool).collect(),
                 parent: d.parent,
@@ -103,4 +116,16 @@ pub(crate) fn read(ev: &Event) -> Signal<'_> {
         }
         _ => Signal::Other,
     }
+}
+
+/// Which declared bound a refusal's reasons say the request left: by
+/// its code, or by the id of the default policy that refused it.
+fn outside(reasons: &[String]) -> Option<&'static str> {
+    reasons.iter().find_map(|r| {
+        let head = r.split_once(':').map_or(r.as_str(), |(h, _)| h).trim();
+        OUTSIDE
+            .iter()
+            .find(|(name, _)| *name == head)
+            .map(|(_, part)| *part)
+    })
 }

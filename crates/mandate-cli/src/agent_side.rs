@@ -301,7 +301,8 @@ pub enum TaskCmd {
         #[command(flatten)]
         session: Session,
     },
-    /// Show a task.
+    /// Show a task, then its anomaly findings (with an admin token that
+    /// has the audit or tasks right).
     Show {
         #[arg(value_parser = path_segment)]
         id: String,
@@ -589,7 +590,15 @@ pub async fn task(c: &Client, cmd: TaskCmd, as_json: bool) -> Result<()> {
             }
             v
         }
-        TaskCmd::Show { id, session } => session.client(c)?.get(&format!("/v1/tasks/{id}")).await?,
+        TaskCmd::Show { id, session } => {
+            let v = session.client(c)?.get(&format!("/v1/tasks/{id}")).await?;
+            if !as_json {
+                output::record(&v);
+                crate::anomalies::section(&session.client(c)?, &id).await;
+                return Ok(());
+            }
+            v
+        }
         TaskCmd::Complete { id, session } => {
             session
                 .client(c)?

@@ -7,6 +7,7 @@
 
 mod admin;
 mod agent_side;
+mod anomalies;
 mod approvals;
 mod audit;
 mod breakglass;
@@ -172,6 +173,12 @@ enum Command {
     /// Webhooks): create, list, delete.
     #[command(subcommand)]
     Webhook(webhooks::WebhookCmd),
+    /// What the broker's anomaly detector found: list (by task or rule).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  mandate anomalies list\n  mandate anomalies list --task tsk_… --json\n\nEach finding names its rule, the evidence (the event that tripped it), the\naction configured for the task's environment (alert, suspend,\nrequire_approval) and what it did. Rules and actions: [anomaly] in the\nserver's config."
+    )]
+    Anomalies(anomalies::AnomaliesCmd),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -232,6 +239,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Approval(c) => approvals::run(&client()?, c, cli.json).await,
         Command::Breakglass(c) => breakglass::run(&client()?, c, cli.json).await,
         Command::Webhook(c) => webhooks::run(&client()?, c, cli.json).await,
+        Command::Anomalies(c) => anomalies::run(&client()?, c, cli.json).await,
     }?;
     Ok(0)
 }

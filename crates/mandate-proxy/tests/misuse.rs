@@ -11,9 +11,8 @@ use mandate_testkit::serde_json::{Value, json};
 use mandate_token::{SigningAlg, SigningKey, dpop};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
-use support::{SECRET, World, code, request_id, tool_json};
+use support::{SECRET, World, code, detail, request_id, tool_json};
 
-const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const LEDGER: &str = "https://ledger.test";
 
 /// A production tool `ledger` behind the proxy, and production agents
@@ -50,11 +49,6 @@ async fn task(w: &World, session: &str, tool: &str) -> String {
         .await;
     assert_eq!(st, StatusCode::CREATED, "{t}");
     t["id"].as_str().unwrap().to_owned()
-}
-
-/// An event's `detail`, which the log keeps as JSON text.
-fn detail(e: &Value) -> Value {
-    mandate_testkit::serde_json::from_str(e["detail"].as_str().unwrap()).unwrap()
 }
 
 /// Wait until the proxy's catalog has `tool` (asked with a good `token`
@@ -111,31 +105,6 @@ async fn dpop_call(
     (st, id, r.text().await.unwrap())
 }
 
-async fn task_state(w: &World, id: &str) -> String {
-    let (_, t) = w.s.get(&format!("/v1/tasks/{id}"), Some(&w.s.root)).await;
-    t["state"].as_str().unwrap_or("?").to_owned()
-}
-
-/// Poll the proxy until every token is refused; how long that took.
-async fn until_refused(w: &World, tool: &str, tokens: &[&str]) -> Duration {
-    let start = Instant::now();
-    loop {
-        let mut all = true;
-        for t in tokens {
-            let (st, _, _) = w.call("GET", &format!("/{tool}/items/7"), Some(t)).await;
-            all &= st == StatusCode::UNAUTHORIZED;
-        }
-        if all {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the subtree was never refused at the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtree() {
     let w = World::new().await;
@@ -148,25 +117,7 @@ async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtre
     known_at_proxy(&w, "ledger", &plain).await;
     let kept = bound(&w, &lead, &t, LEDGER, &lead_key).await;
     // Part of the task handed to `helper` (from the unbound token).
-    let (st, v) =
-        w.s.form(
-            "/oauth/token",
-            None,
-            &[
-                ("grant_type", EXCHANGE),
-                ("subject_token", &plain),
-                (
-                    "subject_token_type",
-                    "urn:ietf:params:oauth:token-type:access_token",
-                ),
-                ("actor_token", &helper),
-                ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
-                ("resource", LEDGER),
-            ],
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{v}");
-    let child = token(&v);
+    let child = w.delegate(&plain, &helper, LEDGER).await;
     let child_task = mandate_testkit::claims(&child)["txn"]
         .as_str()
         .unwrap()
@@ -185,11 +136,11 @@ async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtre
         (StatusCode::UNAUTHORIZED, "dpop_required".into())
     );
     let relayed_at = request_id(&headers);
-    let took = until_refused(&w, "ledger", &[&plain, &child, &kept]).await;
+    let took = w.until_refused("ledger", &[&plain, &child, &kept]).await;
     eprintln!("relayed request to the whole subtree refused at the proxy: {took:?}");
 
-    assert_eq!(task_state(&w, &t).await, "suspended");
-    assert_eq!(task_state(&w, &child_task).await, "revoked");
+    assert_eq!(w.task_state(&t).await, "suspended");
+    assert_eq!(w.task_state(&child_task).await, "revoked");
     let misuse = w
         .wait_for("token.misuse", std::slice::from_ref(&relayed_at))
         .await;
@@ -285,7 +236,7 @@ async fn a_proof_by_another_key_is_misuse_with_both_thumbprints() {
         "{d}"
     );
     let deadline = Instant::now() + Duration::from_secs(15);
-    while task_state(&w, &t).await != "suspended" {
+    while w.task_state(&t).await != "suspended" {
         assert!(Instant::now() < deadline, "never suspended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -313,7 +264,7 @@ async fn outside_production_misuse_is_recorded_and_the_task_goes_on() {
     let m = evs.iter().find(|e| e["request_id"] == id.as_str()).unwrap();
     assert_eq!(detail(m)["check"], "dpop_as_bearer");
     // Staging's `on_misuse` is `alert`: nothing more happens.
-    assert_eq!(task_state(&w, &t).await, "active");
+    assert_eq!(w.task_state(&t).await, "active");
     let (st, _, body) = dpop_call(&w, "echo", &kept, &key).await;
     assert_eq!(st, StatusCode::OK, "{body}");
     assert!(w.events_of("task.suspended").await.is_empty());

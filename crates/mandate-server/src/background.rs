@@ -1,6 +1,6 @@
 //! Background work while the broker runs: the task sweeper (expiry and
-//! pruning), policy hot reload, issuer key refresh, audit checkpoints and
-//! the webhook sender.
+//! pruning), policy hot reload, issuer key refresh, audit checkpoints,
+//! the webhook sender and the anomaly detector (`anomalies`).
 
 use crate::app::{App, ReloadError, now};
 use mandate_audit::{EventKind, NewEvent};
@@ -99,6 +99,9 @@ pub fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     });
     let webhooks = tokio::spawn(crate::webhooks::supervise(a_check.clone()));
     let mut tasks = vec![sweeper, reloader, jwks, webhooks];
+    if a_check.settings.raw.anomaly.enabled {
+        tasks.push(tokio::spawn(crate::anomalies::follow(a_check.clone())));
+    }
     let every = a_check.settings.raw.audit_checkpoint_secs;
     if every > 0 {
         tasks.push(tokio::spawn(async move {

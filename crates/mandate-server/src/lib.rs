@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod admin_token;
+mod anomalies;
 mod app;
 mod approvals;
 mod background;

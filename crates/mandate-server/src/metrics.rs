@@ -31,6 +31,12 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnomalyLabels {
+    pub rule: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabel {
     pub webhook: String,
 }
@@ -45,6 +51,8 @@ pub struct Metrics {
     grants: Family<Outcome, Counter>,
     logins: Family<Outcome, Counter>,
     approvals: Family<Outcome, Counter>,
+    anomalies: Family<AnomalyLabels, Counter>,
+    anomaly_lag: Gauge,
     /// Client connections open now.
     pub connections_open: Gauge,
     /// Times `max_connections` was reached.
@@ -94,6 +102,18 @@ impl Default for Metrics {
             "Approval requests opened (requested) and decided (granted, denied)",
             approvals.clone(),
         );
+        let anomalies = Family::<AnomalyLabels, Counter>::default();
+        registry.register(
+            "anomalies",
+            "Anomaly findings, by rule and the action configured for the task's environment",
+            anomalies.clone(),
+        );
+        let anomaly_lag = Gauge::default();
+        registry.register(
+            "anomaly_detector_lag_events",
+            "Audit events the anomaly detector had yet to read when it last looked",
+            anomaly_lag.clone(),
+        );
         let connections_open = Gauge::default();
         registry.register(
             "connections_open",
@@ -137,6 +157,8 @@ impl Default for Metrics {
             grants,
             logins,
             approvals,
+            anomalies,
+            anomaly_lag,
         }
     }
 }
@@ -208,6 +230,19 @@ impl Metrics {
         self.webhook_delivered.remove(&l);
         self.webhook_failed.remove(&l);
         self.webhook_lag.remove(&l);
+    }
+
+    pub fn anomaly(&self, rule: &str, action: &str) {
+        self.anomalies
+            .get_or_create(&AnomalyLabels {
+                rule: rule.to_owned(),
+                action: action.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn anomaly_lag(&self, events: i64) {
+        self.anomaly_lag.set(events.max(0));
     }
 
     pub fn render(&self) -> String {

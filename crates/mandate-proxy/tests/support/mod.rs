@@ -247,33 +247,40 @@ impl World {
 
     /// A world whose proxy ships audit records every `flush_ms`.
     pub async fn with_flush(flush_ms: u64) -> World {
-        Self::build(flush_ms, None).await
+        Self::build(flush_ms, None, |_| {}).await
+    }
+
+    /// A world whose broker runs with `edit`ed settings.
+    pub async fn with_config(
+        edit: impl Fn(&mut mandate_server::config::Config) + Send + Sync + 'static,
+    ) -> World {
+        Self::build(50, None, edit).await
     }
 
     /// Broker and upstream over HTTPS with a private CA the proxy is told
     /// to trust (`ca_file`).
     pub async fn with_tls(cert: &TestCert) -> World {
-        Self::build(50, Some(cert)).await
+        Self::build(50, Some(cert), |_| {}).await
     }
 
-    async fn build(flush_ms: u64, tls: Option<&TestCert>) -> World {
-        let s = match tls {
+    async fn build(
+        flush_ms: u64,
+        cert: Option<&TestCert>,
+        edit: impl Fn(&mut mandate_server::config::Config) + Send + Sync + 'static,
+    ) -> World {
+        let tls = cert.map(|c| mandate_server::config::TlsConfig {
+            cert_file: c.cert_file(),
+            key_file: c.key_file(),
+        });
+        let s = TestServer::start_with(move |cfg| {
+            cfg.tls = tls.clone();
             // Deep enough for the delegation trees the tests generate.
-            None => TestServer::start_with(|cfg| cfg.max_delegation_depth = 5).await,
-            Some(c) => {
-                let tls = mandate_server::config::TlsConfig {
-                    cert_file: c.cert_file(),
-                    key_file: c.key_file(),
-                };
-                TestServer::start_with(move |cfg| {
-                    cfg.tls = Some(tls.clone());
-                    cfg.max_delegation_depth = 5;
-                })
-                .await
-            }
-        };
+            cfg.max_delegation_depth = 5;
+            edit(cfg);
+        })
+        .await;
         s.seed().await;
-        let up = Upstream::start(tls).await;
+        let up = Upstream::start(cert).await;
         for name in TOOLS {
             s.admin_post("/v1/tools", tool_json(name, &up.url)).await;
         }
@@ -304,7 +311,7 @@ impl World {
             session,
             spool: tempfile::tempdir().unwrap(),
             http: reqwest::Client::new(),
-            ca_file: tls.map(TestCert::cert_file),
+            ca_file: cert.map(TestCert::cert_file),
         };
         w.start_proxy(flush_ms).await;
         w
@@ -532,4 +539,75 @@ pub fn request_id(h: &HeaderMap) -> String {
 pub fn code(body: &str) -> String {
     let v: Value = mandate_testkit::serde_json::from_str(body).unwrap_or(Value::Null);
     v["error"]["code"].as_str().unwrap_or("").to_owned()
+}
+
+/// An event's `detail`, which the log keeps as JSON text.
+pub fn detail(e: &Value) -> Value {
+    mandate_testkit::serde_json::from_str(e["detail"].as_str().unwrap()).unwrap()
+}
+
+impl World {
+    /// A task's state as the broker reports it.
+    pub async fn task_state(&self, id: &str) -> String {
+        let (_, t) = self
+            .s
+            .get(&format!("/v1/tasks/{id}"), Some(&self.s.root))
+            .await;
+        t["state"].as_str().unwrap_or("?").to_owned()
+    }
+
+    /// Poll the proxy until every token is refused at `tool`; how long
+    /// that took.
+    pub async fn until_refused(&self, tool: &str, tokens: &[&str]) -> Duration {
+        let start = Instant::now();
+        loop {
+            let mut all = true;
+            for t in tokens {
+                let (st, _, _) = self.call("GET", &format!("/{tool}/items/7"), Some(t)).await;
+                all &= st == StatusCode::UNAUTHORIZED;
+            }
+            if all {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "the subtree was never refused at the proxy"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Hand part of the task of `parent_token` to the agent of
+    /// `actor_session` (RFC 8693 at the token endpoint): the child's
+    /// first token for `resource`.
+    pub async fn delegate(
+        &self,
+        parent_token: &str,
+        actor_session: &str,
+        resource: &str,
+    ) -> String {
+        let (st, v) = self
+            .s
+            .form(
+                "/oauth/token",
+                None,
+                &[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", parent_token),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                    ("actor_token", actor_session),
+                    ("actor_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+                    ("resource", resource),
+                ],
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["access_token"].as_str().unwrap().to_owned()
+    }
 }

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod anomaly;
 mod database;
 pub use crate::forwarded::ForwardingHeader;
 use database::check_database_url;
@@ -29,11 +30,18 @@ pub enum ConfigError {
 
 /// `production=suspend,staging=alert`.
 fn parse_on_misuse(v: &str) -> Result<BTreeMap<Environment, OnMisuse>, ConfigError> {
-    let key = "MANDATE_ON_MISUSE";
+    env_pairs("MANDATE_ON_MISUSE", v)
+}
+
+/// `environment=value` pairs, comma-separated, from the variable `key`.
+fn env_pairs<V>(key: &str, v: &str) -> Result<BTreeMap<Environment, V>, ConfigError>
+where
+    V: std::str::FromStr<Err = mandate_core::Invalid>,
+{
     v.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
-            let (env, action) = pair.split_once('=').ok_or_else(|| {
+            let (env, value) = pair.split_once('=').ok_or_else(|| {
                 invalid(
                     key,
                     "expected environment=action pairs, e.g. production=suspend",
@@ -43,10 +51,15 @@ fn parse_on_misuse(v: &str) -> Result<BTreeMap<Environment, OnMisuse>, ConfigErr
                 |e: mandate_core::Invalid| invalid(key, format!("{}: {}", e.field, e.message));
             Ok((
                 env.trim().parse().map_err(named)?,
-                action.trim().parse().map_err(named)?,
+                value.trim().parse().map_err(named)?,
             ))
         })
         .collect()
+}
+
+fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse()
+        .map_err(|_| invalid(key, format!("`{v}` is not a valid number")))
 }
 
 fn invalid(key: &str, message: impl ToString) -> ConfigError {
@@ -219,6 +232,9 @@ pub struct Config {
     /// Seconds one webhook attempt may take (connect and answer) before
     /// it counts as failed and is retried later.
     pub webhook_timeout_secs: u64,
+    /// The anomaly detector: thresholds and, per rule and environment,
+    /// `alert`, `suspend` or `require_approval` (`[anomaly.rules.<rule>]`).
+    pub anomaly: mandate_anomaly::Config,
 }
 
 impl Config {
@@ -272,6 +288,7 @@ impl Default for Config {
             audit_checkpoint_secs: 3600,
             on_misuse: BTreeMap::new(),
             webhook_timeout_secs: 5,
+            anomaly: mandate_anomaly::Config::default(),
         }
     }
 }
@@ -309,10 +326,7 @@ impl Config {
     }
 
     fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, ConfigError> {
-            v.parse()
-                .map_err(|_| invalid(key, format!("`{v}` is not a valid number")))
-        }
+        anomaly::apply_env(&mut self.anomaly, &env)?;
         if let Some(v) = env("MANDATE_LISTEN") {
             self.listen = v
                 .parse()
@@ -451,6 +465,7 @@ impl Config {
     }
 
     pub fn validate(self) -> Result<Settings, ConfigError> {
+        anomaly::validate(&self.anomaly)?;
         let trust_domain = TrustDomain::parse(&self.trust_domain)
             .map_err(|e| invalid("trust_domain", e.message))?;
         let signing_alg: SigningAlg = self.signing_alg.parse().map_err(|_| {

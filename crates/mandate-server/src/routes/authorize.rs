@@ -236,6 +236,10 @@ pub async fn authorize(
     }
     let mut detail =
         json!({"audience": req.audience, "action": req.action, "resource": req.resource});
+    if let Some(ip) = req.client {
+        // For the anomaly detector: one token from two addresses.
+        detail["client"] = json!(ip.to_canonical().to_string());
+    }
     if !chain.is_empty() {
         detail["chain"] = json!(chain);
     }

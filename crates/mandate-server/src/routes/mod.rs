@@ -3,6 +3,7 @@
 //! per area, stay thin: parse at the edge, apply domain rules, write through
 //! the store (with the audit event), update the views.
 
+mod anomalies;
 mod approvals;
 mod authorize;
 mod breakglass;
@@ -109,6 +110,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/revocations", get(feed::list))
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))
+        .route("/v1/anomalies", get(anomalies::list))
         .route("/v1/audit/checkpoint", get(meta::audit_checkpoint))
         .route(
             "/v1/admin/tokens",
