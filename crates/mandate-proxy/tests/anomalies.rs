@@ -14,7 +14,7 @@ use mandate_server::config::Config;
 use mandate_testkit::serde_json::{Value, json};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
-use support::{SECRET, World, code, request_id, tool_json};
+use support::{SECRET, World, code, request_id};
 
 const ECHO: &str = "https://echo.test";
 const LEDGER: &str = "https://ledger.test";
@@ -289,26 +289,6 @@ async fn production_tree(w: &World, n: usize) -> (String, String, String) {
     (t, tok, child)
 }
 
-async fn production(w: &World) {
-    let mut tool = tool_json("ledger", &w.up.url);
-    tool["environment"] = json!("production");
-    w.s.admin_post("/v1/tools", tool).await;
-    w.s.admin_post(
-        "/v1/secrets",
-        json!({"name": "ledger-key", "tool": "ledger", "class": "tool",
-               "owner": "platform", "value": SECRET}),
-    )
-    .await;
-    for name in ["lead", "helper"] {
-        w.s.admin_post(
-            "/v1/agents",
-            json!({"name": name, "owner": "platform", "environment": "production",
-                   "allowed_tools": ["ledger"]}),
-        )
-        .await;
-    }
-}
-
 /// A client whose connections come from `127.0.0.<n>`.
 fn from(n: u8) -> reqwest::Client {
     reqwest::Client::builder()
@@ -363,7 +343,7 @@ async fn relay_run(w: &World, n: usize) -> (String, Duration) {
 #[tokio::test]
 async fn one_token_from_two_addresses_in_production_suspends_by_default() {
     let w = World::new().await;
-    production(&w).await;
+    w.production().await;
     let (t, took) = relay_run(&w, 0).await;
     eprintln!("relay by address to the subtree refused at the proxy: {took:?}");
     let f = finding(&w, &t, AnomalyRule::Relay).await;
@@ -384,7 +364,7 @@ async fn one_token_from_two_addresses_in_production_suspends_by_default() {
 #[tokio::test]
 async fn a_relayed_bound_token_is_suspended_once_by_on_misuse_and_the_detector_together() {
     let w = World::new().await;
-    production(&w).await;
+    w.production().await;
     let (t, tok, _) = production_tree(&w, 0).await;
     ledger_ready(&w, &tok).await;
     let key = mandate_token::SigningKey::generate(mandate_token::SigningAlg::EdDsa)
@@ -483,7 +463,7 @@ async fn a_delegated_token_at_a_tool_its_chain_never_asked_for_waits_for_a_perso
 #[ignore = "a measurement: run by hand or from bench/run_anomaly.py"]
 async fn trigger_to_refusal_over_20_runs() {
     let w = World::new().await;
-    production(&w).await;
+    w.production().await;
     let mut took = Vec::new();
     for n in 0..20 {
         took.push(relay_run(&w, n).await.1);

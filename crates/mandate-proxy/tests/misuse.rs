@@ -11,32 +11,9 @@ use mandate_testkit::serde_json::{Value, json};
 use mandate_token::{SigningAlg, SigningKey, dpop};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
-use support::{SECRET, World, code, detail, request_id, tool_json};
+use support::{World, code, detail, request_id};
 
 const LEDGER: &str = "https://ledger.test";
-
-/// A production tool `ledger` behind the proxy, and production agents
-/// `lead` and `helper` allowed it; their sessions.
-async fn production(w: &World) -> (String, String) {
-    let mut tool = tool_json("ledger", &w.up.url);
-    tool["environment"] = json!("production");
-    w.s.admin_post("/v1/tools", tool).await;
-    w.s.admin_post(
-        "/v1/secrets",
-        json!({"name": "ledger-key", "tool": "ledger", "class": "tool",
-               "owner": "platform", "value": SECRET}),
-    )
-    .await;
-    for name in ["lead", "helper"] {
-        w.s.admin_post(
-            "/v1/agents",
-            json!({"name": name, "owner": "platform", "environment": "production",
-                   "allowed_tools": ["ledger"]}),
-        )
-        .await;
-    }
-    (w.s.session("lead").await, w.s.session("helper").await)
-}
 
 /// `session`'s new task on `tool`: its id.
 async fn task(w: &World, session: &str, tool: &str) -> String {
@@ -108,7 +85,7 @@ async fn dpop_call(
 #[tokio::test]
 async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtree() {
     let w = World::new().await;
-    let (lead, helper) = production(&w).await;
+    let (lead, helper) = w.production().await;
     let lead_key = SigningKey::generate(SigningAlg::EdDsa).unwrap().0;
     let t = task(&w, &lead, "ledger").await;
     let (st, v) = w.s.exchange(&lead, &t, LEDGER, &[]).await;
@@ -211,7 +188,7 @@ async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtre
 #[tokio::test]
 async fn a_proof_by_another_key_is_misuse_with_both_thumbprints() {
     let w = World::new().await;
-    let (lead, _) = production(&w).await;
+    let (lead, _) = w.production().await;
     let (lead_key, thief) = (
         SigningKey::generate(SigningAlg::EdDsa).unwrap().0,
         SigningKey::generate(SigningAlg::EdDsa).unwrap().0,

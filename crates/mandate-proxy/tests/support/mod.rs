@@ -611,3 +611,30 @@ impl World {
         v["access_token"].as_str().unwrap().to_owned()
     }
 }
+
+impl World {
+    /// A production tool `ledger` behind the proxy, and production agents
+    /// `lead` and `helper` allowed it; their sessions.
+    pub async fn production(&self) -> (String, String) {
+        let mut tool = tool_json("ledger", &self.up.url);
+        tool["environment"] = json!("production");
+        self.s.admin_post("/v1/tools", tool).await;
+        self.s
+            .admin_post(
+                "/v1/secrets",
+                json!({"name": "ledger-key", "tool": "ledger", "class": "tool",
+                   "owner": "platform", "value": SECRET}),
+            )
+            .await;
+        for name in ["lead", "helper"] {
+            self.s
+                .admin_post(
+                    "/v1/agents",
+                    json!({"name": name, "owner": "platform", "environment": "production",
+                       "allowed_tools": ["ledger"]}),
+                )
+                .await;
+        }
+        (self.s.session("lead").await, self.s.session("helper").await)
+    }
+}

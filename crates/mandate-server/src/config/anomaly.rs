@@ -1,7 +1,7 @@
 //! `MANDATE_ANOMALY_*` overrides of the `[anomaly]` table (the table's
 //! shape and defaults are `mandate_anomaly::Config`'s).
 
-use super::{ConfigError, invalid, num};
+use super::{ConfigError, env_pairs, invalid, num};
 use mandate_anomaly::{AnomalyRule, Config};
 
 /// `MANDATE_ANOMALY_ENABLED`, `…_COOLDOWN_SECS`, the burst and spike
@@ -36,7 +36,7 @@ pub(super) fn apply_env(
     for &rule in AnomalyRule::ALL {
         let key = format!("MANDATE_ANOMALY_{}_ACTION", rule.as_str().to_uppercase());
         if let Some(v) = env(&key) {
-            *cfg.actions_mut(rule) = super::env_pairs(&key, &v)?;
+            *cfg.actions_mut(rule) = env_pairs(&key, &v)?;
         }
     }
     Ok(())
