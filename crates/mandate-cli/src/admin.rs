@@ -209,8 +209,9 @@ pub enum KeysCmd {
     /// every token it signed refused by the broker and, through the
     /// revocation feed, by proxies. Rotate first if it is the current key.
     Revoke {
-        /// The key's `kid` (see `mandate keys list`).
-        #[arg(value_parser = path_segment)]
+        /// The key's `kid` (see `mandate keys list`). A kid is base64url and
+        /// may start with `-`: it is taken as the value, not an option.
+        #[arg(value_parser = path_segment, allow_hyphen_values = true)]
         kid: String,
     },
 }
