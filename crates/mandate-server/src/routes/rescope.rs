@@ -105,7 +105,7 @@ pub async fn rescope(
                 let mut err = ApiError::new(
                     StatusCode::CONFLICT,
                     "approval_required",
-                    "the wider scope needs a person's approval, which this broker cannot take yet; the task keeps its scope",
+                    "the wider scope needs a person's approval, and a rescope is not held for one: open a new task for the wider scope (it waits for approval); this task keeps its scope",
                 );
                 err.reasons = reasons;
                 return Err(err);
