@@ -42,16 +42,6 @@ pub enum Held {
 }
 
 impl Held {
-    /// The stage policy saw it at: `task`, `grant` or `request`.
-    pub fn stage(&self) -> &'static str {
-        match self {
-            Held::Task { .. } => "task",
-            Held::Grant { .. } => "grant",
-            Held::Request { .. } => "request",
-            Held::Resume { .. } => "resume",
-        }
-    }
-
     /// The tool it concerns, for a grant or request.
     pub fn tool(&self) -> Option<&ToolName> {
         match self {

@@ -6,9 +6,6 @@
 use crate::{Invalid, UnixTime};
 use serde::{Deserialize, Serialize};
 
-/// The longest cap a broker may be configured with (a day).
-pub const MAX_BREAKGLASS_SECS: u32 = 86_400;
-
 /// What makes a task break-glass: why, by whom, when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BreakGlass {

@@ -35,9 +35,7 @@ pub use anomaly::{AnomalyAction, AnomalyRule};
 pub use approval::{
     Approval, ApprovalError, ApprovalState, Approver, Decided, Extent, Held, Standing, Verdict,
 };
-pub use breakglass::{
-    BreakGlass, MAX_BREAKGLASS_SECS, duration as breakglass_duration, justification,
-};
+pub use breakglass::{BreakGlass, duration as breakglass_duration, justification};
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use egress::{EgressHost, Host, MAX_EGRESS_HOSTS, Target, host_name_problem};

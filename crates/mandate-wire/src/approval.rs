@@ -51,7 +51,7 @@ mod tests {
             "reasons": ["r"], "policy_ids": ["p"]
         }))
         .unwrap();
-        assert_eq!(ask.held.stage(), "request");
+        assert!(matches!(ask.held, mandate_core::Held::Request { .. }));
         assert_eq!(
             serde_json::to_value(ApprovalOutcome::Allowed).unwrap(),
             json!("allowed")
