@@ -4,7 +4,8 @@
 //! paths (token exchange, authorize) a database read per request.
 
 use mandate_core::{
-    AdminToken, Agent, AgentName, RevocationKind, Scope, Task, TaskId, Tool, ToolName, UnixTime,
+    AdminToken, Agent, AgentName, RevocationKind, RuleViolation, Scope, Task, TaskId, Tool,
+    ToolName, UnixTime,
 };
 use mandate_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -124,6 +125,14 @@ impl Directory {
             .iter()
             .filter_map(|i| self.tool(&i.tool))
             .collect()
+    }
+    /// A new task's scope against the registered tools: the agent's own
+    /// tools, their actions, one environment (`Scope::check_against`).
+    pub fn check_scope(&self, scope: &Scope, agent: &Agent) -> Result<(), RuleViolation> {
+        let tools = self.tools_of(scope);
+        scope.check_against(agent, |name| {
+            tools.iter().find(|t| &t.name == name).map(Arc::as_ref)
+        })
     }
     pub fn put_tool(&self, t: Tool) {
         let t = Arc::new(t);

@@ -20,7 +20,6 @@ use mandate_core::{
 use mandate_store::TaskFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,10 +70,7 @@ pub async fn open(
         .map_err(|e| ApiError::bad_request(format!("actions or resources: {e}")))?;
     // The same rules as any task: the agent's own tools, their actions, one
     // environment. Only approval is skipped.
-    let tools = app.directory.tools_of(&scope);
-    scope.check_against(&agent, |name| {
-        tools.iter().find(|t| &t.name == name).map(Arc::as_ref)
-    })?;
+    app.directory.check_scope(&scope, &agent)?;
     let t = now();
     let actor = caller.actor();
     let task = Task {

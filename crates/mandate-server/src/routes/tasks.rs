@@ -138,10 +138,7 @@ pub async fn create(
             raw.task_max_ttl_secs
         )));
     }
-    let tools = app.directory.tools_of(&body.scope);
-    body.scope.check_against(&agent, |name| {
-        tools.iter().find(|t| &t.name == name).map(Arc::as_ref)
-    })?;
+    app.directory.check_scope(&body.scope, &agent)?;
 
     let t = now();
     let mut task = Task {
