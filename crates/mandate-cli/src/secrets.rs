@@ -54,7 +54,7 @@ pub enum SecretCmd {
         /// The tool whose requests the proxy injects it into (one secret per tool).
         #[arg(long)]
         tool: String,
-        /// model, tool, retrieval or deployment.
+        /// model, tool, retrieval, deployment, database or human-exception.
         #[arg(long)]
         class: String,
         /// The accountable team or service.

@@ -5,12 +5,21 @@ use crate::{Invalid, OwnerName, SecretName, ToolName, UnixTime};
 use serde::{Deserialize, Serialize};
 
 closed_enum!(
-    /// What kind of credential it is.
+    /// What kind of credential it is: each class has its own inventory
+    /// and its own rotation policy.
     SecretClass, "class", {
+        /// Model-provider API keys.
         Model => "model",
+        /// Tokens for the tools agents call.
         Tool => "tool",
+        /// Vector stores and document connectors.
         Retrieval => "retrieval",
+        /// CI/CD and cloud credentials.
         Deployment => "deployment",
+        /// Database logins.
+        Database => "database",
+        /// A person's own credential, tolerated for a time.
+        HumanException => "human-exception",
     }
 );
 
@@ -120,7 +129,10 @@ mod tests {
             "owner": "platform"}),
         )
         .unwrap_err();
-        assert!(e.to_string().contains("model, tool, retrieval, deployment"));
+        assert!(
+            e.to_string()
+                .contains("model, tool, retrieval, deployment, database, human-exception")
+        );
         let e = new(
             serde_json::json!({"name": "gh", "tool": "github", "class": "tool",
             "owner": "platform", "value": "x"}),
