@@ -69,7 +69,10 @@ pub struct NewSecret {
 
 impl NewSecret {
     pub fn into_secret(self, now: UnixTime) -> Result<Secret, Invalid> {
-        if self.human_credential && self.expires_at.is_none() {
+        // The class says it outright; the flag stays for tool secrets that
+        // are a person's token (a `ghp_` used as the github tool's key).
+        let human_credential = self.human_credential || self.class == SecretClass::HumanException;
+        if human_credential && self.expires_at.is_none() {
             return Err(Invalid::new(
                 "expires_at",
                 "a human_credential secret is an exception and needs an expiry date",
@@ -86,7 +89,7 @@ impl NewSecret {
             tool: self.tool,
             class: self.class,
             owner: self.owner,
-            human_credential: self.human_credential,
+            human_credential,
             shared: self.shared,
             expires_at: self.expires_at,
             description: self.description,
@@ -120,6 +123,17 @@ mod tests {
         let s = new(ok).unwrap().into_secret(100).unwrap();
         assert_eq!(s.version, 1);
         assert!(!s.is_expired(199) && s.is_expired(200));
+    }
+
+    #[test]
+    fn the_human_exception_class_is_a_human_credential() {
+        let v = serde_json::json!({"name": "gh", "tool": "github", "class": "human-exception",
+            "owner": "platform"});
+        let e = new(v.clone()).unwrap().into_secret(100).unwrap_err();
+        assert_eq!(e.field, "expires_at");
+        let mut ok = v;
+        ok["expires_at"] = 200.into();
+        assert!(new(ok).unwrap().into_secret(100).unwrap().human_credential);
     }
 
     #[test]
