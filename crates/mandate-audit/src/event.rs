@@ -140,11 +140,22 @@ pub enum EventKind {
     /// taken for its environment).
     #[serde(rename = "anomaly.detected")]
     AnomalyDetected,
+    /// An operator saw an anomaly and says so (its `seq` in the detail).
+    #[serde(rename = "anomaly.acknowledged")]
+    AnomalyAcknowledged,
+    /// A secret passed its class's maximum age without a rotation (once
+    /// per version).
+    #[serde(rename = "secret.rotation_due")]
+    SecretRotationDue,
+    /// A secret went unused for its class's period: revoke it (once per
+    /// idle spell).
+    #[serde(rename = "secret.unused")]
+    SecretUnused,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 52] = [
+    pub const ALL: [EventKind; 55] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -197,6 +208,9 @@ impl EventKind {
         EventKind::WebhookCreated,
         EventKind::WebhookDeleted,
         EventKind::AnomalyDetected,
+        EventKind::AnomalyAcknowledged,
+        EventKind::SecretRotationDue,
+        EventKind::SecretUnused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -254,6 +268,9 @@ impl EventKind {
             WebhookCreated => "webhook.created",
             WebhookDeleted => "webhook.deleted",
             AnomalyDetected => "anomaly.detected",
+            AnomalyAcknowledged => "anomaly.acknowledged",
+            SecretRotationDue => "secret.rotation_due",
+            SecretUnused => "secret.unused",
         }
     }
 

@@ -1,13 +1,5 @@
-use crate::{Invalid, OwnerName, UnixTime};
+use crate::{Invalid, UnixTime};
 use serde::{Deserialize, Serialize};
-
-/// The accountable team or service behind agents, tools and secrets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    pub name: OwnerName,
-    pub description: String,
-    pub created_at: UnixTime,
-}
 
 /// What an admin token may change. The root token holds every right and is
 /// the only one that can mint further admin tokens.

@@ -12,6 +12,7 @@ mod admin;
 mod agent;
 mod anomaly;
 mod approval;
+mod authentication;
 mod breakglass;
 mod delegation;
 mod delivery;
@@ -21,14 +22,17 @@ mod grant;
 mod ids;
 mod misuse;
 mod model;
+mod owner;
 mod rescope;
+mod rotation;
 mod route;
 mod scope;
 mod secret;
 mod task;
 mod tool;
 
-pub use admin::{AdminRight, AdminToken, Owner};
+pub use admin::{AdminRight, AdminToken};
+pub use authentication::{AuthFacts, AuthStrength};
 
 pub use agent::{Agent, AgentState, NewAgent};
 pub use anomaly::{AnomalyAction, AnomalyRule};
@@ -47,7 +51,9 @@ pub use ids::{
 };
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
 pub use model::Model;
+pub use owner::{Owner, OwnerKind};
 pub use rescope::{RescopeRequest, Rescoped, child_fits, grant_fits, rescope};
+pub use rotation::{ClassPolicy, RotationPolicy, RotationStatus};
 pub use route::{RouteRule, RoutedRequest, route};
 pub use scope::{Action, ResourcePattern, Scope, ScopeItem};
 pub use secret::{NewSecret, Secret, SecretClass};

@@ -88,6 +88,33 @@ fn request_record(
     RestrictedExpression::new_record(fields).map_err(|e| format!("request record: {e}"))
 }
 
+/// `context` of an `invoke` request.
+pub(crate) fn invoke_context(r: &InvokeRequest<'_>) -> Result<Context, String> {
+    let environment = r.request_environment.unwrap_or(r.task.environment);
+    let request = request_record(
+        r.action,
+        r.resource,
+        environment,
+        r.data_sensitivity,
+        r.amount,
+    )?;
+    Context::from_pairs([
+        ("task".into(), task_record(&r.task)?),
+        ("request".into(), request),
+        ("grant_actions".into(), string_set(r.grant_actions)),
+        (
+            "resource_in_scope".into(),
+            RestrictedExpression::new_bool(r.resource_in_scope),
+        ),
+        (
+            "anomaly_score".into(),
+            RestrictedExpression::new_long(r.anomaly_score),
+        ),
+        ("now".into(), RestrictedExpression::new_long(r.now)),
+    ])
+    .map_err(|e| format!("context: {e}"))
+}
+
 /// The UTC hour (0-23) and weekday (0 = Monday) of a Unix time.
 pub(crate) fn hour_and_weekday(now: i64) -> (i64, i64) {
     let days = now.div_euclid(86_400);
@@ -98,9 +125,9 @@ pub(crate) fn hour_and_weekday(now: i64) -> (i64, i64) {
 /// Principal, resource, and the two entities Cedar needs to read their
 /// attributes. Built from code, so no schema conformance check here.
 pub(crate) struct Parties {
-    agent: EntityUid,
-    tool: EntityUid,
-    entities: Entities,
+    pub(crate) agent: EntityUid,
+    pub(crate) tool: EntityUid,
+    pub(crate) entities: Entities,
 }
 
 /// Entries kept before the cache starts over (a miss only costs a build).
@@ -143,7 +170,7 @@ fn failure(message: String) -> Outcome {
 }
 
 impl PolicySet {
-    fn parties(
+    pub(crate) fn parties(
         &self,
         agent: &AgentFacts<'_>,
         tool: &ToolFacts<'_>,
@@ -294,32 +321,7 @@ impl PolicySet {
             Ok(p) => p,
             Err(e) => return failure(e).decision,
         };
-        let context = (|| {
-            let environment = r.request_environment.unwrap_or(r.task.environment);
-            let request = request_record(
-                r.action,
-                r.resource,
-                environment,
-                r.data_sensitivity,
-                r.amount,
-            )?;
-            Context::from_pairs([
-                ("task".into(), task_record(&r.task)?),
-                ("request".into(), request),
-                ("grant_actions".into(), string_set(r.grant_actions)),
-                (
-                    "resource_in_scope".into(),
-                    RestrictedExpression::new_bool(r.resource_in_scope),
-                ),
-                (
-                    "anomaly_score".into(),
-                    RestrictedExpression::new_long(r.anomaly_score),
-                ),
-                ("now".into(), RestrictedExpression::new_long(r.now)),
-            ])
-            .map_err(|e| format!("context: {e}"))
-        })();
-        match context {
+        match invoke_context(r) {
             Ok(c) => {
                 self.evaluate(MandateAction::Invoke, r.tool.name, &parties, c)
                     .decision

@@ -17,6 +17,7 @@ mod decide;
 mod error;
 mod facts;
 mod load;
+mod probe;
 mod recent;
 mod refusal;
 

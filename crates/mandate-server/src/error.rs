@@ -90,6 +90,7 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Rule(r) => r.into(),
             StoreError::Approval(a) => a.into(),
+            StoreError::Invalid(e) => e.into(),
             StoreError::Refused(why) => ApiError::new(StatusCode::CONFLICT, "refused", why),
             StoreError::JoinTokenInvalid => ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -8,7 +8,7 @@ use mandate_audit::{EventKind, NewEvent};
 use mandate_core::{Agent, AgentName, AgentState, Binding, RevocationKind, TaskState, UnixTime};
 
 pub(crate) fn create(w: &mut dyn Write, agent: &Agent, ev: NewEvent) -> Result<(), StoreError> {
-    owners::require(w, &agent.owner)?;
+    owners::require(w, &agent.owner)?.may_own_agent_in(agent.environment)?;
     sql::insert(
         w,
         "INSERT INTO agents (name, owner, body, state, created_at) VALUES ($1, $2, $3, 'active', $4)",

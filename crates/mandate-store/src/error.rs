@@ -1,4 +1,4 @@
-use mandate_core::{ApprovalError, RuleViolation};
+use mandate_core::{ApprovalError, Invalid, RuleViolation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -10,6 +10,10 @@ pub enum StoreError {
     Rule(#[from] RuleViolation),
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// A write that breaks a rule only the stored state can check (a
+    /// production agent's owner must be a team or a service).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
     #[error("join token is unknown, expired or already used")]
     JoinTokenInvalid,
     #[error("client assertion `jti` was already used")]

@@ -11,7 +11,7 @@
 //! What the store does is written once: `store.rs` implements [`Store`] for
 //! any backend, by way of one room per noun (`owners`, `agents`, `tools`,
 //! `tasks`, `grants`, `approvals`, `feed`, `secrets`, `ingest`,
-//! `events`, `admin_tokens`, `webhooks`) whose SQL runs on both dialects through one small
+//! `events`, `admin_tokens`, `webhooks`, `usage`) whose SQL runs on both dialects through one small
 //! interface (`sql`). A backend (`sqlite/`, `postgres/`) brings only its
 //! connections, its writer thread, its migrations and its dialect's
 //! conversions. `tests/contract/` holds both backends to the same behaviour.
@@ -39,11 +39,13 @@ mod sqlite;
 mod store;
 mod tasks;
 mod tools;
+mod usage;
 mod webhooks;
 
 pub use crate::postgres::{PostgresAuditReader, PostgresStore, PostgresTls};
 pub use error::StoreError;
 pub use sqlite::{SqliteStore, read_events};
+pub use usage::Usage;
 
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
@@ -414,6 +416,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Event>, StoreError>;
     /// The chain's head: the event with the highest `seq`, if any.
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
+    /// What the log says about use since `since_ms` (see [`Usage`]).
+    async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError>;
+    /// Unexpired, unrevoked grants of active tasks, soonest to expire
+    /// first, at most `limit`.
+    async fn live_grants(&self, now: UnixTime, limit: usize) -> Result<Vec<Grant>, StoreError>;
+    /// Raise a secret's rotation notice (`kind`, e.g. overdue for version
+    /// 3) with `ev`, once: `false` and nothing written if it was raised.
+    async fn notice_secret(
+        &self,
+        secret: SecretName,
+        kind: &'static str,
+        marker: i64,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<bool, StoreError>;
     /// The chain's last `seq` (0 while empty), updated after each commit
     /// that appended events: a follower of the chain waits on it rather
     /// than polling.

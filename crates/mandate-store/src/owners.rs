@@ -3,13 +3,18 @@
 use crate::StoreError;
 use crate::sql::{self, Sql, Write, args};
 use mandate_audit::NewEvent;
-use mandate_core::{Owner, OwnerName};
+use mandate_core::{Owner, OwnerKind, OwnerName};
 
 pub(crate) fn create(w: &mut dyn Write, owner: &Owner, ev: NewEvent) -> Result<(), StoreError> {
     sql::insert(
         w,
-        "INSERT INTO owners (name, description, created_at) VALUES ($1, $2, $3)",
-        args![owner.name.as_str(), &owner.description, owner.created_at],
+        "INSERT INTO owners (name, kind, description, created_at) VALUES ($1, $2, $3, $4)",
+        args![
+            owner.name.as_str(),
+            owner.kind.as_str(),
+            &owner.description,
+            owner.created_at
+        ],
         "owner",
         owner.name.as_str(),
     )?;
@@ -19,13 +24,17 @@ pub(crate) fn create(w: &mut dyn Write, owner: &Owner, ev: NewEvent) -> Result<(
 /// By name, in byte order (see `sql`).
 pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Owner>, StoreError> {
     let mut owners = db
-        .query("SELECT name, description, created_at FROM owners", &[])?
+        .query(
+            "SELECT name, kind, description, created_at FROM owners",
+            &[],
+        )?
         .iter()
         .map(|r| {
             Ok(Owner {
                 name: OwnerName::parse(r.text(0)?).map_err(StoreError::corrupt)?,
-                description: r.get(1)?,
-                created_at: r.get(2)?,
+                kind: r.text(1)?.parse().map_err(StoreError::corrupt)?,
+                description: r.get(2)?,
+                created_at: r.get(3)?,
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -33,19 +42,18 @@ pub(crate) fn list(db: &mut dyn Sql) -> Result<Vec<Owner>, StoreError> {
     Ok(owners)
 }
 
-/// `NotFound` unless `owner` exists: whatever names an owner names one
+/// The owner's kind, or `NotFound`: whatever names an owner names one
 /// that is there.
-pub(crate) fn require(db: &mut dyn Sql, owner: &OwnerName) -> Result<(), StoreError> {
-    if sql::exists(
+pub(crate) fn require(db: &mut dyn Sql, owner: &OwnerName) -> Result<OwnerKind, StoreError> {
+    match sql::first(
         db,
-        "SELECT 1 FROM owners WHERE name = $1",
+        "SELECT kind FROM owners WHERE name = $1",
         args![owner.as_str()],
     )? {
-        Ok(())
-    } else {
-        Err(StoreError::NotFound {
+        Some(r) => r.text(0)?.parse().map_err(StoreError::corrupt),
+        None => Err(StoreError::NotFound {
             what: "owner",
             id: owner.to_string(),
-        })
+        }),
     }
 }

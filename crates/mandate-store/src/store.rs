@@ -5,8 +5,9 @@
 use crate::backend::Backend;
 use crate::{
     AgentRevoked, ApprovalFilter, DecidedApproval, Ingested, Invocation, Resolved, SealedValue,
-    Store, StoreError, StoredWebhook, TaskFilter, TaskMoved, admin_tokens, agents, approvals,
-    events, feed, grants, ingest, owners, rescope, secrets, tasks, tools, webhooks,
+    Store, StoreError, StoredWebhook, TaskFilter, TaskMoved, Usage, admin_tokens, agents,
+    approvals, events, feed, grants, ingest, owners, rescope, secrets, tasks, tools, usage,
+    webhooks,
 };
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
@@ -391,6 +392,27 @@ impl<B: Backend> Store for B {
 
     async fn last_event(&self) -> Result<Option<Event>, StoreError> {
         self.read(events::last).await
+    }
+
+    async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError> {
+        self.read(move |db| usage::since(db, since_ms)).await
+    }
+
+    async fn live_grants(&self, now: UnixTime, limit: usize) -> Result<Vec<Grant>, StoreError> {
+        self.read(move |db| usage::live_grants(db, now, limit))
+            .await
+    }
+
+    async fn notice_secret(
+        &self,
+        secret: SecretName,
+        kind: &'static str,
+        marker: i64,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<bool, StoreError> {
+        self.write(move |w| usage::notice(w, secret.as_str(), kind, marker, now, ev))
+            .await
     }
 
     fn appended(&self) -> tokio::sync::watch::Receiver<u64> {

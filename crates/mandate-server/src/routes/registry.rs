@@ -11,7 +11,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AdminRight, AgentName, Binding, NewAgent, NewTool, Owner, OwnerName, ToolName};
+use mandate_core::{
+    AdminRight, AgentName, Binding, NewAgent, NewTool, Owner, OwnerKind, OwnerName, ToolName,
+};
 use mandate_store::StoreError;
 use mandate_token::{Jwk, VerifyingKey};
 use secrecy::ExposeSecret;
@@ -39,8 +41,15 @@ fn parse_agent(name: &str) -> Result<AgentName, ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct NewOwner {
     name: OwnerName,
+    /// `team` (the default), `service` or `person`.
+    #[serde(default = "team")]
+    kind: OwnerKind,
     #[serde(default)]
     description: String,
+}
+
+fn team() -> OwnerKind {
+    OwnerKind::Team
 }
 
 pub async fn create_owner(
@@ -58,12 +67,13 @@ pub async fn create_owner(
     }
     let owner = Owner {
         name: body.name,
+        kind: body.kind,
         description: body.description,
         created_at: now(),
     };
     let ev = NewEvent::new(EventKind::OwnerCreated, caller.actor())
         .request_id(Some(rid.0))
-        .detail(json!({"owner": owner.name}));
+        .detail(json!({"owner": owner.name, "kind": owner.kind}));
     app.store.create_owner(owner.clone(), ev).await?;
     Ok((StatusCode::CREATED, Json(owner)))
 }

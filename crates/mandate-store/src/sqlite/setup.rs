@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_approvals.sql"),
     include_str!("../../migrations/sqlite/0008_webhooks.sql"),
     include_str!("../../migrations/sqlite/0009_anomalies.sql"),
+    include_str!("../../migrations/sqlite/0010_governance.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

@@ -23,6 +23,7 @@ pub async fn seeded(place: &Place) -> Arc<dyn Store> {
             name: OwnerName::parse("platform").unwrap(),
             description: String::new(),
             created_at: 0,
+            kind: mandate_core::OwnerKind::Team,
         },
         ev(EventKind::OwnerCreated),
     )

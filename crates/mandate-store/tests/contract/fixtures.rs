@@ -29,8 +29,13 @@ pub fn agent_of(name: &str, owner: &str) -> Agent {
 }
 
 pub fn owner(name: &str) -> Owner {
+    owner_of_kind(name, OwnerKind::Team)
+}
+
+pub fn owner_of_kind(name: &str, kind: OwnerKind) -> Owner {
     Owner {
         name: OwnerName::parse(name).unwrap(),
+        kind,
         description: String::new(),
         created_at: 0,
     }

@@ -17,6 +17,8 @@
 //! - `secrets`: data key, put and rotate versions, use, proxy ingestion.
 //! - `enrolment`: join tokens, client assertions.
 //! - `audit`: the chain under concurrent writes, across reopening.
+//! - `governance`: owner kinds, use read back from the log, live grants,
+//!   rotation notices raised once.
 //! - `webhooks`: endpoints with sealed secrets, delivery progress, and the
 //!   chain head a sender waits on.
 //!
@@ -35,6 +37,7 @@ mod cascade;
 mod delegation;
 mod enrolment;
 mod feed;
+mod governance;
 mod grants;
 mod listings;
 mod registry;
