@@ -79,6 +79,9 @@ pub enum EventKind {
     SecretStored,
     #[serde(rename = "secret.rotated")]
     SecretRotated,
+    /// Forgotten by the broker (revoked at its provider first).
+    #[serde(rename = "secret.deleted")]
+    SecretDeleted,
     /// A proxy fetched a value to inject (never shown to an agent).
     #[serde(rename = "secret.delivered")]
     SecretDelivered,
@@ -155,7 +158,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 55] = [
+    pub const ALL: [EventKind; 56] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -189,6 +192,7 @@ impl EventKind {
         EventKind::KeyRevoked,
         EventKind::SecretStored,
         EventKind::SecretRotated,
+        EventKind::SecretDeleted,
         EventKind::SecretDelivered,
         EventKind::SecretRetrieved,
         EventKind::SecretRefused,
@@ -248,6 +252,7 @@ impl EventKind {
             KeyRevoked => "key.revoked",
             SecretStored => "secret.stored",
             SecretRotated => "secret.rotated",
+            SecretDeleted => "secret.deleted",
             SecretDelivered => "secret.delivered",
             SecretRetrieved => "secret.retrieved",
             SecretRefused => "secret.refused",

@@ -9,9 +9,13 @@ use std::path::PathBuf;
 
 #[derive(Subcommand)]
 pub enum OwnerCmd {
-    /// Register an owning team or service.
+    /// Register an owner: a team, a service, or (for prototypes and
+    /// exceptions) a person, who may not own a production agent alone.
     Create {
         name: String,
+        /// team, service or person.
+        #[arg(long, default_value = "team")]
+        kind: String,
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -289,10 +293,14 @@ fn show(v: &Value, as_json: bool) {
 pub async fn owner(c: &Client, cmd: OwnerCmd, as_json: bool) -> Result<()> {
     c.require_token("owner")?;
     match cmd {
-        OwnerCmd::Create { name, description } => show(
+        OwnerCmd::Create {
+            name,
+            kind,
+            description,
+        } => show(
             &c.post(
                 "/v1/owners",
-                &json!({"name": name, "description": description}),
+                &json!({"name": name, "kind": kind, "description": description}),
             )
             .await?,
             as_json,

@@ -21,6 +21,14 @@ pub enum AnomaliesCmd {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// Say you have looked at a finding (by its seq): it leaves the
+    /// posture report's unacknowledged list.
+    Ack {
+        seq: u64,
+        /// What you found (kept in the audit event).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 const COLUMNS: &[(&str, &str)] = &[
@@ -51,7 +59,25 @@ pub async fn fetch(
 }
 
 pub async fn run(c: &Client, cmd: AnomaliesCmd, as_json: bool) -> Result<()> {
-    let AnomaliesCmd::List { task, rule, limit } = cmd;
+    let (task, rule, limit) = match cmd {
+        AnomaliesCmd::List { task, rule, limit } => (task, rule, limit),
+        AnomaliesCmd::Ack { seq, note } => {
+            let v = c
+                .post(
+                    &format!("/v1/anomalies/{seq}/acknowledge"),
+                    &serde_json::json!({"note": note}),
+                )
+                .await?;
+            if as_json {
+                output::json(&v);
+            } else if v["already"] == true {
+                println!("anomaly {seq} was already acknowledged");
+            } else {
+                println!("anomaly {seq} acknowledged");
+            }
+            return Ok(());
+        }
+    };
     let v = fetch(c, task.as_deref(), rule.as_deref(), limit).await?;
     if as_json {
         output::json(&v);

@@ -14,7 +14,9 @@ mod breakglass;
 mod client;
 mod duration;
 mod egress;
+mod inventory;
 mod output;
+mod posture;
 mod revocations;
 mod run;
 mod secrets;
@@ -179,6 +181,12 @@ enum Command {
         after_help = "Example:\n  mandate anomalies list\n  mandate anomalies list --task tsk_… --json\n\nEach finding names its rule, the evidence (the event that tripped it), the\naction configured for the task's environment (alert, suspend,\nrequire_approval) and what it did. Rules and actions: [anomaly] in the\nserver's config."
     )]
     Anomalies(anomalies::AnomaliesCmd),
+    /// Every secret, live grant and agent, per class and owner, with use
+    /// from the audit log (right: audit). Never a value.
+    Inventory(inventory::InventoryArgs),
+    /// The posture report: findings with evidence, fixes and their
+    /// OWASP/NIST/CSA mapping, as md, html or json; `--fail-on` for CI.
+    Posture(posture::PostureArgs),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -222,6 +230,8 @@ async fn run(cli: Cli) -> Result<u8> {
     let client = || client::Client::new(&cli.addr, cli.token.clone(), cli.ca_file.as_deref());
     match cli.command {
         Command::Run(a) => return run::under_task(&client()?, a).await,
+        Command::Posture(a) => return posture::run(&client()?, a, cli.json).await,
+        Command::Inventory(a) => inventory::run(&client()?, a, cli.json).await,
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
         Command::Proxy { .. } => unreachable!("main runs the proxy"),

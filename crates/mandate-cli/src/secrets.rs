@@ -85,8 +85,18 @@ pub enum SecretCmd {
     Rotate {
         #[arg(value_parser = path_segment)]
         name: String,
+        /// Say what the credential is now (e.g. `tool` when an
+        /// application's token replaces a person's `human-exception`).
+        #[arg(long)]
+        class: Option<String>,
         #[command(flatten)]
         source: ValueSource,
+    },
+    /// Forget a secret you have revoked at its provider (the proxy stops
+    /// injecting it at once).
+    Delete {
+        #[arg(value_parser = path_segment)]
+        name: String,
     },
 }
 
@@ -152,14 +162,19 @@ pub async fn run(c: &Client, cmd: SecretCmd, as_json: bool) -> Result<()> {
             v
         }
         SecretCmd::Show { name } => c.get(&format!("/v1/secrets/{name}")).await?,
-        SecretCmd::Rotate { name, source } => {
+        SecretCmd::Rotate {
+            name,
+            class,
+            source,
+        } => {
             let value = source.read()?;
-            c.post(
-                &format!("/v1/secrets/{name}/rotate"),
-                &json!({"value": value.as_str()}),
-            )
-            .await?
+            let mut body = json!({"value": value.as_str()});
+            if let Some(class) = class {
+                body["class"] = json!(class);
+            }
+            c.post(&format!("/v1/secrets/{name}/rotate"), &body).await?
         }
+        SecretCmd::Delete { name } => c.delete(&format!("/v1/secrets/{name}")).await?,
     };
     if as_json {
         output::json(&v);

@@ -2,7 +2,7 @@
 //! strong as the weakest way it can still get a session: a federation
 //! binding beside an enrolled key means a stolen workload JWT is enough.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 closed_enum!(
     /// One rung of the ladder.
@@ -22,7 +22,7 @@ closed_enum!(
 );
 
 /// What the broker knows about how an agent authenticates.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthFacts {
     pub enrolled_key: bool,
     /// Federation bindings map workload JWTs to it.

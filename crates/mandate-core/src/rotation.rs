@@ -49,10 +49,10 @@ impl ClassPolicy {
             ("unused_after_secs", self.unused_after_secs),
             ("max_task_ttl_secs", self.max_task_ttl_secs),
         ] {
-            if !(60..=3650 * DAY).contains(&v) {
+            if !(1..=3650 * DAY).contains(&v) {
                 return Err(Invalid::new(
                     format!("rotation.{class}.{field}"),
-                    "must be between 60 seconds and 10 years",
+                    "must be between 1 second and 10 years",
                 ));
             }
         }
@@ -99,7 +99,7 @@ impl RotationPolicy {
 }
 
 /// Where one secret stands against its class's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotationStatus {
     pub rotation_due_at: UnixTime,
     pub overdue: bool,
@@ -160,7 +160,7 @@ mod tests {
             ClassPolicy::default_for(SecretClass::Model)
         );
         let bad = ClassPolicy {
-            max_task_ttl_secs: 5,
+            max_task_ttl_secs: 0,
             ..mine
         };
         let e = RotationPolicy::new([(SecretClass::Model, bad)].into()).unwrap_err();

@@ -47,6 +47,22 @@ impl Secret {
     pub fn is_expired(&self, now: UnixTime) -> bool {
         self.expires_at.is_some_and(|e| e <= now)
     }
+
+    /// Say what the credential is now, at a rotation: a person's token
+    /// replaced by an application's stops being a human credential; one
+    /// that becomes a `human-exception` must already carry an expiry.
+    pub fn reclassify(&mut self, class: SecretClass) -> Result<(), Invalid> {
+        let human = class == SecretClass::HumanException;
+        if human && self.expires_at.is_none() {
+            return Err(Invalid::new(
+                "class",
+                "a human-exception needs an expiry date; store it anew with one",
+            ));
+        }
+        self.class = class;
+        self.human_credential = human;
+        Ok(())
+    }
 }
 
 /// Metadata of a secret being stored, validated by [`NewSecret::into_secret`].
@@ -123,6 +139,19 @@ mod tests {
         let s = new(ok).unwrap().into_secret(100).unwrap();
         assert_eq!(s.version, 1);
         assert!(!s.is_expired(199) && s.is_expired(200));
+    }
+
+    #[test]
+    fn reclassifying_says_whether_it_is_a_persons_credential() {
+        let v = serde_json::json!({"name": "gh", "tool": "github", "class": "human-exception",
+            "owner": "platform", "expires_at": 200});
+        let mut s = new(v).unwrap().into_secret(100).unwrap();
+        s.reclassify(SecretClass::Tool).unwrap();
+        assert!(!s.human_credential && s.class == SecretClass::Tool);
+        s.expires_at = None;
+        let e = s.reclassify(SecretClass::HumanException).unwrap_err();
+        assert_eq!(e.field, "class");
+        assert_eq!(s.class, SecretClass::Tool, "unchanged when refused");
     }
 
     #[test]

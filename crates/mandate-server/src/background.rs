@@ -1,6 +1,7 @@
 //! Background work while the broker runs: the task sweeper (expiry and
 //! pruning), policy hot reload, issuer key refresh, audit checkpoints,
-//! the webhook sender and the anomaly detector (`anomalies`).
+//! the webhook sender, the anomaly detector (`anomalies`) and rotation
+//! notices (`rotation_notices`).
 
 use crate::app::{App, ReloadError, now};
 use mandate_audit::{EventKind, NewEvent};
@@ -101,6 +102,11 @@ pub fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = vec![sweeper, reloader, jwks, webhooks];
     if a_check.settings.raw.anomaly.enabled {
         tasks.push(tokio::spawn(crate::anomalies::follow(a_check.clone())));
+    }
+    if a_check.settings.raw.posture.notice_interval_secs > 0 {
+        tasks.push(tokio::spawn(crate::rotation_notices::watch(
+            a_check.clone(),
+        )));
     }
     let every = a_check.settings.raw.audit_checkpoint_secs;
     if every > 0 {

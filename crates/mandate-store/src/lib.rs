@@ -51,8 +51,8 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
     AdminToken, Agent, AgentName, Approval, ApprovalId, ApprovalState, Approver, Binding, Grant,
-    Owner, Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
-    UnixTime, Verdict, WebhookId,
+    Owner, Revocation, RevocationKind, Secret, SecretClass, SecretName, Task, TaskId, TaskState,
+    Tool, ToolName, UnixTime, Verdict, WebhookId,
 };
 
 /// A webhook endpoint as stored: the endpoint, its signing secret (sealed
@@ -365,15 +365,20 @@ pub trait Store: Send + Sync + 'static {
         ev: NewEvent,
     ) -> Result<(), StoreError>;
     /// Replace the value of a secret at `expected_version` (sealed for
-    /// `expected_version + 1`); `Conflict` if someone rotated it meanwhile.
+    /// `expected_version + 1`), saying what it is now if `class` is given;
+    /// `Conflict` if someone rotated it meanwhile.
     async fn rotate_secret(
         &self,
         name: &SecretName,
         expected_version: u32,
+        class: Option<SecretClass>,
         value: SealedValue,
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<Secret, StoreError>;
+    /// Forget a secret (revoked at its provider): its row and sealed
+    /// value go; the proxy has nothing to inject for its tool after it.
+    async fn delete_secret(&self, name: &SecretName, ev: NewEvent) -> Result<Secret, StoreError>;
     async fn get_secret(
         &self,
         name: &SecretName,
@@ -418,6 +423,8 @@ pub trait Store: Send + Sync + 'static {
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
     /// What the log says about use since `since_ms` (see [`Usage`]).
     async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError>;
+    /// The `seq` of every acknowledged anomaly event.
+    async fn acknowledged_anomalies(&self) -> Result<std::collections::BTreeSet<u64>, StoreError>;
     /// Unexpired, unrevoked grants of active tasks, soonest to expire
     /// first, at most `limit`.
     async fn live_grants(&self, now: UnixTime, limit: usize) -> Result<Vec<Grant>, StoreError>;

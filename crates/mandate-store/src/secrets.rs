@@ -6,7 +6,7 @@
 use crate::sql::{self, Row, Sql, Write, args};
 use crate::{SealedValue, StoreError, owners, tools};
 use mandate_audit::NewEvent;
-use mandate_core::{Secret, SecretName, ToolName, UnixTime};
+use mandate_core::{Secret, SecretClass, SecretName, ToolName, UnixTime};
 
 /// The newest data key, or `wrapped` stored as the first.
 pub(crate) fn data_key(
@@ -79,6 +79,7 @@ pub(crate) fn rotate(
     w: &mut dyn Write,
     name: &SecretName,
     expected_version: u32,
+    class: Option<SecretClass>,
     value: &SealedValue,
     now: UnixTime,
     ev: NewEvent,
@@ -93,6 +94,9 @@ pub(crate) fn rotate(
             id: format!("{name}@{}", secret.version),
         });
     }
+    if let Some(class) = class {
+        secret.reclassify(class)?;
+    }
     secret.version += 1;
     secret.rotated_at = Some(now);
     w.exec(
@@ -105,6 +109,20 @@ pub(crate) fn rotate(
             &value.bytes
         ],
     )?;
+    w.audit(ev)?;
+    Ok(secret)
+}
+
+pub(crate) fn delete(
+    w: &mut dyn Write,
+    name: &SecretName,
+    ev: NewEvent,
+) -> Result<Secret, StoreError> {
+    let (secret, _) = by_name(w, name)?.ok_or_else(|| StoreError::NotFound {
+        what: "secret",
+        id: name.to_string(),
+    })?;
+    w.exec("DELETE FROM secrets WHERE name = $1", args![name.as_str()])?;
     w.audit(ev)?;
     Ok(secret)
 }

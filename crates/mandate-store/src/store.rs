@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
     AdminToken, Agent, AgentName, Approval, ApprovalId, Approver, Binding, Grant, Owner,
-    Revocation, RevocationKind, Secret, SecretName, Task, TaskId, TaskState, Tool, ToolName,
-    UnixTime, Verdict, WebhookId,
+    Revocation, RevocationKind, Secret, SecretClass, SecretName, Task, TaskId, TaskState, Tool,
+    ToolName, UnixTime, Verdict, WebhookId,
 };
 
 #[async_trait]
@@ -322,13 +322,19 @@ impl<B: Backend> Store for B {
         &self,
         name: &SecretName,
         expected_version: u32,
+        class: Option<SecretClass>,
         value: SealedValue,
         now: UnixTime,
         ev: NewEvent,
     ) -> Result<Secret, StoreError> {
         let name = name.clone();
-        self.write(move |w| secrets::rotate(w, &name, expected_version, &value, now, ev))
+        self.write(move |w| secrets::rotate(w, &name, expected_version, class, &value, now, ev))
             .await
+    }
+
+    async fn delete_secret(&self, name: &SecretName, ev: NewEvent) -> Result<Secret, StoreError> {
+        let name = name.clone();
+        self.write(move |w| secrets::delete(w, &name, ev)).await
     }
 
     async fn get_secret(
@@ -396,6 +402,10 @@ impl<B: Backend> Store for B {
 
     async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError> {
         self.read(move |db| usage::since(db, since_ms)).await
+    }
+
+    async fn acknowledged_anomalies(&self) -> Result<std::collections::BTreeSet<u64>, StoreError> {
+        self.read(usage::acknowledged).await
     }
 
     async fn live_grants(&self, now: UnixTime, limit: usize) -> Result<Vec<Grant>, StoreError> {

@@ -59,16 +59,23 @@ pub(crate) fn since(db: &mut dyn Sql, since_ms: i64) -> Result<Usage, StoreError
         u.tokens
             .insert(agent(r.text(0)?)?, (all as u64, bound as u64));
     }
+    u.acknowledged_anomalies = acknowledged(db)?;
+    Ok(u)
+}
+
+/// The `seq` of every anomaly an operator acknowledged.
+pub(crate) fn acknowledged(db: &mut dyn Sql) -> Result<BTreeSet<u64>, StoreError> {
+    let mut out = BTreeSet::new();
     for r in db.query(
         "SELECT detail FROM events WHERE kind = 'anomaly.acknowledged'",
         &[],
     )? {
         let d: serde_json::Value = r.json(0)?;
         if let Some(seq) = d["anomaly"].as_u64() {
-            u.acknowledged_anomalies.insert(seq);
+            out.insert(seq);
         }
     }
-    Ok(u)
+    Ok(out)
 }
 
 /// Grants whose token is unexpired, not revoked one by one, and whose task

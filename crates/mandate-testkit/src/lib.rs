@@ -205,6 +205,14 @@ impl TestServer {
             .await
     }
 
+    pub async fn delete(&self, path: &str, bearer: Option<&str>) -> (StatusCode, Value) {
+        let mut r = self.http.delete(self.url(path));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        Self::finish(r.send().await.unwrap()).await
+    }
+
     pub async fn put(&self, path: &str, bearer: Option<&str>, body: &Value) -> (StatusCode, Value) {
         self.send_json(reqwest::Method::PUT, path, bearer, body)
             .await

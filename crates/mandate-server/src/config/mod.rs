@@ -235,6 +235,36 @@ pub struct Config {
     /// The anomaly detector: thresholds and, per rule and environment,
     /// `alert`, `suspend` or `require_approval` (`[anomaly.rules.<rule>]`).
     pub anomaly: mandate_anomaly::Config,
+    /// Per secret class, `max_age_secs`, `unused_after_secs` and
+    /// `max_task_ttl_secs` (`[rotation.model]`, …); a class not listed
+    /// keeps its defaults (see the README).
+    pub rotation: BTreeMap<mandate_core::SecretClass, mandate_core::ClassPolicy>,
+    /// The posture report's period and limits (`[posture]`).
+    pub posture: PostureConfig,
+}
+
+/// `[posture]`: what the report and the rotation notices count against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostureConfig {
+    /// Days of audit log the inventory and the report count use over.
+    pub period_days: u32,
+    /// Deepest delegation considered reviewable; a larger
+    /// `max_delegation_depth` is a finding.
+    pub delegation_depth_limit: u32,
+    /// Seconds between checks that raise `secret.rotation_due` and
+    /// `secret.unused` (once each); 0 = off.
+    pub notice_interval_secs: u64,
+}
+
+impl Default for PostureConfig {
+    fn default() -> Self {
+        PostureConfig {
+            period_days: 30,
+            delegation_depth_limit: 2,
+            notice_interval_secs: 3600,
+        }
+    }
 }
 
 impl Config {
@@ -289,6 +319,8 @@ impl Default for Config {
             on_misuse: BTreeMap::new(),
             webhook_timeout_secs: 5,
             anomaly: mandate_anomaly::Config::default(),
+            rotation: BTreeMap::new(),
+            posture: PostureConfig::default(),
         }
     }
 }
@@ -300,6 +332,8 @@ pub struct Settings {
     pub trust_domain: TrustDomain,
     pub signing_alg: SigningAlg,
     pub(crate) trusted_proxies: crate::forwarded::TrustedProxies,
+    /// Each secret class's limits: `rotation` over the defaults.
+    pub rotation: mandate_core::RotationPolicy,
 }
 
 impl Config {
@@ -466,6 +500,18 @@ impl Config {
 
     pub fn validate(self) -> Result<Settings, ConfigError> {
         anomaly::validate(&self.anomaly)?;
+        let rotation = mandate_core::RotationPolicy::new(self.rotation.clone())
+            .map_err(|e| invalid(&e.field, e.message))?;
+        if !(1..=365).contains(&self.posture.period_days) {
+            return Err(invalid("posture.period_days", "must be between 1 and 365"));
+        }
+        if !(1..=mandate_core::MAX_DELEGATION_DEPTH).contains(&self.posture.delegation_depth_limit)
+        {
+            return Err(invalid(
+                "posture.delegation_depth_limit",
+                "must be between 1 and 16",
+            ));
+        }
         let trust_domain = TrustDomain::parse(&self.trust_domain)
             .map_err(|e| invalid("trust_domain", e.message))?;
         let signing_alg: SigningAlg = self.signing_alg.parse().map_err(|_| {
@@ -632,6 +678,7 @@ impl Config {
             trust_domain,
             signing_alg,
             trusted_proxies,
+            rotation,
         })
     }
 }

@@ -1,13 +1,16 @@
 //! `GET /v1/anomalies`: the detector's findings (`anomaly.detected`
-//! events), newest first, for an operator (right `audit` or `tasks`).
+//! events), newest first, for an operator (right `audit` or `tasks`), and
+//! their acknowledgement (`anomaly.acknowledged`), which takes them off the
+//! posture report.
 
 use super::caller::Caller;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestId};
 use axum::Json;
 use axum::extract::{Query, State};
 use mandate_anomaly::AnomalyRule;
-use mandate_audit::Event;
+use mandate_audit::{Event, EventKind, NewEvent};
 use mandate_core::{AdminRight, TaskId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -72,4 +75,51 @@ pub async fn list(
         }
     }
     Ok(Json(json!({"anomalies": out, "next": next})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acknowledgement {
+    /// What the operator found (kept in the audit event).
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /v1/anomalies/{seq}/acknowledge`: an operator saw the finding
+/// (right `audit` or `tasks`). Once: a second acknowledgement writes
+/// nothing and says so.
+pub async fn acknowledge(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    path: Result<ApiPath<u64>, ApiError>,
+    body: Result<ApiJson<Acknowledgement>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_any(&[AdminRight::Audit, AdminRight::Tasks])?;
+    let ApiPath(seq) = path?;
+    let ApiJson(Acknowledgement { note }) = body?;
+    if note.len() > 1024 {
+        return Err(ApiError::bad_request("note: must be at most 1024 bytes"));
+    }
+    let event = app
+        .store
+        .events_since(seq.saturating_sub(1), 1)
+        .await?
+        .into_iter()
+        .find(|e| e.seq == seq && e.kind == EventKind::AnomalyDetected)
+        .ok_or_else(|| ApiError::not_found("anomaly", seq))?;
+    if app.store.acknowledged_anomalies().await?.contains(&seq) {
+        return Ok(Json(
+            json!({"seq": seq, "acknowledged": true, "already": true}),
+        ));
+    }
+    let mut ev = NewEvent::new(EventKind::AnomalyAcknowledged, caller.actor())
+        .request_id(Some(rid.0))
+        .detail(json!({"anomaly": seq, "note": note}));
+    ev.task = event.task.clone();
+    ev.agent = event.agent.clone();
+    app.store.append_events(vec![ev]).await?;
+    Ok(Json(
+        json!({"seq": seq, "acknowledged": true, "already": false}),
+    ))
 }

@@ -12,8 +12,10 @@ mod client_auth;
 mod delegate;
 mod feed;
 mod grant;
+mod inventory;
 mod meta;
 mod oauth;
+mod posture;
 mod proxy;
 mod registry;
 mod rescope;
@@ -89,7 +91,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}/tree", get(delegate::tree))
         .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))
         .route("/v1/secrets", post(secrets::put).get(secrets::list))
-        .route("/v1/secrets/{name}", get(secrets::show))
+        .route(
+            "/v1/secrets/{name}",
+            get(secrets::show).delete(secrets::delete),
+        )
         .route("/v1/secrets/{name}/rotate", post(secrets::rotate))
         .route("/v1/proxy/catalog", get(proxy::catalog))
         .route("/v1/proxy/secrets/{tool}", get(proxy::secret))
@@ -111,6 +116,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/revocations/stream", get(feed::stream))
         .route("/v1/audit/events", get(meta::audit_events))
         .route("/v1/anomalies", get(anomalies::list))
+        .route(
+            "/v1/anomalies/{seq}/acknowledge",
+            post(anomalies::acknowledge),
+        )
+        .route("/v1/inventory", get(inventory::inventory))
+        .route("/v1/posture", get(posture::posture))
         .route("/v1/audit/checkpoint", get(meta::audit_checkpoint))
         .route(
             "/v1/admin/tokens",

@@ -15,7 +15,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{AdminRight, DeliveryMode, NewSecret, Secret, SecretName, TaskId, Tool};
+use mandate_core::{
+    AdminRight, DeliveryMode, NewSecret, Secret, SecretClass, SecretName, TaskId, Tool,
+};
 use mandate_policy::{AgentFacts, RevealRequest, TaskFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -166,9 +168,14 @@ pub async fn rotate(
     let ApiJson(mut body) = body?;
     let name = parse_name(&name)?;
     let value = take_value(&mut body)?;
+    let class = match body.remove("class") {
+        None => None,
+        Some(Value::String(c)) => Some(c.parse::<SecretClass>()?),
+        Some(_) => return Err(ApiError::bad_request("class: must be a string")),
+    };
     if let Some(k) = body.keys().next() {
         return Err(ApiError::bad_request(format!(
-            "{k}: unknown field, expected only `value`"
+            "{k}: unknown field, expected only `value` and `class`"
         )));
     }
     let keeper = keeper(&app)?;
@@ -183,14 +190,34 @@ pub async fn rotate(
     let ev = NewEvent::new(EventKind::SecretRotated, caller.actor())
         .tool(&current.tool)
         .request_id(Some(rid.0))
-        .detail(json!({"secret": name, "version": next}));
+        .detail(json!({"secret": name, "version": next, "class": class}));
     let t = now();
     let rotated = app
         .store
-        .rotate_secret(&name, current.version, sealed, t, ev)
+        .rotate_secret(&name, current.version, class, sealed, t, ev)
         .await?;
     tracing::info!(secret = %name, version = rotated.version, "secret rotated");
     Ok(Json(view(&app, &rotated).await?))
+}
+
+/// `DELETE /v1/secrets/{name}`: forget a secret revoked at its provider.
+pub async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    rid: RequestId,
+    path: Result<Path<String>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(AdminRight::Secrets)?;
+    let Path(name) = path?;
+    let name = parse_name(&name)?;
+    let ev = NewEvent::new(EventKind::SecretDeleted, caller.actor())
+        .request_id(Some(rid.0))
+        .detail(json!({"secret": name}));
+    let gone = app.store.delete_secret(&name, ev).await?;
+    tracing::info!(secret = %name, tool = %gone.tool, "secret deleted");
+    Ok(Json(
+        json!({"deleted": gone.name, "tool": gone.tool, "version": gone.version}),
+    ))
 }
 
 #[derive(Deserialize)]

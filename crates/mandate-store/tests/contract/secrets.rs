@@ -3,7 +3,7 @@
 //! chained once each.
 
 use crate::common::{Place, ev, seeded};
-use crate::fixtures::{refused, sealed, secret, tool};
+use crate::fixtures::{refused, sealed, secret, snapshot, tool};
 use crate::on_each_backend;
 use mandate_audit::{EventKind, verify_chain};
 use mandate_core::*;
@@ -102,7 +102,14 @@ async fn rotation_moves_the_version_by_one_and_checks_it(place: Place) {
         .await
         .unwrap();
     let rotated = s
-        .rotate_secret(&name, 1, sealed(k, b"v2"), 20, ev(EventKind::SecretRotated))
+        .rotate_secret(
+            &name,
+            1,
+            None,
+            sealed(k, b"v2"),
+            20,
+            ev(EventKind::SecretRotated),
+        )
         .await
         .unwrap();
     // What is returned is what is stored, when it was last used included.
@@ -116,7 +123,14 @@ async fn rotation_moves_the_version_by_one_and_checks_it(place: Place) {
     // Someone rotated it meanwhile: refused, the value stays.
     let err = refused(
         &s,
-        s.rotate_secret(&name, 1, sealed(k, b"v3"), 30, ev(EventKind::SecretRotated)),
+        s.rotate_secret(
+            &name,
+            1,
+            None,
+            sealed(k, b"v3"),
+            30,
+            ev(EventKind::SecretRotated),
+        ),
     )
     .await;
     assert!(
@@ -128,6 +142,7 @@ async fn rotation_moves_the_version_by_one_and_checks_it(place: Place) {
         s.rotate_secret(
             &SecretName::parse("none").unwrap(),
             1,
+            None,
             sealed(k, b"v"),
             30,
             ev(EventKind::SecretRotated),
@@ -139,10 +154,59 @@ async fn rotation_moves_the_version_by_one_and_checks_it(place: Place) {
         "{err:?}"
     );
     let third = s
-        .rotate_secret(&name, 2, sealed(k, b"v3"), 40, ev(EventKind::SecretRotated))
+        .rotate_secret(
+            &name,
+            2,
+            None,
+            sealed(k, b"v3"),
+            40,
+            ev(EventKind::SecretRotated),
+        )
         .await
         .unwrap();
     assert_eq!((third.version, third.rotated_at), (3, Some(40)));
+    // A rotation may say what the credential is now; a refused one writes
+    // nothing.
+    let before = snapshot(&s).await;
+    let err = s
+        .rotate_secret(
+            &name,
+            3,
+            Some(SecretClass::HumanException),
+            sealed(k, b"v4"),
+            50,
+            ev(EventKind::SecretRotated),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Invalid(ref e) if e.field == "class"),
+        "{err:?}"
+    );
+    assert_eq!(snapshot(&s).await, before);
+    let fourth = s
+        .rotate_secret(
+            &name,
+            3,
+            Some(SecretClass::Model),
+            sealed(k, b"v4"),
+            50,
+            ev(EventKind::SecretRotated),
+        )
+        .await
+        .unwrap();
+    assert_eq!((fourth.version, fourth.class), (4, SecretClass::Model));
+    let gone = s
+        .delete_secret(&name, ev(EventKind::SecretDeleted))
+        .await
+        .unwrap();
+    assert_eq!(gone.version, 4);
+    assert!(s.get_secret(&name).await.unwrap().is_none());
+    let err = refused(&s, s.delete_secret(&name, ev(EventKind::SecretDeleted))).await;
+    assert!(
+        matches!(err, StoreError::NotFound { what: "secret", .. }),
+        "{err:?}"
+    );
     let kinds: Vec<_> = s.events_since(0, 100).await.unwrap()[3..]
         .iter()
         .map(|e| e.kind)
