@@ -73,11 +73,33 @@ pub async fn run(c: &Client, a: InventoryArgs, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Times as dates for people (`--format json` keeps Unix seconds).
+fn dated(mut rows: Vec<Value>, pointers: &[&str]) -> Vec<Value> {
+    for r in &mut rows {
+        for p in pointers {
+            if let Some(slot) = r.pointer_mut(p)
+                && let Some(t) = slot.as_i64()
+            {
+                *slot = Value::String(mandate_governance::utc(t));
+            }
+        }
+    }
+    rows
+}
+
 fn table(v: &Value) {
     let list = |k: &str| v[k].as_array().cloned().unwrap_or_default();
     println!("secrets:");
     output::table(
-        &list("secrets"),
+        &dated(
+            list("secrets"),
+            &[
+                "/created_at",
+                "/rotated_at",
+                "/last_used_at",
+                "/rotation/rotation_due_at",
+            ],
+        ),
         &[
             ("name", "/name"),
             ("class", "/class"),
@@ -93,7 +115,7 @@ fn table(v: &Value) {
     );
     println!("\nlive grants:");
     output::table(
-        &list("grants"),
+        &dated(list("grants"), &["/expires_at"]),
         &[
             ("agent", "/agent"),
             ("task", "/task"),
@@ -104,7 +126,7 @@ fn table(v: &Value) {
     );
     println!("\nagents:");
     output::table(
-        &list("agents"),
+        &dated(list("agents"), &["/last_seen"]),
         &[
             ("name", "/name"),
             ("owner", "/owner"),

@@ -22,6 +22,10 @@ fn esc(s: &str) -> String {
     out
 }
 
+const FRAMEWORK_COLOURS: [&str; 6] = [
+    "#4f46e5", "#7c3aed", "#0f766e", "#b45309", "#1d4ed8", "#be185d",
+];
+
 fn colour(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "#7f1d1d",
@@ -35,7 +39,7 @@ fn colour(s: Severity) -> &'static str {
 /// One horizontal bar per row, scaled to the largest.
 fn bars(id: &str, label: &str, rows: &[(String, usize, &str)]) -> String {
     let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
-    let (row_h, label_w, bar_w) = (22, 260, 360);
+    let (row_h, label_w, bar_w) = (22, 480, 300);
     let height = rows.len() * row_h + 10;
     let mut s = format!(
         "<svg id=\"{id}\" class=\"chart\" role=\"img\" aria-label=\"{}\" width=\"{}\" height=\"{height}\" viewBox=\"0 0 {} {height}\" xmlns=\"http://www.w3.org/2000/svg\">",
@@ -65,8 +69,8 @@ pub fn html(r: &Report) -> String {
     let mut body = String::new();
     let _ = write!(
         body,
-        "<h1>Mandate posture report</h1><p>Generated at {} (Unix seconds); use counted over the last {} days; <strong>{} finding(s)</strong>.</p>",
-        r.generated_at,
+        "<h1>Mandate posture report</h1><p>Generated {}; use counted over the last {} days; <strong>{} finding(s)</strong>.</p>",
+        crate::report::utc(r.generated_at),
         r.period_days,
         r.findings.len()
     );
@@ -83,26 +87,19 @@ pub fn html(r: &Report) -> String {
         "<h2>By severity</h2>{}",
         bars("severity-chart", "findings by severity", &sev)
     );
-    let fw: Vec<(String, usize, &str)> = FRAMEWORKS
-        .iter()
-        .map(|(key, name)| {
-            let n = r
-                .findings
-                .iter()
-                .filter(|f| {
-                    f.frameworks
-                        .by_framework()
-                        .iter()
-                        .any(|(k, ids)| k == key && !ids.is_empty())
-                })
-                .count();
-            (name.to_string(), n, "#4f46e5")
-        })
-        .collect();
+    // Per framework item, in report order: which OWASP, NIST and CSA
+    // entries the findings fall under.
+    let mut fw: Vec<(String, usize, &str)> = Vec::new();
+    for (i, (key, name)) in FRAMEWORKS.iter().enumerate() {
+        for (id, n) in r.summary.by_framework.get(*key).into_iter().flatten() {
+            let label = format!("{name} · {id} {}", title(key, id).unwrap_or(""));
+            fw.push((label, *n, FRAMEWORK_COLOURS[i]));
+        }
+    }
     let _ = write!(
         body,
         "<h2>By framework</h2>{}",
-        bars("framework-chart", "findings by framework", &fw)
+        bars("framework-chart", "findings by framework item", &fw)
     );
     for (key, name) in FRAMEWORKS {
         let Some(items) = r.summary.by_framework.get(key) else {

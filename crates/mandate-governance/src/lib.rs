@@ -23,4 +23,4 @@ pub use frameworks::Mapping;
 pub use html::html;
 pub use inventory::{AgentEntry, Filter, GrantEntry, Inventory, SecretEntry};
 pub use markdown::markdown;
-pub use report::{Report, Summary};
+pub use report::{Report, Summary, utc};

@@ -15,8 +15,8 @@ pub fn markdown(r: &Report) -> String {
     let _ = writeln!(out, "# Mandate posture report\n");
     let _ = writeln!(
         out,
-        "Generated at {} (Unix seconds); use counted over the last {} days. {} finding(s).\n",
-        r.generated_at,
+        "Generated {}; use counted over the last {} days. {} finding(s).\n",
+        crate::report::utc(r.generated_at),
         r.period_days,
         r.findings.len()
     );

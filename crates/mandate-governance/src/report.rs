@@ -23,6 +23,15 @@ pub struct Summary {
     pub by_framework: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
+/// `2026-12-07 18:29 UTC`, for people reading a report.
+pub fn utc(t: UnixTime) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&fmt).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
 impl Report {
     pub fn of(f: &Facts) -> Report {
         let findings = assess(f);
