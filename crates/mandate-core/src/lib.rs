@@ -17,6 +17,7 @@ mod breakglass;
 mod delegation;
 mod delivery;
 mod egress;
+mod engine_spec;
 mod error;
 mod grant;
 mod ids;
@@ -43,6 +44,7 @@ pub use breakglass::{BreakGlass, duration as breakglass_duration, justification}
 pub use delegation::{ChildRequest, Delegation, Link, MAX_DELEGATION_DEPTH, delegate};
 pub use delivery::{Delivery, DeliveryMode, Injection, check_upstream};
 pub use egress::{EgressHost, Host, MAX_EGRESS_HOSTS, Target, host_name_problem};
+pub use engine_spec::{DbRole, EngineSpec};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{

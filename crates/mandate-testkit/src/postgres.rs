@@ -124,6 +124,17 @@ fn start() -> Result<Cluster, String> {
         .args(["-A", "trust", "-U", USER]);
     initdb.args(["--encoding=UTF8", "--locale=C", "--no-sync"]);
     run(&mut initdb).map_err(|e| format!("initdb: {e}"))?;
+    // The test superuser is trusted; every other login (the roles the
+    // database engine makes) must bring its password.
+    let hba = data.join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "local all all trust\nhost all mandate 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .map_err(|e| format!("{}: {e}", hba.display()))?;
+    if as_root {
+        run(Command::new("chown").arg("postgres:").arg(&hba))?;
+    }
 
     // The port is free when picked but may be taken before the server binds
     // it (e.g. by another test binary's cluster), hence the retries.

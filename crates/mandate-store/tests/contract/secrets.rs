@@ -217,7 +217,9 @@ async fn rotation_moves_the_version_by_one_and_checks_it(place: Place) {
             EventKind::SecretStored,
             EventKind::Decision,
             EventKind::SecretRotated,
-            EventKind::SecretRotated
+            EventKind::SecretRotated,
+            EventKind::SecretRotated,
+            EventKind::SecretDeleted
         ]
     );
 }

@@ -1,0 +1,81 @@
+//! Dynamic credentials: a login made for one task and destroyed with it.
+//!
+//! Every engine implements [`Engine`]: `issue` makes the credential (all of
+//! it or nothing), `revoke` destroys it at the source (idempotent: a
+//! credential already gone is revoked), `verify_gone` asks the source
+//! whether it is really gone, `health` whether the source answers. The
+//! broker records a lease durably *before* it calls `issue`, so a crash at
+//! any point leaves a row that names what may exist, and revokes it on its
+//! next start. Engines hold no state of record.
+//!
+//! - [`postgres::PostgresEngine`]: a `CREATE ROLE … LOGIN … VALID UNTIL`
+//!   per task (the deadline is the server's own backstop), dropped with its
+//!   sessions ended and what it owned reassigned.
+//! - [`http::HttpEngine`]: a configured endpoint mints and revokes tokens
+//!   (a SaaS API, an internal token service).
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod postgres;
+pub mod template;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+
+/// What the broker asks for.
+#[derive(Debug, Clone)]
+pub struct IssueRequest<'a> {
+    /// The login name the broker generated and recorded in the lease.
+    pub login: &'a str,
+    /// A role (privilege set) the tool defines.
+    pub role: &'a str,
+    /// Unix seconds: the task's deadline; the credential never outlives it.
+    pub valid_until: i64,
+}
+
+/// A credential, handed to the task's agent once and never stored.
+pub struct Issued {
+    pub login: String,
+    pub password: SecretString,
+    /// A ready connection string or endpoint credential (holds the secret).
+    pub url: SecretString,
+    /// Non-secret connection facts (`PGHOST`, `PGPORT`, `PGDATABASE`, …).
+    pub facts: Vec<(&'static str, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The source did not answer (down, refused the connection, timed out).
+    #[error("the engine's server is unreachable: {0}")]
+    Unreachable(String),
+    #[error("role `{0}` is not defined for this tool")]
+    UnknownRole(String),
+    /// The source answered with an error (a template it refused, a
+    /// missing group role). Nothing was made.
+    #[error("the engine's server refused: {0}")]
+    Refused(String),
+    #[error("template: {0}")]
+    Template(#[from] template::TemplateError),
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// `postgres`, `http`.
+    fn kind(&self) -> &'static str;
+    /// A login name for a new lease of `task` (unique with `random`,
+    /// traceable to the task).
+    fn login_name(&self, task: &mandate_core::TaskId, random: [u8; 8]) -> String;
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, EngineError>;
+    async fn revoke(&self, login: &str, role: &str) -> Result<(), EngineError>;
+    async fn verify_gone(&self, login: &str) -> Result<bool, EngineError>;
+    async fn health(&self) -> Result<(), EngineError>;
+}
+
+/// `mnd_<task hex>_<random hex>`: lowercase, 45 bytes (PostgreSQL allows
+/// 63), found from the task and the task from it.
+pub fn login_for(task: &mandate_core::TaskId, random: [u8; 8]) -> String {
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let task_hex = task.as_str().rsplit('_').next().unwrap_or("");
+    format!("mnd_{task_hex}_{hex}")
+}
