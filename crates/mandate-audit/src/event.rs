@@ -154,11 +154,21 @@ pub enum EventKind {
     /// idle spell).
     #[serde(rename = "secret.unused")]
     SecretUnused,
+    /// A dynamic credential's lease was recorded, before the credential was
+    /// made (the login; never its password).
+    #[serde(rename = "lease.created")]
+    LeaseCreated,
+    /// The source confirmed the credential gone.
+    #[serde(rename = "lease.revoked")]
+    LeaseRevoked,
+    /// A revocation attempt failed (retried with backoff).
+    #[serde(rename = "lease.failed")]
+    LeaseFailed,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 56] = [
+    pub const ALL: [EventKind; 59] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -215,6 +225,9 @@ impl EventKind {
         EventKind::AnomalyAcknowledged,
         EventKind::SecretRotationDue,
         EventKind::SecretUnused,
+        EventKind::LeaseCreated,
+        EventKind::LeaseRevoked,
+        EventKind::LeaseFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -276,6 +289,9 @@ impl EventKind {
             AnomalyAcknowledged => "anomaly.acknowledged",
             SecretRotationDue => "secret.rotation_due",
             SecretUnused => "secret.unused",
+            LeaseCreated => "lease.created",
+            LeaseRevoked => "lease.revoked",
+            LeaseFailed => "lease.failed",
         }
     }
 

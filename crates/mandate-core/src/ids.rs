@@ -239,6 +239,10 @@ random_id!(
     ApprovalId, "apr_", "approval_id"
 );
 random_id!(
+    /// A dynamic credential's lease.
+    LeaseId, "lease_", "lease_id"
+);
+random_id!(
     /// A webhook endpoint that audit events are delivered to.
     WebhookId, "whk_", "id"
 );

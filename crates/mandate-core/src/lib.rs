@@ -21,6 +21,7 @@ mod engine_spec;
 mod error;
 mod grant;
 mod ids;
+mod lease;
 mod misuse;
 mod model;
 mod owner;
@@ -48,9 +49,10 @@ pub use engine_spec::{DbRole, EngineSpec};
 pub use error::{Invalid, RuleViolation};
 pub use grant::{Binding, Grant, Revocation, RevocationKind};
 pub use ids::{
-    AgentName, ApprovalId, Jti, OwnerName, RandomId, SecretName, SpiffeId, TaskId, ToolName,
-    TrustDomain, WebhookId,
+    AgentName, ApprovalId, Jti, LeaseId, OwnerName, RandomId, SecretName, SpiffeId, TaskId,
+    ToolName, TrustDomain, WebhookId,
 };
+pub use lease::{Lease, LeaseState, lease_backoff, role_name};
 pub use misuse::{Misuse, MisuseCheck, OnMisuse};
 pub use model::Model;
 pub use owner::{Owner, OwnerKind};

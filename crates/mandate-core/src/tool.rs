@@ -1,7 +1,7 @@
 use crate::egress::{EgressHost, Target, parse_egress_hosts};
 use crate::{
-    Action, Delivery, DeliveryMode, Invalid, OwnerName, RouteRule, RoutedRequest, ToolName,
-    UnixTime, check_upstream,
+    Action, Delivery, DeliveryMode, EngineSpec, Invalid, OwnerName, RouteRule, RoutedRequest,
+    ToolName, UnixTime, check_upstream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,10 @@ pub struct Tool {
     /// tool may tunnel to through the proxy's egress listener.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_hosts: Vec<EgressHost>,
+    /// A tool that mints a credential per task (a database login) instead
+    /// of holding one; its actions are the engine's role names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSpec>,
 }
 
 impl Tool {
@@ -136,6 +140,8 @@ pub struct NewTool {
     /// As written: `host`, `host:port`, `*.domain`, an IP (IPv6 in brackets).
     #[serde(default)]
     pub egress_hosts: Vec<String>,
+    #[serde(default)]
+    pub engine: Option<EngineSpec>,
 }
 
 impl NewTool {
@@ -184,6 +190,25 @@ impl NewTool {
                 "only a `reveal` tool declares hosts for egress; an injected tool is reached through the proxy",
             ));
         }
+        if let Some(engine) = &self.engine {
+            engine.check()?;
+            let mut roles = engine.role_names();
+            roles.sort_unstable();
+            let mut actions: Vec<&str> = self.actions.iter().map(|a| a.as_str()).collect();
+            actions.sort_unstable();
+            if roles != actions {
+                return Err(Invalid::new(
+                    "actions",
+                    "a tool with an engine has its roles as its actions, exactly",
+                ));
+            }
+            if self.upstream.is_some() || !egress_hosts.is_empty() {
+                return Err(Invalid::new(
+                    "engine",
+                    "a tool with an engine mints credentials; it has no upstream or egress hosts",
+                ));
+            }
+        }
         Ok(Tool {
             name: self.name,
             audience: self.audience,
@@ -199,6 +224,7 @@ impl NewTool {
             delivery: self.delivery,
             no_delegation: self.no_delegation,
             egress_hosts,
+            engine: self.engine,
         })
     }
 }

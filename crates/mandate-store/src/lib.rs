@@ -27,6 +27,7 @@ mod events;
 mod feed;
 mod grants;
 mod ingest;
+mod leases;
 mod owners;
 mod pool;
 mod postgres;
@@ -44,6 +45,7 @@ mod webhooks;
 
 pub use crate::postgres::{PostgresAuditReader, PostgresStore, PostgresTls};
 pub use error::StoreError;
+pub use leases::LeaseFilter;
 pub use sqlite::{SqliteStore, read_events};
 pub use usage::Usage;
 
@@ -51,8 +53,8 @@ use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
     AdminToken, Agent, AgentName, Approval, ApprovalId, ApprovalState, Approver, Binding, Grant,
-    Owner, Revocation, RevocationKind, Secret, SecretClass, SecretName, Task, TaskId, TaskState,
-    Tool, ToolName, UnixTime, Verdict, WebhookId,
+    Lease, LeaseId, Owner, Revocation, RevocationKind, Secret, SecretClass, SecretName, Task,
+    TaskId, TaskState, Tool, ToolName, UnixTime, Verdict, WebhookId,
 };
 
 /// A webhook endpoint as stored: the endpoint, its signing secret (sealed
@@ -423,6 +425,22 @@ pub trait Store: Send + Sync + 'static {
     async fn last_event(&self) -> Result<Option<Event>, StoreError>;
     /// What the log says about use since `since_ms` (see [`Usage`]).
     async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError>;
+    /// Record a lease for a live task (refused if the task is not active),
+    /// before its credential is made.
+    async fn create_lease(
+        &self,
+        lease: Lease,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError>;
+    /// Store a lease's new state, with its event if any.
+    async fn update_lease(&self, lease: Lease, ev: Option<NewEvent>) -> Result<(), StoreError>;
+    /// Leases to destroy now (see `leases::due`), at most `limit`.
+    async fn due_leases(&self, now: UnixTime, limit: usize) -> Result<Vec<Lease>, StoreError>;
+    async fn list_leases(&self, filter: LeaseFilter) -> Result<Vec<Lease>, StoreError>;
+    async fn get_lease(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError>;
+    /// Leases not yet confirmed gone, at most `limit`.
+    async fn open_leases(&self, limit: usize) -> Result<Vec<Lease>, StoreError>;
     /// The `seq` of every acknowledged anomaly event.
     async fn acknowledged_anomalies(&self) -> Result<std::collections::BTreeSet<u64>, StoreError>;
     /// Unexpired, unrevoked grants of active tasks, soonest to expire

@@ -4,17 +4,17 @@
 
 use crate::backend::Backend;
 use crate::{
-    AgentRevoked, ApprovalFilter, DecidedApproval, Ingested, Invocation, Resolved, SealedValue,
-    Store, StoreError, StoredWebhook, TaskFilter, TaskMoved, Usage, admin_tokens, agents,
-    approvals, events, feed, grants, ingest, owners, rescope, secrets, tasks, tools, usage,
-    webhooks,
+    AgentRevoked, ApprovalFilter, DecidedApproval, Ingested, Invocation, LeaseFilter, Resolved,
+    SealedValue, Store, StoreError, StoredWebhook, TaskFilter, TaskMoved, Usage, admin_tokens,
+    agents, approvals, events, feed, grants, ingest, leases, owners, rescope, secrets, tasks,
+    tools, usage, webhooks,
 };
 use async_trait::async_trait;
 use mandate_audit::{Event, NewEvent, Webhook, WebhookProgress};
 use mandate_core::{
-    AdminToken, Agent, AgentName, Approval, ApprovalId, Approver, Binding, Grant, Owner,
-    Revocation, RevocationKind, Secret, SecretClass, SecretName, Task, TaskId, TaskState, Tool,
-    ToolName, UnixTime, Verdict, WebhookId,
+    AdminToken, Agent, AgentName, Approval, ApprovalId, Approver, Binding, Grant, Lease, LeaseId,
+    Owner, Revocation, RevocationKind, Secret, SecretClass, SecretName, Task, TaskId, TaskState,
+    Tool, ToolName, UnixTime, Verdict, WebhookId,
 };
 
 #[async_trait]
@@ -402,6 +402,37 @@ impl<B: Backend> Store for B {
 
     async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError> {
         self.read(move |db| usage::since(db, since_ms)).await
+    }
+
+    async fn create_lease(
+        &self,
+        lease: Lease,
+        now: UnixTime,
+        ev: NewEvent,
+    ) -> Result<(), StoreError> {
+        self.write(move |w| leases::create(w, &lease, now, ev))
+            .await
+    }
+
+    async fn update_lease(&self, lease: Lease, ev: Option<NewEvent>) -> Result<(), StoreError> {
+        self.write(move |w| leases::update(w, &lease, ev)).await
+    }
+
+    async fn due_leases(&self, now: UnixTime, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.read(move |db| leases::due(db, now, limit)).await
+    }
+
+    async fn list_leases(&self, filter: LeaseFilter) -> Result<Vec<Lease>, StoreError> {
+        self.read(move |db| leases::list(db, &filter)).await
+    }
+
+    async fn get_lease(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError> {
+        let id = id.clone();
+        self.read(move |db| leases::get(db, id.as_str())).await
+    }
+
+    async fn open_leases(&self, limit: usize) -> Result<Vec<Lease>, StoreError> {
+        self.read(move |db| leases::open(db, limit)).await
     }
 
     async fn acknowledged_anomalies(&self) -> Result<std::collections::BTreeSet<u64>, StoreError> {

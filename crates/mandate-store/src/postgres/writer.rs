@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0005_webhooks.sql"),
     include_str!("../../migrations/postgres/0006_anomalies.sql"),
     include_str!("../../migrations/postgres/0007_governance.sql"),
+    include_str!("../../migrations/postgres/0009_leases.sql"),
 ];
 
 /// What a job leaves to the end of its group.

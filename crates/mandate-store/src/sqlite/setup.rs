@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0008_webhooks.sql"),
     include_str!("../../migrations/sqlite/0009_anomalies.sql"),
     include_str!("../../migrations/sqlite/0010_governance.sql"),
+    include_str!("../../migrations/sqlite/0012_leases.sql"),
 ];
 
 /// How long a connection waits for a lock before failing.

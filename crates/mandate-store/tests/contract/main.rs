@@ -19,6 +19,8 @@
 //! - `audit`: the chain under concurrent writes, across reopening.
 //! - `governance`: owner kinds, use read back from the log, live grants,
 //!   rotation notices raised once.
+//! - `leases`: dynamic credentials recorded for live tasks only, due once
+//!   their task ends however it ends.
 //! - `webhooks`: endpoints with sealed secrets, delivery progress, and the
 //!   chain head a sender waits on.
 //!
@@ -39,6 +41,7 @@ mod enrolment;
 mod feed;
 mod governance;
 mod grants;
+mod leases;
 mod listings;
 mod registry;
 mod rescope;
