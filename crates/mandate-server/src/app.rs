@@ -62,6 +62,12 @@ pub struct App {
     pub(crate) webhook_http: reqwest::Client,
     /// Raised when a webhook endpoint is added or deleted.
     pub(crate) webhooks_changed: tokio::sync::Notify,
+    /// Each tool's dynamic-credential engine.
+    pub(crate) engines: crate::engines::Engines,
+    /// Raised by task transitions: leases may have fallen due.
+    pub(crate) leases_due: tokio::sync::Notify,
+    /// One lease revocation pass at a time.
+    pub(crate) lease_pass: tokio::sync::Mutex<()>,
 }
 
 /// The state every handler receives (axum `State`).
@@ -138,6 +144,17 @@ impl App {
 
     /// A task's state change (and the subtree it took with it) as the
     /// store wrote it: into the broker's own view, and onto the feed.
+    /// The keeper, or 503 when no master key is configured.
+    pub fn require_keeper(&self) -> Result<&crate::keeper::Keeper, crate::error::ApiError> {
+        self.keeper.as_ref().ok_or_else(|| {
+            crate::error::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "secrets_unavailable",
+                "no master key is configured (master_key_file or MANDATE_MASTER_KEY), so secrets are off",
+            )
+        })
+    }
+
     pub fn moved(&self, moved: TaskMoved) -> Task {
         let task = moved.task.clone();
         self.directory.put_task(moved.task);
@@ -145,6 +162,7 @@ impl App {
             self.directory.forget_task(id);
         }
         self.publish(moved.revocations);
+        self.leases_due.notify_one();
         task
     }
 

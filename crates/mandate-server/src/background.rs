@@ -1,7 +1,7 @@
 //! Background work while the broker runs: the task sweeper (expiry and
 //! pruning), policy hot reload, issuer key refresh, audit checkpoints,
-//! the webhook sender, the anomaly detector (`anomalies`) and rotation
-//! notices (`rotation_notices`).
+//! the webhook sender, the anomaly detector (`anomalies`), rotation
+//! notices (`rotation_notices`) and the lease revoker (`leases`).
 
 use crate::app::{App, ReloadError, now};
 use mandate_audit::{EventKind, NewEvent};
@@ -99,7 +99,8 @@ pub fn spawn_background(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         }
     });
     let webhooks = tokio::spawn(crate::webhooks::supervise(a_check.clone()));
-    let mut tasks = vec![sweeper, reloader, jwks, webhooks];
+    let leases = tokio::spawn(crate::leases::watch(a_check.clone()));
+    let mut tasks = vec![sweeper, reloader, jwks, webhooks, leases];
     if a_check.settings.raw.anomaly.enabled {
         tasks.push(tokio::spawn(crate::anomalies::follow(a_check.clone())));
     }

@@ -199,7 +199,20 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         throttle,
         webhook_http,
         webhooks_changed: Default::default(),
+        engines: Default::default(),
+        leases_due: Default::default(),
+        lease_pass: Default::default(),
     });
+    // Before serving: destroy what a crash left behind (leases of tasks
+    // that ended or expired while the broker was down).
+    match crate::leases::revoke_due(&app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            leases = n,
+            "revoked dynamic credentials left by a previous run"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not sweep leases at start"),
+    }
     let background = crate::background::spawn_background(app.clone());
 
     let router = crate::routes::router(app.clone());

@@ -60,6 +60,9 @@ pub struct Metrics {
     webhook_delivered: Family<WebhookLabel, Counter>,
     webhook_failed: Family<WebhookLabel, Counter>,
     webhook_lag: Family<WebhookLabel, Gauge>,
+    leases: Family<Outcome, Counter>,
+    /// Leases whose revocation failed and is being retried: an alarm.
+    pub leases_failing: Gauge,
 }
 
 impl Default for Metrics {
@@ -144,7 +147,21 @@ impl Default for Metrics {
             "Audit events chained after an endpoint's cursor (not all of them match its kinds), by endpoint",
             webhook_lag.clone(),
         );
+        let leases = Family::<Outcome, Counter>::default();
+        registry.register(
+            "leases",
+            "Dynamic credentials issued, revoked, and revocation attempts that failed (retried)",
+            leases.clone(),
+        );
+        let leases_failing = Gauge::default();
+        registry.register(
+            "leases_failing",
+            "Leases whose revocation failed and is being retried (alarm when above 0)",
+            leases_failing.clone(),
+        );
         Metrics {
+            leases,
+            leases_failing,
             registry,
             webhook_delivered,
             webhook_failed,
@@ -239,6 +256,11 @@ impl Metrics {
                 action: action.to_owned(),
             })
             .inc();
+    }
+
+    /// `issued`, `revoked`, `revoke_failed`, `issue_failed`.
+    pub fn lease(&self, what: &str) {
+        outcome(&self.leases, what);
     }
 
     pub fn anomaly_lag(&self, events: i64) {

@@ -9,6 +9,7 @@ mod authorize;
 mod breakglass;
 mod caller;
 mod client_auth;
+mod credentials;
 mod delegate;
 mod feed;
 mod grant;
@@ -90,6 +91,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{id}/delegate", post(delegate::by_api))
         .route("/v1/tasks/{id}/tree", get(delegate::tree))
         .route("/v1/tasks/{id}/secrets/{name}", get(secrets::reveal))
+        .route(
+            "/v1/tasks/{id}/credentials/{tool}/{role}",
+            post(credentials::issue),
+        )
+        .route("/v1/leases", get(credentials::list))
+        .route("/v1/leases/{id}", get(credentials::show))
         .route("/v1/secrets", post(secrets::put).get(secrets::list))
         .route(
             "/v1/secrets/{name}",

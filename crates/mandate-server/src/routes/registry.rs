@@ -370,6 +370,15 @@ pub async fn create_tool(
     caller.require(AdminRight::Tools)?;
     let ApiJson(body) = body?;
     let tool = body.into_tool(now())?;
+    if tool.engine.is_some() {
+        // Its statements run with the engine's admin credential.
+        caller.require(AdminRight::Secrets).map_err(|_| {
+            ApiError::forbidden(
+                "engine: a tool that mints credentials also needs the `secrets` right",
+            )
+        })?;
+        check_engine(&tool)?;
+    }
     let ev = NewEvent::new(EventKind::ToolCreated, caller.actor())
         .tool(&tool.name)
         .request_id(Some(rid.0))
@@ -406,6 +415,7 @@ pub async fn update_tool(
         .tool(&name)
         .ok_or_else(|| ApiError::not_found("tool", &name))?;
     let next = current.revise(body.into_tool(current.created_at)?)?;
+    check_engine(&next)?;
     let changed = changed_fields(&current, &next);
     // Where the proxy sends the tool's secret, and how, decides who can read
     // it: pointing `upstream` at one's own host would hand over the key. So
@@ -413,8 +423,8 @@ pub async fn update_tool(
     if changed.iter().any(|f| SECRET_BEARING.contains(f)) {
         caller.require(AdminRight::Secrets).map_err(|_| {
             ApiError::forbidden(
-                "upstream, delivery, egress_hosts: changing where or how the tool's secret \
-                 is sent also needs the `secrets` right",
+                "upstream, delivery, egress_hosts, engine: changing where or how the tool's \
+                 secret is sent or used also needs the `secrets` right",
             )
         })?;
     }
@@ -434,7 +444,17 @@ pub async fn update_tool(
 
 /// Tool fields that steer the upstream secret (values only, never the
 /// secret): `egress_hosts` says where a revealed one may be taken.
-const SECRET_BEARING: [&str; 3] = ["upstream", "delivery", "egress_hosts"];
+/// An engine's statements run with the tool's secret.
+const SECRET_BEARING: [&str; 4] = ["upstream", "delivery", "egress_hosts", "engine"];
+
+/// An engine's templates, checked the way the engine will render them.
+fn check_engine(tool: &mandate_core::Tool) -> Result<(), ApiError> {
+    if let Some(mandate_core::EngineSpec::Postgres { roles }) = &tool.engine {
+        mandate_engine::postgres::check_roles(roles)
+            .map_err(|(i, e)| ApiError::bad_request(format!("engine.roles[{i}]: {e}")))?;
+    }
+    Ok(())
+}
 
 /// Names of the fields that differ, for the audit record.
 fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'static str> {
@@ -448,6 +468,7 @@ fn changed_fields(a: &mandate_core::Tool, b: &mandate_core::Tool) -> Vec<&'stati
         "routes",
         "delivery",
         "egress_hosts",
+        "engine",
     ]
     .into_iter()
     .filter(|f| a[f] != b[f])

@@ -24,13 +24,7 @@ use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
 pub(super) fn keeper(app: &App) -> Result<&Keeper, ApiError> {
-    app.keeper.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "secrets_unavailable",
-            "no master key is configured (master_key_file or MANDATE_MASTER_KEY), so secrets are off",
-        )
-    })
+    app.require_keeper()
 }
 
 /// Checks a value without ever echoing it. Values injected into a header

@@ -322,6 +322,11 @@ async fn move_task(
     let moved = app.store.transition_task(&task.id, to, now(), ev).await?;
     let subtree: Vec<String> = moved.subtree.iter().map(|id| id.to_string()).collect();
     let mut body = json!(app.moved(moved));
+    // The task's dynamic credentials are gone before the answer (the
+    // background revoker retries whatever fails here).
+    if let Err(e) = crate::leases::revoke_due(&app).await {
+        tracing::error!(error = %e, "could not revoke the task's leases now; the revoker retries");
+    }
     if !subtree.is_empty() {
         body["revoked_subtree"] = json!(subtree);
     }

@@ -1,0 +1,181 @@
+//! Dynamic credentials for tasks. Issuing records the lease durably first,
+//! then asks the engine; the revoker destroys every due lease at its
+//! source (every way a task ends makes its leases due), confirms it gone,
+//! and retries failures with backoff. It runs at start before the broker
+//! serves (orphans of a crash), after each task transition, and every
+//! second.
+
+use crate::app::{App, now};
+use crate::engines::engine_error;
+use crate::error::ApiError;
+use mandate_audit::{EventKind, NewEvent};
+use mandate_core::{Lease, LeaseId, LeaseState, RandomId, Task, Tool, lease_backoff};
+use mandate_engine::{Engine, EngineError, IssueRequest, Issued};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Due leases read per pass.
+const BATCH: usize = 1000;
+
+/// Record a lease for `task` on `tool`'s `role`, then make the credential.
+/// On failure nothing is handed out, and the lease is marked for the
+/// revoker (the source may hold part of it if the answer was lost).
+pub async fn issue(
+    app: &App,
+    task: &Task,
+    tool: &Tool,
+    role: &str,
+    actor: String,
+    request_id: String,
+) -> Result<(Lease, Issued), ApiError> {
+    let engine = app.engines.of(app, tool).await?;
+    let t = now();
+    let lease = Lease {
+        id: LeaseId::from_random(mandate_token::random_bytes()),
+        task: task.id.clone(),
+        agent: task.agent.clone(),
+        tool: tool.name.clone(),
+        role: role.to_owned(),
+        login: engine.login_name(&task.id, mandate_token::random_bytes()),
+        state: LeaseState::Active,
+        created_at: t,
+        expires_at: task.deadline,
+        revoked_at: None,
+        attempts: 0,
+        last_error: None,
+        next_attempt_at: None,
+    };
+    let ev = NewEvent::new(EventKind::LeaseCreated, actor)
+        .agent(&task.agent)
+        .task(&task.id)
+        .tool(&tool.name)
+        .request_id(Some(request_id))
+        .detail(
+            json!({"lease": lease.id, "login": lease.login, "role": role,
+            "engine": engine.kind(), "expires_at": lease.expires_at}),
+        );
+    app.store.create_lease(lease.clone(), t, ev).await?;
+    let asked = IssueRequest {
+        login: &lease.login,
+        role,
+        valid_until: task.deadline,
+    };
+    match engine.issue(&asked).await {
+        Ok(issued) => {
+            app.metrics.lease("issued");
+            Ok((lease, issued))
+        }
+        Err(e) => {
+            app.metrics.lease("issue_failed");
+            let mut marked = lease;
+            marked.state = LeaseState::Revoking;
+            marked.last_error = Some(format!("issue failed: {e}"));
+            if let Err(se) = app.store.update_lease(marked, None).await {
+                tracing::error!(error = %se, "could not mark a failed lease for the revoker");
+            }
+            app.leases_due.notify_one();
+            Err(engine_error(e))
+        }
+    }
+}
+
+async fn destroy(engine: &dyn Engine, lease: &Lease) -> Result<(), EngineError> {
+    engine.revoke(&lease.login, &lease.role).await?;
+    if engine.verify_gone(&lease.login).await? {
+        Ok(())
+    } else {
+        Err(EngineError::Refused(
+            "the login is still there after revocation".into(),
+        ))
+    }
+}
+
+/// Destroy every due lease now; how many were confirmed gone. One pass at
+/// a time (a pass from a route and the background one never race).
+pub async fn revoke_due(app: &App) -> Result<usize, mandate_store::StoreError> {
+    let _one_pass = app.lease_pass.lock().await;
+    let mut gone = 0;
+    loop {
+        let t = now();
+        let due = app.store.due_leases(t, BATCH).await?;
+        let full = due.len() == BATCH;
+        for mut lease in due {
+            let outcome = match app.store.get_tool(&lease.tool).await? {
+                None => Err(format!("tool `{}` no longer exists", lease.tool)),
+                Some(tool) => match app.engines.of(app, &tool).await {
+                    Err(e) => Err(e.message),
+                    Ok(engine) => destroy(engine.as_ref(), &lease)
+                        .await
+                        .map_err(|e| e.to_string()),
+                },
+            };
+            let ev = |kind: EventKind, detail: serde_json::Value| {
+                NewEvent::new(kind, "system")
+                    .agent(&lease.agent)
+                    .task(&lease.task)
+                    .tool(&lease.tool)
+                    .detail(detail)
+            };
+            match outcome {
+                Ok(()) => {
+                    let e = ev(
+                        EventKind::LeaseRevoked,
+                        json!({"lease": lease.id, "login": lease.login,
+                        "attempts": lease.attempts + 1}),
+                    );
+                    lease.state = LeaseState::Revoked;
+                    lease.revoked_at = Some(t);
+                    lease.next_attempt_at = None;
+                    app.store.update_lease(lease, Some(e)).await?;
+                    app.metrics.lease("revoked");
+                    gone += 1;
+                }
+                Err(reason) => {
+                    lease.attempts += 1;
+                    // The first failure and every tenth are audited; each one is counted.
+                    let e = (lease.attempts == 1 || lease.attempts.is_multiple_of(10)).then(|| {
+                        ev(
+                            EventKind::LeaseFailed,
+                            json!({"lease": lease.id, "login": lease.login,
+                            "attempts": lease.attempts, "reason": reason}),
+                        )
+                    });
+                    tracing::warn!(lease = %lease.id, login = %lease.login, attempts = lease.attempts, %reason, "lease revocation failed; retrying");
+                    lease.state = LeaseState::Failed;
+                    lease.last_error = Some(reason);
+                    lease.next_attempt_at = Some(t + lease_backoff(lease.attempts));
+                    app.store.update_lease(lease, e).await?;
+                    app.metrics.lease("revoke_failed");
+                }
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    let failing = app
+        .store
+        .list_leases(mandate_store::LeaseFilter {
+            failed: true,
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?
+        .len();
+    app.metrics.leases_failing.set(failing as i64);
+    Ok(gone)
+}
+
+/// The background revoker: woken by task transitions, every second besides.
+pub async fn watch(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            _ = app.leases_due.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Err(e) = revoke_due(&app).await {
+            tracing::error!(error = %e, "lease revoker failed");
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Dynamic database logins over real HTTP against a real PostgreSQL: the
+//! task's agent gets a login that can do what its role grants and nothing
+//! more; completion, revocation, a parent's cascade, the deadline and a
+//! restart after the task ended while the broker was down each leave no
+//! role behind; an engine that is down answers 503 and makes nothing.
+
+use mandate_testkit::postgres::{database, psql};
+use mandate_testkit::serde_json::{Value, json};
+use mandate_testkit::*;
+use reqwest::StatusCode;
+use std::time::{Duration, Instant};
+
+const DB_AUD: &str = "urn:mandate:db:orders";
+
+fn roles(url: &str, login: &str) -> String {
+    psql(
+        url,
+        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{login}'"),
+    )
+}
+
+/// A server with an `orders-db` tool (a read-only role on a real
+/// database), its admin DSN stored as the tool's secret, and agents
+/// `dbbot` and `helper` allowed it.
+async fn ready(hint: &str) -> Option<(TestServer, String)> {
+    let url = database(hint)?;
+    let group = format!("read_{hint}");
+    psql(
+        &url,
+        &format!(
+            "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1);
+             CREATE ROLE {group} NOLOGIN; GRANT SELECT ON orders TO {group};"
+        ),
+    );
+    let s = TestServer::start().await;
+    s.seed().await;
+    s.admin_post(
+        "/v1/tools",
+        json!({"name": "orders-db", "audience": DB_AUD, "owner": "platform", "environment": "staging",
+               "sensitivity": "confidential", "max_ttl_secs": 600, "actions": ["readonly"],
+               "engine": {"kind": "postgres", "roles": [{"name": "readonly", "member_of": [group]}]}}),
+    )
+    .await;
+    s.admin_post(
+        "/v1/secrets",
+        json!({"name": "orders-db-admin", "tool": "orders-db", "class": "database",
+               "owner": "platform", "value": url}),
+    )
+    .await;
+    for name in ["dbbot", "helper"] {
+        s.admin_post(
+            "/v1/agents",
+            json!({"name": name, "owner": "platform", "environment": "staging", "allowed_tools": ["orders-db"]}),
+        )
+        .await;
+    }
+    Some((s, url))
+}
+
+async fn task(s: &TestServer, session: &str, ttl: Option<u32>) -> String {
+    let (st, t) = s
+        .create_task(
+            session,
+            json!([{"tool": "orders-db", "actions": ["readonly"]}]),
+            ttl,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    t["id"].as_str().unwrap().to_owned()
+}
+
+async fn credential(s: &TestServer, session: &str, task: &str) -> Value {
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{task}/credentials/orders-db/readonly"),
+            Some(session),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    v
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+async fn gone_within(url: &str, login: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while roles(url, login) != "0" {
+        assert!(Instant::now() < deadline, "{login} still in pg_roles");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_login_lives_exactly_as_long_as_its_task() {
+    let Some((s, url)) = ready("lease_life").await else {
+        return;
+    };
+    let session = s.session("dbbot").await;
+    let id = task(&s, &session, None).await;
+    let v = credential(&s, &session, &id).await;
+    let login = v["login"].as_str().unwrap().to_owned();
+    assert!(
+        login.starts_with(&format!("mnd_{}", id.trim_start_matches("task_"))),
+        "{login}"
+    );
+    assert_eq!(v["facts"]["PGUSER"], login.as_str());
+    let client = connect(v["url"].as_str().unwrap()).await.unwrap();
+    let n: i32 = client
+        .query_one("SELECT id FROM orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let denied = format!(
+        "{:?}",
+        client.execute("DELETE FROM orders", &[]).await.unwrap_err()
+    );
+    assert!(denied.contains("permission denied"), "{denied}");
+
+    let events = s.events().await;
+    let password = v["password"].as_str().unwrap();
+    assert!(
+        !json!(events).to_string().contains(password),
+        "never the password"
+    );
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert!(
+        kinds.contains(&"lease.created") && kinds.contains(&"secret.retrieved"),
+        "{kinds:?}"
+    );
+    let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+    assert_eq!(leases["leases"][0]["state"], "active", "{leases}");
+    assert!(!leases.to_string().contains(password));
+
+    // Completing the task: the login is gone before the answer comes back,
+    // and its open session is ended.
+    let (st, _) = s
+        .post(
+            &format!("/v1/tasks/{id}/complete"),
+            Some(&session),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(roles(&url, &login), "0");
+    assert!(
+        client.query_one("SELECT 1", &[]).await.is_err(),
+        "session still open"
+    );
+    assert!(connect(v["url"].as_str().unwrap()).await.is_err());
+    let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+    assert_eq!(leases["leases"][0]["state"], "revoked", "{leases}");
+    // An ended task gets nothing more.
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/credentials/orders-db/readonly"),
+            Some(&session),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+}
+
+#[tokio::test]
+async fn revocation_a_parents_cascade_and_the_deadline_each_drop_the_role() {
+    let Some((s, url)) = ready("lease_ends").await else {
+        return;
+    };
+    let session = s.session("dbbot").await;
+    // An operator's revocation.
+    let id = task(&s, &session, None).await;
+    let login = credential(&s, &session, &id).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = s
+        .post(&format!("/v1/tasks/{id}/revoke"), Some(&s.root), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(roles(&url, &login), "0");
+    // A parent's cascade: the child's login goes with the parent.
+    let parent = task(&s, &session, None).await;
+    let helper = s.session("helper").await;
+    let (st, v) = s.exchange(&session, &parent, DB_AUD, &[]).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, child) = s
+        .post(
+            &format!("/v1/tasks/{parent}/delegate"),
+            Some(&helper),
+            &json!({"subject_token": v["access_token"],
+                    "scope": [{"tool": "orders-db", "actions": ["readonly"]}]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{child}");
+    let child_id = child["id"].as_str().unwrap().to_owned();
+    let login = credential(&s, &helper, &child_id).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, _) = s
+        .post(
+            &format!("/v1/tasks/{parent}/revoke"),
+            Some(&s.root),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        roles(&url, &login),
+        "0",
+        "the child's login went with the parent"
+    );
+    // The deadline: the sweeper expires the task, the revoker drops the role.
+    let short = task(&s, &session, Some(2)).await;
+    let login = credential(&s, &session, &short).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(roles(&url, &login), "1");
+    gone_within(&url, &login, 10).await;
+}
+
+#[tokio::test]
+async fn a_role_of_a_task_that_ended_while_the_broker_was_down_is_dropped_before_it_serves() {
+    let Some((s, url)) = ready("lease_restart").await else {
+        return;
+    };
+    let session = s.session("dbbot").await;
+    let id = task(&s, &session, Some(2)).await;
+    let login = credential(&s, &session, &id).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut s = s;
+    s.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the task's deadline passes meanwhile
+    assert_eq!(
+        roles(&url, &login),
+        "1",
+        "nobody dropped it while the broker was down"
+    );
+    let s = s.restart().await;
+    assert_eq!(roles(&url, &login), "0", "dropped before serving");
+    drop(s);
+}
+
+#[tokio::test]
+async fn bad_requests_and_a_down_engine_make_nothing() {
+    let Some((s, url)) = ready("lease_bad").await else {
+        return;
+    };
+    let session = s.session("dbbot").await;
+    let id = task(&s, &session, None).await;
+    let path = |tool: &str, role: &str| format!("/v1/tasks/{id}/credentials/{tool}/{role}");
+    // Roles are the cluster's, shared with other tests: count this task's.
+    let mine = format!(
+        "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mnd_{}%'",
+        id.trim_start_matches("task_")
+    );
+    for (tool, role, status, code) in [
+        ("orders-db", "admin", StatusCode::NOT_FOUND, "unknown_role"),
+        (
+            "orders-db",
+            "Bad;Role",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        ("github", "readonly", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let (st, v) = s.post(&path(tool, role), Some(&session), &json!({})).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{tool}/{role}: {v}"
+        );
+    }
+    // Someone else's task is not found; an admin token is not its agent.
+    let other = s.session("helper").await;
+    let (st, _) = s
+        .post(&path("orders-db", "readonly"), Some(&other), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s
+        .post(&path("orders-db", "readonly"), Some(&s.root), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    assert_eq!(psql(&url, &mine), "0");
+
+    // The engine's server goes away: 503, and no role.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (st, v) = s
+        .post(
+            "/v1/secrets/orders-db-admin/rotate",
+            Some(&s.root),
+            &json!({"value": format!("postgres://mandate@127.0.0.1:{port}/none")}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s
+        .post(&path("orders-db", "readonly"), Some(&session), &json!({}))
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("engine_unavailable")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("postgres://"), "never the DSN: {v}");
+    let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+    let state = leases["leases"][0]["state"].as_str().unwrap();
+    assert!(state == "revoking" || state == "failed", "{leases}");
+    assert_eq!(psql(&url, &mine), "0");
+}
