@@ -113,14 +113,21 @@ pub enum ToolCmd {
         /// Longest credential lifetime for this tool, seconds.
         #[arg(long, default_value_t = 900)]
         max_ttl: u32,
-        /// An action the tool has, e.g. issues:read (repeatable).
-        #[arg(long = "action", required = true)]
+        /// An action the tool has, e.g. issues:read (repeatable; with
+        /// --engine, its role names by default).
+        #[arg(long = "action", required_unless_present = "engine")]
         actions: Vec<String>,
         #[arg(long, default_value = "")]
         description: String,
         /// Base URL the proxy forwards to, e.g. https://api.github.com.
         #[arg(long)]
         upstream: Option<String>,
+        /// A JSON file describing a dynamic-credential engine, e.g.
+        /// {"kind": "postgres", "roles": [{"name": "readonly", "member_of": ["app_read"]}]}:
+        /// tasks get a login per task instead of a shared secret (needs the
+        /// `secrets` right; store the engine's admin DSN as the tool's secret).
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["upstream", "reveal"])]
+        engine: Option<std::path::PathBuf>,
         /// A proxy route: "METHOD PATH ACTION [RESOURCE]", e.g.
         /// "GET /repos/{owner}/{repo}/issues issues:read repo:{owner}/{repo}" (repeatable; first match wins).
         #[arg(long = "route")]
@@ -389,6 +396,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             actions,
             description,
             upstream,
+            engine,
             routes,
             inject,
             reveal,
@@ -396,6 +404,30 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
             egress_hosts,
         } => {
             let routes = parse_routes(&routes)?;
+            let engine: Option<Value> = match &engine {
+                None => None,
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("--engine: cannot read {}", p.display()))?;
+                    Some(
+                        serde_json::from_str(&text)
+                            .with_context(|| format!("--engine: {} is not JSON", p.display()))?,
+                    )
+                }
+            };
+            let mut actions = actions;
+            if actions.is_empty()
+                && let Some(e) = &engine
+            {
+                actions = e["roles"]
+                    .as_array()
+                    .map(|r| {
+                        r.iter()
+                            .filter_map(|x| x["name"].as_str().or(x.as_str()).map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
             let delivery = if reveal {
                 json!({"mode": "reveal"})
             } else {
@@ -406,7 +438,7 @@ pub async fn tool(c: &Client, cmd: ToolCmd, as_json: bool) -> Result<()> {
                 &json!({"name": name, "audience": audience, "owner": owner, "environment": environment,
                         "sensitivity": sensitivity, "max_ttl_secs": max_ttl, "actions": actions, "description": description,
                         "upstream": upstream, "routes": routes, "delivery": delivery,
-                        "no_delegation": no_delegation, "egress_hosts": egress_hosts}),
+                        "no_delegation": no_delegation, "egress_hosts": egress_hosts, "engine": engine}),
             )
             .await?
         }

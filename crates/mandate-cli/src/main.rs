@@ -12,9 +12,11 @@ mod approvals;
 mod audit;
 mod breakglass;
 mod client;
+mod db;
 mod duration;
 mod egress;
 mod inventory;
+mod leases;
 mod output;
 mod posture;
 mod revocations;
@@ -181,6 +183,10 @@ enum Command {
         after_help = "Example:\n  mandate anomalies list\n  mandate anomalies list --task tsk_… --json\n\nEach finding names its rule, the evidence (the event that tripped it), the\naction configured for the task's environment (alert, suspend,\nrequire_approval) and what it did. Rules and actions: [anomaly] in the\nserver's config."
     )]
     Anomalies(anomalies::AnomaliesCmd),
+    /// Dynamic credentials (database logins) made for tasks: list (--failed:
+    /// revocations being retried), show. Never a password.
+    #[command(subcommand)]
+    Lease(leases::LeaseCmd),
     /// Every secret, live grant and agent, per class and owner, with use
     /// from the audit log (right: audit). Never a value.
     Inventory(inventory::InventoryArgs),
@@ -232,6 +238,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Run(a) => return run::under_task(&client()?, a).await,
         Command::Posture(a) => return posture::run(&client()?, a, cli.json).await,
         Command::Inventory(a) => inventory::run(&client()?, a, cli.json).await,
+        Command::Lease(c) => leases::run(&client()?, c, cli.json).await,
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
         Command::Proxy { .. } => unreachable!("main runs the proxy"),

@@ -33,6 +33,8 @@ pub struct RunArgs {
     model: ModelFlags,
     #[command(flatten)]
     egress: crate::egress::EgressArgs,
+    #[command(flatten)]
+    db: crate::db::DbArgs,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -122,6 +124,7 @@ impl Drop for SessionDir {
 /// Run the command under a task of its own; its exit code.
 pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
     a.egress.check()?;
+    a.db.check()?;
     let credential = Credential::from_flags(a.key_file, None, a.jwt_file, a.model);
     let first = match (&credential, &a.session) {
         (Some(cr), _) => from_login(&log_in(c, cr).await?)?,
@@ -211,12 +214,20 @@ pub async fn under_task(c: &Client, a: RunArgs) -> Result<u8> {
             return Err(e.context(format!("`{}` was not run; task {id} revoked", a.command[0])));
         }
     };
+    let db_env = match a.db.env(c, &session, &id).await {
+        Ok(env) => env,
+        Err(e) => {
+            let _ = end(c, &current, credential.as_ref(), &id, false).await;
+            return Err(e.context(format!("`{}` was not run; task {id} revoked", a.command[0])));
+        }
+    };
     let mut child = match tokio::process::Command::new(&a.command[0])
         .args(&a.command[1..])
         .env("MANDATE_ADDR", &c.base)
         .env("MANDATE_TASK", &id)
         .env("MANDATE_SESSION_FILE", dir.file())
         .envs(egress_env)
+        .envs(db_env)
         // The agent gets its own session, never the operator's powers.
         .env_remove("MANDATE_TOKEN")
         .env_remove("MANDATE_SESSION")
