@@ -321,3 +321,140 @@ async fn bad_requests_and_a_down_engine_make_nothing() {
     assert!(state == "revoking" || state == "failed", "{leases}");
     assert_eq!(psql(&url, &mine), "0");
 }
+
+/// A token service of the kind the HTTP engine speaks to: it mints,
+/// revokes and answers for tokens by login, and checks its own admin key.
+mod token_service {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use mandate_testkit::serde_json::{Value, json};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    pub type Tokens = Arc<Mutex<HashMap<String, String>>>;
+    const KEY: &str = "svc-admin-key";
+
+    fn authorised(h: &HeaderMap) -> bool {
+        h.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {KEY}"))
+    }
+
+    pub async fn start() -> (String, Tokens) {
+        let tokens: Tokens = Arc::default();
+        let app = Router::new()
+            .route(
+                "/issue",
+                post(
+                    |State(t): State<Tokens>, h: HeaderMap, Json(b): Json<Value>| async move {
+                        if !authorised(&h) {
+                            return (StatusCode::UNAUTHORIZED, Json(json!({})));
+                        }
+                        let token = format!("tok-{}", b["login"].as_str().unwrap());
+                        t.lock()
+                            .unwrap()
+                            .insert(b["login"].as_str().unwrap().to_owned(), token.clone());
+                        (StatusCode::OK, Json(json!({"token": token})))
+                    },
+                ),
+            )
+            .route(
+                "/revoke",
+                post(
+                    |State(t): State<Tokens>, h: HeaderMap, Json(b): Json<Value>| async move {
+                        if !authorised(&h) {
+                            return StatusCode::UNAUTHORIZED;
+                        }
+                        match t.lock().unwrap().remove(b["login"].as_str().unwrap()) {
+                            Some(_) => StatusCode::NO_CONTENT,
+                            None => StatusCode::NOT_FOUND,
+                        }
+                    },
+                ),
+            )
+            .route("/status", get(|| async { StatusCode::OK }))
+            .route(
+                "/status/{login}",
+                get(
+                    |State(t): State<Tokens>, Path(login): Path<String>| async move {
+                        if t.lock().unwrap().contains_key(&login) {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::NOT_FOUND
+                        }
+                    },
+                ),
+            )
+            .with_state(tokens.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (base, tokens)
+    }
+
+    pub const ADMIN_KEY: &str = KEY;
+}
+
+#[tokio::test]
+async fn the_http_engine_mints_and_revokes_through_its_service() {
+    let (base, tokens) = token_service::start().await;
+    let s = TestServer::start().await;
+    s.seed().await;
+    s.admin_post(
+        "/v1/tools",
+        json!({"name": "deploy-api", "audience": "https://deploy.example", "owner": "platform",
+               "environment": "staging", "sensitivity": "confidential", "max_ttl_secs": 600,
+               "actions": ["deployer"],
+               "engine": {"kind": "http", "issue_url": format!("{base}/issue"),
+                          "revoke_url": format!("{base}/revoke"), "status_url": format!("{base}/status"),
+                          "roles": ["deployer"]}}),
+    )
+    .await;
+    s.admin_post(
+        "/v1/secrets",
+        json!({"name": "deploy-admin", "tool": "deploy-api", "class": "deployment",
+               "owner": "platform", "value": token_service::ADMIN_KEY}),
+    )
+    .await;
+    s.admin_post(
+        "/v1/agents",
+        json!({"name": "shipper", "owner": "platform", "environment": "staging", "allowed_tools": ["deploy-api"]}),
+    )
+    .await;
+    let session = s.session("shipper").await;
+    let (_, t) = s
+        .create_task(
+            &session,
+            json!([{"tool": "deploy-api", "actions": ["deployer"]}]),
+            None,
+        )
+        .await;
+    let id = t["id"].as_str().unwrap();
+    let (st, v) = s
+        .post(
+            &format!("/v1/tasks/{id}/credentials/deploy-api/deployer"),
+            Some(&session),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let login = v["login"].as_str().unwrap().to_owned();
+    assert_eq!(
+        tokens.lock().unwrap().get(&login),
+        v["password"].as_str().map(str::to_owned).as_ref()
+    );
+    let (st, _) = s
+        .post(
+            &format!("/v1/tasks/{id}/complete"),
+            Some(&session),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        tokens.lock().unwrap().is_empty(),
+        "revoked at the service before the answer"
+    );
+    let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+    assert_eq!(leases["leases"][0]["state"], "revoked", "{leases}");
+}
