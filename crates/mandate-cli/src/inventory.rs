@@ -124,6 +124,19 @@ fn table(v: &Value) {
             ("expires", "/expires_at"),
         ],
     );
+    println!("\nleases (dynamic credentials not yet gone):");
+    output::table(
+        &dated(list("leases"), &["/expires_at"]),
+        &[
+            ("login", "/login"),
+            ("tool", "/tool"),
+            ("role", "/role"),
+            ("agent", "/agent"),
+            ("task", "/task"),
+            ("state", "/state"),
+            ("expires", "/expires_at"),
+        ],
+    );
     println!("\nagents:");
     output::table(
         &dated(list("agents"), &["/last_seen"]),
@@ -208,6 +221,24 @@ pub fn csv(inv: &Inventory) -> String {
             format!("task={}", g.task),
         ]);
     }
+    for l in &inv.leases {
+        rows.push([
+            "lease".into(),
+            l.login.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            l.tool.to_string(),
+            l.agent.to_string(),
+            l.created_at.to_string(),
+            String::new(),
+            String::new(),
+            String::new(),
+            l.expires_at.to_string(),
+            String::new(),
+            format!("state={} task={}", l.state, l.task),
+        ]);
+    }
     for a in &inv.agents {
         rows.push([
             "agent".into(),
@@ -248,7 +279,7 @@ mod tests {
     fn csv_quotes_every_field() {
         assert_eq!(field("a\"b,c"), "\"a\"\"b,c\"");
         let inv: Inventory = serde_json::from_value(json!({"generated_at": 0, "period_days": 30,
-            "owners": [], "secrets": [], "grants": [], "agents": []}))
+            "owners": [], "secrets": [], "grants": [], "leases": [], "agents": []}))
         .unwrap();
         assert_eq!(csv(&inv).lines().count(), 1, "the header only");
     }

@@ -6,7 +6,7 @@ use crate::facts::Facts;
 use crate::finding::{Finding, FindingKind as K, Severity};
 use crate::frameworks;
 use crate::inventory::Inventory;
-use mandate_core::{AgentState, AuthStrength, DeliveryMode, Environment, OwnerKind};
+use mandate_core::{AgentState, AuthStrength, DeliveryMode, Environment, LeaseState, OwnerKind};
 use serde_json::json;
 use std::collections::BTreeSet;
 
@@ -18,6 +18,7 @@ pub fn assess(f: &Facts) -> Vec<Finding> {
     agents(&inv, &mut out);
     tools(f, &mut out);
     activity(f, &mut out);
+    leases(f, &mut out);
     limits(f, &mut out);
     out.sort_by(|a, b| b.severity.cmp(&a.severity).then_with(|| a.id.cmp(&b.id)));
     out
@@ -226,6 +227,19 @@ fn activity(f: &Facts, out: &mut Vec<Finding>) {
             format!("anomaly `{}` (event {seq}) is not acknowledged", a.rule),
             json!({"seq": a.seq, "rule": a.rule, "task": a.task, "agent": a.agent, "at": a.at}),
             format!("mandate anomalies list; then: mandate anomalies ack {seq}"),
+        ));
+    }
+}
+
+fn leases(f: &Facts, out: &mut Vec<Finding>) {
+    for l in f.leases.iter().filter(|l| l.state == LeaseState::Failed) {
+        out.push(finding(
+            K::LeaseRevocationFailed,
+            ("lease", l.id.as_str()),
+            format!("login `{}` of ended task `{}` is not confirmed gone ({} attempts)", l.login, l.task, l.attempts),
+            json!({"lease": l.id, "login": l.login, "tool": l.tool, "task": l.task, "attempts": l.attempts,
+                "last_error": l.last_error, "expires_at": l.expires_at}),
+            format!("mandate lease show {}; check the engine's server; the broker retries with backoff", l.id),
         ));
     }
 }

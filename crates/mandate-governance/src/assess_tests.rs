@@ -145,6 +145,15 @@ fn each_kind_appears_on_its_state_and_only_then() {
         }),
         (K::TaskTtlAboveCeiling, |f| f.task_max_ttl_secs = 4 * 3600),
         (K::DelegationDepthAboveLimit, |f| f.max_delegation_depth = 3),
+        (K::LeaseRevocationFailed, |f| {
+            f.leases.push(
+                serde_json::from_value(json!({"id": "lease_0123456789abcdef0123456789abcdef",
+                "task": "task_0123456789abcdef0123456789abcdef", "agent": "bot", "tool": "github",
+                "role": "readonly", "login": "mnd_x", "state": "failed", "created_at": NOW - 60,
+                "expires_at": NOW - 1, "attempts": 3, "last_error": "unreachable"}))
+                .unwrap(),
+            );
+        }),
     ];
     let mut seen: Vec<K> = cases.iter().map(|c| c.0).collect();
     seen.sort();

@@ -2,7 +2,7 @@
 //! secrets' metadata, the use its audit log shows, and its limits.
 
 use mandate_core::{
-    Agent, AgentName, Grant, Owner, RotationPolicy, Secret, Task, Tool, ToolName, UnixTime,
+    Agent, AgentName, Grant, Lease, Owner, RotationPolicy, Secret, Task, Tool, ToolName, UnixTime,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +36,8 @@ pub struct Facts {
     pub secrets: Vec<Secret>,
     /// Live grants (unexpired, unrevoked, of active tasks).
     pub grants: Vec<Grant>,
+    /// Dynamic credentials not yet confirmed gone at their source.
+    pub leases: Vec<Lease>,
     /// Each agent's latest audit event, ever (ms).
     pub last_seen_ms: BTreeMap<AgentName, i64>,
     /// Per tool, agents whose calls reached it in the period.

@@ -64,6 +64,8 @@ kinds!(
         TaskTtlAboveCeiling => "task-ttl-above-class-ceiling",
         /// Delegation may go deeper than the chosen limit.
         DelegationDepthAboveLimit => "delegation-depth-above-limit",
+        /// A dynamic credential of an ended task is not confirmed gone.
+        LeaseRevocationFailed => "lease-revocation-failed",
     }
 );
 

@@ -4,8 +4,8 @@
 
 use crate::facts::Facts;
 use mandate_core::{
-    AgentName, AgentState, AuthFacts, AuthStrength, Environment, Jti, Model, Owner, OwnerKind,
-    OwnerName, RotationStatus, Secret, SecretClass, TaskId, ToolName, UnixTime,
+    AgentName, AgentState, AuthFacts, AuthStrength, Environment, Jti, Lease, Model, Owner,
+    OwnerKind, OwnerName, RotationStatus, Secret, SecretClass, TaskId, ToolName, UnixTime,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -17,6 +17,8 @@ pub struct Inventory {
     pub owners: Vec<Owner>,
     pub secrets: Vec<SecretEntry>,
     pub grants: Vec<GrantEntry>,
+    /// Dynamic credentials not yet confirmed gone at their source.
+    pub leases: Vec<Lease>,
     pub agents: Vec<AgentEntry>,
 }
 
@@ -167,6 +169,7 @@ impl Inventory {
             owners: f.owners.clone(),
             secrets,
             grants,
+            leases: f.leases.clone(),
             agents,
         }
     }
@@ -177,12 +180,18 @@ impl Inventory {
         if let Some(c) = filter.class {
             self.secrets.retain(|s| s.secret.class == c);
             self.grants.retain(|g| g.class == Some(c));
+            // Dynamic credentials are database logins (or the engine's kind).
+            let dynamic = [SecretClass::Database, SecretClass::Deployment].contains(&c);
+            if !dynamic {
+                self.leases.clear();
+            }
         }
         if let Some(o) = &filter.owner {
             self.secrets.retain(|s| &s.secret.owner == o);
             self.agents.retain(|a| &a.owner == o);
             let mine: BTreeSet<&AgentName> = self.agents.iter().map(|a| &a.name).collect();
             self.grants.retain(|g| mine.contains(&g.agent));
+            self.leases.retain(|l| mine.contains(&l.agent));
             self.owners.retain(|x| &x.name == o);
         }
         self

@@ -85,6 +85,7 @@ pub async fn facts(app: &App, period_days: u32) -> Result<Facts, ApiError> {
         tools,
         secrets: store.list_secrets().await?,
         grants: store.live_grants(t, MAX_GRANTS).await?,
+        leases: store.open_leases(MAX_GRANTS).await?,
         last_seen_ms: usage.last_seen_ms,
         tool_users: usage.tool_users,
         tokens: usage.tokens,

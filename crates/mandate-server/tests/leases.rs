@@ -316,9 +316,45 @@ async fn bad_requests_and_a_down_engine_make_nothing() {
         "{v}"
     );
     assert!(!v.to_string().contains("postgres://"), "never the DSN: {v}");
-    let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
-    let state = leases["leases"][0]["state"].as_str().unwrap();
-    assert!(state == "revoking" || state == "failed", "{leases}");
+    // The revoker cannot reach the engine either: the lease is failed,
+    // retried with backoff, counted in /metrics and a posture finding.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lease = loop {
+        let (_, leases) = s.get("/v1/leases?failed=true", Some(&s.root)).await;
+        if let Some(l) = leases["leases"].as_array().and_then(|a| a.first()).cloned() {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "never marked failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(lease["task"], id.as_str());
+    assert!(
+        lease["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable"),
+        "{lease}"
+    );
+    assert!(lease["next_attempt_at"].as_i64().is_some(), "{lease}");
+    let (_, report) = s.get("/v1/posture", Some(&s.root)).await;
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "lease-revocation-failed"),
+        "{report}"
+    );
+    let metrics = reqwest::Client::new()
+        .get(s.url("/metrics"))
+        .bearer_auth(&s.root)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("mandate_leases_failing 1"), "{metrics}");
     assert_eq!(psql(&url, &mine), "0");
 }
 
