@@ -1,5 +1,8 @@
 //! `mandate server` as a real process, for tests that kill it.
 
+// Each test binary uses only part of this.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -48,12 +51,30 @@ pub fn start(
             }
         }
     });
+    wait_listening(addr);
+    (child, rx.recv_timeout(Duration::from_secs(2)).ok())
+}
+
+fn wait_listening(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    (child, rx.recv_timeout(Duration::from_secs(2)).ok())
+}
+
+/// Start the server again on an existing data dir (no root token to wait
+/// for) and wait until it listens.
+pub fn restart(config: &Path, addr: &str, env: &[(&str, &str)]) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["server", "--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(addr);
+    child
 }
 
 pub fn cli(addr: &str, token: &str, args: &[&str]) -> std::process::Output {
