@@ -21,6 +21,17 @@ fn ok(o: std::process::Output) -> String {
     String::from_utf8(o.stdout).unwrap().trim().to_owned()
 }
 
+/// The server process, killed however the test ends (a failed assertion
+/// must not leave it running).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Cheap pseudo-random delays (no RNG crate needed for a test's timing).
 struct Lcg(u64);
 impl Lcg {
@@ -98,7 +109,8 @@ async fn sigkill_while_issuing_leaves_no_login_of_an_ended_task() {
     .unwrap();
     let master = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
     let env = [("MANDATE_MASTER_KEY", master)];
-    let (mut server, root) = start(&config, &addr, &env, None);
+    let (server, root) = start(&config, &addr, &env, None);
+    let mut server = Running(server);
     let root = root.expect("first start prints the root token");
     let base = format!("http://{addr}");
 
@@ -151,12 +163,14 @@ async fn sigkill_while_issuing_leaves_no_login_of_an_ended_task() {
     let mut rng = Lcg(std::process::id() as u64);
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.next(150, 600))).await;
-        server.kill().unwrap();
-        server.wait().unwrap();
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
         let (config, addr) = (config.clone(), addr.clone());
-        server = tokio::task::spawn_blocking(move || restart(&config, &addr, &env))
-            .await
-            .unwrap();
+        server = Running(
+            tokio::task::spawn_blocking(move || restart(&config, &addr, &env))
+                .await
+                .unwrap(),
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -206,6 +220,5 @@ async fn sigkill_while_issuing_leaves_no_login_of_an_ended_task() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
 }
