@@ -3,9 +3,10 @@
 //! next run, so a report is a to-do list that empties.
 
 use crate::facts::Facts;
-use crate::finding::{Finding, FindingKind as K, Severity};
+use crate::finding::Finding;
 use crate::frameworks;
 use crate::inventory::Inventory;
+use crate::kind::{FindingKind as K, Severity};
 use mandate_core::{AgentState, AuthStrength, DeliveryMode, Environment, LeaseState, OwnerKind};
 use serde_json::json;
 use std::collections::BTreeSet;

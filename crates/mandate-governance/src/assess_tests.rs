@@ -2,7 +2,7 @@
 //! a clean estate has no findings, and each breakage adds exactly its own.
 
 use crate::facts::{Facts, OpenAnomaly, WildcardPermit};
-use crate::finding::{FindingKind as K, Severity};
+use crate::kind::{FindingKind as K, Severity};
 use crate::report::Report;
 use mandate_core::*;
 use serde_json::json;

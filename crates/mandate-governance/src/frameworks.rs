@@ -1,7 +1,7 @@
 //! The framework mapping (`frameworks.toml`): data in the repository,
 //! parsed once, checked by tests against the finding kinds.
 
-use crate::finding::{FindingKind, Severity};
+use crate::kind::{FindingKind, Severity};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::LazyLock;

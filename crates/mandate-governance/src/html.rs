@@ -2,8 +2,8 @@
 //! chart of findings by severity and by framework, no script and nothing
 //! fetched, so it opens anywhere (an artifact store, a mail attachment).
 
-use crate::finding::Severity;
 use crate::frameworks::{FRAMEWORKS, title};
+use crate::kind::Severity;
 use crate::report::Report;
 use std::fmt::Write;
 

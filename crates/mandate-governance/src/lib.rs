@@ -13,14 +13,16 @@ mod finding;
 pub mod frameworks;
 mod html;
 mod inventory;
+mod kind;
 mod markdown;
 mod report;
 
 pub use assess::assess;
 pub use facts::{Facts, OpenAnomaly, WildcardPermit};
-pub use finding::{Finding, FindingKind, Severity, Subject};
+pub use finding::{Finding, Subject};
 pub use frameworks::Mapping;
 pub use html::html;
 pub use inventory::{AgentEntry, Filter, GrantEntry, Inventory, SecretEntry};
+pub use kind::{FindingKind, Severity};
 pub use markdown::markdown;
 pub use report::{Report, Summary, utc};

@@ -1,7 +1,7 @@
 //! The report as Markdown (a pull request comment, a wiki page).
 
-use crate::finding::Severity;
 use crate::frameworks::{FRAMEWORKS, title};
+use crate::kind::Severity;
 use crate::report::Report;
 use std::fmt::Write;
 

@@ -3,7 +3,8 @@
 
 use crate::assess::assess;
 use crate::facts::Facts;
-use crate::finding::{Finding, Severity};
+use crate::finding::Finding;
+use crate::kind::Severity;
 use mandate_core::UnixTime;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

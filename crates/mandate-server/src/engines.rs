@@ -2,8 +2,8 @@
 //! tool's engine spec and its sealed admin credential, and rebuilt when
 //! that credential is rotated.
 
-use crate::app::App;
 use crate::error::ApiError;
+use crate::keeper::Keeper;
 use axum::http::StatusCode;
 use mandate_core::{EngineSpec, Tool, ToolName};
 use mandate_engine::Engine;
@@ -32,10 +32,14 @@ fn no_engine(tool: &Tool) -> ApiError {
 
 impl Engines {
     /// The engine for `tool`, with its current admin credential.
-    pub async fn of(&self, app: &App, tool: &Tool) -> Result<Arc<dyn Engine>, ApiError> {
+    pub async fn of(
+        &self,
+        store: &dyn mandate_store::Store,
+        keeper: &Keeper,
+        tool: &Tool,
+    ) -> Result<Arc<dyn Engine>, ApiError> {
         let spec = tool.engine.as_ref().ok_or_else(|| no_engine(tool))?;
-        let keeper = app.require_keeper()?;
-        let (secret, sealed) = app.store.secret_for_tool(&tool.name).await?.ok_or_else(|| {
+        let (secret, sealed) = store.secret_for_tool(&tool.name).await?.ok_or_else(|| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "engine_unavailable",

@@ -29,7 +29,10 @@ pub async fn issue(
     actor: String,
     request_id: String,
 ) -> Result<(Lease, Issued), ApiError> {
-    let engine = app.engines.of(app, tool).await?;
+    let engine = app
+        .engines
+        .of(app.store.as_ref(), app.require_keeper()?, tool)
+        .await?;
     let t = now();
     let lease = Lease {
         id: LeaseId::from_random(mandate_token::random_bytes()),
@@ -100,7 +103,13 @@ async fn settle(app: &App, mut lease: Lease) -> Result<bool, mandate_store::Stor
     let t = now();
     let outcome = match app.store.get_tool(&lease.tool).await? {
         None => Err(format!("tool `{}` no longer exists", lease.tool)),
-        Some(tool) => match app.engines.of(app, &tool).await {
+        Some(tool) => match async {
+            app.engines
+                .of(app.store.as_ref(), app.require_keeper()?, &tool)
+                .await
+        }
+        .await
+        {
             Err(e) => Err(e.message),
             Ok(engine) => destroy(engine.as_ref(), &lease)
                 .await

@@ -103,7 +103,17 @@ async fn a_login_lives_exactly_as_long_as_its_task() {
         return;
     };
     let session = s.session("dbbot").await;
-    let id = task(&s, &session, None).await;
+    // An intent written to break SQL never reaches it.
+    let (st, t) = s
+        .post(
+            "/v1/tasks",
+            Some(&session),
+            &json!({"intent": "x'); DROP TABLE orders; --\" DROP ROLE admin;",
+                    "scope": [{"tool": "orders-db", "actions": ["readonly"]}]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    let id = t["id"].as_str().unwrap().to_owned();
     let v = credential(&s, &session, &id).await;
     let login = v["login"].as_str().unwrap().to_owned();
     assert!(
