@@ -34,21 +34,12 @@ pub async fn issue(
     rid: RequestId,
     path: Result<Path<CredentialPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Caller::Agent { agent, .. } = &caller else {
-        return Err(ApiError::forbidden(
-            "only the task's own agent (with its session) may get a credential for it",
-        ));
-    };
     let Path(p) = path?;
-    let id = TaskId::parse(&p.id)?;
+    let (agent, task) = caller
+        .own_task(&app, &p.id, "get a credential for it")
+        .await?;
     let tool_name = ToolName::parse(&p.tool)?;
     let role = role_name(&p.role)?.to_owned();
-    let task = app
-        .directory
-        .task(app.store.as_ref(), &id)
-        .await?
-        .filter(|t| t.agent == agent.name)
-        .ok_or_else(|| ApiError::not_found("task", &id))?;
     let tool = app
         .directory
         .tool(&tool_name)

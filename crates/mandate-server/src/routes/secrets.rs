@@ -15,9 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use mandate_audit::{EventKind, NewEvent};
-use mandate_core::{
-    AdminRight, DeliveryMode, NewSecret, Secret, SecretClass, SecretName, TaskId, Tool,
-};
+use mandate_core::{AdminRight, DeliveryMode, NewSecret, Secret, SecretClass, SecretName, Tool};
 use mandate_policy::{AgentFacts, RevealRequest, TaskFacts, ToolFacts};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -231,21 +229,10 @@ pub async fn reveal(
     rid: RequestId,
     path: Result<Path<RevealPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Caller::Agent { agent, .. } = &caller else {
-        return Err(ApiError::forbidden(
-            "only the task's own agent (with its session) may fetch a secret",
-        ));
-    };
     let Path(p) = path?;
-    let id = TaskId::parse(&p.id)?;
+    let (agent, task) = caller.own_task(&app, &p.id, "fetch a secret").await?;
     let name = parse_name(&p.name)?;
     let keeper = keeper(&app)?;
-    let task = app
-        .directory
-        .task(app.store.as_ref(), &id)
-        .await?
-        .filter(|t| t.agent == agent.name)
-        .ok_or_else(|| ApiError::not_found("task", &id))?;
     let (secret, sealed) = app
         .store
         .get_secret(&name)
