@@ -162,6 +162,7 @@ async fn admin_rights_are_enforced() {
         ("POST", "/v1/tasks/not-a-task-id/revoke"),
         ("POST", "/v1/tasks/%FF/complete"),
         ("GET", "/v1/tasks/%FF/secrets/x"),
+        ("POST", "/v1/tasks/%FF/credentials/db/ro"),
     ] {
         let (st, v) = if method == "GET" {
             s.get(path, Some(tools_only)).await

@@ -20,30 +20,17 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The calling agent and its own task `id` (for what only that agent
-    /// may do with it: fetch a revealed secret, get a dynamic credential).
-    /// An admin token is refused; someone else's task is not found.
-    pub async fn own_task(
-        &self,
-        app: &App,
-        id: &str,
-        doing: &str,
-    ) -> Result<(&Arc<Agent>, Arc<mandate_core::Task>), ApiError> {
-        let Caller::Agent { agent, .. } = self else {
-            return Err(ApiError::forbidden(format!(
+    /// The calling agent, for what only a task's own agent may do (fetch a
+    /// revealed secret, get a dynamic credential): an admin token is
+    /// refused before anything in the request is read.
+    pub fn task_agent(&self, doing: &str) -> Result<&Arc<Agent>, ApiError> {
+        match self {
+            Caller::Agent { agent, .. } => Ok(agent),
+            Caller::Admin(_) => Err(ApiError::forbidden(format!(
                 "only the task's own agent (with its session) may {doing}"
-            )));
-        };
-        let id = mandate_core::TaskId::parse(id)?;
-        let task = app
-            .directory
-            .task(app.store.as_ref(), &id)
-            .await?
-            .filter(|t| t.agent == agent.name)
-            .ok_or_else(|| ApiError::not_found("task", &id))?;
-        Ok((agent, task))
+            ))),
+        }
     }
-
     /// The audit `actor` string.
     pub fn actor(&self) -> String {
         match self {
@@ -134,4 +121,18 @@ impl Caller {
             model: session.model(),
         })
     }
+}
+
+/// `agent`'s own task `id`; someone else's is not found.
+pub async fn own_task(
+    app: &App,
+    agent: &Agent,
+    id: &str,
+) -> Result<Arc<mandate_core::Task>, ApiError> {
+    let id = mandate_core::TaskId::parse(id)?;
+    app.directory
+        .task(app.store.as_ref(), &id)
+        .await?
+        .filter(|t| t.agent == agent.name)
+        .ok_or_else(|| ApiError::not_found("task", &id))
 }

@@ -4,7 +4,7 @@
 //! role on the tool, which the task's scope must name); `GET /v1/leases`
 //! and `GET /v1/leases/{id}` show what was made and whether it is gone.
 
-use super::caller::Caller;
+use super::caller::{Caller, own_task};
 use crate::app::{AppState, now};
 use crate::error::ApiError;
 use crate::extract::ApiPath as Path;
@@ -34,10 +34,9 @@ pub async fn issue(
     rid: RequestId,
     path: Result<Path<CredentialPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let agent = caller.task_agent("get a credential for it")?;
     let Path(p) = path?;
-    let (agent, task) = caller
-        .own_task(&app, &p.id, "get a credential for it")
-        .await?;
+    let task = own_task(&app, agent, &p.id).await?;
     let tool_name = ToolName::parse(&p.tool)?;
     let role = role_name(&p.role)?.to_owned();
     let tool = app

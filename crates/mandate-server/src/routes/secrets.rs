@@ -3,7 +3,7 @@
 //! says so. Values never appear in responses except the reveal itself and
 //! the proxy's delivery (`proxy.rs`), and never in errors or audit events.
 
-use super::caller::Caller;
+use super::caller::{Caller, own_task};
 use super::registry::reference;
 use crate::app::{App, AppState, now};
 use crate::error::ApiError;
@@ -229,8 +229,9 @@ pub async fn reveal(
     rid: RequestId,
     path: Result<Path<RevealPath>, ApiError>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let agent = caller.task_agent("fetch a secret")?;
     let Path(p) = path?;
-    let (agent, task) = caller.own_task(&app, &p.id, "fetch a secret").await?;
+    let task = own_task(&app, agent, &p.id).await?;
     let name = parse_name(&p.name)?;
     let keeper = keeper(&app)?;
     let (secret, sealed) = app
