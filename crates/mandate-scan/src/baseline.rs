@@ -14,11 +14,11 @@ pub enum BaselineError {
     #[error("baseline {path}: cannot read: {reason}")]
     Read { path: String, reason: String },
     #[error(
-        "baseline {path}: not JSON ({reason}); make one with `mandate scan --format json PATH > {path}`"
+        "baseline {path}: not JSON ({reason}); make one with `mandate scan --format json PATH > scan-baseline.json`"
     )]
     NotJson { path: String, reason: String },
     #[error(
-        "baseline {path}: {what}, not a `mandate scan` report; make one with `mandate scan --format json PATH > {path}`"
+        "baseline {path}: {what}, not a `mandate scan` report; make one with `mandate scan --format json PATH > scan-baseline.json`"
     )]
     OtherFormat { path: String, what: String },
 }

@@ -191,10 +191,19 @@ fn value_looks_random(v: &[u8]) -> bool {
     if !v.iter().any(u8::is_ascii_digit) {
         return false;
     }
-    if is_dotted_identifier(v) || is_uuid(v) {
+    // A value in GitHub's shape is judged by GitHub's checksum, in its own rule.
+    if is_dotted_identifier(v) || is_uuid(v) || has_github_shape(v) {
         return false;
     }
     shannon_entropy(v) >= 3.2
+}
+
+fn has_github_shape(v: &[u8]) -> bool {
+    v.len() == 40
+        && [b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"]
+            .iter()
+            .any(|p| v.starts_with(*p))
+        && v[4..].iter().all(u8::is_ascii_alphanumeric)
 }
 
 fn is_dotted_identifier(v: &[u8]) -> bool {

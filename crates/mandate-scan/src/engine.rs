@@ -10,9 +10,9 @@ use std::ops::Range;
 /// How far a window reaches from a keyword: the match must start within
 /// `BACK` bytes before it (a name prefix: `OPENAI_` before `api_key`) and
 /// end within the keyword's line, capped at `FORWARD` bytes on minified
-/// one-line files.
+/// one-line files (a service-account key is one ~2 KB JSON line).
 const BACK: usize = 512;
-const FORWARD: usize = 1024;
+const FORWARD: usize = 8 * 1024;
 /// A multi-line match (a PEM block) may run this far past its keyword.
 const FORWARD_LINES: usize = 64 * 1024;
 

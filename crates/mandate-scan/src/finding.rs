@@ -36,6 +36,9 @@ pub struct Finding {
     /// The file's path on disk.
     #[serde(skip)]
     pub path: PathBuf,
+    /// The file's path under its scanned root (what the fingerprint hashes).
+    #[serde(skip)]
+    pub relative: String,
 }
 
 impl Finding {
@@ -47,7 +50,7 @@ impl Finding {
         bytes: &[u8],
         path: PathBuf,
         display: String,
-        relative: &str,
+        relative: String,
     ) -> Finding {
         let secret = &bytes[m.secret.clone()];
         let (line, column) = position(bytes, m.secret.start);
@@ -59,17 +62,18 @@ impl Finding {
             class: rule.class(),
             human: rule.human,
             preview: preview(secret),
-            fingerprint: fingerprint(rule.id, relative, secret),
+            fingerprint: fingerprint(rule.id, &relative, secret),
             span: m.secret.clone(),
             path,
+            relative,
         }
     }
 
     /// The secret's bytes in a fresh read of the file, if they are still
     /// the ones this finding was made from.
-    pub fn secret_in<'a>(&self, bytes: &'a [u8], relative: &str) -> Option<&'a [u8]> {
+    pub fn secret_in<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
         let secret = bytes.get(self.span.clone())?;
-        (fingerprint(&self.rule, relative, secret) == self.fingerprint).then_some(secret)
+        (fingerprint(&self.rule, &self.relative, secret) == self.fingerprint).then_some(secret)
     }
 }
 

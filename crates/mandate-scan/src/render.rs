@@ -4,11 +4,12 @@
 use crate::report::Report;
 use crate::rule::Rule;
 use crate::sarif::{
-    self, Level, Location, Message, ReportingConfiguration, ReportingDescriptor, Run, SarifLog,
-    SarifResult,
+    self, ArtifactLocation, Level, Location, Message, ReportingConfiguration, ReportingDescriptor,
+    Run, SarifLog, SarifResult,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 /// The partial-fingerprint key results carry in SARIF (and a SARIF
 /// baseline is read by).
@@ -32,11 +33,11 @@ pub fn text(report: &Report) -> String {
     let s = &report.summary;
     let _ = write!(
         out,
-        "{} finding{} in {} files ({:.1} MB)",
+        "{} finding{} in {} files ({})",
         report.findings.len(),
         if report.findings.len() == 1 { "" } else { "s" },
         s.files_scanned,
-        s.bytes_scanned as f64 / 1e6
+        size(s.bytes_scanned)
     );
     if s.baselined > 0 {
         let _ = write!(out, "; {} in the baseline not shown", s.baselined);
@@ -51,6 +52,14 @@ pub fn text(report: &Report) -> String {
     }
     out.push('\n');
     out
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
 }
 
 /// SARIF 2.1.0: every rule of the catalog in the driver, results with
@@ -83,34 +92,68 @@ pub fn sarif<'a>(report: &Report, rules: impl Iterator<Item = &'a Rule>) -> Sari
         .enumerate()
         .map(|(i, d)| (d.id.as_str(), i))
         .collect();
+    // Relative paths stay as given (code-scanning tools resolve them
+    // against the checkout); an absolute root becomes a uriBaseId so
+    // every `uri` is relative.
+    let mut bases: BTreeMap<String, String> = BTreeMap::new();
     let results = report
         .findings
         .iter()
-        .map(|f| SarifResult {
-            rule_id: f.rule.clone(),
-            rule_index: index.get(f.rule.as_str()).copied(),
-            level: Level::Error,
-            message: Message::text(format!(
-                "{} {} credential ({}), {}",
-                if f.human {
-                    "A person's"
-                } else {
-                    "An application's"
+        .map(|f| {
+            let mut location = Location::in_file(sarif::path_to_uri(&f.file), f.line, f.column);
+            if Path::new(&f.file).is_absolute()
+                && let Some(physical) = location.physical_location.as_mut()
+            {
+                let root = f
+                    .file
+                    .strip_suffix(&f.relative)
+                    .unwrap_or(&f.file)
+                    .to_owned();
+                let next = format!("SRCROOT{}", bases.len());
+                let id = bases.entry(root).or_insert(next).clone();
+                physical.artifact_location = ArtifactLocation {
+                    uri: sarif::path_to_uri(&f.relative),
+                    uri_base_id: Some(id),
+                };
+            }
+            SarifResult {
+                rule_id: f.rule.clone(),
+                rule_index: index.get(f.rule.as_str()).copied(),
+                level: Level::Error,
+                message: Message::text(format!(
+                    "{} {} credential ({}), {}",
+                    if f.human {
+                        "A person's"
+                    } else {
+                        "An application's"
+                    },
+                    f.class,
+                    f.rule,
+                    f.preview
+                )),
+                locations: vec![location],
+                partial_fingerprints: BTreeMap::from([(
+                    FINGERPRINT_KEY.to_owned(),
+                    f.fingerprint.clone(),
+                )]),
+                properties: None,
+            }
+        })
+        .collect();
+    let original_uri_base_ids = bases
+        .into_iter()
+        .map(|(root, id)| {
+            let uri = format!(
+                "file://{}",
+                sarif::path_to_uri(&format!("{}/", root.trim_end_matches('/')))
+            );
+            (
+                id,
+                ArtifactLocation {
+                    uri,
+                    uri_base_id: None,
                 },
-                f.class,
-                f.rule,
-                f.preview
-            )),
-            locations: vec![Location::in_file(
-                sarif::path_to_uri(&f.file),
-                f.line,
-                f.column,
-            )],
-            partial_fingerprints: BTreeMap::from([(
-                FINGERPRINT_KEY.to_owned(),
-                f.fingerprint.clone(),
-            )]),
-            properties: None,
+            )
         })
         .collect();
     SarifLog::new(vec![Run {
@@ -124,7 +167,7 @@ pub fn sarif<'a>(report: &Report, rules: impl Iterator<Item = &'a Rule>) -> Sari
         },
         results,
         column_kind: Some("unicodeCodePoints".to_owned()),
-        original_uri_base_ids: BTreeMap::new(),
+        original_uri_base_ids,
         properties: None,
     }])
 }

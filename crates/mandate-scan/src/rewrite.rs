@@ -63,9 +63,8 @@ pub fn reference_for(path: &Path, var: &str) -> Option<String> {
 }
 
 /// Replace `finding`'s value (re-read and checked against its
-/// fingerprint; `relative` is its path under the scanned root) with a
-/// reference to `var`, after copying the file to a backup.
-pub fn rewrite(finding: &Finding, relative: &str, var: &str) -> Result<Rewrite, RewriteError> {
+/// fingerprint) with a reference to `var`, after copying the file to a backup.
+pub fn rewrite(finding: &Finding, var: &str) -> Result<Rewrite, RewriteError> {
     let path = &finding.path;
     let shown = path.display().to_string();
     let io = |e: std::io::Error| RewriteError::Io {
@@ -77,7 +76,7 @@ pub fn rewrite(finding: &Finding, relative: &str, var: &str) -> Result<Rewrite, 
         var: var.to_owned(),
     })?;
     let bytes = std::fs::read(path).map_err(io)?;
-    if finding.secret_in(&bytes, relative).is_none() {
+    if finding.secret_in(&bytes).is_none() {
         return Err(RewriteError::Changed {
             path: shown.clone(),
         });
@@ -173,13 +172,13 @@ mod tests {
         )
         .unwrap();
         let f = &report.findings[0];
-        let done = rewrite(f, ".env", "MANDATE_DB_TOKEN").unwrap();
+        let done = rewrite(f, "MANDATE_DB_TOKEN").unwrap();
         assert_eq!(std::fs::read_to_string(&done.backup).unwrap(), original);
         assert_eq!(
             std::fs::read_to_string(&env).unwrap(),
             "# deps\nDATABASE_URL=postgres://app:${MANDATE_DB_TOKEN}@db.internal:5432/app\n"
         );
-        let again = rewrite(f, ".env", "MANDATE_DB_TOKEN").unwrap_err();
+        let again = rewrite(f, "MANDATE_DB_TOKEN").unwrap_err();
         assert!(matches!(again, RewriteError::Changed { .. }), "{again}");
     }
 }

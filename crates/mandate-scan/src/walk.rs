@@ -273,7 +273,7 @@ fn visit(
                 buf,
                 path.to_path_buf(),
                 display.clone(),
-                &relative,
+                relative.clone(),
             )
         })
         .collect();

@@ -1,0 +1,1 @@
+var k="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";

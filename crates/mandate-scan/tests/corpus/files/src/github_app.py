@@ -1,0 +1,6 @@
+INSTALLATION_TOKEN = "ghs_NWBGgMMrBaQ7bK8FOY9NTq3vcR8yIq1OOupx"
+oauth_token = "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"
+user_to_server = "ghu_ayc5W4ouIPXILdkNpWaJIL5gm0U11x4OJgcJ"
+refresh = "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"
+FINE_GRAINED = "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"
+BAD_CHECKSUM = "ghs_IEG7d5vLBROofffGaJNK7Kkh6KJQvI1UafIA"

@@ -1,0 +1,7 @@
+SECRET_KEY = "YuUkXmCciY0G6IU2X&19h&DH^lg&hCl-OqKkYsq0YV=!bov#5h"
+DEEPSEEK_API_KEY = "sk-1c41aa6bf1730e5a7d302b1828f65d63"
+OPENROUTER_API_KEY = "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"
+API_TOKEN = settings.EXTERNAL_API_TOKEN_VALUE
+AUTH_TOKEN_HEADER = "X-Auth-Token-For-Agents"
+TOKEN_TTL_SECONDS = 3600
+PASSWORD_HASHERS = ['django.contrib.auth.hashers.Argon2PasswordHasher']
