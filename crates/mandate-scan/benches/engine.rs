@@ -2,7 +2,7 @@
 //! core, without the file system (bench/scan_tree.py measures the tree).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mandate_scan::Engine;
+use mandate_scan::{Engine, Syntax};
 
 /// ~4 MB of code-like lines with secret-looking names but no secrets,
 /// and a planted key every 2,000 lines.
@@ -35,7 +35,9 @@ fn find(c: &mut Criterion) {
     let hay = text();
     let mut g = c.benchmark_group("engine");
     g.throughput(Throughput::Bytes(hay.len() as u64));
-    g.bench_function("find_code_like_4mb", |b| b.iter(|| engine.find(&hay)));
+    g.bench_function("find_code_like_4mb", |b| {
+        b.iter(|| engine.find(&hay, Syntax::Code))
+    });
     g.finish();
 }
 

@@ -9,6 +9,7 @@ use base64::Engine as _;
 /// Values a candidate of any rule is never: documentation placeholders.
 /// AWS's published example keys contain `EXAMPLE`.
 fn is_placeholder(v: &[u8]) -> bool {
+    let v = v.to_ascii_lowercase();
     const WORDS: &[&[u8]] = &[
         b"example",
         b"xxxx",
@@ -28,7 +29,7 @@ fn is_placeholder(v: &[u8]) -> bool {
         b"insert_",
         b"0000000000",
     ];
-    WORDS.iter().any(|w| contains_ignore_case(v, w))
+    WORDS.iter().any(|w| memchr::memmem::find(&v, w).is_some())
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
@@ -40,18 +41,29 @@ impl Check {
     /// Whether the captured `secret` (with `name`, the assigned-to name for
     /// rules that have one) is worth a finding.
     pub fn passes(self, secret: &[u8], name: Option<&[u8]>) -> bool {
-        if is_placeholder(secret) {
-            return false;
-        }
-        match self {
+        // The rule's own check first: it is cheaper and rejects more.
+        let own = match self {
             Check::None => true,
             Check::GithubCrc32 => github_checksum_ok(secret),
             Check::JwtHeader => jwt_header_ok(secret),
             Check::KeyBody => key_body_ok(secret),
             Check::UrlPassword => url_password_ok(secret, name),
             Check::Entropy => name.is_none_or(name_ok) && value_looks_random(secret),
-        }
+        };
+        own && !is_placeholder(secret)
     }
+}
+
+/// Whether what stands between a name and its value reads as an
+/// assignment of a literal. In code (`in_code`) a secret is a quoted
+/// literal; an unquoted value is an expression or a type
+/// (`private_key: Ed25519PrivateKey`). Anywhere, `name:value` with nothing
+/// between is a segment of an ARN or URI (`…:secret:db-creds`), not a key.
+pub fn assignment_ok(between: &[u8], in_code: bool) -> bool {
+    let quoted = between
+        .last()
+        .is_some_and(|b| matches!(b, b'"' | b'\'' | b'`'));
+    between != b":" && (quoted || !in_code)
 }
 
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -175,12 +187,17 @@ fn value_looks_random(v: &[u8]) -> bool {
     if v.len() < 16 {
         return false;
     }
+    // Hex shorter than 128 bits is an id or a truncated hash far more often
+    // than a key.
+    if v.len() < 32 && v.iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
     if v.first().is_some_and(|b| {
         matches!(
             b,
             b'$' | b'{' | b'%' | b'(' | b'#' | b'=' | b'/' | b'.' | b'~' | b'@'
         )
-    }) || [b"${".as_slice(), b"{{", b"}}", b"://", b"(", b"data:"]
+    }) || [b"${".as_slice(), b"{{", b"}}", b"://", b"(", b"[", b"data:"]
         .iter()
         .any(|p| contains_ignore_case(v, p))
     {
@@ -293,6 +310,17 @@ mod tests {
         }
         assert!(!e("9fK2mQ7xTz4LpW8vN3bR", "token_sha256"));
         assert!(!e("9fK2mQ7xTz4LpW8vN3bR", "tokenizer_path"));
+    }
+
+    #[test]
+    fn code_needs_a_quoted_literal_and_bare_colons_are_not_assignments() {
+        assert!(assignment_ok(b" = \"", true));
+        assert!(assignment_ok(b"\\\": \\\"", true)); // notebook JSON: \": \"
+        assert!(!assignment_ok(b": ", true)); // a type annotation
+        assert!(assignment_ok(b": ", false)); // YAML
+        assert!(!assignment_ok(b":", false)); // arn:aws:secretsmanager:…:secret:name
+        assert!(!Check::Entropy.passes(b"48205d4ffd7feba3", Some(b"ApiKey")));
+        assert!(!Check::Entropy.passes(b"self.access_keys[0", Some(b"access_key")));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! keywords, then each rule's regex only in a window around its keywords'
 //! hits. Works on raw bytes, so a file that is not UTF-8 scans like any other.
 
-use crate::rule::{Reach, Rule};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use crate::check;
+use crate::rule::{Check, Reach, Rule};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::Regex;
 use std::ops::Range;
 
@@ -42,6 +43,30 @@ pub struct Engine {
     keywords: AhoCorasick,
     /// For each keyword pattern, the rules it wakes.
     wakes: Vec<Vec<usize>>,
+}
+
+/// What kind of file is being scanned: in code, the generic rules want a
+/// quoted literal (an unquoted value is an expression or a type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Code,
+    /// Config, `.env`, shell, prose: values may stand unquoted.
+    Other,
+}
+
+impl Syntax {
+    /// By file extension.
+    pub fn of(path: &std::path::Path) -> Syntax {
+        const CODE: &[&str] = &[
+            "py", "ipynb", "js", "jsx", "mjs", "cjs", "ts", "tsx", "rs", "go", "java", "kt", "kts",
+            "rb", "php", "cs", "swift", "scala", "c", "h", "cc", "cpp", "hpp", "m", "lua", "r",
+            "pl", "dart", "groovy",
+        ];
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if CODE.iter().any(|c| c.eq_ignore_ascii_case(e)) => Syntax::Code,
+            _ => Syntax::Other,
+        }
+    }
 }
 
 /// One accepted match: the rule (index into [`Engine::rules`]) and the
@@ -84,9 +109,24 @@ impl Engine {
                 name,
             });
         }
+        // Leftmost-longest without overlaps is several times faster than an
+        // overlapping search; a keyword that hides inside or overlaps
+        // another's hit is woken by that hit instead.
+        let wakes = (0..keywords.len())
+            .map(|k| {
+                let mut rules: Vec<usize> = (0..keywords.len())
+                    .filter(|&l| k == l || overlaps(&keywords[k], &keywords[l]))
+                    .flat_map(|l| wakes[l].iter().copied())
+                    .collect();
+                rules.sort_unstable();
+                rules.dedup();
+                rules
+            })
+            .collect();
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostLongest)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&keywords)?;
         Ok(Engine {
             rules: compiled,
@@ -110,12 +150,12 @@ impl Engine {
 
     /// The accepted matches in `hay`, one per secret: where two rules
     /// report overlapping bytes the more specific (lower rank) wins.
-    pub fn find(&self, hay: &[u8]) -> Vec<Match> {
+    pub fn find(&self, hay: &[u8], syntax: Syntax) -> Vec<Match> {
         let mut candidates: Vec<(u8, Match)> = Vec::new();
         // Per rule, the end of the last window searched: a keyword hit
         // inside it was already covered.
         let mut searched = vec![0usize; self.rules.len()];
-        for hit in self.keywords.find_overlapping_iter(hay) {
+        for hit in self.keywords.find_iter(hay) {
             for &r in &self.wakes[hit.pattern().as_usize()] {
                 if hit.start() < searched[r] {
                     continue;
@@ -123,13 +163,20 @@ impl Engine {
                 let c = &self.rules[r];
                 let window = window(hay, hit.start(), hit.end(), c.rule.reach);
                 searched[r] = window.end;
-                self.search(r, hay, window, &mut candidates);
+                self.search(r, hay, window, syntax, &mut candidates);
             }
         }
         resolve_overlaps(candidates)
     }
 
-    fn search(&self, r: usize, hay: &[u8], window: Range<usize>, out: &mut Vec<(u8, Match)>) {
+    fn search(
+        &self,
+        r: usize,
+        hay: &[u8],
+        window: Range<usize>,
+        syntax: Syntax,
+        out: &mut Vec<(u8, Match)>,
+    ) {
         let c = &self.rules[r];
         let bounded = &hay[..window.end];
         let mut at = window.start;
@@ -142,8 +189,17 @@ impl Engine {
             let Some(secret) = caps.get(c.secret) else {
                 continue;
             };
-            let name = c.name.and_then(|i| caps.get(i)).map(|m| m.as_bytes());
-            if c.rule.check.passes(secret.as_bytes(), name) {
+            let name = c.name.and_then(|i| caps.get(i));
+            if c.rule.check == Check::Entropy
+                && let Some(n) = name
+                && !check::assignment_ok(&hay[n.end()..secret.start()], syntax == Syntax::Code)
+            {
+                continue;
+            }
+            if c.rule
+                .check
+                .passes(secret.as_bytes(), name.map(|m| m.as_bytes()))
+            {
                 out.push((
                     c.rule.rank,
                     Match {
@@ -154,6 +210,12 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether a hit of `k` can hide one of `l`: `l` inside `k`, or a suffix
+/// of `k` that starts `l`.
+fn overlaps(k: &str, l: &str) -> bool {
+    k.contains(l) || (1..k.len()).any(|i| l.starts_with(&k[i..]))
 }
 
 fn window(hay: &[u8], start: usize, end: usize, reach: Reach) -> Range<usize> {
@@ -201,5 +263,24 @@ fn keep_best(group: &mut Vec<(u8, Match)>, kept: &mut Vec<Match>) {
             chosen.push(m.secret.clone());
             kept.push(m);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyword_inside_another_still_wakes_its_rules() {
+        // "aws_secret" hides "secret" (generic-secret) in a leftmost-longest
+        // search; the hit must wake both rules.
+        let e = Engine::with_default_rules().unwrap();
+        let hay = b"my_aws_secret_token = \"q8Zr2Lx9Vt4Nw7Pk3Hs6\"\n";
+        let found = e.find(hay, Syntax::Code);
+        assert_eq!(found.len(), 1);
+        assert_eq!(e.rule(found[0].rule).id, "generic-secret");
+        assert!(overlaps("aws_secret", "secret"));
+        assert!(overlaps("passw", "swd"));
+        assert!(!overlaps("token", "secret"));
     }
 }

@@ -20,7 +20,7 @@ pub mod sarif;
 mod walk;
 
 pub use baseline::{Baseline, BaselineError};
-pub use engine::{Engine, EngineError, Match};
+pub use engine::{Engine, EngineError, Match, Syntax};
 pub use finding::{Finding, fingerprint};
 pub use report::{Report, Skipped, Summary};
 pub use rewrite::{Rewrite, RewriteError, reference_for, rewrite};

@@ -2,7 +2,7 @@
 //! binaries and files over the size limit without reading them, and goes
 //! on past unreadable entries and symlink loops with a warning.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Syntax};
 use crate::finding::Finding;
 use crate::report::{Report, Skipped, Summary};
 use ignore::{WalkBuilder, WalkState};
@@ -258,7 +258,7 @@ fn visit(
     state.files.fetch_add(1, Ordering::Relaxed);
     state.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
     progress(buf.len() as u64);
-    let matches = engine.find(buf);
+    let matches = engine.find(buf, Syntax::of(path));
     if matches.is_empty() {
         return;
     }
