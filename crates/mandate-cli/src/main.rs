@@ -21,6 +21,8 @@ mod output;
 mod posture;
 mod revocations;
 mod run;
+mod scan;
+mod scan_import;
 mod secrets;
 mod serve;
 mod webhooks;
@@ -193,6 +195,12 @@ enum Command {
     /// The posture report: findings with evidence, fixes and their
     /// OWASP/NIST/CSA mapping, as md, html or json; `--fail-on` for CI.
     Posture(posture::PostureArgs),
+    /// Find credentials in an agent's code and configuration (.env, MCP
+    /// client configs, YAML/JSON/TOML, shell, CI workflows, notebooks,
+    /// Dockerfiles); report them as text, JSON or SARIF, or move one into
+    /// the broker with --import. Exit 0: none, 1: findings, 2: could not scan.
+    #[command(after_long_help = scan::SCAN_HELP)]
+    Scan(scan::ScanArgs),
 }
 
 // The proxy and broker allocate per request (headers, JSON, Cedar values);
@@ -239,6 +247,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Posture(a) => return posture::run(&client()?, a, cli.json).await,
         Command::Inventory(a) => inventory::run(&client()?, a, cli.json).await,
         Command::Lease(c) => leases::run(&client()?, c, cli.json).await,
+        Command::Scan(a) => return scan::run(a, cli.json, client).await,
         Command::Server { config } => serve::server(config).await,
         Command::Dev { listen, data_dir } => serve::dev(&listen, data_dir).await,
         Command::Proxy { .. } => unreachable!("main runs the proxy"),

@@ -100,7 +100,7 @@ pub enum SecretCmd {
     },
 }
 
-fn parse_expiry(s: &str) -> Result<i64> {
+pub(crate) fn parse_expiry(s: &str) -> Result<i64> {
     if let Ok(secs) = s.parse::<i64>() {
         return Ok(secs);
     }

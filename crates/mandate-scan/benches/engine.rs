@@ -22,7 +22,7 @@ fn text() -> Vec<u8> {
     while out.len() < 4_000_000 {
         out.extend_from_slice(lines[i % lines.len()].as_bytes());
         out.push(b'\n');
-        if i % 2000 == 0 {
+        if i.is_multiple_of(2000) {
             out.extend_from_slice(format!("STRIPE_KEY=sk_live_{:024}\n", i).as_bytes());
         }
         i += 1;
