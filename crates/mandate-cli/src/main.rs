@@ -193,7 +193,7 @@ enum Command {
     /// from the audit log (right: audit). Never a value.
     Inventory(inventory::InventoryArgs),
     /// The posture report: findings with evidence, fixes and their
-    /// OWASP/NIST/CSA mapping, as md, html or json; `--fail-on` for CI.
+    /// OWASP/NIST/CSA mapping, as md, html, json or sarif; `--fail-on` for CI.
     Posture(posture::PostureArgs),
     /// Find credentials in an agent's code and configuration (.env, MCP
     /// client configs, YAML/JSON/TOML, shell, CI workflows, notebooks,

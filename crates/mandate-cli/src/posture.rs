@@ -11,6 +11,9 @@ pub enum Format {
     Md,
     Html,
     Json,
+    /// SARIF 2.1.0 for code-scanning dashboards (findings at logical
+    /// locations: the agent, secret, tool or policy they name).
+    Sarif,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -69,6 +72,10 @@ pub async fn run(c: &Client, a: PostureArgs, as_json: bool) -> Result<u8> {
         (true, _) | (_, Format::Json) => serde_json::to_string_pretty(&v)? + "\n",
         (_, Format::Md) => mandate_governance::markdown(&report),
         (_, Format::Html) => mandate_governance::html(&report),
+        (_, Format::Sarif) => {
+            let log = mandate_governance::sarif(&report, env!("CARGO_PKG_VERSION"));
+            serde_json::to_string_pretty(&log)? + "\n"
+        }
     };
     match &a.output {
         Some(p) => std::fs::write(p, text)

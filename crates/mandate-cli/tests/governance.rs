@@ -93,6 +93,17 @@ async fn posture_formats_and_the_ci_gate() {
         let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["summary"]["by_severity"]["high"], 1, "{v}");
         assert_eq!(v["summary"]["by_severity"]["medium"], 1, "{v}");
+        let o = mandate(&s, &["posture", "--format", "sarif"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let log: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(log["version"], "2.1.0");
+        let results = log["runs"][0]["results"].as_array().unwrap();
+        assert!(
+            results
+                .iter()
+                .any(|r| r["ruleId"] == "production-agent-join-token-only"),
+            "{log}"
+        );
         let o = mandate(&s, &["posture", "--format", "pdf"]);
         assert_eq!(o.status.code(), Some(2), "clap refuses: {}", stderr(&o));
         assert!(stderr(&o).contains("pdf"));

@@ -16,6 +16,7 @@ mod inventory;
 mod kind;
 mod markdown;
 mod report;
+mod sarif;
 
 pub use assess::assess;
 pub use facts::{Facts, OpenAnomaly, WildcardPermit};
@@ -26,3 +27,4 @@ pub use inventory::{AgentEntry, Filter, GrantEntry, Inventory, SecretEntry};
 pub use kind::{FindingKind, Severity};
 pub use markdown::markdown;
 pub use report::{Report, Summary, utc};
+pub use sarif::sarif;

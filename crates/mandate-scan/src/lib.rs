@@ -16,7 +16,8 @@ pub mod render;
 mod report;
 mod rewrite;
 mod rule;
-pub mod sarif;
+/// SARIF 2.1.0 types (their own crate, shared with the posture report).
+pub use mandate_sarif as sarif;
 mod walk;
 
 pub use baseline::{Baseline, BaselineError};

@@ -1,5 +1,5 @@
 //! The SARIF output validates against the official SARIF 2.1.0 schema
-//! (OASIS, errata 01; vendored as tests/sarif-schema-2.1.0.json) and has
+//! (OASIS, errata 01; vendored as crates/mandate-sarif/tests/sarif-schema-2.1.0.json) and has
 //! what code-scanning tools display: rule ids with descriptions, relative
 //! URIs, start line and column, a stable fingerprint.
 
@@ -9,8 +9,10 @@ use mandate_scan::{Engine, ScanOptions, render, sarif, scan};
 use serde_json::Value;
 
 fn validator() -> jsonschema::Validator {
-    let text =
-        std::fs::read_to_string(common::corpus_dir().join("../sarif-schema-2.1.0.json")).unwrap();
+    let text = std::fs::read_to_string(
+        common::corpus_dir().join("../../../mandate-sarif/tests/sarif-schema-2.1.0.json"),
+    )
+    .unwrap();
     let schema: Value = serde_json::from_str(&text).unwrap();
     jsonschema::draft4::new(&schema).expect("the SARIF schema compiles")
 }

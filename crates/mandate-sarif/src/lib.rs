@@ -1,8 +1,11 @@
 //! SARIF 2.1.0 (OASIS) as serde types: the subset code-scanning tools read
 //! — one tool with its rules, results with physical and/or logical
 //! locations, fingerprints, property bags. Generic on purpose: the scanner
-//! and the posture report both write it. Validated against the vendored
-//! official schema in this crate's tests.
+//! (`mandate-scan`) and the posture report (`mandate-governance`) both
+//! write it. Their tests validate what they write against the official
+//! schema vendored here (`tests/sarif-schema-2.1.0.json`).
+
+#![forbid(unsafe_code)]
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
