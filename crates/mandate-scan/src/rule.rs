@@ -31,7 +31,7 @@ pub enum Reach {
     Lines,
 }
 
-/// One detection rule. Rules are data: see [`crate::catalog`].
+/// One detection rule. Rules are data: the catalog lists them.
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Stable id (`github-pat`), used in reports, SARIF and fingerprints.
