@@ -30,6 +30,11 @@ allowed the tool. Then:
               --also-comm postgres (PostgreSQL's CPU counts as the system
               under test, not as foreign load). A run with foreign CPU above
               --max-foreign % of a core is kept as contaminated and repeated.
+              peer-loadgen's foreign_cpu_pct misses PostgreSQL backends that
+              start and end during the run (the engine opens and closes admin
+              connections under load), so the verdict uses
+              foreign_cpu_pct_corrected: machine busy minus the broker, every
+              postgres process and the reaped backends, and the load generator.
   db-complete the task of the db-issue run completed: time of the call (it
               answers after every login is dropped), logins before and the
               count of `mnd_%` roles left in pg_roles after.
@@ -41,7 +46,9 @@ below --quiet-pct of a core for 4 windows of 1.5 s; bounded wait).
 
 With --openbao the OpenBao script (`run_openbao.py db --reps 1`, a fresh
 raft+audit server each time) runs between Mandate's repetitions in the same
-sitting, order M O / O M / M O ..., its records in openbao.jsonl.
+sitting, order M O / O M / M O ..., its records in openbao.jsonl (its own
+quiet and foreign limits: QUIET_MAX_WAIT_S is set from --max-quiet-wait,
+FOREIGN_MAX_PCT passes through from the environment).
 
 --floor: the statements Mandate runs, straight into the same PostgreSQL over
 one psql session (no broker), sequentially: issue = BEGIN; CREATE ROLE …
@@ -129,6 +136,35 @@ def mnd_roles() -> int:
     return int(psql_admin("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mnd\\_%'"))
 
 
+def proc_cpu_s(pid, children: bool = False) -> float:
+    """CPU seconds of a process (and, with children, of its reaped children)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    t = int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if children else 0)
+    return t / os.sysconf("SC_CLK_TCK")
+
+
+def pg_cpu_s() -> float:
+    """CPU seconds of every postgres process, and the backends the postmaster has reaped."""
+    pm = int(Path("/tmp/peer/pg/data/postmaster.pid").read_text().split()[0])
+    tot = proc_cpu_s(pm, children=True)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and d.name != str(pm):
+            try:
+                if (d / "comm").read_text().strip() == "postgres":
+                    tot += proc_cpu_s(d.name)
+            except OSError:
+                pass
+    return tot
+
+
+def pg_sessions() -> int:
+    """Sessions PostgreSQL has opened on `bench` (pg_stat_database.sessions, PostgreSQL 14+)."""
+    return int(psql_admin("SELECT sessions FROM pg_stat_database WHERE datname = 'bench'"))
+
+
 def pq(v: list[float], p: float) -> float:
     """Percentile in ms, the rule of run_openbao.py (nearest rank by rounding)."""
     v = sorted(v)
@@ -144,6 +180,13 @@ class Broker:
         os.environ.setdefault("MANDATE_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
         self.proc, root = start(self.work, jwt_dir)
         self.pid = self.proc.pid
+        try:
+            self._seed(jwt_dir, root)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _seed(self, jwt_dir: Path, root: str):
         self.http = requests.Session()
         admin = {"Authorization": f"Bearer {root}"}
         jwts = (jwt_dir / "jwts.txt").read_text().split()
@@ -165,7 +208,8 @@ class Broker:
                 raise SystemExit(f"{path}: {r.status_code} {r.text}")
         r = self.http.post(ADDR + "/oauth/token", timeout=10, data={
             "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jwts[0]})
-        r.raise_for_status()
+        if not r.ok:
+            raise SystemExit(f"login: {r.status_code} {r.text}")
         self.session = r.json()["access_token"]
         self.h = {"Authorization": f"Bearer {self.session}"}
 
@@ -219,12 +263,17 @@ def prove(b: Broker) -> dict:
 
 def mandate_rep(a, rep: int, out: Path) -> list[dict]:
     meta = {"peer": "mandate", "config": "sqlite-audit", "bin": str(BIN), "rep": rep}
+    leftover = mnd_roles()
+    if leftover:
+        raise SystemExit(f"{leftover} mnd_ roles already in pg_roles (an earlier broker's); drop them first")
     b = Broker(Path(a.jwt_dir), rep, out)
     recs = []
     try:
         proof = prove(b)
         tasks = [b.task(f"sequential {i}") for i in range(a.seq_n)]  # untimed
-        b.issue(b.task("warm"))  # one untimed issue: the engine built, the admin connection pooled
+        warm = b.task("warm")
+        b.issue(warm)  # one untimed issue and revoke: the engine built, an admin connection pooled
+        b.complete(warm)
         q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
         up = uptime()
         s0 = sys_snap()
@@ -247,17 +296,34 @@ def mandate_rep(a, rep: int, out: Path) -> list[dict]:
             up = uptime()
             tmp = b.work / "lg.json"
             tmp.unlink(missing_ok=True)
+            pg0, sess0, m0, br0, t0 = pg_cpu_s(), pg_sessions(), sys_snap(), proc_cpu_s(b.pid), time.monotonic()
             subprocess.run([a.loadgen, "--url", ADDR + CRED.format(task), "-X", "POST", "--body", "{}",
                             "-H", f"Authorization: Bearer {b.session}", "-c", "8", "-d", str(a.duration),
                             "--warmup", "1", "-n", "20000", "--pid", str(b.pid), "--also-comm", "postgres",
                             "--label", f"mandate/db-issue/c8/r{rep}", "--json-out", str(tmp)],
                            check=True, stdout=subprocess.DEVNULL, timeout=200)
+            pg1, sess1, m1, br1, t1 = pg_cpu_s(), pg_sessions(), sys_snap(), proc_cpu_s(b.pid), time.monotonic()
             lg = json.loads(tmp.read_text().splitlines()[-1])
             lg.update(meta, workload="db-issue", attempt=attempt, uptime=up, **q)
-            lg["contaminated"] = (lg.get("foreign_cpu_pct") or 0) > a.max_foreign or not q["quiet_ok"]
+            # peer-loadgen's postgres figure sums the backends alive at its start and end; backends
+            # that lived and died in between (connections opened and closed under load) land in its
+            # foreign figure. Counted here over the whole call (warm-up included) from the postmaster's
+            # reaped children too, with PostgreSQL's own count of sessions opened.
+            dt = t1 - t0
+            machine = busy_pct(m0, m1)
+            lg["pg_cpu_pct_with_exited"] = round(100 * (pg1 - pg0) / dt, 1)
+            lg["broker_cpu_pct_call"] = round(100 * (br1 - br0) / dt, 1)
+            lg["machine_busy_pct_call"] = machine
+            lg["pg_sessions_opened"] = sess1 - sess0
+            lg["foreign_cpu_pct_corrected"] = round(max(0.0, machine - lg["pg_cpu_pct_with_exited"]
+                                                        - lg["broker_cpu_pct_call"]
+                                                        - (lg.get("client_cpu_pct") or 0)), 1)
+            lg["contaminated"] = lg["foreign_cpu_pct_corrected"] > a.max_foreign or not q["quiet_ok"]
             emit(out / ("mandate.jsonl" if not lg["contaminated"] else "mandate.jsonl.contaminated"), lg)
             print(json.dumps({k: lg.get(k) for k in ("workload", "rep", "attempt", "rps", "ok", "errors",
-                                                     "foreign_cpu_pct", "also_cpu_pct", "contaminated")}),
+                                                     "foreign_cpu_pct", "foreign_cpu_pct_corrected",
+                                                     "pg_cpu_pct_with_exited", "pg_sessions_opened",
+                                                     "contaminated")}),
                   flush=True)
             # Every login of that run belongs to `task`: completing it drops them all.
             before = mnd_roles()
@@ -354,7 +420,45 @@ def floor(a, out: Path):
                                 "DROP ROLE IF EXISTS; exists"}
     emit(out / "floor.jsonl", rec)
     print(json.dumps(rec), flush=True)
+    floor_c8(a, out)
     return rec
+
+
+def floor_c8(a, out: Path):
+    """Issue throughput of the database itself: pgbench, 8 clients on 8
+    connections opened once, each transaction the engine's issue (BEGIN;
+    CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers;
+    COMMIT), for --duration s; then every role it made dropped."""
+    pgbench = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent / "pgbench"
+    script = Path(tempfile.mkdtemp(prefix="mandate-floor-")) / "issue.sql"
+    script.write_text("\\set r random(1, 9000000000000)\n"
+                      "BEGIN;\n"
+                      "CREATE ROLE \"flr_:r\" LOGIN PASSWORD 'p:r' VALID UNTIL '2099-01-01 00:00:00+00';\n"
+                      f"GRANT \"{GROUP}\" TO \"flr_:r\";\n"
+                      "COMMIT;\n")
+    q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
+    up = uptime()
+    env = dict(os.environ, PGPASSWORD="bench-only-password")
+    pg0, m0, t0 = pg_cpu_s(), sys_snap(), time.monotonic()
+    p = subprocess.run([str(pgbench), "-h", "127.0.0.1", "-p", "5432", "-U", "bao_admin", "-n", "-c", "8", "-j", "1",
+                        "-T", str(int(a.duration)), "-f", str(script), "bench"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    dt = time.monotonic() - t0
+    pg_pct, machine = round(100 * (pg_cpu_s() - pg0) / dt, 1), busy_pct(m0, sys_snap())
+    made = int(psql_admin("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'flr\\_%'"))
+    t1 = time.monotonic()
+    psql_admin("DO $$ DECLARE r text; BEGIN FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE 'flr\\_%' "
+               "LOOP EXECUTE format('DROP ROLE %I', r); END LOOP; END $$")
+    drop_s = time.monotonic() - t1
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", p.stdout)
+    lat = re.search(r"latency average = ([\d.]+) ms", p.stdout)
+    rec = {"peer": "postgres-direct", "workload": "db-floor-issue-c8", "uptime": up, **q,
+           "tps": float(tps.group(1)) if tps else None, "lat_avg_ms": float(lat.group(1)) if lat else None,
+           "roles_made": made, "drop_all_s": round(drop_s, 2), "pg_cpu_pct": pg_pct, "machine_busy_pct": machine,
+           "pgbench_rc": p.returncode, "pgbench_tail": p.stdout.strip().splitlines()[-4:] + p.stderr.strip().splitlines()[-3:]}
+    emit(out / "floor.jsonl", rec)
+    print(json.dumps(rec), flush=True)
+    shutil.rmtree(script.parent, ignore_errors=True)
 
 
 # -------------------------------------------------------------- summary ----
@@ -382,6 +486,14 @@ def summarize(out: Path) -> dict:
                                  "postgres_cpu_pct": [r.get("also_cpu_pct") for r in thr],
                                  "foreign_cpu_pct": [r.get("foreign_cpu_pct") for r in thr],
                                  "errors": [r.get("errors") for r in thr]}
+        # Every throughput run, the ones marked contaminated too, with what shared the machine.
+        every = recs + load(f"{peer}.jsonl.contaminated")
+        every = [r for r in every if r["workload"] == "db-issue"]
+        if every:
+            d["issue_c8_every_run"] = [{k: r.get(k) for k in (
+                "rep", "attempt", "rps", "contaminated", "quiet_ok", "foreign_cpu_pct", "foreign_cpu_pct_corrected",
+                "pg_cpu_pct_with_exited", "also_cpu_pct", "pg_sessions_opened")} | {"p50_ms": r["lat_ms"]["p50"],
+                "p99_ms": r["lat_ms"]["p99"], "server_cpu_pct": r["server"]["cpu_pct"]} for r in every]
         ends = [r for r in recs if r["workload"] in ("db-complete", "db-revoke-prefix")]
         if ends:
             d["bulk_revoke"] = [{k: r.get(k) for k in ("rep", "logins", "leases", "complete_s", "revoke_prefix_s",
@@ -397,7 +509,8 @@ def summarize(out: Path) -> dict:
                 m["issue_c8_rps"]["median"] / o["issue_c8_rps"]["median"], 2)
     fl = load("floor.jsonl")
     if fl:
-        s["floor"] = [{k: r[k] for k in ("issue_ms", "revoke_ms", "uptime")} for r in fl]
+        s["floor"] = [{k: r[k] for k in ("workload", "issue_ms", "revoke_ms", "tps", "lat_avg_ms", "pg_cpu_pct",
+                                         "machine_busy_pct", "uptime") if k in r} for r in fl]
     (out / "summary.json").write_text(json.dumps(s, indent=1, sort_keys=True) + "\n")
     return s
 
@@ -414,6 +527,7 @@ def main():
     ap.add_argument("--openbao", action="store_true", help="alternate with run_openbao.py db in this sitting")
     ap.add_argument("--floor", action="store_true", help="also the statements straight into PostgreSQL")
     ap.add_argument("--floor-only", action="store_true")
+    ap.add_argument("--floor-c8-only", action="store_true")
     ap.add_argument("--summary-only", action="store_true")
     ap.add_argument("--max-load", type=float, default=1.5, help="quiet: 1-minute load average below this")
     ap.add_argument("--quiet-pct", type=float, default=25, help="quiet: machine busy below this %% of a core")
@@ -422,7 +536,7 @@ def main():
                     help="a throughput run with more foreign CPU (%% of a core) is contaminated and repeated")
     ap.add_argument("--retries", type=int, default=2)
     a = ap.parse_args()
-    out = Path(a.out_dir)
+    out = Path(a.out_dir).resolve()  # the OpenBao script runs in its own directory
     out.mkdir(parents=True, exist_ok=True)
     if not a.summary_only:
         psql_admin("SELECT 1")  # pg.sh's server is up
@@ -430,6 +544,8 @@ def main():
                                      "uptime": uptime(), "bin": str(BIN), "argv": sys.argv[1:]})
         if a.floor_only:
             floor(a, out)
+        elif a.floor_c8_only:
+            floor_c8(a, out)
         else:
             for rep in range(a.first_rep, a.first_rep + a.reps):
                 order = ["mandate", "openbao"] if rep % 2 else ["openbao", "mandate"]
