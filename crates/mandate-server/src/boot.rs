@@ -213,6 +213,9 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         ),
         Err(e) => tracing::error!(error = %e, "could not sweep leases at start"),
     }
+    if let Err(e) = crate::leases::count_failing(&app).await {
+        tracing::error!(error = %e, "could not count failing leases");
+    }
     let background = crate::background::spawn_background(app.clone());
 
     let router = crate::routes::router(app.clone());

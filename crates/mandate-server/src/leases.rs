@@ -162,7 +162,7 @@ async fn settle(app: &App, mut lease: Lease) -> Result<bool, mandate_store::Stor
 pub async fn revoke_due(app: &App) -> Result<usize, mandate_store::StoreError> {
     use futures::StreamExt;
     let _one_pass = app.lease_pass.lock().await;
-    let mut gone = 0;
+    let (mut gone, mut touched) = (0, 0);
     loop {
         let due = app.store.due_leases(now(), BATCH).await?;
         let full = due.len() == BATCH;
@@ -171,22 +171,25 @@ pub async fn revoke_due(app: &App) -> Result<usize, mandate_store::StoreError> {
             .buffer_unordered(PARALLEL);
         while let Some(r) = settled.next().await {
             gone += usize::from(r?);
+            touched += 1;
         }
         if !full {
             break;
         }
     }
-    let failing = app
-        .store
-        .list_leases(mandate_store::LeaseFilter {
-            failed: true,
-            limit: 1000,
-            ..Default::default()
-        })
-        .await?
-        .len();
-    app.metrics.leases_failing.set(failing as i64);
+    // Only a settled lease changes how many are failing: a task's end with
+    // nothing due costs one query, not two.
+    if touched > 0 {
+        count_failing(app).await?;
+    }
     Ok(gone)
+}
+
+/// Set the `leases_failing` alarm from the store.
+pub async fn count_failing(app: &App) -> Result<(), mandate_store::StoreError> {
+    let n = app.store.count_failed_leases().await?;
+    app.metrics.leases_failing.set(n as i64);
+    Ok(())
 }
 
 /// The background revoker: woken by task transitions, every second besides.

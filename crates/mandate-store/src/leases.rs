@@ -119,6 +119,19 @@ pub(crate) fn get(db: &mut dyn Sql, id: &str) -> Result<Option<Lease>, StoreErro
     sql::body(db, "SELECT body FROM leases WHERE id = $1", args![id])
 }
 
+/// Failed leases, by the partial index of open ones.
+pub(crate) fn count_failed(db: &mut dyn Sql) -> Result<u64, StoreError> {
+    let n: i64 = sql::first(
+        db,
+        "SELECT count(*) FROM leases WHERE state <> 'revoked' AND state = 'failed'",
+        &[],
+    )?
+    .map(|r| r.get(0))
+    .transpose()?
+    .unwrap_or(0);
+    Ok(n as u64)
+}
+
 /// Leases not yet gone at the source, for the inventory.
 pub(crate) fn open(db: &mut dyn Sql, limit: usize) -> Result<Vec<Lease>, StoreError> {
     let leases: Vec<Lease> = sql::bodies(

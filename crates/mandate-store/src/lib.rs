@@ -439,6 +439,8 @@ pub trait Store: Send + Sync + 'static {
     async fn due_leases(&self, now: UnixTime, limit: usize) -> Result<Vec<Lease>, StoreError>;
     async fn list_leases(&self, filter: LeaseFilter) -> Result<Vec<Lease>, StoreError>;
     async fn get_lease(&self, id: &LeaseId) -> Result<Option<Lease>, StoreError>;
+    /// How many leases' revocation failed and is being retried.
+    async fn count_failed_leases(&self) -> Result<u64, StoreError>;
     /// Leases not yet confirmed gone, at most `limit`.
     async fn open_leases(&self, limit: usize) -> Result<Vec<Lease>, StoreError>;
     /// The `seq` of every acknowledged anomaly event.

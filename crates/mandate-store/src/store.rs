@@ -431,6 +431,10 @@ impl<B: Backend> Store for B {
         self.read(move |db| leases::get(db, id.as_str())).await
     }
 
+    async fn count_failed_leases(&self) -> Result<u64, StoreError> {
+        self.read(leases::count_failed).await
+    }
+
     async fn open_leases(&self, limit: usize) -> Result<Vec<Lease>, StoreError> {
         self.read(move |db| leases::open(db, limit)).await
     }

@@ -142,6 +142,7 @@ async fn leases_fall_due_when_their_task_ends_and_wait_out_backoff(place: Place)
         .await
         .unwrap();
     assert_eq!(failed, vec![one]);
+    assert_eq!(s.count_failed_leases().await.unwrap(), 1);
     assert_eq!(
         s.open_leases(10).await.unwrap().len(),
         2,
