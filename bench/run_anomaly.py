@@ -10,7 +10,7 @@
 2. `--refusal`: from a triggering request (one token from a second client
    address, production: the detector suspends the task) to every token of
    the task and its delegated child refused at the proxy, 20 runs
-   (`trigger_to_refusal_over_20_runs` in crates/mandate-proxy/tests/anomalies.rs).
+   (`trigger_to_refusal_over_20_runs` in crates/mandate-proxy/tests/proxy/anomalies.rs).
 3. `--criterion`: the detector alone, events/s (`cargo bench -p mandate-anomaly`).
 
 Records go to --out-dir (one JSONL file per load and mode); the summary is printed.

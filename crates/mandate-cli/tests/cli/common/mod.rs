@@ -1,8 +1,5 @@
 //! `mandate server` as a real process, for tests that kill it.
 
-// Each test binary uses only part of this.
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! Nothing the proxy logs, at any level, carries the upstream secret or
 //! the agent's token. (Its own binary: the log capture is process-wide.)
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

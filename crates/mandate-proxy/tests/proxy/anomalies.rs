@@ -6,7 +6,7 @@
 //! proxy; `require_approval` suspends it and opens a request whose
 //! approval resumes it and whose denial revokes it.
 
-mod support;
+use crate::support;
 
 use mandate_anomaly::{AnomalyAction, AnomalyRule};
 use mandate_core::Environment;

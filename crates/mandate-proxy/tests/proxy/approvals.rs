@@ -5,7 +5,7 @@
 //! break-glass task's calls skip the hold and are flagged in the proxy's
 //! records.
 
-mod support;
+use crate::support;
 
 use mandate_testkit::serde_json::{Value, json};
 use reqwest::StatusCode;

@@ -1,7 +1,6 @@
 //! Shared setup for the proxy's integration tests: a real broker
 //! (`mandate-testkit`), a real upstream HTTP server that records what it
 //! received and echoes the credential back, and a real proxy in between.
-#![allow(dead_code)]
 
 use axum::body::Body;
 use axum::extract::State;

@@ -9,7 +9,7 @@
 //! Without Node or Python the tests skip loudly; under
 //! `MANDATE_REQUIRE_INTEROP=1` (CI) they fail instead.
 
-mod interop_support;
+use crate::interop_support;
 
 use interop_support::{Clients, World};
 

@@ -1,6 +1,6 @@
 //! The proxy end to end: a real broker, a real upstream, the real proxy.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use mandate_testkit::raw::{keep_alive_get, served_at_last, unserved_request};

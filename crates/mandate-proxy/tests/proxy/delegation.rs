@@ -4,7 +4,7 @@
 //! token outside it is still good. One feed entry carries the whole
 //! subtree to the proxy: a delegated token names every ancestor task.
 
-mod support;
+use crate::support;
 
 use mandate_testkit::serde_json::{Value, json};
 use proptest::strategy::{Strategy, ValueTree};

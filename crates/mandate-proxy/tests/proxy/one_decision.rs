@@ -6,7 +6,7 @@
 //! - Introspection: `active: false` exactly when that code is one of the
 //!   token stage (the token itself is dead), whatever the request.
 
-mod support;
+use crate::support;
 
 use mandate_policy::{Refusal, Stage};
 use mandate_testkit::serde_json::{Value, json};

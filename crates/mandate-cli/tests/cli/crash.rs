@@ -2,7 +2,7 @@
 //! a burst of writes: on restart every acknowledged write is there, the
 //! audit chain verifies offline, and the root token is nowhere on disk.
 
-mod common;
+use crate::common;
 
 use common::{cli, free_port, kill_mid_burst, start};
 use mandate_testkit::{contains, files_under};

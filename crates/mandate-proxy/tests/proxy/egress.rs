@@ -3,7 +3,7 @@
 //! reqwest, as an SDK behind `HTTPS_PROXY` would), the audit read back
 //! from the broker.
 
-mod support;
+use crate::support;
 
 use mandate_testkit::serde_json::{Value, json};
 use reqwest::StatusCode;

@@ -4,7 +4,7 @@
 //! lease of an ended task is confirmed revoked (or marked failed with its
 //! reason, which none should be with the database up).
 
-mod common;
+use crate::common;
 
 use common::{cli, free_port, restart, start};
 use mandate_testkit::postgres::{database, psql};

@@ -5,7 +5,7 @@
 //! by default), which revokes its tokens and everything delegated below
 //! it — at the proxy too, through the revocation feed.
 
-mod support;
+use crate::support;
 
 use mandate_testkit::serde_json::{Value, json};
 use mandate_token::{SigningAlg, SigningKey, dpop};

@@ -3,7 +3,7 @@
 //! there and the chain verifies; with RUST_LOG=debug its log holds neither
 //! the database password nor SQL parameters nor the root token.
 
-mod common;
+use crate::common;
 
 use common::{cli, free_port, kill_mid_burst, start};
 

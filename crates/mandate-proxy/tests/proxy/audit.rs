@@ -1,6 +1,6 @@
 //! Audit durability: records survive a proxy crash and arrive exactly once.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use std::time::Duration;
