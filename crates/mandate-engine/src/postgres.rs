@@ -1,8 +1,12 @@
-//! PostgreSQL logins per task. Issue runs the role's creation statements in
-//! one transaction (all or nothing: no half-made role); revoke first turns
-//! the login off, ends its sessions, then reassigns and drops what it owns
-//! and drops it. The role's `VALID UNTIL` is the task's deadline, so even
-//! an unreachable broker cannot keep a login past it.
+//! PostgreSQL logins per task. Issue sends the role's creation statements
+//! as one message, which PostgreSQL runs as one transaction (all or
+//! nothing: no half-made role). Revoke commits the first revocation
+//! statement on its own (by default `NOLOGIN`: the door shuts before any
+//! session is ended), then runs the rest as one transaction (end its
+//! sessions, reassign and drop what it owns, drop it). The role's `VALID
+//! UNTIL` is the task's deadline, so even an unreachable broker cannot keep
+//! a login past it. Admin connections stay open for reuse, at most
+//! [`MAX_OPEN`] at once; a caller beyond that waits for one.
 
 use crate::template::{self, Inputs, quote_ident};
 use crate::{Engine, EngineError, IssueRequest, Issued};
@@ -13,11 +17,17 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Config, NoTls};
 
-/// Idle admin connections kept for reuse.
-const POOL: usize = 4;
+/// Admin connections open at once (each a PostgreSQL backend): enough for
+/// the broker's parallel revoker and a burst of issues, few enough that a
+/// busy broker cannot exhaust `max_connections`.
+pub const MAX_OPEN: usize = 16;
+/// The longest a caller waits for a connection, or for one to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// No admin statement may hold a connection longer than this.
+const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 
 const DEFAULT_REVOCATION: [&str; 5] = [
     "ALTER ROLE {{name}} NOLOGIN",
@@ -40,6 +50,13 @@ pub struct PostgresEngine {
     database: String,
     roles: BTreeMap<String, Role>,
     idle: Mutex<Vec<Client>>,
+    open: Semaphore,
+}
+
+/// A connection lent to one caller; its permit counts it as open.
+struct Admin<'a> {
+    client: Client,
+    _permit: SemaphorePermit<'a>,
 }
 
 /// The role's statements: the operator's, or the defaults (a login in the
@@ -161,14 +178,31 @@ impl PostgresEngine {
             database,
             roles,
             idle: Mutex::new(Vec::new()),
+            open: Semaphore::new(MAX_OPEN),
         })
     }
 
-    async fn connect(&self) -> Result<Client, EngineError> {
-        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
-            && !c.is_closed()
-        {
-            return Ok(c);
+    /// An idle connection, or a new one. A connection that fails mid-use
+    /// is dropped (closed), never put back.
+    async fn connect(&self) -> Result<Admin<'_>, EngineError> {
+        let permit = tokio::time::timeout(CONNECT_TIMEOUT, self.open.acquire())
+            .await
+            .map_err(|_| {
+                EngineError::Unreachable(format!(
+                    "all {MAX_OPEN} admin connections stayed busy for {CONNECT_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|_| EngineError::Unreachable("the engine is shutting down".into()))?;
+        loop {
+            let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                break;
+            };
+            if !c.is_closed() {
+                return Ok(Admin {
+                    client: c,
+                    _permit: permit,
+                });
+            }
         }
         let (client, conn) = self.admin.connect(NoTls).await.map_err(unreachable)?;
         tokio::spawn(async move {
@@ -177,22 +211,33 @@ impl PostgresEngine {
             }
         });
         // Quoting doubles quotes only; with backslash escapes on it would not be enough.
-        let scs = client
-            .query_one("SHOW standard_conforming_strings", &[])
+        let rows = client
+            .simple_query(&format!(
+                "SET statement_timeout = {STATEMENT_TIMEOUT_MS}; SHOW standard_conforming_strings"
+            ))
             .await
             .map_err(refused)?;
-        if scs.get::<_, String>(0) != "on" {
+        let scs = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        });
+        if scs.as_deref() != Some("on") {
             return Err(EngineError::Refused(
                 "standard_conforming_strings is off; refusing to build SQL".into(),
             ));
         }
-        Ok(client)
+        Ok(Admin {
+            client,
+            _permit: permit,
+        })
     }
 
-    fn put_back(&self, c: Client) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < POOL && !c.is_closed() {
-            idle.push(c);
+    fn put_back(&self, a: Admin<'_>) {
+        if !a.client.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(a.client);
         }
     }
 
@@ -222,18 +267,11 @@ impl Engine for PostgresEngine {
             password: password.expose_secret(),
             valid_until: &valid_until,
         };
-        let sql: Vec<zeroize::Zeroizing<String>> = role
-            .creation
-            .iter()
-            .map(|t| template::render(t, &inputs).map(zeroize::Zeroizing::new))
-            .collect::<Result<_, _>>()?;
-        let mut client = self.connect().await?;
-        let tx = client.transaction().await.map_err(refused)?;
-        for s in &sql {
-            tx.batch_execute(s).await.map_err(refused)?;
-        }
-        tx.commit().await.map_err(refused)?;
-        self.put_back(client);
+        let sql = script(&role.creation, &inputs)?;
+        let admin = self.connect().await?;
+        // One simple-query message: PostgreSQL runs it as one transaction.
+        admin.client.batch_execute(&sql).await.map_err(refused)?;
+        self.put_back(admin);
         let url = format!(
             "postgresql://{}:{}@{}:{}/{}",
             userinfo(req.login),
@@ -257,9 +295,9 @@ impl Engine for PostgresEngine {
 
     async fn revoke(&self, login: &str, role: &str) -> Result<(), EngineError> {
         let role = self.role(role)?;
-        let client = self.connect().await?;
-        if !exists(&client, login).await? {
-            self.put_back(client);
+        let admin = self.connect().await?;
+        if !exists(&admin.client, login).await? {
+            self.put_back(admin);
             return Ok(());
         }
         let inputs = Inputs {
@@ -267,29 +305,56 @@ impl Engine for PostgresEngine {
             password: "",
             valid_until: "",
         };
-        for t in &role.revocation {
-            client
-                .batch_execute(&template::render(t, &inputs)?)
-                .await
-                .map_err(refused)?;
+        // The first statement commits alone (the login is shut out before
+        // its sessions are ended), the rest together.
+        let Some((first, rest)) = role.revocation.split_first() else {
+            return Err(EngineError::Refused(
+                "the role has no revocation statements".into(),
+            ));
+        };
+        for part in [std::slice::from_ref(first), rest] {
+            if !part.is_empty() {
+                let sql = script(part, &inputs)?;
+                admin.client.batch_execute(&sql).await.map_err(refused)?;
+            }
         }
-        self.put_back(client);
+        self.put_back(admin);
         Ok(())
     }
 
     async fn verify_gone(&self, login: &str) -> Result<bool, EngineError> {
-        let client = self.connect().await?;
-        let gone = !exists(&client, login).await?;
-        self.put_back(client);
+        let admin = self.connect().await?;
+        let gone = !exists(&admin.client, login).await?;
+        self.put_back(admin);
         Ok(gone)
     }
 
     async fn health(&self) -> Result<(), EngineError> {
-        let client = self.connect().await?;
-        client.simple_query("SELECT 1").await.map_err(refused)?;
-        self.put_back(client);
+        let admin = self.connect().await?;
+        admin
+            .client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(refused)?;
+        self.put_back(admin);
         Ok(())
     }
+}
+
+/// Statements rendered and joined into one message (it may hold a
+/// password: wiped when dropped).
+fn script(
+    templates: &[String],
+    inputs: &Inputs<'_>,
+) -> Result<zeroize::Zeroizing<String>, EngineError> {
+    let mut sql = zeroize::Zeroizing::new(String::new());
+    for t in templates {
+        let s = zeroize::Zeroizing::new(template::render(t, inputs)?);
+        sql.push_str(&s);
+        // On its own line: a template's trailing `--` comment cannot swallow it.
+        sql.push_str("\n;\n");
+    }
+    Ok(sql)
 }
 
 async fn exists(client: &Client, login: &str) -> Result<bool, EngineError> {

@@ -231,3 +231,72 @@ async fn a_failed_or_unreachable_issue_leaves_no_role() {
     assert!(down.health().await.is_err());
     engine.health().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_burst_shares_a_bounded_set_of_admin_connections() {
+    let Some((url, engine)) = setup("engine_burst") else {
+        return;
+    };
+    let task = TaskId::parse("task_00000000000000000000000000000b57").unwrap();
+    let logins: Vec<String> = (0..40u8)
+        .map(|i| engine.login_name(&task, [i; 8]))
+        .collect();
+    let asks: Vec<IssueRequest> = logins
+        .iter()
+        .map(|login| IssueRequest {
+            login,
+            role: "readonly",
+            valid_until: now() + 60,
+        })
+        .collect();
+    let issued = futures::future::join_all(asks.iter().map(|a| engine.issue(a))).await;
+    assert!(issued.iter().all(Result::is_ok), "every issue succeeds");
+    let sessions: usize = psql(
+        &url,
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .parse()
+    .unwrap();
+    assert!(
+        (1..=mandate_engine::postgres::MAX_OPEN).contains(&sessions),
+        "{sessions} admin connections for 40 concurrent issues"
+    );
+    futures::future::join_all(logins.iter().map(|l| engine.revoke(l, "readonly"))).await;
+    for l in &logins {
+        assert_eq!(roles(&url, l), "0");
+    }
+}
+
+#[tokio::test]
+async fn operator_statements_may_end_in_comments() {
+    let Some((url, _)) = setup("engine_comments") else {
+        return;
+    };
+    let custom = DbRole {
+        creation: vec![
+            "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{valid_until}} -- a login".into(),
+            "GRANT read_engine_comments TO {{name}} -- its group".into(),
+        ],
+        revocation: vec![
+            "ALTER ROLE {{name}} NOLOGIN -- shut the door first".into(),
+            "DROP OWNED BY {{name}} -- what it made".into(),
+            "DROP ROLE {{name}} -- and the login".into(),
+        ],
+        ..role("commented", &[])
+    };
+    let engine = PostgresEngine::new(&SecretString::from(url.clone()), &[custom]).unwrap();
+    let issued = engine
+        .issue(&IssueRequest {
+            login: "commented_login",
+            role: "commented",
+            valid_until: now() + 60,
+        })
+        .await
+        .unwrap();
+    let client = connect(issued.url.expose_secret()).await.unwrap();
+    assert!(client.query_one("SELECT id FROM orders", &[]).await.is_ok());
+    drop(client);
+    engine.revoke("commented_login", "commented").await.unwrap();
+    assert_eq!(roles(&url, "commented_login"), "0");
+}
