@@ -8,6 +8,7 @@
 //! - `tasks`: the state machine's edges, listing, expiry of due tasks.
 //! - `cascade`: revoking an agent, its tasks, feed entries and events.
 //! - `delegation`: delegated tasks and their subtrees ending with them.
+//! - `large_cascade`: a subtree of more events than one INSERT stores.
 //! - `rescope`: a task's context switch and what it cuts off.
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
 //! - `grants`: minted grants beside refused writes.
@@ -36,6 +37,7 @@ mod delegation;
 mod enrolment;
 mod feed;
 mod grants;
+mod large_cascade;
 mod listings;
 mod registry;
 mod rescope;
