@@ -71,13 +71,23 @@ pub(crate) fn delegate(
         .delegation
         .as_ref()
         .ok_or(StoreError::Refused("a delegated task names its parent"))?;
-    let parent = get(w, d.parent.as_str())?.ok_or_else(|| StoreError::NotFound {
+    // The state and deadline columns say whether it is live; its body is
+    // not read (this runs on the one writer thread, per delegation).
+    let row = sql::first(
+        w,
+        "SELECT state, deadline FROM tasks WHERE id = $1",
+        args![d.parent.as_str()],
+    )?
+    .ok_or_else(|| StoreError::NotFound {
         what: "task",
         id: d.parent.to_string(),
     })?;
-    if !parent.is_live(now) {
+    let state = TaskState::parse(row.text(0)?)
+        .map_err(|e| StoreError::Corrupt(format!("task state: {e}")))?
+        .at(row.get(1)?, now);
+    if state != TaskState::Active {
         return Err(RuleViolation::TaskNotActive {
-            state: parent.state_at(now).to_string(),
+            state: state.to_string(),
         }
         .into());
     }
