@@ -9,7 +9,8 @@
 
 One sitting: nginx serves a static 1 KiB body on :18081 (the upstream, as in
 run_proxy.py), the broker (`target/release/mandate server`, SQLite, audit on)
-runs on :8300 and `mandate proxy` on :8400 in front of nginx. The tool
+runs on :8300 and `mandate proxy` on :8400 in front of nginx (other ports:
+MANDATE_BENCH_PORT, MANDATE_BENCH_PROXY_PORT). The tool
 `items` has the route GET /items/{id} -> items:read. Agent `lead` (workload
 JWT of spiffe://bench.local/agent/0) owns the root task; agent `helper`
 (agent/1) receives every child: each child is one RFC 8693 exchange
@@ -46,7 +47,8 @@ Per run (the tree is rebuilt every run; setup is not measured):
 "Quiet" runs (--quiet-runs) time only the revoke call, with nothing else
 running, then check every child once. With --perf DIR the quiet runs are
 profiled instead (perf record of the broker over the revoke call; recorded
-as mode=perf and left out of the summary).
+as mode=perf and left out of the summary); so are the exchange runs, each
+profiled over the whole run (exchange-KIND-cC-rREP.data).
 
 Relayed token (--relay-runs N=runs, --relay-light-runs N=runs): a root
 task of `lead` with a plain token, a second token of it bound by DPoP
@@ -110,8 +112,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_mandate import ADDR, BIN, ISS, ROOT, b64u, loadgen, rss_mb, start  # noqa: E402
-from run_proxy import PROXY, UPSTREAM, cpu_ticks, start_nginx, start_proxy  # noqa: E402
+from run_mandate import ADDR, BIN, ISS, PORT, ROOT, b64u, loadgen, rss_mb, start  # noqa: E402
+from run_proxy import PROXY, PROXY_PORT, UPSTREAM, cpu_ticks, start_nginx, start_proxy  # noqa: E402
 
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
@@ -403,7 +405,7 @@ def dpop_proof(key, jwk: dict, method: str, url: str) -> str:
 
 
 def revoke_conn() -> http.client.HTTPConnection:
-    c = http.client.HTTPConnection("127.0.0.1", 8300, timeout=120)
+    c = http.client.HTTPConnection("127.0.0.1", PORT, timeout=120)
     c.request("GET", "/readyz")
     c.getresponse().read()
     return c
@@ -551,7 +553,7 @@ def relay_run(w: World, n: int, rep: int, quiet: bool, conc: int, limit_s: float
     if pre != {200: n + 1}:
         raise SystemExit(f"before the relay, not every token was served: {pre}")
     calm = settle([broker_pid, proxy_pid], quiet_pct, max_quiet_s)
-    rc = http.client.HTTPConnection("127.0.0.1", 8400, timeout=30)
+    rc = http.client.HTTPConnection("127.0.0.1", PROXY_PORT, timeout=30)
     rc.request("GET", "/readyz")
     rc.getresponse().read()
     rec = {"workload": f"relay-{n}", "children": n, "rep": rep, "mode": "relay-light" if quiet else "relay-checked",
@@ -577,7 +579,7 @@ def relay_run(w: World, n: int, rep: int, quiet: bool, conc: int, limit_s: float
         # two children (first and last made) until all three are refused,
         # then every token once (all must be refused).
         w0, t0, t1 = relay()
-        pc = http.client.HTTPConnection("127.0.0.1", 8400, timeout=30)
+        pc = http.client.HTTPConnection("127.0.0.1", PROXY_PORT, timeout=30)
         probe = {0: tokens[-1], 1: kids[0], 2: kids[-1]}
         refused: dict[int, float] = {}
         sent = 0
@@ -720,8 +722,8 @@ def main():
     ap.add_argument("--audit-flush-ms", type=int,
                     help="the proxy's audit_flush_ms (MANDATE_PROXY_AUDIT_FLUSH_MS; default: the proxy's, 200)")
     ap.add_argument("--perf", metavar="DIR",
-                    help="profile the broker (perf record) over each quiet revoke; those runs are "
-                         "recorded as mode=perf, not measurements")
+                    help="profile the broker (perf record) over each quiet revoke and each exchange "
+                         "run; those runs are recorded as mode=perf, not measurements")
     a = ap.parse_args()
     out = Path(a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -735,9 +737,9 @@ def main():
         os.environ.setdefault("MANDATE_ON_MISUSE", "staging=suspend,production=suspend")
     if a.audit_flush_ms:
         os.environ["MANDATE_PROXY_AUDIT_FLUSH_MS"] = str(a.audit_flush_ms)
-    broker, root = start(work, Path(a.jwt_dir))
-    proxy = None
+    broker = proxy = None
     try:
+        broker, root = start(work, Path(a.jwt_dir))
         w = World(root, jwts)
         proxy = start_proxy(work, root)
         cascade_file = out / "cascade.jsonl"
@@ -818,6 +820,16 @@ def main():
                     # (at most --retries times).
                     for attempt in range(a.retries + 1):
                         calm = settle([broker.pid, proxy.pid], a.quiet_pct, a.max_quiet_wait)
+                        perf = None
+                        if a.perf:
+                            # Profile the broker over the whole run (warm-up included); the
+                            # run is marked perf and is not a measurement.
+                            Path(a.perf).mkdir(parents=True, exist_ok=True)
+                            perf = subprocess.Popen(
+                                ["perf", "record", "-F", "999", "--call-graph", "dwarf,16384", "-p",
+                                 str(broker.pid), "-o", str(Path(a.perf) / f"exchange-{kind}-c{c}-r{rep}.data")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            time.sleep(1.5)
                         loadgen(a.loadgen, ["--url", ADDR + "/oauth/token", "-X", "POST", "-H", FORM,
                                             "--bodies-file", str(work / f"{kind}.txt"), "-c", str(c),
                                             "-d", str(a.duration), "--warmup", "2", "--pid", str(broker.pid),
@@ -826,12 +838,16 @@ def main():
                                  "rep": rep, "attempt": attempt + 1}, xfile)
                         lines = xfile.read_text().splitlines()
                         last = json.loads(lines[-1])
+                        if perf:
+                            perf.send_signal(signal.SIGINT)
+                            perf.wait(timeout=300)
+                            last["mode"] = "perf"
                         last.update(calm)
                         last["contaminated"] = (last.get("foreign_cpu_pct") or 0) > a.max_foreign
                         lines[-1] = json.dumps(last, sort_keys=True)
                         xfile.write_text("\n".join(lines) + "\n")
                         time.sleep(1)
-                        if not last["contaminated"]:
+                        if not last["contaminated"] or perf:
                             break
         # The throughput root now has every delegated child of those runs: time its revoke too.
         big = None
@@ -851,7 +867,7 @@ def main():
                                           "served_after_first_refusal", "checker_rps", "busy_before_pct",
                                           "foreign_cpu_pct"))
         xs = [json.loads(l) for l in xfile.read_text().splitlines()] if xfile.exists() else []
-        xs = [x for x in xs if not x.get("contaminated")]
+        xs = [x for x in xs if not x.get("contaminated") and x.get("mode") != "perf"]
         ratios = {}
         for cc in a.conc:
             def rps(kind):

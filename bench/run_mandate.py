@@ -43,7 +43,9 @@ BIN = Path(os.environ.get("MANDATE_BENCH_BIN", ROOT / "target/release/mandate"))
 # The peer benchmark kit (peer-loadgen, the OpenBao scripts) lives outside
 # this repository: $PEER_BENCH, by default beside the checkout.
 SHARED = Path(os.environ.get("PEER_BENCH", ROOT.parent / "shared" / "bench"))
-ADDR = "http://127.0.0.1:8300"
+# Another broker on this machine (someone else's benchmark) may hold 8300.
+PORT = int(os.environ.get("MANDATE_BENCH_PORT", "8300"))
+ADDR = f"http://127.0.0.1:{PORT}"
 ISS = "https://issuer.bench.local"
 FORM = "content-type: application/x-www-form-urlencoded"
 
@@ -89,7 +91,7 @@ def stop_postgres(work: Path):
 def start(work: Path, jwt_dir: Path, database_url: str | None = None):
     (work / "jwks.json").write_text(json.dumps(jwks_from_pem((jwt_dir / "jwt_pub.pem").read_bytes())))
     (work / "mandate.toml").write_text(f"""
-listen = "127.0.0.1:8300"
+listen = "127.0.0.1:{PORT}"
 data_dir = "{work / 'data'}"
 trust_domain = "bench.local"
 session_ttl_secs = 3600

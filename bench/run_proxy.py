@@ -46,7 +46,8 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_mandate import ADDR, BIN, ISS, ROOT, SHARED, loadgen, rss_mb, start  # noqa: E402
 
-PROXY = "http://127.0.0.1:8400"
+PROXY_PORT = int(os.environ.get("MANDATE_BENCH_PROXY_PORT", "8400"))
+PROXY = f"http://127.0.0.1:{PROXY_PORT}"
 PASSTHROUGH = "http://127.0.0.1:8500"
 UPSTREAM = "http://127.0.0.1:18081"
 NGINX = "http://127.0.0.1:18080"
@@ -120,7 +121,7 @@ def start_proxy(work: Path, root: str, workers: int | None = None):
     (work / "proxy.token").write_text(tok)
     os.chmod(work / "proxy.token", 0o600)
     (work / "proxy.toml").write_text(f"""
-listen = "127.0.0.1:8400"
+listen = "127.0.0.1:{PROXY_PORT}"
 broker = "{ADDR}"
 token_file = "{work / 'proxy.token'}"
 spool_dir = "{work / 'spool'}"

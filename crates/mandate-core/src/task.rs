@@ -57,6 +57,17 @@ impl TaskState {
             })
     }
 
+    /// The state as of `now` of a task stored in this state with this
+    /// deadline: an active task past its deadline is expired even before
+    /// the sweeper has recorded it.
+    pub fn at(self, deadline: UnixTime, now: UnixTime) -> TaskState {
+        if self == TaskState::Active && now >= deadline {
+            TaskState::Expired
+        } else {
+            self
+        }
+    }
+
     /// Terminal states never change again; their grants are dead.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -141,11 +152,7 @@ impl Task {
     /// The state as of `now`: an active task past its deadline is expired
     /// even before the sweeper has recorded it.
     pub fn state_at(&self, now: UnixTime) -> TaskState {
-        if self.state == TaskState::Active && now >= self.deadline {
-            TaskState::Expired
-        } else {
-            self.state
-        }
+        self.state.at(self.deadline, now)
     }
 
     pub fn remaining_secs(&self, now: UnixTime) -> i64 {

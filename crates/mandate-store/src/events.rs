@@ -103,6 +103,75 @@ pub(crate) fn insert(db: &mut dyn Sql, e: &Event) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rows per multi-row INSERT in [`insert_all`]: 500 × 14 parameters, far
+/// below SQLite's limit of 32,766.
+const ROWS_PER_INSERT: usize = 500;
+
+/// `INSERT INTO events … VALUES (…), (…)` with `rows` rows of parameters.
+fn insert_rows(rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::with_capacity(80 + rows * 70);
+    sql.push_str(concat!("INSERT INTO events (", columns!(), ") VALUES "));
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 1..=14 {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "${}", r * 14 + c);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Store chained events, in order, [`ROWS_PER_INSERT`] to a statement
+/// (for a writer that stores them as they come, like SQLite's).
+pub(crate) fn insert_all(db: &mut dyn Sql, events: &[Event]) -> Result<(), StoreError> {
+    static FULL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    // A cascade's events share their reasons: each list is serialised once.
+    let mut reasons: Vec<String> = Vec::new();
+    let mut reason_of = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        if i == 0 || events[i - 1].reasons != e.reasons {
+            reasons.push(serde_json::to_string(&e.reasons)?);
+        }
+        reason_of.push(reasons.len() - 1);
+    }
+    for (n, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
+        let first = n * ROWS_PER_INSERT;
+        let mut args = Vec::with_capacity(chunk.len() * 14);
+        for (i, e) in chunk.iter().enumerate() {
+            args.extend_from_slice(args![
+                sql::bigint(e.seq),
+                e.time_ms,
+                e.kind.as_str(),
+                &e.actor,
+                e.agent.as_deref(),
+                e.task.as_deref(),
+                e.tool.as_deref(),
+                e.jti.as_deref(),
+                e.decision.as_deref(),
+                &reasons[reason_of[first + i]],
+                e.request_id.as_deref(),
+                &e.detail,
+                &e.prev_hash,
+                &e.hash
+            ]);
+        }
+        let sql = if chunk.len() == ROWS_PER_INSERT {
+            FULL.get_or_init(|| insert_rows(ROWS_PER_INSERT)).as_str()
+        } else {
+            &insert_rows(chunk.len())
+        };
+        db.exec(sql, &args)?;
+    }
+    Ok(())
+}
+
 /// Events with no other change (decisions, refusals).
 pub(crate) fn append(w: &mut dyn Write, events: Vec<NewEvent>) -> Result<(), StoreError> {
     events.into_iter().try_for_each(|e| w.audit(e))

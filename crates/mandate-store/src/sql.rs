@@ -182,6 +182,9 @@ pub(crate) trait Sql {
 pub(crate) trait Write: Sql {
     /// Chain one audit event into this write; it commits with it or not at all.
     fn audit(&mut self, ev: NewEvent) -> Result<(), StoreError>;
+    /// Chain many events into this write, in order, as `audit` would one
+    /// by one, but stored together (a cascade's, one per ended task).
+    fn audit_all(&mut self, evs: Vec<NewEvent>) -> Result<(), StoreError>;
     /// Store a minted grant (PostgreSQL writes a group's grants in one
     /// statement); `Conflict` if its `jti` is taken or its task unknown.
     fn grant(&mut self, grant: &Grant) -> Result<(), StoreError>;

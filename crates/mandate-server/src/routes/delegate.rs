@@ -7,7 +7,7 @@
 //! the facts, runs the task-start policy, stores the child (only while the
 //! parent is live, as the write reads it) and records `task.delegated`.
 
-use super::authorize::look_up;
+use super::authorize::{Looked, look_up};
 use super::caller::Caller;
 use super::client_auth;
 use super::grant::{self, bind_to_proof, dpop_header, requested, rule_error};
@@ -124,6 +124,15 @@ struct Ask {
     ttl_secs: Option<u32>,
 }
 
+/// The parent's token, verified, with what the broker knows of its holder.
+async fn parent_of(app: &App, parent_token: &str, t: i64) -> Result<Looked, Refusal> {
+    match look_up(app, parent_token, t).await {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(r)) => Err(Refusal::Subject(r.message)),
+        Err(e) => Err(Refusal::Store(e)),
+    }
+}
+
 /// The one delegation: check the parent's token (the one decision path's
 /// token stage), apply the domain rules and run the task-start policy for
 /// the child. Nothing is stored yet (a refusal by policy is audited):
@@ -131,16 +140,11 @@ struct Ask {
 async fn plan(
     app: &App,
     rid: &str,
-    parent_token: &str,
+    looked: Looked,
     expect_parent: Option<&TaskId>,
     ask: Ask,
 ) -> Result<Planned, Refusal> {
     let t = now();
-    let looked = match look_up(app, parent_token, t).await {
-        Ok(Ok(l)) => l,
-        Ok(Err(r)) => return Err(Refusal::Subject(r.message)),
-        Err(e) => return Err(Refusal::Store(e)),
-    };
     let live =
         check_token(&looked.token, &looked.holder(), t).map_err(|r| Refusal::Subject(r.message))?;
     if looked.token.claims.cnf.is_some() {
@@ -283,10 +287,9 @@ pub async fn by_exchange(
     // What the child asks of the tool; unnamed actions or resources are
     // the parent's for it, if it has any (the rules refuse it otherwise).
     let asked = requested(form, &tool.name)?;
-    let parent = app
-        .verify_access(subject, t)
-        .map_err(|r| OAuthError::invalid_grant(format!("subject_token: {}", r.message)))?;
-    let inherited = parent.claims.detail_for(tool.name.as_str());
+    // Verified once: the plan below judges this same lookup.
+    let parent = parent_of(app, subject, t).await?;
+    let inherited = parent.token.claims.detail_for(tool.name.as_str());
     let actions = match (asked.actions, inherited) {
         (Some(a), _) if !a.is_empty() => a,
         (_, Some(d)) => d
@@ -326,7 +329,7 @@ pub async fn by_exchange(
         intent: form.get("intent").map(str::to_owned),
         ttl_secs: task_ttl,
     };
-    let planned = plan(app, rid, subject, None, ask).await?;
+    let planned = plan(app, rid, parent, None, ask).await?;
     let task = &planned.child;
     let item = task.scope.items()[0].clone();
     let ttl = cap_grant_ttl(token_ttl, tool.max_ttl_secs, task, t).map_err(rule_error)?;
@@ -395,7 +398,8 @@ pub async fn by_api(
         intent: body.intent,
         ttl_secs: body.ttl_secs,
     };
-    let task = plan(&app, &rid.0, &body.subject_token, Some(&id), ask)
+    let parent = parent_of(&app, &body.subject_token, now()).await?;
+    let task = plan(&app, &rid.0, parent, Some(&id), ask)
         .await?
         .store(&app, None)
         .await?;

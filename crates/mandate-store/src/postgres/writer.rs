@@ -94,6 +94,11 @@ impl Write for Tx<'_, '_> {
         Ok(())
     }
 
+    fn audit_all(&mut self, evs: Vec<NewEvent>) -> Result<(), StoreError> {
+        self.deferred.events.extend(evs);
+        Ok(())
+    }
+
     fn grant(&mut self, grant: &Grant) -> Result<(), StoreError> {
         self.deferred.grants.push(grant.clone());
         Ok(())

@@ -50,6 +50,14 @@ impl Write for Tx<'_> {
         events::insert(&mut self.link, &e)
     }
 
+    fn audit_all(&mut self, evs: Vec<NewEvent>) -> Result<(), StoreError> {
+        let chained: Vec<_> = evs
+            .into_iter()
+            .map(|ev| self.chain.append(ev, self.now_ms))
+            .collect();
+        events::insert_all(&mut self.link, &chained)
+    }
+
     fn grant(&mut self, grant: &Grant) -> Result<(), StoreError> {
         grants::insert(&mut self.link, grant)
     }

@@ -8,6 +8,7 @@
 //! - `tasks`: the state machine's edges, listing, expiry of due tasks.
 //! - `cascade`: revoking an agent, its tasks, feed entries and events.
 //! - `delegation`: delegated tasks and their subtrees ending with them.
+//! - `large_cascade`: a subtree of more events than one INSERT stores.
 //! - `rescope`: a task's context switch and what it cuts off.
 //! - `feed`: the revocation feed: revoking by id, paging, pruning.
 //! - `grants`: minted grants beside refused writes.
@@ -42,6 +43,7 @@ mod feed;
 mod governance;
 mod grants;
 mod leases;
+mod large_cascade;
 mod listings;
 mod registry;
 mod rescope;
