@@ -18,16 +18,17 @@ use std::time::Duration;
 /// Due leases read per pass.
 const BATCH: usize = 1000;
 
-/// Record a lease for `task` on `tool`'s `role`, then make the credential.
-/// On failure nothing is handed out, and the lease is marked for the
-/// revoker (the source may hold part of it if the answer was lost).
+/// Record a lease for `task` on `tool`'s `role`, with `lease.created` and
+/// the decision to hand it out (`retrieved`, given the lease and login in
+/// its detail) in one commit, then make the credential. On failure nothing
+/// is handed out, the lease is marked for the revoker (the source may hold
+/// part of it if the answer was lost) and `lease.failed` says why.
 pub async fn issue(
     app: &App,
     task: &Task,
     tool: &Tool,
     role: &str,
-    actor: String,
-    request_id: String,
+    retrieved: NewEvent,
 ) -> Result<(Lease, Issued), ApiError> {
     let engine = app
         .engines
@@ -49,16 +50,22 @@ pub async fn issue(
         last_error: None,
         next_attempt_at: None,
     };
-    let ev = NewEvent::new(EventKind::LeaseCreated, actor)
-        .agent(&task.agent)
-        .task(&task.id)
-        .tool(&tool.name)
-        .request_id(Some(request_id))
-        .detail(
-            json!({"lease": lease.id, "login": lease.login, "role": role,
-            "engine": engine.kind(), "expires_at": lease.expires_at}),
-        );
-    app.store.create_lease(lease.clone(), t, ev).await?;
+    // Same actor, agent, task, tool and request as the decision.
+    let created = NewEvent {
+        kind: EventKind::LeaseCreated,
+        decision: None,
+        reasons: Vec::new(),
+        ..retrieved.clone()
+    }
+    .detail(
+        json!({"lease": lease.id, "login": lease.login, "role": role,
+        "engine": engine.kind(), "expires_at": lease.expires_at}),
+    );
+    let retrieved =
+        retrieved.detail(json!({"lease": lease.id, "login": lease.login, "role": role}));
+    app.store
+        .create_lease(lease.clone(), t, vec![created, retrieved])
+        .await?;
     let asked = IssueRequest {
         login: &lease.login,
         role,
@@ -73,8 +80,15 @@ pub async fn issue(
             app.metrics.lease("issue_failed");
             let mut marked = lease;
             marked.state = LeaseState::Revoking;
-            marked.last_error = Some(format!("issue failed: {e}"));
-            if let Err(se) = app.store.update_lease(marked, None).await {
+            let reason = format!("issue failed: {e}");
+            let failed = NewEvent::new(EventKind::LeaseFailed, "system")
+                .agent(&marked.agent)
+                .task(&marked.task)
+                .tool(&marked.tool)
+                .detail(json!({"lease": marked.id, "login": marked.login,
+                    "attempts": 0, "reason": reason}));
+            marked.last_error = Some(reason);
+            if let Err(se) = app.store.update_lease(marked, Some(failed)).await {
                 tracing::error!(error = %se, "could not mark a failed lease for the revoker");
             }
             app.leases_due.notify_one();

@@ -84,6 +84,7 @@ fn task(agent: &Agent, parent: Option<&Task>) -> Task {
 async fn seeded(store: &Arc<dyn Store>) {
     let owner = Owner {
         name: OwnerName::parse("bench").unwrap(),
+        kind: mandate_core::OwnerKind::Team,
         description: String::new(),
         created_at: 0,
     };

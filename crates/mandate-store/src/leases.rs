@@ -23,7 +23,7 @@ pub(crate) fn create(
     w: &mut dyn Write,
     lease: &Lease,
     now: UnixTime,
-    ev: NewEvent,
+    evs: Vec<NewEvent>,
 ) -> Result<(), StoreError> {
     let task = crate::tasks::get(w, lease.task.as_str())?.ok_or_else(|| StoreError::NotFound {
         what: "task",
@@ -48,7 +48,7 @@ pub(crate) fn create(
         "lease",
         lease.id.as_str(),
     )?;
-    w.audit(ev)
+    evs.into_iter().try_for_each(|ev| w.audit(ev))
 }
 
 /// Store a lease's new state (and its event, if any).

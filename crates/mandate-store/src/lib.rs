@@ -426,12 +426,12 @@ pub trait Store: Send + Sync + 'static {
     /// What the log says about use since `since_ms` (see [`Usage`]).
     async fn usage_since(&self, since_ms: i64) -> Result<Usage, StoreError>;
     /// Record a lease for a live task (refused if the task is not active),
-    /// before its credential is made.
+    /// before its credential is made, with its events.
     async fn create_lease(
         &self,
         lease: Lease,
         now: UnixTime,
-        ev: NewEvent,
+        evs: Vec<NewEvent>,
     ) -> Result<(), StoreError>;
     /// Store a lease's new state, with its event if any.
     async fn update_lease(&self, lease: Lease, ev: Option<NewEvent>) -> Result<(), StoreError>;

@@ -408,9 +408,9 @@ impl<B: Backend> Store for B {
         &self,
         lease: Lease,
         now: UnixTime,
-        ev: NewEvent,
+        evs: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
-        self.write(move |w| leases::create(w, &lease, now, ev))
+        self.write(move |w| leases::create(w, &lease, now, evs))
             .await
     }
 

@@ -92,13 +92,10 @@ pub async fn issue(
         err.reasons = decision.reasons;
         return Err(err);
     }
-    let (lease, issued) =
-        crate::leases::issue(&app, &task, &tool, &role, caller.actor(), rid.0.clone()).await?;
-    let e = ev(EventKind::SecretRetrieved)
+    let retrieved = ev(EventKind::SecretRetrieved)
         .decision("allow")
-        .reasons(decision.reasons)
-        .detail(json!({"lease": lease.id, "login": lease.login, "role": role}));
-    app.store.append_events(vec![e]).await?;
+        .reasons(decision.reasons);
+    let (lease, issued) = crate::leases::issue(&app, &task, &tool, &role, retrieved).await?;
     let facts: Map<String, Value> = issued
         .facts
         .iter()

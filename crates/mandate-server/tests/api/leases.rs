@@ -326,6 +326,21 @@ async fn bad_requests_and_a_down_engine_make_nothing() {
         "{v}"
     );
     assert!(!v.to_string().contains("postgres://"), "never the DSN: {v}");
+    // The decision and the lease were recorded together before the attempt;
+    // the failed attempt is on record right after them.
+    let kinds: Vec<String> = s
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["task"] == id.as_str())
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    let at = kinds.iter().rposition(|k| k == "lease.created").unwrap();
+    assert_eq!(
+        kinds[at..].get(..3),
+        Some(&["lease.created", "secret.retrieved", "lease.failed"].map(String::from)[..]),
+        "{kinds:?}"
+    );
     // The revoker cannot reach the engine either: the lease is failed,
     // retried with backoff, counted in /metrics and a posture finding.
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -42,20 +42,24 @@ async fn a_lease_is_recorded_for_a_live_task_only(place: Place) {
             .await
             .unwrap();
     }
-    s.create_lease(lease(1, &live, 1000), 10, ev(EventKind::LeaseCreated))
+    s.create_lease(lease(1, &live, 1000), 10, vec![ev(EventKind::LeaseCreated)])
         .await
         .unwrap();
     let before = snapshot(&s).await;
     let err = refused(
         &s,
-        s.create_lease(lease(2, &done, 1000), 10, ev(EventKind::LeaseCreated)),
+        s.create_lease(lease(2, &done, 1000), 10, vec![ev(EventKind::LeaseCreated)]),
     )
     .await;
     assert!(matches!(err, mandate_store::StoreError::Rule(_)), "{err:?}");
     // Past its deadline a task is not live either.
     let err = refused(
         &s,
-        s.create_lease(lease(3, &live, 1000), 1000, ev(EventKind::LeaseCreated)),
+        s.create_lease(
+            lease(3, &live, 1000),
+            1000,
+            vec![ev(EventKind::LeaseCreated)],
+        ),
     )
     .await;
     assert!(matches!(err, mandate_store::StoreError::Rule(_)), "{err:?}");
@@ -84,9 +88,13 @@ async fn leases_fall_due_when_their_task_ends_and_wait_out_backoff(place: Place)
         .await
         .unwrap();
     for (seed, t) in [(1, &parent), (2, &kid), (3, &other)] {
-        s.create_lease(lease(seed, t, t.deadline), 10, ev(EventKind::LeaseCreated))
-            .await
-            .unwrap();
+        s.create_lease(
+            lease(seed, t, t.deadline),
+            10,
+            vec![ev(EventKind::LeaseCreated)],
+        )
+        .await
+        .unwrap();
     }
     let due = |now: i64| {
         let s = s.clone();
