@@ -51,10 +51,11 @@ quiet and foreign limits: QUIET_MAX_WAIT_S is set from --max-quiet-wait,
 FOREIGN_MAX_PCT passes through from the environment).
 
 --floor: the statements Mandate runs, straight into the same PostgreSQL over
-one psql session (no broker), sequentially: issue = BEGIN; CREATE ROLE …
-LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers TO …; COMMIT; revoke =
-the existence check, the five default revocation statements (each its own
-autocommit, as the engine sends them) and the verify-gone check. psql's
+one psql session (no broker), sequentially, sent as the engine sends them:
+issue = CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers
+TO … as one message (one implicit transaction); revoke = the existence
+check, ALTER ROLE … NOLOGIN alone, the other four default revocation
+statements as one message, and the verify-gone check. psql's
 \\timing per statement, summed per group: the database's share.
 
 Everything lands as JSON lines in --out-dir: mandate.jsonl, openbao.jsonl,
@@ -282,10 +283,22 @@ def mandate_rep(a, rep: int, out: Path) -> list[dict]:
             dt, _ = b.issue(t)
             iss.append(dt)
             rev.append(b.complete(t))
-        rec = dict(meta, workload="db-seq", n=a.seq_n, uptime=up, machine_busy_pct=busy_pct(s0, sys_snap()),
+        busy = busy_pct(s0, sys_snap())
+        # The bare stack in the same minute: this client's round trip to
+        # the broker doing nothing (GET /healthz), and the engine's
+        # statements straight into PostgreSQL.
+        hz = []
+        for _ in range(a.seq_n):
+            t0 = time.perf_counter()
+            b.http.get(ADDR + "/healthz", headers=b.h, timeout=10).raise_for_status()
+            hz.append(time.perf_counter() - t0)
+        pg = pg_seq(a.seq_n)
+        rec = dict(meta, workload="db-seq", n=a.seq_n, uptime=up, machine_busy_pct=busy,
                    **proof, **q,
                    issue_ms={"p50": pq(iss, 50), "p99": pq(iss, 99), "max": pq(iss, 100)},
                    revoke_ms={"p50": pq(rev, 50), "p99": pq(rev, 99), "max": pq(rev, 100)},
+                   http_floor_ms={"p50": pq(hz, 50), "p99": pq(hz, 99)},
+                   pg_floor_ms={"issue": pg["issue_ms"], "revoke": pg["revoke_ms"]},
                    broker_rss_mb=round(rss_mb(b.pid), 1))
         recs.append(rec)
         emit(out / "mandate.jsonl", rec)
@@ -370,28 +383,25 @@ def openbao_rep(a, rep: int, out: Path):
 
 # ---------------------------------------------------------------- floor ----
 
-def floor(a, out: Path):
-    """The engine's statements straight into PostgreSQL over one psql session."""
-    n = a.seq_n
+def pg_seq(n: int) -> dict:
+    """The engine's statements straight into PostgreSQL over one psql
+    session, n issues and revokes: psql's per-statement times summed."""
     lines = ["\\timing on", "\\set QUIET on"]
     for i in range(n):
         name = f"flr_{os.getpid()}_{i}"
-        lines += ["\\echo ISSUE", "BEGIN;",
+        # `\;` makes psql send the statements as one message, as the engine does.
+        lines += ["\\echo ISSUE",
                   f"CREATE ROLE \"{name}\" LOGIN PASSWORD 'p{os.urandom(16).hex()}' "
-                  "VALID UNTIL '2099-01-01 00:00:00+00';",
-                  f"GRANT \"{GROUP}\" TO \"{name}\";", "COMMIT;",
+                  f"VALID UNTIL '2099-01-01 00:00:00+00' \\; GRANT \"{GROUP}\" TO \"{name}\";",
                   "\\echo REVOKE",
                   f"SELECT 1 FROM pg_roles WHERE rolname = '{name}';",
                   f"ALTER ROLE \"{name}\" NOLOGIN;",
-                  f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}';",
-                  f"REASSIGN OWNED BY \"{name}\" TO CURRENT_USER;",
-                  f"DROP OWNED BY \"{name}\";",
+                  f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{name}' \\; "
+                  f"REASSIGN OWNED BY \"{name}\" TO CURRENT_USER \\; DROP OWNED BY \"{name}\" \\; "
                   f"DROP ROLE IF EXISTS \"{name}\";",
                   f"SELECT 1 FROM pg_roles WHERE rolname = '{name}';",
                   "\\echo END"]
     script = "\n".join(lines) + "\n"
-    q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
-    up = uptime()
     env = dict(os.environ, PGPASSWORD="bench-only-password")
     t0 = time.perf_counter()
     p = subprocess.run(["psql", "-h", "127.0.0.1", "-p", "5432", "-U", "bao_admin", "-d", "bench", "-X", "-q",
@@ -411,13 +421,19 @@ def floor(a, out: Path):
         m = re.match(r"Time: ([\d.]+) ms", line)
         if m:
             acc += float(m.group(1))
-    rec = {"peer": "postgres-direct", "workload": "db-floor", "n": n, "uptime": up, **q,
-           "wall_s": round(wall, 2),
-           "issue_ms": {"p50": pq(iss, 50), "p99": pq(iss, 99), "max": pq(iss, 100)},
-           "revoke_ms": {"p50": pq(rev, 50), "p99": pq(rev, 99), "max": pq(rev, 100)},
-           "issue_statements": "BEGIN; CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers; COMMIT",
-           "revoke_statements": "exists; ALTER ROLE NOLOGIN; pg_terminate_backend; REASSIGN OWNED; DROP OWNED; "
-                                "DROP ROLE IF EXISTS; exists"}
+    return {"wall_s": round(wall, 2),
+            "issue_ms": {"p50": pq(iss, 50), "p99": pq(iss, 99), "max": pq(iss, 100)},
+            "revoke_ms": {"p50": pq(rev, 50), "p99": pq(rev, 99), "max": pq(rev, 100)}}
+
+
+def floor(a, out: Path):
+    """The engine's statements straight into PostgreSQL, then pgbench."""
+    q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
+    up = uptime()
+    rec = {"peer": "postgres-direct", "workload": "db-floor", "n": a.seq_n, "uptime": up, **q, **pg_seq(a.seq_n),
+           "issue_statements": "one message: CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers",
+           "revoke_statements": "exists; ALTER ROLE NOLOGIN; one message: pg_terminate_backend; REASSIGN OWNED; "
+                                "DROP OWNED; DROP ROLE IF EXISTS; exists"}
     emit(out / "floor.jsonl", rec)
     print(json.dumps(rec), flush=True)
     floor_c8(a, out)
@@ -426,16 +442,14 @@ def floor(a, out: Path):
 
 def floor_c8(a, out: Path):
     """Issue throughput of the database itself: pgbench, 8 clients on 8
-    connections opened once, each transaction the engine's issue (BEGIN;
-    CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers;
-    COMMIT), for --duration s; then every role it made dropped."""
+    connections opened once, each transaction the engine's issue (CREATE
+    ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers as one
+    message), for --duration s; then every role it made dropped."""
     pgbench = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent / "pgbench"
     script = Path(tempfile.mkdtemp(prefix="mandate-floor-")) / "issue.sql"
     script.write_text("\\set r random(1, 9000000000000)\n"
-                      "BEGIN;\n"
-                      "CREATE ROLE \"flr_:r\" LOGIN PASSWORD 'p:r' VALID UNTIL '2099-01-01 00:00:00+00';\n"
-                      f"GRANT \"{GROUP}\" TO \"flr_:r\";\n"
-                      "COMMIT;\n")
+                      "CREATE ROLE \"flr_:r\" LOGIN PASSWORD 'p:r' VALID UNTIL '2099-01-01 00:00:00+00' \\; "
+                      f"GRANT \"{GROUP}\" TO \"flr_:r\";\n")
     q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
     up = uptime()
     env = dict(os.environ, PGPASSWORD="bench-only-password")
@@ -477,6 +491,14 @@ def summarize(out: Path) -> dict:
                 v = [r[k][p] for r in seq]
                 if v:
                     d[f"{k}_{p}"] = {"median": statistics.median(v), "per_rep": v}
+        fl = [r for r in seq if "http_floor_ms" in r]
+        if fl:
+            # Per rep: the client's round trip plus PostgreSQL's own time.
+            d["bare_stack_ms"] = {k: {"median": statistics.median(
+                [r["http_floor_ms"]["p50"] + r["pg_floor_ms"][k]["p50"] for r in fl]),
+                "per_rep": [round(r["http_floor_ms"]["p50"] + r["pg_floor_ms"][k]["p50"], 2) for r in fl]}
+                for k in ("issue", "revoke")}
+            d["http_floor_ms_p50"] = [r["http_floor_ms"]["p50"] for r in fl]
         if thr:
             d["issue_c8_rps"] = {"median": statistics.median([r["rps"] for r in thr]),
                                  "per_rep": [r["rps"] for r in thr],
