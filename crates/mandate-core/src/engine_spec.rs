@@ -32,7 +32,8 @@ pub struct DbRole {
     #[serde(default)]
     pub member_of: Vec<String>,
     /// Statements that replace the default creation (placeholders
-    /// `{{name}}`, `{{name_literal}}`, `{{password}}`, `{{valid_until}}`).
+    /// `{{name}}`, `{{name_literal}}`, `{{password}}` — the login's
+    /// SCRAM-SHA-256 verifier, never the password —, `{{valid_until}}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub creation: Vec<String>,
     /// Statements that replace the default revocation.

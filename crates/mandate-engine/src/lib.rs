@@ -18,6 +18,7 @@
 
 pub mod http;
 pub mod postgres;
+pub mod scram;
 pub mod template;
 
 use async_trait::async_trait;
@@ -32,6 +33,19 @@ pub struct IssueRequest<'a> {
     pub role: &'a str,
     /// Unix seconds: the task's deadline; the credential never outlives it.
     pub valid_until: i64,
+    /// What [`Engine::prepare`] made while the lease was being recorded;
+    /// `None`: the engine prepares it now.
+    pub prepared: Option<Prepared>,
+}
+
+/// Made before the source is asked, with no source involved (see
+/// [`Engine::prepare`]).
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The credential's secret, chosen by the broker.
+    pub password: Option<SecretString>,
+    /// What the source stores of it (PostgreSQL: its SCRAM verifier).
+    pub stored: Option<SecretString>,
 }
 
 /// A credential, handed to the task's agent once and never stored.
@@ -55,6 +69,9 @@ pub enum EngineError {
     /// missing group role). Nothing was made.
     #[error("the engine's server refused: {0}")]
     Refused(String),
+    /// The broker itself failed (its RNG, a worker thread): nothing was sent.
+    #[error("the broker failed to prepare the credential: {0}")]
+    Internal(String),
     #[error("template: {0}")]
     Template(#[from] template::TemplateError),
 }
@@ -66,6 +83,12 @@ pub trait Engine: Send + Sync {
     /// A login name for a new lease of `task` (unique with `random`,
     /// traceable to the task).
     fn login_name(&self, task: &mandate_core::TaskId, random: [u8; 8]) -> String;
+    /// Work that needs no source (a password and what the source stores of
+    /// it), so the broker can do it while it records the lease. None by
+    /// default.
+    async fn prepare(&self) -> Result<Prepared, EngineError> {
+        Ok(Prepared::default())
+    }
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, EngineError>;
     async fn revoke(&self, login: &str, role: &str) -> Result<(), EngineError>;
     async fn verify_gone(&self, login: &str) -> Result<bool, EngineError>;

@@ -1,6 +1,8 @@
 //! PostgreSQL logins per task. Issue sends the role's creation statements
 //! as one message, which PostgreSQL runs as one transaction (all or
-//! nothing: no half-made role). Revoke commits the first revocation
+//! nothing: no half-made role), with the password as its SCRAM-SHA-256
+//! verifier (see [`crate::scram`]): the password itself stays in the
+//! broker and the agent. Revoke commits the first revocation
 //! statement on its own (by default `NOLOGIN`: the door shuts before any
 //! session is ended), then runs the rest as one transaction (end its
 //! sessions, reassign and drop what it owns, drop it). The role's `VALID
@@ -8,8 +10,9 @@
 //! a login past it. Admin connections stay open for reuse, at most
 //! [`MAX_OPEN`] at once; a caller beyond that waits for one.
 
+use crate::scram;
 use crate::template::{self, Inputs, quote_ident};
-use crate::{Engine, EngineError, IssueRequest, Issued};
+use crate::{Engine, EngineError, IssueRequest, Issued, Prepared};
 use async_trait::async_trait;
 use mandate_core::{DbRole, TaskId};
 use secrecy::{ExposeSecret, SecretString};
@@ -258,13 +261,39 @@ impl Engine for PostgresEngine {
         crate::login_for(task, random)
     }
 
+    /// The password and its SCRAM verifier (4,096 rounds of HMAC, on a
+    /// blocking thread).
+    async fn prepare(&self) -> Result<Prepared, EngineError> {
+        let password = SecretString::from(crate::http::random_token());
+        let mut salt = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut salt)
+            .map_err(|_| EngineError::Internal("the system RNG failed".into()))?;
+        let plain = password.clone();
+        let verifier =
+            tokio::task::spawn_blocking(move || scram::verifier(plain.expose_secret(), &salt))
+                .await
+                .map_err(|e| EngineError::Internal(format!("deriving the verifier failed: {e}")))?;
+        Ok(Prepared {
+            password: Some(password),
+            stored: Some(SecretString::from(verifier)),
+        })
+    }
+
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<Issued, EngineError> {
         let role = self.role(req.role)?;
-        let password = SecretString::from(crate::http::random_token());
+        let prepared = match &req.prepared {
+            Some(p) => p.clone(),
+            None => self.prepare().await?,
+        };
+        let (Some(password), Some(verifier)) = (prepared.password, prepared.stored) else {
+            return Err(EngineError::Internal(
+                "prepared without a password and its verifier".into(),
+            ));
+        };
         let valid_until = timestamp(req.valid_until);
         let inputs = Inputs {
             name: req.login,
-            password: password.expose_secret(),
+            password: verifier.expose_secret(),
             valid_until: &valid_until,
         };
         let sql = script(&role.creation, &inputs)?;

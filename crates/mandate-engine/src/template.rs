@@ -12,6 +12,8 @@ use std::fmt::Write;
 pub struct Inputs<'a> {
     /// The generated login (identifier).
     pub name: &'a str,
+    /// What `{{password}}` stands for: the login's SCRAM-SHA-256 verifier,
+    /// which PostgreSQL stores as given (never the password itself).
     pub password: &'a str,
     /// `2026-12-07 18:00:00+00` (literal), the task's deadline.
     pub valid_until: &'a str,

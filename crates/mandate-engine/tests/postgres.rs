@@ -83,6 +83,7 @@ async fn a_login_does_what_its_role_grants_until_it_is_revoked() {
             login: &login,
             role: "readonly",
             valid_until: deadline,
+            prepared: None,
         })
         .await
         .unwrap();
@@ -152,6 +153,7 @@ async fn hostile_values_stay_values() {
                 login,
                 role: "readonly",
                 valid_until: now() + 60,
+                prepared: None,
             })
             .await
             .unwrap();
@@ -179,7 +181,8 @@ async fn hostile_values_stay_values() {
             .issue(&IssueRequest {
                 login: "n",
                 role: "admin",
-                valid_until: now() + 60
+                valid_until: now() + 60,
+                prepared: None,
             })
             .await,
         Err(EngineError::UnknownRole(_))
@@ -198,6 +201,7 @@ async fn a_failed_or_unreachable_issue_leaves_no_role() {
             login: "half_made",
             role: "broken",
             valid_until: now() + 60,
+            prepared: None,
         })
         .await
         .err()
@@ -222,6 +226,7 @@ async fn a_failed_or_unreachable_issue_leaves_no_role() {
             login: "nobody",
             role: "readonly",
             valid_until: now() + 60,
+            prepared: None,
         })
         .await
         .err()
@@ -247,6 +252,7 @@ async fn a_burst_shares_a_bounded_set_of_admin_connections() {
             login,
             role: "readonly",
             valid_until: now() + 60,
+            prepared: None,
         })
         .collect();
     let issued = futures::future::join_all(asks.iter().map(|a| engine.issue(a))).await;
@@ -291,6 +297,7 @@ async fn operator_statements_may_end_in_comments() {
             login: "commented_login",
             role: "commented",
             valid_until: now() + 60,
+            prepared: None,
         })
         .await
         .unwrap();
@@ -299,4 +306,55 @@ async fn operator_statements_may_end_in_comments() {
     drop(client);
     engine.revoke("commented_login", "commented").await.unwrap();
     assert_eq!(roles(&url, "commented_login"), "0");
+}
+
+#[tokio::test]
+async fn the_server_gets_a_verifier_it_would_have_made_itself_never_the_password() {
+    let Some((url, engine)) = setup("engine_scram") else {
+        return;
+    };
+    // PostgreSQL derives a verifier from a plaintext password; ours, with
+    // the salt it chose, must be the same string.
+    psql(
+        &url,
+        "CREATE ROLE scram_probe LOGIN PASSWORD 'pencil-and-paper'",
+    );
+    let theirs = psql(
+        &url,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_probe'",
+    );
+    let salt_b64 = theirs
+        .strip_prefix("SCRAM-SHA-256$4096:")
+        .and_then(|r| r.split('$').next())
+        .unwrap_or_else(|| panic!("not a SCRAM verifier: {theirs}"));
+    use base64::Engine as _;
+    let salt: [u8; 16] = base64::engine::general_purpose::STANDARD
+        .decode(salt_b64)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        mandate_engine::scram::verifier("pencil-and-paper", &salt),
+        theirs
+    );
+    psql(&url, "DROP ROLE scram_probe");
+
+    // An issued login: stored as a verifier, and its password works.
+    let issued = engine
+        .issue(&IssueRequest {
+            login: "scram_login",
+            role: "readonly",
+            valid_until: now() + 60,
+            prepared: None,
+        })
+        .await
+        .unwrap();
+    let stored = psql(
+        &url,
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'scram_login'",
+    );
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+    assert!(!stored.contains(issued.password.expose_secret()));
+    assert!(connect(issued.url.expose_secret()).await.is_ok());
+    engine.revoke("scram_login", "readonly").await.unwrap();
 }

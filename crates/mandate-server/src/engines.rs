@@ -95,6 +95,7 @@ pub fn engine_error(e: mandate_engine::EngineError) -> ApiError {
         E::Unreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
         E::UnknownRole(_) => (StatusCode::NOT_FOUND, "unknown_role"),
         E::Refused(_) | E::Template(_) => (StatusCode::BAD_GATEWAY, "engine_refused"),
+        E::Internal(_) => return ApiError::internal(e.to_string()),
     };
     ApiError::new(status, code, e.to_string())
 }

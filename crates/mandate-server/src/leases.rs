@@ -63,15 +63,27 @@ pub async fn issue(
     );
     let retrieved =
         retrieved.detail(json!({"lease": lease.id, "login": lease.login, "role": role}));
-    app.store
-        .create_lease(lease.clone(), t, vec![created, retrieved])
-        .await?;
-    let asked = IssueRequest {
-        login: &lease.login,
-        role,
-        valid_until: task.deadline,
+    // What needs no source (a password and its verifier) is made while
+    // the lease commits; the source is asked only once the row is durable.
+    let (recorded, prepared) = tokio::join!(
+        app.store
+            .create_lease(lease.clone(), t, vec![created, retrieved]),
+        engine.prepare()
+    );
+    recorded?;
+    let outcome = match prepared {
+        Ok(prepared) => {
+            let asked = IssueRequest {
+                login: &lease.login,
+                role,
+                valid_until: task.deadline,
+                prepared: Some(prepared),
+            };
+            engine.issue(&asked).await
+        }
+        Err(e) => Err(e),
     };
-    match engine.issue(&asked).await {
+    match outcome {
         Ok(issued) => {
             app.metrics.lease("issued");
             Ok((lease, issued))
