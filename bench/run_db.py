@@ -52,8 +52,8 @@ FOREIGN_MAX_PCT passes through from the environment).
 
 --floor: the statements Mandate runs, straight into the same PostgreSQL over
 one psql session (no broker), sequentially, sent as the engine sends them:
-issue = CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers
-TO … as one message (one implicit transaction); revoke = the existence
+issue = CREATE ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT
+agent_readers TO … as one message (one implicit transaction); revoke = the existence
 check, ALTER ROLE … NOLOGIN alone, the other four default revocation
 statements as one message, and the verify-gone check. psql's
 \\timing per statement, summed per group: the database's share.
@@ -64,6 +64,8 @@ floor.jsonl, summary.json, and server-rN.out (the broker's log).
 
 import argparse
 import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -383,6 +385,16 @@ def openbao_rep(a, rep: int, out: Path):
 
 # ---------------------------------------------------------------- floor ----
 
+def scram_verifier(password: str) -> str:
+    """What the engine sends instead of a password (derived untimed here)."""
+    salt = os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 4096)
+    client = hmac.new(salted, b"Client Key", "sha256").digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda b: base64.b64encode(b).decode()
+    return f"SCRAM-SHA-256$4096:{b64(salt)}${b64(hashlib.sha256(client).digest())}:{b64(server)}"
+
+
 def pg_seq(n: int) -> dict:
     """The engine's statements straight into PostgreSQL over one psql
     session, n issues and revokes: psql's per-statement times summed."""
@@ -391,7 +403,7 @@ def pg_seq(n: int) -> dict:
         name = f"flr_{os.getpid()}_{i}"
         # `\;` makes psql send the statements as one message, as the engine does.
         lines += ["\\echo ISSUE",
-                  f"CREATE ROLE \"{name}\" LOGIN PASSWORD 'p{os.urandom(16).hex()}' "
+                  f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{scram_verifier(os.urandom(32).hex())}' "
                   f"VALID UNTIL '2099-01-01 00:00:00+00' \\; GRANT \"{GROUP}\" TO \"{name}\";",
                   "\\echo REVOKE",
                   f"SELECT 1 FROM pg_roles WHERE rolname = '{name}';",
@@ -431,7 +443,7 @@ def floor(a, out: Path):
     q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
     up = uptime()
     rec = {"peer": "postgres-direct", "workload": "db-floor", "n": a.seq_n, "uptime": up, **q, **pg_seq(a.seq_n),
-           "issue_statements": "one message: CREATE ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers",
+           "issue_statements": "one message: CREATE ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT agent_readers",
            "revoke_statements": "exists; ALTER ROLE NOLOGIN; one message: pg_terminate_backend; REASSIGN OWNED; "
                                 "DROP OWNED; DROP ROLE IF EXISTS; exists"}
     emit(out / "floor.jsonl", rec)
@@ -443,18 +455,19 @@ def floor(a, out: Path):
 def floor_c8(a, out: Path):
     """Issue throughput of the database itself: pgbench, 8 clients on 8
     connections opened once, each transaction the engine's issue (CREATE
-    ROLE … LOGIN PASSWORD … VALID UNTIL …; GRANT agent_readers as one
-    message), for --duration s; then every role it made dropped."""
+    ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT
+    agent_readers as one message), for --duration s; then every role it made dropped."""
     pgbench = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent / "pgbench"
     script = Path(tempfile.mkdtemp(prefix="mandate-floor-")) / "issue.sql"
     script.write_text("\\set r random(1, 9000000000000)\n"
-                      "CREATE ROLE \"flr_:r\" LOGIN PASSWORD 'p:r' VALID UNTIL '2099-01-01 00:00:00+00' \\; "
+                      "CREATE ROLE \"flr_:r\" LOGIN PASSWORD ':scram' VALID UNTIL '2099-01-01 00:00:00+00' \\; "
                       f"GRANT \"{GROUP}\" TO \"flr_:r\";\n")
     q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
     up = uptime()
     env = dict(os.environ, PGPASSWORD="bench-only-password")
     pg0, m0, t0 = pg_cpu_s(), sys_snap(), time.monotonic()
     p = subprocess.run([str(pgbench), "-h", "127.0.0.1", "-p", "5432", "-U", "bao_admin", "-n", "-c", "8", "-j", "1",
+                        "-D", f"scram={scram_verifier('pgbench')}",
                         "-T", str(int(a.duration)), "-f", str(script), "bench"],
                        capture_output=True, text=True, env=env, timeout=120)
     dt = time.monotonic() - t0
