@@ -18,7 +18,8 @@ use mandate_core::{DbRole, TaskId};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::{Client, Config, NoTls};
@@ -54,6 +55,51 @@ pub struct PostgresEngine {
     roles: BTreeMap<String, Role>,
     idle: Mutex<Vec<Client>>,
     open: Semaphore,
+    spare: Arc<Spare>,
+}
+
+/// Passwords with their verifiers made ahead, while the broker has time,
+/// so an issue does not wait for 4,096 rounds of HMAC. One not yet used is
+/// a random string no role has.
+struct Spare {
+    made: Mutex<Vec<(SecretString, SecretString)>>,
+    filling: AtomicBool,
+}
+
+/// How many the spare holds.
+const SPARE: usize = 4;
+
+impl Spare {
+    /// Refill in the background, one filler at a time.
+    fn top_up(self: &Arc<Self>) {
+        if self.filling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let spare = self.clone();
+        tokio::task::spawn_blocking(move || {
+            while spare.made.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARE {
+                match password_and_verifier() {
+                    Ok(pair) => spare
+                        .made
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(pair),
+                    Err(_) => break,
+                }
+            }
+            spare.filling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// A fresh random password and its verifier with a fresh salt.
+fn password_and_verifier() -> Result<(SecretString, SecretString), EngineError> {
+    let password = crate::http::random_token();
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt)
+        .map_err(|_| EngineError::Internal("the system RNG failed".into()))?;
+    let verifier = scram::verifier(&password, &salt);
+    Ok((SecretString::from(password), SecretString::from(verifier)))
 }
 
 /// A connection lent to one caller; its permit counts it as open.
@@ -182,6 +228,10 @@ impl PostgresEngine {
             roles,
             idle: Mutex::new(Vec::new()),
             open: Semaphore::new(MAX_OPEN),
+            spare: Arc::new(Spare {
+                made: Mutex::new(Vec::with_capacity(SPARE)),
+                filling: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -261,21 +311,28 @@ impl Engine for PostgresEngine {
         crate::login_for(task, random)
     }
 
-    /// The password and its SCRAM verifier (4,096 rounds of HMAC, on a
-    /// blocking thread).
+    /// A password and its SCRAM verifier: one made ahead if there is one
+    /// (the spare is topped up in the background), else made now, on a
+    /// blocking thread.
     async fn prepare(&self) -> Result<Prepared, EngineError> {
-        let password = SecretString::from(crate::http::random_token());
-        let mut salt = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut salt)
-            .map_err(|_| EngineError::Internal("the system RNG failed".into()))?;
-        let plain = password.clone();
-        let verifier =
-            tokio::task::spawn_blocking(move || scram::verifier(plain.expose_secret(), &salt))
+        let ahead = self
+            .spare
+            .made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        self.spare.top_up();
+        let (password, verifier) = match ahead {
+            Some(pair) => pair,
+            None => tokio::task::spawn_blocking(password_and_verifier)
                 .await
-                .map_err(|e| EngineError::Internal(format!("deriving the verifier failed: {e}")))?;
+                .map_err(|e| {
+                    EngineError::Internal(format!("deriving the verifier failed: {e}"))
+                })??,
+        };
         Ok(Prepared {
             password: Some(password),
-            stored: Some(SecretString::from(verifier)),
+            stored: Some(verifier),
         })
     }
 
@@ -397,6 +454,46 @@ async fn exists(client: &Client, login: &str) -> Result<bool, EngineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn passwords_are_made_ahead_each_once_with_a_matching_verifier() {
+        let engine = PostgresEngine::new(
+            &SecretString::from("postgres://admin@127.0.0.1:1/db".to_owned()),
+            &[],
+        )
+        .unwrap();
+        let first = engine.prepare().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while engine.spare.made.lock().unwrap().len() < SPARE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the spare never filled"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in std::iter::once(first).chain([
+            engine.prepare().await.unwrap(),
+            engine.prepare().await.unwrap(),
+        ]) {
+            let (password, verifier) = (p.password.unwrap(), p.stored.unwrap());
+            assert!(
+                seen.insert(password.expose_secret().to_owned()),
+                "used twice"
+            );
+            let salt_b64 = verifier.expose_secret()[19..].split('$').next().unwrap();
+            use base64::Engine as _;
+            let salt: [u8; 16] = base64::engine::general_purpose::STANDARD
+                .decode(salt_b64)
+                .unwrap()
+                .try_into()
+                .unwrap();
+            assert_eq!(
+                scram::verifier(password.expose_secret(), &salt),
+                verifier.expose_secret()
+            );
+        }
+    }
 
     #[test]
     fn timestamps_are_utc_civil_dates() {
