@@ -2,19 +2,10 @@
 //! formats, the CI gate's exit codes, and the HTML page opened in a real
 //! headless Chromium (skipped loudly where none is installed).
 
+use crate::common::as_operator;
 use mandate_testkit::TestServer;
 use mandate_testkit::serde_json::{self, Value, json};
 use std::process::{Command, Output};
-
-fn mandate(s: &TestServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .args(args)
-        .env("MANDATE_ADDR", &s.base)
-        .env("MANDATE_TOKEN", &s.root)
-        .env_remove("MANDATE_SESSION")
-        .output()
-        .unwrap()
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -43,16 +34,16 @@ async fn posture_formats_and_the_ci_gate() {
     let s = estate().await;
     let dir = tempfile::tempdir().unwrap();
     let s = tokio::task::spawn_blocking(move || {
-        let o = mandate(&s, &["owner", "create", "alice", "--kind", "person"]);
+        let o = as_operator(&s, &["owner", "create", "alice", "--kind", "person"]);
         assert!(o.status.success(), "{}", stderr(&o));
-        let o = mandate(
+        let o = as_operator(
             &s,
             &[
                 "agent", "create", "proto", "--owner", "alice", "--env", "staging",
             ],
         );
         assert!(o.status.success(), "{}", stderr(&o));
-        let o = mandate(
+        let o = as_operator(
             &s,
             &[
                 "agent",
@@ -71,7 +62,7 @@ async fn posture_formats_and_the_ci_gate() {
             stderr(&o)
         );
 
-        let o = mandate(&s, &["posture", "--fail-on", "high"]);
+        let o = as_operator(&s, &["posture", "--fail-on", "high"]);
         assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
         assert!(
             stderr(&o).contains("1 finding(s) at or above high"),
@@ -85,7 +76,7 @@ async fn posture_formats_and_the_ci_gate() {
             "{md}"
         );
         assert!(md.contains("NHI4:2025 Insecure Authentication"), "{md}");
-        let o = mandate(
+        let o = as_operator(
             &s,
             &["posture", "--fail-on", "critical", "--format", "json"],
         );
@@ -93,7 +84,7 @@ async fn posture_formats_and_the_ci_gate() {
         let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["summary"]["by_severity"]["high"], 1, "{v}");
         assert_eq!(v["summary"]["by_severity"]["medium"], 1, "{v}");
-        let o = mandate(&s, &["posture", "--format", "sarif"]);
+        let o = as_operator(&s, &["posture", "--format", "sarif"]);
         assert!(o.status.success(), "{}", stderr(&o));
         let log: Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(log["version"], "2.1.0");
@@ -104,10 +95,10 @@ async fn posture_formats_and_the_ci_gate() {
                 .any(|r| r["ruleId"] == "production-agent-join-token-only"),
             "{log}"
         );
-        let o = mandate(&s, &["posture", "--format", "pdf"]);
+        let o = as_operator(&s, &["posture", "--format", "pdf"]);
         assert_eq!(o.status.code(), Some(2), "clap refuses: {}", stderr(&o));
         assert!(stderr(&o).contains("pdf"));
-        let o = mandate(&s, &["posture", "--days", "0"]);
+        let o = as_operator(&s, &["posture", "--days", "0"]);
         assert_eq!(o.status.code(), Some(1));
         assert!(
             stderr(&o).contains("days: must be between 1 and 365"),
@@ -116,7 +107,7 @@ async fn posture_formats_and_the_ci_gate() {
         );
 
         let page = dir.path().join("posture.html");
-        let o = mandate(
+        let o = as_operator(
             &s,
             &[
                 "posture",
@@ -202,14 +193,14 @@ async fn inventory_as_table_json_and_csv() {
     )
     .await;
     let s = tokio::task::spawn_blocking(move || {
-        let o = mandate(&s, &["inventory"]);
+        let o = as_operator(&s, &["inventory"]);
         assert!(o.status.success(), "{}", stderr(&o));
         let t = stdout(&o);
         assert!(
             t.contains("secrets:") && t.contains("agents:") && t.contains("join_token"),
             "{t}"
         );
-        let o = mandate(&s, &["inventory", "--format", "csv"]);
+        let o = as_operator(&s, &["inventory", "--format", "csv"]);
         let csv = stdout(&o);
         let mut lines = csv.lines();
         assert!(
@@ -221,20 +212,20 @@ async fn inventory_as_table_json_and_csv() {
             "{csv}"
         );
         assert!(csv.contains("\"agent\",\"deployer\""), "{csv}");
-        let o = mandate(&s, &["inventory", "--class", "model", "--format", "json"]);
+        let o = as_operator(&s, &["inventory", "--class", "model", "--format", "json"]);
         let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(v["secrets"], json!([]));
         for text in [t, csv] {
             assert!(!text.contains("ghs_NeverPrinted"), "never the value");
         }
-        let o = mandate(&s, &["inventory", "--class", "password"]);
+        let o = as_operator(&s, &["inventory", "--class", "password"]);
         assert_eq!(o.status.code(), Some(1));
         assert!(
             stderr(&o).contains("class: `password` is not one of"),
             "{}",
             stderr(&o)
         );
-        let o = mandate(&s, &["anomalies", "ack", "999999"]);
+        let o = as_operator(&s, &["anomalies", "ack", "999999"]);
         assert!(!o.status.success());
         assert!(stderr(&o).contains("anomaly"), "{}", stderr(&o));
         s

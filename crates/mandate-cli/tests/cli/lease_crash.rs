@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{cli, free_port, restart, start};
+use common::{cli, free_port, ok, restart, start};
 use mandate_testkit::postgres::{database, psql};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -15,11 +15,6 @@ use std::time::{Duration, Instant};
 
 const KILLS: usize = 20;
 const WORKERS: usize = 8;
-
-fn ok(o: std::process::Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
 
 /// The server process, killed however the test ends (a failed assertion
 /// must not leave it running).

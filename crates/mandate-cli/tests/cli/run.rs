@@ -3,6 +3,7 @@
 //! with the command (completed on 0, revoked otherwise, also when the
 //! command is stopped by a forwarded SIGTERM), and its tokens die with it.
 
+use crate::common::ok;
 use mandate_testkit::TestServer;
 use serde_json::Value;
 use std::path::Path;
@@ -21,11 +22,6 @@ fn mandate(s: &TestServer, args: &[&str], env: &[(&str, &str)]) -> Command {
         c.env(k, v);
     }
     c
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
 }
 
 fn admin(s: &TestServer, args: &[&str]) -> String {

@@ -3,30 +3,13 @@
 //! passes through, and the login is gone from `pg_roles` before
 //! `mandate run` exits. The engine tool is registered with the CLI.
 
+use crate::common::{as_operator, ok};
 use mandate_testkit::TestServer;
 use mandate_testkit::postgres::{database, psql};
 use std::path::Path;
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mandate");
-
-fn mandate(s: &TestServer, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("MANDATE_ADDR", &s.base)
-        .env("MANDATE_TOKEN", &s.root)
-        .env_remove("MANDATE_SESSION")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_owned()
-}
 
 fn setup(s: &TestServer, url: &str, group: &str, dir: &Path) -> String {
-    ok(mandate(s, &["owner", "create", "platform"]));
+    ok(as_operator(s, &["owner", "create", "platform"]));
     let engine = dir.join("engine.json");
     std::fs::write(
         &engine,
@@ -35,7 +18,7 @@ fn setup(s: &TestServer, url: &str, group: &str, dir: &Path) -> String {
         ),
     )
     .unwrap();
-    ok(mandate(
+    ok(as_operator(
         s,
         &[
             "tool",
@@ -55,7 +38,7 @@ fn setup(s: &TestServer, url: &str, group: &str, dir: &Path) -> String {
     ));
     let dsn = dir.join("dsn");
     std::fs::write(&dsn, url).unwrap();
-    ok(mandate(
+    ok(as_operator(
         s,
         &[
             "secret",
@@ -71,7 +54,7 @@ fn setup(s: &TestServer, url: &str, group: &str, dir: &Path) -> String {
             dsn.to_str().unwrap(),
         ],
     ));
-    ok(mandate(
+    ok(as_operator(
         s,
         &[
             "agent",
@@ -85,9 +68,9 @@ fn setup(s: &TestServer, url: &str, group: &str, dir: &Path) -> String {
             "orders-db",
         ],
     ));
-    let jt = ok(mandate(s, &["agent", "join-token", "bot"]));
+    let jt = ok(as_operator(s, &["agent", "join-token", "bot"]));
     let key = dir.join("bot.key");
-    ok(mandate(
+    ok(as_operator(
         s,
         &[
             "agent",
@@ -124,7 +107,7 @@ async fn the_command_gets_a_login_that_is_gone_when_it_exits() {
              && psql -At -c 'SELECT current_user' >> {out}; exit 7",
             out = out.display()
         );
-        let o = mandate(
+        let o = as_operator(
             &s,
             &[
                 "run", "--key-file", &key, "--intent", "report", "--scope", "orders-db=readonly",
@@ -139,12 +122,12 @@ async fn the_command_gets_a_login_that_is_gone_when_it_exits() {
         // Gone before `mandate run` exited.
         let count = psql(&url, &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{}'", lines[1]));
         assert_eq!(count, "0");
-        let leases = ok(mandate(&s, &["--json", "lease", "list"]));
+        let leases = ok(as_operator(&s, &["--json", "lease", "list"]));
         assert!(leases.contains("\"revoked\"") && leases.contains(&lines[1]), "{leases}");
-        assert!(ok(mandate(&s, &["lease", "list", "--failed"])).lines().count() <= 1, "no failed lease");
+        assert!(ok(as_operator(&s, &["lease", "list", "--failed"])).lines().count() <= 1, "no failed lease");
 
         // A malformed --db opens no task at all.
-        let o = mandate(&s, &["run", "--key-file", &key, "--intent", "x", "--scope", "orders-db=readonly", "--db", "orders-db", "--", "true"]);
+        let o = as_operator(&s, &["run", "--key-file", &key, "--intent", "x", "--scope", "orders-db=readonly", "--db", "orders-db", "--", "true"]);
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("--db: `orders-db` must be TOOL:ROLE"), "{err}");

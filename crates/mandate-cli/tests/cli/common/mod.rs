@@ -105,3 +105,21 @@ pub fn kill_mid_burst(mut server: Child, addr: &str, root: &str) -> Vec<String> 
         .filter_map(|w| w.join().unwrap())
         .collect()
 }
+
+/// The command's stdout, trimmed, after asserting it succeeded (its
+/// stderr in the failure).
+pub fn ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_owned()
+}
+
+/// `mandate ARGS` against the test server, as its operator (root token).
+pub fn as_operator(s: &mandate_testkit::TestServer, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(args)
+        .env("MANDATE_ADDR", &s.base)
+        .env("MANDATE_TOKEN", &s.root)
+        .env_remove("MANDATE_SESSION")
+        .output()
+        .unwrap()
+}
