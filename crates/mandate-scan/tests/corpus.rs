@@ -9,15 +9,7 @@ use std::collections::BTreeSet;
 
 #[test]
 fn corpus_precision_and_recall_are_at_least_095() {
-    let dir = common::prepared_corpus();
-    let engine = Engine::with_default_rules().unwrap();
-    let report = scan(
-        &[dir.path().to_path_buf()],
-        &engine,
-        &ScanOptions::default(),
-        &|_| {},
-    )
-    .unwrap();
+    let (dir, _, report) = common::scanned_corpus();
     let root = dir.path().to_string_lossy().into_owned() + "/";
     let found: BTreeSet<(String, u64, String)> = report
         .findings
@@ -71,15 +63,7 @@ fn every_rule_has_a_positive_in_the_corpus() {
 
 #[test]
 fn no_report_format_carries_a_secret_value() {
-    let dir = common::prepared_corpus();
-    let engine = Engine::with_default_rules().unwrap();
-    let report = scan(
-        &[dir.path().to_path_buf()],
-        &engine,
-        &ScanOptions::default(),
-        &|_| {},
-    )
-    .unwrap();
+    let (_dir, engine, report) = common::scanned_corpus();
     assert!(!report.findings.is_empty());
     let outputs = [
         render::text(&report),
@@ -106,15 +90,7 @@ fn no_report_format_carries_a_secret_value() {
 
 #[test]
 fn ignored_and_binary_files_are_not_reported_and_are_counted() {
-    let dir = common::prepared_corpus();
-    let engine = Engine::with_default_rules().unwrap();
-    let report = scan(
-        &[dir.path().to_path_buf()],
-        &engine,
-        &ScanOptions::default(),
-        &|_| {},
-    )
-    .unwrap();
+    let (dir, engine, report) = common::scanned_corpus();
     assert!(
         report
             .findings

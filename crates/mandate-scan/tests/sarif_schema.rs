@@ -5,7 +5,7 @@
 
 mod common;
 
-use mandate_scan::{Engine, ScanOptions, render, sarif, scan};
+use mandate_scan::{render, sarif};
 use serde_json::Value;
 
 fn validator() -> jsonschema::Validator {
@@ -27,15 +27,7 @@ fn assert_valid(v: &Value) {
 
 #[test]
 fn scan_sarif_validates_against_the_2_1_0_schema_with_relative_uris() {
-    let dir = common::prepared_corpus();
-    let engine = Engine::with_default_rules().unwrap();
-    let report = scan(
-        &[dir.path().to_path_buf()],
-        &engine,
-        &ScanOptions::default(),
-        &|_| {},
-    )
-    .unwrap();
+    let (_dir, engine, report) = common::scanned_corpus();
     let log = render::sarif(&report, engine.rules());
     let v = serde_json::to_value(&log).unwrap();
     assert_valid(&v);

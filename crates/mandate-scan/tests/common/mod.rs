@@ -19,6 +19,24 @@ pub fn prepared_corpus() -> tempfile::TempDir {
     dir
 }
 
+/// The prepared corpus, scanned with the default rules and options.
+pub fn scanned_corpus() -> (
+    tempfile::TempDir,
+    mandate_scan::Engine,
+    mandate_scan::Report,
+) {
+    let dir = prepared_corpus();
+    let engine = mandate_scan::Engine::with_default_rules().unwrap();
+    let report = mandate_scan::scan(
+        &[dir.path().to_path_buf()],
+        &engine,
+        &mandate_scan::ScanOptions::default(),
+        &|_| {},
+    )
+    .unwrap();
+    (dir, engine, report)
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
