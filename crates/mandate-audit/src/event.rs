@@ -164,11 +164,15 @@ pub enum EventKind {
     /// A revocation attempt failed (retried with backoff).
     #[serde(rename = "lease.failed")]
     LeaseFailed,
+    /// A login found at the source with no lease (the broker stopped
+    /// between making it and recording it), destroyed at start.
+    #[serde(rename = "lease.orphan_revoked")]
+    LeaseOrphanRevoked,
 }
 
 impl EventKind {
     /// Every kind, in declaration order (the OpenAPI enum lists the same).
-    pub const ALL: [EventKind; 59] = [
+    pub const ALL: [EventKind; 60] = [
         EventKind::OwnerCreated,
         EventKind::AgentCreated,
         EventKind::AgentRevoked,
@@ -228,6 +232,7 @@ impl EventKind {
         EventKind::LeaseCreated,
         EventKind::LeaseRevoked,
         EventKind::LeaseFailed,
+        EventKind::LeaseOrphanRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -292,6 +297,7 @@ impl EventKind {
             LeaseCreated => "lease.created",
             LeaseRevoked => "lease.revoked",
             LeaseFailed => "lease.failed",
+            LeaseOrphanRevoked => "lease.orphan_revoked",
         }
     }
 

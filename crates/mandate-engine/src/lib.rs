@@ -93,12 +93,70 @@ pub trait Engine: Send + Sync {
     async fn revoke(&self, login: &str, role: &str) -> Result<(), EngineError>;
     async fn verify_gone(&self, login: &str) -> Result<bool, EngineError>;
     async fn health(&self) -> Result<(), EngineError>;
+    /// Whether the source can list the logins this engine made
+    /// ([`Engine::logins`]).
+    fn lists_logins(&self) -> bool {
+        false
+    }
+    /// The logins of this engine's making (named by [`login_for`]) that
+    /// exist at the source, of every broker that uses it. Empty where the
+    /// source cannot list them.
+    async fn logins(&self) -> Result<Vec<MadeLogin>, EngineError> {
+        Ok(Vec::new())
+    }
 }
 
-/// `mnd_<task hex>_<random hex>`: lowercase, 45 bytes (PostgreSQL allows
-/// 63), found from the task and the task from it.
+/// A login found at the source, and the role it was made for (where the
+/// source kept it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MadeLogin {
+    pub login: String,
+    pub role: Option<String>,
+}
+
+/// What every login this crate names begins with.
+pub const LOGIN_PREFIX: &str = "mnd_";
+
+/// `mnd_<task hex>_<random hex>`: lowercase, 53 bytes (PostgreSQL allows
+/// 63), found from the task and the task from it ([`task_of`]).
 pub fn login_for(task: &mandate_core::TaskId, random: [u8; 8]) -> String {
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     let task_hex = task.as_str().rsplit('_').next().unwrap_or("");
-    format!("mnd_{task_hex}_{hex}")
+    format!("{LOGIN_PREFIX}{task_hex}_{hex}")
+}
+
+/// The task a login was made for, if it is named as [`login_for`] names.
+pub fn task_of(login: &str) -> Option<mandate_core::TaskId> {
+    let rest = login.strip_prefix(LOGIN_PREFIX)?;
+    let (task_hex, random) = rest.split_once('_')?;
+    if random.len() != 16 || !random.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    mandate_core::TaskId::parse(&format!("task_{task_hex}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_names_its_task_and_nothing_else_parses() {
+        let task = mandate_core::TaskId::parse("task_0123456789abcdef0123456789abcdef").unwrap();
+        let login = login_for(&task, [0xab; 8]);
+        assert_eq!(
+            login,
+            "mnd_0123456789abcdef0123456789abcdef_abababababababab"
+        );
+        assert_eq!(task_of(&login), Some(task));
+        for other in [
+            "mnd_0123456789abcdef0123456789abcdef",
+            "mnd_0123456789abcdef0123456789abcdef_abab",
+            "mnd_0123_abababababababab",
+            "xmnd_0123456789abcdef0123456789abcdef_abababababababab",
+            "mnd_0123456789ABCDEF0123456789abcdeg_abababababababab",
+            "postgres",
+        ] {
+            assert_eq!(task_of(other), None, "{other}");
+        }
+    }
 }

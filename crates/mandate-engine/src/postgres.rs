@@ -7,12 +7,15 @@
 //! session is ended), then runs the rest as one transaction (end its
 //! sessions, reassign and drop what it owns, drop it). The role's `VALID
 //! UNTIL` is the task's deadline, so even an unreachable broker cannot keep
-//! a login past it. Admin connections stay open for reuse, at most
+//! a login past it. Every login is made with a comment naming its role
+//! (`COMMENT ON ROLE … IS 'mandate role=<role>'`, in the same transaction),
+//! so one found at the source without a lease row can be destroyed by its
+//! own role's revocation. Admin connections stay open for reuse, at most
 //! [`MAX_OPEN`] at once; a caller beyond that waits for one.
 
 use crate::scram;
-use crate::template::{self, Inputs, quote_ident};
-use crate::{Engine, EngineError, IssueRequest, Issued, Prepared};
+use crate::template::{self, Inputs, quote_ident, quote_literal};
+use crate::{Engine, EngineError, IssueRequest, Issued, LOGIN_PREFIX, MadeLogin, Prepared};
 use async_trait::async_trait;
 use mandate_core::{DbRole, TaskId};
 use secrecy::{ExposeSecret, SecretString};
@@ -40,6 +43,9 @@ const DEFAULT_REVOCATION: [&str; 5] = [
     "DROP OWNED BY {{name}}",
     "DROP ROLE IF EXISTS {{name}}",
 ];
+
+/// What a login's comment begins with; the role's name follows.
+const ROLE_MARK: &str = "mandate role=";
 
 struct Role {
     creation: Vec<String>,
@@ -111,7 +117,7 @@ struct Admin<'a> {
 /// The role's statements: the operator's, or the defaults (a login in the
 /// role's groups, valid until the deadline). Every template is checked.
 fn statements(r: &DbRole) -> Result<Role, EngineError> {
-    let creation = if r.creation.is_empty() {
+    let mut creation = if r.creation.is_empty() {
         let mut c = vec![
             "CREATE ROLE {{name}} LOGIN PASSWORD {{password}} VALID UNTIL {{valid_until}}"
                 .to_owned(),
@@ -123,6 +129,11 @@ fn statements(r: &DbRole) -> Result<Role, EngineError> {
     } else {
         r.creation.clone()
     };
+    // Last, so it holds for the operator's templates too.
+    creation.push(format!(
+        "COMMENT ON ROLE {{{{name}}}} IS {}",
+        quote_literal(&format!("{ROLE_MARK}{}", r.name))?
+    ));
     let revocation = if r.revocation.is_empty() {
         DEFAULT_REVOCATION.iter().map(|s| s.to_string()).collect()
     } else {
@@ -425,6 +436,33 @@ impl Engine for PostgresEngine {
         self.put_back(admin);
         Ok(())
     }
+
+    fn lists_logins(&self) -> bool {
+        true
+    }
+
+    async fn logins(&self) -> Result<Vec<MadeLogin>, EngineError> {
+        let admin = self.connect().await?;
+        let rows = admin
+            .client
+            .query(
+                "SELECT rolname::text, shobj_description(oid, 'pg_authid') FROM pg_roles
+                 WHERE starts_with(rolname, $1)",
+                &[&LOGIN_PREFIX],
+            )
+            .await
+            .map_err(refused)?;
+        self.put_back(admin);
+        Ok(rows
+            .iter()
+            .map(|r| MadeLogin {
+                login: r.get(0),
+                role: r
+                    .get::<_, Option<String>>(1)
+                    .and_then(|c| c.strip_prefix(ROLE_MARK).map(str::to_owned)),
+            })
+            .collect())
+    }
 }
 
 /// Statements rendered and joined into one message (it may hold a
@@ -512,6 +550,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(r.creation[1], "GRANT \"app\"\"read\" TO {{name}}");
+        assert_eq!(
+            r.creation[2],
+            "COMMENT ON ROLE {{name}} IS 'mandate role=ro'"
+        );
         assert_eq!(r.revocation.len(), 5);
         let bad = DbRole {
             name: "x".into(),

@@ -68,6 +68,8 @@ pub struct App {
     pub(crate) leases_due: tokio::sync::Notify,
     /// One lease revocation pass at a time.
     pub(crate) lease_pass: tokio::sync::Mutex<()>,
+    /// Leases whose engine has not answered yet.
+    pub(crate) issuing: crate::issuing::Issuing,
 }
 
 /// The state every handler receives (axum `State`).

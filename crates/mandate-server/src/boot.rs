@@ -202,6 +202,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
         engines: Default::default(),
         leases_due: Default::default(),
         lease_pass: Default::default(),
+        issuing: Default::default(),
     });
     // Before serving: destroy what a crash left behind (leases of tasks
     // that ended or expired while the broker was down).
@@ -212,6 +213,14 @@ pub async fn start(settings: Settings) -> anyhow::Result<Started> {
             "revoked dynamic credentials left by a previous run"
         ),
         Err(e) => tracing::error!(error = %e, "could not sweep leases at start"),
+    }
+    match crate::orphans::sweep(&app).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            logins = n,
+            "destroyed logins a previous run made but never recorded"
+        ),
+        Err(e) => tracing::error!(error = %e, "could not look for unrecorded logins at start"),
     }
     if let Err(e) = crate::leases::count_failing(&app).await {
         tracing::error!(error = %e, "could not count failing leases");

@@ -1,5 +1,5 @@
-//! Dynamic credentials for tasks. Issuing records the lease durably first,
-//! then asks the engine; the revoker destroys every due lease at its
+//! Dynamic credentials for tasks. Issuing records the lease durably before
+//! the credential is handed out (see [`issue`]); the revoker destroys every due lease at its
 //! source (every way a task ends makes its leases due), confirms it gone,
 //! and retries failures with backoff. It runs at start before the broker
 //! serves (orphans of a crash), after each task transition, and every
@@ -20,9 +20,14 @@ const BATCH: usize = 1000;
 
 /// Record a lease for `task` on `tool`'s `role`, with `lease.created` and
 /// the decision to hand it out (`retrieved`, given the lease and login in
-/// its detail) in one commit, then make the credential. On failure nothing
-/// is handed out, the lease is marked for the revoker (the source may hold
-/// part of it if the answer was lost) and `lease.failed` says why.
+/// its detail) in one commit, and make the credential. An engine that can
+/// list its logins is asked while the lease commits (a crash in between
+/// leaves a login without a row, destroyed at the next start: see
+/// `orphans`); any other only once the row is durable. Nothing is handed
+/// out before the row is durable. On the engine's failure the lease is
+/// marked for the revoker (the source may hold part of it if the answer
+/// was lost) and `lease.failed` says why; on the store's, a login already
+/// made is destroyed at once.
 pub async fn issue(
     app: &App,
     task: &Task,
@@ -63,25 +68,35 @@ pub async fn issue(
     );
     let retrieved =
         retrieved.detail(json!({"lease": lease.id, "login": lease.login, "role": role}));
-    // What needs no source (a password and its verifier) is made while
-    // the lease commits; the source is asked only once the row is durable.
-    let (recorded, prepared) = tokio::join!(
-        app.store
-            .create_lease(lease.clone(), t, vec![created, retrieved]),
-        engine.prepare()
-    );
-    recorded?;
-    let outcome = match prepared {
-        Ok(prepared) => {
-            let asked = IssueRequest {
-                login: &lease.login,
-                role,
-                valid_until: task.deadline,
-                prepared: Some(prepared),
-            };
-            engine.issue(&asked).await
+    let _in_flight = app.issuing.hold(&lease.id, &app.leases_due);
+    let record = app
+        .store
+        .create_lease(lease.clone(), t, vec![created, retrieved]);
+    let make = async {
+        let asked = IssueRequest {
+            login: &lease.login,
+            role,
+            valid_until: task.deadline,
+            prepared: Some(engine.prepare().await?),
+        };
+        engine.issue(&asked).await
+    };
+    let outcome = if engine.lists_logins() {
+        let (recorded, made) = tokio::join!(record, make);
+        if let Err(se) = recorded {
+            app.metrics.lease("issue_failed");
+            // Idempotent: also right when the engine failed after making it.
+            if let Err(e) = destroy(engine.as_ref(), &lease.login, role).await {
+                tracing::error!(login = %lease.login, error = %e,
+                    "a login made without its lease could not be destroyed; the next start destroys it, and its deadline bounds it meanwhile");
+            }
+            drop(made);
+            return Err(se.into());
         }
-        Err(e) => Err(e),
+        made
+    } else {
+        record.await?;
+        make.await
     };
     match outcome {
         Ok(issued) => {
@@ -109,9 +124,14 @@ pub async fn issue(
     }
 }
 
-async fn destroy(engine: &dyn Engine, lease: &Lease) -> Result<(), EngineError> {
-    engine.revoke(&lease.login, &lease.role).await?;
-    if engine.verify_gone(&lease.login).await? {
+/// Destroy a login at its source and confirm it gone.
+pub(crate) async fn destroy(
+    engine: &dyn Engine,
+    login: &str,
+    role: &str,
+) -> Result<(), EngineError> {
+    engine.revoke(login, role).await?;
+    if engine.verify_gone(login).await? {
         Ok(())
     } else {
         Err(EngineError::Refused(
@@ -137,7 +157,7 @@ async fn settle(app: &App, mut lease: Lease) -> Result<bool, mandate_store::Stor
         .await
         {
             Err(e) => Err(e.message),
-            Ok(engine) => destroy(engine.as_ref(), &lease)
+            Ok(engine) => destroy(engine.as_ref(), &lease.login, &lease.role)
                 .await
                 .map_err(|e| e.to_string()),
         },
@@ -192,6 +212,11 @@ pub async fn revoke_due(app: &App) -> Result<usize, mandate_store::StoreError> {
     loop {
         let due = app.store.due_leases(now(), BATCH).await?;
         let full = due.len() == BATCH;
+        let before = touched;
+        let due: Vec<Lease> = due
+            .into_iter()
+            .filter(|l| !app.issuing.skip(&l.id))
+            .collect();
         let mut settled = futures::stream::iter(due)
             .map(|lease| settle(app, lease))
             .buffer_unordered(PARALLEL);
@@ -199,7 +224,8 @@ pub async fn revoke_due(app: &App) -> Result<usize, mandate_store::StoreError> {
             gone += usize::from(r?);
             touched += 1;
         }
-        if !full {
+        // A full batch of leases still in flight would be read again as is.
+        if !full || touched == before {
             break;
         }
     }

@@ -261,6 +261,68 @@ async fn a_role_of_a_task_that_ended_while_the_broker_was_down_is_dropped_before
     drop(s);
 }
 
+/// The engine is asked while the lease commits, so a crash between the
+/// two can leave a login with no row: found by its name at the next start
+/// and destroyed, unless its task is another broker's.
+#[tokio::test]
+async fn a_login_made_but_never_recorded_is_destroyed_before_it_serves() {
+    let Some((s, url)) = ready("lease_unrecorded").await else {
+        return;
+    };
+    let session = s.session("dbbot").await;
+    let id = task(&s, &session, None).await;
+    let recorded = credential(&s, &session, &id).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let comment = psql(
+        &url,
+        &format!(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = '{recorded}'"
+        ),
+    );
+    assert_eq!(
+        comment, "mandate role=readonly",
+        "every login names its role"
+    );
+    // What a crash in the window leaves: a login of this task with no
+    // lease, and one of a task this broker never had.
+    let hex = id.strip_prefix("task_").unwrap();
+    let unrecorded = format!("mnd_{hex}_00000000000000aa");
+    let foreign = "mnd_0123456789abcdef0123456789abcdef_00000000000000bb";
+    for login in [&unrecorded[..], foreign] {
+        psql(
+            &url,
+            &format!(
+                "CREATE ROLE {login} LOGIN PASSWORD 'x'; GRANT read_lease_unrecorded TO {login};
+                 COMMENT ON ROLE {login} IS 'mandate role=readonly'"
+            ),
+        );
+    }
+    let s = s.restart().await;
+    let foreign_left = roles(&url, foreign);
+    psql(&url, &format!("DROP ROLE {foreign}"));
+    assert_eq!(roles(&url, &unrecorded), "0", "destroyed before serving");
+    assert_eq!(
+        roles(&url, &recorded),
+        "1",
+        "a recorded login of a live task stays"
+    );
+    assert_eq!(foreign_left, "1", "another broker's login is left alone");
+    let swept: Vec<Value> = s
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "lease.orphan_revoked")
+        .collect();
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    let detail: Value = serde_json::from_str(swept[0]["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (swept[0]["task"].as_str(), detail["login"].as_str()),
+        (Some(id.as_str()), Some(unrecorded.as_str()))
+    );
+}
+
 #[tokio::test]
 async fn bad_requests_and_a_down_engine_make_nothing() {
     let Some((s, url)) = ready("lease_bad").await else {
@@ -402,12 +464,18 @@ mod token_service {
     }
 
     pub async fn start() -> (String, Tokens) {
+        start_slow(std::time::Duration::ZERO).await
+    }
+
+    /// One that takes `delay` to mint each token.
+    pub async fn start_slow(delay: std::time::Duration) -> (String, Tokens) {
         let tokens: Tokens = Arc::default();
         let app = Router::new()
             .route(
                 "/issue",
                 post(
-                    |State(t): State<Tokens>, h: HeaderMap, Json(b): Json<Value>| async move {
+                    move |State(t): State<Tokens>, h: HeaderMap, Json(b): Json<Value>| async move {
+                        tokio::time::sleep(delay).await;
                         if !authorised(&h) {
                             return (StatusCode::UNAUTHORIZED, Json(json!({})));
                         }
@@ -456,9 +524,9 @@ mod token_service {
     pub const ADMIN_KEY: &str = KEY;
 }
 
-#[tokio::test]
-async fn the_http_engine_mints_and_revokes_through_its_service() {
-    let (base, tokens) = token_service::start().await;
+/// A server with a `deploy-api` tool whose HTTP engine is the token
+/// service at `base`, and agent `shipper` allowed it.
+async fn with_token_service(base: &str) -> TestServer {
     let s = TestServer::start().await;
     s.seed().await;
     s.admin_post(
@@ -482,6 +550,13 @@ async fn the_http_engine_mints_and_revokes_through_its_service() {
         json!({"name": "shipper", "owner": "platform", "environment": "staging", "allowed_tools": ["deploy-api"]}),
     )
     .await;
+    s
+}
+
+#[tokio::test]
+async fn the_http_engine_mints_and_revokes_through_its_service() {
+    let (base, tokens) = token_service::start().await;
+    let s = with_token_service(&base).await;
     let session = s.session("shipper").await;
     let (_, t) = s
         .create_task(
@@ -518,4 +593,61 @@ async fn the_http_engine_mints_and_revokes_through_its_service() {
     );
     let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
     assert_eq!(leases["leases"][0]["state"], "revoked", "{leases}");
+}
+
+/// A task that ends while the engine is still making its login: the login
+/// is destroyed once made, never before (which would leave it behind).
+#[tokio::test]
+async fn a_task_that_ends_while_its_login_is_being_made_loses_it_once_made() {
+    let (base, tokens) = token_service::start_slow(Duration::from_millis(700)).await;
+    let s = with_token_service(&base).await;
+    let session = s.session("shipper").await;
+    let (_, t) = s
+        .create_task(
+            &session,
+            json!([{"tool": "deploy-api", "actions": ["deployer"]}]),
+            None,
+        )
+        .await;
+    let id = t["id"].as_str().unwrap().to_owned();
+    let (path, empty) = (
+        format!("/v1/tasks/{id}/credentials/deploy-api/deployer"),
+        json!({}),
+    );
+    let asking = s.post(&path, Some(&session), &empty);
+    let ending = async {
+        // The lease is recorded at once; the service is still minting.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+            if leases["leases"].as_array().is_some_and(|a| !a.is_empty()) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no lease recorded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(tokens.lock().unwrap().is_empty(), "not minted yet");
+        s.post(
+            &format!("/v1/tasks/{id}/complete"),
+            Some(&session),
+            &json!({}),
+        )
+        .await
+    };
+    let ((st, v), (ended, _)) = tokio::join!(asking, ending);
+    assert_eq!((st, ended), (StatusCode::CREATED, StatusCode::OK), "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, leases) = s.get(&format!("/v1/leases?task={id}"), Some(&s.root)).await;
+        let revoked = leases["leases"][0]["state"] == "revoked";
+        let left = tokens.lock().unwrap().len();
+        if revoked && left == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lease {leases}; {left} tokens left at the service"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
