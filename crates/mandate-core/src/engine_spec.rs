@@ -10,7 +10,15 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum EngineSpec {
     /// A `LOGIN` role per task on a PostgreSQL server.
-    Postgres { roles: Vec<DbRole> },
+    Postgres {
+        roles: Vec<DbRole>,
+        /// PEM certificates trusted for the server's certificate beside the
+        /// public web roots (a private PKI). The engine uses TLS whenever
+        /// the server offers it, always verified; `sslmode=require` in the
+        /// admin DSN insists on it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ca_pem: Option<String>,
+    },
     /// A token per task from an HTTP endpoint that mints and revokes them.
     Http {
         /// `POST`ed `{"login", "role", "valid_until"}`; answers `{"token"}`.
@@ -42,6 +50,7 @@ pub struct DbRole {
 }
 
 const MAX_ROLES: usize = 64;
+const MAX_CA_PEM: usize = 65_536;
 
 fn role_name_problem(n: &str) -> Option<&'static str> {
     if n.is_empty() || n.len() > 63 {
@@ -67,7 +76,7 @@ impl EngineSpec {
     /// The role names a scope may ask for.
     pub fn role_names(&self) -> Vec<&str> {
         match self {
-            EngineSpec::Postgres { roles } => roles.iter().map(|r| r.name.as_str()).collect(),
+            EngineSpec::Postgres { roles, .. } => roles.iter().map(|r| r.name.as_str()).collect(),
             EngineSpec::Http { roles, .. } => roles.iter().map(String::as_str).collect(),
         }
     }
@@ -109,7 +118,15 @@ impl EngineSpec {
                 }
             }
         }
-        if let EngineSpec::Postgres { roles } = self {
+        if let EngineSpec::Postgres { roles, ca_pem } = self {
+            if let Some(pem) = ca_pem
+                && (pem.len() > MAX_CA_PEM || !pem.contains("-----BEGIN CERTIFICATE-----"))
+            {
+                return Err(Invalid::new(
+                    "engine.ca_pem",
+                    "must be PEM text (`-----BEGIN CERTIFICATE-----` blocks) of at most 65536 bytes",
+                ));
+            }
             for (i, r) in roles.iter().enumerate() {
                 if r.member_of.len() > 32
                     || r.member_of.iter().any(|g| g.is_empty() || g.len() > 63)
@@ -159,6 +176,10 @@ mod tests {
             "status_url": "https://x/s", "roles": ["deploy"]}),
         );
         assert_eq!(http.check().unwrap_err().field, "engine.issue_url");
+        let ca = spec(
+            serde_json::json!({"kind": "postgres", "roles": [{"name": "ro"}], "ca_pem": "not a certificate"}),
+        );
+        assert_eq!(ca.check().unwrap_err().field, "engine.ca_pem");
         assert!(
             serde_json::from_value::<EngineSpec>(serde_json::json!({"kind": "mysql", "roles": []}))
                 .is_err()

@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config};
 
 /// Admin connections open at once (each a PostgreSQL backend): enough for
 /// the broker's parallel revoker and a burst of issues, few enough that a
@@ -33,6 +34,8 @@ use tokio_postgres::{Client, Config, NoTls};
 pub const MAX_OPEN: usize = 16;
 /// The longest a caller waits for a connection, or for one to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The admin connections' `application_name`.
+pub const APPLICATION_NAME: &str = "mandate engine";
 /// No admin statement may hold a connection longer than this.
 const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 
@@ -54,6 +57,8 @@ struct Role {
 
 pub struct PostgresEngine {
     admin: Config,
+    /// TLS whenever the server offers it, verified (`mandate_pg_connect`).
+    tls: mandate_pg_connect::Connector,
     /// Where a login connects: host, port, database (from the admin DSN).
     host: String,
     port: u16,
@@ -148,6 +153,13 @@ fn statements(r: &DbRole) -> Result<Role, EngineError> {
     })
 }
 
+/// The certificates of an engine's `ca_pem` (checked at tool registration).
+pub fn check_ca(
+    pem: &str,
+) -> Result<Vec<mandate_pg_connect::CertificateDer<'static>>, EngineError> {
+    mandate_pg_connect::roots_from_pem(pem).map_err(|e| EngineError::Refused(e.to_string()))
+}
+
 /// Check a role list's templates (at tool registration).
 pub fn check_roles(roles: &[DbRole]) -> Result<(), (usize, EngineError)> {
     for (i, r) in roles.iter().enumerate() {
@@ -157,7 +169,7 @@ pub fn check_roles(roles: &[DbRole]) -> Result<(), (usize, EngineError)> {
 }
 
 fn unreachable(e: tokio_postgres::Error) -> EngineError {
-    EngineError::Unreachable(e.to_string())
+    EngineError::Unreachable(mandate_pg_connect::with_sources(&e))
 }
 
 /// The server's message, never the statement (which may hold a password).
@@ -207,12 +219,21 @@ fn userinfo(s: &str) -> String {
 
 impl PostgresEngine {
     /// `admin_dsn` is the tool's secret: a role with `CREATEROLE` (and
-    /// membership of the groups it grants).
-    pub fn new(admin_dsn: &SecretString, roles: &[DbRole]) -> Result<Self, EngineError> {
+    /// membership of the groups it grants). `ca_pem`: certificates trusted
+    /// for the server's beside the public web roots.
+    pub fn new(
+        admin_dsn: &SecretString,
+        roles: &[DbRole],
+        ca_pem: Option<&str>,
+    ) -> Result<Self, EngineError> {
         let mut admin = Config::from_str(admin_dsn.expose_secret()).map_err(|_| {
             EngineError::Refused("the admin DSN does not parse (its text is not shown)".into())
         })?;
         admin.connect_timeout(CONNECT_TIMEOUT);
+        // What a DBA sees in `pg_stat_activity`, unless the DSN names one.
+        if admin.get_application_name().is_none() {
+            admin.application_name(APPLICATION_NAME);
+        }
         let host = match admin.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => {
@@ -231,8 +252,18 @@ impl PostgresEngine {
             .iter()
             .map(|r| Ok((r.name.clone(), statements(r)?)))
             .collect::<Result<_, EngineError>>()?;
+        let roots = match ca_pem {
+            Some(pem) => check_ca(pem)?,
+            None => Vec::new(),
+        };
+        let tls = mandate_pg_connect::connector(mandate_pg_connect::PostgresTls {
+            roots,
+            client: None,
+        })
+        .map_err(|e| EngineError::Refused(e.to_string()))?;
         Ok(PostgresEngine {
             admin,
+            tls,
             host,
             port,
             database,
@@ -268,7 +299,11 @@ impl PostgresEngine {
                 });
             }
         }
-        let (client, conn) = self.admin.connect(NoTls).await.map_err(unreachable)?;
+        let (client, conn) = self
+            .admin
+            .connect(self.tls.clone())
+            .await
+            .map_err(unreachable)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "engine connection ended");
@@ -369,24 +404,31 @@ impl Engine for PostgresEngine {
         // One simple-query message: PostgreSQL runs it as one transaction.
         admin.client.batch_execute(&sql).await.map_err(refused)?;
         self.put_back(admin);
+        // An admin DSN that insists on TLS makes the login's insist too.
+        let require = self.admin.get_ssl_mode() == SslMode::Require;
         let url = format!(
-            "postgresql://{}:{}@{}:{}/{}",
+            "postgresql://{}:{}@{}:{}/{}{}",
             userinfo(req.login),
             userinfo(password.expose_secret()),
             self.host,
             self.port,
-            userinfo(&self.database)
+            userinfo(&self.database),
+            if require { "?sslmode=require" } else { "" }
         );
+        let mut facts = vec![
+            ("PGHOST", self.host.clone()),
+            ("PGPORT", self.port.to_string()),
+            ("PGDATABASE", self.database.clone()),
+            ("PGUSER", req.login.to_owned()),
+        ];
+        if require {
+            facts.push(("PGSSLMODE", "require".to_owned()));
+        }
         Ok(Issued {
             login: req.login.to_owned(),
             password,
             url: SecretString::from(url),
-            facts: vec![
-                ("PGHOST", self.host.clone()),
-                ("PGPORT", self.port.to_string()),
-                ("PGDATABASE", self.database.clone()),
-                ("PGUSER", req.login.to_owned()),
-            ],
+            facts,
         })
     }
 
@@ -498,6 +540,7 @@ mod tests {
         let engine = PostgresEngine::new(
             &SecretString::from("postgres://admin@127.0.0.1:1/db".to_owned()),
             &[],
+            None,
         )
         .unwrap();
         let first = engine.prepare().await.unwrap();

@@ -45,6 +45,7 @@ fn setup(hint: &str) -> Option<(String, PostgresEngine)> {
             role("readonly", &[&group]),
             role("broken", &["no_such_group"]),
         ],
+        None,
     )
     .unwrap();
     Some((url, engine))
@@ -172,7 +173,7 @@ async fn hostile_values_stay_values() {
         creation: vec!["CREATE ROLE {{name}}; COMMENT ON ROLE {{name}} IS {{intent}}".into()],
         ..role("evil", &[])
     };
-    let err = PostgresEngine::new(&SecretString::from(url.clone()), &[bad])
+    let err = PostgresEngine::new(&SecretString::from(url.clone()), &[bad], None)
         .err()
         .unwrap();
     assert!(matches!(err, EngineError::Template(_)), "{err}");
@@ -219,6 +220,7 @@ async fn a_failed_or_unreachable_issue_leaves_no_role() {
     let down = PostgresEngine::new(
         &SecretString::from(format!("postgres://admin:s3cret@127.0.0.1:{port}/x")),
         &[role("readonly", &[])],
+        None,
     )
     .unwrap();
     let err = down
@@ -291,7 +293,7 @@ async fn operator_statements_may_end_in_comments() {
         ],
         ..role("commented", &[])
     };
-    let engine = PostgresEngine::new(&SecretString::from(url.clone()), &[custom]).unwrap();
+    let engine = PostgresEngine::new(&SecretString::from(url.clone()), &[custom], None).unwrap();
     let issued = engine
         .issue(&IssueRequest {
             login: "commented_login",

@@ -66,9 +66,9 @@ impl Engines {
                 .map_err(|_| ApiError::internal("the engine's credential is not UTF-8"))?,
         );
         let engine: Arc<dyn Engine> = match spec {
-            EngineSpec::Postgres { roles } => {
-                Arc::new(PostgresEngine::new(&credential, roles).map_err(engine_error)?)
-            }
+            EngineSpec::Postgres { roles, ca_pem } => Arc::new(
+                PostgresEngine::new(&credential, roles, ca_pem.as_deref()).map_err(engine_error)?,
+            ),
             EngineSpec::Http {
                 issue_url,
                 revoke_url,

@@ -62,20 +62,7 @@ impl From<postgres::Error> for StoreError {
                 db.message(),
                 db.code().code()
             ),
-            None => {
-                // Why the TLS handshake or the connection failed is in the
-                // sources (a rustls or I/O error), never the URL.
-                let mut m = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    let text = c.to_string();
-                    if !m.ends_with(&text) {
-                        m = format!("{m}: {text}");
-                    }
-                    cause = c.source();
-                }
-                m
-            }
+            None => mandate_pg_connect::with_sources(&e),
         })
     }
 }

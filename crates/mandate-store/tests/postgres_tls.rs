@@ -4,18 +4,10 @@
 use mandate_audit::{EventKind, NewEvent};
 use mandate_store::{PostgresStore, PostgresTls, Store};
 use mandate_testkit::postgres::psql;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use mandate_testkit::postgres_tls::{ClusterTls, enable_tls};
+use rcgen::{CertificateParams, CertifiedIssuer, DnType, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::OnceLock;
-
-/// The cluster's TLS: its server certificate, and the CA it trusts for
-/// client certificates. Set up once; the tests in this file share it.
-struct ClusterTls {
-    server: CertificateDer<'static>,
-    client_ca: CertifiedIssuer<'static, KeyPair>,
-    _dir: tempfile::TempDir,
-}
 
 static TLS: OnceLock<ClusterTls> = OnceLock::new();
 
@@ -47,73 +39,10 @@ fn client_identity(
     (vec![cert.der().clone()], key)
 }
 
-/// Give the cluster a certificate for 127.0.0.1, a CA for client
-/// certificates, and turn TLS on (once per process).
+/// The cluster's TLS, turned on once per process; the tests in this file
+/// share it.
 fn cluster_tls(url: &str) -> &'static ClusterTls {
     TLS.get_or_init(|| enable_tls(url))
-}
-
-fn enable_tls(url: &str) -> ClusterTls {
-    let dir = tempfile::tempdir().unwrap();
-    let cert =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "test client CA");
-    let client_ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let (crt, key, ca) = (
-        dir.path().join("server.crt"),
-        dir.path().join("server.key"),
-        dir.path().join("client-ca.crt"),
-    );
-    std::fs::write(&crt, cert.cert.pem()).unwrap();
-    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-    std::fs::write(&ca, client_ca.pem()).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    // The server runs as `postgres` when the tests run as root, and reads
-    // its key only if that user owns it.
-    if std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .unwrap()
-        .stdout
-        == b"0\n"
-    {
-        let ok = std::process::Command::new("chown")
-            .args(["postgres:"])
-            .arg(&crt)
-            .arg(&key)
-            .arg(&ca)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-    for (setting, path) in [
-        ("ssl_cert_file", &crt),
-        ("ssl_key_file", &key),
-        ("ssl_ca_file", &ca),
-    ] {
-        psql(
-            url,
-            &format!("ALTER SYSTEM SET {setting} = '{}'", path.display()),
-        );
-    }
-    psql(url, "ALTER SYSTEM SET ssl = on");
-    psql(url, "SELECT pg_reload_conf()");
-    for _ in 0..50 {
-        if psql(url, "SHOW ssl") == "on" {
-            return ClusterTls {
-                server: cert.cert.der().clone(),
-                client_ca,
-                _dir: dir,
-            };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the server did not turn TLS on");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

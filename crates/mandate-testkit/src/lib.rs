@@ -7,6 +7,7 @@
 pub mod http2;
 pub mod interop;
 pub mod postgres;
+pub mod postgres_tls;
 pub mod raw;
 
 use mandate_server::{Config, Started};

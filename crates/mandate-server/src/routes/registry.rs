@@ -449,9 +449,13 @@ const SECRET_BEARING: [&str; 4] = ["upstream", "delivery", "egress_hosts", "engi
 
 /// An engine's templates, checked the way the engine will render them.
 fn check_engine(tool: &mandate_core::Tool) -> Result<(), ApiError> {
-    if let Some(mandate_core::EngineSpec::Postgres { roles }) = &tool.engine {
+    if let Some(mandate_core::EngineSpec::Postgres { roles, ca_pem }) = &tool.engine {
         mandate_engine::postgres::check_roles(roles)
             .map_err(|(i, e)| ApiError::bad_request(format!("engine.roles[{i}]: {e}")))?;
+        if let Some(pem) = ca_pem {
+            mandate_engine::postgres::check_ca(pem)
+                .map_err(|e| ApiError::bad_request(format!("engine.ca_pem: {e}")))?;
+        }
     }
     Ok(())
 }

@@ -524,6 +524,34 @@ mod token_service {
     pub const ADMIN_KEY: &str = KEY;
 }
 
+/// The CA a PostgreSQL engine trusts is checked when the tool is
+/// registered: not PEM, or PEM that holds no usable certificate, is a 400
+/// naming `engine.ca_pem`, and no tool is made.
+#[tokio::test]
+async fn a_database_ca_that_is_not_a_certificate_is_refused_naming_the_field() {
+    let s = TestServer::start().await;
+    s.seed().await;
+    for pem in [
+        "not a certificate",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        let (st, v) = s
+            .post(
+                "/v1/tools",
+                Some(&s.root),
+                &json!({"name": "orders-db", "audience": DB_AUD, "owner": "platform",
+                    "environment": "staging", "sensitivity": "confidential", "max_ttl_secs": 600, "actions": ["readonly"],
+                    "engine": {"kind": "postgres", "roles": [{"name": "readonly"}], "ca_pem": pem}}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("engine.ca_pem"), "{message}");
+    }
+    let (st, _) = s.get("/v1/tools/orders-db", Some(&s.root)).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nothing written");
+}
+
 /// A server with a `deploy-api` tool whose HTTP engine is the token
 /// service at `base`, and agent `shipper` allowed it.
 async fn with_token_service(base: &str) -> TestServer {

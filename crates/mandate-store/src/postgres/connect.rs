@@ -1,58 +1,16 @@
-//! How connections are made: TLS settings (rustls, certificate and host
-//! name verified against the public web roots plus any CA given), and a
-//! description of the target that never carries the password.
+//! How connections are made: TLS (`mandate_pg_connect`, shared with the
+//! database engine), and a description of the target that never carries
+//! the password.
 
 use crate::StoreError;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use mandate_pg_connect::PostgresTls;
 use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
 
 /// How every connection negotiates TLS.
-pub(crate) type Tls = tokio_postgres_rustls::MakeRustlsConnect;
-
-/// TLS settings for the connections, beside what the URL says.
-#[derive(Default)]
-pub struct PostgresTls {
-    /// CAs trusted for the server's certificate beside the public web roots
-    /// (a private PKI).
-    pub roots: Vec<CertificateDer<'static>>,
-    /// A client certificate chain and its private key.
-    pub client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
-}
-
-/// Counts only: never the key.
-impl std::fmt::Debug for PostgresTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresTls")
-            .field("roots", &self.roots.len())
-            .field("client_chain", &self.client.as_ref().map(|(c, _)| c.len()))
-            .finish()
-    }
-}
+pub(crate) type Tls = mandate_pg_connect::Connector;
 
 pub(crate) fn tls(settings: PostgresTls) -> Result<Tls, StoreError> {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    for cert in settings.roots {
-        roots
-            .add(cert)
-            .map_err(|e| StoreError::Backend(format!("unusable database CA certificate: {e}")))?;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| StoreError::Backend(format!("TLS setup: {e}")))?
-    .with_root_certificates(roots);
-    let config = match settings.client {
-        None => config.with_no_client_auth(),
-        // rustls names what is wrong (key type, mismatch), never the key.
-        Some((chain, key)) => config.with_client_auth_cert(chain, key).map_err(|e| {
-            StoreError::Backend(format!("unusable database client certificate: {e}"))
-        })?,
-    };
-    Ok(Tls::new(config))
+    mandate_pg_connect::connector(settings).map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// `user@host:port/dbname` from a URL, without the password.

@@ -21,9 +21,9 @@ use crate::StoreError;
 use crate::backend::{Backend, Job, Writer};
 use crate::pool::Pool;
 use crate::sql::Sql;
-pub use connect::PostgresTls;
 use connect::Tls;
 use db::Conn;
+pub use mandate_pg_connect::PostgresTls;
 pub use reader::PostgresAuditReader;
 use secrecy::SecretString;
 

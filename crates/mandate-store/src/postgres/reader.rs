@@ -3,10 +3,11 @@
 //! might be down or not trusted. No writer lock, no migrations, and the
 //! session is read-only: an auditor's tool cannot change the evidence.
 
-use super::connect::{self, PostgresTls};
+use super::connect;
 use super::db::Conn;
 use crate::{StoreError, events};
 use mandate_audit::Event;
+use mandate_pg_connect::PostgresTls;
 use secrecy::SecretString;
 
 /// A read-only connection to a Mandate PostgreSQL database's audit events.
