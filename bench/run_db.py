@@ -53,7 +53,7 @@ FOREIGN_MAX_PCT passes through from the environment).
 --floor: the statements Mandate runs, straight into the same PostgreSQL over
 one psql session (no broker), sequentially, sent as the engine sends them:
 issue = CREATE ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT
-agent_readers TO … as one message (one implicit transaction); revoke = the existence
+agent_readers TO …; COMMENT ON ROLE … as one message (one implicit transaction); revoke = the existence
 check, ALTER ROLE … NOLOGIN alone, the other four default revocation
 statements as one message, and the verify-gone check. psql's
 \\timing per statement, summed per group: the database's share.
@@ -404,7 +404,8 @@ def pg_seq(n: int) -> dict:
         # `\;` makes psql send the statements as one message, as the engine does.
         lines += ["\\echo ISSUE",
                   f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{scram_verifier(os.urandom(32).hex())}' "
-                  f"VALID UNTIL '2099-01-01 00:00:00+00' \\; GRANT \"{GROUP}\" TO \"{name}\";",
+                  f"VALID UNTIL '2099-01-01 00:00:00+00' \\; GRANT \"{GROUP}\" TO \"{name}\" \\; "
+                  f"COMMENT ON ROLE \"{name}\" IS 'mandate role=readonly';",
                   "\\echo REVOKE",
                   f"SELECT 1 FROM pg_roles WHERE rolname = '{name}';",
                   f"ALTER ROLE \"{name}\" NOLOGIN;",
@@ -443,7 +444,8 @@ def floor(a, out: Path):
     q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
     up = uptime()
     rec = {"peer": "postgres-direct", "workload": "db-floor", "n": a.seq_n, "uptime": up, **q, **pg_seq(a.seq_n),
-           "issue_statements": "one message: CREATE ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT agent_readers",
+           "issue_statements": "one message: CREATE ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT agent_readers; "
+                               "COMMENT ON ROLE",
            "revoke_statements": "exists; ALTER ROLE NOLOGIN; one message: pg_terminate_backend; REASSIGN OWNED; "
                                 "DROP OWNED; DROP ROLE IF EXISTS; exists"}
     emit(out / "floor.jsonl", rec)
@@ -456,12 +458,12 @@ def floor_c8(a, out: Path):
     """Issue throughput of the database itself: pgbench, 8 clients on 8
     connections opened once, each transaction the engine's issue (CREATE
     ROLE … LOGIN PASSWORD '<SCRAM verifier>' VALID UNTIL …; GRANT
-    agent_readers as one message), for --duration s; then every role it made dropped."""
+    agent_readers; COMMENT ON ROLE as one message), for --duration s; then every role it made dropped."""
     pgbench = Path(os.path.realpath(shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl")).parent / "pgbench"
     script = Path(tempfile.mkdtemp(prefix="mandate-floor-")) / "issue.sql"
     script.write_text("\\set r random(1, 9000000000000)\n"
                       "CREATE ROLE \"flr_:r\" LOGIN PASSWORD ':scram' VALID UNTIL '2099-01-01 00:00:00+00' \\; "
-                      f"GRANT \"{GROUP}\" TO \"flr_:r\";\n")
+                      f"GRANT \"{GROUP}\" TO \"flr_:r\" \\; COMMENT ON ROLE \"flr_:r\" IS 'mandate role=readonly';\n")
     q = wait_quiet(a.max_load, a.quiet_pct, a.max_quiet_wait)
     up = uptime()
     env = dict(os.environ, PGPASSWORD="bench-only-password")

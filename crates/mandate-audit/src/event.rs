@@ -155,7 +155,7 @@ pub enum EventKind {
     #[serde(rename = "secret.unused")]
     SecretUnused,
     /// A dynamic credential's lease was recorded, before the credential was
-    /// made (the login; never its password).
+    /// handed out (the login; never its password).
     #[serde(rename = "lease.created")]
     LeaseCreated,
     /// The source confirmed the credential gone.

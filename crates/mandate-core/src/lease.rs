@@ -1,7 +1,9 @@
 //! A lease: the record of one dynamic credential (a database login), tied
-//! to its task. It is written before the credential exists and ends only
-//! when the source confirms the credential is gone, so a crash anywhere in
-//! between leaves a row that says what to destroy.
+//! to its task. It is durable before the credential is handed out (written
+//! while the source makes it, or before where the source cannot list what
+//! it made) and ends only when the source confirms the credential is gone,
+//! so a crash anywhere leaves a row, or a login named after its task, that
+//! says what to destroy.
 
 use crate::{AgentName, Invalid, LeaseId, TaskId, ToolName, UnixTime};
 use serde::{Deserialize, Serialize};

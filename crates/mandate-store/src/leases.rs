@@ -1,5 +1,5 @@
-//! Leases: the record of each dynamic credential, written before it
-//! exists. Which ones are due for destruction is read from the tasks they
+//! Leases: the record of each dynamic credential, durable before it is
+//! handed out. Which ones are due for destruction is read from the tasks they
 //! belong to, so every way a task ends (completion, revocation, a parent's
 //! cascade, suspension, its deadline, a crash while it ended) makes its
 //! leases due without the task's own write having to know about them.
@@ -18,7 +18,7 @@ pub struct LeaseFilter {
     pub limit: usize,
 }
 
-/// Record a lease for a live task, before the credential is made.
+/// Record a lease for a live task, before the credential is handed out.
 pub(crate) fn create(
     w: &mut dyn Write,
     lease: &Lease,
