@@ -182,6 +182,7 @@ class Broker:
         self.out, self.rep = out, rep
         os.environ.setdefault("MANDATE_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
         self.proc, root = start(self.work, jwt_dir)
+        self.root = root
         self.pid = self.proc.pid
         try:
             self._seed(jwt_dir, root)

@@ -357,9 +357,11 @@ impl Engine for PostgresEngine {
         crate::login_for(task, random)
     }
 
-    /// A password and its SCRAM verifier: one made ahead if there is one
-    /// (the spare is topped up in the background), else made now, on a
-    /// blocking thread.
+    /// A password and its SCRAM verifier: one made ahead if there is one,
+    /// else made now, on a blocking thread. The spare is topped up in the
+    /// background once the server has answered (see `issue`), so the
+    /// derivation does not compete with the server for the CPU meanwhile;
+    /// at once only when it ran dry.
     async fn prepare(&self) -> Result<Prepared, EngineError> {
         let ahead = self
             .spare
@@ -367,7 +369,9 @@ impl Engine for PostgresEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
-        self.spare.top_up();
+        if ahead.is_none() {
+            self.spare.top_up();
+        }
         let (password, verifier) = match ahead {
             Some(pair) => pair,
             None => tokio::task::spawn_blocking(password_and_verifier)
@@ -402,7 +406,9 @@ impl Engine for PostgresEngine {
         let sql = script(&role.creation, &inputs)?;
         let admin = self.connect().await?;
         // One simple-query message: PostgreSQL runs it as one transaction.
-        admin.client.batch_execute(&sql).await.map_err(refused)?;
+        let done = admin.client.batch_execute(&sql).await.map_err(refused);
+        self.spare.top_up();
+        done?;
         self.put_back(admin);
         // An admin DSN that insists on TLS makes the login's insist too.
         let require = self.admin.get_ssl_mode() == SslMode::Require;
