@@ -1,8 +1,10 @@
 //! The store's part of a cascade: revoking a task with N delegated
 //! children (one write: the subtree's state, one `task.revoked` event per
-//! child, the root's feed entry and event). SQLite in a temp dir, and
-//! PostgreSQL when the testkit can start a throwaway cluster. The tree is
-//! rebuilt (not timed) before every revoke.
+//! child, the root's feed entry and event), and completing a task with no
+//! children while 50,000 others are live (what most completions are, on a
+//! busy broker). SQLite in a temp dir, and PostgreSQL when the testkit can
+//! start a throwaway cluster. The tree is rebuilt (not timed) before every
+//! revoke.
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use mandate_audit::{EventKind, NewEvent};
@@ -156,6 +158,53 @@ fn revoke(c: &mut Criterion, backend: &str, store: Arc<dyn Store>, rt: &tokio::r
     g.finish();
 }
 
+/// Other live tasks while a leaf completes.
+const LIVE: usize = 50_000;
+
+fn complete_leaf(
+    c: &mut Criterion,
+    backend: &str,
+    store: Arc<dyn Store>,
+    rt: &tokio::runtime::Runtime,
+) {
+    let lead = agent("lead");
+    rt.block_on(async {
+        let mut pending = Vec::with_capacity(LIVE);
+        for _ in 0..LIVE {
+            let (s, t) = (store.clone(), task(&lead, None));
+            pending.push(tokio::spawn(async move {
+                s.create_task(t, ev(EventKind::TaskCreated)).await
+            }));
+        }
+        for p in pending {
+            p.await.unwrap().unwrap();
+        }
+    });
+    let mut g = c.benchmark_group(format!("complete_leaf/{backend}"));
+    g.sample_size(20).measurement_time(Duration::from_secs(3));
+    g.bench_function(BenchmarkId::from_parameter(LIVE), |b| {
+        b.iter_custom(|iters| {
+            let mut took = Duration::ZERO;
+            for _ in 0..iters {
+                let t = task(&lead, None);
+                rt.block_on(store.create_task(t.clone(), ev(EventKind::TaskCreated)))
+                    .unwrap();
+                let at = Instant::now();
+                rt.block_on(store.transition_task(
+                    &t.id,
+                    TaskState::Completed,
+                    3,
+                    ev(EventKind::TaskCompleted),
+                ))
+                .unwrap();
+                took += at.elapsed();
+            }
+            took
+        })
+    });
+    g.finish();
+}
+
 fn cascade(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -165,13 +214,15 @@ fn cascade(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn Store> =
         Arc::new(SqliteStore::open(&dir.path().join("mandate.db")).unwrap());
-    revoke(c, "sqlite", sqlite, &rt);
+    revoke(c, "sqlite", sqlite.clone(), &rt);
+    complete_leaf(c, "sqlite", sqlite, &rt);
     if let Some(url) = mandate_testkit::postgres::database("bench_cascade") {
         let pg: Arc<dyn Store> = Arc::new(
             rt.block_on(PostgresStore::open(url.into(), Default::default()))
                 .unwrap(),
         );
-        revoke(c, "postgres", pg, &rt);
+        revoke(c, "postgres", pg.clone(), &rt);
+        complete_leaf(c, "postgres", pg, &rt);
     }
 }
 

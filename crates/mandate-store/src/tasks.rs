@@ -109,6 +109,16 @@ struct Ended {
 /// here put oldest first (as `OLDEST_FIRST`: ids are one prefix and
 /// lowercase hex, so byte order is the collation's).
 fn end_below(db: &mut dyn Sql, id: &str, now: UnixTime) -> Result<Vec<Ended>, StoreError> {
+    // Most tasks have no children, and SQLite 3.50 plans the statement
+    // below by scanning every live task (14 ms with 60,000 live, even with
+    // nothing below): a leaf costs one probe of `tasks_by_parent` instead.
+    if !sql::exists(
+        db,
+        "SELECT 1 FROM tasks WHERE parent = $1 LIMIT 1",
+        args![id],
+    )? {
+        return Ok(Vec::new());
+    }
     let mut ended = db
         .query(
             // Joined with `FROM`, not `id IN (…)`: the planner then walks
