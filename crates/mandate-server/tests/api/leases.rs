@@ -81,6 +81,14 @@ async fn credential(s: &TestServer, session: &str, task: &str) -> Value {
     v
 }
 
+/// The login of a new credential for `task`.
+async fn new_login(s: &TestServer, session: &str, task: &str) -> String {
+    credential(s, session, task).await["login"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -186,10 +194,7 @@ async fn revocation_a_parents_cascade_and_the_deadline_each_drop_the_role() {
     let session = s.session("dbbot").await;
     // An operator's revocation.
     let id = task(&s, &session, None).await;
-    let login = credential(&s, &session, &id).await["login"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let login = new_login(&s, &session, &id).await;
     let (st, _) = s
         .post(&format!("/v1/tasks/{id}/revoke"), Some(&s.root), &json!({}))
         .await;
@@ -229,10 +234,7 @@ async fn revocation_a_parents_cascade_and_the_deadline_each_drop_the_role() {
     );
     // The deadline: the sweeper expires the task, the revoker drops the role.
     let short = task(&s, &session, Some(2)).await;
-    let login = credential(&s, &session, &short).await["login"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let login = new_login(&s, &session, &short).await;
     assert_eq!(roles(&url, &login), "1");
     gone_within(&url, &login, 10).await;
 }
@@ -244,10 +246,7 @@ async fn a_role_of_a_task_that_ended_while_the_broker_was_down_is_dropped_before
     };
     let session = s.session("dbbot").await;
     let id = task(&s, &session, Some(2)).await;
-    let login = credential(&s, &session, &id).await["login"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let login = new_login(&s, &session, &id).await;
     let mut s = s;
     s.stop().await;
     tokio::time::sleep(Duration::from_secs(3)).await; // the task's deadline passes meanwhile
@@ -271,10 +270,7 @@ async fn a_login_made_but_never_recorded_is_destroyed_before_it_serves() {
     };
     let session = s.session("dbbot").await;
     let id = task(&s, &session, None).await;
-    let recorded = credential(&s, &session, &id).await["login"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let recorded = new_login(&s, &session, &id).await;
     let comment = psql(
         &url,
         &format!(
