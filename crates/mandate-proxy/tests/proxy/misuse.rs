@@ -113,8 +113,17 @@ async fn a_bound_token_relayed_to_another_agent_suspends_the_task_and_its_subtre
         (StatusCode::UNAUTHORIZED, "dpop_required".into())
     );
     let relayed_at = request_id(&headers);
-    let took = w.until_refused("ledger", &[&plain, &child, &kept]).await;
+    // Not `kept` as a bearer again: each such call is fresh evidence, and a
+    // report landing after the operator's resume below suspends the task
+    // anew (fail closed), which this test would then trip over.
+    let took = w.until_refused("ledger", &[&plain, &child]).await;
     eprintln!("relayed request to the whole subtree refused at the proxy: {took:?}");
+    let (st, _, body) = dpop_call(&w, "ledger", &kept, &lead_key).await;
+    assert_eq!(
+        st,
+        StatusCode::UNAUTHORIZED,
+        "the bound token, even with its key: {body}"
+    );
 
     assert_eq!(w.task_state(&t).await, "suspended");
     assert_eq!(w.task_state(&child_task).await, "revoked");
