@@ -577,19 +577,25 @@ async fn with_token_service(base: &str) -> TestServer {
     s
 }
 
+/// A task of `shipper` scoped to `deploy-api`'s `deployer` role.
+async fn deploy_task(s: &TestServer, session: &str) -> String {
+    let (st, t) = s
+        .create_task(
+            session,
+            json!([{"tool": "deploy-api", "actions": ["deployer"]}]),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{t}");
+    t["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn the_http_engine_mints_and_revokes_through_its_service() {
     let (base, tokens) = token_service::start().await;
     let s = with_token_service(&base).await;
     let session = s.session("shipper").await;
-    let (_, t) = s
-        .create_task(
-            &session,
-            json!([{"tool": "deploy-api", "actions": ["deployer"]}]),
-            None,
-        )
-        .await;
-    let id = t["id"].as_str().unwrap();
+    let id = &deploy_task(&s, &session).await;
     let (st, v) = s
         .post(
             &format!("/v1/tasks/{id}/credentials/deploy-api/deployer"),
@@ -626,14 +632,7 @@ async fn a_task_that_ends_while_its_login_is_being_made_loses_it_once_made() {
     let (base, tokens) = token_service::start_slow(Duration::from_millis(700)).await;
     let s = with_token_service(&base).await;
     let session = s.session("shipper").await;
-    let (_, t) = s
-        .create_task(
-            &session,
-            json!([{"tool": "deploy-api", "actions": ["deployer"]}]),
-            None,
-        )
-        .await;
-    let id = t["id"].as_str().unwrap().to_owned();
+    let id = deploy_task(&s, &session).await;
     let (path, empty) = (
         format!("/v1/tasks/{id}/credentials/deploy-api/deployer"),
         json!({}),
